@@ -1,0 +1,407 @@
+//! Time as tollgate sees it: integer nanoseconds since a clock's epoch, and timed parks that a
+//! [`CancelToken`] interrupts.
+//!
+//! Invariants:
+//!
+//! 1. `now()` is a `u64` of nanoseconds since the clock's epoch (584 years of range).
+//! 2. [`MonotonicClock::now`] never decreases, on any thread: it is `std::time::Instant`, which
+//!    the standard library guarantees monotonic, measured from one process-wide epoch.
+//! 3. A thread parked until `at` through a clock returns once `now() >= at`, when it is unparked,
+//!    or spuriously; callers re-check their condition. [`ManualClock`] wakes every thread parked
+//!    until an instant the moment `advance`/`set` reaches it, so waiting logic is tested without
+//!    real time.
+//!
+//! # Why `Instant` and not the TSC
+//!
+//! `docs/benchmarks.md` has the numbers (bench `clock`): on this machine `Instant::now()` costs
+//! about 19 ns and quanta's TSC read about 9 ns. The TSC is not guaranteed synchronised across
+//! cores (governor #299: early rejections when it steps backwards between threads), and a GCRA
+//! decision that sees time go backwards denies requests it should admit. Monotonicity beats speed,
+//! so the default clock is `Instant`; the limiter keeps the read out of its denial fast path
+//! where it can.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::cancel::CancelToken;
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, Thread, current, park, park_timeout};
+
+/// What ended a [`Clock::park_until`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wake {
+    /// The clock reached the instant.
+    Reached,
+    /// The token was cancelled (or its deadline passed) first.
+    Cancelled,
+}
+
+/// A source of time and of timed parks.
+///
+/// Instants are `u64` nanoseconds since the clock's epoch. The trait is object safe: tokens hold
+/// their clock as `Arc<dyn Clock>`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{CancelToken, Clock, ManualClock, Wake};
+///
+/// let clock = ManualClock::new();
+/// let token = CancelToken::new();
+/// // The instant has been reached already: no park at all.
+/// assert_eq!(clock.park_until(0, &token), Wake::Reached);
+/// token.cancel();
+/// assert_eq!(clock.park_until(u64::MAX, &token), Wake::Cancelled);
+/// ```
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// Nanoseconds since this clock's epoch.
+    fn now(&self) -> u64;
+
+    /// Parks the calling thread until `now() >= at`, until `Thread::unpark` is called on it, or
+    /// spuriously. The building block of every wait: callers loop and re-check.
+    fn park_thread_until(&self, at: u64);
+
+    /// Parks the calling thread until `now() >= at` or until `token` is cancelled, whichever comes
+    /// first, and says which. Never returns spuriously.
+    ///
+    /// A deadline on `token` also ends the park (as [`Wake::Cancelled`]): the park is bounded by
+    /// the time the token has left, measured on the token's own clock.
+    fn park_until(&self, at: u64, token: &CancelToken) -> Wake {
+        if token.is_cancelled() {
+            return Wake::Cancelled;
+        }
+        if self.now() >= at {
+            return Wake::Reached;
+        }
+        park_until_slow(self, at, token)
+    }
+}
+
+#[cold]
+fn park_until_slow<C: Clock + ?Sized>(clock: &C, at: u64, token: &CancelToken) -> Wake {
+    let thread = current();
+    let _registration = token.on_cancel(move || thread.unpark());
+    loop {
+        if token.is_cancelled() {
+            return Wake::Cancelled;
+        }
+        let now = clock.now();
+        if now >= at {
+            return Wake::Reached;
+        }
+        clock.park_thread_until(at.min(token.deadline_in_clock(now)));
+    }
+}
+
+/// The process-wide epoch of [`MonotonicClock`]: the first time any code asked for it.
+fn monotonic_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The default clock: `std::time::Instant`, monotonic on every platform Rust supports.
+///
+/// All `MonotonicClock`s share one epoch (the first use in the process), so their instants can be
+/// compared across limiters and tokens.
+///
+/// # Examples
+///
+/// ```
+/// use tollgate::{Clock, MonotonicClock};
+///
+/// let clock = MonotonicClock;
+/// let a = clock.now();
+/// let b = clock.now();
+/// assert!(b >= a);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MonotonicClock;
+
+impl MonotonicClock {
+    /// Converts a `std::time::Instant` to this clock's nanoseconds (0 for instants before the
+    /// epoch; saturating far in the future).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use tollgate::{Clock, MonotonicClock};
+    ///
+    /// let later = Instant::now() + Duration::from_secs(1);
+    /// assert!(MonotonicClock::instant_to_nanos(later) > MonotonicClock.now());
+    /// ```
+    pub fn instant_to_nanos(instant: Instant) -> u64 {
+        duration_to_nanos(instant.saturating_duration_since(monotonic_epoch()))
+    }
+}
+
+impl Clock for MonotonicClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        duration_to_nanos(monotonic_epoch().elapsed())
+    }
+
+    fn park_thread_until(&self, at: u64) {
+        if at == u64::MAX {
+            park();
+            return;
+        }
+        let now = self.now();
+        if at > now {
+            park_timeout(Duration::from_nanos(at - now));
+        }
+    }
+}
+
+/// A `Duration` as `u64` nanoseconds, saturating at `u64::MAX` (584 years).
+#[inline]
+pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A clock that moves only when told to: for deterministic tests of anything that waits.
+///
+/// Clones share the same time. Threads parked until an instant wake when [`advance`] or [`set`]
+/// reaches it. Works under loom.
+///
+/// [`advance`]: ManualClock::advance
+/// [`set`]: ManualClock::set
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{CancelToken, Clock, ManualClock, Wake};
+///
+/// let clock = ManualClock::new();
+/// let sleeper = {
+///     let clock = clock.clone();
+///     std::thread::spawn(move || clock.park_until(1_000, &CancelToken::new()))
+/// };
+/// clock.advance(Duration::from_nanos(1_000));
+/// assert_eq!(sleeper.join().unwrap(), Wake::Reached);
+/// assert_eq!(clock.now(), 1_000);
+/// ```
+#[derive(Clone, Default)]
+pub struct ManualClock {
+    inner: Arc<ManualInner>,
+}
+
+#[derive(Default)]
+struct ManualInner {
+    /// The current time. Written only under `sleepers`' lock, so a parker that checked it under
+    /// that lock and registered cannot miss the advance that passes its instant.
+    now: AtomicU64,
+    /// Threads parked until an instant, with that instant.
+    sleepers: Mutex<Vec<(u64, Thread)>>,
+}
+
+impl ManualClock {
+    /// A clock at 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A clock at `nanos`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Clock, ManualClock};
+    /// assert_eq!(ManualClock::starting_at(42).now(), 42);
+    /// ```
+    pub fn starting_at(nanos: u64) -> Self {
+        let clock = Self::new();
+        clock.set(nanos);
+        clock
+    }
+
+    /// Moves time forward by `d` (saturating) and wakes the threads whose instant has come.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::new();
+    /// clock.advance(Duration::from_millis(5));
+    /// assert_eq!(clock.now(), 5_000_000);
+    /// ```
+    pub fn advance(&self, d: Duration) {
+        self.update(|now| now.saturating_add(duration_to_nanos(d)));
+    }
+
+    /// Sets the time to `nanos`. Setting it backwards models a misbehaving clock: allowed, so
+    /// tests can check that nothing panics or over-admits when time steps back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::new();
+    /// clock.set(7);
+    /// assert_eq!(clock.now(), 7);
+    /// ```
+    pub fn set(&self, nanos: u64) {
+        self.update(|_| nanos);
+    }
+
+    fn update(&self, next: impl FnOnce(u64) -> u64) {
+        let mut sleepers = self.inner.sleepers.lock();
+        // Relaxed: the lock orders this with every parker's check (taken under the same lock).
+        let now = next(self.inner.now.load(Ordering::Relaxed));
+        // Release: pairs with the Acquire in `now()`, so a thread that reads the new time also
+        // sees what the advancing thread did before advancing.
+        self.inner.now.store(now, Ordering::Release);
+        sleepers.retain(|(at, thread)| {
+            let due = *at <= now;
+            if due {
+                thread.unpark();
+            }
+            !due
+        });
+    }
+
+    /// How many threads are parked on this clock right now (for tests that wait for a thread to
+    /// reach its park before advancing).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::ManualClock;
+    /// assert_eq!(ManualClock::new().sleepers(), 0);
+    /// ```
+    pub fn sleepers(&self) -> usize {
+        self.inner.sleepers.lock().len()
+    }
+}
+
+impl Clock for ManualClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        // Acquire: pairs with the Release store in `update`.
+        self.inner.now.load(Ordering::Acquire)
+    }
+
+    fn park_thread_until(&self, at: u64) {
+        let me = current();
+        {
+            let mut sleepers = self.inner.sleepers.lock();
+            // Relaxed: `now` is only written under this lock, which we hold.
+            if self.inner.now.load(Ordering::Relaxed) >= at {
+                return;
+            }
+            sleepers.push((at, me.clone()));
+        }
+        park();
+        // Woken by an advance (which removed our entry), by another unpark, or spuriously:
+        // leave no stale entry behind either way.
+        let id = me.id();
+        self.inner
+            .sleepers
+            .lock()
+            .retain(|(_, thread)| thread.id() != id);
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManualClock")
+            .field("now", &self.now())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_clock_never_goes_back() {
+        let clock = MonotonicClock;
+        let mut last = clock.now();
+        for _ in 0..10_000 {
+            let now = clock.now();
+            assert!(now >= last);
+            last = now;
+        }
+    }
+
+    #[test]
+    fn instant_conversion_matches_now() {
+        let before = MonotonicClock.now();
+        let converted = MonotonicClock::instant_to_nanos(Instant::now());
+        let after = MonotonicClock.now();
+        assert!(before <= converted && converted <= after);
+    }
+
+    #[test]
+    fn manual_clock_advance_saturates() {
+        let clock = ManualClock::starting_at(u64::MAX - 1);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.now(), u64::MAX);
+    }
+
+    #[test]
+    fn manual_clock_set_backwards_is_allowed() {
+        let clock = ManualClock::starting_at(100);
+        clock.set(10);
+        assert_eq!(clock.now(), 10);
+    }
+
+    #[test]
+    fn park_until_past_instant_returns_at_once() {
+        let clock = ManualClock::starting_at(50);
+        clock.park_thread_until(50);
+        assert_eq!(clock.park_until(10, &CancelToken::new()), Wake::Reached);
+        assert_eq!(clock.sleepers(), 0);
+    }
+
+    #[test]
+    fn advance_wakes_only_due_sleepers() {
+        let clock = ManualClock::new();
+        let spawn = |at: u64| {
+            let clock = clock.clone();
+            std::thread::spawn(move || clock.park_until(at, &CancelToken::new()))
+        };
+        let early = spawn(10);
+        let late = spawn(20);
+        while clock.sleepers() < 2 {
+            std::thread::yield_now();
+        }
+        clock.advance(Duration::from_nanos(10));
+        assert_eq!(early.join().unwrap(), Wake::Reached);
+        // park_until never returns before its instant, whatever wakes the thread.
+        assert!(!late.is_finished());
+        clock.advance(Duration::from_nanos(10));
+        assert_eq!(late.join().unwrap(), Wake::Reached);
+        assert_eq!(clock.sleepers(), 0);
+    }
+
+    #[test]
+    fn cancel_ends_a_manual_park() {
+        let clock = ManualClock::new();
+        let token = CancelToken::new();
+        let sleeper = {
+            let (clock, token) = (clock.clone(), token.clone());
+            std::thread::spawn(move || clock.park_until(1_000, &token))
+        };
+        while clock.sleepers() < 1 {
+            std::thread::yield_now();
+        }
+        token.cancel();
+        assert_eq!(sleeper.join().unwrap(), Wake::Cancelled);
+        assert_eq!(clock.sleepers(), 0);
+    }
+
+    #[test]
+    fn monotonic_park_reaches_a_near_instant() {
+        let clock = MonotonicClock;
+        let at = clock.now() + 1_000_000;
+        assert_eq!(clock.park_until(at, &CancelToken::new()), Wake::Reached);
+        assert!(clock.now() >= at);
+    }
+}

@@ -1,0 +1,504 @@
+//! Errors: small `Copy` data on the primitives' hot paths, one rich [`Error`] at the boundary.
+//!
+//! The primitives (tokens, limiters, semaphores) return small `Copy` enums that never allocate,
+//! e.g. [`Cause`]. Everything a user sees at the boundary — fan-out, HTTP, Redis, the CLI — is an
+//! [`Error`]: what happened ([`ErrorKind`] and a message), where (the key or other context), when
+//! (UTC), a short id to find the matching log line, a captured backtrace (honouring
+//! `RUST_BACKTRACE`), the source chain, whether retrying may help ([`Error::is_transient`]), and
+//! one friendly line for people ([`Error::user_message`]). Errors from dependencies are wrapped as
+//! the source of an `Error`; they never escape the crate on their own.
+
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why a [`CancelToken`](crate::CancelToken) was cancelled. The first cause wins.
+///
+/// # Examples
+///
+/// ```
+/// use tollgate::{CancelToken, Cause};
+///
+/// let token = CancelToken::new();
+/// token.cancel_with(Cause::Failed);
+/// assert_eq!(token.cause(), Some(Cause::Failed));
+/// assert_eq!(Cause::Failed.to_string(), "cancelled because another task failed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Cause {
+    /// Someone called `cancel()`.
+    Cancelled = 1,
+    /// The token's deadline passed.
+    DeadlineExceeded = 2,
+    /// A task in the same group failed (the fan-out's first error cancels the rest).
+    Failed = 3,
+}
+
+impl Cause {
+    /// The token state code for this cause (never 0, which means "live").
+    pub(crate) const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The cause for a token state code, `None` for "live" (0) or an unknown code.
+    pub(crate) const fn from_code(code: u8) -> Option<Cause> {
+        match code {
+            1 => Some(Cause::Cancelled),
+            2 => Some(Cause::DeadlineExceeded),
+            3 => Some(Cause::Failed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cause::Cancelled => "cancelled",
+            Cause::DeadlineExceeded => "deadline exceeded",
+            Cause::Failed => "cancelled because another task failed",
+        })
+    }
+}
+
+impl StdError for Cause {}
+
+/// What kind of failure an [`Error`] is.
+///
+/// # Examples
+///
+/// ```
+/// use tollgate::ErrorKind;
+///
+/// assert!(ErrorKind::Timeout.is_transient());
+/// assert!(!ErrorKind::InvalidArgument.is_transient());
+/// assert!(ErrorKind::Status(503).is_transient());
+/// assert!(!ErrorKind::Status(404).is_transient());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A configuration or argument can never work (zero rate, bad URL, n > capacity…).
+    InvalidArgument,
+    /// The work was cancelled (by the caller or because another task failed).
+    Cancelled(Cause),
+    /// A rate limit said no, for now.
+    RateLimited,
+    /// The resource (semaphore, pool, limiter) was closed.
+    Closed,
+    /// An operation took longer than its timeout.
+    Timeout,
+    /// Could not connect, or the connection broke (refused, reset, DNS).
+    Connection,
+    /// The server answered with this HTTP status.
+    Status(u16),
+    /// A response body was larger than allowed.
+    BodyTooLarge,
+    /// The peer spoke the protocol wrongly (malformed response, script error…).
+    Protocol,
+    /// A job panicked; the message holds the panic's payload.
+    Panicked,
+    /// A shared backend (Redis) failed or is unreachable.
+    Backend,
+}
+
+impl ErrorKind {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(self) -> bool {
+        match self {
+            ErrorKind::RateLimited
+            | ErrorKind::Timeout
+            | ErrorKind::Connection
+            | ErrorKind::Backend => true,
+            ErrorKind::Status(code) => code == 408 || code == 429 || (500..600).contains(&code),
+            ErrorKind::InvalidArgument
+            | ErrorKind::Cancelled(_)
+            | ErrorKind::Closed
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::Protocol
+            | ErrorKind::Panicked => false,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::InvalidArgument => f.write_str("invalid argument"),
+            ErrorKind::Cancelled(cause) => cause.fmt(f),
+            ErrorKind::RateLimited => f.write_str("rate limited"),
+            ErrorKind::Closed => f.write_str("closed"),
+            ErrorKind::Timeout => f.write_str("timed out"),
+            ErrorKind::Connection => f.write_str("connection failed"),
+            ErrorKind::Status(code) => write!(f, "HTTP status {code}"),
+            ErrorKind::BodyTooLarge => f.write_str("body too large"),
+            ErrorKind::Protocol => f.write_str("protocol error"),
+            ErrorKind::Panicked => f.write_str("panicked"),
+            ErrorKind::Backend => f.write_str("backend unavailable"),
+        }
+    }
+}
+
+/// The error users see: what, where, when, which log line, and whether to retry.
+///
+/// Cheap to clone (shared). `Display` prints `kind: message (key …) [id]`; the source chain is
+/// available through [`std::error::Error::source`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{Error, ErrorKind};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let err = Error::new(ErrorKind::Connection, "could not reach the API")
+///     .with_key("user/42")
+///     .with_source(io);
+/// assert!(err.is_transient());
+/// assert_eq!(err.key(), Some("user/42"));
+/// assert_eq!(err.id().len(), 8);
+/// assert!(err.user_message().contains("retrying may help"));
+/// assert!(err.to_string().contains("user/42"));
+/// assert!(std::error::Error::source(&err).is_some());
+/// ```
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    key: Option<String>,
+    at: SystemTime,
+    id: String,
+    retry_after: Option<Duration>,
+    backtrace: Arc<Backtrace>,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// A new error of `kind`, stamped with the current UTC time, a fresh id and a backtrace
+    /// (captured only when `RUST_BACKTRACE`/`RUST_LIB_BACKTRACE` ask for one).
+    #[cold]
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                message: message.into(),
+                key: None,
+                at: SystemTime::now(),
+                id: next_id(),
+                retry_after: None,
+                backtrace: Arc::new(Backtrace::capture()),
+                source: None,
+            }),
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        // Builders normally run before the error is shared; if it was cloned, this copy diverges.
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// Names the key (or other context) the failure happened in.
+    pub fn with_key(mut self, key: impl fmt::Display) -> Self {
+        self.inner_mut().key = Some(key.to_string());
+        self
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.inner_mut().source = Some(Arc::new(source));
+        self
+    }
+
+    /// Records how long the other side asked us to wait before retrying.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Error, ErrorKind};
+    ///
+    /// let err = Error::new(ErrorKind::Status(429), "slow down").with_retry_after(Duration::from_secs(2));
+    /// assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+    /// ```
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.inner_mut().retry_after = Some(wait);
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// What happened, in one sentence without the key or id.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// The key or context the failure happened in, if known.
+    pub fn key(&self) -> Option<&str> {
+        self.inner.key.as_deref()
+    }
+
+    /// When the error was created.
+    pub fn at(&self) -> SystemTime {
+        self.inner.at
+    }
+
+    /// When the error was created, as RFC 3339 UTC with milliseconds
+    /// (`2026-11-22T21:09:08.123Z`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = tollgate::Error::new(tollgate::ErrorKind::Timeout, "slow");
+    /// let stamp = err.timestamp();
+    /// assert_eq!(stamp.len(), 24);
+    /// assert!(stamp.ends_with('Z'));
+    /// ```
+    pub fn timestamp(&self) -> String {
+        format_utc(self.inner.at)
+    }
+
+    /// A short id (8 hex digits) to correlate this error with its log line.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// How long the other side asked us to wait, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
+    }
+
+    /// The backtrace captured at creation (empty unless `RUST_BACKTRACE` asked for one).
+    pub fn backtrace(&self) -> &Backtrace {
+        &self.inner.backtrace
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.inner.kind.is_transient()
+    }
+
+    /// One friendly line for people: what failed, where, whether retrying may help, and the id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    ///
+    /// let err = Error::new(ErrorKind::Status(404), "not found").with_key("7");
+    /// let line = err.user_message();
+    /// assert!(line.starts_with("key 7: HTTP status 404: not found"));
+    /// assert!(line.contains("retrying will not help"));
+    /// assert!(line.contains(err.id()));
+    /// ```
+    pub fn user_message(&self) -> String {
+        let place = match &self.inner.key {
+            Some(key) => format!("key {key}: "),
+            None => String::new(),
+        };
+        let advice = if self.is_transient() {
+            "retrying may help"
+        } else {
+            "retrying will not help"
+        };
+        format!(
+            "{place}{}: {} — {advice} (error id {})",
+            self.inner.kind, self.inner.message, self.inner.id
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.inner.kind, self.inner.message)?;
+        if let Some(key) = &self.inner.key {
+            write!(f, " (key {key})")?;
+        }
+        write!(f, " [{}]", self.inner.id)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Error");
+        debug
+            .field("kind", &self.inner.kind)
+            .field("message", &self.inner.message)
+            .field("key", &self.inner.key)
+            .field("at", &self.timestamp())
+            .field("id", &self.inner.id)
+            .field("retry_after", &self.inner.retry_after)
+            .field("source", &self.inner.source);
+        if self.inner.backtrace.status() == BacktraceStatus::Captured {
+            debug.field("backtrace", &self.inner.backtrace);
+        }
+        debug.finish()
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|source| source as &(dyn StdError + 'static))
+    }
+}
+
+impl From<Cause> for Error {
+    fn from(cause: Cause) -> Self {
+        Error::new(ErrorKind::Cancelled(cause), cause.to_string())
+    }
+}
+
+/// A fresh 8-hex-digit id: a process-wide counter mixed with the process id and start time, so
+/// ids differ between runs and between processes writing to one log.
+fn next_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Relaxed: only uniqueness of the returned value matters, which fetch_add gives.
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed = process_seed();
+    format!("{:08x}", (splitmix64(seed ^ n) >> 32) as u32)
+}
+
+fn process_seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        splitmix64(nanos ^ (u64::from(std::process::id()) << 32))
+    })
+}
+
+/// Sebastiano Vigna's splitmix64 finaliser: a bijective mix of 64 bits.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// RFC 3339 UTC with milliseconds; times before 1970 print as the epoch.
+fn format_utc(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cause_codes_round_trip() {
+        for cause in [Cause::Cancelled, Cause::DeadlineExceeded, Cause::Failed] {
+            assert_eq!(Cause::from_code(cause.code()), Some(cause));
+        }
+        assert_eq!(Cause::from_code(0), None);
+        assert_eq!(Cause::from_code(200), None);
+    }
+
+    #[test]
+    fn utc_formatting_matches_known_dates() {
+        let at = |secs: u64, millis: u64| UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis);
+        assert_eq!(format_utc(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_utc(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
+        assert_eq!(
+            format_utc(at(1_795_381_748, 123)),
+            "2026-11-22T21:09:08.123Z"
+        );
+        assert_eq!(
+            format_utc(at(4_107_542_399, 999)),
+            "2100-02-28T23:59:59.999Z"
+        );
+        assert_eq!(
+            format_utc(UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn ids_are_distinct_and_short() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| next_id()).collect();
+        assert!(
+            ids.len() > 9_990,
+            "ids collide too often: {}",
+            10_000 - ids.len()
+        );
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 8 && id.chars().all(|c| c.is_ascii_hexdigit()))
+        );
+    }
+
+    #[test]
+    fn transient_classification() {
+        for code in [408, 429, 500, 502, 503, 599] {
+            assert!(ErrorKind::Status(code).is_transient(), "{code}");
+        }
+        for code in [200, 400, 401, 403, 404, 413, 600] {
+            assert!(!ErrorKind::Status(code).is_transient(), "{code}");
+        }
+        assert!(!ErrorKind::Cancelled(Cause::Failed).is_transient());
+        assert!(ErrorKind::Backend.is_transient());
+    }
+
+    #[test]
+    fn display_debug_and_source_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out");
+        let err = Error::new(ErrorKind::Timeout, "GET /users/1 took longer than 5s")
+            .with_key("1")
+            .with_source(io);
+        let shown = err.to_string();
+        assert!(shown.starts_with("timed out: GET /users/1 took longer than 5s (key 1) ["));
+        assert_eq!(err.source().unwrap().to_string(), "read timed out");
+        let debug = format!("{err:?}");
+        assert!(debug.contains("Timeout") && debug.contains(err.id()));
+        let clone = err.clone();
+        assert_eq!(clone.id(), err.id());
+    }
+
+    #[test]
+    fn from_cause() {
+        let err = Error::from(Cause::DeadlineExceeded);
+        assert_eq!(err.kind(), ErrorKind::Cancelled(Cause::DeadlineExceeded));
+        assert!(err.user_message().contains("deadline exceeded"));
+        assert!(err.key().is_none() && err.retry_after().is_none());
+        let _ = err.backtrace();
+        assert!(err.at() <= SystemTime::now());
+    }
+}
