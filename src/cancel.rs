@@ -304,6 +304,10 @@ impl CancelToken {
     /// assert_eq!(token.cause(), Some(Cause::Failed));
     /// ```
     pub fn cancel_with(&self, cause: Cause) -> bool {
+        // A passed deadline cancelled the token already, whether or not anyone noticed.
+        if self.node.deadline != NO_DEADLINE && self.expire_if_due() {
+            return false;
+        }
         if !transition(&self.node, cause) {
             return false;
         }
@@ -338,7 +342,9 @@ impl CancelToken {
         if self.node.clock.now() < self.node.deadline {
             return false;
         }
-        self.cancel_with(Cause::DeadlineExceeded);
+        if transition(&self.node, Cause::DeadlineExceeded) {
+            fire(self.node.clone(), Cause::DeadlineExceeded);
+        }
         true
     }
 
@@ -574,6 +580,16 @@ impl CancelToken {
     }
 }
 
+/// The cause a cancellation of `node` records: a deadline that has passed came first, even if
+/// nobody noticed it yet, so it wins over the cause being applied now.
+fn effective_cause(node: &Node, cause: Cause) -> Cause {
+    if node.deadline != NO_DEADLINE && node.clock.now() >= node.deadline {
+        Cause::DeadlineExceeded
+    } else {
+        cause
+    }
+}
+
 /// Moves `node` from `LIVE` to `cause`; true for the one caller that does it.
 fn transition(node: &Node, cause: Cause) -> bool {
     node.state
@@ -588,9 +604,9 @@ fn transition(node: &Node, cause: Cause) -> bool {
 /// Runs invariant 2 for `root`, which this thread has just transitioned, and its subtree.
 /// Iterative, so a deep chain of children cannot overflow the stack.
 fn fire(root: Arc<Node>, cause: Cause) {
-    let mut pending = vec![root.clone()];
+    let mut pending = vec![(root.clone(), cause)];
     let mut first_panic = None;
-    while let Some(node) = pending.pop() {
+    while let Some((node, cause)) = pending.pop() {
         let (callbacks, children) = {
             let mut inner = node.inner.lock();
             inner.drained = true;
@@ -604,11 +620,12 @@ fn fire(root: Arc<Node>, cause: Cause) {
             }
         }
         // A child cancelled on its own before keeps its own cause (and has fired already).
-        pending.extend(
-            children
-                .into_iter()
-                .filter(|child| transition(child, cause)),
-        );
+        for child in children {
+            let child_cause = effective_cause(&child, cause);
+            if transition(&child, child_cause) {
+                pending.push((child, child_cause));
+            }
+        }
     }
     // Invariant 3: a node cancelled on its own leaves its (live) parent's children. Nodes
     // reached through `pending` were drained out of their parents already.
@@ -654,6 +671,12 @@ fn detach_from_parent(node: &Arc<Node>) {
     // Dropped outside the parent's lock (invariant 5): it may be the last reference.
     drop(removed);
 }
+
+// A token stays consistent across a panic: its state is one atomic, its lists change under a
+// lock in single steps, and panicking callbacks are caught while firing. So a token may cross a
+// `catch_unwind` boundary, as a std `Mutex` may.
+impl std::panic::UnwindSafe for CancelToken {}
+impl std::panic::RefUnwindSafe for CancelToken {}
 
 impl Default for CancelToken {
     fn default() -> Self {

@@ -13,12 +13,13 @@
 //!
 //! # Why `Instant` and not the TSC
 //!
-//! `docs/benchmarks.md` has the numbers (bench `clock`): on this machine `Instant::now()` costs
-//! about 19 ns and quanta's TSC read about 9 ns. The TSC is not guaranteed synchronised across
-//! cores (governor #299: early rejections when it steps backwards between threads), and a GCRA
-//! decision that sees time go backwards denies requests it should admit. Monotonicity beats speed,
-//! so the default clock is `Instant`; the limiter keeps the read out of its denial fast path
-//! where it can.
+//! `docs/benchmarks.md` has the numbers (bench `clock`): on the reference machine (2-core KVM
+//! guest, clocksource `tsc`) `Instant::now()` costs about 27–29 ns and quanta's TSC read about
+//! 11–12 ns. The TSC is not guaranteed synchronised across cores everywhere (governor #299:
+//! early rejections when it steps backwards between threads), while `Instant` is monotonic by
+//! the standard library's contract. Monotonicity beats speed, so the default clock is
+//! `Instant`; the faster TSC clock is `TscClock` behind the `quanta` feature, for users who
+//! measured that the read matters and whose OS keeps the TSC synchronised.
 
 use std::fmt;
 use std::sync::OnceLock;

@@ -38,7 +38,11 @@ mod clock;
 mod error;
 mod slab;
 mod sync;
+#[cfg(feature = "quanta")]
+mod tsc_clock;
 
 pub use cancel::{CancelToken, DropGuard, Registration};
 pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
+#[cfg(feature = "quanta")]
+pub use tsc_clock::TscClock;
