@@ -36,6 +36,8 @@
 mod cancel;
 mod clock;
 mod error;
+#[cfg(not(loom))]
+mod fanout;
 mod slab;
 mod sync;
 #[cfg(feature = "quanta")]
@@ -44,5 +46,7 @@ mod tsc_clock;
 pub use cancel::{CancelToken, DropGuard, Registration};
 pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
+#[cfg(not(loom))]
+pub use fanout::{FanOutStats, Fetch, Jitter, JitterRng, Progress, RateFeedback, RetryPolicy};
 #[cfg(feature = "quanta")]
 pub use tsc_clock::TscClock;
