@@ -7,6 +7,8 @@
 //!   wake any thread blocked in tollgate.
 //! * [`Clock`]: integer-nanosecond time, [`MonotonicClock`] by default and [`ManualClock`] for
 //!   deterministic tests of anything that waits.
+//! * [`Semaphore`]: a weighted, strictly FIFO semaphore whose waits a token cancels, with
+//!   close and live resize.
 //! * [`Error`]: the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
 //!   and whether retrying may help.
 //!
@@ -36,9 +38,11 @@
 mod cancel;
 mod clock;
 mod error;
+mod semaphore;
 mod slab;
 mod sync;
 
 pub use cancel::{CancelToken, DropGuard, Registration};
 pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
+pub use semaphore::{AcquireError, OwnedPermit, Permit, ResizeError, Semaphore, TryAcquireError};

@@ -1,0 +1,866 @@
+//! `Semaphore`: a weighted, strictly FIFO counting semaphore whose waits a [`CancelToken`]
+//! interrupts.
+//!
+//! The permit count lives in one atomic word so that acquiring and releasing with nobody queued
+//! is a single compare-and-swap; the queue of waiters lives behind a mutex and is only touched
+//! when someone has to wait.
+//!
+//! Invariants:
+//!
+//! 1. `state` packs the free permits (`state >> SHIFT`), `CLOSED` and `SLOW` (see the field).
+//! 2. `SLOW` is set while the queue is non-empty or `debt > 0`, and whenever a thread holding the
+//!    queue lock is changing the state. It is set and cleared only under the lock. While it is
+//!    set, the state changes only under the lock: the lock-free paths compare-and-swap only from
+//!    a state without `SLOW`, so they bail out to the locked path.
+//! 3. `held + available == capacity + debt`, where `held` counts the permits of live
+//!    [`Permit`]s and [`OwnedPermit`]s. `available > 0` implies `debt == 0`: a shrink takes free
+//!    permits first, and returned permits pay the debt before they become free. So permits are
+//!    granted only when `debt == 0`, and after every grant `held <= capacity`.
+//! 4. Strict FIFO: permits go to the head of the queue only, and on the lock-free path only when
+//!    the queue is empty (`SLOW` clear). After every locked operation, the head (if any) asks for
+//!    more than is free.
+//! 5. A waiter leaves the queue exactly once, under the lock: granted (its permits leave
+//!    `available` at that moment), closed, refused as too large after a shrink, or abandoned by
+//!    its own thread after cancellation. A waiter whose grant raced its cancellation gives the
+//!    permits back under the lock before returning, so nothing leaks.
+//! 6. Every queued waiter asks for `0 < n <= capacity`; a shrink refuses the ones that no longer
+//!    fit.
+//! 7. Wake-ups: a waiter is unparked individually (`Thread::unpark`) after the lock is released,
+//!    by the thread that decided its fate, or by its token's `on_cancel` callback. It learns its
+//!    fate from its `Signal`, so spurious wake-ups are re-checked and never seen by callers.
+
+mod error;
+mod permit;
+
+pub use error::{AcquireError, ResizeError, TryAcquireError};
+pub use permit::{OwnedPermit, Permit};
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use crate::cancel::CancelToken;
+use crate::error::Cause;
+use crate::sync::{Arc, AtomicUsize, Mutex, MutexGuard, Ordering, Thread, current};
+
+/// `state` bit: a locked operation owns the state (see invariant 2).
+const SLOW: usize = 1;
+/// `state` bit: the semaphore is closed. Set once, under the lock.
+const CLOSED: usize = 2;
+/// The free permits are `state >> SHIFT`.
+const SHIFT: u32 = 2;
+
+/// `Signal::status` of a queued waiter.
+const WAITING: usize = usize::MAX;
+/// `Signal::status` of a waiter whose permits were handed to it.
+const GRANTED: usize = usize::MAX - 1;
+/// `Signal::status` of a waiter woken by `close()`.
+const CLOSED_OUT: usize = usize::MAX - 2;
+// Any other status (`<= MAX_PERMITS`) is the capacity a shrink left, too small for the waiter.
+
+/// A weighted counting semaphore with strict FIFO order, cancellation, timeouts, close and
+/// resize.
+///
+/// A thread asks for `n` permits and gets a [`Permit`] that gives them back when dropped.
+///
+/// * **FIFO, head-of-line blocking.** Permits are granted in the order the requests arrived. A
+///   large request at the head blocks smaller ones behind it until enough permits are free, so
+///   large requests never starve. [`try_acquire`](Self::try_acquire) never jumps the queue
+///   either.
+/// * **Hand-off.** Released permits go straight to the waiter(s) at the head, each woken on its
+///   own: no thundering herd.
+/// * **Cancellation.** Every wait takes a [`CancelToken`] and returns
+///   [`AcquireError::Cancelled`] promptly when it is cancelled or its deadline passes. A token
+///   already cancelled fails at once, even if permits are free. A cancelled waiter leaves the
+///   queue and whoever it was blocking is served. If permits were handed to a waiter at the
+///   moment it was cancelled, it gives them back to the next ones: an acquire that reports
+///   cancellation never holds permits.
+/// * **Bad requests fail at once**: more than the capacity gives [`AcquireError::TooLarge`]
+///   (rather than blocking forever); zero permits succeed at once.
+/// * **Close** wakes every waiter with [`AcquireError::Closed`]; permits already held stay valid.
+/// * **Resize.** [`add_permits`](Self::add_permits) grows the capacity now;
+///   [`remove_permits`](Self::remove_permits) shrinks it as permits come back, never revoking a
+///   held permit.
+///
+/// Wake-ups are never spurious as far as callers can tell: `acquire` returns only with the
+/// permits or with an error.
+///
+/// # Memory ordering
+///
+/// Everything a thread did before releasing permits (dropping a [`Permit`], or
+/// [`add_permits`](Self::add_permits)) happens-before everything done after an acquire that is
+/// granted any of those permits returns. `close()` happens-before the [`AcquireError::Closed`] it
+/// causes.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use tollgate::{CancelToken, Semaphore};
+///
+/// let semaphore = Arc::new(Semaphore::new(4));
+/// let token = CancelToken::new();
+/// let workers: Vec<_> = (1..=3)
+///     .map(|n| {
+///         let permit = semaphore.acquire_owned(n, &token).unwrap();
+///         std::thread::spawn(move || {
+///             // ... at most 4 units of work in flight ...
+///             drop(permit);
+///         })
+///     })
+///     .collect();
+/// for worker in workers {
+///     worker.join().unwrap();
+/// }
+/// assert_eq!(semaphore.available(), 4);
+/// ```
+pub struct Semaphore {
+    /// `free << SHIFT | CLOSED? | SLOW?`.
+    ///
+    /// | `SLOW` | meaning                                                             |
+    /// |--------|---------------------------------------------------------------------|
+    /// | 0      | nobody queued, no debt: acquire/release may CAS the count directly |
+    /// | 1      | queue or debt (or a locked operation running): take the lock        |
+    ///
+    /// `CLOSED`, once set, stays set; acquires then fail, releases still return permits.
+    state: AtomicUsize,
+    queue: Mutex<Queue>,
+}
+
+struct Queue {
+    /// Waiters in arrival order; the head is at the front.
+    waiters: VecDeque<Waiter>,
+    /// The permits the semaphore is meant to have (its size after pending shrinks).
+    capacity: usize,
+    /// Permits still held that a shrink removed: returned permits pay this first (invariant 3).
+    debt: usize,
+}
+
+struct Waiter {
+    n: usize,
+    signal: Arc<Signal>,
+}
+
+/// How a waiter learns its fate: written under the lock, read by the waiter without it.
+struct Signal {
+    /// `WAITING`, `GRANTED`, `CLOSED_OUT`, or the capacity that refused it.
+    status: AtomicUsize,
+    thread: Thread,
+}
+
+impl Semaphore {
+    /// The largest capacity a semaphore can have: `usize::MAX / 4` (two bits of the state word
+    /// are flags). Larger sizes are refused with [`ResizeError::AboveMax`].
+    pub const MAX_PERMITS: usize = usize::MAX >> SHIFT;
+
+    /// A semaphore with `permits` permits, all free. `permits` above
+    /// [`MAX_PERMITS`](Self::MAX_PERMITS) are clamped to it (use
+    /// [`try_new`](Self::try_new) to be told instead).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let semaphore = tollgate::Semaphore::new(8);
+    /// assert_eq!(semaphore.capacity(), 8);
+    /// assert_eq!(semaphore.available(), 8);
+    /// ```
+    pub fn new(permits: usize) -> Self {
+        let permits = permits.min(Self::MAX_PERMITS);
+        Semaphore {
+            state: AtomicUsize::new(permits << SHIFT),
+            queue: Mutex::new(Queue {
+                waiters: VecDeque::new(),
+                capacity: permits,
+                debt: 0,
+            }),
+        }
+    }
+
+    /// A semaphore with `permits` permits, or [`ResizeError::AboveMax`] if that is more than
+    /// [`MAX_PERMITS`](Self::MAX_PERMITS).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::Semaphore;
+    ///
+    /// assert!(Semaphore::try_new(3).is_ok());
+    /// assert!(Semaphore::try_new(usize::MAX).is_err());
+    /// ```
+    pub fn try_new(permits: usize) -> Result<Self, ResizeError> {
+        if permits > Self::MAX_PERMITS {
+            return Err(ResizeError::AboveMax {
+                capacity: 0,
+                added: permits,
+                max: Self::MAX_PERMITS,
+            });
+        }
+        Ok(Self::new(permits))
+    }
+
+    /// Acquires `n` permits, waiting in FIFO order until they are granted, the token is
+    /// cancelled (or its deadline passes), or the semaphore is closed.
+    ///
+    /// Fails at once with [`AcquireError::Cancelled`] if `token` is cancelled already (even if
+    /// permits are free), with [`AcquireError::Closed`] if the semaphore is closed, and with
+    /// [`AcquireError::TooLarge`] if `n` is more than the capacity. `n == 0` succeeds at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Semaphore};
+    ///
+    /// let semaphore = Semaphore::new(3);
+    /// let token = CancelToken::new();
+    /// let permit = semaphore.acquire(2, &token).unwrap();
+    /// assert_eq!(permit.count(), 2);
+    /// assert_eq!(semaphore.available(), 1);
+    /// drop(permit);
+    /// assert_eq!(semaphore.available(), 3);
+    /// ```
+    #[inline]
+    pub fn acquire(&self, n: usize, token: &CancelToken) -> Result<Permit<'_>, AcquireError> {
+        self.acquire_raw(n, token)?;
+        Ok(Permit::new(self, n))
+    }
+
+    /// [`acquire`](Self::acquire) giving up after `timeout` (on the monotonic clock) with
+    /// `AcquireError::Cancelled(Cause::DeadlineExceeded)`. A zero timeout never waits: it
+    /// succeeds only if the permits are free now and nobody is queued.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{AcquireError, Cause, Semaphore};
+    ///
+    /// let semaphore = Semaphore::new(1);
+    /// let held = semaphore.acquire_timeout(1, Duration::from_secs(1)).unwrap();
+    /// assert_eq!(
+    ///     semaphore.acquire_timeout(1, Duration::from_millis(5)).unwrap_err(),
+    ///     AcquireError::Cancelled(Cause::DeadlineExceeded),
+    /// );
+    /// drop(held);
+    /// ```
+    pub fn acquire_timeout(&self, n: usize, timeout: Duration) -> Result<Permit<'_>, AcquireError> {
+        if self.try_fast(n) {
+            return Ok(Permit::new(self, n));
+        }
+        self.acquire(n, &CancelToken::with_timeout(timeout))
+    }
+
+    /// [`acquire`](Self::acquire) giving up after `timeout` measured on `token`'s clock, or when
+    /// `token` is cancelled. With a token on a [`ManualClock`](crate::ManualClock), timeouts are
+    /// tested without real time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{AcquireError, CancelToken, Cause, ManualClock, Semaphore};
+    ///
+    /// let clock = ManualClock::new();
+    /// let token = CancelToken::with_clock(clock.clone());
+    /// let semaphore = Semaphore::new(1);
+    /// let _held = semaphore.try_acquire(1).unwrap();
+    /// std::thread::scope(|s| {
+    ///     let waiter = s.spawn(|| {
+    ///         semaphore.acquire_timeout_with(1, Duration::from_secs(5), &token).map(|_| ())
+    ///     });
+    ///     while clock.sleepers() == 0 {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     clock.advance(Duration::from_secs(5));
+    ///     assert_eq!(waiter.join().unwrap(), Err(AcquireError::Cancelled(Cause::DeadlineExceeded)));
+    /// });
+    /// ```
+    pub fn acquire_timeout_with(
+        &self,
+        n: usize,
+        timeout: Duration,
+        token: &CancelToken,
+    ) -> Result<Permit<'_>, AcquireError> {
+        if token.is_cancelled() {
+            return Err(cancelled(token));
+        }
+        if self.try_fast(n) {
+            return Ok(Permit::new(self, n));
+        }
+        self.acquire(n, &token.child_with_timeout(timeout))
+    }
+
+    /// [`acquire`](Self::acquire) returning a permit that owns a handle on the semaphore, so it
+    /// can move to another thread or outlive the borrow.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tollgate::{CancelToken, Semaphore};
+    ///
+    /// let semaphore = Arc::new(Semaphore::new(2));
+    /// let permit = semaphore.acquire_owned(2, &CancelToken::new()).unwrap();
+    /// std::thread::spawn(move || drop(permit)).join().unwrap();
+    /// assert_eq!(semaphore.available(), 2);
+    /// ```
+    pub fn acquire_owned(
+        self: &std::sync::Arc<Self>,
+        n: usize,
+        token: &CancelToken,
+    ) -> Result<OwnedPermit, AcquireError> {
+        self.acquire_raw(n, token)?;
+        Ok(OwnedPermit::new(self.clone(), n))
+    }
+
+    /// Takes `n` permits if they are free now and nobody is queued (it never jumps the queue).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Semaphore, TryAcquireError};
+    ///
+    /// let semaphore = Semaphore::new(2);
+    /// let permit = semaphore.try_acquire(2).unwrap();
+    /// assert_eq!(semaphore.try_acquire(1).unwrap_err(), TryAcquireError::NoPermits);
+    /// assert_eq!(
+    ///     semaphore.try_acquire(3).unwrap_err(),
+    ///     TryAcquireError::TooLarge { requested: 3, capacity: 2 },
+    /// );
+    /// drop(permit);
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self, n: usize) -> Result<Permit<'_>, TryAcquireError> {
+        if !self.try_fast(n) {
+            self.try_acquire_slow(n)?;
+        }
+        Ok(Permit::new(self, n))
+    }
+
+    /// [`try_acquire`](Self::try_acquire) returning an [`OwnedPermit`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tollgate::Semaphore;
+    ///
+    /// let semaphore = Arc::new(Semaphore::new(1));
+    /// let permit = semaphore.try_acquire_owned(1).unwrap();
+    /// assert!(semaphore.try_acquire_owned(1).is_err());
+    /// drop(permit);
+    /// ```
+    pub fn try_acquire_owned(
+        self: &std::sync::Arc<Self>,
+        n: usize,
+    ) -> Result<OwnedPermit, TryAcquireError> {
+        if !self.try_fast(n) {
+            self.try_acquire_slow(n)?;
+        }
+        Ok(OwnedPermit::new(self.clone(), n))
+    }
+
+    /// The permits free right now (a snapshot; permits promised to waiters are not free).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let semaphore = tollgate::Semaphore::new(5);
+    /// let _permit = semaphore.try_acquire(2).unwrap();
+    /// assert_eq!(semaphore.available(), 3);
+    /// ```
+    pub fn available(&self) -> usize {
+        // Acquire: pairs with the Release writes of releases, so a caller that sees permits free
+        // also sees what their releasers did.
+        self.state.load(Ordering::Acquire) >> SHIFT
+    }
+
+    /// The permits the semaphore has: free plus held, minus what a pending shrink will take
+    /// back as permits return.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let semaphore = tollgate::Semaphore::new(5);
+    /// semaphore.remove_permits(2).unwrap();
+    /// assert_eq!(semaphore.capacity(), 3);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.queue.lock().capacity
+    }
+
+    /// How many threads are queued waiting for permits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tollgate::Semaphore::new(1).waiters(), 0);
+    /// ```
+    pub fn waiters(&self) -> usize {
+        self.queue.lock().waiters.len()
+    }
+
+    /// Closes the semaphore: every waiter wakes with [`AcquireError::Closed`] and later acquires
+    /// fail with it. Permits already held stay valid and are returned normally. Returns whether
+    /// this call closed it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{AcquireError, CancelToken, Semaphore};
+    ///
+    /// let semaphore = Semaphore::new(1);
+    /// let held = semaphore.try_acquire(1).unwrap();
+    /// assert!(semaphore.close());
+    /// assert!(!semaphore.close());
+    /// assert_eq!(semaphore.acquire(1, &CancelToken::new()).unwrap_err(), AcquireError::Closed);
+    /// drop(held);
+    /// assert_eq!(semaphore.available(), 1);
+    /// ```
+    pub fn close(&self) -> bool {
+        self.locked(|s| {
+            if s.closed {
+                return false;
+            }
+            s.closed = true;
+            for waiter in s.queue.waiters.drain(..) {
+                s.wakes.signal(&waiter.signal, CLOSED_OUT);
+            }
+            true
+        })
+    }
+
+    /// Whether [`close`](Self::close) has been called.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let semaphore = tollgate::Semaphore::new(1);
+    /// assert!(!semaphore.is_closed());
+    /// semaphore.close();
+    /// assert!(semaphore.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        // Acquire: pairs with the Release store that set CLOSED in `locked`.
+        self.state.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// Adds `n` permits to the capacity. They pay off a pending shrink first, then go to the
+    /// waiters at the head of the queue, then become free.
+    ///
+    /// Fails with [`ResizeError::AboveMax`] (changing nothing) if the capacity would pass
+    /// [`MAX_PERMITS`](Self::MAX_PERMITS).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let semaphore = tollgate::Semaphore::new(1);
+    /// semaphore.add_permits(2).unwrap();
+    /// assert_eq!((semaphore.capacity(), semaphore.available()), (3, 3));
+    /// ```
+    pub fn add_permits(&self, n: usize) -> Result<(), ResizeError> {
+        self.locked(|s| {
+            let capacity = s.queue.capacity;
+            match capacity.checked_add(n) {
+                Some(total) if total <= Self::MAX_PERMITS => s.queue.capacity = total,
+                _ => {
+                    return Err(ResizeError::AboveMax {
+                        capacity,
+                        added: n,
+                        max: Self::MAX_PERMITS,
+                    });
+                }
+            }
+            s.give_back(n);
+            Ok(())
+        })
+    }
+
+    /// Removes `n` permits from the capacity. Free permits go at once; the rest are taken as
+    /// held permits come back (a held permit is never revoked). Waiters asking for more than the
+    /// new capacity fail with [`AcquireError::TooLarge`].
+    ///
+    /// Fails with [`ResizeError::BelowZero`] (changing nothing) if `n` is more than the capacity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::Semaphore;
+    ///
+    /// let semaphore = Semaphore::new(4);
+    /// let held = semaphore.try_acquire(3).unwrap();
+    /// semaphore.remove_permits(2).unwrap();
+    /// assert_eq!((semaphore.capacity(), semaphore.available()), (2, 0));
+    /// drop(held); // 3 come back: 1 pays the rest of the shrink
+    /// assert_eq!(semaphore.available(), 2);
+    /// ```
+    pub fn remove_permits(&self, n: usize) -> Result<(), ResizeError> {
+        self.locked(|s| {
+            let capacity = s.queue.capacity;
+            if n > capacity {
+                return Err(ResizeError::BelowZero {
+                    capacity,
+                    removed: n,
+                });
+            }
+            s.queue.capacity = capacity - n;
+            let from_free = n.min(s.free);
+            s.free -= from_free;
+            s.queue.debt += n - from_free;
+            s.refuse_too_large();
+            Ok(())
+        })
+    }
+
+    /// Sets the capacity to `permits`, growing now or shrinking as permits come back (see
+    /// [`add_permits`](Self::add_permits) and [`remove_permits`](Self::remove_permits)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let semaphore = tollgate::Semaphore::new(4);
+    /// semaphore.set_capacity(10).unwrap();
+    /// semaphore.set_capacity(1).unwrap();
+    /// assert_eq!(semaphore.capacity(), 1);
+    /// assert!(semaphore.set_capacity(usize::MAX).is_err());
+    /// ```
+    pub fn set_capacity(&self, permits: usize) -> Result<(), ResizeError> {
+        // One lock so that a concurrent resize cannot slip between reading and changing.
+        self.locked(|s| {
+            let capacity = s.queue.capacity;
+            if permits > Self::MAX_PERMITS {
+                return Err(ResizeError::AboveMax {
+                    capacity,
+                    added: permits - capacity,
+                    max: Self::MAX_PERMITS,
+                });
+            }
+            if permits >= capacity {
+                s.queue.capacity = permits;
+                s.give_back(permits - capacity);
+            } else {
+                let n = capacity - permits;
+                s.queue.capacity = permits;
+                let from_free = n.min(s.free);
+                s.free -= from_free;
+                s.queue.debt += n - from_free;
+                s.refuse_too_large();
+            }
+            Ok(())
+        })
+    }
+
+    /// The shared core of every blocking acquire: on `Ok`, `n` permits are held by the caller.
+    #[inline]
+    fn acquire_raw(&self, n: usize, token: &CancelToken) -> Result<(), AcquireError> {
+        // Before the fast path: a cancelled token fails even when permits are free (Go #63615).
+        if token.is_cancelled() {
+            return Err(cancelled(token));
+        }
+        if self.try_fast(n) {
+            return Ok(());
+        }
+        self.acquire_slow(n, token)
+    }
+
+    /// Takes `n` permits with one CAS if nobody is queued, the semaphore is open and enough are
+    /// free. `false` means "take the locked path", not "refused".
+    #[inline]
+    fn try_fast(&self, n: usize) -> bool {
+        // Relaxed: only a guess at the value for the CAS below, which does the ordering.
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & (SLOW | CLOSED) != 0 || state >> SHIFT < n {
+                return false;
+            }
+            // Acquire on success: pairs with the Release CAS in `release` and the Release store in
+            // `locked`, so the previous holders' work happens-before ours.
+            // Relaxed on failure: we only retry with the value read.
+            match self.state.compare_exchange_weak(
+                state,
+                state - (n << SHIFT),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    #[cold]
+    fn try_acquire_slow(&self, n: usize) -> Result<(), TryAcquireError> {
+        self.locked(|s| {
+            if s.closed {
+                return Err(TryAcquireError::Closed);
+            }
+            if n > s.queue.capacity {
+                return Err(TryAcquireError::TooLarge {
+                    requested: n,
+                    capacity: s.queue.capacity,
+                });
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            if !s.queue.waiters.is_empty() || s.free < n {
+                return Err(TryAcquireError::NoPermits);
+            }
+            s.free -= n;
+            Ok(())
+        })
+    }
+
+    #[cold]
+    fn acquire_slow(&self, n: usize, token: &CancelToken) -> Result<(), AcquireError> {
+        let thread = current();
+        let queued = self.locked(|s| {
+            if s.closed {
+                return Err(AcquireError::Closed);
+            }
+            if n > s.queue.capacity {
+                return Err(AcquireError::TooLarge {
+                    requested: n,
+                    capacity: s.queue.capacity,
+                });
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+            if s.queue.waiters.is_empty() && s.free >= n {
+                s.free -= n;
+                return Ok(None);
+            }
+            let signal = Arc::new(Signal {
+                status: AtomicUsize::new(WAITING),
+                thread: thread.clone(),
+            });
+            s.queue.waiters.push_back(Waiter {
+                n,
+                signal: signal.clone(),
+            });
+            Ok(Some(signal))
+        })?;
+        let Some(signal) = queued else {
+            return Ok(());
+        };
+        // No lock needed around the unpark: an unpark before the park makes the park return.
+        let _registration = token.on_cancel(move || thread.unpark());
+        let clock = token.clock();
+        loop {
+            // Cancellation first: an acquire that reports success was not seen cancelled.
+            if token.is_cancelled() {
+                return Err(self.abandon(&signal, n, token));
+            }
+            // Acquire: pairs with the Release store in `Wakes::signal`, so the permits' previous
+            // holders (ordered before the granting thread) happen-before our return.
+            match signal.status.load(Ordering::Acquire) {
+                WAITING => {}
+                GRANTED => return Ok(()),
+                CLOSED_OUT => return Err(AcquireError::Closed),
+                capacity => {
+                    return Err(AcquireError::TooLarge {
+                        requested: n,
+                        capacity,
+                    });
+                }
+            }
+            // The clock is the token's own, so its deadline needs no translation; without one
+            // the park lasts until an unpark.
+            clock.park_thread_until(token.deadline().unwrap_or(u64::MAX));
+        }
+    }
+
+    /// The waiter of `signal` saw its token cancelled: leave the queue, or give back permits
+    /// granted meanwhile, and wake whoever that lets through (invariant 5).
+    #[cold]
+    fn abandon(&self, signal: &Arc<Signal>, n: usize, token: &CancelToken) -> AcquireError {
+        self.locked(|s| {
+            // Relaxed: the status is written only under the lock, which we hold.
+            match signal.status.load(Ordering::Relaxed) {
+                WAITING => {
+                    let at = s
+                        .queue
+                        .waiters
+                        .iter()
+                        .position(|waiter| Arc::ptr_eq(&waiter.signal, signal));
+                    if let Some(at) = at {
+                        s.queue.waiters.remove(at);
+                    }
+                }
+                GRANTED => s.give_back(n),
+                _ => {}
+            }
+        });
+        cancelled(token)
+    }
+
+    /// Returns `n` held permits.
+    #[inline]
+    pub(crate) fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        // Relaxed: only a guess at the value for the CAS below.
+        let mut state = self.state.load(Ordering::Relaxed);
+        while state & SLOW == 0 {
+            // Release: pairs with the Acquire of the next acquirer's CAS (or of `locked`'s
+            // fetch_or), publishing what we did while holding the permits.
+            // Relaxed on failure: we only retry with the value read.
+            // No overflow: with SLOW clear there is no debt, so free + n <= capacity.
+            match self.state.compare_exchange_weak(
+                state,
+                state + (n << SHIFT),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => state = actual,
+            }
+        }
+        self.release_slow(n);
+    }
+
+    #[cold]
+    fn release_slow(&self, n: usize) {
+        self.locked(|s| s.give_back(n));
+    }
+
+    /// Removes `n` held permits from the semaphore for good ([`Permit::forget`]): they pay a
+    /// pending shrink first, then lower the capacity.
+    pub(crate) fn forget(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.locked(|s| {
+            let paid = n.min(s.queue.debt);
+            s.queue.debt -= paid;
+            s.queue.capacity -= n - paid;
+            s.refuse_too_large();
+        });
+    }
+
+    /// Runs `f` with the lock held and exclusive ownership of the state (invariant 2), then
+    /// serves the queue head, publishes the new state and, with the lock released, wakes the
+    /// threads whose fate was decided.
+    fn locked<R>(&self, f: impl FnOnce(&mut Locked<'_>) -> R) -> R {
+        let queue = self.queue.lock();
+        // Acquire: pairs with the Release CAS of lock-free releases, so their holders' work
+        // happens-before the grants we make from those permits.
+        let state = self.state.fetch_or(SLOW, Ordering::Acquire);
+        let mut s = Locked {
+            queue,
+            free: state >> SHIFT,
+            closed: state & CLOSED != 0,
+            wakes: Wakes::default(),
+        };
+        let result = f(&mut s);
+        s.grant_to_head();
+        let slow = if s.queue.waiters.is_empty() && s.queue.debt == 0 {
+            0
+        } else {
+            SLOW
+        };
+        let closed = if s.closed { CLOSED } else { 0 };
+        // Release: pairs with the Acquire of lock-free acquires and of `available()`, publishing
+        // the permits we freed and what their releasers did. A plain store is enough: with SLOW
+        // set nobody else wrote the state since our fetch_or (invariant 2).
+        self.state
+            .store((s.free << SHIFT) | closed | slow, Ordering::Release);
+        let Locked { queue, wakes, .. } = s;
+        drop(queue);
+        wakes.unpark();
+        result
+    }
+}
+
+/// The state of a semaphore while a thread holds its lock (see [`Semaphore::locked`]).
+struct Locked<'a> {
+    queue: MutexGuard<'a, Queue>,
+    free: usize,
+    closed: bool,
+    wakes: Wakes,
+}
+
+impl Locked<'_> {
+    /// Takes back `n` permits: they pay the debt first, the rest become free.
+    fn give_back(&mut self, n: usize) {
+        let paid = n.min(self.queue.debt);
+        self.queue.debt -= paid;
+        self.free += n - paid;
+    }
+
+    /// Hands free permits to the head of the queue while it fits (invariant 4).
+    fn grant_to_head(&mut self) {
+        while let Some(head) = self.queue.waiters.front() {
+            if head.n > self.free {
+                break;
+            }
+            self.free -= head.n;
+            let head = self.queue.waiters.pop_front().expect("the head was there");
+            self.wakes.signal(&head.signal, GRANTED);
+        }
+    }
+
+    /// After a shrink, refuses every waiter that asks for more than the capacity (invariant 6).
+    fn refuse_too_large(&mut self) {
+        let capacity = self.queue.capacity;
+        let Locked { queue, wakes, .. } = self;
+        queue.waiters.retain(|waiter| {
+            let fits = waiter.n <= capacity;
+            if !fits {
+                wakes.signal(&waiter.signal, capacity);
+            }
+            fits
+        });
+    }
+}
+
+/// Threads to unpark once the lock is released. Holding one thread needs no allocation.
+#[derive(Default)]
+struct Wakes {
+    first: Option<Thread>,
+    rest: Vec<Thread>,
+}
+
+impl Wakes {
+    /// Decides a waiter's fate (under the lock) and remembers to wake it.
+    fn signal(&mut self, signal: &Signal, status: usize) {
+        // Release: pairs with the Acquire load in `acquire_slow`'s loop, so the waiter sees the
+        // grant and everything ordered before it.
+        signal.status.store(status, Ordering::Release);
+        let thread = signal.thread.clone();
+        if self.first.is_none() {
+            self.first = Some(thread);
+        } else {
+            self.rest.push(thread);
+        }
+    }
+
+    fn unpark(self) {
+        if let Some(first) = self.first {
+            first.unpark();
+        }
+        for thread in self.rest {
+            thread.unpark();
+        }
+    }
+}
+
+fn cancelled(token: &CancelToken) -> AcquireError {
+    AcquireError::Cancelled(token.cause().unwrap_or(Cause::Cancelled))
+}
+
+impl fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let queue = self.queue.lock();
+        f.debug_struct("Semaphore")
+            .field("available", &self.available())
+            .field("capacity", &queue.capacity)
+            .field("waiters", &queue.waiters.len())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;
