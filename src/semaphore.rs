@@ -31,6 +31,8 @@
 
 mod error;
 mod permit;
+mod queue;
+mod resize;
 
 pub use error::{AcquireError, ResizeError, TryAcquireError};
 pub use permit::{OwnedPermit, Permit};
@@ -41,7 +43,9 @@ use std::time::Duration;
 
 use crate::cancel::CancelToken;
 use crate::error::Cause;
-use crate::sync::{Arc, AtomicUsize, Mutex, MutexGuard, Ordering, Thread, current};
+use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, current};
+
+use queue::{CLOSED_OUT, GRANTED, Queue, Signal, WAITING, Waiter};
 
 /// `state` bit: a locked operation owns the state (see invariant 2).
 const SLOW: usize = 1;
@@ -49,14 +53,6 @@ const SLOW: usize = 1;
 const CLOSED: usize = 2;
 /// The free permits are `state >> SHIFT`.
 const SHIFT: u32 = 2;
-
-/// `Signal::status` of a queued waiter.
-const WAITING: usize = usize::MAX;
-/// `Signal::status` of a waiter whose permits were handed to it.
-const GRANTED: usize = usize::MAX - 1;
-/// `Signal::status` of a waiter woken by `close()`.
-const CLOSED_OUT: usize = usize::MAX - 2;
-// Any other status (`<= MAX_PERMITS`) is the capacity a shrink left, too small for the waiter.
 
 /// A weighted counting semaphore with strict FIFO order, cancellation, timeouts, close and
 /// resize.
@@ -125,27 +121,6 @@ pub struct Semaphore {
     /// `CLOSED`, once set, stays set; acquires then fail, releases still return permits.
     state: AtomicUsize,
     queue: Mutex<Queue>,
-}
-
-struct Queue {
-    /// Waiters in arrival order; the head is at the front.
-    waiters: VecDeque<Waiter>,
-    /// The permits the semaphore is meant to have (its size after pending shrinks).
-    capacity: usize,
-    /// Permits still held that a shrink removed: returned permits pay this first (invariant 3).
-    debt: usize,
-}
-
-struct Waiter {
-    n: usize,
-    signal: Arc<Signal>,
-}
-
-/// How a waiter learns its fate: written under the lock, read by the waiter without it.
-struct Signal {
-    /// `WAITING`, `GRANTED`, `CLOSED_OUT`, or the capacity that refused it.
-    status: AtomicUsize,
-    thread: Thread,
 }
 
 impl Semaphore {
@@ -444,111 +419,6 @@ impl Semaphore {
         self.state.load(Ordering::Acquire) & CLOSED != 0
     }
 
-    /// Adds `n` permits to the capacity. They pay off a pending shrink first, then go to the
-    /// waiters at the head of the queue, then become free.
-    ///
-    /// Fails with [`ResizeError::AboveMax`] (changing nothing) if the capacity would pass
-    /// [`MAX_PERMITS`](Self::MAX_PERMITS).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let semaphore = tollgate::Semaphore::new(1);
-    /// semaphore.add_permits(2).unwrap();
-    /// assert_eq!((semaphore.capacity(), semaphore.available()), (3, 3));
-    /// ```
-    pub fn add_permits(&self, n: usize) -> Result<(), ResizeError> {
-        self.locked(|s| {
-            let capacity = s.queue.capacity;
-            match capacity.checked_add(n) {
-                Some(total) if total <= Self::MAX_PERMITS => s.queue.capacity = total,
-                _ => {
-                    return Err(ResizeError::AboveMax {
-                        capacity,
-                        added: n,
-                        max: Self::MAX_PERMITS,
-                    });
-                }
-            }
-            s.give_back(n);
-            Ok(())
-        })
-    }
-
-    /// Removes `n` permits from the capacity. Free permits go at once; the rest are taken as
-    /// held permits come back (a held permit is never revoked). Waiters asking for more than the
-    /// new capacity fail with [`AcquireError::TooLarge`].
-    ///
-    /// Fails with [`ResizeError::BelowZero`] (changing nothing) if `n` is more than the capacity.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::Semaphore;
-    ///
-    /// let semaphore = Semaphore::new(4);
-    /// let held = semaphore.try_acquire(3).unwrap();
-    /// semaphore.remove_permits(2).unwrap();
-    /// assert_eq!((semaphore.capacity(), semaphore.available()), (2, 0));
-    /// drop(held); // 3 come back: 1 pays the rest of the shrink
-    /// assert_eq!(semaphore.available(), 2);
-    /// ```
-    pub fn remove_permits(&self, n: usize) -> Result<(), ResizeError> {
-        self.locked(|s| {
-            let capacity = s.queue.capacity;
-            if n > capacity {
-                return Err(ResizeError::BelowZero {
-                    capacity,
-                    removed: n,
-                });
-            }
-            s.queue.capacity = capacity - n;
-            let from_free = n.min(s.free);
-            s.free -= from_free;
-            s.queue.debt += n - from_free;
-            s.refuse_too_large();
-            Ok(())
-        })
-    }
-
-    /// Sets the capacity to `permits`, growing now or shrinking as permits come back (see
-    /// [`add_permits`](Self::add_permits) and [`remove_permits`](Self::remove_permits)).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let semaphore = tollgate::Semaphore::new(4);
-    /// semaphore.set_capacity(10).unwrap();
-    /// semaphore.set_capacity(1).unwrap();
-    /// assert_eq!(semaphore.capacity(), 1);
-    /// assert!(semaphore.set_capacity(usize::MAX).is_err());
-    /// ```
-    pub fn set_capacity(&self, permits: usize) -> Result<(), ResizeError> {
-        // One lock so that a concurrent resize cannot slip between reading and changing.
-        self.locked(|s| {
-            let capacity = s.queue.capacity;
-            if permits > Self::MAX_PERMITS {
-                return Err(ResizeError::AboveMax {
-                    capacity,
-                    added: permits - capacity,
-                    max: Self::MAX_PERMITS,
-                });
-            }
-            if permits >= capacity {
-                s.queue.capacity = permits;
-                s.give_back(permits - capacity);
-            } else {
-                let n = capacity - permits;
-                s.queue.capacity = permits;
-                let from_free = n.min(s.free);
-                s.free -= from_free;
-                s.queue.debt += n - from_free;
-                s.refuse_too_large();
-            }
-            Ok(())
-        })
-    }
-
     /// The shared core of every blocking acquire: on `Ok`, `n` permits are held by the caller.
     #[inline]
     fn acquire_raw(&self, n: usize, token: &CancelToken) -> Result<(), AcquireError> {
@@ -723,126 +593,6 @@ impl Semaphore {
     #[cold]
     fn release_slow(&self, n: usize) {
         self.locked(|s| s.give_back(n));
-    }
-
-    /// Removes `n` held permits from the semaphore for good ([`Permit::forget`]): they pay a
-    /// pending shrink first, then lower the capacity.
-    pub(crate) fn forget(&self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        self.locked(|s| {
-            let paid = n.min(s.queue.debt);
-            s.queue.debt -= paid;
-            s.queue.capacity -= n - paid;
-            s.refuse_too_large();
-        });
-    }
-
-    /// Runs `f` with the lock held and exclusive ownership of the state (invariant 2), then
-    /// serves the queue head, publishes the new state and, with the lock released, wakes the
-    /// threads whose fate was decided.
-    fn locked<R>(&self, f: impl FnOnce(&mut Locked<'_>) -> R) -> R {
-        let queue = self.queue.lock();
-        // Acquire: pairs with the Release CAS of lock-free releases, so their holders' work
-        // happens-before the grants we make from those permits.
-        let state = self.state.fetch_or(SLOW, Ordering::Acquire);
-        let mut s = Locked {
-            queue,
-            free: state >> SHIFT,
-            closed: state & CLOSED != 0,
-            wakes: Wakes::default(),
-        };
-        let result = f(&mut s);
-        s.grant_to_head();
-        let slow = if s.queue.waiters.is_empty() && s.queue.debt == 0 {
-            0
-        } else {
-            SLOW
-        };
-        let closed = if s.closed { CLOSED } else { 0 };
-        // Release: pairs with the Acquire of lock-free acquires and of `available()`, publishing
-        // the permits we freed and what their releasers did. A plain store is enough: with SLOW
-        // set nobody else wrote the state since our fetch_or (invariant 2).
-        self.state
-            .store((s.free << SHIFT) | closed | slow, Ordering::Release);
-        let Locked { queue, wakes, .. } = s;
-        drop(queue);
-        wakes.unpark();
-        result
-    }
-}
-
-/// The state of a semaphore while a thread holds its lock (see [`Semaphore::locked`]).
-struct Locked<'a> {
-    queue: MutexGuard<'a, Queue>,
-    free: usize,
-    closed: bool,
-    wakes: Wakes,
-}
-
-impl Locked<'_> {
-    /// Takes back `n` permits: they pay the debt first, the rest become free.
-    fn give_back(&mut self, n: usize) {
-        let paid = n.min(self.queue.debt);
-        self.queue.debt -= paid;
-        self.free += n - paid;
-    }
-
-    /// Hands free permits to the head of the queue while it fits (invariant 4).
-    fn grant_to_head(&mut self) {
-        while let Some(head) = self.queue.waiters.front() {
-            if head.n > self.free {
-                break;
-            }
-            self.free -= head.n;
-            let head = self.queue.waiters.pop_front().expect("the head was there");
-            self.wakes.signal(&head.signal, GRANTED);
-        }
-    }
-
-    /// After a shrink, refuses every waiter that asks for more than the capacity (invariant 6).
-    fn refuse_too_large(&mut self) {
-        let capacity = self.queue.capacity;
-        let Locked { queue, wakes, .. } = self;
-        queue.waiters.retain(|waiter| {
-            let fits = waiter.n <= capacity;
-            if !fits {
-                wakes.signal(&waiter.signal, capacity);
-            }
-            fits
-        });
-    }
-}
-
-/// Threads to unpark once the lock is released. Holding one thread needs no allocation.
-#[derive(Default)]
-struct Wakes {
-    first: Option<Thread>,
-    rest: Vec<Thread>,
-}
-
-impl Wakes {
-    /// Decides a waiter's fate (under the lock) and remembers to wake it.
-    fn signal(&mut self, signal: &Signal, status: usize) {
-        // Release: pairs with the Acquire load in `acquire_slow`'s loop, so the waiter sees the
-        // grant and everything ordered before it.
-        signal.status.store(status, Ordering::Release);
-        let thread = signal.thread.clone();
-        if self.first.is_none() {
-            self.first = Some(thread);
-        } else {
-            self.rest.push(thread);
-        }
-    }
-
-    fn unpark(self) {
-        if let Some(first) = self.first {
-            first.unpark();
-        }
-        for thread in self.rest {
-            thread.unpark();
-        }
     }
 }
 
