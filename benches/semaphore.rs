@@ -2,10 +2,13 @@
 //!
 //! * `semaphore_uncontended`: acquire(1) + release on one thread, against a parking_lot `Mutex`
 //!   lock + unlock (the goal is at most 2x) and tokio's `try_acquire`.
-//! * `semaphore_contended/capacity_{1,4}`: two threads acquiring and releasing one permit in a
-//!   loop; tollgate against tokio's `Semaphore::blocking_acquire` and a naive `Mutex` + `Condvar`
+//! * `semaphore_contended/{tollgate,tokio_blocking_acquire,naive_condvar_notify_all}/{1,4}`:
+//!   two threads acquiring and releasing one permit in a loop on a semaphore of capacity 1 or 4;
+//!   tollgate against tokio's `Semaphore::blocking_acquire` and a naive `Mutex` + `Condvar`
 //!   semaphore that wakes everyone with `notify_all`. Time per iteration covers both threads'
 //!   operations (throughput = 2 ops per iteration).
+//! * `semaphore_contended_hold/...`: the same with a little work (64 `black_box` steps) while
+//!   the permit is held, so that threads really queue and permits are handed off.
 //!
 //! Cancel latency (64 blocked threads, one `cancel()`) is `examples/semaphore_cancel_latency.rs`.
 
@@ -94,8 +97,21 @@ fn two_threads(iters: u64, op: impl Fn() + Send + Sync + 'static) -> Duration {
     began.elapsed()
 }
 
+/// A little work while holding a permit, so that the two threads really queue for it.
+fn hold() {
+    for i in 0..64_u32 {
+        black_box(i);
+    }
+}
+
 fn contended(c: &mut Criterion) {
-    let mut group = c.benchmark_group("semaphore_contended");
+    contended_group(c, "semaphore_contended", || {});
+    contended_group(c, "semaphore_contended_hold", hold);
+}
+
+/// Two threads, each acquiring 1 permit, running `work`, releasing, in a loop.
+fn contended_group(c: &mut Criterion, name: &str, work: fn()) {
+    let mut group = c.benchmark_group(name);
     // Each iteration is one acquire + release on each of the two threads.
     group.throughput(Throughput::Elements(2));
     for capacity in [1_usize, 4] {
@@ -107,7 +123,9 @@ fn contended(c: &mut Criterion) {
                     let semaphore = Arc::new(Semaphore::new(capacity));
                     let token = CancelToken::new();
                     two_threads(iters, move || {
-                        drop(black_box(semaphore.acquire(1, &token).unwrap()));
+                        let permit = semaphore.acquire(1, &token).unwrap();
+                        work();
+                        drop(permit);
                     })
                 })
             },
@@ -119,7 +137,9 @@ fn contended(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let semaphore = Arc::new(tokio::sync::Semaphore::new(capacity));
                     two_threads(iters, move || {
-                        drop(black_box(semaphore.blocking_acquire().unwrap()));
+                        let permit = semaphore.blocking_acquire().unwrap();
+                        work();
+                        drop(permit);
                     })
                 })
             },
@@ -132,7 +152,7 @@ fn contended(c: &mut Criterion) {
                     let semaphore = Arc::new(NaiveSemaphore::new(capacity));
                     two_threads(iters, move || {
                         semaphore.acquire(1);
-                        black_box(&semaphore);
+                        work();
                         semaphore.release(1);
                     })
                 })
