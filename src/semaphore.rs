@@ -126,6 +126,15 @@ pub struct Semaphore {
 impl Semaphore {
     /// The largest capacity a semaphore can have: `usize::MAX / 4` (two bits of the state word
     /// are flags). Larger sizes are refused with [`ResizeError::AboveMax`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::Semaphore;
+    ///
+    /// let semaphore = Semaphore::new(Semaphore::MAX_PERMITS);
+    /// assert!(semaphore.add_permits(1).is_err());
+    /// ```
     pub const MAX_PERMITS: usize = usize::MAX >> SHIFT;
 
     /// A semaphore with `permits` permits, all free. `permits` above

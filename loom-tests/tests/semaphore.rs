@@ -184,3 +184,71 @@ fn cancelled_head_lets_the_next_waiter_through() {
         assert_eq!(semaphore.available(), 2);
     });
 }
+
+/// A shrink racing the release that would serve a waiter: the waiter either got its permits
+/// before the shrink (which then waits for them as debt) or is refused as too large; the
+/// capacity ends at 1 with every permit back.
+#[test]
+fn shrink_racing_release_and_acquire() {
+    model(|| {
+        let semaphore = Arc::new(Semaphore::new(2));
+        let held = semaphore.try_acquire(2).unwrap();
+        let waiter = {
+            let semaphore = semaphore.clone();
+            thread::spawn(move || {
+                semaphore
+                    .acquire(2, &CancelToken::new())
+                    .map(|permit| permit.count())
+            })
+        };
+        let shrinker = {
+            let semaphore = semaphore.clone();
+            thread::spawn(move || semaphore.remove_permits(1))
+        };
+        drop(held);
+        assert_eq!(shrinker.join().unwrap(), Ok(()));
+        let result = waiter.join().unwrap();
+        assert!(
+            matches!(
+                result,
+                Ok(2)
+                    | Err(AcquireError::TooLarge {
+                        requested: 2,
+                        capacity: 1
+                    })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(semaphore.capacity(), 1);
+        assert_eq!(semaphore.available(), 1);
+        assert_eq!(semaphore.waiters(), 0);
+    });
+}
+
+/// Lock-free acquires and releases racing locked resizes: the locked path takes the state word
+/// over (SLOW) without losing a concurrent lock-free update, and every permit is accounted for.
+#[test]
+fn resize_racing_the_lock_free_path() {
+    model(|| {
+        let semaphore = Arc::new(Semaphore::new(1));
+        let user = {
+            let semaphore = semaphore.clone();
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    if let Ok(permit) = semaphore.try_acquire(1) {
+                        drop(permit);
+                    }
+                }
+            })
+        };
+        let grower = {
+            let semaphore = semaphore.clone();
+            thread::spawn(move || semaphore.add_permits(2).unwrap())
+        };
+        semaphore.remove_permits(1).unwrap();
+        user.join().unwrap();
+        grower.join().unwrap();
+        assert_eq!(semaphore.capacity(), 2);
+        assert_eq!(semaphore.available(), 2);
+    });
+}

@@ -91,3 +91,12 @@ fn max_capacity_round_trips_without_overflow() {
     assert!(semaphore.add_permits(1).is_err());
     assert_eq!(semaphore.capacity(), Semaphore::MAX_PERMITS);
 }
+
+#[test]
+fn permits_and_semaphores_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Semaphore>();
+    send_sync::<Permit<'static>>();
+    send_sync::<OwnedPermit>();
+    send_sync::<AcquireError>();
+}
