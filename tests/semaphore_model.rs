@@ -338,7 +338,8 @@ impl Harness {
 
     /// Quiescence: release everything, cancel every waiter; every permit must be back.
     fn finish(mut self) {
-        for (id, _) in std::mem::take(&mut self.model.queue) {
+        // Tail first: cancelling a waiter with nobody behind it serves nobody.
+        for (id, _) in std::mem::take(&mut self.model.queue).into_iter().rev() {
             self.waiting[&id].token.cancel();
             assert!(matches!(
                 self.result_of(id),
