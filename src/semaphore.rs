@@ -43,9 +43,9 @@ use std::time::Duration;
 
 use crate::cancel::CancelToken;
 use crate::error::Cause;
-use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, current};
+use crate::sync::{AtomicUsize, Mutex, Ordering};
 
-use queue::{CLOSED_OUT, GRANTED, Queue, Signal, WAITING, Waiter};
+use queue::{CLOSED_OUT, Queue};
 
 /// `state` bit: a locked operation owns the state (see invariant 2).
 const SLOW: usize = 1;
@@ -487,90 +487,6 @@ impl Semaphore {
             s.free -= n;
             Ok(())
         })
-    }
-
-    #[cold]
-    fn acquire_slow(&self, n: usize, token: &CancelToken) -> Result<(), AcquireError> {
-        let thread = current();
-        let queued = self.locked(|s| {
-            if s.closed {
-                return Err(AcquireError::Closed);
-            }
-            if n > s.queue.capacity {
-                return Err(AcquireError::TooLarge {
-                    requested: n,
-                    capacity: s.queue.capacity,
-                });
-            }
-            if n == 0 {
-                return Ok(None);
-            }
-            if s.queue.waiters.is_empty() && s.free >= n {
-                s.free -= n;
-                return Ok(None);
-            }
-            let signal = Arc::new(Signal {
-                status: AtomicUsize::new(WAITING),
-                thread: thread.clone(),
-            });
-            s.queue.waiters.push_back(Waiter {
-                n,
-                signal: signal.clone(),
-            });
-            Ok(Some(signal))
-        })?;
-        let Some(signal) = queued else {
-            return Ok(());
-        };
-        // No lock needed around the unpark: an unpark before the park makes the park return.
-        let _registration = token.on_cancel(move || thread.unpark());
-        let clock = token.clock();
-        loop {
-            // Cancellation first: an acquire that reports success was not seen cancelled.
-            if token.is_cancelled() {
-                return Err(self.abandon(&signal, n, token));
-            }
-            // Acquire: pairs with the Release store in `Wakes::signal`, so the permits' previous
-            // holders (ordered before the granting thread) happen-before our return.
-            match signal.status.load(Ordering::Acquire) {
-                WAITING => {}
-                GRANTED => return Ok(()),
-                CLOSED_OUT => return Err(AcquireError::Closed),
-                capacity => {
-                    return Err(AcquireError::TooLarge {
-                        requested: n,
-                        capacity,
-                    });
-                }
-            }
-            // The clock is the token's own, so its deadline needs no translation; without one
-            // the park lasts until an unpark.
-            clock.park_thread_until(token.deadline().unwrap_or(u64::MAX));
-        }
-    }
-
-    /// The waiter of `signal` saw its token cancelled: leave the queue, or give back permits
-    /// granted meanwhile, and wake whoever that lets through (invariant 5).
-    #[cold]
-    fn abandon(&self, signal: &Arc<Signal>, n: usize, token: &CancelToken) -> AcquireError {
-        self.locked(|s| {
-            // Relaxed: the status is written only under the lock, which we hold.
-            match signal.status.load(Ordering::Relaxed) {
-                WAITING => {
-                    let at = s
-                        .queue
-                        .waiters
-                        .iter()
-                        .position(|waiter| Arc::ptr_eq(&waiter.signal, signal));
-                    if let Some(at) = at {
-                        s.queue.waiters.remove(at);
-                    }
-                }
-                GRANTED => s.give_back(n),
-                _ => {}
-            }
-        });
-        cancelled(token)
     }
 
     /// Returns `n` held permits.

@@ -1,16 +1,18 @@
-//! The semaphore's queue of waiters and everything done under its lock: handing permits to
-//! the head, refusing waiters a shrink made too large, and waking each decided waiter on its
-//! own once the lock is released (invariants 2 to 7 of the parent module).
+//! The semaphore's queue of waiters and everything done under its lock: waiting in the queue
+//! (and leaving it on cancellation), handing permits to the head, refusing waiters a shrink made
+//! too large, and waking each decided waiter on its own once the lock is released (invariants 2
+//! to 7 of the parent module).
 
 use std::collections::VecDeque;
 
-use super::{CLOSED, SHIFT, SLOW, Semaphore};
-use crate::sync::{Arc, AtomicUsize, MutexGuard, Ordering, Thread};
+use super::{AcquireError, CLOSED, SHIFT, SLOW, Semaphore, cancelled};
+use crate::cancel::CancelToken;
+use crate::sync::{Arc, AtomicUsize, MutexGuard, Ordering, Thread, current};
 
 /// `Signal::status` of a queued waiter.
-pub(super) const WAITING: usize = usize::MAX;
+const WAITING: usize = usize::MAX;
 /// `Signal::status` of a waiter whose permits were handed to it.
-pub(super) const GRANTED: usize = usize::MAX - 1;
+const GRANTED: usize = usize::MAX - 1;
 /// `Signal::status` of a waiter woken by `close()`.
 pub(super) const CLOSED_OUT: usize = usize::MAX - 2;
 // Any other status (`<= MAX_PERMITS`) is the capacity a shrink left, too small for the waiter.
@@ -39,6 +41,90 @@ pub(super) struct Signal {
 }
 
 impl Semaphore {
+    #[cold]
+    pub(super) fn acquire_slow(&self, n: usize, token: &CancelToken) -> Result<(), AcquireError> {
+        let thread = current();
+        let queued = self.locked(|s| {
+            if s.closed {
+                return Err(AcquireError::Closed);
+            }
+            if n > s.queue.capacity {
+                return Err(AcquireError::TooLarge {
+                    requested: n,
+                    capacity: s.queue.capacity,
+                });
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+            if s.queue.waiters.is_empty() && s.free >= n {
+                s.free -= n;
+                return Ok(None);
+            }
+            let signal = Arc::new(Signal {
+                status: AtomicUsize::new(WAITING),
+                thread: thread.clone(),
+            });
+            s.queue.waiters.push_back(Waiter {
+                n,
+                signal: signal.clone(),
+            });
+            Ok(Some(signal))
+        })?;
+        let Some(signal) = queued else {
+            return Ok(());
+        };
+        // No lock needed around the unpark: an unpark before the park makes the park return.
+        let _registration = token.on_cancel(move || thread.unpark());
+        let clock = token.clock();
+        loop {
+            // Cancellation first: an acquire that reports success was not seen cancelled.
+            if token.is_cancelled() {
+                return Err(self.abandon(&signal, n, token));
+            }
+            // Acquire: pairs with the Release store in `Wakes::signal`, so the permits' previous
+            // holders (ordered before the granting thread) happen-before our return.
+            match signal.status.load(Ordering::Acquire) {
+                WAITING => {}
+                GRANTED => return Ok(()),
+                CLOSED_OUT => return Err(AcquireError::Closed),
+                capacity => {
+                    return Err(AcquireError::TooLarge {
+                        requested: n,
+                        capacity,
+                    });
+                }
+            }
+            // The clock is the token's own, so its deadline needs no translation; without one
+            // the park lasts until an unpark.
+            clock.park_thread_until(token.deadline().unwrap_or(u64::MAX));
+        }
+    }
+
+    /// The waiter of `signal` saw its token cancelled: leave the queue, or give back permits
+    /// granted meanwhile, and wake whoever that lets through (invariant 5).
+    #[cold]
+    fn abandon(&self, signal: &Arc<Signal>, n: usize, token: &CancelToken) -> AcquireError {
+        self.locked(|s| {
+            // Relaxed: the status is written only under the lock, which we hold.
+            match signal.status.load(Ordering::Relaxed) {
+                WAITING => {
+                    let at = s
+                        .queue
+                        .waiters
+                        .iter()
+                        .position(|waiter| Arc::ptr_eq(&waiter.signal, signal));
+                    if let Some(at) = at {
+                        s.queue.waiters.remove(at);
+                    }
+                }
+                GRANTED => s.give_back(n),
+                _ => {}
+            }
+        });
+        cancelled(token)
+    }
+
     /// Runs `f` with the lock held and exclusive ownership of the state (invariant 2), then
     /// serves the queue head, publishes the new state and, with the lock released, wakes the
     /// threads whose fate was decided.
