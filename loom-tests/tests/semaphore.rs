@@ -252,3 +252,35 @@ fn resize_racing_the_lock_free_path() {
         assert_eq!(semaphore.available(), 2);
     });
 }
+
+/// `close()` racing the waiter's own cancellation: it reports one of the two, leaves the queue
+/// exactly once, and the held permit still comes back.
+#[test]
+fn close_racing_cancel() {
+    model(|| {
+        let semaphore = Arc::new(Semaphore::new(1));
+        let held = semaphore.try_acquire(1).unwrap();
+        let token = CancelToken::new();
+        let waiter = {
+            let (semaphore, token) = (semaphore.clone(), token.clone());
+            thread::spawn(move || semaphore.acquire(1, &token).map(|permit| permit.count()))
+        };
+        let closer = {
+            let semaphore = semaphore.clone();
+            thread::spawn(move || semaphore.close())
+        };
+        token.cancel();
+        assert!(closer.join().unwrap());
+        let result = waiter.join().unwrap();
+        assert!(
+            matches!(
+                result,
+                Err(AcquireError::Closed | AcquireError::Cancelled(Cause::Cancelled))
+            ),
+            "{result:?}"
+        );
+        assert_eq!(semaphore.waiters(), 0);
+        drop(held);
+        assert_eq!(semaphore.available(), 1);
+    });
+}
