@@ -7,6 +7,8 @@
 //!   wake any thread blocked in tollgate.
 //! * [`Clock`]: integer-nanosecond time, [`MonotonicClock`] by default and [`ManualClock`] for
 //!   deterministic tests of anything that waits.
+//! * [`Semaphore`]: a weighted, strictly FIFO semaphore whose waits a token cancels, with
+//!   close and live resize.
 //! * [`Error`]: the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
 //!   and whether retrying may help.
 //!
@@ -38,6 +40,7 @@ mod clock;
 mod error;
 #[cfg(not(loom))]
 mod fanout;
+mod semaphore;
 mod slab;
 mod sync;
 #[cfg(feature = "quanta")]
@@ -48,5 +51,6 @@ pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
 #[cfg(not(loom))]
 pub use fanout::{FanOutStats, Fetch, Jitter, JitterRng, Progress, RateFeedback, RetryPolicy};
+pub use semaphore::{AcquireError, OwnedPermit, Permit, ResizeError, Semaphore, TryAcquireError};
 #[cfg(feature = "quanta")]
 pub use tsc_clock::TscClock;
