@@ -36,9 +36,13 @@
 mod cancel;
 mod clock;
 mod error;
+#[cfg(not(loom))]
+mod http;
 mod slab;
 mod sync;
 
 pub use cancel::{CancelToken, DropGuard, Registration};
 pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
+#[cfg(not(loom))]
+pub use http::{HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse};
