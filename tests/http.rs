@@ -290,13 +290,13 @@ fn start_hung_fetch(
     server: &TestServer,
     fetcher: &HttpFetcher,
     token: &CancelToken,
-    in_flight_after: usize,
+    hanging_after: usize,
 ) -> thread::JoinHandle<Result<tollgate::HttpResponse, Error>> {
     let handle = {
         let (fetcher, token) = (fetcher.clone(), token.clone());
         thread::spawn(move || fetcher.fetch("hang", &token))
     };
-    assert!(server.wait_for(PATIENCE, |c| c.in_flight >= in_flight_after));
+    assert!(server.wait_for(PATIENCE, |c| c.hanging >= hanging_after));
     handle
 }
 
@@ -312,7 +312,7 @@ fn cancel_aborts_a_hung_request_and_the_fetcher_stays_usable() {
             thread::spawn(move || fetcher.fetch("hang", &token))
         };
         assert!(
-            server.wait_for(PATIENCE, |c| c.in_flight == 1),
+            server.wait_for(PATIENCE, |c| c.hanging == 1),
             "round {round}"
         );
         token.cancel();
@@ -325,7 +325,7 @@ fn cancel_aborts_a_hung_request_and_the_fetcher_stays_usable() {
         assert_eq!(err.key(), Some("hang"));
         // The server saw the aborted socket close.
         assert!(
-            server.wait_for(PATIENCE, |c| c.in_flight == 0),
+            server.wait_for(PATIENCE, |c| c.hanging == 0),
             "round {round}"
         );
         // The same fetcher goes on working.
@@ -380,7 +380,9 @@ fn cancel_during_a_trickling_body() {
         let (fetcher, token) = (fetcher.clone(), token.clone());
         thread::spawn(move || fetcher.fetch("10000", &token))
     };
-    assert!(server.wait_for(PATIENCE, |c| c.in_flight == 1));
+    // The first request is answered (in_flight may still count it for a moment): wait for the
+    // second to be read.
+    assert!(server.wait_for(PATIENCE, |c| c.requests == 2));
     token.cancel();
     let err = slow.join().unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Cancelled(Cause::Cancelled));
@@ -454,7 +456,7 @@ fn server_counts_concurrent_requests() {
             thread::spawn(move || fetcher.fetch("hang", &t))
         })
         .collect();
-    assert!(server.wait_for(PATIENCE, |c| c.in_flight == 4));
+    assert!(server.wait_for(PATIENCE, |c| c.hanging == 4));
     for t in &tokens {
         t.cancel();
     }
@@ -495,8 +497,24 @@ fn server_drop_ends_hanging_connections() {
         let (fetcher, token) = (fetcher.clone(), token.clone());
         thread::spawn(move || fetcher.fetch("k", &token))
     };
-    assert!(server.wait_for(PATIENCE, |c| c.in_flight == 1));
+    assert!(server.wait_for(PATIENCE, |c| c.hanging == 1));
     drop(server); // joins its threads, closing the hung connection
     let err = hung.join().unwrap().unwrap_err();
     assert!(err.is_transient(), "{err:?}");
+}
+
+#[test]
+fn host_names_resolve_through_the_cache() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    for ttl in [Duration::ZERO, Duration::from_secs(30)] {
+        let fetcher = HttpFetcher::builder(&format!("http://localhost:{port}/ok/{{key}}"))
+            .dns_cache_ttl(ttl)
+            .build()
+            .unwrap();
+        for key in ["a", "b"] {
+            let response = fetcher.fetch(key, &CancelToken::new()).unwrap();
+            assert_eq!(response.body(), key.as_bytes());
+        }
+    }
 }

@@ -3,15 +3,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use ureq::config::Config;
-use ureq::http::{HeaderName, HeaderValue};
-use ureq::unversioned::resolver::DefaultResolver;
-
 use super::abort::AbortableConnector;
+use super::resolve::CachingResolver;
 use super::template::UrlTemplate;
 use super::{FetcherInner, HttpFetcher};
 use crate::error::{Error, ErrorKind};
 use crate::sync::DynArc;
+use ureq::config::Config;
+use ureq::http::{HeaderName, HeaderValue};
 
 /// What is wrong with an [`HttpFetcherBuilder`]'s settings; the source of the
 /// [`ErrorKind::InvalidArgument`] error `build()` returns, whose message has the details.
@@ -104,6 +103,7 @@ pub struct HttpFetcherBuilder {
     idle_connections: usize,
     max_body_bytes: u64,
     max_retry_after: Duration,
+    dns_cache_ttl: Duration,
     user_agent: String,
     headers: Vec<(String, String)>,
 }
@@ -123,6 +123,8 @@ impl HttpFetcherBuilder {
     pub const DEFAULT_IDLE_CONNECTIONS: usize = 8;
     /// Longest `Retry-After` honoured, unless set; longer requests are capped to it.
     pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+    /// How long a resolved host name is reused, unless set.
+    pub const DEFAULT_DNS_CACHE_TTL: Duration = Duration::from_secs(30);
 
     pub(super) fn new(template: &str) -> Self {
         HttpFetcherBuilder {
@@ -134,6 +136,7 @@ impl HttpFetcherBuilder {
             idle_connections: Self::DEFAULT_IDLE_CONNECTIONS,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             max_retry_after: Self::DEFAULT_MAX_RETRY_AFTER,
+            dns_cache_ttl: Self::DEFAULT_DNS_CACHE_TTL,
             user_agent: concat!("tollgate/", env!("CARGO_PKG_VERSION")).to_owned(),
             headers: Vec::new(),
         }
@@ -238,6 +241,23 @@ impl HttpFetcherBuilder {
     /// ```
     pub fn max_retry_after(mut self, cap: Duration) -> Self {
         self.max_retry_after = cap;
+        self
+    }
+
+    /// How long the addresses of a host name are reused before it is resolved again; zero
+    /// resolves for every request. ureq resolves before every request (pooled or not), on a new
+    /// thread when a timeout applies; the cache avoids that thread for all but the first request
+    /// to a host in each period. IP-literal hosts are never resolved.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = tollgate::HttpFetcher::builder("http://h/{key}").dns_cache_ttl(Duration::ZERO);
+    /// assert!(b.build().is_ok());
+    /// ```
+    pub fn dns_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.dns_cache_ttl = ttl;
         self
     }
 
@@ -346,7 +366,7 @@ impl HttpFetcherBuilder {
         let agent = ureq::Agent::with_parts(
             config,
             AbortableConnector::default(),
-            DefaultResolver::default(),
+            CachingResolver::new(self.dns_cache_ttl),
         );
         Ok(HttpFetcher {
             inner: DynArc::new(FetcherInner {

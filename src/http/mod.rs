@@ -15,10 +15,12 @@
 //!    request timeout is the smaller of the configured one and the token's time left.
 //!
 //! The pieces: `template` (URL templates and key encoding), `retry_after` (the header and
-//! HTTP-date parser), `abort` (per-request socket shutdown), `builder` (settings), `response`.
+//! HTTP-date parser), `abort` (per-request socket shutdown), `resolve` (no thread per request for
+//! name resolution), `builder` (settings), `response`.
 
 mod abort;
 mod builder;
+mod resolve;
 mod response;
 mod retry_after;
 mod template;

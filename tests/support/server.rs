@@ -40,6 +40,9 @@ pub struct Counts {
     pub requests: usize,
     /// Requests read but not yet fully answered (or abandoned by the client).
     pub in_flight: usize,
+    /// Requests blocked in `/hang` now. A test that starts a hanging request waits for this,
+    /// not `in_flight`, which counts an answered request until the server finishes writing.
+    pub hanging: usize,
     /// The highest `in_flight` ever seen (see [`TestServer::reset_max_in_flight`]).
     pub max_in_flight: usize,
     /// Connections accepted.
@@ -286,7 +289,9 @@ fn respond_to(stream: &TcpStream, shared: &Shared, request: &Request, segments: 
             respond(stream, shared, 200, &[], key.as_bytes())
         }
         Some("hang") => {
+            shared.update(|c| c.hanging += 1);
             hang(stream, shared);
+            shared.update(|c| c.hanging -= 1);
             false
         }
         Some("trickle") if segments.len() == 3 => {
