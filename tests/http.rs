@@ -1,3 +1,4 @@
+#![cfg(not(loom))]
 //! `HttpFetcher` against a real local server: classification, Retry-After, body caps, build-time
 //! validation, connection failures, and cancellation that aborts one request and leaves the
 //! fetcher usable. Behaviour only: no assertion on how fast anything is.

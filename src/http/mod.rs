@@ -72,13 +72,30 @@ const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use tollgate::{CancelToken, HttpFetcher};
 ///
-/// let fetcher = HttpFetcher::builder("http://127.0.0.1:8080/users/{key}").build()?;
+/// # // A one-shot local server that answers one request.
+/// # use std::io::{Read, Write};
+/// # let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// # let port = listener.local_addr().unwrap().port();
+/// # let server = std::thread::spawn(move || {
+/// #     let (mut socket, _) = listener.accept().unwrap();
+/// #     let mut head = Vec::new();
+/// #     let mut buf = [0; 1024];
+/// #     while !head.ends_with(b"\r\n\r\n") {
+/// #         let n = socket.read(&mut buf).unwrap();
+/// #         if n == 0 { return; }
+/// #         head.extend_from_slice(&buf[..n]);
+/// #     }
+/// #     socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+/// # });
+/// let fetcher = HttpFetcher::builder(&format!("http://127.0.0.1:{port}/users/{{key}}")).build()?;
 /// let response = fetcher.fetch("42", &CancelToken::new())?;
 /// assert_eq!(response.status(), 200);
+/// assert_eq!(response.body(), b"hello");
 /// println!("{} bytes in {:?}", response.body().len(), response.latency());
+/// # server.join().unwrap();
 /// # Ok::<(), tollgate::Error>(())
 /// ```
 #[derive(Debug, Clone)]
