@@ -627,3 +627,29 @@ fn cancels_racing_completions_never_hurt_bystanders() {
     // Not asserted (timing decides), but shown when run with --nocapture.
     println!("{cancelled} of 600 victim requests were cancelled");
 }
+
+#[test]
+fn flaky_endpoint_and_request_log() {
+    let server = TestServer::start();
+    let fetcher = fetcher(&server, "/flaky/2/{key}?retry-after=3");
+    for _ in 0..2 {
+        let err = fetch_err(&fetcher, "f");
+        assert_eq!(err.kind(), ErrorKind::Status(503));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+    }
+    assert_eq!(
+        fetcher.fetch("f", &CancelToken::new()).unwrap().body(),
+        b"f"
+    );
+    assert_eq!(
+        fetcher.fetch("g", &CancelToken::new()).unwrap_err().kind(),
+        ErrorKind::Status(503)
+    );
+    assert_eq!(
+        (server.hits("f"), server.hits("g"), server.hits("h")),
+        (3, 1, 0)
+    );
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 4);
+    assert!(arrivals.windows(2).all(|w| w[0] <= w[1]));
+}

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `/ok/{key}` | 200, body = the key (`/ok` alone: body `ok`) |
 //! | `/status/{code}/{key}` | that status, body `status {code}`; query `retry-after=<raw, %-encoded>` or `retry-after-date=<seconds from now>` adds a `Retry-After` header |
+//! | `/flaky/{n}/{key}` | 503 (with `Retry-After` from query `retry-after=`) for the first `n` requests of that key, then 200 with the key |
 //! | `/slow/{ms}/{key}` | 200 with the key after `ms` milliseconds |
 //! | `/hang/{key}`, `/hang` | never answers; ends when the client closes the connection or the server drops |
 //! | `/trickle/{ms}/{key}` | 200 with a 20-byte body, one byte every `ms` milliseconds |
@@ -14,9 +15,12 @@
 //! | `/big/{bytes}/{key}` | 200 with a body of `bytes` bytes (`Content-Length`); query `framing=close` sends no length and closes instead |
 //!
 //! [`TestServer::counts`] tells what the server saw: requests, requests in flight now and at most,
-//! connections accepted and open. [`TestServer::wait_for`] waits (bounded) for a condition on
+//! requests hanging, connections accepted and open; [`TestServer::hits`] the requests per key and
+//! [`TestServer::arrivals`] when each request arrived (to check a rate limit from the server's
+//! side). [`TestServer::wait_for`] waits (bounded) for a condition on
 //! them, so tests synchronise on what the server saw instead of sleeping.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +62,17 @@ struct Shared {
     counts: Mutex<Counts>,
     changed: Condvar,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    started: Instant,
+    log: Mutex<Log>,
+}
+
+/// Per-request records, kept for the whole life of the server (tests are bounded).
+#[derive(Default)]
+struct Log {
+    /// Arrival of every request head, since the server started.
+    arrivals: Vec<Duration>,
+    /// Requests seen per key (the last path segment, decoded).
+    hits: HashMap<String, usize>,
 }
 
 impl Shared {
@@ -90,6 +105,8 @@ impl TestServer {
             counts: Mutex::new(Counts::default()),
             changed: Condvar::new(),
             workers: Mutex::new(Vec::new()),
+            started: Instant::now(),
+            log: Mutex::new(Log::default()),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -118,6 +135,23 @@ impl TestServer {
     /// A snapshot of the counters.
     pub fn counts(&self) -> Counts {
         *self.shared.counts.lock().unwrap()
+    }
+
+    /// When each request head arrived, measured from the server's start, in arrival order.
+    pub fn arrivals(&self) -> Vec<Duration> {
+        self.shared.log.lock().unwrap().arrivals.clone()
+    }
+
+    /// How many requests had `key` as their last path segment (decoded), all endpoints.
+    pub fn hits(&self, key: &str) -> usize {
+        self.shared
+            .log
+            .lock()
+            .unwrap()
+            .hits
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Sets `max_in_flight` back to the current `in_flight`.
@@ -220,6 +254,12 @@ fn serve(stream: &TcpStream, shared: &Shared) {
         let Some(request) = peek_head(stream, shared) else {
             return;
         };
+        {
+            let mut log = shared.log.lock().unwrap();
+            log.arrivals.push(shared.started.elapsed());
+            let key = request.path.last().cloned().unwrap_or_default();
+            *log.hits.entry(key).or_default() += 1;
+        }
         shared.update(|c| {
             c.requests += 1;
             c.in_flight += 1;
@@ -281,6 +321,28 @@ fn respond_to(stream: &TcpStream, shared: &Shared, request: &Request, segments: 
                 &body
             };
             respond(stream, shared, code, &headers, body.as_bytes())
+        }
+        Some("flaky") if segments.len() == 3 => {
+            // `hits` already counts this request.
+            let seen = shared
+                .log
+                .lock()
+                .unwrap()
+                .hits
+                .get(key)
+                .copied()
+                .unwrap_or(0);
+            if seen as u64 <= param(1).unwrap_or(0) {
+                let headers: Vec<String> = request
+                    .query
+                    .iter()
+                    .filter(|(k, _)| k == "retry-after")
+                    .map(|(_, v)| format!("Retry-After: {v}"))
+                    .collect();
+                respond(stream, shared, 503, &headers, b"try again")
+            } else {
+                respond(stream, shared, 200, &[], key.as_bytes())
+            }
         }
         Some("slow") if segments.len() == 3 => {
             if !pause(stream, shared, Duration::from_millis(param(1).unwrap_or(0))) {
