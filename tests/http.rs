@@ -653,3 +653,56 @@ fn flaky_endpoint_and_request_log() {
     assert_eq!(arrivals.len(), 4);
     assert!(arrivals.windows(2).all(|w| w[0] <= w[1]));
 }
+
+#[test]
+fn post_sends_the_body_and_is_classified_like_get() {
+    let server = TestServer::start();
+    let fetcher = HttpFetcher::builder(&server.url("/{key}"))
+        .header("Content-Type", "application/json")
+        .build()
+        .unwrap();
+    let echoed = HttpFetcher::builder(&server.url("/echo/{key}"))
+        .build()
+        .unwrap()
+        .post("k", br#"{"a":1}"#, &CancelToken::new())
+        .unwrap();
+    assert_eq!(echoed.body(), br#"{"a":1}"#);
+    assert_eq!(echoed.header("x-method"), Some("POST"));
+    let err = fetcher
+        .post("nowhere", b"x", &CancelToken::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status(404));
+    assert!(
+        err.message().starts_with("POST http://"),
+        "{}",
+        err.message()
+    );
+    // Cancelling a POST whose answer never comes.
+    let token = CancelToken::new();
+    let hung = {
+        let (fetcher, token) = (fetcher.clone(), token.clone());
+        thread::spawn(move || fetcher.post("hang", b"payload", &token))
+    };
+    assert!(server.wait_for(PATIENCE, |c| c.hanging == 1));
+    token.cancel();
+    let err = hung.join().unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled(Cause::Cancelled));
+    assert_eq!(
+        fetcher.fetch("ok", &CancelToken::new()).unwrap().body(),
+        b"ok"
+    );
+}
+
+#[test]
+fn messages_leave_out_the_query() {
+    let server = TestServer::start();
+    let fetcher = fetcher(&server, "/status/404/{key}?api_key=secret");
+    let err = fetch_err(&fetcher, "k");
+    assert!(
+        err.message().starts_with("GET http://127.0.0.1:"),
+        "{}",
+        err.message()
+    );
+    assert!(!err.to_string().contains("secret"), "{err}");
+    assert!(!err.user_message().contains("secret"));
+}

@@ -12,7 +12,8 @@
 //!    shut by the abort can read as a clean end of stream). Before the call, the network is not
 //!    touched.
 //! 4. A request never outlives its token's deadline by more than ureq's timer resolution: the
-//!    request timeout is the smaller of the configured one and the token's time left.
+//!    request timeout is the smaller of the configured one and the token's time left (measured
+//!    on the token's clock, applied as real time).
 //!
 //! The pieces: `template` (URL templates and key encoding), `retry_after` (the header and
 //! HTTP-date parser), `abort` (per-request socket shutdown), `resolve` (no thread per request for
@@ -25,6 +26,7 @@ mod response;
 mod retry_after;
 mod template;
 
+use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ureq::http::{HeaderName, HeaderValue, StatusCode};
@@ -44,7 +46,7 @@ const ERROR_BODY_SNIPPET: usize = 200;
 /// Largest error response body read (so the connection can be reused); larger ones are dropped.
 const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 
-/// Fetches `GET <template with key>` over one pooled ureq agent, classifying the outcome for
+/// Fetches `GET <template with key>` (or [`post`](Self::post)s to it) over one pooled ureq agent, classifying the outcome for
 /// retries and aborting the request when its [`CancelToken`] is cancelled.
 ///
 /// Outcomes of [`fetch`](Self::fetch):
@@ -159,7 +161,7 @@ impl HttpFetcher {
     /// ```
     /// use tollgate::{CancelToken, Cause, ErrorKind, HttpFetcher};
     ///
-    /// let fetcher = HttpFetcher::builder("http://192.0.2.1/{key}").build()?;
+    /// let fetcher = HttpFetcher::builder("http://127.0.0.1:9/{key}").build()?;
     /// let token = CancelToken::new();
     /// token.cancel();
     /// let err = fetcher.fetch("7", &token).unwrap_err();
@@ -168,6 +170,47 @@ impl HttpFetcher {
     /// # Ok::<(), tollgate::Error>(())
     /// ```
     pub fn fetch(&self, key: &str, cancel: &CancelToken) -> Result<HttpResponse, Error> {
+        self.run(key, None, cancel)
+    }
+
+    /// `POST`s `body` to the URL for `key` and reads the whole response body, unless `cancel`
+    /// ends first. Classified like [`fetch`](Self::fetch); set a `Content-Type` with
+    /// [`HttpFetcherBuilder::header`]. A POST is not idempotent: retry it only if the API says so.
+    ///
+    /// # Errors
+    ///
+    /// As [`fetch`](Self::fetch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Cause, ErrorKind, HttpFetcher};
+    ///
+    /// let fetcher = HttpFetcher::builder("http://127.0.0.1:9/jobs/{key}")
+    ///     .header("Content-Type", "application/json")
+    ///     .build()?;
+    /// let token = CancelToken::new();
+    /// token.cancel_with(Cause::Failed);
+    /// let err = fetcher.post("7", br#"{"run":true}"#, &token).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Cancelled(Cause::Failed));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn post(
+        &self,
+        key: &str,
+        body: &[u8],
+        cancel: &CancelToken,
+    ) -> Result<HttpResponse, Error> {
+        self.run(key, Some(body), cancel)
+    }
+
+    /// A `fetch` or `post`: the cancellation bracket around [`exchange`](Self::exchange).
+    fn run(
+        &self,
+        key: &str,
+        body: Option<&[u8]>,
+        cancel: &CancelToken,
+    ) -> Result<HttpResponse, Error> {
         if let Some(err) = cancelled(cancel, key) {
             return Err(err);
         }
@@ -175,12 +218,16 @@ impl HttpFetcher {
             return Err(Error::new(ErrorKind::InvalidArgument, "the key is empty").with_key(key));
         }
         let url = self.inner.template.render(key);
+        let target = Target {
+            method: if body.is_some() { "POST" } else { "GET" },
+            url: &url,
+        };
         let entered = AbortScope::enter();
         let registration = {
             let scope = entered.scope();
             cancel.on_cancel(move || scope.abort())
         };
-        let outcome = self.exchange(&url, cancel);
+        let outcome = self.exchange(target, body, cancel);
         drop(registration);
         drop(entered);
         // Invariant 3: whatever the request did, a cancelled token wins.
@@ -191,35 +238,49 @@ impl HttpFetcher {
         }
     }
 
-    /// One request and its body; errors without the key (the caller adds it).
-    fn exchange(&self, url: &str, cancel: &CancelToken) -> Result<HttpResponse, Error> {
+    /// Default headers and the deadline-bounded timeout (invariant 4), for either method.
+    fn prepare<B>(
+        &self,
+        mut request: ureq::RequestBuilder<B>,
+        cancel: &CancelToken,
+    ) -> ureq::RequestBuilder<B> {
         let inner = &*self.inner;
-        let started = Instant::now();
-        let mut request = inner.agent.get(url);
         for (name, value) in &inner.headers {
             request = request.header(name, value);
         }
-        // Invariant 4: the token's time left bounds the whole request.
-        let request = match cancel.remaining() {
+        match cancel.remaining() {
             Some(left) if left < inner.request_timeout => request
                 .config()
                 .timeout_global(Some(left.max(Duration::from_millis(1))))
                 .build(),
             _ => request,
+        }
+    }
+
+    /// One request and its body; errors without the key (the caller adds it).
+    fn exchange(
+        &self,
+        target: Target<'_>,
+        body: Option<&[u8]>,
+        cancel: &CancelToken,
+    ) -> Result<HttpResponse, Error> {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let sent = match body {
+            None => self.prepare(inner.agent.get(target.url), cancel).call(),
+            Some(body) => self
+                .prepare(inner.agent.post(target.url), cancel)
+                .send(body),
         };
-        let mut response = request.call().map_err(|e| transport_error(e, url))?;
+        let mut response = sent.map_err(|e| transport_error(e, target))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(status_error(&mut response, url, inner.max_retry_after));
+            return Err(status_error(&mut response, target, inner.max_retry_after));
         }
         let too_large = || {
             Error::new(
                 ErrorKind::BodyTooLarge,
-                format!(
-                    "GET {}: body larger than {} bytes",
-                    redact(url),
-                    inner.max_body_bytes
-                ),
+                format!("{target}: body larger than {} bytes", inner.max_body_bytes),
             )
         };
         let announced = response
@@ -237,7 +298,7 @@ impl HttpFetcher {
             .read_to_vec()
             .map_err(|e| match e {
                 ureq::Error::BodyExceedsLimit(_) => too_large().with_source(e),
-                e => transport_error(e, url),
+                e => transport_error(e, target),
             })?;
         let (parts, _) = response.into_parts();
         Ok(HttpResponse::new(
@@ -258,15 +319,25 @@ fn cancelled(cancel: &CancelToken, key: &str) -> Option<Error> {
     }
 }
 
-/// The URL without its query, which may hold credentials, for messages.
-fn redact(url: &str) -> &str {
-    url.split_once('?').map_or(url, |(path, _)| path)
+/// A request's method and URL, shown in messages as `GET http://host/path` (the query is left
+/// out: it may hold credentials).
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    method: &'static str,
+    url: &'a str,
+}
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let without_query = self.url.split_once('?').map_or(self.url, |(path, _)| path);
+        write!(f, "{} {without_query}", self.method)
+    }
 }
 
 /// Classifies a non-2xx response (our own rules, `http_status_as_error(false)`).
 fn status_error(
     response: &mut ureq::http::Response<ureq::Body>,
-    url: &str,
+    target: Target<'_>,
     max_retry_after: Duration,
 ) -> Error {
     let status: StatusCode = response.status();
@@ -288,8 +359,7 @@ fn status_error(
         .read_to_vec()
         .unwrap_or_default();
     let mut message = format!(
-        "GET {} answered {code} {}",
-        redact(url),
+        "{target} answered {code} {}",
         status.canonical_reason().unwrap_or("")
     );
     let snippet = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]);
@@ -310,7 +380,7 @@ fn status_error(
 }
 
 /// Wraps a ureq error (invariant 2) with the kind that says whether a retry may help.
-fn transport_error(e: ureq::Error, url: &str) -> Error {
+fn transport_error(e: ureq::Error, target: Target<'_>) -> Error {
     let kind = match &e {
         ureq::Error::Timeout(_) => ErrorKind::Timeout,
         ureq::Error::Io(io) => match io.kind() {
@@ -323,7 +393,7 @@ fn transport_error(e: ureq::Error, url: &str) -> Error {
         ureq::Error::BodyExceedsLimit(_) => ErrorKind::BodyTooLarge,
         _ => ErrorKind::Protocol,
     };
-    Error::new(kind, format!("GET {}: {e}", redact(url))).with_source(e)
+    Error::new(kind, format!("{target}: {e}")).with_source(e)
 }
 
 fn unix_now() -> u64 {

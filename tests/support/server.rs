@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `/ok/{key}` | 200, body = the key (`/ok` alone: body `ok`) |
 //! | `/status/{code}/{key}` | that status, body `status {code}`; query `retry-after=<raw, %-encoded>` or `retry-after-date=<seconds from now>` adds a `Retry-After` header |
+//! | `/echo/{key}` | 200, body = the request's body, header `X-Method` = its method |
 //! | `/flaky/{n}/{key}` | 503 (with `Retry-After` from query `retry-after=`) for the first `n` requests of that key, then 200 with the key |
 //! | `/slow/{ms}/{key}` | 200 with the key after `ms` milliseconds |
 //! | `/hang/{key}`, `/hang` | never answers; ends when the client closes the connection or the server drops |
@@ -237,6 +238,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
 
 /// A parsed request head.
 struct Request {
+    method: String,
     /// Bytes the head takes in the stream.
     head_len: usize,
     path: Vec<String>,
@@ -290,10 +292,17 @@ fn answer(stream: &TcpStream, shared: &Shared, request: &Request) -> Option<bool
     if read_exact_polling(stream, shared, &mut discard).is_err() {
         return Some(false);
     }
-    Some(respond_to(stream, shared, request, &segments))
+    let body = &discard[request.head_len..];
+    Some(respond_to(stream, shared, request, &segments, body))
 }
 
-fn respond_to(stream: &TcpStream, shared: &Shared, request: &Request, segments: &[&str]) -> bool {
+fn respond_to(
+    stream: &TcpStream,
+    shared: &Shared,
+    request: &Request,
+    segments: &[&str],
+    body: &[u8],
+) -> bool {
     let param = |i: usize| segments.get(i).and_then(|s| s.parse::<u64>().ok());
     let key = segments.last().copied().unwrap_or("");
     match segments.first().copied() {
@@ -321,6 +330,10 @@ fn respond_to(stream: &TcpStream, shared: &Shared, request: &Request, segments: 
                 &body
             };
             respond(stream, shared, code, &headers, body.as_bytes())
+        }
+        Some("echo") => {
+            let headers = [format!("X-Method: {}", request.method)];
+            respond(stream, shared, 200, &headers, body)
         }
         Some("flaky") if segments.len() == 3 => {
             // `hits` already counts this request.
@@ -513,7 +526,7 @@ fn parse_head(head: &[u8]) -> Option<Request> {
     let text = std::str::from_utf8(head).ok()?;
     let mut lines = text.split("\r\n");
     let mut request_line = lines.next()?.split(' ');
-    let _method = request_line.next()?;
+    let method = request_line.next()?.to_owned();
     let target = request_line.next()?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut content_length = 0;
@@ -530,6 +543,7 @@ fn parse_head(head: &[u8]) -> Option<Request> {
         }
     }
     Some(Request {
+        method,
         head_len: head.len(),
         path: path
             .split('/')
