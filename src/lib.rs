@@ -7,6 +7,8 @@
 //!   wake any thread blocked in tollgate.
 //! * [`Clock`]: integer-nanosecond time, [`MonotonicClock`] by default and [`ManualClock`] for
 //!   deterministic tests of anything that waits.
+//! * [`HttpFetcher`]: one pooled ureq agent behind a URL template, with retry-ready error
+//!   classification (`Retry-After` included) and requests that a token aborts mid-read.
 //! * [`Error`]: the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
 //!   and whether retrying may help.
 //!
