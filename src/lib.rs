@@ -9,6 +9,8 @@
 //!   deterministic tests of anything that waits.
 //! * [`Semaphore`]: a weighted, strictly FIFO semaphore whose waits a token cancels, with
 //!   close and live resize.
+//! * [`HttpFetcher`]: one pooled ureq agent behind a URL template, with retry-ready error
+//!   classification (`Retry-After` included) and requests that a token aborts mid-read.
 //! * [`Error`]: the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
 //!   and whether retrying may help.
 //!
@@ -40,6 +42,8 @@ mod clock;
 mod error;
 #[cfg(not(loom))]
 mod fanout;
+#[cfg(not(loom))]
+mod http;
 mod semaphore;
 mod slab;
 mod sync;
@@ -51,6 +55,8 @@ pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
 #[cfg(not(loom))]
 pub use fanout::{FanOutStats, Fetch, Jitter, JitterRng, Progress, RateFeedback, RetryPolicy};
+#[cfg(not(loom))]
+pub use http::{HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse};
 pub use semaphore::{AcquireError, OwnedPermit, Permit, ResizeError, Semaphore, TryAcquireError};
 #[cfg(feature = "quanta")]
 pub use tsc_clock::TscClock;

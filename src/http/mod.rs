@@ -1,0 +1,403 @@
+//! [`HttpFetcher`]: one reusable ureq agent, a checked URL template, our own status
+//! classification, and requests that a [`CancelToken`] aborts mid-read.
+//!
+//! Invariants:
+//!
+//! 1. One `ureq::Agent` (one connection pool) serves every `fetch` of a fetcher and its clones;
+//!    it is never shut down, so cancelling a request never makes the fetcher unusable.
+//! 2. Every failure leaves as a [`crate::Error`] with the key set; a ureq error is only ever its
+//!    source.
+//! 3. A `fetch` whose token is cancelled — before, during, or by the time the request ends —
+//!    returns [`ErrorKind::Cancelled`] with the token's cause, whatever the request did (a socket
+//!    shut by the abort can read as a clean end of stream). Before the call, the network is not
+//!    touched.
+//! 4. A request never outlives its token's deadline by more than ureq's timer resolution: the
+//!    request timeout is the smaller of the configured one and the token's time left (measured
+//!    on the token's clock, applied as real time).
+//!
+//! The pieces: `template` (URL templates and key encoding), `retry_after` (the header and
+//! HTTP-date parser), `abort` (per-request socket shutdown), `resolve` (no thread per request for
+//! name resolution), `builder` (settings), `response`.
+
+mod abort;
+mod builder;
+mod resolve;
+mod response;
+mod retry_after;
+mod template;
+
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ureq::http::{HeaderName, HeaderValue, StatusCode};
+
+pub use self::builder::{HttpConfigError, HttpFetcherBuilder};
+pub use self::response::HttpResponse;
+
+use self::abort::AbortScope;
+use self::retry_after::parse_retry_after;
+use self::template::UrlTemplate;
+use crate::cancel::CancelToken;
+use crate::error::{Error, ErrorKind};
+use crate::sync::DynArc;
+
+/// Bytes of an error response's body kept in the error message.
+const ERROR_BODY_SNIPPET: usize = 200;
+/// Largest error response body read (so the connection can be reused); larger ones are dropped.
+const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Fetches `GET <template with key>` (or [`post`](Self::post)s to it) over one pooled ureq agent, classifying the outcome for
+/// retries and aborting the request when its [`CancelToken`] is cancelled.
+///
+/// Outcomes of [`fetch`](Self::fetch):
+///
+/// | response or failure | result | [`is_transient`](Error::is_transient) |
+/// |---|---|---|
+/// | 2xx | `Ok(HttpResponse)` | |
+/// | 429, 503 | [`ErrorKind::Status`] with [`retry_after`](Error::retry_after) from `Retry-After` (seconds or HTTP-date, capped, garbage ignored) | yes |
+/// | other 5xx, 408 | [`ErrorKind::Status`] | yes |
+/// | other 4xx, unfollowed 1xx/3xx | [`ErrorKind::Status`] | no |
+/// | refused, reset, closed, DNS failure | [`ErrorKind::Connection`] | yes |
+/// | a timeout | [`ErrorKind::Timeout`] | yes |
+/// | body over the cap | [`ErrorKind::BodyTooLarge`] | no |
+/// | malformed response, too many redirects, TLS failure | [`ErrorKind::Protocol`] | no |
+/// | token cancelled (before, during or after) | [`ErrorKind::Cancelled`] with the token's cause | no |
+///
+/// # Cancellation
+///
+/// Cancelling the token shuts down the sockets of that request only (not the agent's other
+/// connections), so a blocked send or read returns at once and the fetcher stays usable.
+/// Resolving and connecting cannot be interrupted; they are bounded by their timeouts. The
+/// token's deadline bounds the request through ureq's timeout (no timer thread).
+///
+/// Clones share the agent and its connection pool.
+///
+/// # Examples
+///
+/// ```
+/// use tollgate::{CancelToken, HttpFetcher};
+///
+/// # // A one-shot local server that answers one request.
+/// # use std::io::{Read, Write};
+/// # let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// # let port = listener.local_addr().unwrap().port();
+/// # let server = std::thread::spawn(move || {
+/// #     let (mut socket, _) = listener.accept().unwrap();
+/// #     let mut head = Vec::new();
+/// #     let mut buf = [0; 1024];
+/// #     while !head.ends_with(b"\r\n\r\n") {
+/// #         let n = socket.read(&mut buf).unwrap();
+/// #         if n == 0 { return; }
+/// #         head.extend_from_slice(&buf[..n]);
+/// #     }
+/// #     socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+/// # });
+/// let fetcher = HttpFetcher::builder(&format!("http://127.0.0.1:{port}/users/{{key}}")).build()?;
+/// let response = fetcher.fetch("42", &CancelToken::new())?;
+/// assert_eq!(response.status(), 200);
+/// assert_eq!(response.body(), b"hello");
+/// println!("{} bytes in {:?}", response.body().len(), response.latency());
+/// # server.join().unwrap();
+/// # Ok::<(), tollgate::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpFetcher {
+    inner: DynArc<FetcherInner>,
+}
+
+#[derive(Debug)]
+struct FetcherInner {
+    agent: ureq::Agent,
+    template: UrlTemplate,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    request_timeout: Duration,
+    max_body_bytes: u64,
+    max_retry_after: Duration,
+}
+
+impl HttpFetcher {
+    /// Starts configuring a fetcher for `url_template`, an absolute `http`/`https` URL with
+    /// `{key}` where each key goes (percent-encoded as one path segment). The template is checked
+    /// by [`HttpFetcherBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::HttpFetcher;
+    ///
+    /// assert!(HttpFetcher::builder("http://api.example.com/users/{key}/widgets").build().is_ok());
+    /// assert!(HttpFetcher::builder("http://api.example.com/users").build().is_err()); // no {key}
+    /// assert!(HttpFetcher::builder("not a url {key}").build().is_err());
+    /// ```
+    pub fn builder(url_template: &str) -> HttpFetcherBuilder {
+        HttpFetcherBuilder::new(url_template)
+    }
+
+    /// The URL `fetch(key, …)` requests.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let fetcher = tollgate::HttpFetcher::builder("http://h/users/{key}?v=1").build()?;
+    /// assert_eq!(fetcher.url("a/b"), "http://h/users/a%2Fb?v=1");
+    /// assert_eq!(fetcher.url(".."), "http://h/users/%2E%2E?v=1");
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn url(&self, key: &str) -> String {
+        self.inner.template.render(key)
+    }
+
+    /// `GET`s the URL for `key` and reads the whole body, unless `cancel` ends first.
+    ///
+    /// # Errors
+    ///
+    /// See the table on [`HttpFetcher`]; every error carries `key`. An empty key is
+    /// [`ErrorKind::InvalidArgument`].
+    ///
+    /// # Examples
+    ///
+    /// A token cancelled before the call returns at once, without touching the network:
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Cause, ErrorKind, HttpFetcher};
+    ///
+    /// let fetcher = HttpFetcher::builder("http://127.0.0.1:9/{key}").build()?;
+    /// let token = CancelToken::new();
+    /// token.cancel();
+    /// let err = fetcher.fetch("7", &token).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Cancelled(Cause::Cancelled));
+    /// assert_eq!(err.key(), Some("7"));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn fetch(&self, key: &str, cancel: &CancelToken) -> Result<HttpResponse, Error> {
+        self.run(key, None, cancel)
+    }
+
+    /// `POST`s `body` to the URL for `key` and reads the whole response body, unless `cancel`
+    /// ends first. Classified like [`fetch`](Self::fetch); set a `Content-Type` with
+    /// [`HttpFetcherBuilder::header`]. A POST is not idempotent: retry it only if the API says so.
+    ///
+    /// # Errors
+    ///
+    /// As [`fetch`](Self::fetch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Cause, ErrorKind, HttpFetcher};
+    ///
+    /// let fetcher = HttpFetcher::builder("http://127.0.0.1:9/jobs/{key}")
+    ///     .header("Content-Type", "application/json")
+    ///     .build()?;
+    /// let token = CancelToken::new();
+    /// token.cancel_with(Cause::Failed);
+    /// let err = fetcher.post("7", br#"{"run":true}"#, &token).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Cancelled(Cause::Failed));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn post(
+        &self,
+        key: &str,
+        body: &[u8],
+        cancel: &CancelToken,
+    ) -> Result<HttpResponse, Error> {
+        self.run(key, Some(body), cancel)
+    }
+
+    /// A `fetch` or `post`: the cancellation bracket around [`exchange`](Self::exchange).
+    fn run(
+        &self,
+        key: &str,
+        body: Option<&[u8]>,
+        cancel: &CancelToken,
+    ) -> Result<HttpResponse, Error> {
+        if let Some(err) = cancelled(cancel, key) {
+            return Err(err);
+        }
+        if key.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "the key is empty").with_key(key));
+        }
+        let url = self.inner.template.render(key);
+        let target = Target {
+            method: if body.is_some() { "POST" } else { "GET" },
+            url: &url,
+        };
+        let entered = AbortScope::enter();
+        let registration = {
+            let scope = entered.scope();
+            cancel.on_cancel(move || scope.abort())
+        };
+        let outcome = self.exchange(target, body, cancel);
+        drop(registration);
+        drop(entered);
+        // Invariant 3: whatever the request did, a cancelled token wins.
+        match (cancelled(cancel, key), outcome) {
+            (Some(err), Err(cause)) => Err(err.with_source(cause)),
+            (Some(err), Ok(_)) => Err(err),
+            (None, outcome) => outcome.map_err(|e| e.with_key(key)),
+        }
+    }
+
+    /// Default headers and the deadline-bounded timeout (invariant 4), for either method.
+    fn prepare<B>(
+        &self,
+        mut request: ureq::RequestBuilder<B>,
+        cancel: &CancelToken,
+    ) -> ureq::RequestBuilder<B> {
+        let inner = &*self.inner;
+        for (name, value) in &inner.headers {
+            request = request.header(name, value);
+        }
+        match cancel.remaining() {
+            Some(left) if left < inner.request_timeout => request
+                .config()
+                .timeout_global(Some(left.max(Duration::from_millis(1))))
+                .build(),
+            _ => request,
+        }
+    }
+
+    /// One request and its body; errors without the key (the caller adds it).
+    fn exchange(
+        &self,
+        target: Target<'_>,
+        body: Option<&[u8]>,
+        cancel: &CancelToken,
+    ) -> Result<HttpResponse, Error> {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let sent = match body {
+            None => self.prepare(inner.agent.get(target.url), cancel).call(),
+            Some(body) => self
+                .prepare(inner.agent.post(target.url), cancel)
+                .send(body),
+        };
+        let mut response = sent.map_err(|e| transport_error(e, target))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(status_error(&mut response, target, inner.max_retry_after));
+        }
+        let too_large = || {
+            Error::new(
+                ErrorKind::BodyTooLarge,
+                format!("{target}: body larger than {} bytes", inner.max_body_bytes),
+            )
+        };
+        let announced = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|len| len > inner.max_body_bytes) {
+            return Err(too_large());
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(inner.max_body_bytes)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => too_large().with_source(e),
+                e => transport_error(e, target),
+            })?;
+        let (parts, _) = response.into_parts();
+        Ok(HttpResponse::new(
+            parts.status.as_u16(),
+            parts.headers,
+            body,
+            started.elapsed(),
+        ))
+    }
+}
+
+/// The error for a cancelled token, noticing a passed deadline (tokens notice them lazily).
+fn cancelled(cancel: &CancelToken, key: &str) -> Option<Error> {
+    if cancel.is_cancelled() {
+        cancel.cause().map(|cause| Error::from(cause).with_key(key))
+    } else {
+        None
+    }
+}
+
+/// A request's method and URL, shown in messages as `GET http://host/path` (the query is left
+/// out: it may hold credentials).
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    method: &'static str,
+    url: &'a str,
+}
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let without_query = self.url.split_once('?').map_or(self.url, |(path, _)| path);
+        write!(f, "{} {without_query}", self.method)
+    }
+}
+
+/// Classifies a non-2xx response (our own rules, `http_status_as_error(false)`).
+fn status_error(
+    response: &mut ureq::http::Response<ureq::Body>,
+    target: Target<'_>,
+    max_retry_after: Duration,
+) -> Error {
+    let status: StatusCode = response.status();
+    let code = status.as_u16();
+    let retry_after = match code {
+        429 | 503 => response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, unix_now()))
+            .map(|wait| wait.min(max_retry_after)),
+        _ => None,
+    };
+    // Read a small body so the connection can be reused, and quote its start.
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(ERROR_BODY_LIMIT)
+        .read_to_vec()
+        .unwrap_or_default();
+    let mut message = format!(
+        "{target} answered {code} {}",
+        status.canonical_reason().unwrap_or("")
+    );
+    let snippet = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]);
+    let snippet = snippet.trim();
+    if !snippet.is_empty() {
+        message.push_str(": ");
+        message.extend(
+            snippet
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c }),
+        );
+    }
+    let err = Error::new(ErrorKind::Status(code), message);
+    match retry_after {
+        Some(wait) => err.with_retry_after(wait),
+        None => err,
+    }
+}
+
+/// Wraps a ureq error (invariant 2) with the kind that says whether a retry may help.
+fn transport_error(e: ureq::Error, target: Target<'_>) -> Error {
+    let kind = match &e {
+        ureq::Error::Timeout(_) => ErrorKind::Timeout,
+        ureq::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ErrorKind::Timeout,
+            _ => ErrorKind::Connection,
+        },
+        ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::ConnectProxyFailed(_) => ErrorKind::Connection,
+        ureq::Error::BodyExceedsLimit(_) => ErrorKind::BodyTooLarge,
+        _ => ErrorKind::Protocol,
+    };
+    Error::new(kind, format!("{target}: {e}")).with_source(e)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
