@@ -9,6 +9,8 @@
 //!   deterministic tests of anything that waits.
 //! * [`Error`]: the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
 //!   and whether retrying may help.
+//! * [`WorkerPool`]: a fixed set of named threads behind a bounded queue; panics are caught and
+//!   reported per job. [`Group`] runs jobs on it errgroup-style: first error cancels the rest.
 //!
 //! `docs/architecture.md` in the repository describes the layers and their invariants.
 //!
@@ -36,9 +38,19 @@
 mod cancel;
 mod clock;
 mod error;
+#[cfg(not(loom))]
+mod group;
+#[cfg(not(loom))]
+mod pool;
 mod slab;
 mod sync;
 
 pub use cancel::{CancelToken, DropGuard, Registration};
 pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
+#[cfg(not(loom))]
+pub use group::Group;
+#[cfg(not(loom))]
+pub use pool::{
+    JobError, JobHandle, PoolError, PoolStats, Shutdown, SubmitError, WorkerPool, WorkerPoolBuilder,
+};
