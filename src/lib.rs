@@ -42,6 +42,10 @@ mod error;
 mod group;
 #[cfg(not(loom))]
 mod pool;
+/// The pool's queue slots alone, for their loom models (the pool is compiled out under loom).
+#[cfg(all(test, loom))]
+#[path = "pool/slots.rs"]
+mod pool_slots_model;
 mod slab;
 mod sync;
 

@@ -35,7 +35,12 @@ pub(crate) use self::slots::NoSlot;
 use self::slots::{Drained, QueueSlots};
 
 use crate::cancel::CancelToken;
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering};
+
+/// The largest queue a pool accepts: the channel allocates its slots up front, so a huge
+/// capacity would be a huge allocation (and below the slot counter's limit).
+pub(crate) const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+const _: () = assert!(MAX_QUEUE_CAPACITY <= slots::MAX_CAPACITY);
 
 /// A boxed job as the workers see it. It must record its outcome in the counters (invariant 5).
 pub(crate) type Task = Box<dyn FnOnce(&Counters) + Send + 'static>;
@@ -108,8 +113,10 @@ pub(crate) enum Outcome {
     Skipped,
 }
 
-/// The pool's activity counters. All `Relaxed`: they are statistics; what a joiner needs to see
-/// is ordered by the handle's mutex (invariant 5).
+/// Activity counters of one worker (or of the threads discarding jobs in `shutdown`), each set
+/// on its own cache line so workers never contend on statistics; `stats` sums them. All
+/// `Relaxed`: they are statistics; what a joiner needs to see is ordered by the handle's mutex
+/// (invariant 5).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     running: AtomicUsize,
@@ -134,7 +141,8 @@ impl Counters {
 
 struct Shared {
     slots: QueueSlots,
-    counters: Counters,
+    /// One per worker, then one for `shutdown`'s discards: `threads + 1` entries.
+    counters: Box<[CachePadded<Counters>]>,
     /// Set by `shutdown(Abort)`: received jobs are dropped, not run. Never cleared.
     aborting: AtomicBool,
     sender: Sender<Message>,
@@ -158,10 +166,15 @@ impl Shared {
         }
     }
 
+    /// The counters for jobs discarded by threads that are not workers.
+    fn outside_counters(&self) -> &Counters {
+        &self.counters[self.threads]
+    }
+
     /// Drops a job without running it (its handle learns `Cancelled`).
-    fn discard(&self, task: Task) {
+    fn discard(&self, task: Task, counters: &Counters) {
         // Relaxed: statistics. Before the drop, which completes the handle (invariant 5).
-        self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        counters.cancelled.fetch_add(1, Ordering::Relaxed);
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(task))) {
             drop_payload(payload);
         }
@@ -198,7 +211,8 @@ impl WorkerPoolBuilder {
         self
     }
 
-    /// How many jobs may wait in the queue before `submit` blocks (default: twice the threads).
+    /// How many jobs may wait in the queue before `submit` blocks (default: twice the threads;
+    /// at most 2^20, as the channel allocates its slots up front).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = Some(capacity);
         self
@@ -222,7 +236,7 @@ impl WorkerPoolBuilder {
         if capacity == 0 {
             return Err(PoolError::ZeroCapacity);
         }
-        if capacity >= usize::MAX / 2 || capacity.checked_add(self.threads).is_none() {
+        if capacity > MAX_QUEUE_CAPACITY {
             return Err(PoolError::CapacityTooLarge);
         }
         if self.name_prefix.contains('\0') {
@@ -231,7 +245,9 @@ impl WorkerPoolBuilder {
         let (sender, receiver) = crossbeam_channel::bounded(capacity + self.threads);
         let shared = Arc::new(Shared {
             slots: QueueSlots::new(capacity),
-            counters: Counters::default(),
+            counters: (0..=self.threads)
+                .map(|_| CachePadded::new(Counters::default()))
+                .collect(),
             aborting: AtomicBool::new(false),
             sender,
             receiver,
@@ -242,7 +258,7 @@ impl WorkerPoolBuilder {
             let worker_shared = shared.clone();
             let spawned = thread::Builder::new()
                 .name(format!("{}-{i}", self.name_prefix))
-                .spawn(move || work(&worker_shared));
+                .spawn(move || work(&worker_shared, i));
             match spawned {
                 Ok(handle) => workers.push(handle),
                 Err(err) => {
@@ -509,7 +525,7 @@ impl WorkerPool {
             debug_assert!(false, "worker pool channel refused a job with a slot held");
             self.shared.release_slot();
             if let Message::Run(task) = err.into_inner() {
-                self.shared.discard(task);
+                self.shared.discard(task, self.shared.outside_counters());
             }
         }
     }
@@ -524,16 +540,19 @@ impl WorkerPool {
     /// assert_eq!(pool.stats().panicked, 1);
     /// ```
     pub fn stats(&self) -> PoolStats {
-        let counters = &self.shared.counters;
-        // Relaxed (all): statistics, see `PoolStats`.
-        PoolStats {
+        let mut stats = PoolStats {
             threads: self.shared.threads,
             queued: self.shared.slots.taken(),
-            running: counters.running.load(Ordering::Relaxed),
-            completed: counters.completed.load(Ordering::Relaxed),
-            panicked: counters.panicked.load(Ordering::Relaxed),
-            cancelled: counters.cancelled.load(Ordering::Relaxed),
+            ..PoolStats::default()
+        };
+        for counters in self.shared.counters.iter() {
+            // Relaxed (all): statistics, see `PoolStats`.
+            stats.running += counters.running.load(Ordering::Relaxed);
+            stats.completed += counters.completed.load(Ordering::Relaxed);
+            stats.panicked += counters.panicked.load(Ordering::Relaxed);
+            stats.cancelled += counters.cancelled.load(Ordering::Relaxed);
         }
+        stats
     }
 
     /// Whether [`shutdown`](Self::shutdown) has begun: submits now fail with `Closed`.
@@ -619,7 +638,7 @@ impl WorkerPool {
             match message {
                 Message::Run(task) => {
                     self.shared.release_slot();
-                    self.shared.discard(task);
+                    self.shared.discard(task, self.shared.outside_counters());
                 }
                 Message::Stop => {
                     // Stops come after every job: put it back for a worker and stop here.
@@ -631,21 +650,22 @@ impl WorkerPool {
     }
 }
 
-/// A worker thread: runs jobs until a `Stop` (invariants 1, 3, 4).
-fn work(shared: &Shared) {
+/// Worker `index`: runs jobs until a `Stop` (invariants 1, 3, 4).
+fn work(shared: &Shared, index: usize) {
+    let counters = &*shared.counters[index];
     while let Ok(Message::Run(task)) = shared.receiver.recv() {
         // Acquire: pairs with the Release store in `shutdown`.
         if shared.aborting.load(Ordering::Acquire) {
             shared.release_slot();
-            shared.discard(task);
+            shared.discard(task, counters);
             continue;
         }
         // Relaxed: statistics. Before the slot goes back (invariant 3).
-        shared.counters.running.fetch_add(1, Ordering::Relaxed);
+        counters.running.fetch_add(1, Ordering::Relaxed);
         shared.release_slot();
         // Job panics are caught by the task itself; this catches what its wrapper might let
         // through (a panicking `Drop` of a value being discarded) so the worker survives.
-        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| task(&shared.counters))) {
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| task(counters))) {
             drop_payload(payload);
         }
     }

@@ -21,7 +21,7 @@ pub enum PoolError {
     ZeroThreads,
     /// The queue needs room for at least one job.
     ZeroCapacity,
-    /// The queue capacity does not fit the pool's slot counter (more than `usize::MAX / 2`).
+    /// The queue capacity is above 2^20 (1,048,576): the channel allocates its slots up front.
     CapacityTooLarge,
     /// Thread names cannot contain a NUL byte.
     InvalidName,
@@ -38,7 +38,7 @@ impl fmt::Display for PoolError {
                 f.write_str("a worker pool's queue capacity must be at least 1")
             }
             PoolError::CapacityTooLarge => {
-                f.write_str("a worker pool's queue capacity must be below usize::MAX / 2")
+                f.write_str("a worker pool's queue capacity must be at most 1,048,576")
             }
             PoolError::InvalidName => f.write_str("worker thread names cannot contain a NUL byte"),
             PoolError::Spawn(kind) => write!(f, "could not start a worker thread: {kind}"),

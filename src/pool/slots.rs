@@ -12,12 +12,13 @@
 //! 2. Once [`CLOSED`] is set it stays set and no slot is taken any more; `free` only grows, so
 //!    exactly one thread sees it reach `capacity` (the closer if it is there already, else the
 //!    last `release`): that thread is told "drained" and stops the workers.
-//! 3. A waiter is in `waiters` (and counted in `waiting`) from its registration until it is
-//!    popped by a `release` (one per release), by `close` (all), or removes itself. A waiter
-//!    registers, then retries: a `release` that runs after the retry's load sees it in `waiting`
-//!    (both sides `SeqCst`), so no wake-up is lost.
-//! 4. A waiter that leaves without the slot it may have been woken for (cancelled), or that took a
-//!    slot after registering, passes a wake-up on when slots are free and others wait, so a free
+//! 3. [`WAITERS`] is set exactly while the waiter queue is non-empty; both change only under the
+//!    queue's lock. A taker that finds no free slot registers by setting `WAITERS` with a CAS on
+//!    the same word that holds `free` — so either it sees a slot freed before it (and takes it)
+//!    or every later `release` sees `WAITERS` and pops a waiter. One atomic word, one
+//!    modification order: no wake-up can be lost, with no `SeqCst` store/load handshake.
+//! 4. A waiter popped by a `release` (or that took a slot after registering) that leaves without
+//!    the slot — cancelled — passes the wake-up on when a slot is free and others wait, so a free
 //!    slot never sits beside a parked waiter.
 
 use std::collections::VecDeque;
@@ -26,8 +27,15 @@ use crate::cancel::CancelToken;
 use crate::error::Cause;
 use crate::sync::{AtomicUsize, CachePadded, Mutex, Ordering, Thread, current, park};
 
-/// Bit of `state` set once the pool is closed. The bits below count free slots.
+/// Bit of `state` set once the pool is closed.
 const CLOSED: usize = 1 << (usize::BITS - 1);
+/// Bit of `state` set while takers are queued (invariant 3).
+const WAITERS: usize = 1 << (usize::BITS - 2);
+/// The bits of `state` counting free slots.
+const FREE: usize = WAITERS - 1;
+
+/// The largest capacity `QueueSlots` can count.
+pub(crate) const MAX_CAPACITY: usize = FREE;
 
 /// Why a slot was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +58,19 @@ pub(crate) enum Drained {
     No,
 }
 
+/// What registering found.
+enum Registered {
+    /// Queued with this id.
+    Queued(u64),
+    /// A slot was free after all: taken.
+    Took,
+    Closed,
+}
+
 #[derive(Debug)]
 pub(crate) struct QueueSlots {
-    /// Free slots (low bits) and [`CLOSED`] (top bit). Starts at `capacity`.
+    /// `free` slots (the [`FREE`] bits), [`WAITERS`] and [`CLOSED`]. Starts at `capacity`.
     state: CachePadded<AtomicUsize>,
-    /// `waiters.len()`, readable without the lock by `release` (invariant 3).
-    waiting: AtomicUsize,
     capacity: usize,
     waiters: Mutex<Waiters>,
 }
@@ -67,12 +82,11 @@ struct Waiters {
 }
 
 impl QueueSlots {
-    /// `capacity` must be in `1..CLOSED` (the builder checks).
+    /// `capacity` must be in `1..=MAX_CAPACITY` (the builder checks).
     pub(crate) fn new(capacity: usize) -> Self {
-        debug_assert!(capacity > 0 && capacity < CLOSED);
+        debug_assert!(capacity > 0 && capacity <= MAX_CAPACITY);
         QueueSlots {
             state: CachePadded::new(AtomicUsize::new(capacity)),
-            waiting: AtomicUsize::new(0),
             capacity,
             waiters: Mutex::new(Waiters::default()),
         }
@@ -81,9 +95,10 @@ impl QueueSlots {
     /// Slots taken: jobs queued or being sent.
     pub(crate) fn taken(&self) -> usize {
         // Relaxed: a statistic; no data is read on its strength.
-        self.capacity - (self.state.load(Ordering::Relaxed) & !CLOSED)
+        self.capacity - (self.state.load(Ordering::Relaxed) & FREE)
     }
 
+    #[cfg_attr(loom, allow(dead_code))] // used by the pool, which loom builds leave out
     pub(crate) fn is_closed(&self) -> bool {
         // Relaxed: advisory; taking a slot re-checks atomically.
         self.state.load(Ordering::Relaxed) & CLOSED != 0
@@ -92,24 +107,22 @@ impl QueueSlots {
     /// Takes a slot if one is free, without waiting.
     #[inline]
     pub(crate) fn try_take(&self) -> Result<(), NoSlot> {
-        // SeqCst: in the slow path this load is the "retry after registering" half of
-        // invariant 3 and must be ordered after our SeqCst increment of `waiting`; on the fast
-        // path it costs the same as Relaxed on x86 and little elsewhere.
-        let mut state = self.state.load(Ordering::SeqCst);
+        // Relaxed: only the value matters; the CAS below decides.
+        let mut state = self.state.load(Ordering::Relaxed);
         loop {
             if state & CLOSED != 0 {
                 return Err(NoSlot::Closed);
             }
-            if state == 0 {
+            if state & FREE == 0 {
                 return Err(NoSlot::Full);
             }
-            // SeqCst on success: see above. Relaxed on failure: we only retry with the value.
-            // No data travels with a slot (jobs travel through the channel), so nothing more
-            // is needed.
+            // Relaxed (both): no data travels with a slot — jobs travel through the channel,
+            // whose send/receive orders them. The single modification order of `state` is all
+            // the counting needs. Keeps `WAITERS` as it is: a taker may pass queued ones.
             match self.state.compare_exchange_weak(
                 state,
                 state - 1,
-                Ordering::SeqCst,
+                Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return Ok(()),
@@ -139,18 +152,14 @@ impl QueueSlots {
             if let Some(cause) = token.and_then(CancelToken::cause) {
                 return Err(NoSlot::Cancelled(cause));
             }
-            let Some(id) = self.register(&me) else {
-                return Err(NoSlot::Closed);
-            };
-            // Invariant 3: the retry after registering.
-            match self.try_take() {
-                Err(NoSlot::Full) => {}
-                outcome => {
-                    self.deregister(id);
+            let id = match self.register(&me) {
+                Registered::Queued(id) => id,
+                Registered::Took => {
                     self.pass_on();
-                    return outcome;
+                    return Ok(());
                 }
-            }
+                Registered::Closed => return Err(NoSlot::Closed),
+            };
             while self.is_registered(id) {
                 if let Some(cause) = token.and_then(CancelToken::cause) {
                     self.deregister(id);
@@ -177,19 +186,36 @@ impl QueueSlots {
         }
     }
 
-    /// Queues the calling thread; `None` if the pool is closed (checked under the lock that
-    /// `close` sets the flag under, so a registration is either seen by `close` or refused).
-    fn register(&self, me: &Thread) -> Option<u64> {
+    /// Invariant 3: takes a free slot, or queues the calling thread and sets `WAITERS`, in one
+    /// CAS; refuses once closed (`close` sets the flag under the same lock).
+    fn register(&self, me: &Thread) -> Registered {
         let mut waiters = self.waiters.lock();
-        if self.is_closed() {
-            return None;
+        // Relaxed: the CAS below decides.
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & CLOSED != 0 {
+                return Registered::Closed;
+            }
+            let (next, took) = if state & FREE > 0 {
+                (state - 1, true)
+            } else {
+                (state | WAITERS, false)
+            };
+            // AcqRel: Release publishes the queue entry pushed below (under the lock) to a
+            // `release` whose Acquire RMW reads `WAITERS`; the lock orders the rest.
+            match self
+                .state
+                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) if took => return Registered::Took,
+                Ok(_) => break,
+                Err(actual) => state = actual,
+            }
         }
         let id = waiters.next_id;
         waiters.next_id += 1;
         waiters.queue.push_back((id, me.clone()));
-        // SeqCst: invariant 3, pairs with the SeqCst load of `waiting` in `release`.
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        Some(id)
+        Registered::Queued(id)
     }
 
     fn is_registered(&self, id: u64) -> bool {
@@ -204,18 +230,24 @@ impl QueueSlots {
         let mut waiters = self.waiters.lock();
         if let Some(at) = waiters.queue.iter().position(|(other, _)| *other == id) {
             waiters.queue.remove(at);
-            // Relaxed: under the lock; `release` only needs to see registrations promptly,
-            // and a stale non-zero count merely costs it a lock.
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.clear_waiters_if_empty(&waiters);
+        }
+    }
+
+    /// Invariant 3: `WAITERS` goes with a non-empty queue. Called under the lock.
+    fn clear_waiters_if_empty(&self, waiters: &Waiters) {
+        if waiters.queue.is_empty() {
+            // Relaxed: under the lock that every change of `WAITERS` holds.
+            self.state.fetch_and(!WAITERS, Ordering::Relaxed);
         }
     }
 
     /// Invariant 4.
     fn pass_on(&self) {
-        // SeqCst: as in `release`.
-        if self.waiting.load(Ordering::SeqCst) > 0
-            && self.state.load(Ordering::SeqCst) & !CLOSED > 0
-        {
+        // Relaxed: a single-word check; a slot freed after it is seen by its own `release`,
+        // which finds `WAITERS` set.
+        let state = self.state.load(Ordering::Relaxed);
+        if state & WAITERS != 0 && state & FREE > 0 {
             self.wake_one();
         }
     }
@@ -224,10 +256,7 @@ impl QueueSlots {
         let popped = {
             let mut waiters = self.waiters.lock();
             let popped = waiters.queue.pop_front();
-            if popped.is_some() {
-                // Relaxed: under the lock, as in `deregister`.
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
-            }
+            self.clear_waiters_if_empty(&waiters);
             popped
         };
         if let Some((_, thread)) = popped {
@@ -238,14 +267,14 @@ impl QueueSlots {
     /// Gives a slot back (its job has left the channel) and wakes one waiter.
     #[inline]
     pub(crate) fn release(&self) -> Drained {
-        // SeqCst: invariant 3, the releasing half of the handshake with `register` + retry.
-        // Also Release for `close`'s drained check: the job left the channel before this.
-        let before = self.state.fetch_add(1, Ordering::SeqCst);
-        // SeqCst: pairs with the SeqCst increment in `register` (invariant 3).
-        if self.waiting.load(Ordering::SeqCst) > 0 {
+        // AcqRel: Acquire pairs with the Release CAS in `register` that set `WAITERS`; Release
+        // makes this job's removal from the channel visible to whoever sees the queue drained
+        // (the RMWs on `state` form one release sequence).
+        let before = self.state.fetch_add(1, Ordering::AcqRel);
+        if before & WAITERS != 0 {
             self.wake_one();
         }
-        if before & CLOSED != 0 && (before & !CLOSED) + 1 == self.capacity {
+        if before & CLOSED != 0 && (before & FREE) + 1 == self.capacity {
             Drained::Now
         } else {
             Drained::No
@@ -257,20 +286,160 @@ impl QueueSlots {
     pub(crate) fn close(&self) -> Drained {
         let (before, woken) = {
             let mut waiters = self.waiters.lock();
-            // SeqCst: ordered with every `try_take` CAS and `release` increment on `state`;
-            // under the waiters lock so `register` sees it (see `register`).
-            let before = self.state.fetch_or(CLOSED, Ordering::SeqCst);
-            // Relaxed: under the lock.
-            self.waiting.store(0, Ordering::Relaxed);
+            // AcqRel: as in `release`. Under the waiters lock, so `register` sees it (invariant
+            // 3); `WAITERS` is cleared with the queue it described.
+            let before = self.state.fetch_or(CLOSED, Ordering::AcqRel);
+            self.state.fetch_and(!WAITERS, Ordering::Relaxed);
             (before, std::mem::take(&mut waiters.queue))
         };
         for (_, thread) in woken {
             thread.unpark();
         }
-        if before & CLOSED == 0 && before == self.capacity {
+        if before & CLOSED == 0 && before & FREE == self.capacity {
             Drained::Now
         } else {
             Drained::No
         }
+    }
+}
+
+/// loom models of the slot handshake (invariants 3 and 4). The pool itself is compiled out under
+/// loom; this file is also compiled alone, as `pool_slots_model` in `lib.rs`, for these models:
+///
+/// ```text
+/// RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib pool_slots_model
+/// ```
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use crate::sync::Arc;
+    use loom::thread;
+
+    fn model(body: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(2);
+        }
+        builder.check(body);
+    }
+
+    /// A release always wakes a submitter blocked on a full queue.
+    #[test]
+    fn release_wakes_a_blocked_taker() {
+        model(|| {
+            let slots = Arc::new(QueueSlots::new(1));
+            slots.try_take().unwrap();
+            let taker = {
+                let slots = slots.clone();
+                thread::spawn(move || slots.take(None))
+            };
+            assert_eq!(slots.release(), Drained::No);
+            assert_eq!(taker.join().unwrap(), Ok(()));
+            assert_eq!(slots.taken(), 1);
+        });
+    }
+
+    /// Cancel racing a release: the waiter either gets the slot or leaves it free — never lost.
+    #[test]
+    fn cancel_racing_release_loses_no_slot() {
+        model(|| {
+            let slots = Arc::new(QueueSlots::new(1));
+            slots.try_take().unwrap();
+            let token = CancelToken::new();
+            let taker = {
+                let (slots, token) = (slots.clone(), token.clone());
+                thread::spawn(move || slots.take(Some(&token)))
+            };
+            token.cancel();
+            assert_eq!(slots.release(), Drained::No);
+            match taker.join().unwrap() {
+                Ok(()) => assert_eq!(slots.taken(), 1),
+                Err(NoSlot::Cancelled(Cause::Cancelled)) => assert_eq!(slots.taken(), 0),
+                other => panic!("unexpected {other:?}"),
+            }
+        });
+    }
+
+    /// Two blocked takers and two releases (one per releasing thread): both takers get a slot.
+    #[test]
+    fn two_releases_serve_two_waiters() {
+        model(|| {
+            let slots = Arc::new(QueueSlots::new(2));
+            slots.try_take().unwrap();
+            slots.try_take().unwrap();
+            let takers: Vec<_> = (0..2)
+                .map(|_| {
+                    let slots = slots.clone();
+                    thread::spawn(move || {
+                        let got = slots.take(None);
+                        assert_eq!(slots.release(), Drained::No);
+                        got
+                    })
+                })
+                .collect();
+            assert_eq!(slots.release(), Drained::No);
+            for taker in takers {
+                assert_eq!(taker.join().unwrap(), Ok(()));
+            }
+            assert_eq!(slots.taken(), 1);
+        });
+    }
+
+    /// A waiter woken for a slot but cancelled passes the wake-up on (invariant 4): the other
+    /// waiter is not stranded beside the free slot.
+    #[test]
+    fn a_cancelled_waiter_passes_its_wake_up_on() {
+        model(|| {
+            let slots = Arc::new(QueueSlots::new(1));
+            slots.try_take().unwrap();
+            let token = CancelToken::new();
+            let cancellable = {
+                let (slots, token) = (slots.clone(), token.clone());
+                thread::spawn(move || {
+                    if slots.take(Some(&token)).is_ok() {
+                        assert_eq!(slots.release(), Drained::No);
+                    }
+                })
+            };
+            let patient = {
+                let slots = slots.clone();
+                thread::spawn(move || slots.take(None))
+            };
+            assert_eq!(slots.release(), Drained::No);
+            token.cancel();
+            cancellable.join().unwrap();
+            assert_eq!(patient.join().unwrap(), Ok(()));
+        });
+    }
+
+    /// Close wakes a blocked taker with `Closed`, and exactly one of close / the last release
+    /// reports the queue drained.
+    #[test]
+    fn close_wakes_waiters_and_drains_once() {
+        model(|| {
+            let slots = Arc::new(QueueSlots::new(1));
+            slots.try_take().unwrap();
+            let taker = {
+                let slots = slots.clone();
+                thread::spawn(move || slots.take(None))
+            };
+            let releaser = {
+                let slots = slots.clone();
+                thread::spawn(move || slots.release())
+            };
+            let closed = slots.close();
+            let released = releaser.join().unwrap();
+            match taker.join().unwrap() {
+                // It took the released slot before the close: that slot is never given back
+                // here, so nobody may see the queue drained.
+                Ok(()) => assert_eq!((closed, released), (Drained::No, Drained::No)),
+                Err(NoSlot::Closed) => {
+                    let drained = [closed, released];
+                    assert_eq!(drained.iter().filter(|d| **d == Drained::Now).count(), 1);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            assert_eq!(slots.try_take(), Err(NoSlot::Closed));
+        });
     }
 }
