@@ -206,6 +206,13 @@ pub struct WorkerPoolBuilder {
 
 impl WorkerPoolBuilder {
     /// The number of worker threads (default: the machine's available parallelism).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = tollgate::WorkerPool::builder().threads(3).build().unwrap();
+    /// assert_eq!(pool.stats().threads, 3);
+    /// ```
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
         self
@@ -213,6 +220,13 @@ impl WorkerPoolBuilder {
 
     /// How many jobs may wait in the queue before `submit` blocks (default: twice the threads;
     /// at most 2^20, as the channel allocates its slots up front).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = tollgate::WorkerPool::builder().threads(1).queue_capacity(32).build().unwrap();
+    /// assert_eq!(pool.queue_capacity(), 32);
+    /// ```
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = Some(capacity);
         self
@@ -220,12 +234,30 @@ impl WorkerPoolBuilder {
 
     /// Threads are named `{prefix}-{i}` for `i` in `0..threads` (default prefix:
     /// `tollgate-worker`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = tollgate::WorkerPool::builder().threads(1).name_prefix("io").build().unwrap();
+    /// let name = pool.submit(|| std::thread::current().name().map(String::from)).unwrap();
+    /// assert_eq!(name.join().unwrap().as_deref(), Some("io-0"));
+    /// ```
     pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.name_prefix = prefix.into();
         self
     }
 
-    /// Checks the settings and starts the threads.
+    /// Checks the settings and starts the threads. Bad settings are a [`PoolError`], never a
+    /// panic; if the OS refuses a thread, the ones already started are stopped and joined.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{PoolError, WorkerPool};
+    ///
+    /// assert!(WorkerPool::builder().threads(2).build().is_ok());
+    /// assert_eq!(WorkerPool::builder().name_prefix("a\0b").build().unwrap_err(), PoolError::InvalidName);
+    /// ```
     pub fn build(self) -> Result<WorkerPool, PoolError> {
         if self.threads == 0 {
             return Err(PoolError::ZeroThreads);
