@@ -326,3 +326,63 @@ proptest! {
         prop_assert_eq!((stats.queued, stats.running), (0, 0));
     }
 }
+
+#[test]
+fn a_spawn_blocked_on_a_full_queue_wakes_on_cancel() {
+    let pool = WorkerPool::builder()
+        .threads(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let clock = ManualClock::new();
+    let caller = CancelToken::with_clock(clock.clone());
+    let group = pool.group(&caller);
+    let gate = CancelToken::new();
+    let _release = gate.clone().drop_guard();
+    let (started_tx, started) = mpsc::channel();
+    {
+        let gate = gate.clone();
+        group
+            .spawn(move |_| {
+                started_tx.send(()).unwrap();
+                gate.wait();
+                Ok(0)
+            })
+            .unwrap();
+    }
+    started.recv().unwrap();
+    group.spawn(|_| Ok(1)).unwrap(); // fills the queue
+    let ran = Arc::new(AtomicUsize::new(0));
+    thread::scope(|s| {
+        let spawner = {
+            let ran = ran.clone();
+            let group = &group;
+            s.spawn(move || {
+                group.spawn(move |_| {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    Ok(2)
+                })
+            })
+        };
+        // Only the blocked spawn parks on the ManualClock.
+        while clock.sleepers() == 0 {
+            thread::yield_now();
+        }
+        caller.cancel();
+        let err = spawner.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Cancelled(Cause::Cancelled));
+    });
+    gate.cancel();
+    assert!(group.wait().is_err());
+    pool.shutdown(Shutdown::Drain);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<WorkerPool>();
+    send_sync::<tollgate::Group<'static, Vec<u8>>>();
+    send_sync::<tollgate::JobHandle<Vec<u8>>>();
+    send_sync::<tollgate::PoolStats>();
+}
