@@ -42,10 +42,12 @@ mod error;
 mod group;
 #[cfg(not(loom))]
 mod pool;
-/// The pool's queue slots alone, for their loom models (the pool is compiled out under loom).
-#[cfg(all(test, loom))]
+/// The pool's queue slots alone, for the loom models in `loom-tests/tests/pool_slots.rs`: the
+/// pool itself is compiled out under loom. Not an API; exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
 #[path = "pool/slots.rs"]
-mod pool_slots_model;
+pub mod pool_slots;
 mod slab;
 mod sync;
 

@@ -21,6 +21,10 @@
 //!    the slot — cancelled — passes the wake-up on when a slot is free and others wait, so a free
 //!    slot never sits beside a parked waiter.
 
+// `pub` so that loom builds can export this file alone (`tollgate::pool_slots`) to the models in
+// `loom-tests/tests/pool_slots.rs`; in normal builds the pool keeps it private.
+#![cfg_attr(not(loom), allow(unreachable_pub))]
+
 use std::collections::VecDeque;
 
 use crate::cancel::CancelToken;
@@ -35,11 +39,11 @@ const WAITERS: usize = 1 << (usize::BITS - 2);
 const FREE: usize = WAITERS - 1;
 
 /// The largest capacity `QueueSlots` can count.
-pub(crate) const MAX_CAPACITY: usize = FREE;
+pub const MAX_CAPACITY: usize = FREE;
 
 /// Why a slot was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NoSlot {
+pub enum NoSlot {
     /// Every slot is taken (only from the non-blocking `try_take`).
     Full,
     /// The pool is closed.
@@ -51,7 +55,7 @@ pub(crate) enum NoSlot {
 /// What a `release` or `close` found (invariant 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
-pub(crate) enum Drained {
+pub enum Drained {
     /// Closed and every slot is back: the caller must stop the workers.
     Now,
     /// Not (yet), or someone else saw it.
@@ -67,8 +71,9 @@ enum Registered {
     Closed,
 }
 
+/// Free places in the pool's queue, with cancellable waiting for one (see the module docs).
 #[derive(Debug)]
-pub(crate) struct QueueSlots {
+pub struct QueueSlots {
     /// `free` slots (the [`FREE`] bits), [`WAITERS`] and [`CLOSED`]. Starts at `capacity`.
     state: CachePadded<AtomicUsize>,
     capacity: usize,
@@ -83,7 +88,7 @@ struct Waiters {
 
 impl QueueSlots {
     /// `capacity` must be in `1..=MAX_CAPACITY` (the builder checks).
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize) -> Self {
         debug_assert!(capacity > 0 && capacity <= MAX_CAPACITY);
         QueueSlots {
             state: CachePadded::new(AtomicUsize::new(capacity)),
@@ -93,20 +98,20 @@ impl QueueSlots {
     }
 
     /// Slots taken: jobs queued or being sent.
-    pub(crate) fn taken(&self) -> usize {
+    pub fn taken(&self) -> usize {
         // Relaxed: a statistic; no data is read on its strength.
         self.capacity - (self.state.load(Ordering::Relaxed) & FREE)
     }
 
-    #[cfg_attr(loom, allow(dead_code))] // used by the pool, which loom builds leave out
-    pub(crate) fn is_closed(&self) -> bool {
+    /// Whether `close` has run.
+    pub fn is_closed(&self) -> bool {
         // Relaxed: advisory; taking a slot re-checks atomically.
         self.state.load(Ordering::Relaxed) & CLOSED != 0
     }
 
     /// Takes a slot if one is free, without waiting.
     #[inline]
-    pub(crate) fn try_take(&self) -> Result<(), NoSlot> {
+    pub fn try_take(&self) -> Result<(), NoSlot> {
         // Relaxed: only the value matters; the CAS below decides.
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
@@ -134,7 +139,7 @@ impl QueueSlots {
     /// Takes a slot, waiting while none is free, until `token` (if any) is cancelled or the pool
     /// closes. Wake-ups are never spurious for the caller.
     #[inline]
-    pub(crate) fn take(&self, token: Option<&CancelToken>) -> Result<(), NoSlot> {
+    pub fn take(&self, token: Option<&CancelToken>) -> Result<(), NoSlot> {
         match self.try_take() {
             Err(NoSlot::Full) => self.take_slow(token),
             other => other,
@@ -266,7 +271,7 @@ impl QueueSlots {
 
     /// Gives a slot back (its job has left the channel) and wakes one waiter.
     #[inline]
-    pub(crate) fn release(&self) -> Drained {
+    pub fn release(&self) -> Drained {
         // AcqRel: Acquire pairs with the Release CAS in `register` that set `WAITERS`; Release
         // makes this job's removal from the channel visible to whoever sees the queue drained
         // (the RMWs on `state` form one release sequence).
@@ -283,7 +288,7 @@ impl QueueSlots {
 
     /// Refuses every later `take`, fails every waiter with `Closed`, and says whether the queue
     /// is drained already (invariant 2). Idempotent: only the first call can see `Now`.
-    pub(crate) fn close(&self) -> Drained {
+    pub fn close(&self) -> Drained {
         let (before, woken) = {
             let mut waiters = self.waiters.lock();
             // AcqRel: as in `release`. Under the waiters lock, so `register` sees it (invariant
@@ -300,146 +305,5 @@ impl QueueSlots {
         } else {
             Drained::No
         }
-    }
-}
-
-/// loom models of the slot handshake (invariants 3 and 4). The pool itself is compiled out under
-/// loom; this file is also compiled alone, as `pool_slots_model` in `lib.rs`, for these models:
-///
-/// ```text
-/// RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib pool_slots_model
-/// ```
-#[cfg(all(test, loom))]
-mod loom_models {
-    use super::*;
-    use crate::sync::Arc;
-    use loom::thread;
-
-    fn model(body: impl Fn() + Sync + Send + 'static) {
-        let mut builder = loom::model::Builder::new();
-        if builder.preemption_bound.is_none() {
-            builder.preemption_bound = Some(2);
-        }
-        builder.check(body);
-    }
-
-    /// A release always wakes a submitter blocked on a full queue.
-    #[test]
-    fn release_wakes_a_blocked_taker() {
-        model(|| {
-            let slots = Arc::new(QueueSlots::new(1));
-            slots.try_take().unwrap();
-            let taker = {
-                let slots = slots.clone();
-                thread::spawn(move || slots.take(None))
-            };
-            assert_eq!(slots.release(), Drained::No);
-            assert_eq!(taker.join().unwrap(), Ok(()));
-            assert_eq!(slots.taken(), 1);
-        });
-    }
-
-    /// Cancel racing a release: the waiter either gets the slot or leaves it free — never lost.
-    #[test]
-    fn cancel_racing_release_loses_no_slot() {
-        model(|| {
-            let slots = Arc::new(QueueSlots::new(1));
-            slots.try_take().unwrap();
-            let token = CancelToken::new();
-            let taker = {
-                let (slots, token) = (slots.clone(), token.clone());
-                thread::spawn(move || slots.take(Some(&token)))
-            };
-            token.cancel();
-            assert_eq!(slots.release(), Drained::No);
-            match taker.join().unwrap() {
-                Ok(()) => assert_eq!(slots.taken(), 1),
-                Err(NoSlot::Cancelled(Cause::Cancelled)) => assert_eq!(slots.taken(), 0),
-                other => panic!("unexpected {other:?}"),
-            }
-        });
-    }
-
-    /// Two blocked takers and two releases (one per releasing thread): both takers get a slot.
-    #[test]
-    fn two_releases_serve_two_waiters() {
-        model(|| {
-            let slots = Arc::new(QueueSlots::new(2));
-            slots.try_take().unwrap();
-            slots.try_take().unwrap();
-            let takers: Vec<_> = (0..2)
-                .map(|_| {
-                    let slots = slots.clone();
-                    thread::spawn(move || {
-                        let got = slots.take(None);
-                        assert_eq!(slots.release(), Drained::No);
-                        got
-                    })
-                })
-                .collect();
-            assert_eq!(slots.release(), Drained::No);
-            for taker in takers {
-                assert_eq!(taker.join().unwrap(), Ok(()));
-            }
-            assert_eq!(slots.taken(), 1);
-        });
-    }
-
-    /// A waiter woken for a slot but cancelled passes the wake-up on (invariant 4): the other
-    /// waiter is not stranded beside the free slot.
-    #[test]
-    fn a_cancelled_waiter_passes_its_wake_up_on() {
-        model(|| {
-            let slots = Arc::new(QueueSlots::new(1));
-            slots.try_take().unwrap();
-            let token = CancelToken::new();
-            let cancellable = {
-                let (slots, token) = (slots.clone(), token.clone());
-                thread::spawn(move || {
-                    if slots.take(Some(&token)).is_ok() {
-                        assert_eq!(slots.release(), Drained::No);
-                    }
-                })
-            };
-            let patient = {
-                let slots = slots.clone();
-                thread::spawn(move || slots.take(None))
-            };
-            assert_eq!(slots.release(), Drained::No);
-            token.cancel();
-            cancellable.join().unwrap();
-            assert_eq!(patient.join().unwrap(), Ok(()));
-        });
-    }
-
-    /// Close wakes a blocked taker with `Closed`, and exactly one of close / the last release
-    /// reports the queue drained.
-    #[test]
-    fn close_wakes_waiters_and_drains_once() {
-        model(|| {
-            let slots = Arc::new(QueueSlots::new(1));
-            slots.try_take().unwrap();
-            let taker = {
-                let slots = slots.clone();
-                thread::spawn(move || slots.take(None))
-            };
-            let releaser = {
-                let slots = slots.clone();
-                thread::spawn(move || slots.release())
-            };
-            let closed = slots.close();
-            let released = releaser.join().unwrap();
-            match taker.join().unwrap() {
-                // It took the released slot before the close: that slot is never given back
-                // here, so nobody may see the queue drained.
-                Ok(()) => assert_eq!((closed, released), (Drained::No, Drained::No)),
-                Err(NoSlot::Closed) => {
-                    let drained = [closed, released];
-                    assert_eq!(drained.iter().filter(|d| **d == Drained::Now).count(), 1);
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-            assert_eq!(slots.try_take(), Err(NoSlot::Closed));
-        });
     }
 }
