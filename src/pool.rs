@@ -18,9 +18,11 @@
 //! 5. Counters are updated by a job's wrapper before it completes the job's handle, so a thread
 //!    that joined a job sees that job in [`WorkerPool::stats`].
 
+mod builder;
 mod error;
 mod handle;
 mod slots;
+mod stats;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -28,14 +30,17 @@ use std::thread::{self, JoinHandle, ThreadId};
 
 use crossbeam_channel::{Receiver, Sender};
 
+pub use self::builder::WorkerPoolBuilder;
 pub use self::error::{PoolError, SubmitError};
 pub use self::handle::{JobError, JobHandle};
 pub(crate) use self::handle::{drop_payload, panic_message};
 pub(crate) use self::slots::NoSlot;
 use self::slots::{Drained, QueueSlots};
+pub use self::stats::PoolStats;
+pub(crate) use self::stats::{Counters, Outcome};
 
 use crate::cancel::CancelToken;
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, CachePadded, Mutex, Ordering};
 
 /// The largest queue a pool accepts: the channel allocates its slots up front, so a huge
 /// capacity would be a huge allocation (and below the slot counter's limit).
@@ -74,71 +79,6 @@ pub enum Shutdown {
     Abort,
 }
 
-/// A snapshot of a pool's activity.
-///
-/// The counters are read one by one while jobs move, so a snapshot of a busy pool can be off by
-/// the jobs in transit; it is exact when the pool is idle, and a job that has been joined is
-/// always counted.
-///
-/// # Examples
-///
-/// ```
-/// let pool = tollgate::WorkerPool::new(2).unwrap();
-/// pool.submit(|| ()).unwrap().join().unwrap();
-/// let stats = pool.stats();
-/// assert_eq!((stats.threads, stats.completed, stats.queued, stats.running), (2, 1, 0, 0));
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct PoolStats {
-    /// Worker threads (fixed at construction).
-    pub threads: usize,
-    /// Jobs accepted and not yet started.
-    pub queued: usize,
-    /// Jobs running now.
-    pub running: usize,
-    /// Jobs that returned.
-    pub completed: u64,
-    /// Jobs that panicked.
-    pub panicked: u64,
-    /// Jobs dropped without running: by [`Shutdown::Abort`] or skipped by their cancelled group.
-    pub cancelled: u64,
-}
-
-/// What a job did, for the counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Completed,
-    Panicked,
-    Skipped,
-}
-
-/// Activity counters of one worker (or of the threads discarding jobs in `shutdown`), each set
-/// on its own cache line so workers never contend on statistics; `stats` sums them. All
-/// `Relaxed`: they are statistics; what a joiner needs to see is ordered by the handle's mutex
-/// (invariant 5).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    running: AtomicUsize,
-    completed: AtomicU64,
-    panicked: AtomicU64,
-    cancelled: AtomicU64,
-}
-
-impl Counters {
-    /// Records the end of a running job.
-    pub(crate) fn record(&self, outcome: Outcome) {
-        // Relaxed (all below): statistics, see the type's docs.
-        self.running.fetch_sub(1, Ordering::Relaxed);
-        let counter = match outcome {
-            Outcome::Completed => &self.completed,
-            Outcome::Panicked => &self.panicked,
-            Outcome::Skipped => &self.cancelled,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 struct Shared {
     slots: QueueSlots,
     /// One per worker, then one for `shutdown`'s discards: `threads + 1` entries.
@@ -173,147 +113,11 @@ impl Shared {
 
     /// Drops a job without running it (its handle learns `Cancelled`).
     fn discard(&self, task: Task, counters: &Counters) {
-        // Relaxed: statistics. Before the drop, which completes the handle (invariant 5).
-        counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        // Before the drop, which completes the handle (invariant 5).
+        counters.discarded();
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(task))) {
             drop_payload(payload);
         }
-    }
-}
-
-/// Builds a [`WorkerPool`]: thread count, queue capacity, thread names.
-///
-/// # Examples
-///
-/// ```
-/// let pool = tollgate::WorkerPool::builder()
-///     .threads(3)
-///     .queue_capacity(16)
-///     .name_prefix("fetch")
-///     .build()
-///     .unwrap();
-/// let name = pool.submit(|| std::thread::current().name().unwrap().to_string()).unwrap();
-/// assert!(name.join().unwrap().starts_with("fetch-"));
-/// assert_eq!(pool.stats().threads, 3);
-/// ```
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct WorkerPoolBuilder {
-    threads: usize,
-    queue_capacity: Option<usize>,
-    name_prefix: String,
-}
-
-impl WorkerPoolBuilder {
-    /// The number of worker threads (default: the machine's available parallelism).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let pool = tollgate::WorkerPool::builder().threads(3).build().unwrap();
-    /// assert_eq!(pool.stats().threads, 3);
-    /// ```
-    pub fn threads(mut self, threads: usize) -> Self {
-        self.threads = threads;
-        self
-    }
-
-    /// How many jobs may wait in the queue before `submit` blocks (default: twice the threads;
-    /// at most 2^20, as the channel allocates its slots up front).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let pool = tollgate::WorkerPool::builder().threads(1).queue_capacity(32).build().unwrap();
-    /// assert_eq!(pool.queue_capacity(), 32);
-    /// ```
-    pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.queue_capacity = Some(capacity);
-        self
-    }
-
-    /// Threads are named `{prefix}-{i}` for `i` in `0..threads` (default prefix:
-    /// `tollgate-worker`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let pool = tollgate::WorkerPool::builder().threads(1).name_prefix("io").build().unwrap();
-    /// let name = pool.submit(|| std::thread::current().name().map(String::from)).unwrap();
-    /// assert_eq!(name.join().unwrap().as_deref(), Some("io-0"));
-    /// ```
-    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.name_prefix = prefix.into();
-        self
-    }
-
-    /// Checks the settings and starts the threads. Bad settings are a [`PoolError`], never a
-    /// panic; if the OS refuses a thread, the ones already started are stopped and joined.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{PoolError, WorkerPool};
-    ///
-    /// assert!(WorkerPool::builder().threads(2).build().is_ok());
-    /// assert_eq!(WorkerPool::builder().name_prefix("a\0b").build().unwrap_err(), PoolError::InvalidName);
-    /// ```
-    pub fn build(self) -> Result<WorkerPool, PoolError> {
-        if self.threads == 0 {
-            return Err(PoolError::ZeroThreads);
-        }
-        let capacity = self
-            .queue_capacity
-            .unwrap_or_else(|| self.threads.saturating_mul(2));
-        if capacity == 0 {
-            return Err(PoolError::ZeroCapacity);
-        }
-        if capacity > MAX_QUEUE_CAPACITY {
-            return Err(PoolError::CapacityTooLarge);
-        }
-        if self.name_prefix.contains('\0') {
-            return Err(PoolError::InvalidName);
-        }
-        let (sender, receiver) = crossbeam_channel::bounded(capacity + self.threads);
-        let shared = Arc::new(Shared {
-            slots: QueueSlots::new(capacity),
-            counters: (0..=self.threads)
-                .map(|_| CachePadded::new(Counters::default()))
-                .collect(),
-            aborting: AtomicBool::new(false),
-            sender,
-            receiver,
-            threads: self.threads,
-        });
-        let mut workers = Vec::with_capacity(self.threads);
-        for i in 0..self.threads {
-            let worker_shared = shared.clone();
-            let spawned = thread::Builder::new()
-                .name(format!("{}-{i}", self.name_prefix))
-                .spawn(move || work(&worker_shared, i));
-            match spawned {
-                Ok(handle) => workers.push(handle),
-                Err(err) => {
-                    // Stop the ones already running: nothing was queued, one Stop each.
-                    let _ = shared.slots.close();
-                    for _ in &workers {
-                        let _ = shared.sender.try_send(Message::Stop);
-                    }
-                    for worker in workers {
-                        let _ = worker.join();
-                    }
-                    return Err(PoolError::Spawn(err.kind()));
-                }
-            }
-        }
-        let worker_ids = workers.iter().map(|w| w.thread().id()).collect();
-        Ok(WorkerPool {
-            shared,
-            workers: Mutex::new(workers),
-            worker_ids,
-            stopped: CancelToken::new(),
-            capacity,
-        })
     }
 }
 
@@ -371,11 +175,7 @@ impl WorkerPool {
     /// assert_eq!(pool.queue_capacity(), 4);
     /// ```
     pub fn builder() -> WorkerPoolBuilder {
-        WorkerPoolBuilder {
-            threads: thread::available_parallelism().map_or(4, usize::from),
-            queue_capacity: None,
-            name_prefix: "tollgate-worker".to_string(),
-        }
+        WorkerPoolBuilder::with_defaults()
     }
 
     /// A pool of `threads` threads with the default queue capacity (twice the threads).
@@ -578,11 +378,7 @@ impl WorkerPool {
             ..PoolStats::default()
         };
         for counters in self.shared.counters.iter() {
-            // Relaxed (all): statistics, see `PoolStats`.
-            stats.running += counters.running.load(Ordering::Relaxed);
-            stats.completed += counters.completed.load(Ordering::Relaxed);
-            stats.panicked += counters.panicked.load(Ordering::Relaxed);
-            stats.cancelled += counters.cancelled.load(Ordering::Relaxed);
+            counters.add_to(&mut stats);
         }
         stats
     }
@@ -692,8 +488,8 @@ fn work(shared: &Shared, index: usize) {
             shared.discard(task, counters);
             continue;
         }
-        // Relaxed: statistics. Before the slot goes back (invariant 3).
-        counters.running.fetch_add(1, Ordering::Relaxed);
+        // Before the slot goes back (invariant 3).
+        counters.started();
         shared.release_slot();
         // Job panics are caught by the task itself; this catches what its wrapper might let
         // through (a panicking `Drop` of a value being discarded) so the worker survives.
