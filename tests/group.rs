@@ -386,3 +386,27 @@ fn handles_are_send_and_sync() {
     send_sync::<tollgate::JobHandle<Vec<u8>>>();
     send_sync::<tollgate::PoolStats>();
 }
+
+#[test]
+fn spawning_from_several_threads_keeps_every_value_at_its_index() {
+    let pool = WorkerPool::new(2).unwrap();
+    let group = pool.group(&CancelToken::new());
+    let indices = Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for t in 0..4usize {
+            let (group, indices) = (&group, &indices);
+            s.spawn(move || {
+                for i in 0..50usize {
+                    let value = t * 1000 + i;
+                    let index = group.spawn(move |_| Ok(value)).unwrap();
+                    indices.lock().unwrap().push((index, value));
+                }
+            });
+        }
+    });
+    let values = group.wait().unwrap();
+    assert_eq!(values.len(), 200);
+    for (index, value) in indices.into_inner().unwrap() {
+        assert_eq!(values[index], value);
+    }
+}
