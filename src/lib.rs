@@ -13,6 +13,8 @@
 //!   classification (`Retry-After` included) and requests that a token aborts mid-read.
 //! * [`Error`]: the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
 //!   and whether retrying may help.
+//! * [`WorkerPool`]: a fixed set of named threads behind a bounded queue; panics are caught and
+//!   reported per job. [`Group`] runs jobs on it errgroup-style: first error cancels the rest.
 //!
 //! `docs/architecture.md` in the repository describes the layers and their invariants.
 //!
@@ -43,7 +45,17 @@ mod error;
 #[cfg(not(loom))]
 mod fanout;
 #[cfg(not(loom))]
+mod group;
+#[cfg(not(loom))]
 mod http;
+#[cfg(not(loom))]
+mod pool;
+/// The pool's queue slots alone, for the loom models in `loom-tests/tests/pool_slots.rs`: the
+/// pool itself is compiled out under loom. Not an API; exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+#[path = "pool/slots.rs"]
+pub mod pool_slots;
 mod semaphore;
 mod slab;
 mod sync;
@@ -56,7 +68,13 @@ pub use error::{Cause, Error, ErrorKind};
 #[cfg(not(loom))]
 pub use fanout::{FanOutStats, Fetch, Jitter, JitterRng, Progress, RateFeedback, RetryPolicy};
 #[cfg(not(loom))]
+pub use group::Group;
+#[cfg(not(loom))]
 pub use http::{HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse};
+#[cfg(not(loom))]
+pub use pool::{
+    JobError, JobHandle, PoolError, PoolStats, Shutdown, SubmitError, WorkerPool, WorkerPoolBuilder,
+};
 pub use semaphore::{AcquireError, OwnedPermit, Permit, ResizeError, Semaphore, TryAcquireError};
 #[cfg(feature = "quanta")]
 pub use tsc_clock::TscClock;

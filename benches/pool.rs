@@ -1,0 +1,152 @@
+//! Dispatch cost of one job: submit an empty job and wait for its result.
+//!
+//! Peers in the same groups: two threads fed by a plain crossbeam bounded channel (each job
+//! carrying a one-shot reply channel, the least a caller needs to get a result back), and rayon's
+//! `ThreadPool::spawn` with the same reply channel. All pools have 2 threads (this machine has 2
+//! cores).
+//!
+//! * `pool_roundtrip`: submit one job, wait for it, repeat — latency of one dispatch.
+//! * `pool_batch_1000`: submit 1000 jobs, then wait for all — throughput per job.
+//!
+//! Run: `cargo bench --bench pool -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::thread;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use tollgate::WorkerPool;
+
+const THREADS: usize = 2;
+const BATCH: usize = 1000;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The baseline: `THREADS` threads receiving boxed jobs from one bounded channel.
+struct PlainPool {
+    jobs: Option<Sender<Job>>,
+    workers: Vec<thread::JoinHandle<()>>,
+}
+
+impl PlainPool {
+    fn new(capacity: usize) -> Self {
+        let (jobs, rx): (Sender<Job>, Receiver<Job>) = bounded(capacity);
+        let workers = (0..THREADS)
+            .map(|_| {
+                let rx = rx.clone();
+                thread::spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                })
+            })
+            .collect();
+        PlainPool {
+            jobs: Some(jobs),
+            workers,
+        }
+    }
+
+    fn submit<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Receiver<T> {
+        let (tx, rx) = bounded(1);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(job());
+        });
+        self.jobs.as_ref().unwrap().send(job).unwrap();
+        rx
+    }
+}
+
+impl Drop for PlainPool {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        for worker in self.workers.drain(..) {
+            worker.join().unwrap();
+        }
+    }
+}
+
+fn rayon_submit<T: Send + 'static>(
+    pool: &rayon::ThreadPool,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Receiver<T> {
+    let (tx, rx) = bounded(1);
+    pool.spawn(move || {
+        let _ = tx.send(job());
+    });
+    rx
+}
+
+fn roundtrip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pool_roundtrip");
+    group.throughput(Throughput::Elements(1));
+
+    let pool = WorkerPool::builder()
+        .threads(THREADS)
+        .queue_capacity(BATCH)
+        .build()
+        .unwrap();
+    group.bench_function(BenchmarkId::new("tollgate", THREADS), |b| {
+        b.iter(|| pool.submit(|| black_box(1u64)).unwrap().join().unwrap())
+    });
+
+    let plain = PlainPool::new(BATCH);
+    group.bench_function(BenchmarkId::new("crossbeam_channel", THREADS), |b| {
+        b.iter(|| plain.submit(|| black_box(1u64)).recv().unwrap())
+    });
+
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(THREADS)
+        .build()
+        .unwrap();
+    group.bench_function(BenchmarkId::new("rayon_spawn", THREADS), |b| {
+        b.iter(|| rayon_submit(&rayon, || black_box(1u64)).recv().unwrap())
+    });
+    group.finish();
+}
+
+fn batch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pool_batch_1000");
+    group.throughput(Throughput::Elements(BATCH as u64));
+
+    let pool = WorkerPool::builder()
+        .threads(THREADS)
+        .queue_capacity(BATCH)
+        .build()
+        .unwrap();
+    group.bench_function(BenchmarkId::new("tollgate", THREADS), |b| {
+        b.iter(|| {
+            let handles: Vec<_> = (0..BATCH as u64)
+                .map(|i| pool.submit(move || black_box(i)).unwrap())
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        })
+    });
+
+    let plain = PlainPool::new(BATCH);
+    group.bench_function(BenchmarkId::new("crossbeam_channel", THREADS), |b| {
+        b.iter(|| {
+            let replies: Vec<_> = (0..BATCH as u64)
+                .map(|i| plain.submit(move || black_box(i)))
+                .collect();
+            replies.into_iter().map(|r| r.recv().unwrap()).sum::<u64>()
+        })
+    });
+
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(THREADS)
+        .build()
+        .unwrap();
+    group.bench_function(BenchmarkId::new("rayon_spawn", THREADS), |b| {
+        b.iter(|| {
+            let replies: Vec<_> = (0..BATCH as u64)
+                .map(|i| rayon_submit(&rayon, move || black_box(i)))
+                .collect();
+            replies.into_iter().map(|r| r.recv().unwrap()).sum::<u64>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, roundtrip, batch);
+criterion_main!(benches);
