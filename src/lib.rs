@@ -36,9 +36,14 @@
 mod cancel;
 mod clock;
 mod error;
+mod gcra;
+mod limiter;
+mod quota;
 mod slab;
 mod sync;
 
 pub use cancel::{CancelToken, DropGuard, Registration};
 pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
+pub use limiter::{LimitError, LimitState, Limiter, RateLimiter, Reservation};
+pub use quota::{Quota, QuotaError};
