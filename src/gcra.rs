@@ -169,16 +169,26 @@ pub(crate) fn snapshot(tat: u64, now: u64, rate: &Rate) -> Snapshot {
     let base = tat.max(now);
     let debt = base - now;
     let admits = |n: u64| check(tat, now, rate, n).is_ok();
-    // Estimate with exact rational maths, then settle the ±1 that grid rounding can cause.
+    // Estimate with exact rational maths; grid rounding can put it one off, then search.
     let room = u128::from(rate.tau.saturating_sub(debt)) * u128::from(rate.count)
         / u128::from(rate.period);
-    let mut remaining = saturate(room).min(rate.burst);
-    while remaining < rate.burst && admits(remaining + 1) {
-        remaining += 1;
-    }
-    while remaining > 0 && !admits(remaining) {
-        remaining -= 1;
-    }
+    let guess = saturate(room).min(rate.burst);
+    let exact = |m: u64| (m == 0 || admits(m)) && (m == rate.burst || !admits(m + 1));
+    let remaining = if exact(guess) {
+        guess
+    } else {
+        // Admission is monotone in n (cost grows with n): binary search, ≤ 64 steps.
+        let (mut lo, mut hi) = (0, rate.burst);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if admits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    };
     Snapshot {
         remaining,
         retry_after: check(tat, now, rate, 1).err().unwrap_or(0),
