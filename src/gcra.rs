@@ -153,6 +153,15 @@ pub(crate) fn refund(tat: u64, now: u64, slot: &Slot) -> Option<u64> {
     Some(tat.saturating_sub(give).max(now))
 }
 
+/// Takes back a charge that was never used (an all-or-nothing request that failed elsewhere):
+/// the whole cost, less what later requests charged on top (they keep their slots).
+#[inline]
+pub(crate) fn undo(tat: u64, slot: &Slot) -> Option<u64> {
+    let later = tat.saturating_sub(slot.tat);
+    let give = slot.cost.saturating_sub(later);
+    (give > 0).then(|| tat.saturating_sub(give))
+}
+
 /// What a peek reports: whole tokens available now, ns until one more token passes (0 if one
 /// passes now), ns until the state is full again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -82,6 +82,8 @@ pub enum QuotaError {
     IntervalBelowNanosecond,
     /// `burst × interval` (or the period) is beyond the limiter's 2^60 ns (36-year) range.
     Overflow,
+    /// A `MultiLimiter` was given no quota at all.
+    NoQuotas,
 }
 
 impl fmt::Display for QuotaError {
@@ -94,6 +96,7 @@ impl fmt::Display for QuotaError {
                 "a quota allows at most one token per nanosecond"
             }
             QuotaError::Overflow => "a quota's burst × interval must fit in 2^60 ns (36 years)",
+            QuotaError::NoQuotas => "a multi-quota limiter needs at least one quota",
         })
     }
 }

@@ -122,3 +122,40 @@ fn waiter_wakes_on_advance_or_cancel() {
         }
     });
 }
+
+/// Two threads racing on a `MultiLimiter` whose second quota is the tighter one: exactly one
+/// request passes, and the loser's charge to the looser quota is undone — unless the winner's
+/// charge stacked on top of it, when undoing it could move the winner's slot: then it is kept
+/// (strict, never loose).
+#[test]
+fn multi_limiter_is_all_or_nothing_under_races() {
+    model(|| {
+        let limiter = Arc::new(
+            tollgate::MultiLimiter::with_clock(
+                [
+                    Quota::per_hour(1).unwrap().burst(3).unwrap(),
+                    Quota::per_hour(1).unwrap().burst(1).unwrap(),
+                ],
+                ManualClock::new(),
+            )
+            .unwrap(),
+        );
+        let other = {
+            let limiter = limiter.clone();
+            thread::spawn(move || usize::from(limiter.check().is_ok()))
+        };
+        let mine = usize::from(limiter.check().is_ok());
+        let admitted = mine + other.join().unwrap();
+        assert_eq!(admitted, 1);
+        let debt = limiter.limiters()[0].state().reset_after;
+        assert!(
+            debt == Duration::from_secs(3600) || debt == Duration::from_secs(7200),
+            "{debt:?}"
+        );
+        // The tight quota holds exactly the winner's token.
+        assert_eq!(
+            limiter.limiters()[1].state().reset_after,
+            Duration::from_secs(3600)
+        );
+    });
+}

@@ -339,8 +339,20 @@ impl<C: Clock> RateLimiter<C> {
         self.reserve_before(n, now, u64::MAX)
     }
 
+    /// Whether `n` tokens (`1 ≤ n ≤ burst`) would pass at `now`, and if not, in how many ns:
+    /// a peek that writes nothing.
+    pub(crate) fn probe(&self, n: u64, now: u64) -> Result<(), u64> {
+        let (word, rate) = self.load();
+        gcra::check(word.tat(), now, &rate, n).map(|_| ())
+    }
+
+    /// The burst of the quota in force.
+    pub(crate) fn burst(&self) -> u64 {
+        self.load().1.burst
+    }
+
     /// Reserves `n` tokens if their slot is due no later than `latest`; otherwise takes nothing.
-    fn reserve_before(
+    pub(crate) fn reserve_before(
         &self,
         n: u64,
         now: u64,
@@ -667,8 +679,19 @@ impl<C: Clock> Reservation<'_, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn cancel(self) -> bool {
+        let now = self.limiter.clock.now();
+        self.give_back(Some(now))
+    }
+
+    /// Takes the whole reservation back, due or not: for a caller that never used it (a
+    /// `MultiLimiter` whose other quota said no). Later requests still keep their slots.
+    pub(crate) fn undo(self) -> bool {
+        self.give_back(None)
+    }
+
+    /// Refunds as `gcra::refund` decides at `now`, or everything not re-charged (`gcra::undo`).
+    fn give_back(self, now: Option<u64>) -> bool {
         let limiter = self.limiter;
-        let now = limiter.clock.now();
         loop {
             // Acquire: pairs with `set_quota`'s Release CAS; only the generation and TAT are
             // used, no slot.
@@ -676,7 +699,11 @@ impl<C: Clock> Reservation<'_, C> {
             if word.generation() != self.generation {
                 return false;
             }
-            let Some(tat) = gcra::refund(word.tat(), now, &self.slot) else {
+            let refunded = match now {
+                Some(now) => gcra::refund(word.tat(), now, &self.slot),
+                None => gcra::undo(word.tat(), &self.slot),
+            };
+            let Some(tat) = refunded else {
                 return false;
             };
             if limiter.swap(word, Word::new(tat, word.generation())) {

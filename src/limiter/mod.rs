@@ -1,11 +1,13 @@
 //! Rate limiters: the [`Limiter`] interface, its errors and its peek report.
 //!
 //! * [`RateLimiter`] (`direct.rs`): one quota, one lock-free GCRA state.
+//! * [`MultiLimiter`] (`multi.rs`): several quotas, all or nothing.
 //!
 //! Every limiter here implements [`Limiter`], so the fan-out (and later the Redis limiter) can be
 //! held as `Arc<dyn Limiter>`.
 
 mod direct;
+mod multi;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -15,6 +17,7 @@ use crate::cancel::CancelToken;
 use crate::error::{Cause, Error, ErrorKind};
 
 pub use direct::{RateLimiter, Reservation};
+pub use multi::MultiLimiter;
 
 /// What every tollgate limiter can do; object safe, so callers can hold `Arc<dyn Limiter>`.
 ///
