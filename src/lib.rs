@@ -44,10 +44,12 @@ mod clock;
 mod error;
 #[cfg(not(loom))]
 mod fanout;
+mod gcra;
 #[cfg(not(loom))]
 mod group;
 #[cfg(not(loom))]
 mod http;
+mod limiter;
 #[cfg(not(loom))]
 mod pool;
 /// The pool's queue slots alone, for the loom models in `loom-tests/tests/pool_slots.rs`: the
@@ -56,6 +58,7 @@ mod pool;
 #[doc(hidden)]
 #[path = "pool/slots.rs"]
 pub mod pool_slots;
+mod quota;
 mod semaphore;
 mod slab;
 mod sync;
@@ -71,10 +74,12 @@ pub use fanout::{FanOutStats, Fetch, Jitter, JitterRng, Progress, RateFeedback, 
 pub use group::Group;
 #[cfg(not(loom))]
 pub use http::{HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse};
+pub use limiter::{LimitError, LimitState, Limiter, MultiLimiter, RateLimiter, Reservation};
 #[cfg(not(loom))]
 pub use pool::{
     JobError, JobHandle, PoolError, PoolStats, Shutdown, SubmitError, WorkerPool, WorkerPoolBuilder,
 };
+pub use quota::{Quota, QuotaError};
 pub use semaphore::{AcquireError, OwnedPermit, Permit, ResizeError, Semaphore, TryAcquireError};
 #[cfg(feature = "quanta")]
 pub use tsc_clock::TscClock;

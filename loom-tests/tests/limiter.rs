@@ -1,0 +1,161 @@
+//! loom models of `RateLimiter`: racing check_n / reserve / cancel / set_quota never admit more
+//! than some sequential order of the same operations would, and a waiter always wakes.
+
+use std::time::Duration;
+
+use loom_tests::{Arc, AtomicUsize, Ordering, model, thread};
+use tollgate::{CancelToken, Cause, LimitError, ManualClock, Quota, RateLimiter};
+
+fn frozen(quota: Quota) -> Arc<RateLimiter<ManualClock>> {
+    Arc::new(RateLimiter::with_clock(quota, ManualClock::new()))
+}
+
+/// Three threads racing `check_n` on a frozen clock take exactly the burst, never more.
+#[test]
+fn racing_checks_admit_exactly_burst() {
+    model(|| {
+        let limiter = frozen(Quota::per_hour(1).unwrap().burst(3).unwrap());
+        let admitted = Arc::new(AtomicUsize::new(0));
+        let spawn = |n: u64| {
+            let (limiter, admitted) = (limiter.clone(), admitted.clone());
+            thread::spawn(move || {
+                if limiter.check_n(n).is_ok() {
+                    admitted.fetch_add(n as usize, Ordering::SeqCst);
+                }
+            })
+        };
+        let a = spawn(2);
+        let b = spawn(1);
+        if limiter.check_n(1).is_ok() {
+            admitted.fetch_add(1, Ordering::SeqCst);
+        }
+        a.join().unwrap();
+        b.join().unwrap();
+        let admitted = admitted.load(Ordering::SeqCst);
+        // 2 + 1 fit exactly; 1 + 1 leaves the 2 out. Never more than 3.
+        assert!(admitted == 3 || admitted == 2, "{admitted}");
+        assert_eq!(limiter.state().remaining as usize, 3 - admitted);
+    });
+}
+
+/// A reservation cancelled while another thread checks: the refund never lets both through
+/// when only one token exists.
+#[test]
+fn reserve_cancel_racing_check_never_over_admits() {
+    model(|| {
+        let limiter = frozen(Quota::per_hour(1).unwrap());
+        let admitted = Arc::new(AtomicUsize::new(0));
+        let reserver = {
+            let (limiter, admitted) = (limiter.clone(), admitted.clone());
+            thread::spawn(move || {
+                let reservation = limiter.reserve(1).unwrap();
+                if reservation.delay().is_zero() {
+                    admitted.fetch_add(1, Ordering::SeqCst); // due now: used (dropped)
+                } else {
+                    reservation.cancel();
+                }
+            })
+        };
+        if limiter.check().is_ok() {
+            admitted.fetch_add(1, Ordering::SeqCst);
+        }
+        reserver.join().unwrap();
+        assert_eq!(admitted.load(Ordering::SeqCst), 1);
+        // Whatever was refunded, exactly one token's debt remains.
+        assert_eq!(limiter.state().reset_after, Duration::from_secs(3600));
+    });
+}
+
+/// `set_quota` racing two checks: every check uses either the old quota with the old state or
+/// the new quota with the converted state. A torn decision (new TAT, old interval) would leave a
+/// debt of hours instead of seconds.
+#[test]
+fn set_quota_racing_checks_is_never_torn() {
+    model(|| {
+        let limiter = frozen(Quota::per_hour(1).unwrap().burst(2).unwrap());
+        let checker = {
+            let limiter = limiter.clone();
+            thread::spawn(move || {
+                let first = limiter.check().is_ok();
+                let second = limiter.check().is_ok();
+                usize::from(first) + usize::from(second)
+            })
+        };
+        limiter.set_quota(Quota::per_second(1).unwrap().burst(1).unwrap());
+        let admitted = checker.join().unwrap();
+        let reset = limiter.state().reset_after;
+        // Both before the change: 2 tokens owed, converted to 2 s. Otherwise 1 token, 1 s.
+        match admitted {
+            2 => assert_eq!(reset, Duration::from_secs(2)),
+            1 => assert_eq!(reset, Duration::from_secs(1)),
+            other => panic!("admitted {other}"),
+        }
+    });
+}
+
+/// A waiter parked for its slot wakes when the clock reaches it, or returns `Cancelled` (with
+/// its tokens given back) when cancelled first — never hangs, whatever the interleaving.
+#[test]
+fn waiter_wakes_on_advance_or_cancel() {
+    model(|| {
+        let clock = ManualClock::new();
+        let limiter = Arc::new(RateLimiter::with_clock(
+            Quota::per_second(1).unwrap(),
+            clock.clone(),
+        ));
+        limiter.check().unwrap();
+        let token = CancelToken::new();
+        let waiter = {
+            let (limiter, token) = (limiter.clone(), token.clone());
+            thread::spawn(move || limiter.wait(&token))
+        };
+        let canceller = {
+            let token = token.clone();
+            thread::spawn(move || token.cancel())
+        };
+        clock.advance(Duration::from_secs(1));
+        canceller.join().unwrap();
+        match waiter.join().unwrap() {
+            Ok(()) => assert_eq!(limiter.state().remaining, 0),
+            Err(LimitError::Cancelled(Cause::Cancelled)) => {}
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+/// Two threads racing on a `MultiLimiter` whose second quota is the tighter one: exactly one
+/// request passes, and the loser's charge to the looser quota is undone — unless the winner's
+/// charge stacked on top of it, when undoing it could move the winner's slot: then it is kept
+/// (strict, never loose).
+#[test]
+fn multi_limiter_is_all_or_nothing_under_races() {
+    model(|| {
+        let limiter = Arc::new(
+            tollgate::MultiLimiter::with_clock(
+                [
+                    Quota::per_hour(1).unwrap().burst(3).unwrap(),
+                    Quota::per_hour(1).unwrap().burst(1).unwrap(),
+                ],
+                ManualClock::new(),
+            )
+            .unwrap(),
+        );
+        let other = {
+            let limiter = limiter.clone();
+            thread::spawn(move || usize::from(limiter.check().is_ok()))
+        };
+        let mine = usize::from(limiter.check().is_ok());
+        let admitted = mine + other.join().unwrap();
+        assert_eq!(admitted, 1);
+        let debt = limiter.limiters()[0].state().reset_after;
+        assert!(
+            debt == Duration::from_secs(3600) || debt == Duration::from_secs(7200),
+            "{debt:?}"
+        );
+        // The tight quota holds exactly the winner's token.
+        assert_eq!(
+            limiter.limiters()[1].state().reset_after,
+            Duration::from_secs(3600)
+        );
+    });
+}

@@ -1,0 +1,752 @@
+//! `RateLimiter`: one quota, one lock-free GCRA state word.
+//!
+//! Invariants:
+//!
+//! 1. All mutable state is one `AtomicU64` word: `tat << GEN_BITS | gen` (see [`Word`]). Every
+//!    change is a CAS from a word that was read; a denial or a peek reads and writes nothing else.
+//! 2. The quota a decision uses is the one in `slots[gen]` for the `gen` of the word it read, and
+//!    the decision is stored only by a CAS on that same word. So a checker never mixes the TAT of
+//!    one quota with the parameters of another, even while `set_quota` runs.
+//! 3. `set_quota` is serialised by `writer`; it fills `slots[gen + 1]` (never the live slot) and
+//!    then CASes the word to the converted TAT with the new `gen`. A reader that raced a slot
+//!    overwrite (it would have to be 15 quota changes stale) notices through the seqlock check
+//!    in `load`, and retries.
+//! 4. Waiters take FIFO slots by CASing the TAT forward (reservations), then park through the
+//!    clock until their slot; nothing polls. A cancelled wait refunds through `gcra::refund`.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::cancel::CancelToken;
+use crate::clock::{Clock, MonotonicClock, Wake, duration_to_nanos};
+use crate::error::Cause;
+use crate::gcra::{self, MAX_TAT, Rate, Slot};
+use crate::quota::Quota;
+use crate::sync::{AtomicU64, CachePadded, Mutex, Ordering, fence};
+
+use super::{LimitError, LimitState, Limiter};
+
+/// Bits of the state word that name the quota slot.
+const GEN_BITS: u32 = 4;
+const SLOTS: usize = 1 << GEN_BITS;
+const GEN_MASK: u64 = SLOTS as u64 - 1;
+const _: () = assert!(MAX_TAT == u64::MAX >> GEN_BITS);
+
+/// The packed state word.
+///
+/// | bits    | meaning                                                                |
+/// |---------|------------------------------------------------------------------------|
+/// | 63 … 4  | TAT: ns since the clock's epoch; `≤ now` means full (0 when new)         |
+/// | 3 … 0   | generation: index of the quota slot this TAT is measured in            |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
+
+impl Word {
+    #[inline]
+    fn new(tat: u64, generation: usize) -> Word {
+        debug_assert!(tat <= MAX_TAT && generation < SLOTS);
+        Word((tat << GEN_BITS) | generation as u64)
+    }
+
+    #[inline]
+    fn tat(self) -> u64 {
+        self.0 >> GEN_BITS
+    }
+
+    #[inline]
+    fn generation(self) -> usize {
+        (self.0 & GEN_MASK) as usize
+    }
+}
+
+/// One quota's parameters, as atomics so a slot can be refilled while stale readers look at it
+/// (they detect that and retry: invariant 3).
+#[derive(Debug, Default)]
+struct QuotaSlot {
+    period: AtomicU64,
+    count: AtomicU64,
+    burst: AtomicU64,
+    interval: AtomicU64,
+    tau: AtomicU64,
+}
+
+impl QuotaSlot {
+    fn store(&self, rate: &Rate) {
+        // Relaxed (all five): published by the Release CAS in `set_quota` that makes this slot
+        // live, and guarded against stale readers by the Release fence before these stores.
+        self.period.store(rate.period, Ordering::Relaxed);
+        self.count.store(rate.count, Ordering::Relaxed);
+        self.burst.store(rate.burst, Ordering::Relaxed);
+        self.interval.store(rate.interval, Ordering::Relaxed);
+        self.tau.store(rate.tau, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn load(&self) -> Rate {
+        // Relaxed (all five): the Acquire load of the word that named this slot made the values
+        // written before it visible; `RateLimiter::load` validates them afterwards.
+        Rate {
+            period: self.period.load(Ordering::Relaxed),
+            count: self.count.load(Ordering::Relaxed),
+            burst: self.burst.load(Ordering::Relaxed),
+            interval: self.interval.load(Ordering::Relaxed),
+            tau: self.tau.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A lock-free GCRA rate limiter for one quota, with blocking cancellable waits, reservations,
+/// refunds, peeking and live quota changes.
+///
+/// * [`check`](Self::check) / [`check_n`](Self::check_n): take tokens now or say when
+///   ([`LimitError::NotUntil`]); never block. A denial is one atomic load and writes nothing.
+/// * [`wait`](Self::wait) / [`wait_n`](Self::wait_n): block until a slot, FIFO among waiters,
+///   through the clock (no sleeping, no polling); cancellable by a [`CancelToken`], refunding.
+/// * [`reserve`](Self::reserve): take a (possibly future) slot now and decide later
+///   ([`Reservation`]).
+/// * [`state`](Self::state): remaining tokens, retry_after, reset_after — without taking any.
+/// * [`set_quota`](Self::set_quota): change the quota live, keeping the tokens owed.
+///
+/// The default clock is [`MonotonicClock`]; tests use [`ManualClock`](crate::ManualClock).
+///
+/// # Memory ordering
+///
+/// The limiter protects no data of the caller: admitting a request creates no happens-before
+/// edge with other admitted requests (as with governor). Internally, the Release CAS in
+/// `set_quota` pairs with the Acquire load of the state word in every decision, so a decision
+/// always sees the quota its word names (invariant 2). Parks may wake spuriously inside the
+/// limiter; callers never see that: `wait` returns only at its slot, on cancel, or with an error.
+///
+/// # Reservations and quota changes
+///
+/// `set_quota` converts the tokens owed (including slots reserved by waiters) to the new
+/// interval, so nothing already granted is forgotten. Waiters keep the instants they were given
+/// (their slots are not moved); a reservation made under an earlier quota is not refunded when
+/// cancelled — its tokens count as used, which can only make the limiter stricter.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{CancelToken, LimitError, ManualClock, Quota, RateLimiter};
+///
+/// let clock = ManualClock::new();
+/// let limiter = RateLimiter::with_clock(Quota::per_second(5)?.burst(2)?, clock.clone());
+/// limiter.check()?;
+/// limiter.check()?;
+/// match limiter.check() {
+///     Err(LimitError::NotUntil { retry_after, .. }) => assert_eq!(retry_after, Duration::from_millis(200)),
+///     other => panic!("{other:?}"),
+/// }
+/// clock.advance(Duration::from_millis(200));
+/// limiter.wait(&CancelToken::new())?; // passes at once now
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RateLimiter<C: Clock = MonotonicClock> {
+    /// The packed [`Word`]; alone on its cache line.
+    state: CachePadded<AtomicU64>,
+    /// Quota parameters by generation (invariant 3).
+    slots: [QuotaSlot; SLOTS],
+    /// Serialises `set_quota`.
+    writer: Mutex<()>,
+    clock: C,
+}
+
+impl RateLimiter<MonotonicClock> {
+    /// A full limiter for `quota` on the default monotonic clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let limiter = tollgate::RateLimiter::new(tollgate::Quota::per_second(100)?);
+    /// assert!(limiter.check().is_ok());
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    pub fn new(quota: Quota) -> Self {
+        Self::with_clock(quota, MonotonicClock)
+    }
+}
+
+impl<C: Clock> RateLimiter<C> {
+    /// A full limiter for `quota` measuring time on `clock`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// let limiter = RateLimiter::with_clock(Quota::per_minute(1)?, ManualClock::new());
+    /// assert!(limiter.check().is_ok());
+    /// assert!(limiter.check().is_err());
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    pub fn with_clock(quota: Quota, clock: C) -> Self {
+        let slots: [QuotaSlot; SLOTS] = Default::default();
+        slots[0].store(&quota.rate());
+        RateLimiter {
+            state: CachePadded::new(AtomicU64::new(Word::new(0, 0).0)),
+            slots,
+            writer: Mutex::new(()),
+            clock,
+        }
+    }
+
+    /// The clock this limiter measures time on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Clock, ManualClock, Quota, RateLimiter};
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::starting_at(9));
+    /// assert_eq!(limiter.clock().now(), 9);
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The quota in force.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, RateLimiter};
+    /// let quota = Quota::per_second(3)?;
+    /// assert_eq!(RateLimiter::new(quota).quota(), quota);
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    pub fn quota(&self) -> Quota {
+        Quota::from_rate(&self.load().1)
+    }
+
+    /// Reads the word and the quota it names, consistently (invariants 2 and 3).
+    #[inline]
+    fn load(&self) -> (Word, Rate) {
+        loop {
+            // Acquire: pairs with the Release CAS in `set_quota` (and the release sequence of
+            // checker CASes after it), so the slot this word names is fully visible.
+            let word = Word(self.state.load(Ordering::Acquire));
+            let rate = self.slots[word.generation()].load();
+            // Acquire fence: pairs with the Release fence in `set_quota` before it refills a
+            // slot. If any load above saw a refill, the reload below sees a word at least as new
+            // as the one live when the refill began, which names another slot: retry.
+            fence(Ordering::Acquire);
+            // Relaxed: ordered after the slot loads by the fence above; only compared.
+            if self.state.load(Ordering::Relaxed) == word.0 {
+                return (word, rate);
+            }
+        }
+    }
+
+    /// Stores `next` if the word is still `current`.
+    #[inline]
+    fn swap(&self, current: Word, next: Word) -> bool {
+        self.state
+            // Release on success: continues the release sequence headed by `set_quota`'s CAS, so
+            // a later Acquire load of this word still sees the slot it names. Relaxed on
+            // failure: the caller reloads through `load()`, which acquires.
+            .compare_exchange_weak(current.0, next.0, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes one token now, or says when.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let limiter = tollgate::RateLimiter::new(tollgate::Quota::per_hour(1)?);
+    /// assert!(limiter.check().is_ok());
+    /// assert!(limiter.check().is_err());
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    #[inline]
+    pub fn check(&self) -> Result<(), LimitError> {
+        self.check_n(1)
+    }
+
+    /// Takes `n` tokens now if all are available (all or nothing), or says when they will be.
+    /// `n = 0` always passes. `n > burst` is [`LimitError::InsufficientCapacity`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{LimitError, ManualClock, Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, ManualClock::new());
+    /// limiter.check_n(7)?;
+    /// assert!(matches!(limiter.check_n(4), Err(LimitError::NotUntil { .. })));
+    /// limiter.check_n(3)?;
+    /// assert!(matches!(limiter.check_n(11), Err(LimitError::InsufficientCapacity { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn check_n(&self, n: u64) -> Result<(), LimitError> {
+        let now = self.clock.now();
+        loop {
+            let (word, rate) = self.load();
+            if n > rate.burst || n == 0 {
+                return Self::trivial(n, &rate);
+            }
+            match gcra::check(word.tat(), now, &rate, n) {
+                Ok(tat) => {
+                    if self.swap(word, Word::new(tat, word.generation())) {
+                        return Ok(());
+                    }
+                }
+                Err(retry_after) => return Err(not_until(now, retry_after)),
+            }
+        }
+    }
+
+    #[cold]
+    fn trivial(n: u64, rate: &Rate) -> Result<(), LimitError> {
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(LimitError::InsufficientCapacity {
+                requested: n,
+                burst: rate.burst,
+            })
+        }
+    }
+
+    /// Takes a slot for `n` tokens now, even if it lies in the future, and reports when it is
+    /// due. Later requests queue behind it.
+    ///
+    /// The [`Reservation`] says how long to wait; [`Reservation::cancel`] gives back what can be
+    /// given back. **Dropping a reservation keeps it**: its tokens count as used (as in Go's
+    /// `rate.Reservation`); call `cancel` to return them.
+    ///
+    /// Errors: `n > burst` ([`LimitError::InsufficientCapacity`]); a slot more than 36 years
+    /// ahead ([`LimitError::NotUntil`] with the largest wait).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
+    /// let now = limiter.reserve(1)?;
+    /// assert_eq!(now.delay(), Duration::ZERO);
+    /// let later = limiter.reserve(1)?;
+    /// assert_eq!(later.delay(), Duration::from_secs(1));
+    /// assert!(later.cancel()); // the second slot is free again
+    /// assert_eq!(limiter.reserve(1)?.delay(), Duration::from_secs(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reserve(&self, n: u64) -> Result<Reservation<'_, C>, LimitError> {
+        let now = self.clock.now();
+        self.reserve_before(n, now, u64::MAX)
+    }
+
+    /// Whether `n` tokens (`1 ≤ n ≤ burst`) would pass at `now`, and if not, in how many ns:
+    /// a peek that writes nothing.
+    pub(crate) fn probe(&self, n: u64, now: u64) -> Result<(), u64> {
+        let (word, rate) = self.load();
+        gcra::check(word.tat(), now, &rate, n).map(|_| ())
+    }
+
+    /// The burst of the quota in force.
+    pub(crate) fn burst(&self) -> u64 {
+        self.load().1.burst
+    }
+
+    /// Reserves `n` tokens if their slot is due no later than `latest`; otherwise takes nothing.
+    pub(crate) fn reserve_before(
+        &self,
+        n: u64,
+        now: u64,
+        latest: u64,
+    ) -> Result<Reservation<'_, C>, LimitError> {
+        loop {
+            let (word, rate) = self.load();
+            if n > rate.burst {
+                return Err(LimitError::InsufficientCapacity {
+                    requested: n,
+                    burst: rate.burst,
+                });
+            }
+            let slot = if n == 0 {
+                Slot {
+                    tat: word.tat(),
+                    at: now,
+                    cost: 0,
+                }
+            } else {
+                match gcra::reserve(word.tat(), now, &rate, n) {
+                    Some(slot) => slot,
+                    None => return Err(not_until(now, u64::MAX)),
+                }
+            };
+            if slot.at > latest {
+                return Err(LimitError::WouldExceedDeadline {
+                    wait: Duration::from_nanos(slot.at - now),
+                });
+            }
+            if n == 0 || self.swap(word, Word::new(slot.tat, word.generation())) {
+                return Ok(Reservation {
+                    limiter: self,
+                    slot,
+                    generation: word.generation(),
+                    now,
+                });
+            }
+        }
+    }
+
+    /// Blocks until one token is granted or `token` is cancelled. See [`wait_n`](Self::wait_n).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Quota, RateLimiter};
+    /// let limiter = RateLimiter::new(Quota::per_second(1_000)?);
+    /// let token = CancelToken::new();
+    /// for _ in 0..1_005 {
+    ///     limiter.wait(&token)?; // 1000 at once, then one per ms
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn wait(&self, token: &CancelToken) -> Result<(), LimitError> {
+        self.wait_n(1, token)
+    }
+
+    /// Blocks until `n` tokens are granted, or `token` is cancelled.
+    ///
+    /// The wait reserves a slot first (so waiters are served in the order they arrived, each
+    /// woken once at its own instant: no thundering herd, no polling), then parks through the
+    /// clock until the slot; cancelling `token` unparks it.
+    ///
+    /// * `n > burst`: [`LimitError::InsufficientCapacity`] at once.
+    /// * The slot is after `token`'s deadline: [`LimitError::WouldExceedDeadline`] at once,
+    ///   taking nothing (Go's `WaitN`).
+    /// * `token` cancelled (before or during the wait): the reservation is cancelled (tokens not
+    ///   yet due come back) and the result is [`LimitError::Cancelled`] with the token's cause.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{CancelToken, LimitError, ManualClock, Quota, RateLimiter};
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, clock.clone());
+    /// let token = CancelToken::with_clock(clock.clone());
+    /// limiter.wait(&token)?;
+    /// // The next slot is 1 s away; a 10 ms deadline fails at once, without waiting.
+    /// let hurry = token.child_with_timeout(Duration::from_millis(10));
+    /// assert!(matches!(limiter.wait(&hurry), Err(LimitError::WouldExceedDeadline { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_n(&self, n: u64, token: &CancelToken) -> Result<(), LimitError> {
+        if token.is_cancelled() {
+            return Err(LimitError::Cancelled(
+                token.cause().unwrap_or(Cause::Cancelled),
+            ));
+        }
+        let now = self.clock.now();
+        let reservation = self.reserve_before(n, now, token.deadline_in_clock(now))?;
+        if reservation.slot.at <= now {
+            return Ok(());
+        }
+        reservation.wait(token)
+    }
+
+    /// Peeks: tokens available now, time until the next token, time until full. Takes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(2)?, ManualClock::new());
+    /// limiter.check_n(2)?;
+    /// let state = limiter.state();
+    /// assert_eq!((state.remaining, state.burst), (0, 2));
+    /// assert_eq!(state.retry_after, Duration::from_millis(500));
+    /// assert_eq!(state.reset_after, Duration::from_secs(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn state(&self) -> LimitState {
+        let now = self.clock.now();
+        let (word, rate) = self.load();
+        let snapshot = gcra::snapshot(word.tat(), now, &rate);
+        LimitState {
+            remaining: snapshot.remaining,
+            burst: rate.burst,
+            retry_after: Duration::from_nanos(snapshot.retry_after),
+            reset_after: Duration::from_nanos(snapshot.reset_after),
+        }
+    }
+
+    /// Lets nothing pass for `pause` from now, then resumes from an empty burst (429 feedback).
+    /// Never loosens: a limiter already owing more keeps its debt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, clock.clone());
+    /// limiter.penalize(Duration::from_secs(2));
+    /// assert!(limiter.check().is_err());
+    /// clock.advance(Duration::from_secs(2));
+    /// assert!(limiter.check().is_ok());
+    /// assert!(limiter.check().is_err()); // the burst starts empty
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn penalize(&self, pause: Duration) {
+        let now = self.clock.now();
+        loop {
+            let (word, rate) = self.load();
+            let tat = gcra::pause(word.tat(), now, &rate, duration_to_nanos(pause));
+            if tat == word.tat() || self.swap(word, Word::new(tat, word.generation())) {
+                return;
+            }
+        }
+    }
+
+    /// Replaces the quota, live. Concurrent checks see either the old quota with the old state
+    /// or the new quota with the converted state, never a mix. The tokens owed (including slots
+    /// reserved by waiters) are converted to the new interval, rounded up; an idle limiter stays
+    /// full. See the type docs for how reservations are treated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?.burst(2)?, clock.clone());
+    /// limiter.check_n(2)?; // owes 2 tokens = 2 s
+    /// limiter.set_quota(Quota::per_second(10)?.burst(2)?);
+    /// assert_eq!(limiter.state().reset_after, Duration::from_millis(200)); // 2 tokens = 200 ms
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_quota(&self, quota: Quota) {
+        let _writer = self.writer.lock();
+        let new = quota.rate();
+        // Relaxed: only `set_quota` changes the generation, and we hold its lock, whose
+        // acquisition ordered us after the previous change.
+        let live = Word(self.state.load(Ordering::Relaxed)).generation();
+        let next = (live + 1) % SLOTS;
+        // Release fence: pairs with the Acquire fence in `load`. A stale reader that sees any of
+        // the slot stores below then reloads a word at least as new as the live one, which is
+        // not `next`, and retries (invariant 3).
+        fence(Ordering::Release);
+        self.slots[next].store(&new);
+        let now = self.clock.now();
+        loop {
+            // Relaxed: the slot for this word's generation was written under our lock; only the
+            // TAT is new, and the CAS below validates it.
+            let word = Word(self.state.load(Ordering::Relaxed));
+            let old = self.slots[word.generation()].load();
+            let tat = gcra::convert(word.tat(), now, &old, &new);
+            if self
+                .state
+                // Release: publishes `slots[next]` to every Acquire load of this word (and of
+                // the checker CASes that follow it in its release sequence).
+                .compare_exchange_weak(
+                    word.0,
+                    Word::new(tat, next).0,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+#[cold]
+fn not_until(now: u64, retry_after: u64) -> LimitError {
+    LimitError::NotUntil {
+        retry_after: Duration::from_nanos(retry_after),
+        earliest: now.saturating_add(retry_after),
+        quota: 0,
+    }
+}
+
+impl<C: Clock> Limiter for RateLimiter<C> {
+    #[inline]
+    fn check_n(&self, n: u64) -> Result<(), LimitError> {
+        RateLimiter::check_n(self, n)
+    }
+
+    fn wait_n(&self, n: u64, token: &CancelToken) -> Result<(), LimitError> {
+        RateLimiter::wait_n(self, n, token)
+    }
+
+    fn state(&self) -> LimitState {
+        RateLimiter::state(self)
+    }
+
+    fn penalize(&self, pause: Duration) {
+        RateLimiter::penalize(self, pause)
+    }
+}
+
+impl<C: Clock> fmt::Debug for RateLimiter<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("quota", &self.quota())
+            .field("state", &self.state())
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+/// A slot taken by [`RateLimiter::reserve`]: due now or in the future.
+///
+/// **Dropping it keeps the tokens** (they count as used); [`cancel`](Self::cancel) gives back the
+/// part not yet due, minus whatever later requests queued behind it (they keep their slots), so
+/// the limiter never over-admits.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{CancelToken, ManualClock, Quota, RateLimiter};
+///
+/// let clock = ManualClock::new();
+/// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, clock.clone());
+/// limiter.check()?;
+/// let next = limiter.reserve(1)?;
+/// assert_eq!(next.ready_at(), 1_000_000_000);
+/// clock.advance(Duration::from_secs(1));
+/// next.wait(&CancelToken::new())?; // due: returns at once
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "dropping a reservation keeps its tokens; call cancel() to give them back"]
+pub struct Reservation<'a, C: Clock = MonotonicClock> {
+    limiter: &'a RateLimiter<C>,
+    slot: Slot,
+    generation: usize,
+    /// When it was made, on the limiter's clock.
+    now: u64,
+}
+
+impl<C: Clock> Reservation<'_, C> {
+    /// The instant (ns on the limiter's clock) the tokens are due.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::starting_at(5));
+    /// assert_eq!(limiter.reserve(1)?.ready_at(), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ready_at(&self) -> u64 {
+        self.slot.at
+    }
+
+    /// How long from when it was made until the tokens are due.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(2)?.burst(1)?, ManualClock::new());
+    /// let _first = limiter.reserve(1)?;
+    /// assert_eq!(limiter.reserve(1)?.delay(), Duration::from_millis(500));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn delay(&self) -> Duration {
+        Duration::from_nanos(self.slot.at.saturating_sub(self.now))
+    }
+
+    /// Gives back the tokens not yet due: nothing once the slot is due or if the quota changed
+    /// since; less when later requests queued behind it. Returns whether anything came back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
+    /// let due = limiter.reserve(1)?;
+    /// assert!(!due.cancel()); // due at once: counts as used
+    /// let future = limiter.reserve(1)?;
+    /// assert!(future.cancel());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel(self) -> bool {
+        let now = self.limiter.clock.now();
+        self.give_back(Some(now))
+    }
+
+    /// Takes the whole reservation back, due or not: for a caller that never used it (a
+    /// `MultiLimiter` whose other quota said no). Later requests still keep their slots.
+    pub(crate) fn undo(self) -> bool {
+        self.give_back(None)
+    }
+
+    /// Refunds as `gcra::refund` decides at `now`, or everything not re-charged (`gcra::undo`).
+    fn give_back(self, now: Option<u64>) -> bool {
+        let limiter = self.limiter;
+        loop {
+            // Acquire: pairs with `set_quota`'s Release CAS; only the generation and TAT are
+            // used, no slot.
+            let word = Word(limiter.state.load(Ordering::Acquire));
+            if word.generation() != self.generation {
+                return false;
+            }
+            let refunded = match now {
+                Some(now) => gcra::refund(word.tat(), now, &self.slot),
+                None => gcra::undo(word.tat(), &self.slot),
+            };
+            let Some(tat) = refunded else {
+                return false;
+            };
+            if limiter.swap(word, Word::new(tat, word.generation())) {
+                return true;
+            }
+        }
+    }
+
+    /// Parks until the tokens are due (returns at once if they are), or until `token` is
+    /// cancelled: then cancels the reservation and returns [`LimitError::Cancelled`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Cause, LimitError, ManualClock, Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
+    /// limiter.check()?;
+    /// let token = CancelToken::new();
+    /// token.cancel();
+    /// let reservation = limiter.reserve(1)?;
+    /// assert_eq!(reservation.wait(&token), Err(LimitError::Cancelled(Cause::Cancelled)));
+    /// assert!(limiter.reserve(1)?.delay().as_secs() == 1); // the slot came back
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait(self, token: &CancelToken) -> Result<(), LimitError> {
+        match self.limiter.clock.park_until(self.slot.at, token) {
+            Wake::Reached => Ok(()),
+            Wake::Cancelled => {
+                self.cancel();
+                Err(LimitError::Cancelled(
+                    token.cause().unwrap_or(Cause::Cancelled),
+                ))
+            }
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for Reservation<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("ready_at", &self.slot.at)
+            .field("cost_ns", &self.slot.cost)
+            .finish()
+    }
+}
