@@ -69,7 +69,10 @@ pub use cancel::{CancelToken, DropGuard, Registration};
 pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
 #[cfg(not(loom))]
-pub use fanout::{FanOutStats, Fetch, Jitter, JitterRng, Progress, RateFeedback, RetryPolicy};
+pub use fanout::{
+    FanOut, FanOutBuilder, FanOutError, FanOutStats, Fetch, Jitter, JitterRng, Progress,
+    ProgressFn, RateFeedback, RetryPolicy,
+};
 #[cfg(not(loom))]
 pub use group::Group;
 #[cfg(not(loom))]

@@ -1,16 +1,228 @@
 //! Fan-out: fetch many keys at a rate and burst, with at most N in flight, on a fixed pool of
-//! OS threads; the first error cancels everything.
-
-// The orchestration (`FanOut`, `fetch_all`) lands with the limiter, semaphore and pool; until
-// then the building blocks below are used only by their own tests.
-#![allow(dead_code)]
+//! OS threads; the first error cancels everything and is returned at once.
+//!
+//! The run itself (dispatch loop, worker job, invariants) is in `run.rs`; the pieces it uses
+//! are the retry policy (`retry.rs`), rate feedback (`aimd.rs`) and statistics (`stats.rs`).
 
 mod aimd;
+mod builder;
+mod error;
 mod fetch;
 mod retry;
+mod run;
 mod stats;
 
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
 pub use aimd::RateFeedback;
+pub use builder::FanOutBuilder;
+pub use error::FanOutError;
 pub use fetch::Fetch;
 pub use retry::{Jitter, JitterRng, RetryPolicy};
 pub use stats::{FanOutStats, Progress};
+
+use crate::cancel::CancelToken;
+use crate::error::Error;
+use crate::limiter::Limiter;
+use crate::pool::WorkerPool;
+use crate::semaphore::Semaphore;
+use crate::sync::Mutex;
+
+/// A callback that receives progress heartbeats.
+pub type ProgressFn = dyn Fn(&Progress) + Send + Sync;
+
+/// Fetches many keys with a rate limit, a cap on requests in flight, retries, and fail-fast
+/// cancellation, on a fixed pool of worker threads. Build one with [`FanOut::builder`]; reuse it
+/// for many runs (its limiter, semaphore and pool are shared by all of them).
+///
+/// Per key: take an in-flight permit, then wait for a rate slot, then hand the key to a worker,
+/// which runs [`Fetch::fetch`] (with retries) and releases the permit. Every wait is cancellable:
+/// the first failure (with fail-fast, the default) or the caller's token cancels the run,
+/// which wakes every waiter and aborts in-flight fetches, and `fetch_all` returns at once.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{CancelToken, Error, FanOut, Quota};
+///
+/// let fetch = |key: &u32, _attempt: u32, _cancel: &CancelToken| -> Result<u32, Error> { Ok(key * 10) };
+/// let fan_out = FanOut::builder(fetch)
+///     .quota(Quota::per_second(1_000)?.burst(50)?)
+///     .max_in_flight(4)
+///     .build()?;
+/// let results = fan_out.fetch_all(1..=100, &CancelToken::new()).map_err(|e| e.error)?;
+/// assert_eq!(results.len(), 100);
+/// assert_eq!(results[&7], 70);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct FanOut<F> {
+    fetcher: Arc<F>,
+    limiters: Vec<Arc<dyn Limiter>>,
+    adaptive: Option<Arc<run::AdaptiveRate>>,
+    semaphore: Arc<Semaphore>,
+    pool: Arc<WorkerPool>,
+    retry: RetryPolicy,
+    fail_fast: bool,
+    heartbeat: Duration,
+    progress: Option<Arc<ProgressFn>>,
+    last_stats: Mutex<Option<FanOutStats>>,
+}
+
+impl<F> FanOut<F> {
+    /// Starts configuring a fan-out over `fetcher`.
+    pub fn builder(fetcher: F) -> FanOutBuilder<F> {
+        FanOutBuilder::new(fetcher)
+    }
+
+    /// Fetches every key; returns every result, or the first failure with the results gathered
+    /// so far. With fail-fast off, every key is tried and the error lists all failures.
+    ///
+    /// A key that appears twice is fetched twice; the map keeps one result.
+    ///
+    /// # Errors
+    ///
+    /// [`FanOutError`]: the first failure (its key and attempt count), or the caller's
+    /// cancellation / deadline (no key), or a configuration problem found at run time.
+    #[allow(
+        clippy::result_large_err,
+        reason = "returned once per run, not on a hot path; boxing would only add an allocation"
+    )]
+    pub fn fetch_all<K, I>(
+        &self,
+        keys: I,
+        cancel: &CancelToken,
+    ) -> Result<HashMap<K, F::Output>, FanOutError<K, F::Output>>
+    where
+        F: Fetch<K>,
+        K: Hash + Eq + Clone + Send + fmt::Debug + 'static,
+        I: IntoIterator<Item = K>,
+    {
+        let mut results = HashMap::new();
+        let outcome = self.drive(keys, cancel, |outcome| {
+            if let Ok(output) = outcome.result {
+                results.insert(outcome.key, output);
+            }
+            run::Flow::Continue
+        });
+        self.finish(outcome, results)
+    }
+
+    /// Fetches every key and hands each result to `each` as it completes (in completion
+    /// order), keeping nothing: memory stays bounded by the keys in flight, however many keys
+    /// there are. `each` runs on the calling thread; returning `false` stops the run.
+    ///
+    /// # Errors
+    ///
+    /// As [`fetch_all`](Self::fetch_all), with no partial results (they went to `each`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut};
+    ///
+    /// let fan_out = FanOut::builder(|k: &u64, _: u32, _: &CancelToken| Ok::<_, Error>(k * k))
+    ///     .max_in_flight(2)
+    ///     .build()?;
+    /// let mut sum = 0;
+    /// fan_out.fetch_each(1..=10u64, &CancelToken::new(), |_key, result| {
+    ///     sum += result.unwrap();
+    ///     true
+    /// }).map_err(|e| e.error)?;
+    /// assert_eq!(sum, 385);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(
+        clippy::result_large_err,
+        reason = "returned once per run, not on a hot path; boxing would only add an allocation"
+    )]
+    pub fn fetch_each<K, I>(
+        &self,
+        keys: I,
+        cancel: &CancelToken,
+        mut each: impl FnMut(K, Result<F::Output, Error>) -> bool,
+    ) -> Result<FanOutStats, FanOutError<K, F::Output>>
+    where
+        F: Fetch<K>,
+        K: Hash + Eq + Clone + Send + fmt::Debug + 'static,
+        I: IntoIterator<Item = K>,
+    {
+        let outcome = self.drive(keys, cancel, |outcome| {
+            if each(outcome.key, outcome.result) {
+                run::Flow::Continue
+            } else {
+                run::Flow::Stop
+            }
+        });
+        self.finish(outcome, HashMap::new())
+            .map(|_| self.last_stats().unwrap_or_default())
+    }
+
+    #[allow(
+        clippy::result_large_err,
+        reason = "returned once per run, not on a hot path; boxing would only add an allocation"
+    )]
+    fn finish<K, T>(
+        &self,
+        outcome: Result<FanOutStats, run::RunFailure<K>>,
+        partial: HashMap<K, T>,
+    ) -> Result<HashMap<K, T>, FanOutError<K, T>> {
+        match outcome {
+            Ok(stats) => {
+                *self.last_stats.lock() = Some(stats);
+                Ok(partial)
+            }
+            Err(failure) => {
+                *self.last_stats.lock() = Some(failure.stats);
+                Err(FanOutError {
+                    error: failure.error,
+                    key: failure.key,
+                    attempts: failure.attempts,
+                    failures: failure.failures,
+                    partial,
+                    stats: failure.stats,
+                })
+            }
+        }
+    }
+
+    /// Statistics of the most recent run that ended (successful or not).
+    pub fn last_stats(&self) -> Option<FanOutStats> {
+        *self.last_stats.lock()
+    }
+
+    /// The rate (requests per second) the fan-out's own limiter runs at now: lower than the
+    /// configured quota while the server is pushing back, `None` without rate feedback.
+    pub fn current_rate(&self) -> Option<f64> {
+        self.adaptive
+            .as_ref()
+            .map(|adaptive| adaptive.aimd.lock().rate())
+    }
+
+    /// The in-flight semaphore (shared by every run of this fan-out).
+    pub fn semaphore(&self) -> &Arc<Semaphore> {
+        &self.semaphore
+    }
+
+    /// The worker pool (shared by every run of this fan-out).
+    pub fn pool(&self) -> &Arc<WorkerPool> {
+        &self.pool
+    }
+}
+
+impl<F> fmt::Debug for FanOut<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FanOut")
+            .field("limiters", &self.limiters)
+            .field("adaptive_rate", &self.current_rate())
+            .field("semaphore", &self.semaphore)
+            .field("pool", &self.pool)
+            .field("retry", &self.retry)
+            .field("fail_fast", &self.fail_fast)
+            .finish_non_exhaustive()
+    }
+}

@@ -401,3 +401,28 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// The fan-out's unit of work: `GET` the URL for the key (`Display`ed into the template).
+///
+/// The attempt number is not sent anywhere; retries and their backoff are the fan-out's.
+///
+/// # Examples
+///
+/// ```
+/// use tollgate::{CancelToken, FanOut, HttpFetcher};
+///
+/// let fetcher = HttpFetcher::builder("http://127.0.0.1:9/users/{key}").build()?;
+/// let fan_out = FanOut::builder(fetcher).max_in_flight(8).build()?;
+/// // A cancelled caller token: nothing is sent, the run reports the cancellation.
+/// let token = CancelToken::new();
+/// token.cancel();
+/// assert!(fan_out.fetch_all(1..=3, &token).is_err());
+/// # Ok::<(), tollgate::Error>(())
+/// ```
+impl<K: fmt::Display> crate::fanout::Fetch<K> for HttpFetcher {
+    type Output = HttpResponse;
+
+    fn fetch(&self, key: &K, _attempt: u32, cancel: &CancelToken) -> Result<HttpResponse, Error> {
+        HttpFetcher::fetch(self, &key.to_string(), cancel)
+    }
+}

@@ -1,0 +1,217 @@
+//! `FanOutBuilder`: configuration of a fan-out, validated once at `build()`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::aimd::{Aimd, RateFeedback};
+use super::retry::RetryPolicy;
+use super::run::AdaptiveRate;
+use super::{FanOut, Progress, ProgressFn};
+use crate::clock::{Clock, MonotonicClock};
+use crate::error::{Error, ErrorKind};
+use crate::limiter::{Limiter, RateLimiter};
+use crate::pool::WorkerPool;
+use crate::quota::Quota;
+use crate::semaphore::Semaphore;
+use crate::sync::Mutex;
+
+/// Configures a [`FanOut`]. Defaults: no rate limit, 8 in flight, as many workers as in-flight
+/// requests, the default [`RetryPolicy`] (3 attempts), fail-fast on, rate feedback on for the
+/// quota's limiter, a heartbeat every second.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{CancelToken, Error, FanOut, Quota, RetryPolicy};
+///
+/// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+///     .quota(Quota::per_second(10)?.burst(20)?) // seed 000: 10/s, bursts of 20
+///     .max_in_flight(8)
+///     .workers(8)
+///     .retry(RetryPolicy::new(4)?.backoff(Duration::from_millis(50), Duration::from_secs(2))?)
+///     .build()?;
+/// assert_eq!(fan_out.semaphore().capacity(), 8);
+/// assert!(FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k)).max_in_flight(0).build().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a builder does nothing until build()"]
+pub struct FanOutBuilder<F> {
+    fetcher: F,
+    quota: Option<Quota>,
+    limiters: Vec<Arc<dyn Limiter>>,
+    feedback: Option<RateFeedback>,
+    max_in_flight: usize,
+    semaphore: Option<Arc<Semaphore>>,
+    workers: Option<usize>,
+    pool: Option<Arc<WorkerPool>>,
+    retry: RetryPolicy,
+    fail_fast: bool,
+    heartbeat: Duration,
+    progress: Option<Arc<ProgressFn>>,
+}
+
+impl<F> FanOutBuilder<F> {
+    pub(crate) fn new(fetcher: F) -> Self {
+        FanOutBuilder {
+            fetcher,
+            quota: None,
+            limiters: Vec::new(),
+            feedback: Some(RateFeedback::default()),
+            max_in_flight: 8,
+            semaphore: None,
+            workers: None,
+            pool: None,
+            retry: RetryPolicy::default(),
+            fail_fast: true,
+            heartbeat: Duration::from_secs(1),
+            progress: None,
+        }
+    }
+
+    /// Limits the rate with a fan-out-owned [`RateLimiter`] on this quota (shared by all runs).
+    /// With rate feedback on, 429/503 answers lower its rate and success raises it back.
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
+    /// Adds a limiter every attempt must also pass (a shared one, a [`MultiLimiter`](crate::MultiLimiter), a
+    /// Redis one…). `Retry-After` answers pause it through [`Limiter::penalize`].
+    pub fn limiter(mut self, limiter: Arc<dyn Limiter>) -> Self {
+        self.limiters.push(limiter);
+        self
+    }
+
+    /// How the quota's limiter reacts to 429/503 answers; `None` turns rate feedback off (a
+    /// `Retry-After` still pauses the limiters).
+    pub fn rate_feedback(mut self, feedback: Option<RateFeedback>) -> Self {
+        self.feedback = feedback;
+        self
+    }
+
+    /// At most `n` keys in flight at once (default 8).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// Shares an in-flight semaphore with other fan-outs (overrides `max_in_flight`).
+    pub fn semaphore(mut self, semaphore: Arc<Semaphore>) -> Self {
+        self.semaphore = Some(semaphore);
+        self
+    }
+
+    /// The number of worker threads of the fan-out's own pool (default: `max_in_flight`).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Runs on an existing pool instead of starting one.
+    pub fn pool(mut self, pool: Arc<WorkerPool>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Attempts and backoff per key.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Whether the first failure stops the run (default true). Off: every key is tried and
+    /// the error lists every failure.
+    pub fn fail_fast(mut self, on: bool) -> Self {
+        self.fail_fast = on;
+        self
+    }
+
+    /// Receives a [`Progress`] snapshot after every finished key and at least every heartbeat
+    /// while the run waits (so a supervisor can tell a stall from a slow run).
+    pub fn on_progress(mut self, progress: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(progress));
+        self
+    }
+
+    /// The longest time between two progress heartbeats (default 1 s).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// Validates the configuration and starts the pool (unless one was given).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` for zero in-flight requests, zero workers or a zero heartbeat.
+    pub fn build(self) -> Result<FanOut<F>, Error> {
+        let invalid = |message: &str| Error::new(ErrorKind::InvalidArgument, message);
+        if self.heartbeat.is_zero() {
+            return Err(invalid("heartbeat must be longer than zero"));
+        }
+        let semaphore = match self.semaphore {
+            Some(semaphore) => semaphore,
+            None if self.max_in_flight == 0 => {
+                return Err(invalid("max_in_flight must be at least 1"));
+            }
+            None => Arc::new(Semaphore::new(self.max_in_flight)),
+        };
+        let pool = match self.pool {
+            Some(pool) => pool,
+            None => {
+                let threads = self.workers.unwrap_or(semaphore.capacity().max(1));
+                if threads == 0 {
+                    return Err(invalid("workers must be at least 1"));
+                }
+                Arc::new(
+                    WorkerPool::builder()
+                        .threads(threads)
+                        .queue_capacity(threads.max(1))
+                        .name_prefix("tollgate-fanout")
+                        .build()?,
+                )
+            }
+        };
+        let mut limiters = self.limiters;
+        let mut adaptive = None;
+        if let Some(quota) = self.quota {
+            let limiter = Arc::new(RateLimiter::new(quota));
+            match self.feedback {
+                Some(feedback) => {
+                    let rate = 1.0 / quota.interval().as_secs_f64();
+                    adaptive = Some(Arc::new(AdaptiveRate {
+                        limiter,
+                        aimd: Mutex::new(Aimd::new(feedback, rate, MonotonicClock.now())),
+                        burst: quota.burst_size(),
+                    }));
+                }
+                None => limiters.push(limiter),
+            }
+        }
+        Ok(FanOut {
+            fetcher: Arc::new(self.fetcher),
+            limiters,
+            adaptive,
+            semaphore,
+            pool,
+            retry: self.retry,
+            fail_fast: self.fail_fast,
+            heartbeat: self.heartbeat,
+            progress: self.progress,
+            last_stats: Mutex::new(None),
+        })
+    }
+}
+
+impl<F> std::fmt::Debug for FanOutBuilder<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanOutBuilder")
+            .field("quota", &self.quota)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("workers", &self.workers)
+            .field("retry", &self.retry)
+            .field("fail_fast", &self.fail_fast)
+            .finish_non_exhaustive()
+    }
+}

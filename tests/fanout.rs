@@ -1,0 +1,441 @@
+//! `FanOut` through its public API with in-process fetchers (closures): results, the in-flight
+//! cap, the rate law on a manual clock, fail-fast, caller cancellation, deadlines, panics,
+//! retries, streaming and progress. Real threads; assertions about behaviour, never speed.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use tollgate::{
+    CancelToken, Cause, Clock, Error, ErrorKind, FanOut, Jitter, ManualClock, Quota, RateLimiter,
+    RetryPolicy, WorkerPool,
+};
+
+fn ok_fetch(key: &u32, _attempt: u32, _cancel: &CancelToken) -> Result<u32, Error> {
+    Ok(key * 2)
+}
+
+/// Waits (bounded) until every permit is back and no job runs: in-flight jobs of a run that
+/// returned early finish on their own, promptly, because the run cancelled them.
+fn quiesce<F>(fan_out: &FanOut<F>) {
+    for _ in 0..10_000 {
+        let stats = fan_out.pool().stats();
+        if fan_out.semaphore().available() == fan_out.semaphore().capacity()
+            && stats.running == 0
+            && stats.queued == 0
+        {
+            return;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    panic!("the fan-out never went quiet: permits or jobs leaked");
+}
+
+#[test]
+fn every_key_gets_its_result() {
+    let fan_out = FanOut::builder(ok_fetch).max_in_flight(4).build().unwrap();
+    let results = fan_out.fetch_all(0..500u32, &CancelToken::new()).unwrap();
+    assert_eq!(results.len(), 500);
+    assert!(results.iter().all(|(k, v)| *v == k * 2));
+    let stats = fan_out.last_stats().unwrap();
+    assert_eq!(stats.requests, 500);
+    assert_eq!(stats.succeeded, 500);
+    assert!(stats.max_in_flight <= 4);
+    assert_eq!(fan_out.semaphore().available(), 4);
+}
+
+#[test]
+fn an_empty_key_set_returns_an_empty_map() {
+    let fan_out = FanOut::builder(ok_fetch).build().unwrap();
+    assert!(
+        fan_out
+            .fetch_all(Vec::<u32>::new(), &CancelToken::new())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn never_more_than_max_in_flight() {
+    let current = Arc::new(AtomicUsize::new(0));
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    let fetch = {
+        let (current, max_seen) = (current.clone(), max_seen.clone());
+        move |key: &u32, _: u32, cancel: &CancelToken| {
+            let now = current.fetch_add(1, Ordering::SeqCst) + 1;
+            max_seen.fetch_max(now, Ordering::SeqCst);
+            // Stay in flight a moment so requests overlap.
+            cancel.wait_timeout(Duration::from_micros(200));
+            current.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, Error>(*key)
+        }
+    };
+    let fan_out = FanOut::builder(fetch)
+        .max_in_flight(3)
+        .workers(8)
+        .build()
+        .unwrap();
+    fan_out.fetch_all(0..300u32, &CancelToken::new()).unwrap();
+    let max = max_seen.load(Ordering::SeqCst);
+    assert!(max <= 3, "saw {max} in flight with max_in_flight = 3");
+    assert_eq!(fan_out.last_stats().unwrap().max_in_flight as usize, max);
+}
+
+#[test]
+fn admissions_follow_the_rate_law_on_a_manual_clock() {
+    // 10 per second, burst 20 (seed 000). The clock moves only when the dispatcher is parked
+    // waiting for a slot, so every admission time is exact.
+    let clock = ManualClock::new();
+    let quota = Quota::per_second(10).unwrap().burst(20).unwrap();
+    let limiter = Arc::new(RateLimiter::with_clock(quota, clock.clone()));
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let fetch = {
+        let (times, clock) = (times.clone(), clock.clone());
+        move |key: &u32, _: u32, _: &CancelToken| {
+            times.lock().unwrap().push(clock.now());
+            Ok::<_, Error>(*key)
+        }
+    };
+    let fan_out = FanOut::builder(fetch)
+        .limiter(limiter)
+        .max_in_flight(8)
+        .build()
+        .unwrap();
+    let driver = {
+        let clock = clock.clone();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let handle = thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if clock.sleepers() > 0 {
+                    clock.advance(Duration::from_millis(10));
+                }
+                thread::yield_now();
+            }
+        });
+        (handle, done)
+    };
+    let results = fan_out.fetch_all(0..100u32, &CancelToken::new()).unwrap();
+    driver.1.store(true, Ordering::SeqCst);
+    driver.0.join().unwrap();
+    assert_eq!(results.len(), 100);
+    let mut times = times.lock().unwrap().clone();
+    times.sort_unstable();
+    // Over any prefix [0, t]: admitted <= burst + floor(t / 100 ms).
+    for (i, t) in times.iter().enumerate() {
+        let allowed = 20 + t / 100_000_000;
+        assert!(
+            (i as u64 + 1) <= allowed,
+            "{} admitted by t = {t} ns, law allows {allowed}",
+            i + 1
+        );
+    }
+    // Saturating demand: the last key goes exactly when the law first allows the 100th token.
+    assert_eq!(*times.last().unwrap(), 80 * 100_000_000);
+}
+
+#[test]
+fn first_error_cancels_hung_requests_and_is_returned() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let fetch = {
+        let started = started.clone();
+        move |key: &u32, _: u32, cancel: &CancelToken| -> Result<u32, Error> {
+            started.fetch_add(1, Ordering::SeqCst);
+            if *key == 7 {
+                // Fail only once the others are in flight and hung.
+                while started.load(Ordering::SeqCst) < 8 && !cancel.is_cancelled() {
+                    thread::yield_now();
+                }
+                return Err(Error::new(ErrorKind::Status(404), "no such key"));
+            }
+            cancel.wait(); // hang until cancelled
+            Err(Error::new(ErrorKind::Connection, "aborted"))
+        }
+    };
+    let fan_out = FanOut::builder(fetch).max_in_flight(8).build().unwrap();
+    let err = fan_out
+        .fetch_all(0..100u32, &CancelToken::new())
+        .unwrap_err();
+    assert_eq!(err.key, Some(7));
+    assert_eq!(err.attempts, 1);
+    assert_eq!(err.error.kind(), ErrorKind::Status(404));
+    assert!(err.partial.is_empty());
+    quiesce(&fan_out);
+    // The hung ones were aborted, not retried, and keys after them never started.
+    assert!(started.load(Ordering::SeqCst) <= 8 + 1);
+}
+
+#[test]
+fn the_fan_out_is_reusable_after_a_failed_run() {
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let fetch = {
+        let fail = fail.clone();
+        move |key: &u32, _: u32, _: &CancelToken| {
+            if fail.load(Ordering::SeqCst) && *key == 3 {
+                Err(Error::new(ErrorKind::InvalidArgument, "bad key"))
+            } else {
+                Ok(*key)
+            }
+        }
+    };
+    let fan_out = FanOut::builder(fetch).max_in_flight(2).build().unwrap();
+    assert!(fan_out.fetch_all(0..10u32, &CancelToken::new()).is_err());
+    fail.store(false, Ordering::SeqCst);
+    quiesce(&fan_out);
+    assert_eq!(
+        fan_out
+            .fetch_all(0..10u32, &CancelToken::new())
+            .unwrap()
+            .len(),
+        10
+    );
+}
+
+#[test]
+fn caller_cancel_stops_the_run() {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let fetch = {
+        let in_flight = in_flight.clone();
+        move |_: &u32, _: u32, cancel: &CancelToken| {
+            in_flight.fetch_add(1, Ordering::SeqCst);
+            cancel.wait();
+            Err::<u32, _>(Error::new(ErrorKind::Connection, "aborted"))
+        }
+    };
+    let fan_out = FanOut::builder(fetch).max_in_flight(4).build().unwrap();
+    let caller = CancelToken::new();
+    let canceller = {
+        let (caller, in_flight) = (caller.clone(), in_flight.clone());
+        thread::spawn(move || {
+            while in_flight.load(Ordering::SeqCst) < 4 {
+                thread::yield_now();
+            }
+            caller.cancel();
+        })
+    };
+    let err = fan_out.fetch_all(0..1_000u32, &caller).unwrap_err();
+    canceller.join().unwrap();
+    assert_eq!(err.key, None);
+    assert_eq!(err.error.kind(), ErrorKind::Cancelled(Cause::Cancelled));
+    quiesce(&fan_out);
+}
+
+#[test]
+fn a_deadline_stops_the_run() {
+    let fetch = |_: &u32, _: u32, cancel: &CancelToken| {
+        cancel.wait();
+        Err::<u32, _>(Error::new(ErrorKind::Connection, "aborted"))
+    };
+    let fan_out = FanOut::builder(fetch).max_in_flight(2).build().unwrap();
+    let err = fan_out
+        .fetch_all(
+            0..10u32,
+            &CancelToken::with_timeout(Duration::from_millis(20)),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.error.kind(),
+        ErrorKind::Cancelled(Cause::DeadlineExceeded)
+    );
+    quiesce(&fan_out);
+}
+
+#[test]
+fn a_panicking_fetch_becomes_an_error_and_workers_survive() {
+    let pool = Arc::new(WorkerPool::new(2).unwrap());
+    let fetch = |key: &u32, _: u32, _: &CancelToken| {
+        if *key == 1 {
+            panic!("fetcher bug on key {key}");
+        }
+        Ok::<_, Error>(*key)
+    };
+    let fan_out = FanOut::builder(fetch)
+        .pool(pool.clone())
+        .max_in_flight(2)
+        .build()
+        .unwrap();
+    let err = fan_out.fetch_all(0..5u32, &CancelToken::new()).unwrap_err();
+    assert_eq!(err.error.kind(), ErrorKind::Panicked);
+    assert!(
+        err.error.message().contains("fetcher bug on key 1"),
+        "{}",
+        err.error
+    );
+    assert_eq!(err.key, Some(1));
+    quiesce(&fan_out);
+    assert_eq!(pool.stats().threads, 2);
+    let ok = FanOut::builder(ok_fetch)
+        .pool(pool.clone())
+        .build()
+        .unwrap();
+    assert_eq!(ok.fetch_all(0..5u32, &CancelToken::new()).unwrap().len(), 5);
+}
+
+#[test]
+fn transient_errors_are_retried_until_success() {
+    let attempts = Arc::new(AtomicU32::new(0));
+    let fetch = {
+        let attempts = attempts.clone();
+        move |key: &u32, attempt: u32, _: &CancelToken| {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            if attempt < 3 {
+                Err(Error::new(ErrorKind::Status(503), "busy"))
+            } else {
+                Ok(*key)
+            }
+        }
+    };
+    let retry = RetryPolicy::new(3)
+        .unwrap()
+        .backoff(Duration::from_micros(10), Duration::from_micros(100))
+        .unwrap()
+        .jitter(Jitter::None);
+    let fan_out = FanOut::builder(fetch)
+        .retry(retry)
+        .rate_feedback(None)
+        .build()
+        .unwrap();
+    let results = fan_out.fetch_all(0..4u32, &CancelToken::new()).unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(attempts.load(Ordering::SeqCst), 12);
+    let stats = fan_out.last_stats().unwrap();
+    assert_eq!(stats.retries, 8);
+    assert_eq!(stats.throttled, 8);
+    assert_eq!(stats.requests, 12);
+}
+
+#[test]
+fn exhausted_retries_report_the_attempt_count() {
+    let fetch =
+        |_: &u32, _: u32, _: &CancelToken| Err::<u32, _>(Error::new(ErrorKind::Timeout, "slow"));
+    let retry = RetryPolicy::new(4)
+        .unwrap()
+        .backoff(Duration::from_micros(10), Duration::from_micros(10))
+        .unwrap();
+    let fan_out = FanOut::builder(fetch)
+        .retry(retry)
+        .max_in_flight(1)
+        .build()
+        .unwrap();
+    let err = fan_out.fetch_all([42u32], &CancelToken::new()).unwrap_err();
+    assert_eq!(err.key, Some(42));
+    assert_eq!(err.attempts, 4);
+    assert_eq!(err.error.kind(), ErrorKind::Timeout);
+    assert_eq!(err.error.key(), Some("42"));
+}
+
+#[test]
+fn without_fail_fast_every_key_is_tried() {
+    let fetch = |key: &u32, _: u32, _: &CancelToken| {
+        if key % 10 == 0 {
+            Err(Error::new(ErrorKind::Status(404), "gone"))
+        } else {
+            Ok(*key)
+        }
+    };
+    let fan_out = FanOut::builder(fetch)
+        .fail_fast(false)
+        .max_in_flight(4)
+        .build()
+        .unwrap();
+    let err = fan_out
+        .fetch_all(0..100u32, &CancelToken::new())
+        .unwrap_err();
+    let failed: HashSet<u32> = err.failures.iter().map(|(k, _)| *k).collect();
+    assert_eq!(failed, (0..100).filter(|k| k % 10 == 0).collect());
+    assert_eq!(err.partial.len(), 90);
+    assert!(failed.contains(&err.key.unwrap()));
+}
+
+#[test]
+fn throttling_lowers_the_rate_and_success_restores_it() {
+    let fetch = |key: &u32, attempt: u32, _: &CancelToken| {
+        if attempt == 1 && *key < 4 {
+            Err(Error::new(ErrorKind::Status(429), "slow down"))
+        } else {
+            Ok(*key)
+        }
+    };
+    let retry = RetryPolicy::new(2)
+        .unwrap()
+        .backoff(Duration::from_micros(1), Duration::from_micros(1))
+        .unwrap();
+    let fan_out = FanOut::builder(fetch)
+        .quota(Quota::per_second(100_000).unwrap())
+        .retry(retry)
+        .build()
+        .unwrap();
+    fan_out.fetch_all(0..8u32, &CancelToken::new()).unwrap();
+    let rate = fan_out.current_rate().unwrap();
+    assert!(rate < 100_000.0, "a 429 must lower the rate, got {rate}");
+    assert!(
+        rate >= 100_000.0 / 16.0,
+        "never below the floor, got {rate}"
+    );
+}
+
+#[test]
+fn fetch_each_streams_and_can_stop_early() {
+    let fan_out = FanOut::builder(ok_fetch).max_in_flight(2).build().unwrap();
+    let mut seen = 0;
+    let stats = fan_out
+        .fetch_each(0..1_000u32, &CancelToken::new(), |_key, result| {
+            assert!(result.is_ok());
+            seen += 1;
+            seen < 10
+        })
+        .unwrap();
+    assert_eq!(seen, 10);
+    assert!(stats.requests < 1_000);
+    quiesce(&fan_out);
+}
+
+#[test]
+fn progress_heartbeats_count_up_to_the_total() {
+    let last = Arc::new(Mutex::new(None));
+    let calls = Arc::new(AtomicU64::new(0));
+    let fan_out = FanOut::builder(ok_fetch)
+        .on_progress({
+            let (last, calls) = (last.clone(), calls.clone());
+            move |progress| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                *last.lock().unwrap() = Some(*progress);
+            }
+        })
+        .build()
+        .unwrap();
+    fan_out.fetch_all(0..50u32, &CancelToken::new()).unwrap();
+    let last = last.lock().unwrap().unwrap();
+    assert_eq!(last.total, Some(50));
+    assert_eq!(last.done, 50);
+    assert_eq!(last.fraction(), Some(1.0));
+    assert!(calls.load(Ordering::SeqCst) >= 50);
+}
+
+#[test]
+fn no_threads_leak_across_runs() {
+    let pool = Arc::new(WorkerPool::new(4).unwrap());
+    for _ in 0..100 {
+        let fan_out = FanOut::builder(ok_fetch)
+            .pool(pool.clone())
+            .max_in_flight(4)
+            .build()
+            .unwrap();
+        fan_out.fetch_all(0..20u32, &CancelToken::new()).unwrap();
+    }
+    assert_eq!(pool.stats().threads, 4);
+}
+
+#[test]
+fn bad_configuration_is_rejected_at_build() {
+    assert!(FanOut::builder(ok_fetch).max_in_flight(0).build().is_err());
+    assert!(FanOut::builder(ok_fetch).workers(0).build().is_err());
+    assert!(
+        FanOut::builder(ok_fetch)
+            .heartbeat(Duration::ZERO)
+            .build()
+            .is_err()
+    );
+}
