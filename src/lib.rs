@@ -39,6 +39,8 @@ mod error;
 mod gcra;
 mod limiter;
 mod quota;
+#[cfg(all(feature = "redis", not(loom)))]
+pub mod redis;
 mod slab;
 mod sync;
 
