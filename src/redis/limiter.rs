@@ -349,6 +349,18 @@ impl RedisLimiter {
         }
     }
 
+    /// The Lua source every decision runs (`EVALSHA` of its SHA-1), e.g. to `SCRIPT LOAD` it ahead
+    /// of time or to benchmark it on its own. Its calling convention is described in the source.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tollgate::redis::RedisLimiter::script_source().contains("redis.call('TIME')"));
+    /// ```
+    pub fn script_source() -> &'static str {
+        GCRA_LUA
+    }
+
     /// How many windows the limit has.
     ///
     /// # Examples

@@ -26,6 +26,10 @@ use crate::quota::Quota;
 /// values only from tests), then `interval, tau` per window. Reply: `{allowed, remaining,
 /// retry_after, reset_after, limiting window (1-based, 0 = none), now}`, all integers (µs).
 pub(crate) const GCRA_LUA: &str = r#"
+-- tollgate GCRA, every window of one limit at once (all charge or none; a denial writes nothing).
+-- KEYS[i]: TAT of window i, integer µs since the Unix epoch on this server's clock (TIME).
+-- ARGV: n (0 = peek), pause µs (> 0: penalize), now µs (0 = TIME), then interval µs, tau µs
+-- per window. Reply: {allowed, remaining, retry_after µs, reset_after µs, limiting window, now}.
 local n = tonumber(ARGV[1])
 local pause = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])

@@ -1,0 +1,131 @@
+//! Decisions per second and latency percentiles of `RedisLimiter` against a real Redis, next to
+//! `redis-benchmark` running the same script (EVALSHA) on the same server in the same run.
+//!
+//! ```text
+//! cargo run --release --features redis --example redis_bench            # spawns its own redis-server
+//! cargo run --release --features redis --example redis_bench -- 6379    # or uses 127.0.0.1:6379
+//! ```
+//!
+//! Env: `DECISIONS` (default 20000 per thread count).
+
+#[path = "../src/redis/test_server.rs"]
+mod test_server;
+
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use tollgate::Quota;
+use tollgate::redis::{Fallback, RedisLimiter};
+
+fn main() {
+    let decisions: usize = std::env::var("DECISIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let (_server, port) = match std::env::args().nth(1) {
+        Some(port) => (None, port.parse::<u16>().expect("port")),
+        None => {
+            let server = test_server::TestServer::start().expect("redis-server not installed");
+            let port = server.port();
+            (Some(server), port)
+        }
+    };
+    let url = format!("redis://127.0.0.1:{port}/");
+    // A quota that admits everything: the bench measures the round trip, not the denials.
+    let quota = Quota::per_second(1_000_000).unwrap();
+    println!(
+        "load: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    for threads in [1usize, 4, 16] {
+        let limiter = Arc::new(
+            RedisLimiter::builder(&url, quota)
+                .name("bench")
+                .budget(Duration::from_millis(200))
+                .fallback(Fallback::FailClosed)
+                .max_idle(threads)
+                .build()
+                .unwrap(),
+        );
+        // Warm up: connections open, script loaded.
+        for _ in 0..200 {
+            limiter.check_key("warm", 1).unwrap();
+        }
+        let per_thread = decisions / threads;
+        let barrier = Arc::new(Barrier::new(threads + 1));
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (limiter, barrier) = (Arc::clone(&limiter), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let key = format!("k{t}");
+                    let mut lat = Vec::with_capacity(per_thread);
+                    barrier.wait();
+                    for _ in 0..per_thread {
+                        let start = Instant::now();
+                        let d = limiter.decide(&key, 1);
+                        lat.push(start.elapsed());
+                        assert!(d.source.is_redis(), "{d:?}");
+                    }
+                    lat
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut lat: Vec<Duration> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        let took = start.elapsed();
+        lat.sort();
+        let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
+        println!(
+            "RedisLimiter exact, {threads:>2} thread(s) / {threads:>2} connection(s): {:>7.0} decisions/s, p50 {:>4} µs, p99 {:>5} µs ({} decisions, fallback {})",
+            lat.len() as f64 / took.as_secs_f64(),
+            pct(50).as_micros(),
+            pct(99).as_micros(),
+            lat.len(),
+            limiter.stats().fallback_decisions,
+        );
+    }
+    // The same script and arguments through redis-benchmark (C client), on the same server.
+    let sha = {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(RedisLimiter::script_source())
+            .query(&mut conn)
+            .unwrap();
+        sha
+    };
+    for clients in [1usize, 4, 16] {
+        let out = Command::new("redis-benchmark")
+            .args(["-p", &port.to_string(), "-c", &clients.to_string()])
+            .args(["-n", &decisions.to_string(), "-q"])
+            .args([
+                "EVALSHA",
+                &sha,
+                "1",
+                "{tollgate:bench:rb}:w0",
+                "1",
+                "0",
+                "0",
+                "1",
+                "1000000",
+            ])
+            .output();
+        match out {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let last = text.rsplit('\r').next().unwrap_or(&text).trim();
+                let last = last.rsplit(": ").next().unwrap_or(last);
+                println!("redis-benchmark EVALSHA, -c {clients:>2}: {last}");
+            }
+            Err(err) => println!("redis-benchmark not available: {err}"),
+        }
+    }
+}
