@@ -393,19 +393,95 @@ fn fleet_of_processes_shares_one_limit() {
         multi * 100 >= expected * 99,
         "under 99%: {multi} < {expected}"
     );
+    // Lease mode under saturation: every token was charged in Redis first, so still no more
+    // than the bound; unspent leased tokens at the end can only lower the count.
+    let (leased, calls) =
+        run_fleet_leased(&server, "leased", "200:1000:20", Duration::from_secs(2), 10);
+    let expected = 20 + 200 * 2;
+    eprintln!("fleet lease k=10: admitted {leased}, bound {expected}, {calls} Redis calls");
+    assert!(
+        leased <= expected + 1,
+        "over-admitted: {leased} > {expected}"
+    );
+    assert!(
+        leased * 100 >= expected * 95,
+        "under 95%: {leased} < {expected}"
+    );
+}
+
+/// Lease mode at steady load below the limit: far fewer Redis calls, same decisions.
+#[test]
+fn leases_cut_redis_calls_at_steady_load() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let run = |lease: u64| {
+        let limiter = Arc::new(
+            limiter(
+                &server,
+                Quota::per_second(1_000).unwrap().burst(100).unwrap(),
+            )
+            .name(&format!("steady-{lease}"))
+            .lease(lease)
+            .build()
+            .unwrap(),
+        );
+        let start = MonotonicClock.now();
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                std::thread::spawn(move || {
+                    let mut admitted = 0u64;
+                    // 100 decisions/s per thread, 400/s in all: 40% of the limit.
+                    for i in 0..100u64 {
+                        MonotonicClock.park_until(start + i * 10_000_000, &CancelToken::new());
+                        admitted += u64::from(limiter.check().is_ok());
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let admitted: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        (admitted, limiter.stats())
+    };
+    let (exact_admitted, exact) = run(1);
+    let (lease_admitted, leased) = run(10);
+    eprintln!(
+        "steady 400/s under 1000/s: exact {} calls for {exact_admitted} admitted; lease k=10 {} calls (+{} from the cache) for {lease_admitted}",
+        exact.redis_decisions, leased.redis_decisions, leased.lease_decisions
+    );
+    assert_eq!((exact_admitted, lease_admitted), (400, 400));
+    assert_eq!(exact.redis_decisions, 400);
+    // At least 80% fewer calls.
+    assert!(
+        leased.redis_decisions * 5 <= exact.redis_decisions,
+        "{leased:?}"
+    );
+    assert_eq!(leased.fallback_decisions + exact.fallback_decisions, 0);
 }
 
 const PROCS: usize = 4;
 const THREADS: usize = 8;
 
 fn run_fleet(server: &TestServer, name: &str, windows: &str, run: Duration) -> u64 {
+    run_fleet_leased(server, name, windows, run, 1).0
+}
+
+/// Runs the fleet; returns (admitted, Redis calls).
+fn run_fleet_leased(
+    server: &TestServer,
+    name: &str,
+    windows: &str,
+    run: Duration,
+    lease: u64,
+) -> (u64, u64) {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis();
     let start_ms = now_ms + 700; // time for every child to start and connect
     let spec = format!(
-        "{}|{name}|{windows}|{start_ms}|{}|{THREADS}",
+        "{}|{name}|{windows}|{start_ms}|{}|{THREADS}|{lease}",
         server.url(),
         run.as_millis()
     );
@@ -419,7 +495,7 @@ fn run_fleet(server: &TestServer, name: &str, windows: &str, run: Duration) -> u
                 .expect("spawn fleet child")
         })
         .collect();
-    let mut admitted = 0;
+    let (mut admitted, mut calls) = (0, 0);
     for child in children {
         let out = child.wait_with_output().expect("fleet child");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -441,8 +517,9 @@ fn run_fleet(server: &TestServer, name: &str, windows: &str, run: Duration) -> u
             "a fallback decision would not be Redis's"
         );
         admitted += field("admitted=");
+        calls += field("redis=");
     }
-    admitted
+    (admitted, calls)
 }
 
 /// The child side of the fleet test: a no-op unless `TOLLGATE_FLEET` is set.
@@ -452,7 +529,7 @@ fn fleet_child() {
         return;
     };
     let parts: Vec<&str> = spec.split('|').collect();
-    let [url, name, windows, start_ms, run_ms, threads] = parts[..] else {
+    let [url, name, windows, start_ms, run_ms, threads, lease] = parts[..] else {
         panic!("bad spec {spec}");
     };
     let quotas: Vec<Quota> = windows
@@ -469,6 +546,7 @@ fn fleet_child() {
         .name(name)
         .budget(Duration::from_millis(500))
         .fallback(Fallback::FailClosed)
+        .lease(lease.parse().unwrap())
         .max_idle(16);
     for q in &quotas[1..] {
         builder = builder.window(*q);

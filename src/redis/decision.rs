@@ -94,6 +94,9 @@ pub enum Source {
     Redis,
     /// The configured [`Fallback`](super::Fallback), because Redis did not decide.
     Fallback(BackendError),
+    /// Lease mode: spent from tokens Redis granted earlier, or denied locally until the
+    /// `retry_after` Redis gave (see [`RedisLimiterBuilder::lease`](super::RedisLimiterBuilder::lease)).
+    Lease,
 }
 
 impl Source {

@@ -17,245 +17,21 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::breaker::{Admit, Breaker, BreakerConfig, BreakerState};
+use super::builder::RedisLimiterBuilder;
+
+use super::breaker::{Admit, Breaker, BreakerState};
 use super::decision::{BackendError, Decision, Source};
-use super::fallback::{Fallback, LocalLimits, share};
+use super::fallback::{Fallback, LocalLimits};
+use super::lease::{Cached, Leases};
 use super::pool::{Pool, connection_survives};
-use super::script::{self, GCRA_LUA, Keys, MAX_WINDOWS, Op, Reply, Window};
+use super::script::{self, GCRA_LUA, Keys, Op, Reply, Window};
 use super::stats::{Counters, RedisStats};
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, MonotonicClock, Wake, duration_to_nanos};
-use crate::error::{Cause, Error, ErrorKind};
+use crate::error::Cause;
 use crate::limiter::{LimitError, LimitState, Limiter};
 use crate::quota::Quota;
 use crate::sync::Mutex;
-
-/// Configures a [`RedisLimiter`]; made by [`RedisLimiter::builder`].
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use tollgate::Quota;
-/// use tollgate::redis::{Fallback, RedisLimiter};
-///
-/// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(10)?)
-///     .window(Quota::per_hour(1_000)?)
-///     .prefix("myapp")
-///     .name("downstream-api")
-///     .budget(Duration::from_millis(20))
-///     .fallback(Fallback::Local { instances: 4 })
-///     .build()?; // connects lazily: no server needed yet
-/// assert_eq!(limiter.windows(), 2);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct RedisLimiterBuilder {
-    url: String,
-    quotas: Vec<Quota>,
-    prefix: String,
-    name: String,
-    budget: Duration,
-    connect_timeout: Option<Duration>,
-    fallback: Fallback,
-    breaker: BreakerConfig,
-    max_idle: usize,
-}
-
-impl RedisLimiterBuilder {
-    /// Adds another window: a request passes only if every window has room, and then is charged
-    /// to all of them atomically (at most 8 windows).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{Quota, redis::RedisLimiter};
-    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).window(Quota::per_minute(100)?);
-    /// assert_eq!(b.build()?.windows(), 2);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn window(mut self, quota: Quota) -> Self {
-        self.quotas.push(quota);
-        self
-    }
-
-    /// The key prefix (default `tollgate`): 1–64 printable ASCII bytes without braces.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{Quota, redis::RedisLimiter};
-    /// assert!(RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).prefix("a{b").build().is_err());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn prefix(mut self, prefix: &str) -> Self {
-        self.prefix = prefix.to_owned();
-        self
-    }
-
-    /// The limit's name (default `default`): the key the [`Limiter`] methods use, and the scope
-    /// of the keyed methods (`name:key`). Long or unusual names are hashed into the key.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{Quota, redis::RedisLimiter};
-    /// let limiter = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).name("github").build()?;
-    /// assert_eq!(limiter.keys_for("alice")[0], "{tollgate:github:alice}:w0");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = name.to_owned();
-        self
-    }
-
-    /// The per-call budget (default 20 ms): the read and write timeout of every connection, and
-    /// the connect timeout unless [`connect_timeout`](Self::connect_timeout) is set.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tollgate::{Quota, redis::RedisLimiter};
-    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).budget(Duration::from_millis(5));
-    /// # let _ = b;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn budget(mut self, budget: Duration) -> Self {
-        self.budget = budget;
-        self
-    }
-
-    /// The connect timeout (default: the budget).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tollgate::{Quota, redis::RedisLimiter};
-    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).connect_timeout(Duration::from_millis(50));
-    /// # let _ = b;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// What decides when Redis cannot (default [`Fallback::Local`] with 1 instance).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{Quota, redis::{Fallback, RedisLimiter}};
-    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).fallback(Fallback::FailClosed);
-    /// # let _ = b;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn fallback(mut self, fallback: Fallback) -> Self {
-        self.fallback = fallback;
-        self
-    }
-
-    /// The circuit breaker's tuning (default [`BreakerConfig::default`]).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{Quota, redis::{BreakerConfig, RedisLimiter}};
-    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?)
-    ///     .breaker(BreakerConfig { threshold: 3, ..BreakerConfig::default() });
-    /// # let _ = b;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn breaker(mut self, config: BreakerConfig) -> Self {
-        self.breaker = config;
-        self
-    }
-
-    /// Idle connections kept for reuse (default 8).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{Quota, redis::RedisLimiter};
-    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).max_idle(2);
-    /// # let _ = b;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn max_idle(mut self, max_idle: usize) -> Self {
-        self.max_idle = max_idle;
-        self
-    }
-
-    /// Checks the configuration and builds the limiter. Does not connect: the first decision does
-    /// (so a limiter can start while Redis is down, and falls back).
-    ///
-    /// Errors ([`ErrorKind::InvalidArgument`]): a bad URL or prefix, more than 8 windows, a quota
-    /// whose `burst × interval` exceeds 35 years in µs, or a fallback share that overflows.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{ErrorKind, Quota, redis::RedisLimiter};
-    /// let err = RedisLimiter::builder("not a url", Quota::per_second(5)?).build().unwrap_err();
-    /// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn build(self) -> Result<RedisLimiter, Error> {
-        let invalid = |msg: String| Error::new(ErrorKind::InvalidArgument, msg);
-        if !script::valid_prefix(&self.prefix) {
-            return Err(invalid(format!(
-                "Redis key prefix {:?} must be 1–64 printable ASCII bytes without braces",
-                self.prefix
-            )));
-        }
-        if self.quotas.len() > MAX_WINDOWS {
-            return Err(invalid(format!(
-                "a Redis limit has at most {MAX_WINDOWS} windows, not {}",
-                self.quotas.len()
-            )));
-        }
-        let windows = self
-            .quotas
-            .iter()
-            .map(|q| {
-                Window::of(q).ok_or_else(|| {
-                    invalid(format!(
-                        "quota {q:?} is too long for the Redis limiter (burst × interval > 2^50 µs)"
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let client = ::redis::Client::open(self.url.as_str())
-            .map_err(|err| invalid(format!("bad Redis URL {:?}", self.url)).with_source(err))?;
-        let local = match self.fallback {
-            Fallback::Local { instances } => Some(LocalLimits::new(
-                self.quotas
-                    .iter()
-                    .map(|q| share(q, instances))
-                    .collect::<Result<Vec<_>, _>>()?,
-                MonotonicClock,
-            )),
-            Fallback::FailOpen | Fallback::FailClosed => None,
-        };
-        let connect = self.connect_timeout.unwrap_or(self.budget);
-        Ok(RedisLimiter {
-            pool: Pool::new(client, self.max_idle, connect, self.budget),
-            script: ::redis::Script::new(GCRA_LUA),
-            own_keys: Keys::new(&self.prefix, &self.name, windows.len()),
-            burst: windows.iter().map(|w| w.burst).min().unwrap_or(0),
-            windows,
-            prefix: self.prefix,
-            name: self.name,
-            fallback: self.fallback,
-            local,
-            breaker: Mutex::new(Breaker::new(self.breaker)),
-            counters: Counters::default(),
-            clock: MonotonicClock,
-        })
-    }
-}
 
 /// A GCRA rate limiter whose state lives in Redis, so every process pointing at the same server
 /// shares one limit; synchronous, no async runtime.
@@ -304,20 +80,23 @@ impl RedisLimiterBuilder {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisLimiter {
-    pool: Pool,
-    script: ::redis::Script,
+    pub(super) pool: Pool,
+    pub(super) script: ::redis::Script,
     /// Keys of the limit's own name (the [`Limiter`] methods).
-    own_keys: Keys,
-    windows: Vec<Window>,
+    pub(super) own_keys: Keys,
+    pub(super) windows: Vec<Window>,
     /// The smallest burst over the windows: more can never pass.
-    burst: u64,
-    prefix: String,
-    name: String,
-    fallback: Fallback,
-    local: Option<LocalLimits<MonotonicClock>>,
-    breaker: Mutex<Breaker>,
-    counters: Counters,
-    clock: MonotonicClock,
+    pub(super) burst: u64,
+    pub(super) prefix: String,
+    pub(super) name: String,
+    pub(super) fallback: Fallback,
+    pub(super) local: Option<LocalLimits<MonotonicClock>>,
+    pub(super) breaker: Mutex<Breaker>,
+    pub(super) counters: Counters,
+    pub(super) clock: MonotonicClock,
+    /// Tokens per Redis call in lease mode (1: exact mode).
+    pub(super) lease: u64,
+    pub(super) leases: Leases,
 }
 
 /// The local-limiter key of the limit's own name.
@@ -336,17 +115,7 @@ impl RedisLimiter {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn builder(url: &str, quota: Quota) -> RedisLimiterBuilder {
-        RedisLimiterBuilder {
-            url: url.to_owned(),
-            quotas: vec![quota],
-            prefix: "tollgate".to_owned(),
-            name: "default".to_owned(),
-            budget: Duration::from_millis(20),
-            connect_timeout: None,
-            fallback: Fallback::default(),
-            breaker: BreakerConfig::default(),
-            max_idle: 8,
-        }
+        RedisLimiterBuilder::new(url, quota)
     }
 
     /// The Lua source every decision runs (`EVALSHA` of its SHA-1), e.g. to `SCRIPT LOAD` it ahead
@@ -514,8 +283,56 @@ impl RedisLimiter {
         if n == 0 || n > self.burst {
             return self.trivial(n);
         }
+        if self.lease > 1 {
+            return self.decide_leased(keys, local_key, n);
+        }
         match self.call(keys, Op::Take(n)) {
             Ok(reply) => self.decision_of(&reply),
+            Err(why) => self.fall_back(local_key, n, why),
+        }
+    }
+
+    /// Lease mode (`lease.rs`): spend a leased token or honour a cached denial; otherwise one
+    /// call that takes up to `lease` tokens.
+    fn decide_leased(&self, keys: &Keys, local_key: &str, n: u64) -> Decision {
+        let now = self.clock.now();
+        let cached = |result| {
+            Counters::bump(&self.counters.lease_decisions);
+            Decision {
+                result,
+                source: Source::Lease,
+                remaining: 0,
+                reset_after: Duration::ZERO,
+            }
+        };
+        match self.leases.try_spend(local_key, n, now) {
+            Cached::Spent(_) => return cached(Ok(())),
+            Cached::DeniedUntil(until) => {
+                return cached(Err(LimitError::NotUntil {
+                    retry_after: Duration::from_nanos(until - now),
+                    earliest: until,
+                    quota: 0,
+                }));
+            }
+            Cached::Miss => {}
+        }
+        let op = Op::Lease {
+            n,
+            want: self.lease.max(n),
+        };
+        match self.call(keys, op) {
+            Ok(reply) => {
+                // Measured from after the reply: never earlier than Redis's own instant.
+                let now = self.clock.now();
+                if reply.allowed {
+                    self.leases
+                        .add(local_key, reply.granted.saturating_sub(n), now);
+                } else {
+                    let wait = reply.retry_after.saturating_mul(1_000);
+                    self.leases.deny(local_key, now.saturating_add(wait), now);
+                }
+                self.decision_of(&reply)
+            }
             Err(why) => self.fall_back(local_key, n, why),
         }
     }
@@ -701,6 +518,11 @@ impl RedisLimiter {
     fn penalize_with(&self, keys: &Keys, local_key: &str, pause: Duration) {
         if let Some(local) = &self.local {
             local.penalize(local_key, pause);
+        }
+        if self.lease > 1 {
+            let now = self.clock.now();
+            let until = now.saturating_add(duration_to_nanos(pause));
+            self.leases.pause(local_key, until, now);
         }
         let us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
         if us > 0 {

@@ -9,6 +9,8 @@
 //! * `pool.rs`: connections with connect/read/write timeouts; broken ones are dropped.
 //! * `breaker.rs`: the circuit breaker, a pure state machine ([`BreakerConfig`]).
 //! * `fallback.rs`: what decides when Redis cannot ([`Fallback`]).
+//! * `lease.rs`: lease mode, tokens taken ahead and spent locally, and a negative cache.
+//! * `builder.rs`: [`RedisLimiterBuilder`], the checked configuration.
 //! * `limiter.rs`: [`RedisLimiter`], tying them together, and its [`Limiter`](crate::Limiter)
 //!   implementation.
 //! * `decision.rs`, `stats.rs`: what a decision reports, and the counters.
@@ -17,8 +19,10 @@
 //! state machine, and the network).
 
 mod breaker;
+mod builder;
 mod decision;
 mod fallback;
+mod lease;
 mod limiter;
 mod pool;
 mod script;
@@ -27,7 +31,8 @@ mod stats;
 mod test_server;
 
 pub use breaker::{BreakerConfig, BreakerState, BreakerStats};
+pub use builder::RedisLimiterBuilder;
 pub use decision::{BackendError, Decision, Source};
 pub use fallback::Fallback;
-pub use limiter::{RedisLimiter, RedisLimiterBuilder};
+pub use limiter::RedisLimiter;
 pub use stats::{LatencyStats, RedisStats};

@@ -21,67 +21,78 @@ use std::fmt;
 
 use crate::quota::Quota;
 
-/// The Lua source. `KEYS[i]` is window `i`'s TAT. `ARGV[1]` = tokens (0 = peek), `ARGV[2]` =
-/// pause µs (> 0: penalize instead of charging), `ARGV[3]` = `now` in µs (0 = Redis `TIME`; other
-/// values only from tests), then `interval, tau` per window. Reply: `{allowed, remaining,
-/// retry_after, reset_after, limiting window (1-based, 0 = none), now}`, all integers (µs).
+/// The Lua source. `KEYS[i]` is window `i`'s TAT. `ARGV[1]` = tokens needed (0 = peek),
+/// `ARGV[2]` = pause µs (> 0: penalize instead of charging), `ARGV[3]` = `now` in µs (0 = Redis
+/// `TIME`; other values only from tests), `ARGV[4]` = tokens wanted (more than `ARGV[1]`: a lease,
+/// take up to that many if they fit), then `interval, tau` per window. Reply: `{allowed,
+/// remaining, retry_after, reset_after, limiting window (1-based, 0 = none), now, granted}`, all
+/// integers (µs, tokens).
 pub(crate) const GCRA_LUA: &str = r#"
 -- tollgate GCRA, every window of one limit at once (all charge or none; a denial writes nothing).
 -- KEYS[i]: TAT of window i, integer µs since the Unix epoch on this server's clock (TIME).
--- ARGV: n (0 = peek), pause µs (> 0: penalize), now µs (0 = TIME), then interval µs, tau µs
--- per window. Reply: {allowed, remaining, retry_after µs, reset_after µs, limiting window, now}.
+-- ARGV: n (0 = peek), pause µs (> 0: penalize), now µs (0 = TIME), want (>= n: lease up to
+-- want), then interval µs, tau µs per window.
+-- Reply: {allowed, remaining, retry_after µs, reset_after µs, limiting window, now, granted}.
 local n = tonumber(ARGV[1])
 local pause = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
 if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local cost = n
-if cost == 0 then cost = 1 end
+local function fits(free, interval)
+  if free <= 0 then return 0 end
+  local r = math.floor(free / interval)
+  if r * interval > free then r = r - 1 end
+  return r
+end
 local windows = #KEYS
-local tats, news = {}, {}
-local retry, limiting = 0, 0
+local intervals, taus, tats, news = {}, {}, {}, {}
+local room = -1
 for i = 1, windows do
-  local interval = tonumber(ARGV[2 + 2 * i])
-  local tau = tonumber(ARGV[3 + 2 * i])
+  intervals[i] = tonumber(ARGV[3 + 2 * i])
+  taus[i] = tonumber(ARGV[4 + 2 * i])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
   if tat < now then tat = now end
   tats[i] = tat
+  local r = fits(taus[i] - (tat - now), intervals[i])
+  if room < 0 or r < room then room = r end
+end
+local take = n
+if want > n and room > n then take = math.min(want, room) end
+local cost = take
+if cost == 0 then cost = 1 end
+local retry, limiting = 0, 0
+for i = 1, windows do
+  local interval, tau, tat = intervals[i], taus[i], tats[i]
   if pause > 0 then
     local target = now + pause + tau - interval
     if target > tat then news[i] = target else news[i] = tat end
   else
-    news[i] = tat + n * interval
+    news[i] = tat + take * interval
     local wait = tat + cost * interval - tau - now
     if wait > retry then retry = wait; limiting = i end
   end
 end
-local write = pause > 0 or (n > 0 and retry <= 0)
+local write = pause > 0 or (take > 0 and retry <= 0)
 local state = tats
 if write then state = news end
 local remaining, reset = -1, 0
 for i = 1, windows do
-  local interval = tonumber(ARGV[2 + 2 * i])
-  local tau = tonumber(ARGV[3 + 2 * i])
   local debt = state[i] - now
   if write and debt > 0 then
     redis.call('SET', KEYS[i], string.format('%d', state[i]),
       'PX', string.format('%d', math.ceil(debt / 1000)))
   end
-  local room = tau - debt
-  local r = 0
-  if room > 0 then
-    r = math.floor(room / interval)
-    if r * interval > room then r = r - 1 end
-  end
+  local r = fits(taus[i] - debt, intervals[i])
   if remaining < 0 or r < remaining then remaining = r end
   if debt > reset then reset = debt end
 end
-local allowed = 0
-if retry <= 0 then allowed = 1; retry = 0 end
-if pause > 0 then allowed = 1; retry = pause end
-return {allowed, remaining, retry, reset, limiting, now}
+local allowed, granted = 0, 0
+if retry <= 0 then allowed = 1; retry = 0; granted = take end
+if pause > 0 then allowed = 1; retry = pause; granted = 0 end
+return {allowed, remaining, retry, reset, limiting, now, granted}
 "#;
 
 /// Largest number of windows one limit may have.
@@ -137,12 +148,14 @@ pub(crate) struct Reply {
     pub(crate) limiting: usize,
     /// The Redis time of the decision, µs since the Unix epoch.
     pub(crate) now: u64,
+    /// Tokens taken (more than asked for when leasing; 0 when denied or pausing).
+    pub(crate) granted: u64,
 }
 
 impl Reply {
-    /// Parses the script's six integers; `None` for anything else.
+    /// Parses the script's seven integers; `None` for anything else.
     pub(crate) fn parse(values: &[i64]) -> Option<Reply> {
-        let &[allowed, remaining, retry, reset, limiting, now] = values else {
+        let &[allowed, remaining, retry, reset, limiting, now, granted] = values else {
             return None;
         };
         let non_negative = |v: i64| u64::try_from(v).ok();
@@ -153,6 +166,7 @@ impl Reply {
             reset_after: non_negative(reset)?,
             limiting: usize::try_from(limiting).ok()?.saturating_sub(1),
             now: non_negative(now)?,
+            granted: non_negative(granted)?,
         })
     }
 }
@@ -162,6 +176,13 @@ impl Reply {
 pub(crate) enum Op {
     /// Take `n` tokens (`n ≥ 1`) from every window, or none.
     Take(u64),
+    /// Take `n` tokens (`n ≥ 1`), and up to `want` if that many fit now (a lease), or none.
+    Lease {
+        /// Needed.
+        n: u64,
+        /// Wanted.
+        want: u64,
+    },
     /// Report the state, take nothing.
     Peek,
     /// Let nothing pass for this many µs, then resume from an empty burst.
@@ -170,13 +191,14 @@ pub(crate) enum Op {
 
 /// Builds the `ARGV` of one call (`now_us = 0`: Redis `TIME`).
 pub(crate) fn args(op: Op, windows: &[Window], now_us: u64) -> Vec<u64> {
-    let (n, pause) = match op {
-        Op::Take(n) => (n, 0),
-        Op::Peek => (0, 0),
-        Op::Pause(us) => (0, us.clamp(1, MAX_TAU_US)),
+    let (n, pause, want) = match op {
+        Op::Take(n) => (n, 0, n),
+        Op::Lease { n, want } => (n, 0, want.max(n)),
+        Op::Peek => (0, 0, 0),
+        Op::Pause(us) => (0, us.clamp(1, MAX_TAU_US), 0),
     };
-    let mut argv = Vec::with_capacity(3 + 2 * windows.len());
-    argv.extend([n, pause, now_us]);
+    let mut argv = Vec::with_capacity(4 + 2 * windows.len());
+    argv.extend([n, pause, now_us, want]);
     for w in windows {
         argv.extend([w.interval, w.tau]);
     }
@@ -328,8 +350,9 @@ mod tests {
     #[test]
     fn reply_parsing_rejects_garbage() {
         assert_eq!(Reply::parse(&[1, 2, 3]), None);
-        assert_eq!(Reply::parse(&[1, -1, 0, 0, 0, 5]), None);
-        let r = Reply::parse(&[0, 2, 30, 40, 1, 5]).unwrap();
+        assert_eq!(Reply::parse(&[1, -1, 0, 0, 0, 5, 0]), None);
+        assert_eq!(Reply::parse(&[1, 2, 0, 0, 0, 5]), None);
+        let r = Reply::parse(&[0, 2, 30, 40, 1, 5, 0]).unwrap();
         assert_eq!((r.allowed, r.limiting, r.now), (false, 0, 5));
     }
 
@@ -517,5 +540,29 @@ mod tests {
             })
             .unwrap();
         assert!(case.get() >= 48, "only {} cases ran", case.get());
+    }
+
+    #[test]
+    fn a_lease_takes_what_fits_up_to_want() {
+        let Some(mut f) = fixture() else { return };
+        let w = [window(Quota::per_second(10).unwrap())];
+        let keys = Keys::new("t", "lease", 1);
+        let now = 1_700_000_000_000_000;
+        let lease =
+            |f: &mut Fixture, n, want, at| f.call(&keys, Op::Lease { n, want }, &w, now + at);
+        let first = lease(&mut f, 1, 4, 0);
+        assert!(first.allowed);
+        assert_eq!((first.granted, first.remaining), (4, 6));
+        // Only 6 fit: the lease shrinks to what fits.
+        assert_eq!(lease(&mut f, 1, 8, 0).granted, 6);
+        // Nothing fits: denied, nothing written, the wait is for `n` alone.
+        let denied = lease(&mut f, 2, 8, 0);
+        assert_eq!(
+            (denied.allowed, denied.granted, denied.retry_after),
+            (false, 0, 200_000)
+        );
+        assert_eq!(f.get("{t:lease}:w0"), Some(now + 1_000_000));
+        // Exact calls report what they took.
+        assert_eq!(f.call(&keys, Op::Take(1), &w, now + 100_000).granted, 1);
     }
 }

@@ -19,6 +19,7 @@ const BUCKETS: usize = 40;
 pub(crate) struct Counters {
     pub(crate) redis_decisions: AtomicU64,
     pub(crate) fallback_decisions: AtomicU64,
+    pub(crate) lease_decisions: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) errors: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -31,6 +32,7 @@ impl Default for Counters {
         Counters {
             redis_decisions: AtomicU64::new(0),
             fallback_decisions: AtomicU64::new(0),
+            lease_decisions: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
@@ -77,6 +79,7 @@ impl Counters {
         RedisStats {
             redis_decisions: load(&self.redis_decisions),
             fallback_decisions: load(&self.fallback_decisions),
+            lease_decisions: load(&self.lease_decisions),
             timeouts: load(&self.timeouts),
             errors: load(&self.errors),
             breaker,
@@ -110,10 +113,12 @@ impl Counters {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedisStats {
-    /// Decisions Redis made.
+    /// Decisions Redis made (successful script calls).
     pub redis_decisions: u64,
     /// Decisions the fallback made (Redis failed, timed out, or the breaker was open).
     pub fallback_decisions: u64,
+    /// Decisions made from the lease cache without a call (lease mode).
+    pub lease_decisions: u64,
     /// Calls that ran out of the per-call budget.
     pub timeouts: u64,
     /// Calls that failed otherwise (connection, server error, bad reply).
@@ -131,6 +136,7 @@ impl Default for RedisStats {
         RedisStats {
             redis_decisions: 0,
             fallback_decisions: 0,
+            lease_decisions: 0,
             timeouts: 0,
             errors: 0,
             breaker: BreakerStats::default(),
