@@ -6,7 +6,10 @@
 //! cargo run --release --features redis --example redis_bench -- 6379    # or uses 127.0.0.1:6379
 //! ```
 //!
-//! Env: `DECISIONS` (default 20000 per thread count).
+//! Env: `DECISIONS` (default 20000 per configuration).
+//!
+//! The `redis-benchmark` command sends the limiter's exact arguments for `per_second(1_000_000)`:
+//! `EVALSHA <sha> 1 <key> 1 0 0 1 1 1000000` (n, pause, now = TIME, want, interval µs, tau µs).
 
 #[path = "../src/redis/test_server.rs"]
 mod test_server;
@@ -40,10 +43,19 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
-    for threads in [1usize, 4, 16] {
+    let runs = [
+        (1usize, false),
+        (4, false),
+        (16, false),
+        (4, true),
+        (16, true),
+        (64, true),
+    ];
+    for (threads, coalesce) in runs {
         let limiter = Arc::new(
             RedisLimiter::builder(&url, quota)
                 .name("bench")
+                .coalesce(coalesce)
                 .budget(Duration::from_millis(200))
                 .fallback(Fallback::FailClosed)
                 .max_idle(threads)
@@ -83,7 +95,8 @@ fn main() {
         lat.sort();
         let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
         println!(
-            "RedisLimiter exact, {threads:>2} thread(s) / {threads:>2} connection(s): {:>7.0} decisions/s, p50 {:>4} µs, p99 {:>5} µs ({} decisions, fallback {})",
+            "RedisLimiter exact{}, {threads:>2} thread(s): {:>7.0} decisions/s, p50 {:>4} µs, p99 {:>5} µs ({} decisions, fallback {})",
+            if coalesce { " coalesced" } else { "" },
             lat.len() as f64 / took.as_secs_f64(),
             pct(50).as_micros(),
             pct(99).as_micros(),
@@ -102,9 +115,10 @@ fn main() {
             .unwrap();
         sha
     };
-    for clients in [1usize, 4, 16] {
+    for (clients, pipeline) in [(1usize, 1usize), (4, 1), (16, 1), (1, 16)] {
         let out = Command::new("redis-benchmark")
             .args(["-p", &port.to_string(), "-c", &clients.to_string()])
+            .args(["-P", &pipeline.to_string()])
             .args(["-n", &decisions.to_string(), "-q"])
             .args([
                 "EVALSHA",
@@ -115,6 +129,7 @@ fn main() {
                 "0",
                 "0",
                 "1",
+                "1",
                 "1000000",
             ])
             .output();
@@ -123,7 +138,10 @@ fn main() {
                 let text = String::from_utf8_lossy(&out.stdout);
                 let last = text.rsplit('\r').next().unwrap_or(&text).trim();
                 let last = last.rsplit(": ").next().unwrap_or(last);
-                println!("redis-benchmark EVALSHA, -c {clients:>2}: {last}");
+                println!("redis-benchmark EVALSHA, -c {clients:>2} -P {pipeline:>2}: {last}");
+                if last.is_empty() {
+                    println!("  stderr: {}", String::from_utf8_lossy(&out.stderr));
+                }
             }
             Err(err) => println!("redis-benchmark not available: {err}"),
         }

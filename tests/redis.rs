@@ -586,3 +586,63 @@ fn fleet_child() {
         stats.fallback_decisions, stats.redis_decisions, stats.latency.p50, stats.latency.p99
     );
 }
+
+/// Coalesced calls decide exactly like single calls: 16 threads, 1 600 attempts on a burst of
+/// 1 000 that barely refills; the script is flushed midway (NOSCRIPT entries are re-sent, nothing
+/// else); a stopped server fails the whole pipeline within the budget.
+#[test]
+fn coalesced_pipelines_decide_exactly_and_fail_cleanly() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let limiter = Arc::new(
+        limiter(&server, Quota::per_hour(1_000).unwrap())
+            .name("coalesced")
+            .coalesce(true)
+            .build()
+            .unwrap(),
+    );
+    let barrier = Arc::new(std::sync::Barrier::new(16));
+    let workers: Vec<_> = (0..16)
+        .map(|t| {
+            let (limiter, barrier) = (Arc::clone(&limiter), Arc::clone(&barrier));
+            let url = server.url();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut admitted = 0u64;
+                for i in 0..100 {
+                    if t == 0 && i == 50 {
+                        let client = ::redis::Client::open(url.as_str()).unwrap();
+                        let _: () = ::redis::cmd("SCRIPT")
+                            .arg("FLUSH")
+                            .query(&mut client.get_connection().unwrap())
+                            .unwrap();
+                    }
+                    let d = limiter.decide("k", 1);
+                    assert!(d.source.is_redis(), "{d:?}");
+                    admitted += u64::from(d.is_allowed());
+                }
+                admitted
+            })
+        })
+        .collect();
+    let admitted: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!((1_000..=1_001).contains(&admitted), "{admitted}");
+    assert_eq!(limiter.stats().redis_decisions, 1_600);
+
+    server.pause();
+    let start = Instant::now();
+    let stalled: Vec<_> = (0..8)
+        .map(|_| {
+            let limiter = Arc::clone(&limiter);
+            std::thread::spawn(move || limiter.decide("k", 1).source)
+        })
+        .collect();
+    for s in stalled {
+        assert!(!s.join().unwrap().is_redis());
+    }
+    let took = start.elapsed();
+    server.resume();
+    // Budget 200 ms: the batch in flight plus one more, at most.
+    assert!(took < Duration::from_millis(900), "{took:?}");
+}

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::builder::RedisLimiterBuilder;
 
 use super::breaker::{Admit, Breaker, BreakerState};
+use super::coalesce::Coalescer;
 use super::decision::{BackendError, Decision, Source};
 use super::fallback::{Fallback, LocalLimits};
 use super::lease::{Cached, Leases};
@@ -97,6 +98,8 @@ pub struct RedisLimiter {
     /// Tokens per Redis call in lease mode (1: exact mode).
     pub(super) lease: u64,
     pub(super) leases: Leases,
+    /// Coalesce concurrent calls into pipelines (`coalesce.rs`), when set.
+    pub(super) coalescer: Option<Coalescer>,
 }
 
 /// The local-limiter key of the limit's own name.
@@ -385,6 +388,10 @@ impl RedisLimiter {
     }
 
     fn invoke(&self, keys: &Keys, op: Op) -> Result<Reply, BackendError> {
+        if let Some(coalescer) = &self.coalescer {
+            let args = script::args(op, &self.windows, 0);
+            return coalescer.call(&self.pool, &self.script, keys.as_slice(), args);
+        }
         let mut conn = self
             .pool
             .get()
