@@ -38,19 +38,20 @@ fn agrees_with_the_in_process_limiter_in_real_time() {
     let Some(server) = TestServer::start() else {
         return;
     };
-    // 50 ms per token, burst 4. Attempts come in groups at 25 ms past each 50 ms tick, and never
-    // skip more than two ticks, so the limiter never refills completely: every GCRA boundary
-    // stays on the 50 ms grid, 25 ms away from any attempt. Redis's clock and ours may then differ
+    // 200 ms per token, burst 4. Attempts come in groups at 100 ms past each 200 ms tick, and
+    // never skip more than two ticks, so the limiter never refills completely: every GCRA boundary
+    // stays on the 200 ms grid, 100 ms away from any attempt (robust to a loaded machine's late
+    // wake-ups). Redis's clock and ours may then differ
     // by far more than the call latency without changing a decision. (The µs-exact comparison on
     // a controlled clock is the unit test `script::agrees_with_the_in_process_limiter`.)
-    let quota = Quota::per_second(20).unwrap().burst(4).unwrap();
+    let quota = Quota::per_second(5).unwrap().burst(4).unwrap();
     let redis = limiter(&server, quota).name("exact").build().unwrap();
     let local = RateLimiter::new(quota);
     let mut seed = 0x2545_f491_u64;
     let mut skipped = 0;
     let (mut total, mut admitted) = (0, 0);
     let start = MonotonicClock.now();
-    for tick in 0..40u64 {
+    for tick in 0..25u64 {
         let tries = if tick == 0 {
             6
         } else {
@@ -62,7 +63,7 @@ fn agrees_with_the_in_process_limiter_in_real_time() {
         let at = if tick == 0 {
             start
         } else {
-            start + (tick * 50 - 25) * 1_000_000
+            start + (tick * 200 - 100) * 1_000_000
         };
         MonotonicClock.park_until(at, &CancelToken::new());
         for _ in 0..tries {
@@ -76,7 +77,7 @@ fn agrees_with_the_in_process_limiter_in_real_time() {
                 (Err(a), Err(b)) => {
                     let (a, b) = (a.retry_after().unwrap(), b.retry_after().unwrap());
                     assert!(
-                        a.abs_diff(b) < Duration::from_millis(10),
+                        a.abs_diff(b) < Duration::from_millis(50),
                         "retry {a:?} vs {b:?}"
                     );
                 }
@@ -86,7 +87,7 @@ fn agrees_with_the_in_process_limiter_in_real_time() {
     }
     eprintln!("{total} decisions agree, {admitted} admitted");
     assert!(
-        admitted >= 20,
+        admitted >= 15,
         "the schedule exercised too little: {admitted}"
     );
 }
@@ -239,7 +240,7 @@ fn slow_and_dead_redis_fall_back_within_the_budget_and_the_breaker_recovers() {
     );
     assert_eq!(limiter.breaker_state(), BreakerState::Open);
     // Each decision took at most one timeout (plus scheduling noise on a busy box).
-    assert!(slowest < budget * 4, "slowest decision {slowest:?}");
+    assert!(slowest < budget * 5, "slowest decision {slowest:?}");
     server.resume();
     assert!(recovers(&limiter), "breaker never closed after SIGCONT");
 

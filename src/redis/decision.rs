@@ -96,6 +96,7 @@ pub enum Source {
     Fallback(BackendError),
     /// Lease mode: spent from tokens Redis granted earlier, or denied locally until the
     /// `retry_after` Redis gave (see [`RedisLimiterBuilder::lease`](super::RedisLimiterBuilder::lease)).
+    /// Such a decision reports `remaining` and `reset_after` as 0: they are unknown without a call.
     Lease,
 }
 

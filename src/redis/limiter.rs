@@ -56,6 +56,21 @@ use crate::sync::Mutex;
 /// The local fallback limiter and the breaker run on [`MonotonicClock`]; decisions from Redis use
 /// Redis's `TIME`. `NotUntil::earliest` is on `MonotonicClock`.
 ///
+/// # Reconnecting
+///
+/// tollgate starts no threads of its own, so there is no background reconnector: while the
+/// breaker is open nobody touches the network, and when its backoff ends exactly one caller — the
+/// probe — opens a fresh connection (the pool's idle ones were closed when the breaker opened).
+/// That caller pays at most the connect timeout plus one call, then gets the fallback's decision
+/// if the probe fails; everybody else keeps getting the fallback at once.
+///
+/// # Memory ordering
+///
+/// Like [`RateLimiter`](crate::RateLimiter), the limiter protects no data of the caller: being
+/// admitted creates no happens-before edge with other admitted callers, in this process or
+/// another. Internally the breaker, the pool, the lease cache and the local fallback are each
+/// behind their own mutex (never two at once); the counters are relaxed statistics.
+///
 /// [`decide`]: Self::decide
 /// [`check_key`]: Self::check_key
 /// [`wait_key`]: Self::wait_key
