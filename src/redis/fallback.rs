@@ -1,4 +1,5 @@
-//! What a [`RedisLimiter`](super::RedisLimiter) does when Redis cannot decide.
+//! What a [`RedisLimiter`](super::RedisLimiter) does when Redis cannot decide: the [`Fallback`]
+//! policy, its in-process limiters, and the limiter's fallback decision path.
 //!
 //! Invariants:
 //!
@@ -15,7 +16,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::clock::Clock;
+use super::breaker::Admit;
+use super::decision::{BackendError, Decision, Source};
+use super::limiter::RedisLimiter;
+use super::stats::Counters;
+use crate::clock::{Clock, duration_to_nanos};
 use crate::limiter::{LimitError, LimitState, RateLimiter};
 use crate::quota::{Quota, QuotaError};
 use crate::sync::{Arc, Mutex};
@@ -158,6 +163,47 @@ pub(crate) fn merge(states: impl Iterator<Item = LimitState>) -> LimitState {
             retry_after: Duration::ZERO,
             reset_after: Duration::ZERO,
         })
+}
+
+impl RedisLimiter {
+    #[cold]
+    pub(super) fn fall_back(&self, local_key: &str, n: u64, why: BackendError) -> Decision {
+        Counters::bump(&self.counters.fallback_decisions);
+        let (result, state) = match (&self.fallback, &self.local) {
+            (Fallback::FailOpen, _) => (Ok(()), None),
+            (Fallback::Local { .. }, Some(local)) => {
+                (local.check(local_key, n), Some(local.state(local_key)))
+            }
+            (Fallback::FailClosed | Fallback::Local { .. }, _) => {
+                let retry_after = self.retry_hint();
+                let earliest = self
+                    .clock
+                    .now()
+                    .saturating_add(duration_to_nanos(retry_after));
+                let denied = LimitError::NotUntil {
+                    retry_after,
+                    earliest,
+                    quota: 0,
+                };
+                (Err(denied), None)
+            }
+        };
+        Decision {
+            result,
+            source: Source::Fallback(why),
+            remaining: state.map_or(0, |s| s.remaining),
+            reset_after: state.map_or(Duration::ZERO, |s| s.reset_after),
+        }
+    }
+
+    /// When trying again may reach Redis: the breaker's next probe, at least 1 ms.
+    fn retry_hint(&self) -> Duration {
+        let ns = match self.breaker.lock().clone().admit(self.clock.now()) {
+            Admit::Reject(ns) => ns,
+            Admit::Call | Admit::Probe => 0,
+        };
+        Duration::from_nanos(ns).max(Duration::from_millis(1))
+    }
 }
 
 #[cfg(all(test, not(loom)))]

@@ -1,5 +1,5 @@
 //! The lease cache: tokens taken from Redis ahead of need and spent locally, and denials
-//! remembered until Redis's `retry_after`.
+//! remembered until Redis's `retry_after`; and the limiter's lease-mode decision path.
 //!
 //! Invariants:
 //!
@@ -16,7 +16,14 @@
 //!    (dropping leased tokens only under-admits).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use super::decision::{Decision, Source};
+use super::limiter::RedisLimiter;
+use super::script::{Keys, Op};
+use super::stats::Counters;
+use crate::clock::Clock;
+use crate::limiter::LimitError;
 use crate::sync::Mutex;
 
 /// Most keys with a lease or a cached denial at once (invariant 3).
@@ -95,6 +102,53 @@ impl Leases {
             }
         }
         f(map.entry(key.to_owned()).or_default());
+    }
+}
+
+impl RedisLimiter {
+    /// Lease mode (`lease.rs`): spend a leased token or honour a cached denial; otherwise one
+    /// call that takes up to `lease` tokens.
+    pub(super) fn decide_leased(&self, keys: &Keys, local_key: &str, n: u64) -> Decision {
+        let now = self.clock.now();
+        let cached = |result| {
+            Counters::bump(&self.counters.lease_decisions);
+            Decision {
+                result,
+                source: Source::Lease,
+                remaining: 0,
+                reset_after: Duration::ZERO,
+            }
+        };
+        match self.leases.try_spend(local_key, n, now) {
+            Cached::Spent(_) => return cached(Ok(())),
+            Cached::DeniedUntil(until) => {
+                return cached(Err(LimitError::NotUntil {
+                    retry_after: Duration::from_nanos(until - now),
+                    earliest: until,
+                    quota: 0,
+                }));
+            }
+            Cached::Miss => {}
+        }
+        let op = Op::Lease {
+            n,
+            want: self.lease.max(n),
+        };
+        match self.call(keys, op) {
+            Ok(reply) => {
+                // Measured from after the reply: never earlier than Redis's own instant.
+                let now = self.clock.now();
+                if reply.allowed {
+                    self.leases
+                        .add(local_key, reply.granted.saturating_sub(n), now);
+                } else {
+                    let wait = reply.retry_after.saturating_mul(1_000);
+                    self.leases.deny(local_key, now.saturating_add(wait), now);
+                }
+                self.decision_of(&reply)
+            }
+            Err(why) => self.fall_back(local_key, n, why),
+        }
     }
 }
 

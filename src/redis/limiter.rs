@@ -23,7 +23,7 @@ use super::breaker::{Admit, Breaker, BreakerState};
 use super::coalesce::Coalescer;
 use super::decision::{BackendError, Decision, Source};
 use super::fallback::{Fallback, LocalLimits};
-use super::lease::{Cached, Leases};
+use super::lease::Leases;
 use super::pool::{Pool, connection_survives};
 use super::script::{self, GCRA_LUA, Keys, Op, Reply, Window};
 use super::stats::{Counters, RedisStats};
@@ -52,6 +52,10 @@ use crate::sync::Mutex;
 ///   in other processes may take the slot first, and then this one parks again.
 /// * [`penalize_key`] writes the pause into Redis (every process sharing the limit pauses), and
 ///   always into the local fallback limiters too, so a pause survives an outage.
+///
+/// Redis works in whole microseconds: a window's emission interval is rounded *up* to the next
+/// µs (3 per second is 333 334 µs per token: never faster than the quota, at most 1 µs per token
+/// slower; quotas faster than one token per µs run at one per µs).
 ///
 /// The local fallback limiter and the breaker run on [`MonotonicClock`]; decisions from Redis use
 /// Redis's `TIME`. `NotUntil::earliest` is on `MonotonicClock`.
@@ -310,51 +314,6 @@ impl RedisLimiter {
         }
     }
 
-    /// Lease mode (`lease.rs`): spend a leased token or honour a cached denial; otherwise one
-    /// call that takes up to `lease` tokens.
-    fn decide_leased(&self, keys: &Keys, local_key: &str, n: u64) -> Decision {
-        let now = self.clock.now();
-        let cached = |result| {
-            Counters::bump(&self.counters.lease_decisions);
-            Decision {
-                result,
-                source: Source::Lease,
-                remaining: 0,
-                reset_after: Duration::ZERO,
-            }
-        };
-        match self.leases.try_spend(local_key, n, now) {
-            Cached::Spent(_) => return cached(Ok(())),
-            Cached::DeniedUntil(until) => {
-                return cached(Err(LimitError::NotUntil {
-                    retry_after: Duration::from_nanos(until - now),
-                    earliest: until,
-                    quota: 0,
-                }));
-            }
-            Cached::Miss => {}
-        }
-        let op = Op::Lease {
-            n,
-            want: self.lease.max(n),
-        };
-        match self.call(keys, op) {
-            Ok(reply) => {
-                // Measured from after the reply: never earlier than Redis's own instant.
-                let now = self.clock.now();
-                if reply.allowed {
-                    self.leases
-                        .add(local_key, reply.granted.saturating_sub(n), now);
-                } else {
-                    let wait = reply.retry_after.saturating_mul(1_000);
-                    self.leases.deny(local_key, now.saturating_add(wait), now);
-                }
-                self.decision_of(&reply)
-            }
-            Err(why) => self.fall_back(local_key, n, why),
-        }
-    }
-
     #[cold]
     fn trivial(&self, n: u64) -> Decision {
         Decision {
@@ -373,7 +332,7 @@ impl RedisLimiter {
     }
 
     /// One script call through the breaker (invariants 1 and 2).
-    fn call(&self, keys: &Keys, op: Op) -> Result<Reply, BackendError> {
+    pub(super) fn call(&self, keys: &Keys, op: Op) -> Result<Reply, BackendError> {
         let ticket = self.breaker.lock().admit(self.clock.now());
         if let Admit::Reject(_) = ticket {
             return Err(BackendError::BreakerOpen);
@@ -429,7 +388,7 @@ impl RedisLimiter {
         }
     }
 
-    fn decision_of(&self, reply: &Reply) -> Decision {
+    pub(super) fn decision_of(&self, reply: &Reply) -> Decision {
         let result = if reply.allowed {
             Ok(())
         } else {
@@ -449,45 +408,6 @@ impl RedisLimiter {
             remaining: reply.remaining,
             reset_after: Duration::from_micros(reply.reset_after),
         }
-    }
-
-    #[cold]
-    fn fall_back(&self, local_key: &str, n: u64, why: BackendError) -> Decision {
-        Counters::bump(&self.counters.fallback_decisions);
-        let (result, state) = match (&self.fallback, &self.local) {
-            (Fallback::FailOpen, _) => (Ok(()), None),
-            (Fallback::Local { .. }, Some(local)) => {
-                (local.check(local_key, n), Some(local.state(local_key)))
-            }
-            (Fallback::FailClosed | Fallback::Local { .. }, _) => {
-                let retry_after = self.retry_hint();
-                let earliest = self
-                    .clock
-                    .now()
-                    .saturating_add(duration_to_nanos(retry_after));
-                let denied = LimitError::NotUntil {
-                    retry_after,
-                    earliest,
-                    quota: 0,
-                };
-                (Err(denied), None)
-            }
-        };
-        Decision {
-            result,
-            source: Source::Fallback(why),
-            remaining: state.map_or(0, |s| s.remaining),
-            reset_after: state.map_or(Duration::ZERO, |s| s.reset_after),
-        }
-    }
-
-    /// When trying again may reach Redis: the breaker's next probe, at least 1 ms.
-    fn retry_hint(&self) -> Duration {
-        let ns = match self.breaker.lock().clone().admit(self.clock.now()) {
-            Admit::Reject(ns) => ns,
-            Admit::Call | Admit::Probe => 0,
-        };
-        Duration::from_nanos(ns).max(Duration::from_millis(1))
     }
 
     fn wait_with(
