@@ -6,7 +6,9 @@
 //! cargo run --release --features redis --example redis_bench -- 6379    # or uses 127.0.0.1:6379
 //! ```
 //!
-//! Env: `DECISIONS` (default 20000 per configuration).
+//! Env: `DECISIONS` (default 20000 per configuration); `FLOOD=N` additionally sends N distinct
+//! keys (64 coalesced threads) and reports Redis's memory and key count until they expire
+//! (`FLOOD_TTL_S=s`: keys that live `s` seconds instead of 100 ms).
 //!
 //! The `redis-benchmark` command sends the limiter's exact arguments for `per_second(1_000_000)`:
 //! `EVALSHA <sha> 1 <key> 1 0 0 1 1 1000000` (n, pause, now = TIME, want, interval µs, tau µs).
@@ -18,8 +20,8 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use tollgate::Quota;
 use tollgate::redis::{Fallback, RedisLimiter};
+use tollgate::{CancelToken, Clock, MonotonicClock, Quota};
 
 fn main() {
     let decisions: usize = std::env::var("DECISIONS")
@@ -146,4 +148,80 @@ fn main() {
             Err(err) => println!("redis-benchmark not available: {err}"),
         }
     }
+    if let Some(keys) = std::env::var("FLOOD")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        flood(&url, keys);
+    }
+}
+
+/// The flood's quota: 10/s burst 1 (every key's TTL is 100 ms), or with `FLOOD_TTL_S=s` one token
+/// per `s` seconds (keys live `s` seconds: the memory a long-lived flood costs).
+fn flood_quota() -> Quota {
+    match std::env::var("FLOOD_TTL_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(s) => Quota::with_period(Duration::from_secs(s)).unwrap(),
+        None => Quota::per_second(10).unwrap().burst(1).unwrap(),
+    }
+}
+
+/// `keys` distinct keys through one coalesced limiter, then Redis's memory and key count until
+/// the keys are gone (or 10 s passed).
+fn flood(url: &str, keys: usize) {
+    let limiter = Arc::new(
+        RedisLimiter::builder(url, flood_quota())
+            .name("flood")
+            .budget(Duration::from_millis(500))
+            .fallback(Fallback::FailClosed)
+            .coalesce(true)
+            .build()
+            .unwrap(),
+    );
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let report = |conn: &mut redis::Connection, label: &str| {
+        let info: String = redis::cmd("INFO").arg("memory").query(conn).unwrap();
+        let used = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory_human:"))
+            .unwrap_or("?")
+            .to_owned();
+        let dbsize: u64 = redis::cmd("DBSIZE").query(conn).unwrap();
+        println!("flood {label}: {dbsize} keys, used_memory {used}");
+    };
+    report(&mut conn, "before");
+    let threads = 64;
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let limiter = Arc::clone(&limiter);
+            std::thread::spawn(move || {
+                let mut admitted = 0usize;
+                for i in (t..keys).step_by(threads) {
+                    admitted += usize::from(limiter.check_key(&format!("client-{i}"), 1).is_ok());
+                }
+                admitted
+            })
+        })
+        .collect();
+    let admitted: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let took = start.elapsed();
+    println!(
+        "flood: {keys} distinct keys in {took:?} ({:.0}/s), {admitted} admitted, {} fallback",
+        keys as f64 / took.as_secs_f64(),
+        limiter.stats().fallback_decisions
+    );
+    report(&mut conn, "right after");
+    for _ in 0..20 {
+        let at = MonotonicClock.now() + 500_000_000;
+        MonotonicClock.park_until(at, &CancelToken::new());
+        let dbsize: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        if dbsize == 0 {
+            break;
+        }
+    }
+    report(&mut conn, "after expiry");
 }
