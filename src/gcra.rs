@@ -42,7 +42,7 @@ pub(crate) struct Rate {
 impl Rate {
     /// Parameters of a validated quota (`count ≥ 1`, `period ≥ count`, `tau ≤ MAX_TAT`).
     pub(crate) fn new(period: u64, count: u64, burst: u64) -> Rate {
-        let interval = if period % count == 0 {
+        let interval = if period.is_multiple_of(count) {
             period / count
         } else {
             0

@@ -59,6 +59,8 @@ mod pool;
 #[path = "pool/slots.rs"]
 pub mod pool_slots;
 mod quota;
+#[cfg(all(feature = "redis", not(loom)))]
+pub mod redis;
 mod semaphore;
 mod slab;
 mod sync;

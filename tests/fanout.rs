@@ -329,7 +329,7 @@ fn exhausted_retries_report_the_attempt_count() {
 #[test]
 fn without_fail_fast_every_key_is_tried() {
     let fetch = |key: &u32, _: u32, _: &CancelToken| {
-        if key % 10 == 0 {
+        if key.is_multiple_of(10) {
             Err(Error::new(ErrorKind::Status(404), "gone"))
         } else {
             Ok(*key)

@@ -97,11 +97,11 @@ impl AbortScope {
 /// thread-local read and a compare.
 fn enlist_current(socket: &Arc<Socket>, enlisted_in: &mut u64) {
     CURRENT.with(|current| {
-        if let Some(scope) = &*current.borrow() {
-            if scope.id != *enlisted_in {
-                *enlisted_in = scope.id;
-                scope.enlist(socket);
-            }
+        if let Some(scope) = &*current.borrow()
+            && scope.id != *enlisted_in
+        {
+            *enlisted_in = scope.id;
+            scope.enlist(socket);
         }
     });
 }

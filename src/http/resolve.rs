@@ -75,10 +75,10 @@ impl Resolver for CachingResolver {
             return self.inner.resolve(uri, config, timeout);
         }
         let key = format!("{host}:{port}");
-        if let Some((at, addrs)) = self.cache.lock().get(&key) {
-            if at.elapsed() < self.ttl {
-                return Ok(addrs.clone());
-            }
+        if let Some((at, addrs)) = self.cache.lock().get(&key)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(addrs.clone());
         }
         // Resolve without the lock: a slow lookup must not hold up other hosts.
         let addrs = self.inner.resolve(uri, config, timeout)?;

@@ -1,0 +1,227 @@
+//! Decisions per second and latency percentiles of `RedisLimiter` against a real Redis, next to
+//! `redis-benchmark` running the same script (EVALSHA) on the same server in the same run.
+//!
+//! ```text
+//! cargo run --release --features redis --example redis_bench            # spawns its own redis-server
+//! cargo run --release --features redis --example redis_bench -- 6379    # or uses 127.0.0.1:6379
+//! ```
+//!
+//! Env: `DECISIONS` (default 20000 per configuration); `FLOOD=N` additionally sends N distinct
+//! keys (64 coalesced threads) and reports Redis's memory and key count until they expire
+//! (`FLOOD_TTL_S=s`: keys that live `s` seconds instead of 100 ms).
+//!
+//! The `redis-benchmark` command sends the limiter's exact arguments for `per_second(1_000_000)`:
+//! `EVALSHA <sha> 1 <key> 1 0 0 1 1 1000000` (n, pause, now = TIME, want, interval µs, tau µs).
+
+#[path = "../src/redis/test_server.rs"]
+mod test_server;
+
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use tollgate::redis::{Fallback, RedisLimiter};
+use tollgate::{CancelToken, Clock, MonotonicClock, Quota};
+
+fn main() {
+    let decisions: usize = std::env::var("DECISIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let (_server, port) = match std::env::args().nth(1) {
+        Some(port) => (None, port.parse::<u16>().expect("port")),
+        None => {
+            let server = test_server::TestServer::start().expect("redis-server not installed");
+            let port = server.port();
+            (Some(server), port)
+        }
+    };
+    let url = format!("redis://127.0.0.1:{port}/");
+    // A quota that admits everything: the bench measures the round trip, not the denials.
+    let quota = Quota::per_second(1_000_000).unwrap();
+    println!(
+        "load: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let runs = [
+        (1usize, false),
+        (4, false),
+        (16, false),
+        (4, true),
+        (16, true),
+        (64, true),
+    ];
+    for (threads, coalesce) in runs {
+        let limiter = Arc::new(
+            RedisLimiter::builder(&url, quota)
+                .name("bench")
+                .coalesce(coalesce)
+                .budget(Duration::from_millis(200))
+                .fallback(Fallback::FailClosed)
+                .max_idle(threads)
+                .build()
+                .unwrap(),
+        );
+        // Warm up: connections open, script loaded.
+        for _ in 0..200 {
+            limiter.check_key("warm", 1).unwrap();
+        }
+        let per_thread = decisions / threads;
+        let barrier = Arc::new(Barrier::new(threads + 1));
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (limiter, barrier) = (Arc::clone(&limiter), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let key = format!("k{t}");
+                    let mut lat = Vec::with_capacity(per_thread);
+                    barrier.wait();
+                    for _ in 0..per_thread {
+                        let start = Instant::now();
+                        let d = limiter.decide(&key, 1);
+                        lat.push(start.elapsed());
+                        assert!(d.source.is_redis(), "{d:?}");
+                    }
+                    lat
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut lat: Vec<Duration> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        let took = start.elapsed();
+        lat.sort();
+        let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
+        println!(
+            "RedisLimiter exact{}, {threads:>2} thread(s): {:>7.0} decisions/s, p50 {:>4} µs, p99 {:>5} µs ({} decisions, fallback {})",
+            if coalesce { " coalesced" } else { "" },
+            lat.len() as f64 / took.as_secs_f64(),
+            pct(50).as_micros(),
+            pct(99).as_micros(),
+            lat.len(),
+            limiter.stats().fallback_decisions,
+        );
+    }
+    // The same script and arguments through redis-benchmark (C client), on the same server.
+    let sha = {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(RedisLimiter::script_source())
+            .query(&mut conn)
+            .unwrap();
+        sha
+    };
+    for (clients, pipeline) in [(1usize, 1usize), (4, 1), (16, 1), (1, 16)] {
+        let out = Command::new("redis-benchmark")
+            .args(["-p", &port.to_string(), "-c", &clients.to_string()])
+            .args(["-P", &pipeline.to_string()])
+            .args(["-n", &decisions.to_string(), "-q"])
+            .args([
+                "EVALSHA",
+                &sha,
+                "1",
+                "{tollgate:bench:rb}:w0",
+                "1",
+                "0",
+                "0",
+                "1",
+                "1",
+                "1000000",
+            ])
+            .output();
+        match out {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let last = text.rsplit('\r').next().unwrap_or(&text).trim();
+                let last = last.rsplit(": ").next().unwrap_or(last);
+                println!("redis-benchmark EVALSHA, -c {clients:>2} -P {pipeline:>2}: {last}");
+                if last.is_empty() {
+                    println!("  stderr: {}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+            Err(err) => println!("redis-benchmark not available: {err}"),
+        }
+    }
+    if let Some(keys) = std::env::var("FLOOD")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        flood(&url, keys);
+    }
+}
+
+/// The flood's quota: 10/s burst 1 (every key's TTL is 100 ms), or with `FLOOD_TTL_S=s` one token
+/// per `s` seconds (keys live `s` seconds: the memory a long-lived flood costs).
+fn flood_quota() -> Quota {
+    match std::env::var("FLOOD_TTL_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(s) => Quota::with_period(Duration::from_secs(s)).unwrap(),
+        None => Quota::per_second(10).unwrap().burst(1).unwrap(),
+    }
+}
+
+/// `keys` distinct keys through one coalesced limiter, then Redis's memory and key count until
+/// the keys are gone (or 10 s passed).
+fn flood(url: &str, keys: usize) {
+    let limiter = Arc::new(
+        RedisLimiter::builder(url, flood_quota())
+            .name("flood")
+            .budget(Duration::from_millis(500))
+            .fallback(Fallback::FailClosed)
+            .coalesce(true)
+            .build()
+            .unwrap(),
+    );
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let report = |conn: &mut redis::Connection, label: &str| {
+        let info: String = redis::cmd("INFO").arg("memory").query(conn).unwrap();
+        let used = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory_human:"))
+            .unwrap_or("?")
+            .to_owned();
+        let dbsize: u64 = redis::cmd("DBSIZE").query(conn).unwrap();
+        println!("flood {label}: {dbsize} keys, used_memory {used}");
+    };
+    report(&mut conn, "before");
+    let threads = 64;
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let limiter = Arc::clone(&limiter);
+            std::thread::spawn(move || {
+                let mut admitted = 0usize;
+                for i in (t..keys).step_by(threads) {
+                    admitted += usize::from(limiter.check_key(&format!("client-{i}"), 1).is_ok());
+                }
+                admitted
+            })
+        })
+        .collect();
+    let admitted: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let took = start.elapsed();
+    println!(
+        "flood: {keys} distinct keys in {took:?} ({:.0}/s), {admitted} admitted, {} fallback",
+        keys as f64 / took.as_secs_f64(),
+        limiter.stats().fallback_decisions
+    );
+    report(&mut conn, "right after");
+    for _ in 0..20 {
+        let at = MonotonicClock.now() + 500_000_000;
+        MonotonicClock.park_until(at, &CancelToken::new());
+        let dbsize: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        if dbsize == 0 {
+            break;
+        }
+    }
+    report(&mut conn, "after expiry");
+}

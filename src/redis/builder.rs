@@ -1,0 +1,306 @@
+//! `RedisLimiterBuilder`: the configuration of a [`RedisLimiter`], checked once in `build`.
+
+use std::time::Duration;
+
+use super::breaker::{Breaker, BreakerConfig};
+use super::coalesce::Coalescer;
+use super::fallback::{Fallback, LocalLimits, share};
+use super::lease::Leases;
+use super::limiter::RedisLimiter;
+use super::pool::Pool;
+use super::script::{self, GCRA_LUA, Keys, MAX_WINDOWS, Window};
+use super::stats::Counters;
+use crate::clock::MonotonicClock;
+use crate::error::{Error, ErrorKind};
+use crate::quota::Quota;
+use crate::sync::Mutex;
+
+/// Configures a [`RedisLimiter`]; made by [`RedisLimiter::builder`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::Quota;
+/// use tollgate::redis::{Fallback, RedisLimiter};
+///
+/// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(10)?)
+///     .window(Quota::per_hour(1_000)?)
+///     .prefix("myapp")
+///     .name("downstream-api")
+///     .budget(Duration::from_millis(20))
+///     .fallback(Fallback::Local { instances: 4 })
+///     .build()?; // connects lazily: no server needed yet
+/// assert_eq!(limiter.windows(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisLimiterBuilder {
+    url: String,
+    quotas: Vec<Quota>,
+    prefix: String,
+    name: String,
+    budget: Duration,
+    connect_timeout: Option<Duration>,
+    fallback: Fallback,
+    breaker: BreakerConfig,
+    max_idle: usize,
+    lease: u64,
+    coalesce: bool,
+}
+
+impl RedisLimiterBuilder {
+    pub(super) fn new(url: &str, quota: Quota) -> Self {
+        RedisLimiterBuilder {
+            url: url.to_owned(),
+            quotas: vec![quota],
+            prefix: "tollgate".to_owned(),
+            name: "default".to_owned(),
+            budget: Duration::from_millis(20),
+            connect_timeout: None,
+            fallback: Fallback::default(),
+            breaker: BreakerConfig::default(),
+            max_idle: 8,
+            lease: 1,
+            coalesce: false,
+        }
+    }
+
+    /// Adds another window: a request passes only if every window has room, and then is charged
+    /// to all of them atomically (at most 8 windows).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).window(Quota::per_minute(100)?);
+    /// assert_eq!(b.build()?.windows(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn window(mut self, quota: Quota) -> Self {
+        self.quotas.push(quota);
+        self
+    }
+
+    /// The key prefix (default `tollgate`): 1–64 printable ASCII bytes without braces.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// assert!(RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).prefix("a{b").build().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// The limit's name (default `default`): the key the [`Limiter`](crate::Limiter) methods use, and the scope
+    /// of the keyed methods (`name:key`). Long or unusual names are hashed into the key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).name("github").build()?;
+    /// assert_eq!(limiter.keys_for("alice")[0], "{tollgate:github:alice}:w0");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
+    /// The per-call budget (default 20 ms): the read and write timeout of every connection, and
+    /// the connect timeout unless [`connect_timeout`](Self::connect_timeout) is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).budget(Duration::from_millis(5));
+    /// # let _ = b;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The connect timeout (default: the budget).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).connect_timeout(Duration::from_millis(50));
+    /// # let _ = b;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// What decides when Redis cannot (default [`Fallback::Local`] with 1 instance).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::{Fallback, RedisLimiter}};
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).fallback(Fallback::FailClosed);
+    /// # let _ = b;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// The circuit breaker's tuning (default [`BreakerConfig::default`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::{BreakerConfig, RedisLimiter}};
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?)
+    ///     .breaker(BreakerConfig { threshold: 3, ..BreakerConfig::default() });
+    /// # let _ = b;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// Idle connections kept for reuse (default 8).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).max_idle(2);
+    /// # let _ = b;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_idle(mut self, max_idle: usize) -> Self {
+        self.max_idle = max_idle;
+        self
+    }
+
+    /// Lease mode: each Redis call takes up to `k` tokens (when that many fit) and the rest are
+    /// spent locally without a call; a denied key is denied locally until Redis's `retry_after`
+    /// (negative cache). Default 1: exact mode, one call per decision.
+    ///
+    /// The trade: about `k` times fewer calls at steady load below the limit; in exchange, tokens
+    /// leased before a moment and spent after it can exceed the limit over windows starting at
+    /// that moment by at most `(k − 1)` per instance and concurrent caller (never over the life
+    /// of a key: every token was charged in Redis first). Decisions served this way report
+    /// [`Source::Lease`](super::Source::Lease).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(1_000)?).lease(10);
+    /// # let _ = b;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lease(mut self, k: u64) -> Self {
+        self.lease = k.max(1);
+        self
+    }
+
+    /// Coalescing (default off): concurrent callers' script calls are sent together as one
+    /// pipeline on one connection by whichever caller arrives first (the others park until their
+    /// reply is in). Same decisions, one round trip for many: more decisions per second when many
+    /// threads decide at once; no effect with one thread. A caller may wait for the pipeline in
+    /// flight before its own, so its worst case is about twice the budget.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(1_000)?).coalesce(true);
+    /// # let _ = b;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn coalesce(mut self, on: bool) -> Self {
+        self.coalesce = on;
+        self
+    }
+
+    /// Checks the configuration and builds the limiter. Does not connect: the first decision does
+    /// (so a limiter can start while Redis is down, and falls back).
+    ///
+    /// Errors ([`ErrorKind::InvalidArgument`]): a bad URL or prefix, more than 8 windows, a quota
+    /// whose `burst × interval` exceeds 35 years in µs, or a fallback share that overflows.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{ErrorKind, Quota, redis::RedisLimiter};
+    /// let err = RedisLimiter::builder("not a url", Quota::per_second(5)?).build().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> Result<RedisLimiter, Error> {
+        let invalid = |msg: String| Error::new(ErrorKind::InvalidArgument, msg);
+        if !script::valid_prefix(&self.prefix) {
+            return Err(invalid(format!(
+                "Redis key prefix {:?} must be 1–64 printable ASCII bytes without braces",
+                self.prefix
+            )));
+        }
+        if self.quotas.len() > MAX_WINDOWS {
+            return Err(invalid(format!(
+                "a Redis limit has at most {MAX_WINDOWS} windows, not {}",
+                self.quotas.len()
+            )));
+        }
+        let windows = self
+            .quotas
+            .iter()
+            .map(|q| {
+                Window::of(q).ok_or_else(|| {
+                    invalid(format!(
+                        "quota {q:?} is too long for the Redis limiter (burst × interval > 2^50 µs)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = ::redis::Client::open(self.url.as_str())
+            .map_err(|err| invalid(format!("bad Redis URL {:?}", self.url)).with_source(err))?;
+        let local = match self.fallback {
+            Fallback::Local { instances } => Some(LocalLimits::new(
+                self.quotas
+                    .iter()
+                    .map(|q| share(q, instances))
+                    .collect::<Result<Vec<_>, _>>()?,
+                MonotonicClock,
+            )),
+            Fallback::FailOpen | Fallback::FailClosed => None,
+        };
+        let connect = self.connect_timeout.unwrap_or(self.budget);
+        Ok(RedisLimiter {
+            pool: Pool::new(client, self.max_idle, connect, self.budget),
+            script: ::redis::Script::new(GCRA_LUA),
+            own_keys: Keys::new(&self.prefix, &self.name, windows.len()),
+            burst: windows.iter().map(|w| w.burst).min().unwrap_or(0),
+            windows,
+            prefix: self.prefix,
+            name: self.name,
+            fallback: self.fallback,
+            local,
+            breaker: Mutex::new(Breaker::new(self.breaker)),
+            counters: Counters::default(),
+            clock: MonotonicClock,
+            lease: self.lease,
+            leases: Leases::default(),
+            coalescer: self.coalesce.then(Coalescer::default),
+        })
+    }
+}

@@ -1,0 +1,509 @@
+//! `RedisLimiter`: one limit (or one per key) shared by every process that points at the same
+//! Redis, with a per-call budget, a circuit breaker and a local fallback.
+//!
+//! Invariants:
+//!
+//! 1. One decision is at most one script call (plus a `SCRIPT LOAD` and the same call again when
+//!    Redis answers NOSCRIPT, which means the script did not run). A call that failed or timed out
+//!    may have run, so it is never retried: the fallback decides instead.
+//! 2. Every call goes through the breaker: `admit` before, `success`/`failure` after with the same
+//!    ticket. When the breaker rejects, Redis is not touched at all and the fallback decides at
+//!    once. When it opens, the pool's idle connections are closed, so the probe reconnects.
+//! 3. Every decision says who made it ([`Source`]) and bumps exactly one of `redis_decisions` /
+//!    `fallback_decisions`.
+//! 4. Waiting parks the calling thread through the token's clock until the reported
+//!    `retry_after`, bounded by the token's deadline; nothing sleeps and nothing spins.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::builder::RedisLimiterBuilder;
+
+use super::breaker::{Admit, Breaker, BreakerState};
+use super::coalesce::Coalescer;
+use super::decision::{BackendError, Decision, Source};
+use super::fallback::{Fallback, LocalLimits};
+use super::lease::Leases;
+use super::pool::{Pool, connection_survives};
+use super::script::{self, GCRA_LUA, Keys, Op, Reply, Window};
+use super::stats::{Counters, RedisStats};
+use crate::cancel::CancelToken;
+use crate::clock::{Clock, MonotonicClock, Wake, duration_to_nanos};
+use crate::error::Cause;
+use crate::limiter::{LimitError, LimitState, Limiter};
+use crate::quota::Quota;
+use crate::sync::Mutex;
+
+/// A GCRA rate limiter whose state lives in Redis, so every process pointing at the same server
+/// shares one limit; synchronous, no async runtime.
+///
+/// * The [`Limiter`] methods use the limit's own name; the `*_key` methods ([`decide`],
+///   [`check_key`], [`wait_key`], [`state_key`], [`penalize_key`]) give every client its own limit
+///   under that name (what a per-client server needs).
+/// * Each decision is one Lua script call (`EVALSHA`) deciding every window atomically on Redis's
+///   own clock (see `script.rs`). [`decide`] reports who decided: [`Source::Redis`] or
+///   [`Source::Fallback`].
+/// * Each call has a budget (default 20 ms: the connect, read and write timeout). On an error or
+///   timeout the [`Fallback`] decides and the call is not retried (it may have run). A circuit
+///   breaker (default: open after 5 consecutive failures, one probe after 200 ms, doubling to
+///   5 s) keeps a dead Redis off the request path.
+/// * [`wait_key`] is "check; on `NotUntil` park until `retry_after`; check again" through the
+///   token's clock, cancellable and bounded by the token's deadline. It is **not FIFO**: waiters
+///   in other processes may take the slot first, and then this one parks again.
+/// * [`penalize_key`] writes the pause into Redis (every process sharing the limit pauses), and
+///   always into the local fallback limiters too, so a pause survives an outage.
+///
+/// Redis works in whole microseconds: a window's emission interval is rounded *up* to the next
+/// µs (3 per second is 333 334 µs per token: never faster than the quota, at most 1 µs per token
+/// slower; quotas faster than one token per µs run at one per µs).
+///
+/// The local fallback limiter and the breaker run on [`MonotonicClock`]; decisions from Redis use
+/// Redis's `TIME`. `NotUntil::earliest` is on `MonotonicClock`.
+///
+/// # Reconnecting
+///
+/// tollgate starts no threads of its own, so there is no background reconnector: while the
+/// breaker is open nobody touches the network, and when its backoff ends exactly one caller — the
+/// probe — opens a fresh connection (the pool's idle ones were closed when the breaker opened).
+/// That caller pays at most the connect timeout plus one call, then gets the fallback's decision
+/// if the probe fails; everybody else keeps getting the fallback at once.
+///
+/// # Memory ordering
+///
+/// Like [`RateLimiter`](crate::RateLimiter), the limiter protects no data of the caller: being
+/// admitted creates no happens-before edge with other admitted callers, in this process or
+/// another. Internally the breaker, the pool, the lease cache and the local fallback are each
+/// behind their own mutex (never two at once); the counters are relaxed statistics.
+///
+/// [`decide`]: Self::decide
+/// [`check_key`]: Self::check_key
+/// [`wait_key`]: Self::wait_key
+/// [`state_key`]: Self::state_key
+/// [`penalize_key`]: Self::penalize_key
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{Limiter, Quota};
+/// use tollgate::redis::{BackendError, Fallback, RedisLimiter, Source};
+///
+/// // Nothing listens on port 1: every call fails, the fallback decides.
+/// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(2)?)
+///     .fallback(Fallback::Local { instances: 1 })
+///     .build()?;
+/// let decision = limiter.decide("alice", 1);
+/// assert!(decision.is_allowed());
+/// assert_eq!(decision.source, Source::Fallback(BackendError::Connection));
+/// assert!(limiter.check().is_ok());
+/// assert_eq!(limiter.stats().fallback_decisions, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RedisLimiter {
+    pub(super) pool: Pool,
+    pub(super) script: ::redis::Script,
+    /// Keys of the limit's own name (the [`Limiter`] methods).
+    pub(super) own_keys: Keys,
+    pub(super) windows: Vec<Window>,
+    /// The smallest burst over the windows: more can never pass.
+    pub(super) burst: u64,
+    pub(super) prefix: String,
+    pub(super) name: String,
+    pub(super) fallback: Fallback,
+    pub(super) local: Option<LocalLimits<MonotonicClock>>,
+    pub(super) breaker: Mutex<Breaker>,
+    pub(super) counters: Counters,
+    pub(super) clock: MonotonicClock,
+    /// Tokens per Redis call in lease mode (1: exact mode).
+    pub(super) lease: u64,
+    pub(super) leases: Leases,
+    /// Coalesce concurrent calls into pipelines (`coalesce.rs`), when set.
+    pub(super) coalescer: Option<Coalescer>,
+}
+
+/// The local-limiter key of the limit's own name.
+const OWN: &str = "";
+
+impl RedisLimiter {
+    /// Starts configuring a limiter on the Redis at `url` (`redis://host:port/db`) with a first
+    /// window `quota`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:6379/", Quota::per_second(10)?).build()?;
+    /// assert_eq!(limiter.windows(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder(url: &str, quota: Quota) -> RedisLimiterBuilder {
+        RedisLimiterBuilder::new(url, quota)
+    }
+
+    /// The Lua source every decision runs (`EVALSHA` of its SHA-1), e.g. to `SCRIPT LOAD` it ahead
+    /// of time or to benchmark it on its own. Its calling convention is described in the source.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tollgate::redis::RedisLimiter::script_source().contains("redis.call('TIME')"));
+    /// ```
+    pub fn script_source() -> &'static str {
+        GCRA_LUA
+    }
+
+    /// How many windows the limit has.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// assert_eq!(RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(1)?).build()?.windows(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn windows(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// The Redis keys of `key`'s limit, one per window (what `decide(key, …)` touches).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(1)?).build()?;
+    /// assert_eq!(limiter.keys_for("bob"), ["{tollgate:default:bob}:w0"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn keys_for(&self, key: &str) -> Vec<String> {
+        self.keys(key).as_slice().to_vec()
+    }
+
+    fn keys(&self, key: &str) -> Keys {
+        Keys::new(
+            &self.prefix,
+            &format!("{}:{key}", self.name),
+            self.windows.len(),
+        )
+    }
+
+    /// Decides whether `key` may take `n` tokens now, and says who decided.
+    ///
+    /// `n = 0` always passes and `n` above the smallest burst never does
+    /// ([`LimitError::InsufficientCapacity`]); neither asks Redis.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{LimitError, Quota, redis::RedisLimiter};
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(5)?).build()?;
+    /// let d = limiter.decide("carol", 6);
+    /// assert!(matches!(d.result, Err(LimitError::InsufficientCapacity { requested: 6, burst: 5 })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decide(&self, key: &str, n: u64) -> Decision {
+        self.decide_with(&self.keys(key), key, n)
+    }
+
+    /// [`decide`](Self::decide)`(key, n).result`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(5)?).build()?;
+    /// assert!(limiter.check_key("dave", 5).is_ok()); // from the local fallback
+    /// assert!(limiter.check_key("dave", 1).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check_key(&self, key: &str, n: u64) -> Result<(), LimitError> {
+        self.decide(key, n).result
+    }
+
+    /// Blocks until `key` gets `n` tokens or `token` is cancelled (see the type docs: not FIFO).
+    ///
+    /// Errors: [`LimitError::InsufficientCapacity`] at once; [`LimitError::WouldExceedDeadline`]
+    /// when the next try is later than the token's deadline; [`LimitError::Cancelled`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{CancelToken, LimitError, Quota, redis::RedisLimiter};
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_minute(1)?).build()?;
+    /// limiter.wait_key("erin", 1, &CancelToken::new())?;
+    /// let hurry = CancelToken::with_timeout(Duration::from_millis(10));
+    /// assert!(matches!(limiter.wait_key("erin", 1, &hurry), Err(LimitError::WouldExceedDeadline { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_key(&self, key: &str, n: u64, token: &CancelToken) -> Result<(), LimitError> {
+        self.wait_with(&self.keys(key), key, n, token)
+    }
+
+    /// Peeks at `key`'s limit without taking anything (from Redis, or the local fallback).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(5)?).build()?;
+    /// assert_eq!(limiter.state_key("frank").burst, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn state_key(&self, key: &str) -> LimitState {
+        self.state_with(&self.keys(key), key)
+    }
+
+    /// Lets nothing pass for `key` for `pause`, then resumes from an empty burst: written into
+    /// Redis (every process pauses) and into the local fallback limiters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(5)?).build()?;
+    /// limiter.penalize_key("gina", Duration::from_secs(30));
+    /// assert!(limiter.check_key("gina", 1).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn penalize_key(&self, key: &str, pause: Duration) {
+        self.penalize_with(&self.keys(key), key, pause);
+    }
+
+    /// A snapshot of the counters and the breaker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::{BreakerState, RedisLimiter}};
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).build()?;
+    /// assert_eq!(limiter.stats().breaker_state, BreakerState::Closed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> RedisStats {
+        let breaker = self.breaker.lock();
+        self.counters.snapshot(breaker.stats(), breaker.state())
+    }
+
+    /// The breaker's state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::{BreakerState, RedisLimiter}};
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).build()?;
+    /// assert_eq!(limiter.breaker_state(), BreakerState::Closed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.lock().state()
+    }
+
+    #[inline]
+    fn decide_with(&self, keys: &Keys, local_key: &str, n: u64) -> Decision {
+        if n == 0 || n > self.burst {
+            return self.trivial(n);
+        }
+        if self.lease > 1 {
+            return self.decide_leased(keys, local_key, n);
+        }
+        match self.call(keys, Op::Take(n)) {
+            Ok(reply) => self.decision_of(&reply),
+            Err(why) => self.fall_back(local_key, n, why),
+        }
+    }
+
+    #[cold]
+    fn trivial(&self, n: u64) -> Decision {
+        Decision {
+            result: if n == 0 {
+                Ok(())
+            } else {
+                Err(LimitError::InsufficientCapacity {
+                    requested: n,
+                    burst: self.burst,
+                })
+            },
+            source: Source::Redis,
+            remaining: 0,
+            reset_after: Duration::ZERO,
+        }
+    }
+
+    /// One script call through the breaker (invariants 1 and 2).
+    pub(super) fn call(&self, keys: &Keys, op: Op) -> Result<Reply, BackendError> {
+        let ticket = self.breaker.lock().admit(self.clock.now());
+        if let Admit::Reject(_) = ticket {
+            return Err(BackendError::BreakerOpen);
+        }
+        let started = Instant::now();
+        let result = self.invoke(keys, op);
+        self.counters.record_latency(started.elapsed());
+        match result {
+            Ok(reply) => {
+                self.breaker.lock().success(ticket);
+                Counters::bump(&self.counters.redis_decisions);
+                Ok(reply)
+            }
+            Err(why) => {
+                Counters::bump(if why == BackendError::Timeout {
+                    &self.counters.timeouts
+                } else {
+                    &self.counters.errors
+                });
+                let opened = self.breaker.lock().failure(ticket, self.clock.now());
+                if opened {
+                    self.pool.clear();
+                }
+                Err(why)
+            }
+        }
+    }
+
+    fn invoke(&self, keys: &Keys, op: Op) -> Result<Reply, BackendError> {
+        if let Some(coalescer) = &self.coalescer {
+            let args = script::args(op, &self.windows, 0);
+            return coalescer.call(&self.pool, &self.script, keys.as_slice(), args);
+        }
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|err| BackendError::classify(&err))?;
+        let mut invocation = self.script.prepare_invoke();
+        for key in keys.as_slice() {
+            invocation.key(key);
+        }
+        for arg in script::args(op, &self.windows, 0) {
+            invocation.arg(arg);
+        }
+        match invocation.invoke::<Vec<i64>>(conn.conn()) {
+            Ok(values) => Reply::parse(&values).ok_or(BackendError::Protocol),
+            Err(err) => {
+                if !connection_survives(&err) {
+                    conn.discard();
+                }
+                Err(BackendError::classify(&err))
+            }
+        }
+    }
+
+    pub(super) fn decision_of(&self, reply: &Reply) -> Decision {
+        let result = if reply.allowed {
+            Ok(())
+        } else {
+            let retry_after = Duration::from_micros(reply.retry_after);
+            Err(LimitError::NotUntil {
+                retry_after,
+                earliest: self
+                    .clock
+                    .now()
+                    .saturating_add(duration_to_nanos(retry_after)),
+                quota: reply.limiting,
+            })
+        };
+        Decision {
+            result,
+            source: Source::Redis,
+            remaining: reply.remaining,
+            reset_after: Duration::from_micros(reply.reset_after),
+        }
+    }
+
+    fn wait_with(
+        &self,
+        keys: &Keys,
+        local_key: &str,
+        n: u64,
+        token: &CancelToken,
+    ) -> Result<(), LimitError> {
+        loop {
+            if token.is_cancelled() {
+                return Err(cancelled(token));
+            }
+            let retry_after = match self.decide_with(keys, local_key, n).result {
+                Ok(()) => return Ok(()),
+                Err(LimitError::NotUntil { retry_after, .. }) => retry_after,
+                Err(other) => return Err(other),
+            };
+            if token.remaining().is_some_and(|left| retry_after > left) {
+                return Err(LimitError::WouldExceedDeadline { wait: retry_after });
+            }
+            let clock = token.clock();
+            let at = clock.now().saturating_add(duration_to_nanos(retry_after));
+            if clock.park_until(at, token) == Wake::Cancelled {
+                return Err(cancelled(token));
+            }
+        }
+    }
+
+    fn state_with(&self, keys: &Keys, local_key: &str) -> LimitState {
+        match self.call(keys, Op::Peek) {
+            Ok(reply) => LimitState {
+                remaining: reply.remaining,
+                burst: self.burst,
+                retry_after: Duration::from_micros(reply.retry_after),
+                reset_after: Duration::from_micros(reply.reset_after),
+            },
+            Err(_) => match &self.local {
+                Some(local) => local.state(local_key),
+                None => LimitState {
+                    remaining: 0,
+                    burst: self.burst,
+                    retry_after: Duration::ZERO,
+                    reset_after: Duration::ZERO,
+                },
+            },
+        }
+    }
+
+    fn penalize_with(&self, keys: &Keys, local_key: &str, pause: Duration) {
+        if let Some(local) = &self.local {
+            local.penalize(local_key, pause);
+        }
+        if self.lease > 1 {
+            let now = self.clock.now();
+            let until = now.saturating_add(duration_to_nanos(pause));
+            self.leases.pause(local_key, until, now);
+        }
+        let us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        if us > 0 {
+            // A failure leaves only the local pause: nothing else to do without Redis.
+            let _ = self.call(keys, Op::Pause(us));
+        }
+    }
+}
+
+fn cancelled(token: &CancelToken) -> LimitError {
+    LimitError::Cancelled(token.cause().unwrap_or(Cause::Cancelled))
+}
+
+impl Limiter for RedisLimiter {
+    fn check_n(&self, n: u64) -> Result<(), LimitError> {
+        self.decide_with(&self.own_keys, OWN, n).result
+    }
+
+    fn wait_n(&self, n: u64, token: &CancelToken) -> Result<(), LimitError> {
+        self.wait_with(&self.own_keys, OWN, n, token)
+    }
+
+    fn state(&self) -> LimitState {
+        self.state_with(&self.own_keys, OWN)
+    }
+
+    fn penalize(&self, pause: Duration) {
+        self.penalize_with(&self.own_keys, OWN, pause);
+    }
+}
+
+impl fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("keys", &self.own_keys)
+            .field("windows", &self.windows)
+            .field("fallback", &self.fallback)
+            .field("pool", &self.pool)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

@@ -1,0 +1,649 @@
+//! `RedisLimiter` against a real `redis-server` that each test spawns on its own loopback port
+//! (no persistence, own temp dir, killed on drop). Without `redis-server` on PATH the tests print
+//! "SKIPPED: redis-server not installed" and pass — unless `TOLLGATE_REQUIRE_REDIS=1` (CI), which
+//! makes them fail.
+//!
+//! The fleet test runs this very test binary as child processes (`fleet_child`, which does
+//! nothing unless `TOLLGATE_FLEET` is set).
+#![cfg(all(feature = "redis", not(loom)))]
+
+#[path = "../src/redis/test_server.rs"]
+mod test_server;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use test_server::TestServer;
+use tollgate::redis::{BackendError, BreakerConfig, BreakerState, Fallback, RedisLimiter, Source};
+use tollgate::{
+    CancelToken, Cause, Clock, LimitError, Limiter, MonotonicClock, Quota, RateLimiter,
+};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Parks the test thread for `d` through the clock (no `thread::sleep`).
+fn pause_for(d: Duration) {
+    let clock = MonotonicClock;
+    let at = clock.now() + d.as_nanos() as u64;
+    clock.park_until(at, &CancelToken::new());
+}
+
+fn limiter(server: &TestServer, quota: Quota) -> tollgate::redis::RedisLimiterBuilder {
+    RedisLimiter::builder(&server.url(), quota).budget(Duration::from_millis(200))
+}
+
+#[test]
+fn agrees_with_the_in_process_limiter_in_real_time() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    // 200 ms per token, burst 4. Attempts come in groups at 100 ms past each 200 ms tick, and
+    // never skip more than two ticks, so the limiter never refills completely: every GCRA boundary
+    // stays on the 200 ms grid, 100 ms away from any attempt (robust to a loaded machine's late
+    // wake-ups). Redis's clock and ours may then differ
+    // by far more than the call latency without changing a decision. (The µs-exact comparison on
+    // a controlled clock is the unit test `script::agrees_with_the_in_process_limiter`.)
+    let quota = Quota::per_second(5).unwrap().burst(4).unwrap();
+    let redis = limiter(&server, quota).name("exact").build().unwrap();
+    let local = RateLimiter::new(quota);
+    let mut seed = 0x2545_f491_u64;
+    let mut skipped = 0;
+    let (mut total, mut admitted) = (0, 0);
+    let start = MonotonicClock.now();
+    for tick in 0..25u64 {
+        let tries = if tick == 0 {
+            6
+        } else {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let t = (seed >> 60) % 4;
+            if t == 0 && skipped == 2 { 1 } else { t }
+        };
+        skipped = if tries == 0 { skipped + 1 } else { 0 };
+        let at = if tick == 0 {
+            start
+        } else {
+            start + (tick * 200 - 100) * 1_000_000
+        };
+        MonotonicClock.park_until(at, &CancelToken::new());
+        for _ in 0..tries {
+            let l = local.check();
+            let d = redis.decide("exact", 1);
+            assert_eq!(d.source, Source::Redis);
+            total += 1;
+            admitted += u64::from(d.is_allowed());
+            match (l, d.result) {
+                (Ok(()), Ok(())) => {}
+                (Err(a), Err(b)) => {
+                    let (a, b) = (a.retry_after().unwrap(), b.retry_after().unwrap());
+                    assert!(
+                        a.abs_diff(b) < Duration::from_millis(50),
+                        "retry {a:?} vs {b:?}"
+                    );
+                }
+                (l, r) => panic!("tick {tick}: local {l:?}, redis {r:?}"),
+            }
+        }
+    }
+    eprintln!("{total} decisions agree, {admitted} admitted");
+    assert!(
+        admitted >= 15,
+        "the schedule exercised too little: {admitted}"
+    );
+}
+
+#[test]
+fn limiter_trait_waits_and_cancels() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let shared: Arc<dyn Limiter> = Arc::new(
+        limiter(&server, Quota::per_minute(1).unwrap())
+            .name("wait")
+            .build()
+            .unwrap(),
+    );
+    shared.wait(&CancelToken::new()).unwrap();
+    let err = shared.check().unwrap_err();
+    let retry = err.retry_after().unwrap();
+    assert!(
+        retry > Duration::from_secs(59) && retry <= Duration::from_secs(60),
+        "{retry:?}"
+    );
+    let hurry = CancelToken::with_timeout(Duration::from_secs(1));
+    assert!(matches!(
+        shared.wait(&hurry),
+        Err(LimitError::WouldExceedDeadline { .. })
+    ));
+    let token = CancelToken::new();
+    let waiter = {
+        let (shared, token) = (Arc::clone(&shared), token.clone());
+        std::thread::spawn(move || shared.wait(&token))
+    };
+    pause_for(50 * MS);
+    token.cancel();
+    assert_eq!(
+        waiter.join().unwrap(),
+        Err(LimitError::Cancelled(Cause::Cancelled))
+    );
+    let state = shared.state();
+    assert_eq!((state.remaining, state.burst), (0, 1));
+}
+
+#[test]
+fn wait_parks_until_retry_after() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let limiter = limiter(&server, Quota::per_second(20).unwrap().burst(1).unwrap())
+        .build()
+        .unwrap();
+    let token = CancelToken::new();
+    let start = Instant::now();
+    for _ in 0..6 {
+        limiter.wait_key("w", 1, &token).unwrap();
+    }
+    let took = start.elapsed();
+    // Five 50 ms intervals after the first.
+    assert!(took >= 245 * MS, "{took:?}");
+    assert_eq!(limiter.stats().fallback_decisions, 0);
+}
+
+#[test]
+fn keyed_limits_penalties_and_multi_window_are_shared_across_instances() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let build = || {
+        limiter(&server, Quota::per_second(10).unwrap())
+            .window(Quota::per_minute(12).unwrap())
+            .name("api")
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    a.check_key("alice", 10).unwrap();
+    // The other instance sees alice's limit, not bob's.
+    assert!(b.check_key("alice", 1).is_err());
+    b.check_key("bob", 1).unwrap();
+    // The per-minute window binds across instances: 2 of 12 left for alice once the
+    // per-second window refills.
+    pause_for(Duration::from_millis(1_050));
+    let d = b.decide("alice", 3);
+    match d.result {
+        Err(LimitError::NotUntil { quota, .. }) => assert_eq!(quota, 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(d.remaining, 2);
+    a.check_key("alice", 2).unwrap();
+    // A 429 seen by one instance pauses both.
+    a.penalize_key("bob", Duration::from_secs(5));
+    let err = b.check_key("bob", 1).unwrap_err();
+    assert!(err.retry_after().unwrap() > Duration::from_secs(4));
+    // Keys are namespaced, tagged and short even for hostile names.
+    let hostile = "}{".repeat(500);
+    b.check_key(&hostile, 1).unwrap();
+    for key in b.keys_for(&hostile) {
+        assert!(key.len() < 80 && key.starts_with("{tollgate:#"), "{key}");
+        let exists: bool = ::redis::cmd("EXISTS")
+            .arg(&key)
+            .query(&mut server.connection())
+            .unwrap();
+        assert!(exists);
+    }
+    assert_eq!(
+        a.stats().fallback_decisions + b.stats().fallback_decisions,
+        0
+    );
+}
+
+#[test]
+fn slow_and_dead_redis_fall_back_within_the_budget_and_the_breaker_recovers() {
+    let Some(mut server) = TestServer::start() else {
+        return;
+    };
+    let budget = Duration::from_millis(20);
+    let limiter = RedisLimiter::builder(&server.url(), Quota::per_second(1_000).unwrap())
+        .budget(budget)
+        .breaker(BreakerConfig {
+            threshold: 3,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+        })
+        .fallback(Fallback::Local { instances: 1 })
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(limiter.decide("k", 1).source, Source::Redis);
+    }
+
+    // Slow: the server stops answering (SIGSTOP keeps its sockets open).
+    server.pause();
+    let mut slowest = Duration::ZERO;
+    let mut sources = Vec::new();
+    for _ in 0..10 {
+        let start = Instant::now();
+        let d = limiter.decide("k", 1);
+        slowest = slowest.max(start.elapsed());
+        assert!(d.is_allowed(), "the local fallback admits at 1000/s");
+        sources.push(d.source);
+    }
+    assert_eq!(
+        &sources[..3],
+        &[Source::Fallback(BackendError::Timeout); 3],
+        "{sources:?}"
+    );
+    assert!(
+        sources[3..]
+            .iter()
+            .all(|s| *s == Source::Fallback(BackendError::BreakerOpen))
+    );
+    assert_eq!(limiter.breaker_state(), BreakerState::Open);
+    // Each decision took at most one timeout (plus scheduling noise on a busy box).
+    assert!(slowest < budget * 5, "slowest decision {slowest:?}");
+    server.resume();
+    assert!(recovers(&limiter), "breaker never closed after SIGCONT");
+
+    // Down: the server is killed; connections are refused at once.
+    server.kill();
+    let start = Instant::now();
+    for _ in 0..10 {
+        let d = limiter.decide("k", 1);
+        assert!(!d.source.is_redis());
+    }
+    assert!(start.elapsed() < budget * 10);
+    assert_eq!(limiter.breaker_state(), BreakerState::Open);
+    server.restart();
+    assert!(recovers(&limiter), "breaker never closed after restart");
+    let stats = limiter.stats();
+    eprintln!("{stats:?}; slowest fallback decision under SIGSTOP: {slowest:?}");
+    assert!(
+        stats.breaker.opened >= 2 && stats.breaker.closed >= 2,
+        "{stats:?}"
+    );
+    assert!(stats.timeouts >= 3);
+}
+
+/// Decides until Redis decides again (the breaker's probe succeeded), for up to 3 s.
+fn recovers(limiter: &RedisLimiter) -> bool {
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if limiter.decide("k", 1).source.is_redis() {
+            return limiter.breaker_state() == BreakerState::Closed;
+        }
+        pause_for(20 * MS);
+    }
+    false
+}
+
+#[test]
+fn fail_open_and_fail_closed() {
+    let dead = "redis://127.0.0.1:1/";
+    let quota = Quota::per_second(1).unwrap();
+    let open = RedisLimiter::builder(dead, quota)
+        .fallback(Fallback::FailOpen)
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        assert!(open.check().is_ok());
+    }
+    let closed = RedisLimiter::builder(dead, quota)
+        .fallback(Fallback::FailClosed)
+        .build()
+        .unwrap();
+    let err = closed.check().unwrap_err();
+    assert!(err.retry_after().unwrap() >= MS);
+    assert_eq!(closed.stats().fallback_decisions, 1);
+}
+
+#[test]
+fn out_of_memory_behaves_like_an_outage() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let limiter = limiter(&server, Quota::per_second(100).unwrap())
+        .fallback(Fallback::FailClosed)
+        .build()
+        .unwrap();
+    assert!(limiter.decide("m", 1).source.is_redis());
+    let _: () = ::redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "1"])
+        .query(&mut server.connection())
+        .unwrap();
+    let d = limiter.decide("m", 1);
+    assert_eq!(d.source, Source::Fallback(BackendError::Server), "{d:?}");
+    assert!(!d.is_allowed());
+    let _: () = ::redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"])
+        .query(&mut server.connection())
+        .unwrap();
+    assert!(limiter.decide("m", 1).source.is_redis());
+}
+
+#[test]
+fn a_key_flood_expires_by_itself() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    // 100 ms to refill: every key's TTL is 100 ms.
+    let limiter = limiter(&server, Quota::per_second(10).unwrap().burst(1).unwrap())
+        .build()
+        .unwrap();
+    let keys = 10_000;
+    let start = Instant::now();
+    for i in 0..keys {
+        assert!(limiter.check_key(&format!("client-{i}"), 1).is_ok());
+    }
+    let took = start.elapsed();
+    let mut conn = server.connection();
+    let memory = |conn: &mut ::redis::Connection| -> String {
+        let info: String = ::redis::cmd("INFO").arg("memory").query(conn).unwrap();
+        info.lines()
+            .find(|l| l.starts_with("used_memory_human:"))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let peak = memory(&mut conn);
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut left: u64 = u64::MAX;
+    while Instant::now() < until {
+        left = ::redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        if left == 0 {
+            break;
+        }
+        pause_for(100 * MS);
+    }
+    eprintln!(
+        "{keys} keys in {took:?}; memory right after: {peak}; after expiry: {} ({left} keys left)",
+        memory(&mut conn)
+    );
+    assert_eq!(left, 0, "keys did not expire");
+}
+
+/// A fleet: `PROCS` processes × `THREADS` threads share one limit for a fixed time, synchronised
+/// on the wall clock. Every admitted call is counted (by the children, from `Ok` results of calls
+/// started within the window) and compared with GCRA's bound `burst + rate·t`.
+#[test]
+fn fleet_of_processes_shares_one_limit() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    // One window: 200/s, burst 20, 3 s → 620.
+    let single = run_fleet(&server, "single", "200:1000:20", Duration::from_secs(3));
+    let expected = 20 + 200 * 3;
+    eprintln!("fleet single window: admitted {single}, bound {expected}");
+    assert!(
+        single <= expected + 1,
+        "over-admitted: {single} > {expected}"
+    );
+    assert!(
+        single * 100 >= expected * 99,
+        "under 99%: {single} < {expected}"
+    );
+    // Two windows: 200/s burst 20 and 300 per minute: the minute window binds at 300 + 5/s·t.
+    let multi = run_fleet(
+        &server,
+        "multi",
+        "200:1000:20,300:60000:300",
+        Duration::from_secs(2),
+    );
+    let expected = 300 + 10;
+    eprintln!("fleet two windows: admitted {multi}, bound {expected}");
+    assert!(multi <= expected + 1, "over-admitted: {multi} > {expected}");
+    assert!(
+        multi * 100 >= expected * 99,
+        "under 99%: {multi} < {expected}"
+    );
+    // Lease mode under saturation: every token was charged in Redis first, so still no more
+    // than the bound; unspent leased tokens at the end can only lower the count.
+    let (leased, calls) =
+        run_fleet_leased(&server, "leased", "200:1000:20", Duration::from_secs(2), 10);
+    let expected = 20 + 200 * 2;
+    eprintln!("fleet lease k=10: admitted {leased}, bound {expected}, {calls} Redis calls");
+    assert!(
+        leased <= expected + 1,
+        "over-admitted: {leased} > {expected}"
+    );
+    assert!(
+        leased * 100 >= expected * 95,
+        "under 95%: {leased} < {expected}"
+    );
+}
+
+/// Lease mode at steady load below the limit: far fewer Redis calls, same decisions.
+#[test]
+fn leases_cut_redis_calls_at_steady_load() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let run = |lease: u64| {
+        let limiter = Arc::new(
+            limiter(
+                &server,
+                Quota::per_second(1_000).unwrap().burst(100).unwrap(),
+            )
+            .name(&format!("steady-{lease}"))
+            .lease(lease)
+            .build()
+            .unwrap(),
+        );
+        let start = MonotonicClock.now();
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                std::thread::spawn(move || {
+                    let mut admitted = 0u64;
+                    // 100 decisions/s per thread, 400/s in all: 40% of the limit.
+                    for i in 0..100u64 {
+                        MonotonicClock.park_until(start + i * 10_000_000, &CancelToken::new());
+                        admitted += u64::from(limiter.check().is_ok());
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let admitted: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        (admitted, limiter.stats())
+    };
+    let (exact_admitted, exact) = run(1);
+    let (lease_admitted, leased) = run(10);
+    eprintln!(
+        "steady 400/s under 1000/s: exact {} calls for {exact_admitted} admitted; lease k=10 {} calls (+{} from the cache) for {lease_admitted}",
+        exact.redis_decisions, leased.redis_decisions, leased.lease_decisions
+    );
+    assert_eq!((exact_admitted, lease_admitted), (400, 400));
+    assert_eq!(exact.redis_decisions, 400);
+    // At least 80% fewer calls.
+    assert!(
+        leased.redis_decisions * 5 <= exact.redis_decisions,
+        "{leased:?}"
+    );
+    assert_eq!(leased.fallback_decisions + exact.fallback_decisions, 0);
+}
+
+const PROCS: usize = 4;
+const THREADS: usize = 8;
+
+fn run_fleet(server: &TestServer, name: &str, windows: &str, run: Duration) -> u64 {
+    run_fleet_leased(server, name, windows, run, 1).0
+}
+
+/// Runs the fleet; returns (admitted, Redis calls).
+fn run_fleet_leased(
+    server: &TestServer,
+    name: &str,
+    windows: &str,
+    run: Duration,
+    lease: u64,
+) -> (u64, u64) {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let start_ms = now_ms + 700; // time for every child to start and connect
+    let spec = format!(
+        "{}|{name}|{windows}|{start_ms}|{}|{THREADS}|{lease}",
+        server.url(),
+        run.as_millis()
+    );
+    let children: Vec<_> = (0..PROCS)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["fleet_child", "--exact", "--nocapture", "--test-threads=1"])
+                .env("TOLLGATE_FLEET", &spec)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn fleet child")
+        })
+        .collect();
+    let (mut admitted, mut calls) = (0, 0);
+    for child in children {
+        let out = child.wait_with_output().expect("fleet child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {stdout}");
+        let line = stdout
+            .lines()
+            .find_map(|l| l.find("FLEET ").map(|at| &l[at..]))
+            .unwrap_or_else(|| panic!("no FLEET line in {stdout}"));
+        let field = |k: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(k))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(
+            field("fallback="),
+            0,
+            "a fallback decision would not be Redis's"
+        );
+        admitted += field("admitted=");
+        calls += field("redis=");
+    }
+    (admitted, calls)
+}
+
+/// The child side of the fleet test: a no-op unless `TOLLGATE_FLEET` is set.
+#[test]
+fn fleet_child() {
+    let Ok(spec) = std::env::var("TOLLGATE_FLEET") else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [url, name, windows, start_ms, run_ms, threads, lease] = parts[..] else {
+        panic!("bad spec {spec}");
+    };
+    let quotas: Vec<Quota> = windows
+        .split(',')
+        .map(|w| {
+            let v: Vec<u64> = w.split(':').map(|x| x.parse().unwrap()).collect();
+            Quota::per(v[0], Duration::from_millis(v[1]))
+                .unwrap()
+                .burst(v[2])
+                .unwrap()
+        })
+        .collect();
+    let mut builder = RedisLimiter::builder(url, quotas[0])
+        .name(name)
+        .budget(Duration::from_millis(500))
+        .fallback(Fallback::FailClosed)
+        .lease(lease.parse().unwrap())
+        .max_idle(16);
+    for q in &quotas[1..] {
+        builder = builder.window(*q);
+    }
+    let limiter = Arc::new(builder.build().unwrap());
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let start_ms: u128 = start_ms.parse().unwrap();
+    let run = Duration::from_millis(run_ms.parse().unwrap());
+    let start = MonotonicClock.now() + (start_ms.saturating_sub(wall_ms) as u64) * 1_000_000;
+    let end = start + run.as_nanos() as u64;
+    let workers: Vec<_> = (0..threads.parse::<usize>().unwrap())
+        .map(|_| {
+            let limiter = Arc::clone(&limiter);
+            std::thread::spawn(move || {
+                MonotonicClock.park_until(start, &CancelToken::new());
+                let mut admitted = 0u64;
+                // The token's deadline ends the run: a wait whose next try is past it fails fast.
+                let left = end.saturating_sub(MonotonicClock.now());
+                let token = CancelToken::with_timeout(Duration::from_nanos(left));
+                while let Ok(()) = limiter.wait(&token) {
+                    admitted += 1;
+                    if MonotonicClock.now() >= end {
+                        break;
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    let admitted: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let stats = limiter.stats();
+    println!(
+        "FLEET admitted={admitted} fallback={} redis={} p50={:?} p99={:?}",
+        stats.fallback_decisions, stats.redis_decisions, stats.latency.p50, stats.latency.p99
+    );
+}
+
+/// Coalesced calls decide exactly like single calls: 16 threads, 1 600 attempts on a burst of
+/// 1 000 that barely refills; the script is flushed midway (NOSCRIPT entries are re-sent, nothing
+/// else); a stopped server fails the whole pipeline within the budget.
+#[test]
+fn coalesced_pipelines_decide_exactly_and_fail_cleanly() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let limiter = Arc::new(
+        limiter(&server, Quota::per_hour(1_000).unwrap())
+            .name("coalesced")
+            .coalesce(true)
+            .build()
+            .unwrap(),
+    );
+    let barrier = Arc::new(std::sync::Barrier::new(16));
+    let workers: Vec<_> = (0..16)
+        .map(|t| {
+            let (limiter, barrier) = (Arc::clone(&limiter), Arc::clone(&barrier));
+            let url = server.url();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut admitted = 0u64;
+                for i in 0..100 {
+                    if t == 0 && i == 50 {
+                        let client = ::redis::Client::open(url.as_str()).unwrap();
+                        let _: () = ::redis::cmd("SCRIPT")
+                            .arg("FLUSH")
+                            .query(&mut client.get_connection().unwrap())
+                            .unwrap();
+                    }
+                    let d = limiter.decide("k", 1);
+                    assert!(d.source.is_redis(), "{d:?}");
+                    admitted += u64::from(d.is_allowed());
+                }
+                admitted
+            })
+        })
+        .collect();
+    let admitted: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!((1_000..=1_001).contains(&admitted), "{admitted}");
+    assert_eq!(limiter.stats().redis_decisions, 1_600);
+
+    server.pause();
+    let start = Instant::now();
+    let stalled: Vec<_> = (0..8)
+        .map(|_| {
+            let limiter = Arc::clone(&limiter);
+            std::thread::spawn(move || limiter.decide("k", 1).source)
+        })
+        .collect();
+    for s in stalled {
+        assert!(!s.join().unwrap().is_redis());
+    }
+    let took = start.elapsed();
+    server.resume();
+    // Budget 200 ms: the batch in flight plus one more, at most.
+    assert!(took < Duration::from_millis(900), "{took:?}");
+}
