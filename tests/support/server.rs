@@ -138,6 +138,13 @@ impl TestServer {
         *self.shared.counts.lock().unwrap()
     }
 
+    /// A function reporting how many requests hang on the server now, to hand to code that
+    /// outlives a borrow of the server (a fetcher closure, a helper thread).
+    pub fn hanging_counter(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.counts.lock().unwrap().hanging
+    }
+
     /// When each request head arrived, measured from the server's start, in arrival order.
     pub fn arrivals(&self) -> Vec<Duration> {
         self.shared.log.lock().unwrap().arrivals.clone()
