@@ -103,7 +103,7 @@ proptest! {
             }
             Err(err) => {
                 prop_assert!(!must_fail.is_empty(), "failed with {} although nothing must", err.error);
-                let key = err.key.expect("a failure names its key");
+                let key = err.key.unwrap_or_else(|| panic!("a failure names its key: {} {:?}", err.error, err.stats));
                 prop_assert!(must_fail.contains(&key), "key {} should not fail", key);
                 for (k, v) in &err.partial {
                     prop_assert_eq!(expected.get(k), Some(v));

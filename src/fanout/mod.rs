@@ -39,8 +39,10 @@ pub type ProgressFn = dyn Fn(&Progress) + Send + Sync;
 /// cancellation, on a fixed pool of worker threads. Build one with [`FanOut::builder`]; reuse it
 /// for many runs (its limiter, semaphore and pool are shared by all of them).
 ///
-/// Per key: take an in-flight permit, then wait for a rate slot, then hand the key to a worker,
-/// which runs [`Fetch::fetch`] (with retries) and releases the permit. Every wait is cancellable:
+/// Keys go to the pool's workers; per key, a worker takes an in-flight permit, then waits for a
+/// rate slot, then runs [`Fetch::fetch`] (with retries) and releases the permit. No thread is
+/// ever started per key: concurrency is the pool's threads, capped by the semaphore. Every
+/// wait is cancellable:
 /// the first failure (with fail-fast, the default) or the caller's token cancels the run,
 /// which wakes every waiter and aborts in-flight fetches, and `fetch_all` returns at once.
 ///

@@ -1,19 +1,27 @@
-//! One fan-out run: the dispatch loop on the caller's thread and the job each worker runs.
+//! One fan-out run: the caller thread hands out keys and collects outcomes; runners on the
+//! pool's worker threads fetch.
+//!
+//! A run starts `min(pool threads, in-flight permits)` *runners*, pool jobs that each take keys
+//! from a bounded key channel until it closes. The caller thread feeds that channel from the
+//! key iterator and, in the same select loop, takes outcomes and hands them to the sink. Keeping
+//! a worker on a run across keys (rather than one pool job per key) saves two thread hand-offs
+//! per key, which on a small machine cost more than the whole dispatch.
 //!
 //! Invariants:
 //!
-//! 1. Per key, in order: a semaphore permit (so at most `max_in_flight` keys are between
-//!    dispatch and result), then a limiter slot (permit first, so a slot is never spent while the
-//!    key still queues for a permit), then a pool submission. The permit travels with the job
-//!    and is released when the job ends, whatever way it ends.
+//! 1. Per key, on its runner, in order: an in-flight permit, then a limiter slot (permit first,
+//!    so a slot is never spent while the key still queues for a permit), then every attempt.
+//!    The permit goes back when the key's attempts are over, before its outcome is reported.
 //! 2. Every blocking step waits on the run's group token, a child of the caller's token; leaving
 //!    a run for any reason cancels the group token (a drop guard), which wakes every waiter of
-//!    the run and aborts its in-flight fetches.
-//! 3. A worker sends its outcome before it cancels the group for a failure, so the dispatcher,
-//!    woken by that cancel, finds the failure in the channel.
-//! 4. The caller thread holds at most `max_in_flight` undelivered outcomes: it drains the channel
-//!    before each dispatch, and a key is dispatched only after its permit was released by an
-//!    earlier key's job.
+//!    the run and aborts its in-flight fetches, and closes the key channel, which ends the
+//!    runners; keys still in the channel are skipped, never fetched.
+//! 3. A runner sends its outcome before it cancels the group for a failure and before it leaves
+//!    (dropping its channel ends): so whatever ends the caller's loop — the cancel or a closed
+//!    channel — the failure is already in the outcome channel, and the caller drains that
+//!    channel before deciding how the run ended.
+//! 4. Memory is bounded by the key channel (16 × the in-flight permits) plus the outcomes not
+//!    yet taken, which the caller takes in the same loop that feeds keys.
 //! 5. Each attempt of a key costs one limiter token; a retry waits out its backoff on the group
 //!    token (interruptible) before taking its token.
 
@@ -31,7 +39,6 @@ use crate::cancel::CancelToken;
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::{Cause, Error, ErrorKind};
 use crate::limiter::Limiter;
-use crate::semaphore::OwnedPermit;
 use crate::sync::Mutex;
 
 /// What a worker reports for one key.
@@ -214,9 +221,62 @@ impl WithAttemptKey for Error {
     }
 }
 
+/// The caller thread's view of the outcomes: counts, failures, and the sink they go to.
+struct Collector<'a, K, T, S> {
+    sink: S,
+    counters: &'a Counters,
+    progress: Option<&'a super::ProgressFn>,
+    total: Option<u64>,
+    started: Instant,
+    fail_fast: bool,
+    received: u64,
+    failures: Vec<(K, Error)>,
+    first_failure: Option<(K, u32, Error)>,
+    sink_stopped: bool,
+    _output: std::marker::PhantomData<T>,
+}
+
+impl<K: Clone, T, S: FnMut(Outcome<K, T>) -> Flow> Collector<'_, K, T, S> {
+    /// Hands one outcome to the sink; `Stop` when the sink or a fail-fast failure ends the run.
+    fn deliver(&mut self, outcome: Outcome<K, T>) -> Flow {
+        self.received += 1;
+        let mut failed = false;
+        match &outcome.result {
+            Ok(_) => Counters::add(&self.counters.succeeded),
+            // A key cut short by the run's cancellation is not a failure of its own.
+            Err(error) if matches!(error.kind(), ErrorKind::Cancelled(_)) => {}
+            Err(error) => {
+                failed = true;
+                Counters::add(&self.counters.failed);
+                if self.first_failure.is_none() {
+                    self.first_failure =
+                        Some((outcome.key.clone(), outcome.attempts, error.clone()));
+                }
+                self.failures.push((outcome.key.clone(), error.clone()));
+            }
+        }
+        let flow = (self.sink)(outcome);
+        self.beat();
+        match flow {
+            Flow::Stop => {
+                self.sink_stopped = true;
+                Flow::Stop
+            }
+            Flow::Continue if failed && self.fail_fast => Flow::Stop,
+            Flow::Continue => Flow::Continue,
+        }
+    }
+
+    fn beat(&self) {
+        if let Some(progress) = self.progress {
+            progress(&self.counters.progress(self.total, self.started.elapsed()));
+        }
+    }
+}
+
 impl<F> FanOut<F> {
-    /// The dispatch loop (invariants 1–4). `sink` sees every outcome; the first failure of a
-    /// fail-fast run ends it.
+    /// One run (invariants 1–4). `sink` sees every outcome on the calling thread; the first
+    /// failure of a fail-fast run ends it.
     #[allow(
         clippy::result_large_err,
         reason = "returned once per run, not on a hot path; boxing would only add an allocation"
@@ -225,7 +285,7 @@ impl<F> FanOut<F> {
         &self,
         keys: I,
         caller: &CancelToken,
-        mut sink: impl FnMut(Outcome<K, F::Output>) -> Flow,
+        sink: impl FnMut(Outcome<K, F::Output>) -> Flow,
     ) -> Result<FanOutStats, RunFailure<K>>
     where
         K: Hash + Eq + Clone + Send + std::fmt::Debug + 'static,
@@ -234,7 +294,7 @@ impl<F> FanOut<F> {
     {
         let started = Instant::now();
         let counters = Arc::new(Counters::new());
-        let keys = keys.into_iter();
+        let mut keys = keys.into_iter().peekable();
         let total = match keys.size_hint() {
             (low, Some(high)) if low == high => Some(low as u64),
             _ => None,
@@ -251,174 +311,155 @@ impl<F> FanOut<F> {
             fail_fast: self.fail_fast,
             group: group.clone(),
         });
-        let (sender, receiver) = crossbeam_channel::unbounded::<Outcome<K, F::Output>>();
-        let mut failures: Vec<(K, Error)> = Vec::new();
-        let mut first_failure: Option<(K, u32, Error)> = None;
-        let mut dispatched: u64 = 0;
-        let mut received: u64 = 0;
-
-        let mut deliver = |outcome: Outcome<K, F::Output>,
-                           received: &mut u64,
-                           first_failure: &mut Option<(K, u32, Error)>,
-                           failures: &mut Vec<(K, Error)>,
-                           sink_stopped: &mut bool|
-         -> Flow {
-            *received += 1;
-            match &outcome.result {
-                Ok(_) => Counters::add(&counters.succeeded),
-                Err(error) if matches!(error.kind(), ErrorKind::Cancelled(_)) => {}
-                Err(error) => {
-                    Counters::add(&counters.failed);
-                    if first_failure.is_none() {
-                        *first_failure =
-                            Some((outcome.key.clone(), outcome.attempts, error.clone()));
-                    }
-                    failures.push((outcome.key.clone(), error.clone()));
-                }
-            }
-            let failed = outcome.result.is_err();
-            let flow = sink(outcome);
-            if let Some(progress) = &self.progress {
-                progress(&counters.progress(total, started.elapsed()));
-            }
-            match flow {
-                Flow::Stop => {
-                    *sink_stopped = true;
-                    Flow::Stop
-                }
-                Flow::Continue if failed && self.fail_fast && first_failure.is_some() => Flow::Stop,
-                Flow::Continue => Flow::Continue,
-            }
+        let mut collector = Collector {
+            sink,
+            counters: &counters,
+            progress: self.progress.as_deref(),
+            total,
+            started,
+            fail_fast: self.fail_fast,
+            received: 0,
+            failures: Vec::new(),
+            first_failure: None,
+            sink_stopped: false,
+            _output: std::marker::PhantomData,
         };
-
-        let mut stopped = false;
-        let mut sink_stopped = false;
-        'dispatch: for key in keys {
-            // Invariant 4: hand over what is ready before taking the next permit.
-            while let Ok(outcome) = receiver.try_recv() {
-                if let Flow::Stop = deliver(
-                    outcome,
-                    &mut received,
-                    &mut first_failure,
-                    &mut failures,
-                    &mut sink_stopped,
-                ) {
-                    stopped = true;
-                    break 'dispatch;
-                }
-            }
-            let permit: OwnedPermit = match self.semaphore.acquire_owned(1, &group) {
-                Ok(permit) => permit,
-                Err(_) => break 'dispatch,
+        let fail =
+            |error: Error, key: Option<K>, attempts: u32, failures: Vec<(K, Error)>| RunFailure {
+                error,
+                key,
+                attempts,
+                failures,
+                stats: counters.stats(started.elapsed()),
             };
-            if shared.wait_for_slot().is_err() {
-                break 'dispatch;
-            }
-            let job = make_job(shared.clone(), key, permit, sender.clone());
-            match self.pool.submit_cancellable(job, &group) {
-                Ok(_detached) => dispatched += 1,
-                Err(crate::SubmitError::Closed(_)) => {
-                    return Err(self.fail(
-                        Error::new(ErrorKind::Closed, "the worker pool is shut down"),
-                        None,
-                        0,
-                        failures,
-                        &counters,
-                        started,
-                    ));
-                }
-                Err(_) => break 'dispatch,
-            }
+        if keys.peek().is_none() {
+            return Ok(counters.stats(started.elapsed()));
         }
-        drop(sender);
 
-        // Collect what is still in flight, unless a failure or the caller stopped the run. A
-        // cancel wakes this wait at once through `woken`, even if a fetch ignores cancellation.
+        // Keys travel to the runners through a bounded buffer; outcomes come back unbounded, but
+        // the loop below takes them as fast as it hands out keys (invariant 4). The buffer is
+        // deep enough that the caller refills it in batches rather than once per key.
+        let (key_sender, key_receiver) =
+            crossbeam_channel::bounded::<K>(self.semaphore.capacity().max(1) * 16);
+        let (outcome_sender, outcomes) = crossbeam_channel::unbounded::<Outcome<K, F::Output>>();
         let (wake, woken) = crossbeam_channel::bounded::<()>(1);
         let _wake_on_cancel = group.on_cancel(move || {
             let _ = wake.try_send(());
         });
-        while !stopped && received < dispatched {
-            if group.is_cancelled() {
-                // Invariant 3: a failure that cancelled the group is in the channel already.
-                while let Ok(outcome) = receiver.try_recv() {
-                    if let Flow::Stop = deliver(
-                        outcome,
-                        &mut received,
-                        &mut first_failure,
-                        &mut failures,
-                        &mut sink_stopped,
-                    ) {
-                        break;
-                    }
+
+        let runners = self.runner_count(total);
+        for _ in 0..runners {
+            let job = runner(
+                shared.clone(),
+                self.semaphore.clone(),
+                key_receiver.clone(),
+                outcome_sender.clone(),
+            );
+            match self.pool.submit_cancellable(job, &group) {
+                Ok(_detached) => {}
+                Err(crate::SubmitError::Closed(_)) => {
+                    let error = Error::new(ErrorKind::Closed, "the worker pool is shut down");
+                    return Err(fail(error, None, 0, Vec::new()));
                 }
+                Err(_) => break,
+            }
+        }
+        drop((key_receiver, outcome_sender));
+
+        let mut sent: u64 = 0;
+        let mut stopped = false;
+        while !stopped {
+            if group.is_cancelled() {
                 break;
             }
+            let has_key = keys.peek().is_some();
+            if !has_key && collector.received >= sent {
+                break;
+            }
+            let mut select = crossbeam_channel::Select::new();
+            let send_index = has_key.then(|| select.send(&key_sender));
+            let recv_index = select.recv(&outcomes);
+            let wake_index = select.recv(&woken);
             let beat = group
                 .remaining()
                 .map_or(self.heartbeat, |left| left.min(self.heartbeat));
-            crossbeam_channel::select! {
-                recv(receiver) -> outcome => match outcome {
-                    Ok(outcome) => {
-                        if let Flow::Stop = deliver(outcome, &mut received, &mut first_failure, &mut failures, &mut sink_stopped) {
-                            stopped = true;
-                        }
-                    }
-                    Err(_) => break,
-                },
-                recv(woken) -> _ => {}
-                default(beat) => {
-                    if let Some(progress) = &self.progress {
-                        progress(&counters.progress(total, started.elapsed()));
-                    }
+            let Ok(operation) = select.select_timeout(beat) else {
+                collector.beat();
+                continue;
+            };
+            let index = operation.index();
+            if Some(index) == send_index {
+                let key = keys.next().expect("peeked a key");
+                if operation.send(&key_sender, key).is_err() {
+                    break; // every runner has gone: the group was cancelled
+                }
+                sent += 1;
+            } else if index == recv_index {
+                match operation.recv(&outcomes) {
+                    Ok(outcome) => stopped = matches!(collector.deliver(outcome), Flow::Stop),
+                    Err(_) => break, // every runner has gone
+                }
+            } else {
+                debug_assert_eq!(index, wake_index);
+                let _ = operation.recv(&woken);
+            }
+        }
+        // Invariant 3: a failure that cancelled the group, or whose runner then left (closing
+        // a channel and so ending the loop above), was sent before that: it is here now.
+        if !stopped {
+            while let Ok(outcome) = outcomes.try_recv() {
+                if let Flow::Stop = collector.deliver(outcome) {
+                    break;
                 }
             }
         }
+        // Runners waiting for keys end when the key channel closes.
+        drop(key_sender);
 
+        let Collector {
+            failures,
+            first_failure,
+            sink_stopped,
+            received,
+            ..
+        } = collector;
         if let Some((key, attempts, error)) = first_failure {
             group.cancel_with(Cause::Failed);
-            return Err(self.fail(error, Some(key), attempts, failures, &counters, started));
+            return Err(fail(error, Some(key), attempts, failures));
         }
         if let Some(cause) = caller.cause() {
-            return Err(self.fail(Error::from(cause), None, 0, failures, &counters, started));
+            return Err(fail(Error::from(cause), None, 0, failures));
         }
         if sink_stopped {
             // The caller's sink asked to stop: not a failure.
             return Ok(counters.stats(started.elapsed()));
         }
-        if received < dispatched {
-            // Only a cancelled group leaves outcomes behind; report its cause.
-            return Err(self.fail(cancelled(&group), None, 0, failures, &counters, started));
+        if received < sent || keys.peek().is_some() {
+            // Only a cancelled group leaves keys or outcomes behind; report its cause.
+            return Err(fail(cancelled(&group), None, 0, failures));
         }
         Ok(counters.stats(started.elapsed()))
     }
 
-    fn fail<K>(
-        &self,
-        error: Error,
-        key: Option<K>,
-        attempts: u32,
-        failures: Vec<(K, Error)>,
-        counters: &Counters,
-        started: Instant,
-    ) -> RunFailure<K> {
-        RunFailure {
-            error,
-            key,
-            attempts,
-            failures,
-            stats: counters.stats(started.elapsed()),
-        }
+    /// How many runners a run starts: one per worker thread that a permit can keep busy, and no
+    /// more than there are keys.
+    fn runner_count(&self, total: Option<u64>) -> usize {
+        let threads = self.pool.stats().threads.max(1);
+        let permits = self.semaphore.capacity().max(1);
+        let keys = total.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        threads.min(permits).min(keys).max(1)
     }
 }
 
-/// The job a worker runs for one key: all its attempts, then its permit back, then its outcome,
-/// then (fail-fast) the group's cancellation (invariant 3).
-fn make_job<K, F>(
+/// A runner: one pool job that takes keys from the run's key channel until it closes or the run
+/// is cancelled. Per key: a permit, then a limiter slot, then every attempt; then the permit
+/// goes back, then the outcome is reported, then (fail-fast) the group is cancelled
+/// (invariants 1 and 3). Keeping the worker busy across keys avoids two thread hand-offs per key.
+fn runner<K, F>(
     shared: Arc<Shared<F>>,
-    key: K,
-    permit: OwnedPermit,
-    sender: Sender<Outcome<K, F::Output>>,
+    semaphore: Arc<crate::Semaphore>,
+    keys: crossbeam_channel::Receiver<K>,
+    outcomes: Sender<Outcome<K, F::Output>>,
 ) -> impl FnOnce() + Send + 'static
 where
     K: Send + std::fmt::Debug + 'static,
@@ -426,25 +467,38 @@ where
 {
     move || {
         let mut rng = JitterRng::from_entropy();
-        let (attempts, result) =
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_key(&shared, &key, &mut rng)
-            })) {
-                Ok(done) => done,
-                Err(payload) => (1, Err(panic_error(&*payload).with_attempt_key(&key))),
+        while let Ok(key) = keys.recv() {
+            let Ok(permit) = semaphore.acquire(1, &shared.group) else {
+                return; // the run is over; the keys still queued are skipped
             };
-        let failed = matches!(&result, Err(e) if !matches!(e.kind(), ErrorKind::Cancelled(_)));
-        // The request is over: its permit goes back before its outcome is reported, so a run
-        // that has every outcome holds no permit.
-        drop(permit);
-        // The receiver is gone when the run ended early: nobody needs this outcome then.
-        let _ = sender.send(Outcome {
-            key,
-            attempts,
-            result,
-        });
-        if failed && shared.fail_fast {
-            shared.group.cancel_with(Cause::Failed);
+            if shared.wait_for_slot().is_err() {
+                return;
+            }
+            let (attempts, result) =
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_key(&shared, &key, &mut rng)
+                })) {
+                    Ok(done) => done,
+                    Err(payload) => (1, Err(panic_error(&*payload).with_attempt_key(&key))),
+                };
+            let failed = matches!(&result, Err(e) if !matches!(e.kind(), ErrorKind::Cancelled(_)));
+            // The request is over: its permit goes back before its outcome is reported, so a
+            // run that has every outcome holds no permit.
+            drop(permit);
+            if outcomes
+                .send(Outcome {
+                    key,
+                    attempts,
+                    result,
+                })
+                .is_err()
+            {
+                return; // the run ended early: nobody needs more outcomes
+            }
+            if failed && shared.fail_fast {
+                shared.group.cancel_with(Cause::Failed);
+                return;
+            }
         }
     }
 }
