@@ -45,5 +45,7 @@ mod sync;
 pub use cancel::{CancelToken, DropGuard, Registration};
 pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
-pub use limiter::{LimitError, LimitState, Limiter, MultiLimiter, RateLimiter, Reservation};
+pub use limiter::{
+    KeyedLimiter, LimitError, LimitState, Limiter, MultiLimiter, RateLimiter, Reservation,
+};
 pub use quota::{Quota, QuotaError};

@@ -566,7 +566,7 @@ impl<C: Clock> RateLimiter<C> {
 }
 
 #[cold]
-fn not_until(now: u64, retry_after: u64) -> LimitError {
+pub(super) fn not_until(now: u64, retry_after: u64) -> LimitError {
     LimitError::NotUntil {
         retry_after: Duration::from_nanos(retry_after),
         earliest: now.saturating_add(retry_after),
