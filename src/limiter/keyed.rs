@@ -17,9 +17,10 @@
 //! 4. A key's quota is `quota_for(key)` (or the default) at insert time; since an evicted key
 //!    was idle, re-inserting it with the same quota gives exactly the decisions it would have had.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+
+use hashbrown::HashTable;
 use std::time::Duration;
 
 use crate::clock::{Clock, MonotonicClock};
@@ -33,8 +34,9 @@ const SHARDS: usize = 16;
 
 type QuotaFor<K> = Box<dyn Fn(&K) -> Option<Quota> + Send + Sync>;
 
-/// One shard: the keys whose hash picks it, each with its state.
-type Shard<K> = RwLock<HashMap<K, Entry, HashState>>;
+/// One shard: the keys whose hash picks it, each with its state. A `HashTable` takes the hash
+/// from us, so a key is hashed once for both the shard choice and the lookup.
+type Shard<K> = RwLock<HashTable<(K, Entry)>>;
 
 /// One key's state.
 #[derive(Debug)]
@@ -123,7 +125,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         }
         Ok(KeyedLimiter {
             shards: (0..SHARDS)
-                .map(|_| CachePadded::new(RwLock::new(HashMap::default())))
+                .map(|_| CachePadded::new(RwLock::new(HashTable::new())))
                 .collect(),
             hasher: HashState::default(),
             rate: quota.rate(),
@@ -158,11 +160,12 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         self
     }
 
+    /// The key's hash and its shard. The shard comes from bits 40..44: the table uses the low
+    /// bits for buckets and the top 7 for its control bytes.
     #[inline]
-    fn shard(&self, key: &K) -> &Shard<K> {
+    fn shard(&self, key: &K) -> (u64, &Shard<K>) {
         let hash = self.hasher.hash_one(key);
-        // The top bits: the map itself uses the low bits of its own hash.
-        &self.shards[(hash >> 60) as usize % SHARDS]
+        (hash, &self.shards[(hash >> 40) as usize % SHARDS])
     }
 
     fn rate_for(&self, key: &K) -> Rate {
@@ -204,18 +207,25 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     #[inline]
     pub fn check_n(&self, key: &K, n: u64) -> Result<(), LimitError> {
         let now = self.clock.now();
-        let shard = self.shard(key);
+        let (hash, shard) = self.shard(key);
         {
             let map = shard.read();
-            if let Some(entry) = map.get(key) {
+            if let Some((_, entry)) = map.find(hash, |(k, _)| k == key) {
                 return decide(entry, now, n);
             }
         }
-        self.insert_slow(shard, key, now, n)
+        self.insert_slow(shard, hash, key, now, n)
     }
 
     #[cold]
-    fn insert_slow(&self, shard: &Shard<K>, key: &K, now: u64, n: u64) -> Result<(), LimitError> {
+    fn insert_slow(
+        &self,
+        shard: &Shard<K>,
+        hash: u64,
+        key: &K,
+        now: u64,
+        n: u64,
+    ) -> Result<(), LimitError> {
         let rate = self.rate_for(key);
         if n > rate.burst {
             return Err(LimitError::InsufficientCapacity {
@@ -229,7 +239,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         let mut swept_all = false;
         loop {
             let mut map = shard.write();
-            if let Some(entry) = map.get(key) {
+            if let Some((_, entry)) = map.find(hash, |(k, _)| k == key) {
                 return decide(entry, now, n);
             }
             // An absent key is full: n ≤ burst always passes (gcra invariant 4).
@@ -240,13 +250,11 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
             // Relaxed: `len` is only a counter for the cap; each shard's map is guarded by its
             // lock, and fetch_add makes concurrent reservations of the last place exclusive.
             if self.len.fetch_add(1, Ordering::Relaxed) < self.max_keys {
-                map.insert(
-                    key.clone(),
-                    Entry {
-                        tat: AtomicU64::new(tat),
-                        rate,
-                    },
-                );
+                let entry = Entry {
+                    tat: AtomicU64::new(tat),
+                    rate,
+                };
+                map.insert_unique(hash, (key.clone(), entry), |(k, _)| self.hasher.hash_one(k));
                 return Ok(());
             }
             // Relaxed: gives back the place just reserved (see above).
@@ -266,10 +274,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     }
 
     /// Removes the idle keys of one locked shard; returns how many.
-    fn sweep_map(&self, map: &mut HashMap<K, Entry, HashState>, now: u64) -> usize {
+    fn sweep_map(&self, map: &mut HashTable<(K, Entry)>, now: u64) -> usize {
         let before = map.len();
         // Relaxed: the write lock excludes every CAS on these TATs (they run under the read lock).
-        map.retain(|_, entry| entry.tat.load(Ordering::Relaxed) > now);
+        map.retain(|(_, entry)| entry.tat.load(Ordering::Relaxed) > now);
         let removed = before - map.len();
         // Relaxed: counter only (invariant 3).
         self.len.fetch_sub(removed, Ordering::Relaxed);
@@ -320,7 +328,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         for shard in self.shards.iter() {
             let mut map = shard.write();
             let before = map.len();
-            map.retain(|key, _| keep(key));
+            map.retain(|(key, _)| keep(key));
             // Relaxed: counter only (invariant 3).
             self.len.fetch_sub(before - map.len(), Ordering::Relaxed);
         }
@@ -367,10 +375,11 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     /// ```
     pub fn state(&self, key: &K) -> LimitState {
         let now = self.clock.now();
-        let map = self.shard(key).read();
-        let (tat, rate) = match map.get(key) {
+        let (hash, shard) = self.shard(key);
+        let map = shard.read();
+        let (tat, rate) = match map.find(hash, |(k, _)| k == key) {
             // Relaxed: a peek; the value is a snapshot of the TAT.
-            Some(entry) => (entry.tat.load(Ordering::Relaxed), entry.rate),
+            Some((_, entry)) => (entry.tat.load(Ordering::Relaxed), entry.rate),
             None => (0, self.rate_for(key)),
         };
         let snapshot = gcra::snapshot(tat, now, &rate);
