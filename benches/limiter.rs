@@ -39,7 +39,7 @@ impl Decide for tollgate::RateLimiter<TscClock> {
 /// governor's default clock (quanta's TSC read) as a tollgate `Clock`: separates the cost of the
 /// limiter from the cost of reading time. Not tollgate's default: the TSC is not guaranteed
 /// monotonic across cores (governor #299).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct TscClock {
     clock: quanta::Clock,
     start: u64,
@@ -294,12 +294,72 @@ fn keyed(c: &mut Criterion) {
     group.finish();
 }
 
+impl<C: tollgate::Clock + Clone> Decide for tollgate::MultiLimiter<C> {
+    #[inline]
+    fn decide(&self) -> bool {
+        self.check().is_ok()
+    }
+}
+
+/// Two governor limiters checked one after the other: what users do today (not atomic: a
+/// request denied by the second is still charged to the first).
+struct GovernorPair(Governor, Governor);
+
+impl Decide for GovernorPair {
+    #[inline]
+    fn decide(&self) -> bool {
+        self.0.check().is_ok() && self.1.check().is_ok()
+    }
+}
+
+/// Two quotas (both allowing): tollgate's all-or-nothing `MultiLimiter` vs two governor checks.
+fn multi(c: &mut Criterion) {
+    let tg = [
+        tollgate::Quota::per_second(1_000_000_000)
+            .unwrap()
+            .burst(1_000_000)
+            .unwrap(),
+        tollgate::Quota::per_second(500_000_000)
+            .unwrap()
+            .burst(1_000_000)
+            .unwrap(),
+    ];
+    let gov = |rate: u32| {
+        Governor::direct(
+            governor::Quota::per_second(NonZeroU32::new(rate).unwrap())
+                .allow_burst(NonZeroU32::new(1_000_000).unwrap()),
+        )
+    };
+    let limiters: Vec<(&str, Box<dyn Decide>)> = vec![
+        (
+            "tollgate",
+            Box::new(tollgate::MultiLimiter::new(tg).unwrap()),
+        ),
+        (
+            "tollgate_tsc_clock",
+            Box::new(tollgate::MultiLimiter::with_clock(tg, TscClock::new()).unwrap()),
+        ),
+        (
+            "governor_two_checks",
+            Box::new(GovernorPair(gov(1_000_000_000), gov(500_000_000))),
+        ),
+    ];
+    let mut group = c.benchmark_group("multi_check_2_quotas");
+    for (id, limiter) in &limiters {
+        group.bench_function(BenchmarkId::from_parameter(id), |b| {
+            b.iter(|| black_box(limiter.decide()))
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     single_thread(c, "check_allow_1t", true);
     single_thread(c, "check_deny_1t", false);
     two_threads(c, "check_allow_2t", true);
     two_threads(c, "check_deny_2t", false);
     keyed(c);
+    multi(c);
 }
 
 criterion_group! {

@@ -683,6 +683,9 @@ impl<C: Clock> Reservation<'_, C> {
         self.give_back(Some(now))
     }
 
+    /// Keeps the tokens (the same as dropping the reservation, said out loud).
+    pub(crate) fn keep(self) {}
+
     /// Takes the whole reservation back, due or not: for a caller that never used it (a
     /// `MultiLimiter` whose other quota said no). Later requests still keep their slots.
     pub(crate) fn undo(self) -> bool {
