@@ -195,3 +195,31 @@ fn keyed_insert_racing_sweep_loses_no_state() {
         assert_eq!(limiter.state(&winner).remaining, 0);
     });
 }
+
+/// `set_quota` racing a reservation and its cancel: the refund applies only if the reservation's
+/// quota is still in force, so the final debt is one of the sequential outcomes, never a refund
+/// in the wrong units.
+#[test]
+fn set_quota_racing_reserve_and_cancel() {
+    model(|| {
+        let limiter = frozen(Quota::per_hour(1).unwrap().burst(1).unwrap());
+        limiter.check().unwrap(); // owes 1 h; the next slot is 1 h away
+        let reserver = {
+            let limiter = limiter.clone();
+            thread::spawn(move || {
+                let reservation = limiter.reserve(1).unwrap();
+                reservation.cancel()
+            })
+        };
+        limiter.set_quota(Quota::per_second(1).unwrap().burst(1).unwrap());
+        let refunded = reserver.join().unwrap();
+        let debt = limiter.state().reset_after;
+        // 1 token owed (refunded, or the change came first and the reservation was in seconds
+        // and refunded) = 1 s; 2 tokens owed (reservation converted, then not refunded) = 2 s.
+        if refunded {
+            assert_eq!(debt, Duration::from_secs(1));
+        } else {
+            assert_eq!(debt, Duration::from_secs(2));
+        }
+    });
+}
