@@ -11,6 +11,7 @@
 mod direct;
 mod keyed;
 mod multi;
+mod reservation;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -19,9 +20,10 @@ use std::time::Duration;
 use crate::cancel::CancelToken;
 use crate::error::{Cause, Error, ErrorKind};
 
-pub use direct::{RateLimiter, Reservation};
+pub use direct::RateLimiter;
 pub use keyed::KeyedLimiter;
 pub use multi::MultiLimiter;
+pub use reservation::Reservation;
 
 /// What every tollgate limiter can do; object safe, so callers can hold `Arc<dyn Limiter>`.
 ///

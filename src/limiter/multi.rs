@@ -22,7 +22,8 @@ use crate::clock::{Clock, MonotonicClock, Wake};
 use crate::error::Cause;
 use crate::quota::{Quota, QuotaError};
 
-use super::direct::{RateLimiter, Reservation};
+use super::direct::RateLimiter;
+use super::reservation::Reservation;
 use super::{LimitError, LimitState, Limiter};
 
 /// Several quotas checked atomically together: a request passes only if every quota admits it,
