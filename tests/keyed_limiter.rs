@@ -147,14 +147,21 @@ proptest! {
         max_keys in 1usize..4,
         ops in prop::collection::vec((0u64..400, 0u64..6, 1u64..=3), 1..200),
     ) {
-        const INTERVAL: u64 = 100;
-        const BURST: u64 = 3;
+        // Odd keys get their own quota (the per-key override); even keys the default.
+        let quota_of = |key: u64| if key % 2 == 1 { (37u64, 2u64) } else { (100, 3) };
         let clock = ManualClock::new();
         let limiter = KeyedLimiter::with_clock(
-            Quota::with_period(Duration::from_nanos(INTERVAL)).unwrap().burst(BURST).unwrap(),
+            Quota::with_period(Duration::from_nanos(100)).unwrap().burst(3).unwrap(),
             max_keys,
             clock.clone(),
-        ).unwrap();
+        )
+        .unwrap()
+        .with_quota_for(move |key: &u64| {
+            let (interval, burst) = quota_of(*key);
+            (key % 2 == 1).then(|| {
+                Quota::with_period(Duration::from_nanos(interval)).unwrap().burst(burst).unwrap()
+            })
+        });
         let mut model: HashMap<u64, u64> = HashMap::new();
         for (advance, key, n) in ops {
             clock.advance(Duration::from_nanos(advance));
@@ -162,10 +169,13 @@ proptest! {
             let busy = model.values().filter(|&&tat| tat > now).count();
             let is_new = model.get(&key).is_none_or(|&tat| tat <= now);
             let got = limiter.check_n(&key, n);
-            if is_new && busy >= max_keys {
+            let (interval, burst) = quota_of(key);
+            if n > burst {
+                prop_assert_eq!(got, Err(LimitError::InsufficientCapacity { requested: n, burst }));
+            } else if is_new && busy >= max_keys {
                 prop_assert_eq!(got, Err(LimitError::TooManyKeys { max_keys }));
             } else {
-                match (got, gcra(*model.get(&key).unwrap_or(&0), now, INTERVAL, BURST, n)) {
+                match (got, gcra(*model.get(&key).unwrap_or(&0), now, interval, burst, n)) {
                     (Ok(()), Ok(tat)) => { model.insert(key, tat); }
                     (Err(LimitError::NotUntil { retry_after, .. }), Err(wait)) => {
                         prop_assert_eq!(retry_after, Duration::from_nanos(wait));
