@@ -244,14 +244,14 @@ fn keyed(c: &mut Criterion) {
         .unwrap();
     let gov = governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
         .allow_burst(NonZeroU32::new(1_000_000).unwrap());
-    let limiters: Vec<(&str, Box<dyn DecideKey>)> = vec![
+    let limiters: Vec<(&str, Arc<dyn DecideKey>)> = vec![
         (
             "tollgate",
-            Box::new(tollgate::KeyedLimiter::<u64>::new(tg, 2 * KEYS as usize).unwrap()),
+            Arc::new(tollgate::KeyedLimiter::<u64>::new(tg, 2 * KEYS as usize).unwrap()),
         ),
         (
             "tollgate_tsc_clock",
-            Box::new(
+            Arc::new(
                 tollgate::KeyedLimiter::<u64, _>::with_clock(
                     tg,
                     2 * KEYS as usize,
@@ -262,11 +262,11 @@ fn keyed(c: &mut Criterion) {
         ),
         (
             "governor",
-            Box::new(governor::DefaultKeyedRateLimiter::<u64>::keyed(gov)),
+            Arc::new(governor::DefaultKeyedRateLimiter::<u64>::keyed(gov)),
         ),
         (
             "mutex_map",
-            Box::new(MutexMap {
+            Arc::new(MutexMap {
                 start: Instant::now(),
                 interval: 1,
                 tau: 1_000_000,
@@ -288,6 +288,39 @@ fn keyed(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % keys.len();
                 black_box(limiter.decide(&keys[i]))
+            })
+        });
+    }
+    group.finish();
+    // Two threads, each cycling over its own half of the keys: do reads of existing keys
+    // serialize?
+    let mut group = c.benchmark_group("keyed_check_10k_2t");
+    for (id, limiter) in &limiters {
+        group.bench_function(BenchmarkId::from_parameter(id), |b| {
+            b.iter_custom(|iters| {
+                let per_thread = iters.div_ceil(2);
+                let barrier = Arc::new(Barrier::new(3));
+                let workers: Vec<_> = (0..2usize)
+                    .map(|t| {
+                        let (limiter, keys, barrier) =
+                            (limiter.clone(), keys.clone(), barrier.clone());
+                        thread::spawn(move || {
+                            let half = keys.len() / 2;
+                            barrier.wait();
+                            for i in 0..per_thread as usize {
+                                black_box(limiter.decide(&keys[t * half + i % half]));
+                            }
+                        })
+                    })
+                    .collect();
+                barrier.wait();
+                let start = Instant::now();
+                for worker in workers {
+                    worker.join().unwrap();
+                }
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (per_thread * 2) as f64)
             })
         });
     }
