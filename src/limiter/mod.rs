@@ -102,6 +102,7 @@ pub trait Limiter: Send + Sync + fmt::Debug {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LimitError {
     /// Not now: the same request passes `retry_after` from now, at instant `earliest` of the
     /// limiter's clock. `quota` is the index of the quota that said no (0 for a single limiter).
