@@ -3,7 +3,8 @@
 //!
 //! Groups: `check_allow_1t`, `check_deny_1t` (one thread), `check_allow_2t`, `check_deny_2t` (two
 //! threads sharing one limiter; reported time = wall time / total operations, i.e. aggregate
-//! ns per op).
+//! ns per op), `keyed_check_10k` (one thread cycling over 10,000 resident keys; governor's
+//! DashMap keyed limiter and a `Mutex<HashMap>` as peers).
 //!
 //! Run: `cargo bench --bench limiter -- --warm-up-time 1 --measurement-time 3`
 
@@ -38,7 +39,7 @@ impl Decide for tollgate::RateLimiter<TscClock> {
 /// governor's default clock (quanta's TSC read) as a tollgate `Clock`: separates the cost of the
 /// limiter from the cost of reading time. Not tollgate's default: the TSC is not guaranteed
 /// monotonic across cores (governor #299).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct TscClock {
     clock: quanta::Clock,
     start: u64,
@@ -191,11 +192,207 @@ fn two_threads(c: &mut Criterion, name: &str, allow: bool) {
     group.finish();
 }
 
+/// One decision on a keyed limiter.
+trait DecideKey: Send + Sync + 'static {
+    fn decide(&self, key: &u64) -> bool;
+}
+
+impl<C: tollgate::Clock> DecideKey for tollgate::KeyedLimiter<u64, C> {
+    #[inline]
+    fn decide(&self, key: &u64) -> bool {
+        self.check(key).is_ok()
+    }
+}
+
+impl DecideKey for governor::DefaultKeyedRateLimiter<u64> {
+    #[inline]
+    fn decide(&self, key: &u64) -> bool {
+        self.check_key(key).is_ok()
+    }
+}
+
+/// The obvious keyed baseline: one mutex around a map of TATs.
+struct MutexMap {
+    start: Instant,
+    interval: u64,
+    tau: u64,
+    map: Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+impl DecideKey for MutexMap {
+    #[inline]
+    fn decide(&self, key: &u64) -> bool {
+        let now = self.start.elapsed().as_nanos() as u64;
+        let mut map = self.map.lock();
+        let tat = map.entry(*key).or_insert(0);
+        let new = (*tat).max(now) + self.interval;
+        if new - now <= self.tau {
+            *tat = new;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Check over 10,000 resident keys, cycling through them (every key allowed).
+fn keyed(c: &mut Criterion) {
+    const KEYS: u64 = 10_000;
+    let tg = tollgate::Quota::per_second(1_000_000_000)
+        .unwrap()
+        .burst(1_000_000)
+        .unwrap();
+    let gov = governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
+        .allow_burst(NonZeroU32::new(1_000_000).unwrap());
+    let limiters: Vec<(&str, Arc<dyn DecideKey>)> = vec![
+        (
+            "tollgate",
+            Arc::new(tollgate::KeyedLimiter::<u64>::new(tg, 2 * KEYS as usize).unwrap()),
+        ),
+        (
+            "tollgate_tsc_clock",
+            Arc::new(
+                tollgate::KeyedLimiter::<u64, _>::with_clock(
+                    tg,
+                    2 * KEYS as usize,
+                    TscClock::new(),
+                )
+                .unwrap(),
+            ),
+        ),
+        (
+            "governor",
+            Arc::new(governor::DefaultKeyedRateLimiter::<u64>::keyed(gov)),
+        ),
+        (
+            "mutex_map",
+            Arc::new(MutexMap {
+                start: Instant::now(),
+                interval: 1,
+                tau: 1_000_000,
+                map: Mutex::new(Default::default()),
+            }),
+        ),
+    ];
+    // Spread-out keys, as client ids would be.
+    let keys: Vec<u64> = (0..KEYS)
+        .map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect();
+    let mut group = c.benchmark_group("keyed_check_10k");
+    for (id, limiter) in &limiters {
+        for key in &keys {
+            limiter.decide(key);
+        }
+        let mut i = 0;
+        group.bench_function(BenchmarkId::from_parameter(id), |b| {
+            b.iter(|| {
+                i = (i + 1) % keys.len();
+                black_box(limiter.decide(&keys[i]))
+            })
+        });
+    }
+    group.finish();
+    // Two threads, each cycling over its own half of the keys: do reads of existing keys
+    // serialize?
+    let mut group = c.benchmark_group("keyed_check_10k_2t");
+    for (id, limiter) in &limiters {
+        group.bench_function(BenchmarkId::from_parameter(id), |b| {
+            b.iter_custom(|iters| {
+                let per_thread = iters.div_ceil(2);
+                let barrier = Arc::new(Barrier::new(3));
+                let workers: Vec<_> = (0..2usize)
+                    .map(|t| {
+                        let (limiter, keys, barrier) =
+                            (limiter.clone(), keys.clone(), barrier.clone());
+                        thread::spawn(move || {
+                            let half = keys.len() / 2;
+                            barrier.wait();
+                            for i in 0..per_thread as usize {
+                                black_box(limiter.decide(&keys[t * half + i % half]));
+                            }
+                        })
+                    })
+                    .collect();
+                barrier.wait();
+                let start = Instant::now();
+                for worker in workers {
+                    worker.join().unwrap();
+                }
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (per_thread * 2) as f64)
+            })
+        });
+    }
+    group.finish();
+}
+
+impl<C: tollgate::Clock + Clone> Decide for tollgate::MultiLimiter<C> {
+    #[inline]
+    fn decide(&self) -> bool {
+        self.check().is_ok()
+    }
+}
+
+/// Two governor limiters checked one after the other: what users do today (not atomic: a
+/// request denied by the second is still charged to the first).
+struct GovernorPair(Governor, Governor);
+
+impl Decide for GovernorPair {
+    #[inline]
+    fn decide(&self) -> bool {
+        self.0.check().is_ok() && self.1.check().is_ok()
+    }
+}
+
+/// Two quotas (both allowing): tollgate's all-or-nothing `MultiLimiter` vs two governor checks.
+fn multi(c: &mut Criterion) {
+    let tg = [
+        tollgate::Quota::per_second(1_000_000_000)
+            .unwrap()
+            .burst(1_000_000)
+            .unwrap(),
+        tollgate::Quota::per_second(500_000_000)
+            .unwrap()
+            .burst(1_000_000)
+            .unwrap(),
+    ];
+    let gov = |rate: u32| {
+        Governor::direct(
+            governor::Quota::per_second(NonZeroU32::new(rate).unwrap())
+                .allow_burst(NonZeroU32::new(1_000_000).unwrap()),
+        )
+    };
+    let limiters: Vec<(&str, Box<dyn Decide>)> = vec![
+        (
+            "tollgate",
+            Box::new(tollgate::MultiLimiter::new(tg).unwrap()),
+        ),
+        (
+            "tollgate_tsc_clock",
+            Box::new(tollgate::MultiLimiter::with_clock(tg, TscClock::new()).unwrap()),
+        ),
+        (
+            "governor_two_checks",
+            Box::new(GovernorPair(gov(1_000_000_000), gov(500_000_000))),
+        ),
+    ];
+    let mut group = c.benchmark_group("multi_check_2_quotas");
+    for (id, limiter) in &limiters {
+        group.bench_function(BenchmarkId::from_parameter(id), |b| {
+            b.iter(|| black_box(limiter.decide()))
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     single_thread(c, "check_allow_1t", true);
     single_thread(c, "check_deny_1t", false);
     two_threads(c, "check_allow_2t", true);
     two_threads(c, "check_deny_2t", false);
+    keyed(c);
+    multi(c);
 }
 
 criterion_group! {

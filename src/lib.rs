@@ -79,7 +79,9 @@ pub use fanout::{
 pub use group::Group;
 #[cfg(not(loom))]
 pub use http::{HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse};
-pub use limiter::{LimitError, LimitState, Limiter, MultiLimiter, RateLimiter, Reservation};
+pub use limiter::{
+    KeyedLimiter, LimitError, LimitState, Limiter, MultiLimiter, RateLimiter, Reservation,
+};
 #[cfg(not(loom))]
 pub use pool::{
     JobError, JobHandle, PoolError, PoolStats, Shutdown, SubmitError, WorkerPool, WorkerPoolBuilder,

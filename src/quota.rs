@@ -84,6 +84,8 @@ pub enum QuotaError {
     Overflow,
     /// A `MultiLimiter` was given no quota at all.
     NoQuotas,
+    /// A `KeyedLimiter` with `max_keys = 0` could hold no key.
+    ZeroMaxKeys,
 }
 
 impl fmt::Display for QuotaError {
@@ -97,6 +99,7 @@ impl fmt::Display for QuotaError {
             }
             QuotaError::Overflow => "a quota's burst × interval must fit in 2^60 ns (36 years)",
             QuotaError::NoQuotas => "a multi-quota limiter needs at least one quota",
+            QuotaError::ZeroMaxKeys => "a keyed limiter needs room for at least one key",
         })
     }
 }

@@ -114,6 +114,22 @@ pub(crate) use parking_lot::{Mutex, MutexGuard};
 #[cfg(loom)]
 pub(crate) use self::loom_mutex::{Mutex, MutexGuard};
 
+/// The hash state for tollgate's maps: random per map normally, fixed under loom (a model must
+/// replay identically, so shard choice and map iteration order cannot depend on a random seed).
+#[cfg(not(loom))]
+pub(crate) type HashState = std::collections::hash_map::RandomState;
+
+#[cfg(loom)]
+pub(crate) type HashState =
+    std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
+/// A reader-writer lock whose `read()`/`write()` return the guards directly.
+#[cfg(not(loom))]
+pub(crate) use parking_lot::RwLock;
+
+#[cfg(loom)]
+pub(crate) use self::loom_mutex::RwLock;
+
 #[cfg(loom)]
 mod loom_mutex {
     /// loom's mutex with parking_lot's surface: `lock()` cannot fail.
@@ -131,6 +147,28 @@ mod loom_mutex {
             // A poisoned lock means a model thread panicked: the model has failed already.
             self.0
                 .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+    }
+
+    /// loom's reader-writer lock with parking_lot's surface.
+    #[derive(Debug, Default)]
+    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            RwLock(loom::sync::RwLock::new(value))
+        }
+
+        pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
+            self.0
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+
+        pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
+            self.0
+                .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
         }
     }

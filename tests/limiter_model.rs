@@ -115,6 +115,14 @@ impl Model {
         self.epoch += 1;
     }
 
+    /// 429 feedback: nothing passes before now + pause, then one token, then the rate.
+    fn penalize(&mut self, now: u128, pause: u128) {
+        let now = now.min(MAX);
+        let floor = self.q.period / self.q.count;
+        let target = (now + pause + self.q.tau() - floor).min(MAX);
+        self.tat = self.tat.max(target);
+    }
+
     /// The largest n ≤ burst that `check` admits (binary search: admission is monotone in n).
     fn remaining(&self, now: u128) -> u128 {
         let (mut lo, mut hi) = (0u128, self.q.burst);
@@ -137,6 +145,7 @@ enum Op {
     Reserve(u64),
     Cancel(usize),
     SetQuota(Quota),
+    Penalize(u64),
     Peek,
 }
 
@@ -174,6 +183,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1u64..=5).prop_map(Op::Reserve),
         2 => (0usize..8).prop_map(Op::Cancel),
         1 => quota().prop_map(Op::SetQuota),
+        1 => prop_oneof![0u64..1_000_000_000, Just(u64::MAX)].prop_map(Op::Penalize),
         1 => Just(Op::Peek),
     ]
 }
@@ -239,6 +249,10 @@ proptest! {
                     limiter.set_quota(q);
                     model.set_quota(now, Q::of(&q));
                     prop_assert_eq!(limiter.quota(), q);
+                }
+                Op::Penalize(d) => {
+                    limiter.penalize(Duration::from_nanos(d));
+                    model.penalize(now, d.into());
                 }
                 Op::Peek => {}
             }

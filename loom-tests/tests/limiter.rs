@@ -159,3 +159,67 @@ fn multi_limiter_is_all_or_nothing_under_races() {
         );
     });
 }
+
+/// Keyed insert racing a sweep: with room for one key, an idle key 1 and a new key 2 race. The
+/// sweep may remove key 1 only while it is idle (its state is then "full" anyway), so exactly one
+/// request passes, and the resident key carries that request's debt — no state is lost.
+#[test]
+fn keyed_insert_racing_sweep_loses_no_state() {
+    model(|| {
+        let clock = ManualClock::new();
+        let limiter = Arc::new(
+            tollgate::KeyedLimiter::with_clock(Quota::per_second(1).unwrap(), 1, clock.clone())
+                .unwrap(),
+        );
+        limiter.check(&1u8).unwrap();
+        clock.advance(Duration::from_secs(1)); // key 1 is idle but resident
+        let other = {
+            let limiter = limiter.clone();
+            thread::spawn(move || limiter.check(&2u8))
+        };
+        let mine = limiter.check(&1u8);
+        let other = other.join().unwrap();
+        let too_many = Err(LimitError::TooManyKeys { max_keys: 1 });
+        let winner = match (mine, other) {
+            (Ok(()), theirs) => {
+                assert_eq!(theirs, too_many);
+                1u8
+            }
+            (mine, Ok(())) => {
+                assert_eq!(mine, too_many);
+                2u8
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(limiter.len(), 1);
+        assert_eq!(limiter.state(&winner).remaining, 0);
+    });
+}
+
+/// `set_quota` racing a reservation and its cancel: the refund applies only if the reservation's
+/// quota is still in force, so the final debt is one of the sequential outcomes, never a refund
+/// in the wrong units.
+#[test]
+fn set_quota_racing_reserve_and_cancel() {
+    model(|| {
+        let limiter = frozen(Quota::per_hour(1).unwrap().burst(1).unwrap());
+        limiter.check().unwrap(); // owes 1 h; the next slot is 1 h away
+        let reserver = {
+            let limiter = limiter.clone();
+            thread::spawn(move || {
+                let reservation = limiter.reserve(1).unwrap();
+                reservation.cancel()
+            })
+        };
+        limiter.set_quota(Quota::per_second(1).unwrap().burst(1).unwrap());
+        let refunded = reserver.join().unwrap();
+        let debt = limiter.state().reset_after;
+        // 1 token owed (refunded, or the change came first and the reservation was in seconds
+        // and refunded) = 1 s; 2 tokens owed (reservation converted, then not refunded) = 2 s.
+        if refunded {
+            assert_eq!(debt, Duration::from_secs(1));
+        } else {
+            assert_eq!(debt, Duration::from_secs(2));
+        }
+    });
+}

@@ -18,12 +18,13 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::cancel::CancelToken;
-use crate::clock::{Clock, MonotonicClock, Wake, duration_to_nanos};
+use crate::clock::{Clock, MonotonicClock, duration_to_nanos};
 use crate::error::Cause;
 use crate::gcra::{self, MAX_TAT, Rate, Slot};
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, CachePadded, Mutex, Ordering, fence};
 
+use super::reservation::Reservation;
 use super::{LimitError, LimitState, Limiter};
 
 /// Bits of the state word that name the quota slot.
@@ -39,22 +40,22 @@ const _: () = assert!(MAX_TAT == u64::MAX >> GEN_BITS);
 /// | 63 … 4  | TAT: ns since the clock's epoch; `≤ now` means full (0 when new)         |
 /// | 3 … 0   | generation: index of the quota slot this TAT is measured in            |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Word(u64);
+pub(super) struct Word(pub(super) u64);
 
 impl Word {
     #[inline]
-    fn new(tat: u64, generation: usize) -> Word {
+    pub(super) fn new(tat: u64, generation: usize) -> Word {
         debug_assert!(tat <= MAX_TAT && generation < SLOTS);
         Word((tat << GEN_BITS) | generation as u64)
     }
 
     #[inline]
-    fn tat(self) -> u64 {
+    pub(super) fn tat(self) -> u64 {
         self.0 >> GEN_BITS
     }
 
     #[inline]
-    fn generation(self) -> usize {
+    pub(super) fn generation(self) -> usize {
         (self.0 & GEN_MASK) as usize
     }
 }
@@ -144,12 +145,12 @@ impl QuotaSlot {
 /// ```
 pub struct RateLimiter<C: Clock = MonotonicClock> {
     /// The packed [`Word`]; alone on its cache line.
-    state: CachePadded<AtomicU64>,
+    pub(super) state: CachePadded<AtomicU64>,
     /// Quota parameters by generation (invariant 3).
     slots: [QuotaSlot; SLOTS],
     /// Serialises `set_quota`.
     writer: Mutex<()>,
-    clock: C,
+    pub(super) clock: C,
 }
 
 impl RateLimiter<MonotonicClock> {
@@ -239,7 +240,7 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Stores `next` if the word is still `current`.
     #[inline]
-    fn swap(&self, current: Word, next: Word) -> bool {
+    pub(super) fn swap(&self, current: Word, next: Word) -> bool {
         self.state
             // Release on success: continues the release sequence headed by `set_quota`'s CAS, so
             // a later Acquire load of this word still sees the slot it names. Relaxed on
@@ -384,12 +385,7 @@ impl<C: Clock> RateLimiter<C> {
                 });
             }
             if n == 0 || self.swap(word, Word::new(slot.tat, word.generation())) {
-                return Ok(Reservation {
-                    limiter: self,
-                    slot,
-                    generation: word.generation(),
-                    now,
-                });
+                return Ok(Reservation::new(self, slot, word.generation(), now));
             }
         }
     }
@@ -447,7 +443,7 @@ impl<C: Clock> RateLimiter<C> {
         }
         let now = self.clock.now();
         let reservation = self.reserve_before(n, now, token.deadline_in_clock(now))?;
-        if reservation.slot.at <= now {
+        if reservation.ready_at() <= now {
             return Ok(());
         }
         reservation.wait(token)
@@ -566,7 +562,7 @@ impl<C: Clock> RateLimiter<C> {
 }
 
 #[cold]
-fn not_until(now: u64, retry_after: u64) -> LimitError {
+pub(super) fn not_until(now: u64, retry_after: u64) -> LimitError {
     LimitError::NotUntil {
         retry_after: Duration::from_nanos(retry_after),
         earliest: now.saturating_add(retry_after),
@@ -599,154 +595,6 @@ impl<C: Clock> fmt::Debug for RateLimiter<C> {
             .field("quota", &self.quota())
             .field("state", &self.state())
             .field("clock", &self.clock)
-            .finish()
-    }
-}
-
-/// A slot taken by [`RateLimiter::reserve`]: due now or in the future.
-///
-/// **Dropping it keeps the tokens** (they count as used); [`cancel`](Self::cancel) gives back the
-/// part not yet due, minus whatever later requests queued behind it (they keep their slots), so
-/// the limiter never over-admits.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use tollgate::{CancelToken, ManualClock, Quota, RateLimiter};
-///
-/// let clock = ManualClock::new();
-/// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, clock.clone());
-/// limiter.check()?;
-/// let next = limiter.reserve(1)?;
-/// assert_eq!(next.ready_at(), 1_000_000_000);
-/// clock.advance(Duration::from_secs(1));
-/// next.wait(&CancelToken::new())?; // due: returns at once
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[must_use = "dropping a reservation keeps its tokens; call cancel() to give them back"]
-pub struct Reservation<'a, C: Clock = MonotonicClock> {
-    limiter: &'a RateLimiter<C>,
-    slot: Slot,
-    generation: usize,
-    /// When it was made, on the limiter's clock.
-    now: u64,
-}
-
-impl<C: Clock> Reservation<'_, C> {
-    /// The instant (ns on the limiter's clock) the tokens are due.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
-    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::starting_at(5));
-    /// assert_eq!(limiter.reserve(1)?.ready_at(), 5);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn ready_at(&self) -> u64 {
-        self.slot.at
-    }
-
-    /// How long from when it was made until the tokens are due.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
-    /// let limiter = RateLimiter::with_clock(Quota::per_second(2)?.burst(1)?, ManualClock::new());
-    /// let _first = limiter.reserve(1)?;
-    /// assert_eq!(limiter.reserve(1)?.delay(), Duration::from_millis(500));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn delay(&self) -> Duration {
-        Duration::from_nanos(self.slot.at.saturating_sub(self.now))
-    }
-
-    /// Gives back the tokens not yet due: nothing once the slot is due or if the quota changed
-    /// since; less when later requests queued behind it. Returns whether anything came back.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
-    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
-    /// let due = limiter.reserve(1)?;
-    /// assert!(!due.cancel()); // due at once: counts as used
-    /// let future = limiter.reserve(1)?;
-    /// assert!(future.cancel());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn cancel(self) -> bool {
-        let now = self.limiter.clock.now();
-        self.give_back(Some(now))
-    }
-
-    /// Takes the whole reservation back, due or not: for a caller that never used it (a
-    /// `MultiLimiter` whose other quota said no). Later requests still keep their slots.
-    pub(crate) fn undo(self) -> bool {
-        self.give_back(None)
-    }
-
-    /// Refunds as `gcra::refund` decides at `now`, or everything not re-charged (`gcra::undo`).
-    fn give_back(self, now: Option<u64>) -> bool {
-        let limiter = self.limiter;
-        loop {
-            // Acquire: pairs with `set_quota`'s Release CAS; only the generation and TAT are
-            // used, no slot.
-            let word = Word(limiter.state.load(Ordering::Acquire));
-            if word.generation() != self.generation {
-                return false;
-            }
-            let refunded = match now {
-                Some(now) => gcra::refund(word.tat(), now, &self.slot),
-                None => gcra::undo(word.tat(), &self.slot),
-            };
-            let Some(tat) = refunded else {
-                return false;
-            };
-            if limiter.swap(word, Word::new(tat, word.generation())) {
-                return true;
-            }
-        }
-    }
-
-    /// Parks until the tokens are due (returns at once if they are), or until `token` is
-    /// cancelled: then cancels the reservation and returns [`LimitError::Cancelled`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{CancelToken, Cause, LimitError, ManualClock, Quota, RateLimiter};
-    ///
-    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
-    /// limiter.check()?;
-    /// let token = CancelToken::new();
-    /// token.cancel();
-    /// let reservation = limiter.reserve(1)?;
-    /// assert_eq!(reservation.wait(&token), Err(LimitError::Cancelled(Cause::Cancelled)));
-    /// assert!(limiter.reserve(1)?.delay().as_secs() == 1); // the slot came back
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn wait(self, token: &CancelToken) -> Result<(), LimitError> {
-        match self.limiter.clock.park_until(self.slot.at, token) {
-            Wake::Reached => Ok(()),
-            Wake::Cancelled => {
-                self.cancel();
-                Err(LimitError::Cancelled(
-                    token.cause().unwrap_or(Cause::Cancelled),
-                ))
-            }
-        }
-    }
-}
-
-impl<C: Clock> fmt::Debug for Reservation<'_, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reservation")
-            .field("ready_at", &self.slot.at)
-            .field("cost_ns", &self.slot.cost)
             .finish()
     }
 }

@@ -2,12 +2,16 @@
 //!
 //! * [`RateLimiter`] (`direct.rs`): one quota, one lock-free GCRA state.
 //! * [`MultiLimiter`] (`multi.rs`): several quotas, all or nothing.
+//! * [`KeyedLimiter`] (`keyed.rs`): one state per key, sharded, bounded memory. It is not a
+//!   [`Limiter`] (every call names a key).
 //!
 //! Every limiter here implements [`Limiter`], so the fan-out (and later the Redis limiter) can be
 //! held as `Arc<dyn Limiter>`.
 
 mod direct;
+mod keyed;
 mod multi;
+mod reservation;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -16,8 +20,10 @@ use std::time::Duration;
 use crate::cancel::CancelToken;
 use crate::error::{Cause, Error, ErrorKind};
 
-pub use direct::{RateLimiter, Reservation};
+pub use direct::RateLimiter;
+pub use keyed::KeyedLimiter;
 pub use multi::MultiLimiter;
+pub use reservation::Reservation;
 
 /// What every tollgate limiter can do; object safe, so callers can hold `Arc<dyn Limiter>`.
 ///
@@ -96,6 +102,7 @@ pub trait Limiter: Send + Sync + fmt::Debug {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LimitError {
     /// Not now: the same request passes `retry_after` from now, at instant `earliest` of the
     /// limiter's clock. `quota` is the index of the quota that said no (0 for a single limiter).
@@ -122,6 +129,12 @@ pub enum LimitError {
     },
     /// The wait's token was cancelled; the tokens were given back.
     Cancelled(Cause),
+    /// A `KeyedLimiter` holds `max_keys` keys that are all busy: a new key is refused rather
+    /// than a busy key forgotten (which would over-admit it). Transient: keys go idle.
+    TooManyKeys {
+        /// The limiter's key cap.
+        max_keys: usize,
+    },
 }
 
 impl LimitError {
@@ -139,7 +152,9 @@ impl LimitError {
         match *self {
             LimitError::NotUntil { retry_after, .. } => Some(retry_after),
             LimitError::WouldExceedDeadline { wait } => Some(wait),
-            LimitError::InsufficientCapacity { .. } | LimitError::Cancelled(_) => None,
+            LimitError::InsufficientCapacity { .. }
+            | LimitError::Cancelled(_)
+            | LimitError::TooManyKeys { .. } => None,
         }
     }
 }
@@ -158,6 +173,12 @@ impl fmt::Display for LimitError {
                 write!(f, "the next slot is {wait:?} away, past the deadline")
             }
             LimitError::Cancelled(cause) => write!(f, "wait for a rate limit slot {cause}"),
+            LimitError::TooManyKeys { max_keys } => {
+                write!(
+                    f,
+                    "all {max_keys} keys of the limiter are busy; new keys wait"
+                )
+            }
         }
     }
 }
@@ -171,6 +192,7 @@ impl From<LimitError> for Error {
             LimitError::InsufficientCapacity { .. } => ErrorKind::InvalidArgument,
             LimitError::WouldExceedDeadline { .. } => ErrorKind::Timeout,
             LimitError::Cancelled(cause) => ErrorKind::Cancelled(cause),
+            LimitError::TooManyKeys { .. } => ErrorKind::RateLimited,
         };
         let rich = Error::new(kind, err.to_string());
         match err.retry_after() {

@@ -22,7 +22,8 @@ use crate::clock::{Clock, MonotonicClock, Wake};
 use crate::error::Cause;
 use crate::quota::{Quota, QuotaError};
 
-use super::direct::{RateLimiter, Reservation};
+use super::direct::RateLimiter;
+use super::reservation::Reservation;
 use super::{LimitError, LimitState, Limiter};
 
 /// Several quotas checked atomically together: a request passes only if every quota admits it,
@@ -175,10 +176,29 @@ impl<C: Clock + Clone> MultiLimiter<C> {
                 return Err(not_until(now, wait, quota));
             }
             // Every quota admitted a moment ago: charge them, undoing on a lost race.
-            match self.reserve_all(n, now, now) {
-                Ok(_) => return Ok(()),
+            match self.charge_from(0, n, now) {
+                Ok(()) => return Ok(()),
                 Err(LimitError::WouldExceedDeadline { .. }) => continue,
                 Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Charges `n` now to quotas `i..`, or to none of them; recursion keeps each reservation on
+    /// the stack (no allocation on the check path; depth = number of quotas).
+    fn charge_from(&self, i: usize, n: u64, now: u64) -> Result<(), LimitError> {
+        let Some(limiter) = self.limiters.get(i) else {
+            return Ok(());
+        };
+        let reservation = limiter.reserve_before(n, now, now)?;
+        match self.charge_from(i + 1, n, now) {
+            Ok(()) => {
+                reservation.keep();
+                Ok(())
+            }
+            Err(err) => {
+                reservation.undo();
+                Err(err)
             }
         }
     }
