@@ -1,24 +1,68 @@
 //! # tollgate
 //!
 //! Control how fast and how wide a synchronous program hits other systems — with no async
-//! runtime. tollgate's primitives block OS threads, and every block can be cancelled:
+//! runtime. Fetch many keys at R requests per second with bursts of B, at most N in flight, on a
+//! fixed pool of OS threads; the first error cancels everything, including requests blocked
+//! mid-read, and comes back at once.
 //!
-//! * [`CancelToken`]: a tree of cancellation flags with causes, deadlines and callbacks, able to
-//!   wake any thread blocked in tollgate.
-//! * [`Clock`]: integer-nanosecond time, [`MonotonicClock`] by default and [`ManualClock`] for
-//!   deterministic tests of anything that waits.
+//! ```no_run
+//! use tollgate::{CancelToken, FanOut, HttpFetcher, Quota, RetryPolicy};
+//!
+//! let api = HttpFetcher::builder("https://api.example.com/users/{key}/widgets").build()?;
+//! let fan_out = FanOut::builder(api)
+//!     .quota(Quota::per_second(10)?.burst(20)?) // 10/s, bursts of 20
+//!     .max_in_flight(8)                          // at most 8 requests at once
+//!     .retry(RetryPolicy::new(3)?)               // 3 attempts, jittered backoff, Retry-After
+//!     .build()?;
+//! match fan_out.fetch_all(1..=500, &CancelToken::new()) {
+//!     Ok(responses) => println!("{} widgets lists", responses.len()),
+//!     Err(failure) => eprintln!("{}", failure.error.user_message()), // key, kind, retry advice, id
+//! }
+//! # Ok::<(), tollgate::Error>(())
+//! ```
+//!
+//! The parts, each usable alone:
+//!
+//! * [`RateLimiter`]: lock-free GCRA on one atomic word, with blocking FIFO waits a token
+//!   cancels, reservations, refunds, peeking and live quota changes; [`MultiLimiter`]
+//!   (all-or-nothing over several quotas) and [`KeyedLimiter`] (per-key, bounded memory).
 //! * [`Semaphore`]: a weighted, strictly FIFO semaphore whose waits a token cancels, with
 //!   close and live resize.
-//! * [`HttpFetcher`]: one pooled ureq agent behind a URL template, with retry-ready error
-//!   classification (`Retry-After` included) and requests that a token aborts mid-read.
-//! * [`Error`]: the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
-//!   and whether retrying may help.
+//! * [`CancelToken`]: a tree of cancellation flags with causes, deadlines and callbacks, able to
+//!   wake any thread blocked in tollgate.
 //! * [`WorkerPool`]: a fixed set of named threads behind a bounded queue; panics are caught and
 //!   reported per job. [`Group`] runs jobs on it errgroup-style: first error cancels the rest.
+//! * [`FanOut`]: all of the above over any [`Fetch`] — [`HttpFetcher`] (one pooled ureq agent,
+//!   mandatory timeouts, per-request abort) or a closure around any blocking client.
+//! * [`Clock`]: integer-nanosecond time, [`MonotonicClock`] by default and [`ManualClock`] for
+//!   deterministic tests of anything that waits.
+//! * [`Error`]: the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
+//!   and whether retrying may help.
+//! * `redis::RedisLimiter` (feature `redis`): the same limits shared by a fleet.
 //!
 //! `docs/architecture.md` in the repository describes the layers and their invariants.
 //!
 //! # Examples
+//!
+//! The same fan-out over a closure, runnable anywhere:
+//!
+//! ```
+//! use tollgate::{CancelToken, Error, ErrorKind, FanOut, Quota, RetryPolicy};
+//!
+//! let lookup = |id: &u32, _attempt: u32, _cancel: &CancelToken| match id {
+//!     13 => Err(Error::new(ErrorKind::Status(404), "no such user")),
+//!     _ => Ok(format!("user-{id}")),
+//! };
+//! let fan_out = FanOut::builder(lookup)
+//!     .quota(Quota::per_second(1_000)?.burst(100)?)
+//!     .max_in_flight(4)
+//!     .retry(RetryPolicy::never())
+//!     .build()?;
+//! assert_eq!(fan_out.fetch_all(1..=12, &CancelToken::new()).map_err(|e| e.error)?.len(), 12);
+//! let failure = fan_out.fetch_all(1..=20, &CancelToken::new()).unwrap_err();
+//! assert_eq!(failure.key, Some(13));
+//! # Ok::<(), tollgate::Error>(())
+//! ```
 //!
 //! A deadline that wakes a blocked thread, with no timer thread:
 //!
