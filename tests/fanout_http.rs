@@ -97,16 +97,31 @@ fn first_error_is_returned_and_hung_sockets_are_closed() {
 }
 
 #[test]
-fn caller_cancel_aborts_hung_requests_and_the_fetcher_stays_usable() {
+fn caller_cancel_aborts_hung_requests_and_the_fan_out_stays_usable() {
     let server = TestServer::start();
     let hang = fetcher(&server, "/hang/{key}");
-    let fan_out = FanOut::builder(hang).max_in_flight(4).build().unwrap();
+    let ok = fetcher(&server, "/ok/{key}");
+    let hung_run = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Key 0 goes to `ok` in both runs (so the same fetcher serves a request in each); the rest
+    // hang in the first run.
+    let fetch = {
+        let hung_run = hung_run.clone();
+        move |key: &u32, attempt: u32, cancel: &CancelToken| {
+            let target = if *key == 0 || !hung_run.load(std::sync::atomic::Ordering::SeqCst) {
+                &ok
+            } else {
+                &hang
+            };
+            Fetch::<u32>::fetch(target, key, attempt, cancel)
+        }
+    };
+    let fan_out = FanOut::builder(fetch).max_in_flight(4).build().unwrap();
     let caller = CancelToken::new();
     let canceller = {
         let caller = caller.clone();
-        let counts = server.hanging_counter();
+        let hanging = server.hanging_counter();
         thread::spawn(move || {
-            while counts() < 4 {
+            while hanging() < 3 {
                 thread::yield_now();
             }
             caller.cancel();
@@ -117,6 +132,11 @@ fn caller_cancel_aborts_hung_requests_and_the_fetcher_stays_usable() {
     assert_eq!(err.key, None);
     assert_eq!(err.error.kind(), ErrorKind::Cancelled(Cause::Cancelled));
     assert!(server.wait_for(PATIENCE, |c| c.hanging == 0));
+    // The same fan-out — pool, semaphore, fetchers — serves the next run in full.
+    hung_run.store(false, std::sync::atomic::Ordering::SeqCst);
+    let results = fan_out.fetch_all(0..20u32, &CancelToken::new()).unwrap();
+    assert_eq!(results.len(), 20);
+    assert_eq!(fan_out.semaphore().available(), 4);
 }
 
 #[test]
