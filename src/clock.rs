@@ -144,14 +144,20 @@ impl Clock for MonotonicClock {
     }
 
     fn park_thread_until(&self, at: u64) {
-        if at == u64::MAX {
-            park();
-            return;
-        }
-        let now = self.now();
-        if at > now {
-            park_timeout(Duration::from_nanos(at - now));
-        }
+        park_os_thread_until(self, at);
+    }
+}
+
+/// `park_thread_until` for clocks that follow real time: a timed OS park for the time left on
+/// `clock`, or an untimed one when `at` is the end of time.
+pub(crate) fn park_os_thread_until<C: Clock + ?Sized>(clock: &C, at: u64) {
+    if at == u64::MAX {
+        park();
+        return;
+    }
+    let now = clock.now();
+    if at > now {
+        park_timeout(Duration::from_nanos(at - now));
     }
 }
 

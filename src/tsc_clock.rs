@@ -11,10 +11,7 @@
 //!    denies more than it should, never admits more.
 
 use std::sync::OnceLock;
-use std::time::Duration;
-
-use crate::clock::Clock;
-use crate::sync::{park, park_timeout};
+use crate::clock::{Clock, park_os_thread_until};
 
 /// The quanta clock and the raw reading that is this clock's epoch.
 fn calibrated() -> &'static (quanta::Clock, u64) {
@@ -49,13 +46,6 @@ impl Clock for TscClock {
     }
 
     fn park_thread_until(&self, at: u64) {
-        if at == u64::MAX {
-            park();
-            return;
-        }
-        let now = self.now();
-        if at > now {
-            park_timeout(Duration::from_nanos(at - now));
-        }
+        park_os_thread_until(self, at);
     }
 }
