@@ -62,10 +62,13 @@ pub trait Limiter: Send + Sync + fmt::Debug {
         self.check_n(1)
     }
 
-    /// Blocks until `n` tokens are granted, in FIFO order among waiters, or until `token` is
-    /// cancelled (tokens given back, [`LimitError::Cancelled`]). Fails at once, taking nothing,
-    /// when `n` exceeds the burst or when the slot is later than the token's deadline
-    /// ([`LimitError::WouldExceedDeadline`]).
+    /// Blocks until `n` tokens are granted, or until `token` is cancelled (tokens given back,
+    /// [`LimitError::Cancelled`]). Fails at once, taking nothing, when `n` exceeds the burst or
+    /// when the slot is later than the token's deadline ([`LimitError::WouldExceedDeadline`]).
+    ///
+    /// Order among waiters is the implementation's: the in-process limiters reserve slots, so
+    /// their waiters are served first come, first served; a shared limiter (Redis) cannot order
+    /// waiters in other processes and retries at the slot it was told.
     fn wait_n(&self, n: u64, token: &CancelToken) -> Result<(), LimitError>;
 
     /// [`wait_n(1, token)`](Self::wait_n).
