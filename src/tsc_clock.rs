@@ -10,8 +10,8 @@
 //!    says `tsc`), not guaranteed elsewhere (governor #299). A limiter that sees time step back
 //!    denies more than it should, never admits more.
 
-use std::sync::OnceLock;
 use crate::clock::{Clock, park_os_thread_until};
+use std::sync::OnceLock;
 
 /// The quanta clock and the raw reading that is this clock's epoch.
 fn calibrated() -> &'static (quanta::Clock, u64) {

@@ -439,3 +439,37 @@ fn bad_configuration_is_rejected_at_build() {
             .is_err()
     );
 }
+
+#[test]
+fn fetch_each_keeps_memory_bounded_by_the_keys_in_flight() {
+    // An endless key source: the run stops when the sink has seen 5,000 results. At every
+    // delivery, the keys taken from the source but not yet delivered must stay within the key
+    // buffer (16 × in-flight), one per runner, the outcome buffer (16 × in-flight) and the one
+    // key peeked at — never grow with the key count.
+    const IN_FLIGHT: u64 = 4;
+    let pulled = Arc::new(AtomicU64::new(0));
+    let keys = {
+        let pulled = pulled.clone();
+        (0u64..).inspect(move |_| {
+            pulled.fetch_add(1, Ordering::SeqCst);
+        })
+    };
+    let fan_out = FanOut::builder(|k: &u64, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+        .max_in_flight(IN_FLIGHT as usize)
+        .build()
+        .unwrap();
+    let mut delivered = 0u64;
+    let mut worst = 0u64;
+    fan_out
+        .fetch_each(keys, &CancelToken::new(), |_, result| {
+            assert!(result.is_ok());
+            delivered += 1;
+            worst = worst.max(pulled.load(Ordering::SeqCst) - delivered);
+            delivered < 5_000
+        })
+        .unwrap();
+    assert!(
+        worst <= 33 * IN_FLIGHT + 1,
+        "{worst} keys were pending at once"
+    );
+}

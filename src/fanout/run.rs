@@ -20,8 +20,10 @@
 //!    (dropping its channel ends): so whatever ends the caller's loop — the cancel or a closed
 //!    channel — the failure is already in the outcome channel, and the caller drains that
 //!    channel before deciding how the run ended.
-//! 4. Memory is bounded by the key channel (16 × the in-flight permits) plus the outcomes not
-//!    yet taken, which the caller takes in the same loop that feeds keys.
+//! 4. Memory is bounded, whatever the key count: keys taken from the caller's iterator but not
+//!    yet delivered are at most the key channel (16 × the permits), one per runner, the outcome
+//!    channel (16 × the permits) and the one key the caller has peeked at. A slow sink blocks the
+//!    runners on a full outcome channel rather than letting outcomes pile up.
 //! 5. Each attempt of a key costs one limiter token; a retry waits out its backoff on the group
 //!    token (interruptible) before taking its token.
 
@@ -336,12 +338,13 @@ impl<F> FanOut<F> {
             return Ok(counters.stats(started.elapsed()));
         }
 
-        // Keys travel to the runners through a bounded buffer; outcomes come back unbounded, but
-        // the loop below takes them as fast as it hands out keys (invariant 4). The buffer is
-        // deep enough that the caller refills it in batches rather than once per key.
-        let (key_sender, key_receiver) =
-            crossbeam_channel::bounded::<K>(self.semaphore.capacity().max(1) * 16);
-        let (outcome_sender, outcomes) = crossbeam_channel::unbounded::<Outcome<K, F::Output>>();
+        // Keys travel to the runners, and outcomes back, through bounded buffers deep enough
+        // that neither side wakes the other once per key; a slow sink fills the outcome buffer
+        // and so slows the runners down (invariant 4).
+        let buffer = self.semaphore.capacity().max(1).saturating_mul(16);
+        let (key_sender, key_receiver) = crossbeam_channel::bounded::<K>(buffer);
+        let (outcome_sender, outcomes) =
+            crossbeam_channel::bounded::<Outcome<K, F::Output>>(buffer);
         let (wake, woken) = crossbeam_channel::bounded::<()>(1);
         let _wake_on_cancel = group.on_cancel(move || {
             let _ = wake.try_send(());
