@@ -473,3 +473,166 @@ fn fetch_each_keeps_memory_bounded_by_the_keys_in_flight() {
         "{worst} keys were pending at once"
     );
 }
+
+/// A fetch whose first call per key hangs until cancelled and whose second call answers: the
+/// shape of a slow replica that hedging exists for.
+fn first_call_hangs() -> (
+    impl tollgate::Fetch<u32, Output = u32>,
+    Arc<AtomicUsize>, // first calls that were cancelled
+    Arc<AtomicUsize>, // calls in flight at most
+) {
+    let calls = Arc::new(Mutex::new(std::collections::HashMap::<u32, u32>::new()));
+    let aborted = Arc::new(AtomicUsize::new(0));
+    let (current, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let fetch = {
+        let (aborted, max) = (aborted.clone(), max.clone());
+        move |key: &u32, _: u32, cancel: &CancelToken| {
+            let n = {
+                let mut calls = calls.lock().unwrap();
+                let n = calls.entry(*key).or_insert(0);
+                *n += 1;
+                *n
+            };
+            let now = current.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(now, Ordering::SeqCst);
+            let result = if n == 1 {
+                cancel.wait();
+                aborted.fetch_add(1, Ordering::SeqCst);
+                Err(Error::new(ErrorKind::Connection, "aborted"))
+            } else {
+                Ok(*key)
+            };
+            current.fetch_sub(1, Ordering::SeqCst);
+            result
+        }
+    };
+    (fetch, aborted, max)
+}
+
+#[test]
+fn a_hung_primary_loses_to_its_hedge() {
+    let (fetch, aborted, max) = first_call_hangs();
+    let fan_out = FanOut::builder(fetch)
+        .max_in_flight(4)
+        .workers(4)
+        .hedge_after(Duration::from_millis(1))
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let results = fan_out.fetch_all(0..20u32, &CancelToken::new()).unwrap();
+    assert_eq!(results.len(), 20);
+    assert!(results.iter().all(|(k, v)| k == v));
+    let stats = fan_out.last_stats().unwrap();
+    assert_eq!(stats.hedges, 20);
+    quiesce(&fan_out);
+    assert_eq!(
+        aborted.load(Ordering::SeqCst),
+        20,
+        "every losing primary was cancelled"
+    );
+    assert!(
+        max.load(Ordering::SeqCst) <= 4,
+        "hedges broke the in-flight cap"
+    );
+}
+
+#[test]
+fn no_hedge_when_the_primary_answers_in_time() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let fetch = {
+        let calls = calls.clone();
+        move |key: &u32, _: u32, _: &CancelToken| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(*key)
+        }
+    };
+    let fan_out = FanOut::builder(fetch)
+        .hedge_after(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    assert_eq!(
+        fan_out
+            .fetch_all(0..50u32, &CancelToken::new())
+            .unwrap()
+            .len(),
+        50
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 50);
+    assert_eq!(fan_out.last_stats().unwrap().hedges, 0);
+    // The hedges waiting out their 60 s were cancelled with their primaries.
+    quiesce(&fan_out);
+}
+
+#[test]
+fn a_failed_primary_takes_its_running_hedges_success() {
+    let hedge_started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let primary_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let fetch = {
+        let (hedge_started, primary_failed, calls) =
+            (hedge_started.clone(), primary_failed.clone(), calls.clone());
+        move |_: &u32, _: u32, cancel: &CancelToken| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                // The primary: fail for good, but only once the hedge is running.
+                while !hedge_started.load(Ordering::SeqCst) && !cancel.is_cancelled() {
+                    thread::yield_now();
+                }
+                primary_failed.store(true, Ordering::SeqCst);
+                Err(Error::new(ErrorKind::Status(404), "not on this replica"))
+            } else {
+                hedge_started.store(true, Ordering::SeqCst);
+                while !primary_failed.load(Ordering::SeqCst) && !cancel.is_cancelled() {
+                    thread::yield_now();
+                }
+                Ok(7u32)
+            }
+        }
+    };
+    let fan_out = FanOut::builder(fetch)
+        .max_in_flight(2)
+        .workers(2)
+        .hedge_after(Duration::from_millis(1))
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let results = fan_out.fetch_all([1u32], &CancelToken::new()).unwrap();
+    assert_eq!(results[&1], 7);
+    assert_eq!(fan_out.last_stats().unwrap().hedges, 1);
+}
+
+#[test]
+fn hedging_without_spare_capacity_sends_no_hedge() {
+    // One permit: the primary holds it, so the hedge finds none free and is skipped; the hung
+    // primary is then ended by the caller's deadline.
+    let (fetch, _aborted, max) = first_call_hangs();
+    let fan_out = FanOut::builder(fetch)
+        .max_in_flight(1)
+        .workers(2)
+        .hedge_after(Duration::from_millis(1))
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let err = fan_out
+        .fetch_all(
+            [1u32],
+            &CancelToken::with_timeout(Duration::from_millis(50)),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.error.kind(),
+        ErrorKind::Cancelled(Cause::DeadlineExceeded)
+    );
+    assert_eq!(fan_out.last_stats().unwrap().hedges, 0);
+    assert_eq!(max.load(Ordering::SeqCst), 1);
+    quiesce(&fan_out);
+}
+
+#[test]
+fn a_zero_hedge_delay_is_rejected() {
+    assert!(
+        FanOut::builder(ok_fetch)
+            .hedge_after(Duration::ZERO)
+            .build()
+            .is_err()
+    );
+}

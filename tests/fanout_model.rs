@@ -1,5 +1,5 @@
 //! proptest: random outcome tables per key (ok / transient n times / permanent / panic) through
-//! `fetch_all`, against a plain model of which keys must fail.
+//! `fetch_all`, with and without hedged requests, against a plain model of which keys must fail.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -44,6 +44,7 @@ fn fan_out(
     pool: Arc<WorkerPool>,
     fail_fast: bool,
     in_flight: usize,
+    hedge: bool,
 ) -> FanOut<impl tollgate::Fetch<u32, Output = u64>> {
     let fetch = move |key: &u32, attempt: u32, _: &CancelToken| -> Result<u64, Error> {
         match plans[*key as usize] {
@@ -59,7 +60,13 @@ fn fan_out(
         .backoff(Duration::from_micros(1), Duration::from_micros(5))
         .unwrap()
         .jitter(Jitter::Full);
-    FanOut::builder(fetch)
+    let builder = FanOut::builder(fetch);
+    let builder = if hedge {
+        builder.hedge_after(Duration::from_micros(1))
+    } else {
+        builder
+    };
+    builder
         .pool(pool)
         .max_in_flight(in_flight)
         .retry(retry)
@@ -88,12 +95,13 @@ proptest! {
         plans in proptest::collection::vec(plan(), 0..40),
         fail_fast in any::<bool>(),
         in_flight in 1usize..6,
+        hedge in any::<bool>(),
     ) {
         let pool = Arc::new(WorkerPool::new(3).unwrap());
         let must_fail = failing(&plans);
         let n = plans.len() as u32;
         let plans = Arc::new(plans);
-        let fan_out = fan_out(plans.clone(), pool, fail_fast, in_flight);
+        let fan_out = fan_out(plans.clone(), pool, fail_fast, in_flight, hedge);
         let expected: HashMap<u32, u64> =
             (0..n).filter(|k| !must_fail.contains(k)).map(|k| (k, u64::from(k) * 3)).collect();
         match fan_out.fetch_all(0..n, &CancelToken::new()) {

@@ -47,6 +47,7 @@ pub struct FanOutBuilder<F> {
     pool: Option<Arc<WorkerPool>>,
     retry: RetryPolicy,
     fail_fast: bool,
+    hedge_after: Option<Duration>,
     heartbeat: Duration,
     progress: Option<Arc<ProgressFn>>,
 }
@@ -64,6 +65,7 @@ impl<F> FanOutBuilder<F> {
             pool: None,
             retry: RetryPolicy::default(),
             fail_fast: true,
+            hedge_after: None,
             heartbeat: Duration::from_secs(1),
             progress: None,
         }
@@ -127,6 +129,31 @@ impl<F> FanOutBuilder<F> {
         self
     }
 
+    /// Hedged requests: when an attempt has not answered after `delay`, a second copy runs on a
+    /// spare worker; the first success wins and the other copy is cancelled. A hedge only uses
+    /// spare capacity — a free permit, a rate token available now, an idle worker — so it never
+    /// breaks the in-flight cap or the rate; to leave room for hedges, a run with hedging keeps
+    /// half of its permits and workers free (so give it twice the workers and permits you would
+    /// otherwise). `Fetch` implementations must tolerate two concurrent calls for one key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{CancelToken, Error, FanOut};
+    ///
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .max_in_flight(8)
+    ///     .hedge_after(Duration::from_millis(250))
+    ///     .build()?;
+    /// assert_eq!(fan_out.fetch_all(0..10u32, &CancelToken::new()).map_err(|e| e.error)?.len(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn hedge_after(mut self, delay: Duration) -> Self {
+        self.hedge_after = Some(delay);
+        self
+    }
+
     /// Receives a [`Progress`] snapshot after every finished key and at least every heartbeat
     /// while the run waits (so a supervisor can tell a stall from a slow run).
     pub fn on_progress(mut self, progress: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
@@ -144,11 +171,15 @@ impl<F> FanOutBuilder<F> {
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` for zero in-flight requests, zero workers or a zero heartbeat.
+    /// `InvalidArgument` for zero in-flight requests, zero workers, a zero heartbeat or a zero
+    /// hedge delay.
     pub fn build(self) -> Result<FanOut<F>, Error> {
         let invalid = |message: &str| Error::new(ErrorKind::InvalidArgument, message);
         if self.heartbeat.is_zero() {
             return Err(invalid("heartbeat must be longer than zero"));
+        }
+        if self.hedge_after.is_some_and(|delay| delay.is_zero()) {
+            return Err(invalid("hedge_after must be longer than zero (or not set)"));
         }
         let semaphore = match self.semaphore {
             Some(semaphore) => semaphore,
@@ -197,6 +228,7 @@ impl<F> FanOutBuilder<F> {
             pool,
             retry: self.retry,
             fail_fast: self.fail_fast,
+            hedge_after: self.hedge_after,
             heartbeat: self.heartbeat,
             progress: self.progress,
             last_stats: Mutex::new(None),

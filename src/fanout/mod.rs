@@ -8,6 +8,7 @@ mod aimd;
 mod builder;
 mod error;
 mod fetch;
+mod hedge;
 mod retry;
 mod run;
 mod stats;
@@ -70,6 +71,7 @@ pub struct FanOut<F> {
     pool: Arc<WorkerPool>,
     retry: RetryPolicy,
     fail_fast: bool,
+    hedge_after: Option<Duration>,
     heartbeat: Duration,
     progress: Option<Arc<ProgressFn>>,
     last_stats: Mutex<Option<FanOutStats>>,

@@ -66,14 +66,17 @@ pub(crate) enum Flow {
 }
 
 /// State shared by the dispatcher and the jobs of one run.
-struct Shared<F> {
-    fetcher: Arc<F>,
+pub(super) struct Shared<F> {
+    pub(super) fetcher: Arc<F>,
     limiters: Vec<Arc<dyn Limiter>>,
     adaptive: Option<Arc<AdaptiveRate>>,
-    counters: Arc<Counters>,
+    pub(super) counters: Arc<Counters>,
     retry: super::RetryPolicy,
     fail_fast: bool,
-    group: CancelToken,
+    pub(super) pool: Arc<crate::WorkerPool>,
+    pub(super) semaphore: Arc<crate::Semaphore>,
+    hedge_after: Option<Duration>,
+    pub(super) group: CancelToken,
 }
 
 /// The fan-out's own rate limiter, whose rate the AIMD controller moves.
@@ -127,6 +130,16 @@ impl<F> Shared<F> {
         Ok(())
     }
 
+    /// Takes one token from every limiter if each has one now; never waits. A limiter that
+    /// admitted before a later one refused keeps its token (stricter, never looser).
+    pub(super) fn admit_now(&self) -> bool {
+        self.limiters.iter().all(|limiter| limiter.check().is_ok())
+            && self
+                .adaptive
+                .as_ref()
+                .is_none_or(|adaptive| adaptive.limiter.check().is_ok())
+    }
+
     fn penalize(&self, pause: Duration) {
         for limiter in &self.limiters {
             limiter.penalize(pause);
@@ -144,12 +157,12 @@ fn cancelled(token: &CancelToken) -> Error {
 
 /// Runs every attempt of one key on a worker thread (invariant 5).
 fn run_key<K, F>(
-    shared: &Shared<F>,
+    shared: &Arc<Shared<F>>,
     key: &K,
     rng: &mut JitterRng,
 ) -> (u32, Result<F::Output, Error>)
 where
-    K: std::fmt::Debug,
+    K: Clone + Send + std::fmt::Debug + 'static,
     F: Fetch<K>,
 {
     let mut attempt = 1;
@@ -159,7 +172,10 @@ where
         }
         shared.counters.start_request();
         let started = Instant::now();
-        let result = shared.fetcher.fetch(key, attempt, &shared.group);
+        let result = match shared.hedge_after {
+            Some(after) => super::hedge::fetch_hedged(shared, key, attempt, after),
+            None => shared.fetcher.fetch(key, attempt, &shared.group),
+        };
         let latency = started.elapsed();
         shared.counters.end_request(latency);
         let error = match result {
@@ -311,6 +327,9 @@ impl<F> FanOut<F> {
             counters: counters.clone(),
             retry: self.retry,
             fail_fast: self.fail_fast,
+            pool: self.pool.clone(),
+            semaphore: self.semaphore.clone(),
+            hedge_after: self.hedge_after,
             group: group.clone(),
         });
         let mut collector = Collector {
@@ -352,12 +371,7 @@ impl<F> FanOut<F> {
 
         let runners = self.runner_count(total);
         for _ in 0..runners {
-            let job = runner(
-                shared.clone(),
-                self.semaphore.clone(),
-                key_receiver.clone(),
-                outcome_sender.clone(),
-            );
+            let job = runner(shared.clone(), key_receiver.clone(), outcome_sender.clone());
             match self.pool.submit_cancellable(job, &group) {
                 Ok(_detached) => {}
                 Err(crate::SubmitError::Closed(_)) => {
@@ -444,11 +458,16 @@ impl<F> FanOut<F> {
         Ok(counters.stats(started.elapsed()))
     }
 
-    /// How many runners a run starts: one per worker thread that a permit can keep busy, and no
-    /// more than there are keys.
+    /// How many runners a run starts: one per worker thread that a permit can keep busy (half of
+    /// each with hedging), and no more than there are keys.
     fn runner_count(&self, total: Option<u64>) -> usize {
-        let threads = self.pool.stats().threads.max(1);
-        let permits = self.semaphore.capacity().max(1);
+        let mut threads = self.pool.stats().threads.max(1);
+        let mut permits = self.semaphore.capacity().max(1);
+        if self.hedge_after.is_some() {
+            // Half of the workers and permits stay free for hedges (hedge.rs, invariant 1).
+            threads = (threads / 2).max(1);
+            permits = (permits / 2).max(1);
+        }
         let keys = total.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         threads.min(permits).min(keys).max(1)
     }
@@ -460,18 +479,17 @@ impl<F> FanOut<F> {
 /// (invariants 1 and 3). Keeping the worker busy across keys avoids two thread hand-offs per key.
 fn runner<K, F>(
     shared: Arc<Shared<F>>,
-    semaphore: Arc<crate::Semaphore>,
     keys: crossbeam_channel::Receiver<K>,
     outcomes: Sender<Outcome<K, F::Output>>,
 ) -> impl FnOnce() + Send + 'static
 where
-    K: Send + std::fmt::Debug + 'static,
+    K: Clone + Send + std::fmt::Debug + 'static,
     F: Fetch<K>,
 {
     move || {
         let mut rng = JitterRng::from_entropy();
         while let Ok(key) = keys.recv() {
-            let Ok(permit) = semaphore.acquire(1, &shared.group) else {
+            let Ok(permit) = shared.semaphore.acquire(1, &shared.group) else {
                 return; // the run is over; the keys still queued are skipped
             };
             if shared.wait_for_slot().is_err() {

@@ -104,6 +104,7 @@ pub(crate) struct Counters {
     pub(crate) failed: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) throttled: AtomicU64,
+    pub(crate) hedges: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     pub(crate) max_in_flight: AtomicU64,
     pub(crate) latency: LatencyHistogram,
@@ -117,6 +118,7 @@ impl Counters {
             failed: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            hedges: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             latency: LatencyHistogram::new(),
@@ -170,6 +172,7 @@ impl Counters {
             failed: Self::get(&self.failed),
             retries: Self::get(&self.retries),
             throttled: Self::get(&self.throttled),
+            hedges: Self::get(&self.hedges),
             max_in_flight: Self::get(&self.max_in_flight),
             elapsed,
             achieved_rate: per_second(requests, elapsed),
@@ -258,7 +261,9 @@ pub struct FanOutStats {
     pub retries: u64,
     /// Responses that asked us to slow down (429/503).
     pub throttled: u64,
-    /// The most requests in flight at once, as counted by the fan-out.
+    /// Hedged copies sent (see [`FanOutBuilder::hedge_after`](crate::FanOutBuilder::hedge_after)).
+    pub hedges: u64,
+    /// The most requests in flight at once, as counted by the fan-out (hedges included).
     pub max_in_flight: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
