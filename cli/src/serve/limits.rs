@@ -1,0 +1,180 @@
+//! Per-client limits: a per-second window (rate and burst) and an optional per-minute window,
+//! each a `KeyedLimiter` keyed by client.
+//!
+//! Invariants:
+//! 1. A request is allowed only if every window allows it. The windows are checked in order
+//!    (second, then minute); a request the minute window refuses has still spent its per-second
+//!    token (the windows are separate limiters, so this is not all-or-nothing).
+//! 2. The key cap (`max_keys`) is the keyed limiter's: a new client while every tracked client is
+//!    busy is refused (429, policy `max-keys`), never admitted by forgetting a busy one.
+
+use std::time::Duration;
+
+use tollgate::{KeyedLimiter, LimitError, Quota};
+
+use super::metrics::Policy;
+
+/// One window's state after a decision, for the rate-limit headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// The policy's name.
+    pub policy: Policy,
+    /// Requests the window allows at once (its quota).
+    pub quota: u64,
+    /// The window's length in seconds.
+    pub window_secs: u64,
+    /// Requests that would pass now.
+    pub remaining: u64,
+    /// Until the window is full again.
+    pub reset: Duration,
+}
+
+/// What the limits said about one request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// `None` when allowed; the policy that refused otherwise.
+    pub refused_by: Option<Policy>,
+    /// How long until the same request would pass (zero when allowed).
+    pub retry_after: Duration,
+    /// Every window's state after the decision.
+    pub windows: Vec<Window>,
+}
+
+/// The configured limits.
+#[derive(Debug)]
+pub struct Limits {
+    per_second: KeyedLimiter<String>,
+    per_second_window: u64,
+    per_minute: Option<(KeyedLimiter<String>, u64)>,
+    max_keys: usize,
+}
+
+impl Limits {
+    /// Limits of `rate`/s with bursts of `burst`, and optionally `per_minute`/min, for at most
+    /// `max_keys` clients.
+    pub fn new(
+        rate: u64,
+        burst: u64,
+        per_minute: Option<u64>,
+        max_keys: usize,
+    ) -> Result<Limits, String> {
+        let quota = Quota::per_second(rate)
+            .and_then(|q| q.burst(burst))
+            .map_err(|e| format!("--rate {rate} --burst {burst}: {e}"))?;
+        let per_second = KeyedLimiter::new(quota, max_keys)
+            .map_err(|e| format!("--max-keys {max_keys}: {e}"))?;
+        let per_minute = per_minute
+            .map(|n| {
+                let quota = Quota::per_minute(n).map_err(|e| format!("--per-minute {n}: {e}"))?;
+                KeyedLimiter::new(quota, max_keys)
+                    .map(|l| (l, n))
+                    .map_err(|e| format!("--max-keys {max_keys}: {e}"))
+            })
+            .transpose()?;
+        Ok(Limits {
+            per_second,
+            per_second_window: burst.div_ceil(rate).max(1),
+            per_minute,
+            max_keys,
+        })
+    }
+
+    /// Decides one request from `client` (invariant 1).
+    pub fn decide(&self, client: &String) -> Decision {
+        let mut refused = check(&self.per_second, client, Policy::PerSecond);
+        if refused.is_none()
+            && let Some((minute, _)) = &self.per_minute
+        {
+            refused = check(minute, client, Policy::PerMinute);
+        }
+        let (refused_by, retry_after) = match refused {
+            Some((policy, wait)) => (Some(policy), wait),
+            None => (None, Duration::ZERO),
+        };
+        let mut windows = vec![window(
+            &self.per_second,
+            client,
+            Policy::PerSecond,
+            self.per_second_window,
+        )];
+        if let Some((minute, _)) = &self.per_minute {
+            windows.push(window(minute, client, Policy::PerMinute, 60));
+        }
+        Decision {
+            refused_by,
+            retry_after,
+            windows,
+        }
+    }
+
+    /// Clients tracked now (the larger of the windows' key counts).
+    pub fn keys_tracked(&self) -> usize {
+        let minute = self.per_minute.as_ref().map_or(0, |(l, _)| l.len());
+        self.per_second.len().max(minute)
+    }
+
+    /// The key cap.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+}
+
+fn check(
+    limiter: &KeyedLimiter<String>,
+    client: &String,
+    policy: Policy,
+) -> Option<(Policy, Duration)> {
+    match limiter.check(client) {
+        Ok(()) => None,
+        Err(LimitError::NotUntil { retry_after, .. }) => Some((policy, retry_after)),
+        // Invariant 2: every tracked client is busy; one of them frees a place within a second
+        // or so at any sane rate.
+        Err(LimitError::TooManyKeys { .. }) => Some((Policy::Keys, Duration::from_secs(1))),
+        Err(_) => Some((policy, Duration::from_secs(1))),
+    }
+}
+
+fn window(limiter: &KeyedLimiter<String>, client: &String, policy: Policy, secs: u64) -> Window {
+    let state = limiter.state(client);
+    Window {
+        policy,
+        quota: state.burst,
+        window_secs: secs,
+        remaining: state.remaining,
+        reset: state.reset_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refusal_with_a_retry_after() {
+        let limits = Limits::new(1, 2, None, 10).unwrap();
+        let a = "a".to_string();
+        assert!(limits.decide(&a).refused_by.is_none());
+        let second = limits.decide(&a);
+        assert!(second.refused_by.is_none());
+        assert_eq!(second.windows[0].remaining, 0);
+        let third = limits.decide(&a);
+        assert_eq!(third.refused_by, Some(Policy::PerSecond));
+        assert!(third.retry_after > Duration::ZERO);
+        assert!(limits.decide(&"b".to_string()).refused_by.is_none());
+    }
+
+    #[test]
+    fn the_minute_window_refuses_too() {
+        let limits = Limits::new(100, 100, Some(2), 10).unwrap();
+        let a = "a".to_string();
+        limits.decide(&a);
+        limits.decide(&a);
+        assert_eq!(limits.decide(&a).refused_by, Some(Policy::PerMinute));
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        assert!(Limits::new(0, 1, None, 10).is_err());
+        assert!(Limits::new(1, 1, None, 0).is_err());
+    }
+}
