@@ -11,6 +11,7 @@ mod keys;
 mod output;
 mod progress;
 mod serve;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -50,13 +51,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // SIGINT and SIGTERM cancel this token; every command watches it.
     let stop = CancelToken::new();
-    {
-        let stop = stop.clone();
-        if let Err(e) = ctrlc::set_handler(move || {
-            stop.cancel();
-        }) {
-            eprintln!("warning: cannot catch Ctrl-C: {e}");
-        }
+    if let Err(e) = signals::cancel_on_interrupt(&stop) {
+        eprintln!("warning: cannot catch SIGINT/SIGTERM: {e}");
     }
     let outcome = match &cli.command {
         Command::Demo(args) => demo::run(args, &stop),

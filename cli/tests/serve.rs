@@ -160,3 +160,64 @@ fn a_port_in_use_and_bad_flags_are_usage_errors() {
         assert!(!out.stderr.is_empty(), "{bad:?}");
     }
 }
+
+#[test]
+fn sighup_reloads_the_config_file_live_and_a_bad_file_is_rejected() {
+    let path = std::env::temp_dir().join(format!("tollgate-config-{}.toml", std::process::id()));
+    std::fs::write(&path, "rate = 1\nburst = 1\nper-minute = 1\n").unwrap();
+    let server = Serve::start(&["--config", path.to_str().unwrap()]);
+    assert_eq!(get(&server.addr, "/ping", &[]).status, 200);
+    assert_eq!(get(&server.addr, "/ping", &[]).status, 429);
+
+    std::fs::write(&path, "rate = 1000\nburst = 1000\n").unwrap();
+    support::signal(server.pid(), "HUP");
+    wait_for("the reload", || {
+        metric(
+            &server.addr,
+            "tollgate_config_reloads_total{result=\"applied\"}",
+        ) == 1.0
+    });
+    let resp = get(&server.addr, "/ping", &[]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("X-RateLimit-Limit"), Some("1000"));
+
+    std::fs::write(&path, "rate = \"fast\"\n").unwrap();
+    support::signal(server.pid(), "HUP");
+    wait_for("the rejection", || {
+        metric(
+            &server.addr,
+            "tollgate_config_reloads_total{result=\"rejected\"}",
+        ) == 1.0
+    });
+    let resp = get(&server.addr, "/ping", &[]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("X-RateLimit-Limit"),
+        Some("1000"),
+        "the old config stays"
+    );
+    // Counters survive reloads.
+    assert_eq!(metric(&server.addr, "tollgate_requests_total"), 4.0);
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_bad_config_file_at_start_is_a_usage_error() {
+    let path = std::env::temp_dir().join(format!("tollgate-bad-{}.toml", std::process::id()));
+    std::fs::write(&path, "rat = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field"), "{stderr}");
+    let _ = std::fs::remove_file(&path);
+}

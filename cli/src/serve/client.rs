@@ -7,7 +7,8 @@
 use std::net::IpAddr;
 
 /// What the limits are keyed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LimitBy {
     /// The client's IP address (`X-Forwarded-For` from trusted proxies only).
     Ip,

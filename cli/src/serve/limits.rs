@@ -47,6 +47,8 @@ pub struct Limits {
     per_second_window: u64,
     per_minute: Option<(KeyedLimiter<String>, u64)>,
     max_keys: usize,
+    /// What it was built from (rate, burst, per-minute, max keys), to keep it across reloads.
+    params: (u64, u64, Option<u64>, usize),
 }
 
 impl Limits {
@@ -58,6 +60,7 @@ impl Limits {
         per_minute: Option<u64>,
         max_keys: usize,
     ) -> Result<Limits, String> {
+        let params = (rate, burst, per_minute, max_keys);
         let quota = Quota::per_second(rate)
             .and_then(|q| q.burst(burst))
             .map_err(|e| format!("--rate {rate} --burst {burst}: {e}"))?;
@@ -76,7 +79,19 @@ impl Limits {
             per_second_window: burst.div_ceil(rate).max(1),
             per_minute,
             max_keys,
+            params,
         })
+    }
+
+    /// Whether these limits were built from these settings.
+    pub fn built_from(
+        &self,
+        rate: u64,
+        burst: u64,
+        per_minute: Option<u64>,
+        max_keys: usize,
+    ) -> bool {
+        self.params == (rate, burst, per_minute, max_keys)
     }
 
     /// Decides one request from `client` (invariant 1).

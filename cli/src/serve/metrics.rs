@@ -21,6 +21,8 @@ pub struct Metrics {
     faults_429: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_rejected: AtomicU64,
 }
 
 /// Which policy refused a request.
@@ -95,6 +97,16 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A config reload was applied (`true`) or rejected.
+    pub fn reloaded(&self, applied: bool) {
+        let counter = if applied {
+            &self.reloads_ok
+        } else {
+            &self.reloads_rejected
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The most requests handled at once so far.
     pub fn max_in_flight(&self) -> u64 {
         self.max_in_flight.load(Ordering::Relaxed)
@@ -141,6 +153,15 @@ impl Metrics {
                 ("{kind=\"error\"}", get(&self.faults_error)),
                 ("{kind=\"hang\"}", get(&self.faults_hang)),
                 ("{kind=\"429\"}", get(&self.faults_429)),
+            ],
+        );
+        metric(
+            "tollgate_config_reloads_total",
+            "counter",
+            "Config file reloads, applied or rejected (the old config kept).",
+            &[
+                ("{result=\"applied\"}", get(&self.reloads_ok)),
+                ("{result=\"rejected\"}", get(&self.reloads_rejected)),
             ],
         );
         metric(

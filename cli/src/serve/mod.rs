@@ -7,6 +7,7 @@
 //! wait on the same token) and are answered with `Connection: close`; then the pool drains.
 
 mod client;
+mod config;
 mod headers;
 mod http;
 mod limits;
@@ -14,7 +15,8 @@ mod metrics;
 mod routes;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tollgate::{CancelToken, WorkerPool};
@@ -80,43 +82,44 @@ pub struct ServeArgs {
     /// An id answered 404 (repeatable).
     #[arg(long = "missing-id", value_name = "ID")]
     pub missing: Vec<String>,
+    /// A TOML file of settings laid over these flags; reloaded on SIGHUP.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
-fn parse_share(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_share(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!("`{s}` is not a share between 0 and 1")),
     }
 }
 
-struct State {
-    limits: Option<Limits>,
+/// The settings a reload replaces (all at once: a request sees the old or the new, never a mix).
+struct Settings {
+    limits: Option<Arc<Limits>>,
     rule: ClientRule,
     faults: Faults,
-    metrics: Arc<Metrics>,
-    shutdown: CancelToken,
 }
 
-/// A running server.
-#[derive(Debug)]
-pub struct Server {
-    http: HttpServer,
-    metrics: Arc<Metrics>,
-}
-
-impl Server {
-    /// Binds and starts serving.
-    pub fn start(args: &ServeArgs) -> Result<Server, String> {
-        if args.workers == 0 {
-            return Err("--workers must be at least 1".into());
-        }
+impl Settings {
+    /// Settings from `args`, keeping `previous`'s limiter (and so every client's state) when the
+    /// limits did not change.
+    fn new(args: &ServeArgs, previous: Option<&Settings>) -> Result<Settings, String> {
         let limits = match args.rate {
-            Some(rate) => Some(Limits::new(
-                rate,
-                args.burst.unwrap_or(rate),
-                args.per_minute,
-                args.max_keys,
-            )?),
+            Some(rate) => {
+                let burst = args.burst.unwrap_or(rate);
+                match previous.and_then(|p| p.limits.as_ref()) {
+                    Some(old) if old.built_from(rate, burst, args.per_minute, args.max_keys) => {
+                        Some(Arc::clone(old))
+                    }
+                    _ => Some(Arc::new(Limits::new(
+                        rate,
+                        burst,
+                        args.per_minute,
+                        args.max_keys,
+                    )?)),
+                }
+            }
             None => None,
         };
         let mut faults = Faults {
@@ -130,14 +133,7 @@ impl Server {
         if let Some(ms) = args.latency_ms {
             faults.latency = Duration::from_millis(ms);
         }
-        let pool = WorkerPool::builder()
-            .threads(args.workers)
-            .queue_capacity(args.workers * 8)
-            .build()
-            .map_err(|e| format!("cannot start {} workers: {e}", args.workers))?;
-        let shutdown = CancelToken::new();
-        let metrics = Arc::new(Metrics::default());
-        let state = State {
+        Ok(Settings {
             limits,
             rule: ClientRule {
                 limit_by: args.limit_by,
@@ -145,16 +141,118 @@ impl Server {
                 trusted_proxies: args.trusted_proxies.clone(),
             },
             faults,
+        })
+    }
+}
+
+struct State {
+    /// The flags; a config file is laid over them at start and at every reload.
+    flags: ServeArgs,
+    settings: RwLock<Arc<Settings>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancelToken,
+}
+
+impl State {
+    fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The flags with the config file (if any) laid over them.
+fn effective(flags: &ServeArgs) -> Result<ServeArgs, String> {
+    match &flags.config {
+        Some(path) => config::load(path)?.apply(flags),
+        None => Ok(flags.clone()),
+    }
+}
+
+/// Reloads a running server's config file.
+#[derive(Clone)]
+pub struct Reloader {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// Re-reads the config file and swaps the settings in; on any error the old settings stay
+    /// in force. Counters are never reset; client limiter state is kept unless the limits
+    /// changed.
+    pub fn reload(&self) -> Result<(), String> {
+        let result = effective(&self.state.flags).and_then(|args| {
+            let previous = self.state.settings();
+            Settings::new(&args, Some(&previous))
+        });
+        match result {
+            Ok(settings) => {
+                *self
+                    .state
+                    .settings
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+                self.state.metrics.reloaded(true);
+                Ok(())
+            }
+            Err(e) => {
+                self.state.metrics.reloaded(false);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    http: HttpServer,
+    metrics: Arc<Metrics>,
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds and starts serving.
+    pub fn start(args: &ServeArgs) -> Result<Server, String> {
+        if args.workers == 0 {
+            return Err("--workers must be at least 1".into());
+        }
+        let settings = Settings::new(&effective(args)?, None)?;
+        let pool = WorkerPool::builder()
+            .threads(args.workers)
+            .queue_capacity(args.workers * 8)
+            .build()
+            .map_err(|e| format!("cannot start {} workers: {e}", args.workers))?;
+        let shutdown = CancelToken::new();
+        let metrics = Arc::new(Metrics::default());
+        let state = Arc::new(State {
+            flags: args.clone(),
+            settings: RwLock::new(Arc::new(settings)),
             metrics: Arc::clone(&metrics),
             shutdown: shutdown.clone(),
-        };
+        });
+        let handler_state = Arc::clone(&state);
         let http = HttpServer::start(
             args.listen,
             pool,
-            Arc::new(move |request: &Request| handle(&state, request)),
+            Arc::new(move |request: &Request| handle(&handler_state, request)),
             shutdown,
         )?;
-        Ok(Server { http, metrics })
+        Ok(Server {
+            http,
+            metrics,
+            state,
+        })
     }
 
     /// The address it listens on.
@@ -167,6 +265,13 @@ impl Server {
         &self.metrics
     }
 
+    /// A handle that reloads the config file (from any thread).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: Arc::clone(&self.state),
+        }
+    }
+
     /// Stops accepting, finishes the requests in flight, and closes the listener.
     pub fn stop(mut self) {
         self.http.stop();
@@ -174,9 +279,10 @@ impl Server {
 }
 
 fn handle(state: &State, request: &Request) -> Response {
+    let settings = state.settings();
     let route = routes::route(&request.method, &request.url);
     if route == Route::Metrics {
-        let (keys, max_keys) = state
+        let (keys, max_keys) = settings
             .limits
             .as_ref()
             .map_or((0, 0), |l| (l.keys_tracked(), l.max_keys()));
@@ -187,8 +293,8 @@ fn handle(state: &State, request: &Request) -> Response {
         };
     }
     state.metrics.start();
-    let decision = state.limits.as_ref().map(|limits| {
-        let key = state.rule.key(request.peer, |name| request.header(name));
+    let decision = settings.limits.as_ref().map(|limits| {
+        let key = settings.rule.key(request.peer, |name| request.header(name));
         limits.decide(&key)
     });
     let mut headers = vec![("Content-Type", "application/json".to_string())];
@@ -213,7 +319,7 @@ fn handle(state: &State, request: &Request) -> Response {
         }
         None => {
             state.metrics.allowed();
-            let (status, body, extra) = answer(state, &route);
+            let (status, body, extra) = answer(state, &settings.faults, &route);
             headers.extend(extra);
             Response {
                 status,
@@ -226,11 +332,15 @@ fn handle(state: &State, request: &Request) -> Response {
     response
 }
 
-fn answer(state: &State, route: &Route) -> (u16, String, Vec<(&'static str, String)>) {
+fn answer(
+    state: &State,
+    faults: &Faults,
+    route: &Route,
+) -> (u16, String, Vec<(&'static str, String)>) {
     match route {
         Route::Ping => (200, r#"{"message":"pong"}"#.to_string(), vec![]),
         Route::Widgets(id) => {
-            let plan = state.faults.plan(id);
+            let plan = faults.plan(id);
             if plan == Plan::Missing {
                 return (
                     404,
@@ -239,8 +349,8 @@ fn answer(state: &State, route: &Route) -> (u16, String, Vec<(&'static str, Stri
                 );
             }
             let wait = match plan {
-                Plan::Fault(Fault::Hang) => state.faults.hang,
-                _ => state.faults.latency,
+                Plan::Fault(Fault::Hang) => faults.hang,
+                _ => faults.latency,
             };
             if !wait.is_zero() {
                 // Ends early on shutdown, so draining never waits out a hang.
@@ -271,10 +381,27 @@ fn answer(state: &State, route: &Route) -> (u16, String, Vec<(&'static str, Stri
 /// gracefully.
 pub fn run(args: &ServeArgs, stop: &CancelToken) -> Result<(), String> {
     let server = Server::start(args)?;
+    // SIGHUP reloads the config file (and is ignored without one).
+    let mut hangups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| format!("cannot catch SIGHUP: {e}"))?;
+    let hangup_handle = hangups.handle();
+    let reloader = server.reloader();
+    let config = args.config.clone();
+    let reload_thread = std::thread::spawn(move || {
+        for _ in hangups.forever() {
+            match (&config, reloader.reload()) {
+                (None, _) => eprintln!("SIGHUP: no --config file to reload"),
+                (Some(path), Ok(())) => eprintln!("reloaded {}", path.display()),
+                (Some(_), Err(e)) => eprintln!("{e}; keeping the previous config"),
+            }
+        }
+    });
     println!("listening on http://{}", server.addr());
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     stop.wait();
+    hangup_handle.close();
+    let _ = reload_thread.join();
     eprintln!("shutting down: finishing requests in flight");
     server.stop();
     eprintln!("stopped");
