@@ -221,3 +221,40 @@ fn a_bad_config_file_at_start_is_a_usage_error() {
     assert!(stderr.contains("unknown field"), "{stderr}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_flood_of_new_clients_is_throttled_as_a_group() {
+    // A known client that has spent 20 of its 50 takes 20 s to look new again.
+    let server = Serve::start(&[
+        "--rate",
+        "1",
+        "--burst",
+        "50",
+        "--limit-by",
+        "header",
+        "--new-clients-per-second",
+        "1",
+    ]);
+    let known = [("X-API-Key", "known")];
+    for _ in 0..20 {
+        assert_eq!(get(&server.addr, "/ping", &known).status, 200);
+    }
+    let refused = (0..50)
+        .map(|i| {
+            let key = format!("fresh-{i}");
+            get(&server.addr, "/ping", &[("X-API-Key", key.as_str())])
+        })
+        .filter(|r| r.status == 429)
+        .inspect(|r| assert!(r.body.contains("new-clients"), "{}", r.body))
+        .count();
+    assert!(refused > 0, "fresh keys share one budget of 1/s");
+    // A client already known does not pay the new-client budget.
+    assert_eq!(get(&server.addr, "/ping", &known).status, 200);
+    assert_eq!(
+        metric(
+            &server.addr,
+            "tollgate_limited_total{policy=\"new-clients\"}"
+        ),
+        refused as f64
+    );
+}

@@ -4,6 +4,7 @@
 //! rate = 10              # per-client requests per second
 //! burst = 20
 //! per-minute = 300
+//! new-clients-per-second = 1000
 //! limit-by = "header"    # or "ip"
 //! key-header = "X-API-Key"
 //! trusted-proxies = ["10.0.0.1"]
@@ -35,6 +36,7 @@ pub struct FileConfig {
     rate: Option<u64>,
     burst: Option<u64>,
     per_minute: Option<u64>,
+    new_clients_per_second: Option<u64>,
     limit_by: Option<LimitBy>,
     key_header: Option<String>,
     trusted_proxies: Option<Vec<IpAddr>>,
@@ -67,6 +69,9 @@ impl FileConfig {
         }
         if self.per_minute.is_some() {
             out.per_minute = self.per_minute;
+        }
+        if self.new_clients_per_second.is_some() {
+            out.new_clients_per_second = self.new_clients_per_second;
         }
         if let Some(by) = self.limit_by {
             out.limit_by = by;

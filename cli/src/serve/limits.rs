@@ -7,10 +7,14 @@
 //!    token (the windows are separate limiters, so this is not all-or-nothing).
 //! 2. The key cap (`max_keys`) is the keyed limiter's: a new client while every tracked client is
 //!    busy is refused (429, policy `max-keys`), never admitted by forgetting a busy one.
+//! 3. Enumeration floods: with `new_clients`, a request from a client whose per-second window is
+//!    full (a new client, or one idle long enough to be indistinguishable from new) first takes
+//!    a token from one global limiter, so millions of fresh keys are throttled as a group. Only
+//!    the server's clock is used; nothing the client sends says how old it is.
 
 use std::time::Duration;
 
-use tollgate::{KeyedLimiter, LimitError, Quota};
+use tollgate::{KeyedLimiter, LimitError, Quota, RateLimiter};
 
 use super::metrics::Policy;
 
@@ -47,20 +51,26 @@ pub struct Limits {
     per_second_window: u64,
     per_minute: Option<(KeyedLimiter<String>, u64)>,
     max_keys: usize,
-    /// What it was built from (rate, burst, per-minute, max keys), to keep it across reloads.
-    params: (u64, u64, Option<u64>, usize),
+    new_clients: Option<RateLimiter>,
+    /// What it was built from, to keep it across reloads.
+    params: Params,
 }
+
+/// What limits are built from: rate, burst, per-minute, max keys, new clients per second.
+pub type Params = (u64, u64, Option<u64>, usize, Option<u64>);
 
 impl Limits {
     /// Limits of `rate`/s with bursts of `burst`, and optionally `per_minute`/min, for at most
     /// `max_keys` clients.
-    pub fn new(
-        rate: u64,
-        burst: u64,
-        per_minute: Option<u64>,
-        max_keys: usize,
-    ) -> Result<Limits, String> {
-        let params = (rate, burst, per_minute, max_keys);
+    pub fn new(params: Params) -> Result<Limits, String> {
+        let (rate, burst, per_minute, max_keys, new_clients) = params;
+        let new_clients = new_clients
+            .map(|n| {
+                Quota::per_second(n)
+                    .map(RateLimiter::new)
+                    .map_err(|e| format!("--new-clients-per-second {n}: {e}"))
+            })
+            .transpose()?;
         let quota = Quota::per_second(rate)
             .and_then(|q| q.burst(burst))
             .map_err(|e| format!("--rate {rate} --burst {burst}: {e}"))?;
@@ -79,24 +89,39 @@ impl Limits {
             per_second_window: burst.div_ceil(rate).max(1),
             per_minute,
             max_keys,
+            new_clients,
             params,
         })
     }
 
     /// Whether these limits were built from these settings.
-    pub fn built_from(
-        &self,
-        rate: u64,
-        burst: u64,
-        per_minute: Option<u64>,
-        max_keys: usize,
-    ) -> bool {
-        self.params == (rate, burst, per_minute, max_keys)
+    pub fn built_from(&self, params: Params) -> bool {
+        self.params == params
     }
 
     /// Decides one request from `client` (invariant 1).
     pub fn decide(&self, client: &String) -> Decision {
-        let mut refused = check(&self.per_second, client, Policy::PerSecond);
+        // Invariant 3.
+        let mut refused = match &self.new_clients {
+            Some(global) => {
+                let state = self.per_second.state(client);
+                if state.remaining == state.burst {
+                    match global.check() {
+                        Ok(()) => None,
+                        Err(LimitError::NotUntil { retry_after, .. }) => {
+                            Some((Policy::NewClients, retry_after))
+                        }
+                        Err(_) => Some((Policy::NewClients, Duration::from_secs(1))),
+                    }
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        if refused.is_none() {
+            refused = check(&self.per_second, client, Policy::PerSecond);
+        }
         if refused.is_none()
             && let Some((minute, _)) = &self.per_minute
         {
@@ -166,7 +191,7 @@ mod tests {
 
     #[test]
     fn burst_then_refusal_with_a_retry_after() {
-        let limits = Limits::new(1, 2, None, 10).unwrap();
+        let limits = Limits::new((1, 2, None, 10, None)).unwrap();
         let a = "a".to_string();
         assert!(limits.decide(&a).refused_by.is_none());
         let second = limits.decide(&a);
@@ -180,7 +205,7 @@ mod tests {
 
     #[test]
     fn the_minute_window_refuses_too() {
-        let limits = Limits::new(100, 100, Some(2), 10).unwrap();
+        let limits = Limits::new((100, 100, Some(2), 10, None)).unwrap();
         let a = "a".to_string();
         limits.decide(&a);
         limits.decide(&a);
@@ -188,8 +213,22 @@ mod tests {
     }
 
     #[test]
+    fn new_clients_share_one_budget_but_known_ones_do_not_pay_it() {
+        let limits = Limits::new((10, 10, None, 1_000, Some(2))).unwrap();
+        let a = "a".to_string();
+        assert!(limits.decide(&a).refused_by.is_none());
+        assert!(limits.decide(&"b".to_string()).refused_by.is_none());
+        assert_eq!(
+            limits.decide(&"c".to_string()).refused_by,
+            Some(Policy::NewClients)
+        );
+        // `a` is known (its window is not full): it does not need the new-client budget.
+        assert!(limits.decide(&a).refused_by.is_none());
+    }
+
+    #[test]
     fn bad_settings_are_errors() {
-        assert!(Limits::new(0, 1, None, 10).is_err());
-        assert!(Limits::new(1, 1, None, 0).is_err());
+        assert!(Limits::new((0, 1, None, 10, None)).is_err());
+        assert!(Limits::new((1, 1, None, 0, None)).is_err());
     }
 }

@@ -16,6 +16,7 @@ pub struct Metrics {
     limited_second: AtomicU64,
     limited_minute: AtomicU64,
     limited_keys: AtomicU64,
+    limited_new: AtomicU64,
     faults_error: AtomicU64,
     faults_hang: AtomicU64,
     faults_429: AtomicU64,
@@ -34,6 +35,8 @@ pub enum Policy {
     PerMinute,
     /// The key cap: a new client while every tracked client is busy.
     Keys,
+    /// The global budget for new (or fully idle) clients: enumeration floods.
+    NewClients,
 }
 
 impl Policy {
@@ -43,6 +46,7 @@ impl Policy {
             Policy::PerSecond => "per-second",
             Policy::PerMinute => "per-minute",
             Policy::Keys => "max-keys",
+            Policy::NewClients => "new-clients",
         }
     }
 }
@@ -83,6 +87,7 @@ impl Metrics {
             Policy::PerSecond => &self.limited_second,
             Policy::PerMinute => &self.limited_minute,
             Policy::Keys => &self.limited_keys,
+            Policy::NewClients => &self.limited_new,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -143,6 +148,7 @@ impl Metrics {
                 ("{policy=\"per-second\"}", get(&self.limited_second)),
                 ("{policy=\"per-minute\"}", get(&self.limited_minute)),
                 ("{policy=\"max-keys\"}", get(&self.limited_keys)),
+                ("{policy=\"new-clients\"}", get(&self.limited_new)),
             ],
         );
         metric(

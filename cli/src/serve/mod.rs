@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// A proxy whose X-Forwarded-For is believed (repeatable).
     #[arg(long = "trusted-proxy", value_name = "IP")]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Global budget for new (or fully idle) clients per second, against enumeration floods.
+    #[arg(long, requires = "rate")]
+    pub new_clients_per_second: Option<u64>,
     /// Most clients tracked at once; new clients past it get 429 while all are busy.
     #[arg(long, default_value_t = 100_000)]
     pub max_keys: usize,
@@ -107,17 +110,16 @@ impl Settings {
     fn new(args: &ServeArgs, previous: Option<&Settings>) -> Result<Settings, String> {
         let limits = match args.rate {
             Some(rate) => {
-                let burst = args.burst.unwrap_or(rate);
+                let params = (
+                    rate,
+                    args.burst.unwrap_or(rate),
+                    args.per_minute,
+                    args.max_keys,
+                    args.new_clients_per_second,
+                );
                 match previous.and_then(|p| p.limits.as_ref()) {
-                    Some(old) if old.built_from(rate, burst, args.per_minute, args.max_keys) => {
-                        Some(Arc::clone(old))
-                    }
-                    _ => Some(Arc::new(Limits::new(
-                        rate,
-                        burst,
-                        args.per_minute,
-                        args.max_keys,
-                    )?)),
+                    Some(old) if old.built_from(params) => Some(Arc::clone(old)),
+                    _ => Some(Arc::new(Limits::new(params)?)),
                 }
             }
             None => None,
