@@ -104,14 +104,22 @@ pub fn run(args: &FetchArgs, stop: &CancelToken) -> Result<(), Failure> {
               attempt: u32,
               cancel: &CancelToken|
               -> Result<(HttpResponse, u32), Error> {
-            fetcher
-                .fetch(key, cancel)
-                .map(|r| (r, attempt))
-                .inspect_err(|_| {
-                    if let Ok(mut map) = attempts.lock() {
+            let result = fetcher.fetch(key, cancel);
+            // Only failing keys are held, until their line is written (or a retry succeeds).
+            if (result.is_err() || attempt > 1)
+                && let Ok(mut map) = attempts.lock()
+            {
+                match &result {
+                    Ok(_) if attempt > 1 => {
+                        map.remove(key);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
                         map.insert(key.clone(), attempt);
                     }
-                })
+                }
+            }
+            result.map(|r| (r, attempt))
         }
     };
     let bar = progress::bar(total, !args.quiet);
@@ -166,7 +174,7 @@ pub fn run(args: &FetchArgs, stop: &CancelToken) -> Result<(), Failure> {
                 attempts: attempts
                     .lock()
                     .ok()
-                    .and_then(|m| m.get(&key).copied())
+                    .and_then(|mut m| m.remove(&key))
                     .unwrap_or(1),
                 error: Some((e.to_string(), e.id().to_string())),
             },
