@@ -1,0 +1,199 @@
+//! `tollgate demo`: starts `serve` in-process on an ephemeral loopback port and fans out over
+//! it with seed 000's settings (10/s, burst 20, 8 in flight), then runs a fail-fast round.
+
+use std::time::{Duration, Instant};
+
+use tollgate::{CancelToken, ErrorKind, FanOut, HttpFetcher, Quota, RetryPolicy};
+
+use crate::Failure;
+use crate::progress;
+use crate::serve::{ServeArgs, Server};
+
+/// `tollgate demo` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Keys to fetch (200 at the default rate take about 18 s).
+    #[arg(long, default_value_t = 200)]
+    pub keys: u64,
+    /// Requests per second.
+    #[arg(long, default_value_t = 10)]
+    pub rate: u64,
+    /// Burst.
+    #[arg(long, default_value_t = 20)]
+    pub burst: u64,
+    /// Most requests in flight.
+    #[arg(long, default_value_t = 8)]
+    pub max_in_flight: usize,
+    /// The server's simulated latency per request, in ms.
+    #[arg(long, default_value_t = 20)]
+    pub latency_ms: u64,
+    /// Skip the fail-fast round.
+    #[arg(long)]
+    pub no_fail_fast_round: bool,
+}
+
+fn server_args(latency_ms: u64, missing: Vec<String>, workers: usize) -> ServeArgs {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let mut args = Wrapper::parse_from(["serve", "--listen", "127.0.0.1:0"]).serve;
+    args.latency_ms = Some(latency_ms);
+    args.missing = missing;
+    args.workers = workers;
+    args
+}
+
+/// Runs the demo.
+pub fn run(args: &DemoArgs, stop: &CancelToken) -> Result<(), Failure> {
+    if args.keys == 0 {
+        return Err(Failure::Usage("--keys must be at least 1".into()));
+    }
+    let quota = Quota::per_second(args.rate)
+        .and_then(|q| q.burst(args.burst))
+        .map_err(|e| Failure::Usage(format!("--rate/--burst: {e}")))?;
+    let server = Server::start(&server_args(
+        args.latency_ms,
+        Vec::new(),
+        args.max_in_flight.max(1) * 2,
+    ))
+    .map_err(Failure::Usage)?;
+    let addr = server.addr();
+    println!(
+        "tollgate demo: server on http://{addr} ({} ms latency per request)",
+        args.latency_ms
+    );
+    println!(
+        "fetching {} keys at {}/s, burst {}, at most {} in flight",
+        args.keys, args.rate, args.burst, args.max_in_flight
+    );
+
+    let fetcher = HttpFetcher::builder(&format!("http://{addr}/users/{{key}}/widgets"))
+        .idle_connections(args.max_in_flight.max(1))
+        .build()
+        .map_err(|e| Failure::Usage(e.message().to_string()))?;
+    let bar = progress::bar(args.keys, true);
+    let fan_out = {
+        let bar = bar.clone();
+        FanOut::builder(fetcher)
+            .quota(quota)
+            .max_in_flight(args.max_in_flight)
+            .retry(RetryPolicy::new(3).map_err(|e| Failure::Usage(e.to_string()))?)
+            .heartbeat(Duration::from_millis(100))
+            .on_progress(move |p| progress::update(&bar, p))
+            .build()
+            .map_err(|e| Failure::Usage(e.message().to_string()))?
+    };
+    let run_token = stop.child();
+    let started = Instant::now();
+    let result = fan_out.fetch_all(1..=args.keys, &run_token);
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let stats = fan_out.last_stats().unwrap_or_default();
+    if let Err(err) = &result {
+        if stop.is_cancelled() {
+            return Err(Failure::Interrupted(format!(
+                "after {} of {} keys",
+                err.partial.len(),
+                args.keys
+            )));
+        }
+        return Err(Failure::Failed(err.error.user_message()));
+    }
+    let secs = elapsed.as_secs_f64();
+    let law = args.burst as f64 + args.rate as f64 * secs;
+    let law_time = (args.keys.saturating_sub(args.burst)) as f64 / args.rate as f64;
+    let rows = [
+        (
+            "requests",
+            format!("{} ({} keys)", stats.requests, stats.succeeded),
+        ),
+        (
+            "elapsed",
+            format!("{secs:.2} s (the law burst + rate·t needs ≥ {law_time:.1} s)"),
+        ),
+        (
+            "achieved rate",
+            format!(
+                "{:.2} req/s; the law allows {} + {}·t = {law:.0} requests in {secs:.2} s",
+                stats.achieved_rate, args.burst, args.rate
+            ),
+        ),
+        (
+            "max in flight",
+            format!(
+                "{} as counted by the server (limit {}; the fan-out saw {})",
+                server.metrics().max_in_flight(),
+                args.max_in_flight,
+                stats.max_in_flight
+            ),
+        ),
+        (
+            "latency p50 / p99",
+            format!(
+                "{:.1?} / {:.1?}",
+                stats.latency_p50.unwrap_or_default(),
+                stats.latency_p99.unwrap_or_default()
+            ),
+        ),
+        (
+            "429s / retries",
+            format!("{} / {}", stats.throttled, stats.retries),
+        ),
+    ];
+    println!();
+    for (name, value) in rows {
+        println!("  {name:<18} {value}");
+    }
+    server.stop();
+    if args.no_fail_fast_round {
+        return Ok(());
+    }
+    fail_fast_round(args, stop)
+}
+
+/// Key 13 answers 404 at once while every other key takes 2 s: the run stops at the 404.
+fn fail_fast_round(args: &DemoArgs, stop: &CancelToken) -> Result<(), Failure> {
+    let server = Server::start(&server_args(
+        2_000,
+        vec!["13".into()],
+        args.max_in_flight.max(1) * 2,
+    ))
+    .map_err(Failure::Usage)?;
+    let fetcher = HttpFetcher::builder(&format!("http://{}/users/{{key}}/widgets", server.addr()))
+        .build()
+        .map_err(|e| Failure::Usage(e.message().to_string()))?;
+    let fan_out = FanOut::builder(fetcher)
+        .max_in_flight(args.max_in_flight)
+        .build()
+        .map_err(|e| Failure::Usage(e.message().to_string()))?;
+    println!(
+        "\nfail-fast round: keys 10..40, each takes 2 s except key 13, which is missing (404)"
+    );
+    let started = Instant::now();
+    let result = fan_out.fetch_all(10..40u64, &stop.child());
+    let stopped = started.elapsed();
+    server.stop();
+    match result {
+        Ok(_) => Err(Failure::Failed("the fail-fast round did not fail".into())),
+        Err(err) if matches!(err.error.kind(), ErrorKind::Cancelled(_)) => {
+            Err(Failure::Interrupted("during the fail-fast round".into()))
+        }
+        Err(err) => {
+            println!("  error              {}", err.error.user_message());
+            println!(
+                "  failed key         {} after {} attempt(s); error id {}",
+                err.key.map_or_else(|| "-".into(), |k| k.to_string()),
+                err.attempts,
+                err.error.id()
+            );
+            println!(
+                "  stopped after      {stopped:.1?} (the requests in flight would have taken 2 s); {} results kept",
+                err.partial.len()
+            );
+            Ok(())
+        }
+    }
+}

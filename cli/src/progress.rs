@@ -1,0 +1,30 @@
+//! The progress bar (done / in flight / rate / ETA), fed by the fan-out's heartbeats. Drawn on
+//! stderr, and only on a terminal.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tollgate::Progress;
+
+/// A bar for `total` keys; hidden unless `visible` and stderr is a terminal.
+pub fn bar(total: u64, visible: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if !visible || !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {msg} ETA {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Moves the bar to a heartbeat.
+pub fn update(bar: &ProgressBar, p: &Progress) {
+    bar.set_position(p.done + p.failed);
+    bar.set_message(format!(
+        "in flight {} · {:.1}/s · retries {}",
+        p.in_flight, p.rate, p.retries
+    ));
+}

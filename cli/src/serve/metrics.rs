@@ -1,0 +1,218 @@
+//! The server's counters, rendered as Prometheus text at `/metrics`.
+//!
+//! Invariants:
+//! 1. `in_flight` counts requests between `start` and `end` (every route but `/metrics`);
+//!    `max_in_flight` is never below any value `in_flight` has had.
+//! 2. `requests = allowed + limited (all policies)` for limited routes once they have answered.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters shared by every request handler.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: AtomicU64,
+    allowed: AtomicU64,
+    limited_second: AtomicU64,
+    limited_minute: AtomicU64,
+    limited_keys: AtomicU64,
+    limited_new: AtomicU64,
+    faults_error: AtomicU64,
+    faults_hang: AtomicU64,
+    faults_429: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_rejected: AtomicU64,
+}
+
+/// Which policy refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// The per-second window (rate and burst).
+    PerSecond,
+    /// The optional per-minute window.
+    PerMinute,
+    /// The key cap: a new client while every tracked client is busy.
+    Keys,
+    /// The global budget for new (or fully idle) clients: enumeration floods.
+    NewClients,
+}
+
+impl Policy {
+    /// The policy's name in headers and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::PerSecond => "per-second",
+            Policy::PerMinute => "per-minute",
+            Policy::Keys => "max-keys",
+            Policy::NewClients => "new-clients",
+        }
+    }
+}
+
+/// An injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 500.
+    Error,
+    /// No answer until the hang time passes (or the server shuts down).
+    Hang,
+    /// 429 from the application (not the limiter).
+    TooMany,
+}
+
+// Relaxed everywhere below: these are statistics; no other memory is published through them.
+impl Metrics {
+    /// A request arrived (invariant 1).
+    pub fn start(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// A request was answered.
+    pub fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The limiter let a request through.
+    pub fn allowed(&self) {
+        self.allowed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The limiter refused a request.
+    pub fn limited(&self, policy: Policy) {
+        let counter = match policy {
+            Policy::PerSecond => &self.limited_second,
+            Policy::PerMinute => &self.limited_minute,
+            Policy::Keys => &self.limited_keys,
+            Policy::NewClients => &self.limited_new,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A fault was injected.
+    pub fn fault(&self, fault: Fault) {
+        let counter = match fault {
+            Fault::Error => &self.faults_error,
+            Fault::Hang => &self.faults_hang,
+            Fault::TooMany => &self.faults_429,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A config reload was applied (`true`) or rejected.
+    pub fn reloaded(&self, applied: bool) {
+        let counter = if applied {
+            &self.reloads_ok
+        } else {
+            &self.reloads_rejected
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The most requests handled at once so far.
+    pub fn max_in_flight(&self) -> u64 {
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Prometheus text exposition (version 0.0.4).
+    pub fn render(&self, keys_tracked: usize, max_keys: usize) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        metric(
+            "tollgate_requests_total",
+            "counter",
+            "Requests received (all routes but /metrics).",
+            &[("", get(&self.requests))],
+        );
+        metric(
+            "tollgate_allowed_total",
+            "counter",
+            "Requests the limiter let through.",
+            &[("", get(&self.allowed))],
+        );
+        metric(
+            "tollgate_limited_total",
+            "counter",
+            "Requests refused with 429, by policy.",
+            &[
+                ("{policy=\"per-second\"}", get(&self.limited_second)),
+                ("{policy=\"per-minute\"}", get(&self.limited_minute)),
+                ("{policy=\"max-keys\"}", get(&self.limited_keys)),
+                ("{policy=\"new-clients\"}", get(&self.limited_new)),
+            ],
+        );
+        metric(
+            "tollgate_faults_total",
+            "counter",
+            "Injected faults, by kind.",
+            &[
+                ("{kind=\"error\"}", get(&self.faults_error)),
+                ("{kind=\"hang\"}", get(&self.faults_hang)),
+                ("{kind=\"429\"}", get(&self.faults_429)),
+            ],
+        );
+        metric(
+            "tollgate_config_reloads_total",
+            "counter",
+            "Config file reloads, applied or rejected (the old config kept).",
+            &[
+                ("{result=\"applied\"}", get(&self.reloads_ok)),
+                ("{result=\"rejected\"}", get(&self.reloads_rejected)),
+            ],
+        );
+        metric(
+            "tollgate_keys_tracked",
+            "gauge",
+            "Client keys resident in the limiter.",
+            &[("", keys_tracked as u64)],
+        );
+        metric(
+            "tollgate_max_keys",
+            "gauge",
+            "The limiter's key cap.",
+            &[("", max_keys as u64)],
+        );
+        metric(
+            "tollgate_in_flight",
+            "gauge",
+            "Requests being handled now.",
+            &[("", get(&self.in_flight))],
+        );
+        metric(
+            "tollgate_max_in_flight",
+            "gauge",
+            "The most requests handled at once since start.",
+            &[("", get(&self.max_in_flight))],
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_in_flight_is_a_high_water_mark() {
+        let m = Metrics::default();
+        m.start();
+        m.start();
+        m.end();
+        m.start();
+        assert_eq!(m.max_in_flight(), 2);
+        assert!(m.render(0, 1).contains("tollgate_requests_total 3\n"));
+        let text = m.render(5, 10);
+        assert!(text.contains("tollgate_max_in_flight 2\n"));
+        assert!(text.contains("tollgate_keys_tracked 5\n"));
+    }
+}

@@ -1,0 +1,411 @@
+//! `tollgate serve`: a synchronous HTTP service with per-client rate limits and fault injection.
+//!
+//! `http.rs` accepts and parses (a reader thread per connection); every request is handled on
+//! tollgate's `WorkerPool` (no thread per request; a full queue makes readers wait, which is the
+//! back-pressure). Shutdown: cancelling the server's token stops the acceptor and the idle
+//! connections; requests in flight finish (waits for latency and hangs end at once because they
+//! wait on the same token) and are answered with `Connection: close`; then the pool drains.
+
+mod client;
+mod config;
+mod headers;
+mod http;
+mod limits;
+mod metrics;
+mod routes;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tollgate::{CancelToken, WorkerPool};
+
+pub use self::client::{ClientRule, LimitBy};
+pub use self::metrics::Metrics;
+pub use self::routes::Faults;
+
+use self::http::{HttpServer, Request, Response};
+use self::limits::{Decision, Limits};
+use self::metrics::Fault;
+use self::routes::{Plan, Route};
+use crate::duration::parse_duration;
+
+/// `tollgate serve` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed on start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Worker threads handling requests.
+    #[arg(long, default_value_t = 16)]
+    pub workers: usize,
+    /// Per-client requests per second (no limits without it).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Per-client burst (default: the rate).
+    #[arg(long, requires = "rate")]
+    pub burst: Option<u64>,
+    /// A second per-client window: requests per minute.
+    #[arg(long, requires = "rate")]
+    pub per_minute: Option<u64>,
+    /// What clients are told apart by.
+    #[arg(long, value_enum, default_value = "ip")]
+    pub limit_by: LimitBy,
+    /// The header naming the client with `--limit-by header`.
+    #[arg(long, default_value = "X-API-Key")]
+    pub key_header: String,
+    /// A proxy whose X-Forwarded-For is believed (repeatable).
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Global budget for new (or fully idle) clients per second, against enumeration floods.
+    #[arg(long, requires = "rate")]
+    pub new_clients_per_second: Option<u64>,
+    /// Most clients tracked at once; new clients past it get 429 while all are busy.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_keys: usize,
+    /// Delay before each /users answer (e.g. 20ms, 1s).
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    pub latency: Duration,
+    /// Same as --latency, in milliseconds.
+    #[arg(long, conflicts_with = "latency")]
+    pub latency_ms: Option<u64>,
+    /// Share of ids (0..1) answered 500.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub error_rate: f64,
+    /// Share of ids (0..1) that hang for --hang before answering.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub hang_rate: f64,
+    /// How long a hanging request hangs.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub hang: Duration,
+    /// Share of ids (0..1) answered 429 by the application.
+    #[arg(long = "429-rate", default_value_t = 0.0, value_parser = parse_share)]
+    pub too_many_rate: f64,
+    /// An id answered 404 (repeatable).
+    #[arg(long = "missing-id", value_name = "ID")]
+    pub missing: Vec<String>,
+    /// A TOML file of settings laid over these flags; reloaded on SIGHUP.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub(crate) fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a share between 0 and 1")),
+    }
+}
+
+/// The settings a reload replaces (all at once: a request sees the old or the new, never a mix).
+struct Settings {
+    limits: Option<Arc<Limits>>,
+    rule: ClientRule,
+    faults: Faults,
+}
+
+impl Settings {
+    /// Settings from `args`, keeping `previous`'s limiter (and so every client's state) when the
+    /// limits did not change.
+    fn new(args: &ServeArgs, previous: Option<&Settings>) -> Result<Settings, String> {
+        let limits = match args.rate {
+            Some(rate) => {
+                let params = (
+                    rate,
+                    args.burst.unwrap_or(rate),
+                    args.per_minute,
+                    args.max_keys,
+                    args.new_clients_per_second,
+                );
+                match previous.and_then(|p| p.limits.as_ref()) {
+                    Some(old) if old.built_from(params) => Some(Arc::clone(old)),
+                    _ => Some(Arc::new(Limits::new(params)?)),
+                }
+            }
+            None => None,
+        };
+        let mut faults = Faults {
+            latency: args.latency,
+            error_rate: args.error_rate,
+            hang_rate: args.hang_rate,
+            hang: args.hang,
+            too_many_rate: args.too_many_rate,
+            missing: args.missing.clone(),
+        };
+        if let Some(ms) = args.latency_ms {
+            faults.latency = Duration::from_millis(ms);
+        }
+        Ok(Settings {
+            limits,
+            rule: ClientRule {
+                limit_by: args.limit_by,
+                key_header: args.key_header.clone(),
+                trusted_proxies: args.trusted_proxies.clone(),
+            },
+            faults,
+        })
+    }
+}
+
+struct State {
+    /// The flags; a config file is laid over them at start and at every reload.
+    flags: ServeArgs,
+    settings: RwLock<Arc<Settings>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancelToken,
+}
+
+impl State {
+    fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The flags with the config file (if any) laid over them.
+fn effective(flags: &ServeArgs) -> Result<ServeArgs, String> {
+    match &flags.config {
+        Some(path) => config::load(path)?.apply(flags),
+        None => Ok(flags.clone()),
+    }
+}
+
+/// Reloads a running server's config file.
+#[derive(Clone)]
+pub struct Reloader {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// Re-reads the config file and swaps the settings in; on any error the old settings stay
+    /// in force. Counters are never reset; client limiter state is kept unless the limits
+    /// changed.
+    pub fn reload(&self) -> Result<(), String> {
+        let result = effective(&self.state.flags).and_then(|args| {
+            let previous = self.state.settings();
+            Settings::new(&args, Some(&previous))
+        });
+        match result {
+            Ok(settings) => {
+                *self
+                    .state
+                    .settings
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+                self.state.metrics.reloaded(true);
+                Ok(())
+            }
+            Err(e) => {
+                self.state.metrics.reloaded(false);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    http: HttpServer,
+    metrics: Arc<Metrics>,
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds and starts serving.
+    pub fn start(args: &ServeArgs) -> Result<Server, String> {
+        if args.workers == 0 {
+            return Err("--workers must be at least 1".into());
+        }
+        let settings = Settings::new(&effective(args)?, None)?;
+        let pool = WorkerPool::builder()
+            .threads(args.workers)
+            .queue_capacity(args.workers * 8)
+            .build()
+            .map_err(|e| format!("cannot start {} workers: {e}", args.workers))?;
+        let shutdown = CancelToken::new();
+        let metrics = Arc::new(Metrics::default());
+        let state = Arc::new(State {
+            flags: args.clone(),
+            settings: RwLock::new(Arc::new(settings)),
+            metrics: Arc::clone(&metrics),
+            shutdown: shutdown.clone(),
+        });
+        let handler_state = Arc::clone(&state);
+        let http = HttpServer::start(
+            args.listen,
+            pool,
+            Arc::new(move |request: &Request| handle(&handler_state, request)),
+            shutdown,
+        )?;
+        Ok(Server {
+            http,
+            metrics,
+            state,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.http.addr()
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// A handle that reloads the config file (from any thread).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// Stops accepting, finishes the requests in flight, and closes the listener.
+    pub fn stop(mut self) {
+        self.http.stop();
+    }
+}
+
+fn handle(state: &State, request: &Request) -> Response {
+    let settings = state.settings();
+    let route = routes::route(&request.method, &request.url);
+    if route == Route::Metrics {
+        let (keys, max_keys) = settings
+            .limits
+            .as_ref()
+            .map_or((0, 0), |l| (l.keys_tracked(), l.max_keys()));
+        return Response {
+            status: 200,
+            headers: vec![("Content-Type", "text/plain; version=0.0.4".into())],
+            body: state.metrics.render(keys, max_keys),
+        };
+    }
+    state.metrics.start();
+    let decision = settings.limits.as_ref().map(|limits| {
+        let key = settings.rule.key(request.peer, |name| request.header(name));
+        limits.decide(&key)
+    });
+    let mut headers = vec![("Content-Type", "application/json".to_string())];
+    headers.extend(
+        decision
+            .as_ref()
+            .map(headers::rate_limit_headers)
+            .unwrap_or_default(),
+    );
+    let response = match decision.as_ref().and_then(|d: &Decision| d.refused_by) {
+        Some(policy) => {
+            state.metrics.limited(policy);
+            let body = routes::error_body(
+                429,
+                &format!("rate limit exceeded ({}); retry later", policy.name()),
+            );
+            Response {
+                status: 429,
+                headers,
+                body,
+            }
+        }
+        None => {
+            state.metrics.allowed();
+            let (status, body, extra) = answer(state, &settings.faults, &route);
+            headers.extend(extra);
+            Response {
+                status,
+                headers,
+                body,
+            }
+        }
+    };
+    state.metrics.end();
+    response
+}
+
+fn answer(
+    state: &State,
+    faults: &Faults,
+    route: &Route,
+) -> (u16, String, Vec<(&'static str, String)>) {
+    match route {
+        Route::Ping => (200, r#"{"message":"pong"}"#.to_string(), vec![]),
+        Route::Widgets(id) => {
+            let plan = faults.plan(id);
+            if plan == Plan::Missing {
+                return (
+                    404,
+                    routes::error_body(404, &format!("no user {id}")),
+                    vec![],
+                );
+            }
+            let wait = match plan {
+                Plan::Fault(Fault::Hang) => faults.hang,
+                _ => faults.latency,
+            };
+            if !wait.is_zero() {
+                // Ends early on shutdown, so draining never waits out a hang.
+                let _ = state.shutdown.wait_timeout(wait);
+            }
+            match plan {
+                Plan::Fault(fault) => {
+                    state.metrics.fault(fault);
+                    match fault {
+                        Fault::Error => (500, routes::error_body(500, "injected error"), vec![]),
+                        Fault::TooMany => (
+                            429,
+                            routes::error_body(429, "injected 429"),
+                            vec![("Retry-After", "1".to_string())],
+                        ),
+                        Fault::Hang => (200, routes::widgets(id), vec![]),
+                    }
+                }
+                _ => (200, routes::widgets(id), vec![]),
+            }
+        }
+        Route::MethodNotAllowed => (405, routes::error_body(405, "only GET"), vec![]),
+        Route::NotFound | Route::Metrics => (404, routes::error_body(404, "no such route"), vec![]),
+    }
+}
+
+/// `tollgate serve`: runs until `stop` is cancelled (SIGINT/SIGTERM), then shuts down
+/// gracefully.
+pub fn run(args: &ServeArgs, stop: &CancelToken) -> Result<(), String> {
+    let server = Server::start(args)?;
+    // SIGHUP reloads the config file (and is ignored without one).
+    let mut hangups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| format!("cannot catch SIGHUP: {e}"))?;
+    let hangup_handle = hangups.handle();
+    let reloader = server.reloader();
+    let config = args.config.clone();
+    let reload_thread = std::thread::spawn(move || {
+        for _ in hangups.forever() {
+            match (&config, reloader.reload()) {
+                (None, _) => eprintln!("SIGHUP: no --config file to reload"),
+                (Some(path), Ok(())) => eprintln!("reloaded {}", path.display()),
+                (Some(_), Err(e)) => eprintln!("{e}; keeping the previous config"),
+            }
+        }
+    });
+    println!("listening on http://{}", server.addr());
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    stop.wait();
+    hangup_handle.close();
+    let _ = reload_thread.join();
+    eprintln!("shutting down: finishing requests in flight");
+    server.stop();
+    eprintln!("stopped");
+    Ok(())
+}

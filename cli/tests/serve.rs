@@ -1,0 +1,260 @@
+//! `tollgate serve` through its real binary and a raw HTTP client.
+
+mod support;
+
+use std::process::Command;
+
+use support::{BIN, Serve, get, metric, wait_for};
+
+#[test]
+fn ping_answers_pong() {
+    let server = Serve::start(&[]);
+    let resp = get(&server.addr, "/ping", &[]);
+    assert_eq!(resp.status, 200);
+    let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+    assert_eq!(body, serde_json::json!({"message": "pong"}));
+}
+
+#[test]
+fn widgets_are_deterministic_and_faults_are_injected() {
+    let server = Serve::start(&["--missing-id", "7", "--error-rate", "1"]);
+    assert_eq!(get(&server.addr, "/users/7/widgets", &[]).status, 404);
+    assert_eq!(get(&server.addr, "/users/8/widgets", &[]).status, 500);
+    assert_eq!(get(&server.addr, "/nowhere", &[]).status, 404);
+    let plain = Serve::start(&[]);
+    let a = get(&plain.addr, "/users/8/widgets", &[]);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, get(&plain.addr, "/users/8/widgets", &[]).body);
+}
+
+#[test]
+fn a_client_over_its_limit_gets_429_and_another_client_does_not() {
+    // Burst 2 in both windows: the third request in a minute is refused, however slow the test.
+    let server = Serve::start(&[
+        "--rate",
+        "1",
+        "--burst",
+        "2",
+        "--per-minute",
+        "2",
+        "--limit-by",
+        "header",
+    ]);
+    let a = [("X-API-Key", "client-a")];
+    for remaining in ["1", "0"] {
+        let ok = get(&server.addr, "/users/1/widgets", &a);
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.header("X-RateLimit-Remaining"), Some(remaining));
+        assert_eq!(ok.header("X-RateLimit-Limit"), Some("2"));
+        let policy = ok.header("RateLimit-Policy").unwrap();
+        assert!(policy.contains("\"per-second\";q=2;w=2"), "{policy}");
+        assert!(policy.contains("\"per-minute\";q=2;w=60"), "{policy}");
+        assert!(ok.header("RateLimit").is_some());
+    }
+    let refused = get(&server.addr, "/users/1/widgets", &a);
+    assert_eq!(refused.status, 429);
+    let retry_after: u64 = refused.header("Retry-After").unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(refused.header("X-RateLimit-Remaining"), Some("0"));
+    assert!(refused.header("X-RateLimit-Reset").is_some());
+    let body: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(body["status"], 429);
+    assert!(body["error"].as_str().unwrap().contains("rate limit"));
+
+    let b = get(
+        &server.addr,
+        "/users/1/widgets",
+        &[("X-API-Key", "client-b")],
+    );
+    assert_eq!(b.status, 200);
+    assert_eq!(b.header("X-RateLimit-Remaining"), Some("1"));
+    assert_eq!(metric(&server.addr, "tollgate_keys_tracked"), 2.0);
+}
+
+#[test]
+fn forwarded_for_counts_only_from_trusted_proxies() {
+    let limits = ["--rate", "1", "--burst", "1", "--per-minute", "1"];
+    let trusting = Serve::start(&[&limits[..], &["--trusted-proxy", "127.0.0.1"]].concat());
+    let from =
+        |ip: &str, server: &Serve| get(&server.addr, "/ping", &[("X-Forwarded-For", ip)]).status;
+    assert_eq!(from("10.0.0.1", &trusting), 200);
+    assert_eq!(from("10.0.0.1", &trusting), 429);
+    assert_eq!(
+        from("10.0.0.2", &trusting),
+        200,
+        "a different client behind the proxy"
+    );
+
+    let untrusting = Serve::start(&limits);
+    assert_eq!(from("10.0.0.1", &untrusting), 200);
+    assert_eq!(
+        from("10.0.0.2", &untrusting),
+        429,
+        "the header is ignored: same peer"
+    );
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text() {
+    let server = Serve::start(&["--rate", "100"]);
+    get(&server.addr, "/ping", &[]);
+    let text = get(&server.addr, "/metrics", &[]).body;
+    let mut names = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        names.push(name.split('{').next().unwrap().to_string());
+    }
+    for expected in [
+        "tollgate_requests_total",
+        "tollgate_allowed_total",
+        "tollgate_limited_total",
+        "tollgate_keys_tracked",
+        "tollgate_max_in_flight",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing");
+    }
+    assert_eq!(metric(&server.addr, "tollgate_requests_total"), 1.0);
+    assert_eq!(metric(&server.addr, "tollgate_allowed_total"), 1.0);
+}
+
+#[test]
+fn sigterm_finishes_requests_in_flight_then_exits_zero() {
+    let server = Serve::start(&["--latency-ms", "300"]);
+    let addr = server.addr.clone();
+    let in_flight = std::thread::spawn(move || get(&addr, "/users/1/widgets", &[]));
+    wait_for("the request to be in flight", || {
+        metric(&server.addr, "tollgate_in_flight") >= 1.0
+    });
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    // Shutdown cuts the simulated latency short, but the request is still answered.
+    assert_eq!(in_flight.join().unwrap().status, 200);
+}
+
+#[test]
+fn a_port_in_use_and_bad_flags_are_usage_errors() {
+    let server = Serve::start(&[]);
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &server.addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+
+    for bad in [
+        &["serve", "--error-rate", "2"][..],
+        &["serve", "--rate", "0"],
+        &["serve", "--listen", "nonsense"],
+        &["serve", "--burst", "3"],
+        &["serve", "--latency", "5h"],
+    ] {
+        let out = Command::new(BIN).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(!out.stderr.is_empty(), "{bad:?}");
+    }
+}
+
+#[test]
+fn sighup_reloads_the_config_file_live_and_a_bad_file_is_rejected() {
+    let path = std::env::temp_dir().join(format!("tollgate-config-{}.toml", std::process::id()));
+    std::fs::write(&path, "rate = 1\nburst = 1\nper-minute = 1\n").unwrap();
+    let server = Serve::start(&["--config", path.to_str().unwrap()]);
+    assert_eq!(get(&server.addr, "/ping", &[]).status, 200);
+    assert_eq!(get(&server.addr, "/ping", &[]).status, 429);
+
+    std::fs::write(&path, "rate = 1000\nburst = 1000\n").unwrap();
+    support::signal(server.pid(), "HUP");
+    wait_for("the reload", || {
+        metric(
+            &server.addr,
+            "tollgate_config_reloads_total{result=\"applied\"}",
+        ) == 1.0
+    });
+    let resp = get(&server.addr, "/ping", &[]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("X-RateLimit-Limit"), Some("1000"));
+
+    std::fs::write(&path, "rate = \"fast\"\n").unwrap();
+    support::signal(server.pid(), "HUP");
+    wait_for("the rejection", || {
+        metric(
+            &server.addr,
+            "tollgate_config_reloads_total{result=\"rejected\"}",
+        ) == 1.0
+    });
+    let resp = get(&server.addr, "/ping", &[]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("X-RateLimit-Limit"),
+        Some("1000"),
+        "the old config stays"
+    );
+    // Counters survive reloads.
+    assert_eq!(metric(&server.addr, "tollgate_requests_total"), 4.0);
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_bad_config_file_at_start_is_a_usage_error() {
+    let path = std::env::temp_dir().join(format!("tollgate-bad-{}.toml", std::process::id()));
+    std::fs::write(&path, "rat = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field"), "{stderr}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_flood_of_new_clients_is_throttled_as_a_group() {
+    // A known client that has spent 20 of its 50 takes 20 s to look new again.
+    let server = Serve::start(&[
+        "--rate",
+        "1",
+        "--burst",
+        "50",
+        "--limit-by",
+        "header",
+        "--new-clients-per-second",
+        "1",
+    ]);
+    let known = [("X-API-Key", "known")];
+    for _ in 0..20 {
+        assert_eq!(get(&server.addr, "/ping", &known).status, 200);
+    }
+    let refused = (0..50)
+        .map(|i| {
+            let key = format!("fresh-{i}");
+            get(&server.addr, "/ping", &[("X-API-Key", key.as_str())])
+        })
+        .filter(|r| r.status == 429)
+        .inspect(|r| assert!(r.body.contains("new-clients"), "{}", r.body))
+        .count();
+    assert!(refused > 0, "fresh keys share one budget of 1/s");
+    // A client already known does not pay the new-client budget.
+    assert_eq!(get(&server.addr, "/ping", &known).status, 200);
+    assert_eq!(
+        metric(
+            &server.addr,
+            "tollgate_limited_total{policy=\"new-clients\"}"
+        ),
+        refused as f64
+    );
+}
