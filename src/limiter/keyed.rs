@@ -87,6 +87,8 @@ pub struct KeyedLimiter<K, C: Clock = MonotonicClock> {
     max_keys: usize,
     /// Resident keys (invariant 3).
     len: CachePadded<AtomicUsize>,
+    /// Idle keys removed by sweeps so far (for monitoring; `retain` removals are not counted).
+    evicted: AtomicU64,
     clock: C,
 }
 
@@ -132,6 +134,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
             quota_for: None,
             max_keys,
             len: CachePadded::new(AtomicUsize::new(0)),
+            evicted: AtomicU64::new(0),
             clock,
         })
     }
@@ -279,8 +282,9 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         // Relaxed: the write lock excludes every CAS on these TATs (they run under the read lock).
         map.retain(|(_, entry)| entry.tat.load(Ordering::Relaxed) > now);
         let removed = before - map.len();
-        // Relaxed: counter only (invariant 3).
+        // Relaxed: counters only (invariant 3).
         self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.evicted.fetch_add(removed as u64, Ordering::Relaxed);
         removed
     }
 
@@ -347,6 +351,30 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     pub fn len(&self) -> usize {
         // Relaxed: a snapshot of a counter.
         self.len.load(Ordering::Relaxed).min(self.max_keys)
+    }
+
+    /// How many idle keys sweeps have removed so far (automatic sweeps at the cap and
+    /// [`sweep`](Self::sweep); not [`retain`](Self::retain)): for a `/metrics` evictions count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// let clock = ManualClock::new();
+    /// let limiter = KeyedLimiter::with_clock(Quota::per_second(1)?, 2, clock.clone())?;
+    /// limiter.check(&1).unwrap();
+    /// limiter.check(&2).unwrap();
+    /// clock.advance(Duration::from_secs(1));
+    /// limiter.check(&3).unwrap(); // at the cap: idle keys are swept to make room
+    /// limiter.sweep(); // and any idle key left goes now
+    /// assert_eq!(limiter.evictions(), 2);
+    /// assert_eq!(limiter.len(), 1);
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    pub fn evictions(&self) -> u64 {
+        // Relaxed: a snapshot of a counter.
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// Whether no key is resident.
