@@ -65,6 +65,16 @@ fn fraction(name: &str, value: f64, zero_ok: bool) -> Result<f64, Error> {
 
 impl RateFeedback {
     /// The factor a throttle signal multiplies the rate by, in (0, 1].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::RateFeedback;
+    /// assert!(RateFeedback::default().decrease(0.7).is_ok());
+    /// assert!(RateFeedback::default().decrease(0.0).is_err());
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn decrease(self, factor: f64) -> Result<Self, Error> {
         Ok(RateFeedback {
             decrease: fraction("decrease", factor, false)?,
@@ -73,6 +83,15 @@ impl RateFeedback {
     }
 
     /// The share of the configured rate added back per increase interval, in (0, 1].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::RateFeedback;
+    /// assert!(RateFeedback::default().increase(0.25).is_ok());
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn increase(self, share: f64) -> Result<Self, Error> {
         Ok(RateFeedback {
             increase: fraction("increase", share, false)?,
@@ -81,6 +100,15 @@ impl RateFeedback {
     }
 
     /// The lowest rate, as a share of the configured one, in (0, 1].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::RateFeedback;
+    /// assert!(RateFeedback::default().floor(0.5).is_ok());
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn floor(self, share: f64) -> Result<Self, Error> {
         Ok(RateFeedback {
             floor: fraction("floor", share, false)?,
@@ -89,11 +117,30 @@ impl RateFeedback {
     }
 
     /// The minimum time between two decreases.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::RateFeedback;
+    /// let f = RateFeedback::default().cooldown(Duration::from_millis(500));
+    /// assert_eq!(f.cooldown_time(), Duration::from_millis(500));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn cooldown(self, cooldown: Duration) -> Self {
         RateFeedback { cooldown, ..self }
     }
 
     /// The time without throttling that earns one increase.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::RateFeedback;
+    /// let _every_two_seconds = RateFeedback::default().increase_interval(Duration::from_secs(2));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn increase_interval(self, interval: Duration) -> Self {
         RateFeedback {
             increase_interval: interval,
@@ -102,6 +149,15 @@ impl RateFeedback {
     }
 
     /// The minimum time between two decreases.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::RateFeedback;
+    /// assert_eq!(RateFeedback::default().cooldown_time(), Duration::from_secs(1));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn cooldown_time(&self) -> Duration {
         self.cooldown
     }

@@ -73,6 +73,18 @@ impl<F> FanOutBuilder<F> {
 
     /// Limits the rate with a fan-out-owned [`RateLimiter`] on this quota (shared by all runs).
     /// With rate feedback on, 429/503 answers lower its rate and success raises it back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// let fan_out = FanOut::builder(echo).quota(Quota::per_second(100)?.burst(10)?).build()?;
+    /// assert_eq!(fan_out.current_rate(), Some(100.0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn quota(mut self, quota: Quota) -> Self {
         self.quota = Some(quota);
         self
@@ -80,6 +92,21 @@ impl<F> FanOutBuilder<F> {
 
     /// Adds a limiter every attempt must also pass (a shared one, a [`MultiLimiter`](crate::MultiLimiter), a
     /// Redis one…). `Retry-After` answers pause it through [`Limiter::penalize`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// // One limit shared by two fan-outs (or a MultiLimiter, or a Redis limiter).
+    /// let shared: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(50)?));
+    /// let a = FanOut::builder(echo).limiter(shared.clone()).build()?;
+    /// let b = FanOut::builder(echo).limiter(shared).build()?;
+    /// assert!(a.fetch_all(0..5u32, &CancelToken::new()).is_ok() && b.fetch_all(0..5u32, &CancelToken::new()).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn limiter(mut self, limiter: Arc<dyn Limiter>) -> Self {
         self.limiters.push(limiter);
         self
@@ -87,36 +114,110 @@ impl<F> FanOutBuilder<F> {
 
     /// How the quota's limiter reacts to 429/503 answers; `None` turns rate feedback off (a
     /// `Retry-After` still pauses the limiters).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// let fixed = FanOut::builder(echo).quota(Quota::per_second(10)?).rate_feedback(None).build()?;
+    /// assert_eq!(fixed.current_rate(), None); // no AIMD: the quota's limiter is used as is
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn rate_feedback(mut self, feedback: Option<RateFeedback>) -> Self {
         self.feedback = feedback;
         self
     }
 
     /// At most `n` keys in flight at once (default 8).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// let fan_out = FanOut::builder(echo).max_in_flight(3).build()?;
+    /// assert_eq!(fan_out.semaphore().capacity(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n;
         self
     }
 
     /// Shares an in-flight semaphore with other fan-outs (overrides `max_in_flight`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// let global = Arc::new(Semaphore::new(16)); // 16 requests in flight across every fan-out
+    /// let fan_out = FanOut::builder(echo).semaphore(global.clone()).build()?;
+    /// assert!(Arc::ptr_eq(fan_out.semaphore(), &global));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn semaphore(mut self, semaphore: Arc<Semaphore>) -> Self {
         self.semaphore = Some(semaphore);
         self
     }
 
     /// The number of worker threads of the fan-out's own pool (default: `max_in_flight`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// let fan_out = FanOut::builder(echo).max_in_flight(8).workers(4).build()?;
+    /// assert_eq!(fan_out.pool().stats().threads, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self
     }
 
     /// Runs on an existing pool instead of starting one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// let pool = Arc::new(WorkerPool::new(2)?);
+    /// let fan_out = FanOut::builder(echo).pool(pool.clone()).build()?;
+    /// assert!(Arc::ptr_eq(fan_out.pool(), &pool));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pool(mut self, pool: Arc<WorkerPool>) -> Self {
         self.pool = Some(pool);
         self
     }
 
     /// Attempts and backoff per key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// let fan_out = FanOut::builder(echo).retry(RetryPolicy::never()).build()?;
+    /// assert_eq!(fan_out.fetch_all([1u32], &CancelToken::new()).map_err(|e| e.error)?[&1], 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -124,6 +225,22 @@ impl<F> FanOutBuilder<F> {
 
     /// Whether the first failure stops the run (default true). Off: every key is tried and
     /// the error lists every failure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// let picky = |k: &u32, _: u32, _: &CancelToken| {
+    ///     if k % 2 == 0 { Ok(*k) } else { Err(Error::new(ErrorKind::Status(404), "odd")) }
+    /// };
+    /// let fan_out = FanOut::builder(picky).fail_fast(false).retry(RetryPolicy::never()).build()?;
+    /// let err = fan_out.fetch_all(0..10u32, &CancelToken::new()).unwrap_err();
+    /// assert_eq!((err.failures.len(), err.partial.len()), (5, 5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fail_fast(mut self, on: bool) -> Self {
         self.fail_fast = on;
         self
@@ -156,12 +273,38 @@ impl<F> FanOutBuilder<F> {
 
     /// Receives a [`Progress`] snapshot after every finished key and at least every heartbeat
     /// while the run waits (so a supervisor can tell a stall from a slow run).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// let fan_out = FanOut::builder(echo)
+    ///     .on_progress(|p| eprintln!("{}/{:?} done, {} in flight", p.done, p.total, p.in_flight))
+    ///     .build()?;
+    /// fan_out.fetch_all(0..3u32, &CancelToken::new()).map_err(|e| e.error)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_progress(mut self, progress: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(progress));
         self
     }
 
     /// The longest time between two progress heartbeats (default 1 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// let fan_out = FanOut::builder(echo).heartbeat(Duration::from_millis(250)).build()?;
+    /// assert!(fan_out.fetch_all(0..3u32, &CancelToken::new()).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.heartbeat = every;
         self
@@ -173,6 +316,18 @@ impl<F> FanOutBuilder<F> {
     ///
     /// `InvalidArgument` for zero in-flight requests, zero workers, a zero heartbeat or a zero
     /// hedge delay.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::*;
+    /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
+    /// assert!(FanOut::builder(echo).max_in_flight(0).build().is_err());
+    /// assert!(FanOut::builder(echo).build().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn build(self) -> Result<FanOut<F>, Error> {
         let invalid = |message: &str| Error::new(ErrorKind::InvalidArgument, message);
         if self.heartbeat.is_zero() {

@@ -79,6 +79,18 @@ pub struct FanOut<F> {
 
 impl<F> FanOut<F> {
     /// Starts configuring a fan-out over `fetcher`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut, Quota};
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .quota(Quota::per_second(1_000).unwrap())
+    ///     .max_in_flight(4)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(fan_out.semaphore().capacity(), 4);
+    /// ```
     pub fn builder(fetcher: F) -> FanOutBuilder<F> {
         FanOutBuilder::new(fetcher)
     }
@@ -195,12 +207,38 @@ impl<F> FanOut<F> {
     }
 
     /// Statistics of the most recent run that ended (successful or not).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut, Quota};
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .quota(Quota::per_second(1_000).unwrap())
+    ///     .max_in_flight(4)
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(fan_out.last_stats().is_none());
+    /// fan_out.fetch_all(0..10u32, &CancelToken::new()).unwrap();
+    /// assert_eq!(fan_out.last_stats().unwrap().succeeded, 10);
+    /// ```
     pub fn last_stats(&self) -> Option<FanOutStats> {
         *self.last_stats.lock()
     }
 
     /// The rate (requests per second) the fan-out's own limiter runs at now: lower than the
     /// configured quota while the server is pushing back, `None` without rate feedback.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut, Quota};
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .quota(Quota::per_second(1_000).unwrap())
+    ///     .max_in_flight(4)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(fan_out.current_rate(), Some(1_000.0)); // no 429 seen: the configured rate
+    /// ```
     pub fn current_rate(&self) -> Option<f64> {
         self.adaptive
             .as_ref()
@@ -208,11 +246,35 @@ impl<F> FanOut<F> {
     }
 
     /// The in-flight semaphore (shared by every run of this fan-out).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut, Quota};
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .quota(Quota::per_second(1_000).unwrap())
+    ///     .max_in_flight(4)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(fan_out.semaphore().available(), 4);
+    /// ```
     pub fn semaphore(&self) -> &Arc<Semaphore> {
         &self.semaphore
     }
 
     /// The worker pool (shared by every run of this fan-out).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut, Quota};
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .quota(Quota::per_second(1_000).unwrap())
+    ///     .max_in_flight(4)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(fan_out.pool().stats().threads, 4); // workers default to max_in_flight
+    /// ```
     pub fn pool(&self) -> &Arc<WorkerPool> {
         &self.pool
     }

@@ -76,6 +76,16 @@ impl RetryPolicy {
     /// # Errors
     ///
     /// `InvalidArgument` when `max_attempts` is 0 (a key must be tried at least once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// assert_eq!(RetryPolicy::new(5)?.max_attempts(), 5);
+    /// assert!(RetryPolicy::new(0).is_err());
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn new(max_attempts: u32) -> Result<Self, Error> {
         if max_attempts == 0 {
             return Err(Error::new(
@@ -127,6 +137,16 @@ impl RetryPolicy {
     }
 
     /// Sets how jitter spreads the backoff.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// let exact = RetryPolicy::default().jitter(Jitter::None);
+    /// assert_eq!(exact.delay(2, None, &mut JitterRng::seeded(1)), Duration::from_millis(200));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn jitter(self, jitter: Jitter) -> Self {
         RetryPolicy { jitter, ..self }
     }
@@ -151,6 +171,15 @@ impl RetryPolicy {
     }
 
     /// Attempts in all, the first included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// assert_eq!(RetryPolicy::default().max_attempts(), 3);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }
@@ -175,6 +204,17 @@ impl RetryPolicy {
     }
 
     /// The pause before the attempt after `attempt` (1-based), given the server's `Retry-After`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// let policy = RetryPolicy::default().jitter(Jitter::None);
+    /// // The server's Retry-After is a floor on the backoff.
+    /// assert_eq!(policy.delay(1, Some(Duration::from_secs(3)), &mut JitterRng::seeded(0)), Duration::from_secs(3));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn delay(
         &self,
         attempt: u32,
@@ -221,11 +261,29 @@ pub struct JitterRng {
 
 impl JitterRng {
     /// A generator with a fixed seed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// assert!(JitterRng::seeded(9).below(Duration::from_secs(1)) <= Duration::from_secs(1));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn seeded(seed: u64) -> Self {
         JitterRng { state: seed }
     }
 
     /// A generator seeded from the clock and a per-process counter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// assert!(JitterRng::from_entropy().below(Duration::from_millis(5)) <= Duration::from_millis(5));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn from_entropy() -> Self {
         use std::sync::atomic::{AtomicU64, Ordering};
         static STREAM: AtomicU64 = AtomicU64::new(0);
@@ -246,6 +304,15 @@ impl JitterRng {
     }
 
     /// A uniform duration in `[0, limit]`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// assert_eq!(JitterRng::seeded(3).below(Duration::ZERO), Duration::ZERO);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
     pub fn below(&mut self, limit: Duration) -> Duration {
         let limit = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
         if limit == 0 {
