@@ -785,6 +785,14 @@ pub struct DropGuard {
 
 impl DropGuard {
     /// Gives the token back without cancelling it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let token = tollgate::CancelToken::new();
+    /// let token = token.drop_guard().disarm();
+    /// assert!(!token.is_cancelled());
+    /// ```
     pub fn disarm(mut self) -> CancelToken {
         self.token
             .take()

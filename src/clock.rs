@@ -206,6 +206,13 @@ struct ManualInner {
 
 impl ManualClock {
     /// A clock at 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Clock, ManualClock};
+    /// assert_eq!(ManualClock::new().now(), 0);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }

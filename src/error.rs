@@ -108,6 +108,12 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Whether trying again later may succeed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tollgate::ErrorKind::Connection.is_transient());
+    /// ```
     pub fn is_transient(self) -> bool {
         match self {
             ErrorKind::RateLimited
@@ -185,6 +191,14 @@ struct Inner {
 impl Error {
     /// A new error of `kind`, stamped with the current UTC time, a fresh id and a backtrace
     /// (captured only when `RUST_BACKTRACE`/`RUST_LIB_BACKTRACE` ask for one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// assert_eq!(err.kind(), ErrorKind::Status(503));
+    /// ```
     #[cold]
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
@@ -207,12 +221,30 @@ impl Error {
     }
 
     /// Names the key (or other context) the failure happened in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// assert_eq!(err.key(), Some("user/7"));
+    /// ```
     pub fn with_key(mut self, key: impl fmt::Display) -> Self {
         self.inner_mut().key = Some(key.to_string());
         self
     }
 
     /// Attaches the underlying error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+    /// let err = err.with_source(io);
+    /// assert_eq!(std::error::Error::source(&err).unwrap().to_string(), "reset");
+    /// ```
     pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
         self.inner_mut().source = Some(Arc::new(source));
         self
@@ -235,21 +267,53 @@ impl Error {
     }
 
     /// What kind of failure this is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// assert!(matches!(err.kind(), ErrorKind::Status(503)));
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
     }
 
     /// What happened, in one sentence without the key or id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// assert_eq!(err.message(), "busy");
+    /// ```
     pub fn message(&self) -> &str {
         &self.inner.message
     }
 
     /// The key or context the failure happened in, if known.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// assert_eq!(err.key(), Some("user/7"));
+    /// ```
     pub fn key(&self) -> Option<&str> {
         self.inner.key.as_deref()
     }
 
     /// When the error was created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// assert!(err.at() <= std::time::SystemTime::now());
+    /// ```
     pub fn at(&self) -> SystemTime {
         self.inner.at
     }
@@ -270,21 +334,53 @@ impl Error {
     }
 
     /// A short id (8 hex digits) to correlate this error with its log line.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// assert!(err.to_string().contains(err.id()));
+    /// ```
     pub fn id(&self) -> &str {
         &self.inner.id
     }
 
     /// How long the other side asked us to wait, if it said.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// assert_eq!(err.retry_after(), None);
+    /// ```
     pub fn retry_after(&self) -> Option<Duration> {
         self.inner.retry_after
     }
 
     /// The backtrace captured at creation (empty unless `RUST_BACKTRACE` asked for one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// let _ = err.backtrace(); // captured only when RUST_BACKTRACE asks for it
+    /// ```
     pub fn backtrace(&self) -> &Backtrace {
         &self.inner.backtrace
     }
 
     /// Whether trying again later may succeed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(503), "busy").with_key("user/7");
+    /// assert!(err.is_transient()); // a 503 may pass later
+    /// ```
     pub fn is_transient(&self) -> bool {
         self.inner.kind.is_transient()
     }

@@ -104,6 +104,16 @@ impl<F> FanOut<F> {
     ///
     /// [`FanOutError`]: the first failure (its key and attempt count), or the caller's
     /// cancellation / deadline (no key), or a configuration problem found at run time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut};
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(k + 1)).build()?;
+    /// let results = fan_out.fetch_all(vec![1, 2, 3], &CancelToken::new()).map_err(|e| e.error)?;
+    /// assert_eq!(results[&3], 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[allow(
         clippy::result_large_err,
         reason = "returned once per run, not on a hot path; boxing would only add an allocation"
