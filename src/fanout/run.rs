@@ -22,7 +22,8 @@
 //!    channel before deciding how the run ended.
 //! 4. Memory is bounded, whatever the key count: keys taken from the caller's iterator but not
 //!    yet delivered are at most the key channel (16 × the permits), one per runner, the outcome
-//!    channel (16 × the permits) and the one key the caller has peeked at. A slow sink blocks the
+//!    channel (16 × the permits), the one key that did not fit in the full key channel and the
+//!    one key the caller has peeked at. A slow sink blocks the
 //!    runners on a full outcome channel rather than letting outcomes pile up.
 //! 5. Each attempt of a key costs one limiter token; a retry waits out its backoff on the group
 //!    token (interruptible) before taking its token.
@@ -385,40 +386,46 @@ impl<F> FanOut<F> {
 
         let mut sent: u64 = 0;
         let mut stopped = false;
-        while !stopped {
-            if group.is_cancelled() {
+        // The key that did not fit in the full key channel last time (taken from the
+        // iterator, not yet sent).
+        let mut pending: Option<K> = None;
+        'run: while !stopped && !group.is_cancelled() {
+            // Fill the key channel without blocking. The caller never waits for key space: a
+            // full channel empties only as runners take keys, and every key taken comes back
+            // as an outcome, which wakes the wait below — so keys and outcomes share one
+            // wake-up instead of costing one each.
+            while let Some(key) = pending.take().or_else(|| keys.next()) {
+                match key_sender.try_send(key) {
+                    Ok(()) => sent += 1,
+                    Err(crossbeam_channel::TrySendError::Full(key)) => {
+                        pending = Some(key);
+                        break;
+                    }
+                    // Every runner has gone: the group was cancelled, or the pool stopped.
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => break 'run,
+                }
+            }
+            // Hand over every outcome that is ready.
+            while let Ok(outcome) = outcomes.try_recv() {
+                if let Flow::Stop = collector.deliver(outcome) {
+                    stopped = true;
+                    break 'run;
+                }
+            }
+            let keys_left = pending.is_some() || keys.peek().is_some();
+            if !keys_left && collector.received >= sent {
                 break;
             }
-            let has_key = keys.peek().is_some();
-            if !has_key && collector.received >= sent {
-                break;
-            }
-            let mut select = crossbeam_channel::Select::new();
-            let send_index = has_key.then(|| select.send(&key_sender));
-            let recv_index = select.recv(&outcomes);
-            let wake_index = select.recv(&woken);
             let beat = group
                 .remaining()
                 .map_or(self.heartbeat, |left| left.min(self.heartbeat));
-            let Ok(operation) = select.select_timeout(beat) else {
-                collector.beat();
-                continue;
-            };
-            let index = operation.index();
-            if Some(index) == send_index {
-                let key = keys.next().expect("peeked a key");
-                if operation.send(&key_sender, key).is_err() {
-                    break; // every runner has gone: the group was cancelled
-                }
-                sent += 1;
-            } else if index == recv_index {
-                match operation.recv(&outcomes) {
+            crossbeam_channel::select! {
+                recv(outcomes) -> outcome => match outcome {
                     Ok(outcome) => stopped = matches!(collector.deliver(outcome), Flow::Stop),
                     Err(_) => break, // every runner has gone
-                }
-            } else {
-                debug_assert_eq!(index, wake_index);
-                let _ = operation.recv(&woken);
+                },
+                recv(woken) -> _ => {}
+                default(beat) => collector.beat(),
             }
         }
         // Invariant 3: a failure that cancelled the group, or whose runner then left (closing
@@ -451,7 +458,7 @@ impl<F> FanOut<F> {
             // The caller's sink asked to stop: not a failure.
             return Ok(counters.stats(started.elapsed()));
         }
-        if received < sent || keys.peek().is_some() {
+        if received < sent || pending.is_some() || keys.peek().is_some() {
             // Only a cancelled group leaves keys or outcomes behind; report its cause.
             return Err(fail(cancelled(&group), None, 0, failures));
         }
