@@ -258,3 +258,36 @@ fn a_flood_of_new_clients_is_throttled_as_a_group() {
         refused as f64
     );
 }
+
+#[test]
+fn idle_clients_evicted_at_the_key_cap_are_counted() {
+    // Burst 1 at 1000/s: a client is idle (indistinguishable from new) 1 ms after its request.
+    let server = Serve::start(&[
+        "--rate",
+        "1000",
+        "--burst",
+        "1",
+        "--max-keys",
+        "2",
+        "--limit-by",
+        "header",
+    ]);
+    for key in ["a", "b"] {
+        assert_eq!(
+            get(&server.addr, "/ping", &[("X-API-Key", key)]).status,
+            200
+        );
+    }
+    assert_eq!(metric(&server.addr, "tollgate_keys_tracked"), 2.0);
+    assert_eq!(metric(&server.addr, "tollgate_keys_evicted_total"), 0.0);
+    // The cap is full; a new client makes the limiter sweep, which evicts the idle ones. Until
+    // they are idle it may be refused (policy max-keys), so wait on the outcome.
+    let mut n = 0;
+    wait_for("a new client to evict idle ones", || {
+        n += 1;
+        let key = format!("new-{n}");
+        get(&server.addr, "/ping", &[("X-API-Key", key.as_str())]).status == 200
+            && metric(&server.addr, "tollgate_keys_evicted_total") > 0.0
+    });
+    assert!(metric(&server.addr, "tollgate_keys_tracked") <= 2.0);
+}

@@ -153,6 +153,12 @@ impl Limits {
         self.per_second.len().max(minute)
     }
 
+    /// Idle clients the windows' sweeps have removed so far (summed over the windows).
+    pub fn evictions(&self) -> u64 {
+        let minute = self.per_minute.as_ref().map_or(0, |(l, _)| l.evictions());
+        self.per_second.evictions() + minute
+    }
+
     /// The key cap.
     pub fn max_keys(&self) -> usize {
         self.max_keys

@@ -192,11 +192,25 @@ impl Reloader {
         });
         match result {
             Ok(settings) => {
-                *self
-                    .state
-                    .settings
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+                let old = std::mem::replace(
+                    &mut *self
+                        .state
+                        .settings
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner()),
+                    Arc::new(settings),
+                );
+                // Limiters the reload replaced: keep their evictions in the total. (A request
+                // still deciding on them may evict a few more; those go uncounted.)
+                let new = self.state.settings();
+                if let Some(old_limits) = &old.limits
+                    && !new
+                        .limits
+                        .as_ref()
+                        .is_some_and(|l| Arc::ptr_eq(l, old_limits))
+                {
+                    self.state.metrics.retire_evictions(old_limits.evictions());
+                }
                 self.state.metrics.reloaded(true);
                 Ok(())
             }
@@ -284,14 +298,13 @@ fn handle(state: &State, request: &Request) -> Response {
     let settings = state.settings();
     let route = routes::route(&request.method, &request.url);
     if route == Route::Metrics {
-        let (keys, max_keys) = settings
-            .limits
-            .as_ref()
-            .map_or((0, 0), |l| (l.keys_tracked(), l.max_keys()));
+        let (keys, max_keys, evictions) = settings.limits.as_ref().map_or((0, 0, 0), |l| {
+            (l.keys_tracked(), l.max_keys(), l.evictions())
+        });
         return Response {
             status: 200,
             headers: vec![("Content-Type", "text/plain; version=0.0.4".into())],
-            body: state.metrics.render(keys, max_keys),
+            body: state.metrics.render(keys, max_keys, evictions),
         };
     }
     state.metrics.start();
