@@ -154,6 +154,8 @@ fn a_port_in_use_and_bad_flags_are_usage_errors() {
         &["serve", "--listen", "nonsense"],
         &["serve", "--burst", "3"],
         &["serve", "--latency", "5h"],
+        &["serve", "--route-limit", "users=1"],
+        &["serve", "--route-limit", "ping=0"],
     ] {
         let out = Command::new(BIN).args(bad).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
@@ -290,4 +292,103 @@ fn idle_clients_evicted_at_the_key_cap_are_counted() {
             && metric(&server.addr, "tollgate_keys_evicted_total") > 0.0
     });
     assert!(metric(&server.addr, "tollgate_keys_tracked") <= 2.0);
+}
+
+#[test]
+fn a_route_limit_is_its_own_budget_and_its_429_names_it() {
+    // Widgets: 1 per minute at most (burst 1, per-minute 1), so the second is refused however
+    // slow the test; ping: the default 100 per minute.
+    let server = Serve::start(&[
+        "--rate",
+        "1",
+        "--burst",
+        "100",
+        "--per-minute",
+        "100",
+        "--route-limit",
+        "widgets=1:1:1",
+        "--limit-by",
+        "header",
+    ]);
+    let a = [("X-API-Key", "a")];
+    let ok = get(&server.addr, "/users/1/widgets", &a);
+    assert_eq!(ok.status, 200);
+    let policy = ok.header("RateLimit-Policy").unwrap();
+    assert!(
+        policy.contains("\"widgets-per-second\";q=1;w=1"),
+        "{policy}"
+    );
+    assert!(
+        policy.contains("\"widgets-per-minute\";q=1;w=60"),
+        "{policy}"
+    );
+
+    let refused = get(&server.addr, "/users/2/widgets", &a);
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("X-RateLimit-Limit"), Some("1"));
+    assert_eq!(refused.header("X-RateLimit-Remaining"), Some("0"));
+    assert!(
+        refused
+            .header("RateLimit")
+            .unwrap()
+            .starts_with("\"widgets-per-"),
+        "{:?}",
+        refused.header("RateLimit")
+    );
+    assert!(refused.body.contains("widgets-per-"), "{}", refused.body);
+
+    // The same client's ping budget is untouched.
+    let ping = get(&server.addr, "/ping", &a);
+    assert_eq!(ping.status, 200);
+    assert_eq!(ping.header("X-RateLimit-Limit"), Some("100"));
+    assert_eq!(ping.header("X-RateLimit-Remaining"), Some("99"));
+    let policy = ping.header("RateLimit-Policy").unwrap();
+    assert!(policy.starts_with("\"per-second\";q=100;w=100"), "{policy}");
+    // Another client's widgets budget is its own too.
+    let b = get(&server.addr, "/users/1/widgets", &[("X-API-Key", "b")]);
+    assert_eq!(b.status, 200);
+}
+
+#[test]
+fn route_limits_come_from_the_config_file_and_reload() {
+    let path = std::env::temp_dir().join(format!("tollgate-routes-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[routes.ping]\nrate = 1\nburst = 1\nper-minute = 1\n",
+    )
+    .unwrap();
+    let server = Serve::start(&["--config", path.to_str().unwrap()]);
+    assert_eq!(get(&server.addr, "/ping", &[]).status, 200);
+    assert_eq!(get(&server.addr, "/ping", &[]).status, 429);
+    // No --rate: routes without their own limits are not limited.
+    let widgets = get(&server.addr, "/users/1/widgets", &[]);
+    assert_eq!(widgets.status, 200);
+    assert_eq!(widgets.header("RateLimit-Policy"), None);
+
+    std::fs::write(&path, "[routes.ping]\nrate = 1000\n").unwrap();
+    support::signal(server.pid(), "HUP");
+    wait_for("the reload", || {
+        metric(
+            &server.addr,
+            "tollgate_config_reloads_total{result=\"applied\"}",
+        ) == 1.0
+    });
+    let ping = get(&server.addr, "/ping", &[]);
+    assert_eq!(ping.status, 200);
+    assert_eq!(ping.header("X-RateLimit-Limit"), Some("1000"));
+
+    std::fs::write(&path, "[routes.users]\nrate = 1\n").unwrap();
+    support::signal(server.pid(), "HUP");
+    wait_for("the rejection", || {
+        metric(
+            &server.addr,
+            "tollgate_config_reloads_total{result=\"rejected\"}",
+        ) == 1.0
+    });
+    assert_eq!(
+        get(&server.addr, "/ping", &[]).header("X-RateLimit-Limit"),
+        Some("1000")
+    );
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_file(&path);
 }
