@@ -392,3 +392,50 @@ fn route_limits_come_from_the_config_file_and_reload() {
     assert!(server.terminate().success());
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn keyed_by_user_two_users_on_one_ip_have_their_own_limits_and_no_credentials_is_401() {
+    // 1 per minute per user, so the second request is refused however slow the test.
+    let server = Serve::start(&[
+        "--rate",
+        "1",
+        "--burst",
+        "1",
+        "--per-minute",
+        "1",
+        "--limit-by",
+        "user",
+    ]);
+    // alice:secret and bob:secret.
+    let alice = [("Authorization", "Basic YWxpY2U6c2VjcmV0")];
+    let bob = [("Authorization", "Basic Ym9iOnNlY3JldA==")];
+    assert_eq!(get(&server.addr, "/ping", &alice).status, 200);
+    assert_eq!(get(&server.addr, "/ping", &alice).status, 429);
+    // Same IP, another user: a budget of its own.
+    assert_eq!(get(&server.addr, "/ping", &bob).status, 200);
+    // Passwords are not verified: alice with another password is still alice.
+    let alice_other = [("Authorization", "Basic YWxpY2U6b3RoZXI=")];
+    assert_eq!(get(&server.addr, "/ping", &alice_other).status, 429);
+    // A bearer token is keyed by its hash.
+    let token = [("Authorization", "Bearer t0ken-for-carol")];
+    assert_eq!(get(&server.addr, "/ping", &token).status, 200);
+    assert_eq!(get(&server.addr, "/ping", &token).status, 429);
+
+    for headers in [
+        &[][..],
+        &[("Authorization", "Basic !!!")],
+        &[("X-API-Key", "a")],
+    ] {
+        let resp = get(&server.addr, "/users/1/widgets", headers);
+        assert_eq!(resp.status, 401, "{headers:?}");
+        assert!(
+            resp.header("WWW-Authenticate").unwrap().contains("Basic"),
+            "{headers:?}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+        assert_eq!(body["status"], 401);
+    }
+    assert_eq!(metric(&server.addr, "tollgate_unauthorized_total"), 3.0);
+    // The token itself never shows in /metrics.
+    assert!(!get(&server.addr, "/metrics", &[]).body.contains("t0ken"));
+}

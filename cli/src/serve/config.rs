@@ -5,7 +5,7 @@
 //! burst = 20
 //! per-minute = 300
 //! new-clients-per-second = 1000
-//! limit-by = "header"    # or "ip"
+//! limit-by = "header"    # or "ip", "user"
 //! key-header = "X-API-Key"
 //! trusted-proxies = ["10.0.0.1"]
 //! max-keys = 100000

@@ -3,7 +3,8 @@
 //! Invariants:
 //! 1. `in_flight` counts requests between `start` and `end` (every route but `/metrics`);
 //!    `max_in_flight` is never below any value `in_flight` has had.
-//! 2. `requests = allowed + limited (all policies)` for limited routes once they have answered.
+//! 2. `requests = allowed + limited (all policies) + unauthorized` for limited routes once they
+//!    have answered.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ pub struct Metrics {
     limited_minute: AtomicU64,
     limited_keys: AtomicU64,
     limited_new: AtomicU64,
+    unauthorized: AtomicU64,
     faults_error: AtomicU64,
     faults_hang: AtomicU64,
     faults_429: AtomicU64,
@@ -94,6 +96,11 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request keyed by user came without credentials (401).
+    pub fn unauthorized(&self) {
+        self.unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A fault was injected.
     pub fn fault(&self, fault: Fault) {
         let counter = match fault {
@@ -158,6 +165,12 @@ impl Metrics {
                 ("{policy=\"max-keys\"}", get(&self.limited_keys)),
                 ("{policy=\"new-clients\"}", get(&self.limited_new)),
             ],
+        );
+        metric(
+            "tollgate_unauthorized_total",
+            "counter",
+            "Requests refused with 401: keyed by user, and no credentials.",
+            &[("", get(&self.unauthorized))],
         );
         metric(
             "tollgate_faults_total",

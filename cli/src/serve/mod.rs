@@ -56,7 +56,8 @@ pub struct ServeArgs {
     /// one use --rate/--burst/--per-minute (or are not limited without --rate).
     #[arg(long = "route-limit", value_name = "ROUTE=RATE[:BURST]", value_parser = parse_route_limit)]
     pub route_limits: Vec<RouteLimit>,
-    /// What clients are told apart by.
+    /// What clients are told apart by. `user`: the user of `Authorization: Basic` or a hash of
+    /// a `Bearer` token (not verified: authentication is the upstream's job); none: 401.
     #[arg(long, value_enum, default_value = "ip")]
     pub limit_by: LimitBy,
     /// The header naming the client with `--limit-by header`.
@@ -336,10 +337,36 @@ fn handle(state: &State, request: &Request) -> Response {
         Route::Widgets(_) => Some(RouteName::Widgets),
         _ => None,
     };
-    let decision = settings.limits.as_ref().and_then(|limits| {
-        let key = settings.rule.key(request.peer, |name| request.header(name));
-        limits.decide(route_name, &key)
-    });
+    // The key is needed for the limits, and for the 401 when keyed by user (even unlimited).
+    let needs_key = settings.limits.is_some() || settings.rule.limit_by == LimitBy::User;
+    let key = if needs_key {
+        settings.rule.key(request.peer, |name| request.header(name))
+    } else {
+        Some(String::new())
+    };
+    let Some(key) = key else {
+        // Keyed by user and no usable credentials.
+        state.metrics.unauthorized();
+        state.metrics.end();
+        return Response {
+            status: 401,
+            headers: vec![
+                ("Content-Type", "application/json".to_string()),
+                (
+                    "WWW-Authenticate",
+                    r#"Basic realm="tollgate", Bearer realm="tollgate""#.to_string(),
+                ),
+            ],
+            body: routes::error_body(
+                401,
+                "credentials required (Authorization: Basic or Bearer); limits are per user",
+            ),
+        };
+    };
+    let decision = settings
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.decide(route_name, &key));
     let mut headers = vec![("Content-Type", "application/json".to_string())];
     headers.extend(
         decision
