@@ -439,3 +439,25 @@ fn keyed_by_user_two_users_on_one_ip_have_their_own_limits_and_no_credentials_is
     // The token itself never shows in /metrics.
     assert!(!get(&server.addr, "/metrics", &[]).body.contains("t0ken"));
 }
+
+#[test]
+fn a_request_the_minute_window_refuses_spends_no_per_second_token() {
+    // The per-second window holds 3; the minute only 1. Had the refusals spent per-second
+    // tokens, the window would run dry and later refusals would name per-second.
+    let server = Serve::start(&["--rate", "1", "--burst", "3", "--per-minute", "1"]);
+    assert_eq!(get(&server.addr, "/ping", &[]).status, 200);
+    for _ in 0..5 {
+        let refused = get(&server.addr, "/ping", &[]);
+        assert_eq!(refused.status, 429);
+        assert!(refused.body.contains("(per-minute)"), "{}", refused.body);
+        let retry_after: u64 = refused.header("Retry-After").unwrap().parse().unwrap();
+        assert!(retry_after > 1, "{retry_after}");
+    }
+    assert_eq!(
+        metric(
+            &server.addr,
+            "tollgate_limited_total{policy=\"per-second\"}"
+        ),
+        0.0
+    );
+}

@@ -2,9 +2,14 @@
 //! each a `KeyedLimiter` keyed by client; optionally a separate set of windows per route.
 //!
 //! Invariants:
-//! 1. A request is allowed only if every window allows it. The windows are checked in order
-//!    (second, then minute); a request the minute window refuses has still spent its per-second
-//!    token (the windows are separate limiters, so this is not all-or-nothing).
+//! 1. A request is allowed only if every window allows it, and a refused request spends no
+//!    window's token (all or nothing per key). The windows are separate limiters, so with a
+//!    per-minute window a decision holds a per-key lock (one of `STRIPES` mutexes, picked by
+//!    the key's hash): it peeks the minute window (`state`), then takes the second's token,
+//!    then the minute's. Every request of a key takes the same lock, and time only adds tokens,
+//!    so the minute token peeked is still there when taken. One exception: the minute window
+//!    refusing a *new* key at its key cap (`max-keys`) after the second's token was taken.
+//!    Without a per-minute window there is one limiter and no lock.
 //! 2. The key cap (`max_keys`) is the keyed limiter's: a new client while every tracked client is
 //!    busy is refused (429, policy `max-keys`), never admitted by forgetting a busy one. Each
 //!    set of windows has its own cap, so at most `(routes with limits + 1) · max_keys` keys
@@ -19,6 +24,8 @@
 //!    Routes without their own limits share the default windows (when `--rate` is set; else
 //!    they are not limited).
 
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tollgate::{KeyedLimiter, LimitError, Quota, RateLimiter};
@@ -157,12 +164,32 @@ pub struct Params {
     pub new_clients: Option<u64>,
 }
 
+/// Per-key locks making two windows all or nothing (invariant 1); a power of two.
+const STRIPES: usize = 64;
+
 /// One set of windows.
 #[derive(Debug)]
 struct Windows {
     per_second: KeyedLimiter<String>,
     per_second_window: u64,
-    per_minute: Option<KeyedLimiter<String>>,
+    per_minute: Option<PerMinute>,
+}
+
+/// The per-minute window and the per-key locks that pair it with the per-second one.
+#[derive(Debug)]
+struct PerMinute {
+    limiter: KeyedLimiter<String>,
+    stripes: Box<[Mutex<()>]>,
+    hasher: RandomState,
+}
+
+impl PerMinute {
+    fn lock(&self, key: &String) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = self.hasher.hash_one(key) as usize & (STRIPES - 1);
+        self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Windows {
@@ -181,8 +208,13 @@ impl Windows {
             .map(|n| {
                 let quota =
                     Quota::per_minute(n).map_err(|e| format!("{} {n}: {e}", flag("per-minute")))?;
-                KeyedLimiter::new(quota, max_keys)
-                    .map_err(|e| format!("--max-keys {max_keys}: {e}"))
+                let limiter = KeyedLimiter::new(quota, max_keys)
+                    .map_err(|e| format!("--max-keys {max_keys}: {e}"))?;
+                Ok::<_, String>(PerMinute {
+                    limiter,
+                    stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                    hasher: RandomState::new(),
+                })
             })
             .transpose()?;
         Ok(Windows {
@@ -193,12 +225,15 @@ impl Windows {
     }
 
     fn keys(&self) -> usize {
-        let minute = self.per_minute.as_ref().map_or(0, KeyedLimiter::len);
+        let minute = self.per_minute.as_ref().map_or(0, |m| m.limiter.len());
         self.per_second.len().max(minute)
     }
 
     fn evictions(&self) -> u64 {
-        let minute = self.per_minute.as_ref().map_or(0, KeyedLimiter::evictions);
+        let minute = self
+            .per_minute
+            .as_ref()
+            .map_or(0, |m| m.limiter.evictions());
         self.per_second.evictions() + minute
     }
 }
@@ -256,31 +291,36 @@ impl Limits {
             Some((name, windows)) => (Some(*name), windows),
             None => (None, self.default.as_ref()?),
         };
+        // Invariant 1: with two windows, this key's decisions one at a time.
+        let _guard = windows.per_minute.as_ref().map(|m| m.lock(client));
+        // Peek the minute window first, so a request it refuses spends nothing.
+        let mut refused = windows.per_minute.as_ref().and_then(|m| {
+            let state = m.limiter.state(client);
+            (state.remaining == 0).then_some((Policy::PerMinute, state.retry_after))
+        });
         // Invariant 3.
-        let mut refused = match &self.new_clients {
-            Some(global) => {
-                let state = windows.per_second.state(client);
-                if state.remaining == state.burst {
-                    match global.check() {
-                        Ok(()) => None,
-                        Err(LimitError::NotUntil { retry_after, .. }) => {
-                            Some((Policy::NewClients, retry_after))
-                        }
-                        Err(_) => Some((Policy::NewClients, Duration::from_secs(1))),
+        if refused.is_none()
+            && let Some(global) = &self.new_clients
+        {
+            let state = windows.per_second.state(client);
+            if state.remaining == state.burst {
+                refused = match global.check() {
+                    Ok(()) => None,
+                    Err(LimitError::NotUntil { retry_after, .. }) => {
+                        Some((Policy::NewClients, retry_after))
                     }
-                } else {
-                    None
-                }
+                    Err(_) => Some((Policy::NewClients, Duration::from_secs(1))),
+                };
             }
-            None => None,
-        };
+        }
         if refused.is_none() {
             refused = check(&windows.per_second, client, Policy::PerSecond);
         }
         if refused.is_none()
             && let Some(minute) = &windows.per_minute
         {
-            refused = check(minute, client, Policy::PerMinute);
+            // Succeeds (peeked above, under the key's lock) but for the key cap.
+            refused = check(&minute.limiter, client, Policy::PerMinute);
         }
         let (refused_by, retry_after) = match refused {
             Some((policy, wait)) => (Some(policy), wait),
@@ -294,7 +334,13 @@ impl Limits {
             windows.per_second_window,
         )];
         if let Some(minute) = &windows.per_minute {
-            states.push(window(minute, client, Policy::PerMinute, scope, 60));
+            states.push(window(
+                &minute.limiter,
+                client,
+                Policy::PerMinute,
+                scope,
+                60,
+            ));
         }
         Some(Decision {
             refused_by,
@@ -396,6 +442,48 @@ mod tests {
         decide(&limits, "a");
         decide(&limits, "a");
         assert_eq!(decide(&limits, "a").refused_by, Some(Policy::PerMinute));
+    }
+
+    #[test]
+    fn a_request_the_minute_window_refuses_spends_no_per_second_token() {
+        let limits = Limits::new(params(1, 3, Some(1), None)).unwrap();
+        assert!(decide(&limits, "a").refused_by.is_none());
+        for _ in 0..2 {
+            let refused = decide(&limits, "a");
+            assert_eq!(refused.refused_by, Some(Policy::PerMinute));
+            assert!(refused.retry_after > Duration::from_secs(1));
+            // 3 - 1, plus whatever trickled back at 1/s: the refusals took none.
+            assert!(refused.windows[0].remaining >= 2, "per-second untouched");
+        }
+    }
+
+    #[test]
+    fn concurrent_requests_of_one_key_never_split_the_windows() {
+        // 8 threads race on one key: exactly 5 pass (the minute's budget), and the second's
+        // window lost exactly those 5 tokens, none to the refusals.
+        let limits = Limits::new(params(1, 100, Some(5), None)).unwrap();
+        let passed = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        if decide(&limits, "k").refused_by.is_none() {
+                            passed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let passed = passed.into_inner();
+        // 5, or more if the test stalled long enough for the minute window to refill (12 s).
+        assert!(passed >= 5, "{passed}");
+        let after = decide(&limits, "k");
+        // 100 - passed, plus whatever trickled back at 1/s: the ~75 refusals took none.
+        assert!(
+            after.windows[0].remaining + passed >= 100,
+            "{passed} {:?}",
+            after.windows[0]
+        );
     }
 
     #[test]
