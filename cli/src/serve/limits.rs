@@ -292,7 +292,7 @@ impl Limits {
             None => (None, self.default.as_ref()?),
         };
         // Invariant 1: with two windows, this key's decisions one at a time.
-        let _guard = windows.per_minute.as_ref().map(|m| m.lock(client));
+        let guard = windows.per_minute.as_ref().map(|m| m.lock(client));
         // Peek the minute window first, so a request it refuses spends nothing.
         let mut refused = windows.per_minute.as_ref().and_then(|m| {
             let state = m.limiter.state(client);
@@ -322,6 +322,8 @@ impl Limits {
             // Succeeds (peeked above, under the key's lock) but for the key cap.
             refused = check(&minute.limiter, client, Policy::PerMinute);
         }
+        // The headers' snapshot below needs no lock.
+        drop(guard);
         let (refused_by, retry_after) = match refused {
             Some((policy, wait)) => (Some(policy), wait),
             None => (None, Duration::ZERO),
