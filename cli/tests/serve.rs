@@ -154,6 +154,8 @@ fn a_port_in_use_and_bad_flags_are_usage_errors() {
         &["serve", "--listen", "nonsense"],
         &["serve", "--burst", "3"],
         &["serve", "--latency", "5h"],
+        &["serve", "--route-limit", "users=1"],
+        &["serve", "--route-limit", "ping=0"],
     ] {
         let out = Command::new(BIN).args(bad).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
@@ -256,5 +258,206 @@ fn a_flood_of_new_clients_is_throttled_as_a_group() {
             "tollgate_limited_total{policy=\"new-clients\"}"
         ),
         refused as f64
+    );
+}
+
+#[test]
+fn idle_clients_evicted_at_the_key_cap_are_counted() {
+    // Burst 1 at 1000/s: a client is idle (indistinguishable from new) 1 ms after its request.
+    let server = Serve::start(&[
+        "--rate",
+        "1000",
+        "--burst",
+        "1",
+        "--max-keys",
+        "2",
+        "--limit-by",
+        "header",
+    ]);
+    for key in ["a", "b"] {
+        assert_eq!(
+            get(&server.addr, "/ping", &[("X-API-Key", key)]).status,
+            200
+        );
+    }
+    assert_eq!(metric(&server.addr, "tollgate_keys_tracked"), 2.0);
+    assert_eq!(metric(&server.addr, "tollgate_keys_evicted_total"), 0.0);
+    // The cap is full; a new client makes the limiter sweep, which evicts the idle ones. Until
+    // they are idle it may be refused (policy max-keys), so wait on the outcome.
+    let mut n = 0;
+    wait_for("a new client to evict idle ones", || {
+        n += 1;
+        let key = format!("new-{n}");
+        get(&server.addr, "/ping", &[("X-API-Key", key.as_str())]).status == 200
+            && metric(&server.addr, "tollgate_keys_evicted_total") > 0.0
+    });
+    assert!(metric(&server.addr, "tollgate_keys_tracked") <= 2.0);
+}
+
+#[test]
+fn a_route_limit_is_its_own_budget_and_its_429_names_it() {
+    // Widgets: 1 per minute at most (burst 1, per-minute 1), so the second is refused however
+    // slow the test; ping: the default 100 per minute.
+    let server = Serve::start(&[
+        "--rate",
+        "1",
+        "--burst",
+        "100",
+        "--per-minute",
+        "100",
+        "--route-limit",
+        "widgets=1:1:1",
+        "--limit-by",
+        "header",
+    ]);
+    let a = [("X-API-Key", "a")];
+    let ok = get(&server.addr, "/users/1/widgets", &a);
+    assert_eq!(ok.status, 200);
+    let policy = ok.header("RateLimit-Policy").unwrap();
+    assert!(
+        policy.contains("\"widgets-per-second\";q=1;w=1"),
+        "{policy}"
+    );
+    assert!(
+        policy.contains("\"widgets-per-minute\";q=1;w=60"),
+        "{policy}"
+    );
+
+    let refused = get(&server.addr, "/users/2/widgets", &a);
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("X-RateLimit-Limit"), Some("1"));
+    assert_eq!(refused.header("X-RateLimit-Remaining"), Some("0"));
+    assert!(
+        refused
+            .header("RateLimit")
+            .unwrap()
+            .starts_with("\"widgets-per-"),
+        "{:?}",
+        refused.header("RateLimit")
+    );
+    assert!(refused.body.contains("widgets-per-"), "{}", refused.body);
+
+    // The same client's ping budget is untouched.
+    let ping = get(&server.addr, "/ping", &a);
+    assert_eq!(ping.status, 200);
+    assert_eq!(ping.header("X-RateLimit-Limit"), Some("100"));
+    assert_eq!(ping.header("X-RateLimit-Remaining"), Some("99"));
+    let policy = ping.header("RateLimit-Policy").unwrap();
+    assert!(policy.starts_with("\"per-second\";q=100;w=100"), "{policy}");
+    // Another client's widgets budget is its own too.
+    let b = get(&server.addr, "/users/1/widgets", &[("X-API-Key", "b")]);
+    assert_eq!(b.status, 200);
+}
+
+#[test]
+fn route_limits_come_from_the_config_file_and_reload() {
+    let path = std::env::temp_dir().join(format!("tollgate-routes-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[routes.ping]\nrate = 1\nburst = 1\nper-minute = 1\n",
+    )
+    .unwrap();
+    let server = Serve::start(&["--config", path.to_str().unwrap()]);
+    assert_eq!(get(&server.addr, "/ping", &[]).status, 200);
+    assert_eq!(get(&server.addr, "/ping", &[]).status, 429);
+    // No --rate: routes without their own limits are not limited.
+    let widgets = get(&server.addr, "/users/1/widgets", &[]);
+    assert_eq!(widgets.status, 200);
+    assert_eq!(widgets.header("RateLimit-Policy"), None);
+
+    std::fs::write(&path, "[routes.ping]\nrate = 1000\n").unwrap();
+    support::signal(server.pid(), "HUP");
+    wait_for("the reload", || {
+        metric(
+            &server.addr,
+            "tollgate_config_reloads_total{result=\"applied\"}",
+        ) == 1.0
+    });
+    let ping = get(&server.addr, "/ping", &[]);
+    assert_eq!(ping.status, 200);
+    assert_eq!(ping.header("X-RateLimit-Limit"), Some("1000"));
+
+    std::fs::write(&path, "[routes.users]\nrate = 1\n").unwrap();
+    support::signal(server.pid(), "HUP");
+    wait_for("the rejection", || {
+        metric(
+            &server.addr,
+            "tollgate_config_reloads_total{result=\"rejected\"}",
+        ) == 1.0
+    });
+    assert_eq!(
+        get(&server.addr, "/ping", &[]).header("X-RateLimit-Limit"),
+        Some("1000")
+    );
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn keyed_by_user_two_users_on_one_ip_have_their_own_limits_and_no_credentials_is_401() {
+    // 1 per minute per user, so the second request is refused however slow the test.
+    let server = Serve::start(&[
+        "--rate",
+        "1",
+        "--burst",
+        "1",
+        "--per-minute",
+        "1",
+        "--limit-by",
+        "user",
+    ]);
+    // alice:secret and bob:secret.
+    let alice = [("Authorization", "Basic YWxpY2U6c2VjcmV0")];
+    let bob = [("Authorization", "Basic Ym9iOnNlY3JldA==")];
+    assert_eq!(get(&server.addr, "/ping", &alice).status, 200);
+    assert_eq!(get(&server.addr, "/ping", &alice).status, 429);
+    // Same IP, another user: a budget of its own.
+    assert_eq!(get(&server.addr, "/ping", &bob).status, 200);
+    // Passwords are not verified: alice with another password is still alice.
+    let alice_other = [("Authorization", "Basic YWxpY2U6b3RoZXI=")];
+    assert_eq!(get(&server.addr, "/ping", &alice_other).status, 429);
+    // A bearer token is keyed by its hash.
+    let token = [("Authorization", "Bearer t0ken-for-carol")];
+    assert_eq!(get(&server.addr, "/ping", &token).status, 200);
+    assert_eq!(get(&server.addr, "/ping", &token).status, 429);
+
+    for headers in [
+        &[][..],
+        &[("Authorization", "Basic !!!")],
+        &[("X-API-Key", "a")],
+    ] {
+        let resp = get(&server.addr, "/users/1/widgets", headers);
+        assert_eq!(resp.status, 401, "{headers:?}");
+        assert!(
+            resp.header("WWW-Authenticate").unwrap().contains("Basic"),
+            "{headers:?}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+        assert_eq!(body["status"], 401);
+    }
+    assert_eq!(metric(&server.addr, "tollgate_unauthorized_total"), 3.0);
+    // The token itself never shows in /metrics.
+    assert!(!get(&server.addr, "/metrics", &[]).body.contains("t0ken"));
+}
+
+#[test]
+fn a_request_the_minute_window_refuses_spends_no_per_second_token() {
+    // The per-second window holds 3; the minute only 1. Had the refusals spent per-second
+    // tokens, the window would run dry and later refusals would name per-second.
+    let server = Serve::start(&["--rate", "1", "--burst", "3", "--per-minute", "1"]);
+    assert_eq!(get(&server.addr, "/ping", &[]).status, 200);
+    for _ in 0..5 {
+        let refused = get(&server.addr, "/ping", &[]);
+        assert_eq!(refused.status, 429);
+        assert!(refused.body.contains("(per-minute)"), "{}", refused.body);
+        let retry_after: u64 = refused.header("Retry-After").unwrap().parse().unwrap();
+        assert!(retry_after > 1, "{retry_after}");
+    }
+    assert_eq!(
+        metric(
+            &server.addr,
+            "tollgate_limited_total{policy=\"per-second\"}"
+        ),
+        0.0
     );
 }

@@ -5,7 +5,7 @@
 //! burst = 20
 //! per-minute = 300
 //! new-clients-per-second = 1000
-//! limit-by = "header"    # or "ip"
+//! limit-by = "header"    # or "ip", "user"
 //! key-header = "X-API-Key"
 //! trusted-proxies = ["10.0.0.1"]
 //! max-keys = 100000
@@ -15,18 +15,26 @@
 //! hang-ms = 30000
 //! 429-rate = 0.0
 //! missing-ids = ["13"]
+//!
+//! [routes.widgets]       # a route's own limits, counted per (route, client)
+//! rate = 2
+//! burst = 5              # default: its rate
+//! per-minute = 60        # default: the top-level per-minute
 //! ```
 //!
-//! Every key is optional; a key the file leaves out keeps its flag's value. Unknown keys are
+//! Every key is optional; a key the file leaves out keeps its flag's value. A route's table
+//! replaces that route's `--route-limit` (other routes keep theirs). Unknown keys are
 //! errors (a typo must not silently leave a limit off). `listen` and `workers` are not
 //! reloadable and are flags only.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::limits::{RouteLimit, RouteName};
 use super::{LimitBy, ServeArgs, parse_share};
 
 /// The file's settings.
@@ -48,6 +56,16 @@ pub struct FileConfig {
     #[serde(rename = "429-rate")]
     too_many_rate: Option<f64>,
     missing_ids: Option<Vec<String>>,
+    routes: Option<BTreeMap<String, FileRoute>>,
+}
+
+/// A route's own limits in the file (`[routes.widgets]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileRoute {
+    rate: u64,
+    burst: Option<u64>,
+    per_minute: Option<u64>,
 }
 
 /// Reads and parses `path`.
@@ -102,6 +120,16 @@ impl FileConfig {
         if let Some(ids) = &self.missing_ids {
             out.missing = ids.clone();
         }
+        for (name, r) in self.routes.iter().flatten() {
+            let route = RouteName::parse(name).map_err(|e| format!("[routes.{name}]: {e}"))?;
+            out.route_limits.retain(|l| l.route != route);
+            out.route_limits.push(RouteLimit {
+                route,
+                rate: r.rate,
+                burst: r.burst,
+                per_minute: r.per_minute,
+            });
+        }
         if out.rate.is_none() && (out.burst.is_some() || out.per_minute.is_some()) {
             return Err("burst and per-minute need a rate".into());
         }
@@ -136,5 +164,13 @@ mod tests {
         assert!(bad.apply(&base()).is_err());
         let orphan: FileConfig = toml::from_str("burst = 3").unwrap();
         assert!(orphan.apply(&base()).is_err());
+        let routed: FileConfig = toml::from_str("[routes.widgets]\nrate = 2\nburst = 4\n").unwrap();
+        let args = routed.apply(&base()).unwrap();
+        assert_eq!(args.route_limits.len(), 1);
+        assert_eq!(args.route_limits[0].route, RouteName::Widgets);
+        assert_eq!(args.route_limits[0].burst, Some(4));
+        let unknown: FileConfig = toml::from_str("[routes.users]\nrate = 2\n").unwrap();
+        assert!(unknown.apply(&base()).is_err());
+        assert!(toml::from_str::<FileConfig>("[routes.ping]\nrat = 2\n").is_err());
     }
 }

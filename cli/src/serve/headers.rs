@@ -21,7 +21,7 @@ pub fn rate_limit_headers(decision: &Decision) -> Vec<(&'static str, String)> {
     let policy = decision
         .windows
         .iter()
-        .map(|w| format!("\"{}\";q={};w={}", w.policy.name(), w.quota, w.window_secs))
+        .map(|w| format!("\"{}\";q={};w={}", w.name(), w.quota, w.window_secs))
         .collect::<Vec<_>>()
         .join(", ");
     // The tightest window is the one that decides the next request.
@@ -35,7 +35,7 @@ pub fn rate_limit_headers(decision: &Decision) -> Vec<(&'static str, String)> {
         "RateLimit",
         format!(
             "\"{}\";r={};t={}",
-            tightest.policy.name(),
+            tightest.name(),
             tightest.remaining,
             ceil_secs(tightest.reset)
         ),
@@ -70,9 +70,11 @@ mod tests {
     fn refusal_headers() {
         let decision = Decision {
             refused_by: Some(Policy::PerSecond),
+            route: None,
             retry_after: Duration::from_millis(100),
             windows: vec![Window {
                 policy: Policy::PerSecond,
+                route: None,
                 quota: 20,
                 window_secs: 2,
                 remaining: 0,

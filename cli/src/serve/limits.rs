@@ -1,28 +1,107 @@
 //! Per-client limits: a per-second window (rate and burst) and an optional per-minute window,
-//! each a `KeyedLimiter` keyed by client.
+//! each a `KeyedLimiter` keyed by client; optionally a separate set of windows per route.
 //!
 //! Invariants:
-//! 1. A request is allowed only if every window allows it. The windows are checked in order
-//!    (second, then minute); a request the minute window refuses has still spent its per-second
-//!    token (the windows are separate limiters, so this is not all-or-nothing).
+//! 1. A request is allowed only if every window allows it, and a refused request spends no
+//!    window's token (all or nothing per key). The windows are separate limiters, so with a
+//!    per-minute window a decision holds a per-key lock (one of `STRIPES` mutexes, picked by
+//!    the key's hash): it peeks the minute window (`state`), then takes the second's token,
+//!    then the minute's. Every request of a key takes the same lock, and time only adds tokens,
+//!    so the minute token peeked is still there when taken. One exception: the minute window
+//!    refusing a *new* key at its key cap (`max-keys`) after the second's token was taken.
+//!    Without a per-minute window there is one limiter and no lock.
 //! 2. The key cap (`max_keys`) is the keyed limiter's: a new client while every tracked client is
-//!    busy is refused (429, policy `max-keys`), never admitted by forgetting a busy one.
+//!    busy is refused (429, policy `max-keys`), never admitted by forgetting a busy one. Each
+//!    set of windows has its own cap, so at most `(routes with limits + 1) · max_keys` keys
+//!    are resident.
 //! 3. Enumeration floods: with `new_clients`, a request from a client whose per-second window is
 //!    full (a new client, or one idle long enough to be indistinguishable from new) first takes
 //!    a token from one global limiter, so millions of fresh keys are throttled as a group. Only
-//!    the server's clock is used; nothing the client sends says how old it is.
+//!    the server's clock is used; nothing the client sends says how old it is. The global
+//!    limiter is shared by every route.
+//! 4. Per-route limits: a route with its own limits has its own keyed limiters, so its key is
+//!    in effect (route, client): traffic on one route never spends another route's budget.
+//!    Routes without their own limits share the default windows (when `--rate` is set; else
+//!    they are not limited).
 
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tollgate::{KeyedLimiter, LimitError, Quota, RateLimiter};
 
 use super::metrics::Policy;
 
+/// A route that can have limits of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteName {
+    /// `GET /ping`.
+    Ping,
+    /// `GET /users/{id}/widgets`.
+    Widgets,
+}
+
+impl RouteName {
+    /// Its name in flags, config files and policy names.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteName::Ping => "ping",
+            RouteName::Widgets => "widgets",
+        }
+    }
+
+    /// The route called `name`.
+    pub fn parse(name: &str) -> Result<RouteName, String> {
+        match name {
+            "ping" => Ok(RouteName::Ping),
+            "widgets" => Ok(RouteName::Widgets),
+            _ => Err(format!(
+                "unknown route `{name}` (routes with limits: ping, widgets)"
+            )),
+        }
+    }
+}
+
+/// `--route-limit ROUTE=RATE[:BURST[:PER_MINUTE]]`: a route's own limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLimit {
+    /// The route.
+    pub route: RouteName,
+    /// Requests per second.
+    pub rate: u64,
+    /// Requests at once (default: the rate).
+    pub burst: Option<u64>,
+    /// Requests per minute (default: `--per-minute`, if any).
+    pub per_minute: Option<u64>,
+}
+
+/// Parses `ROUTE=RATE[:BURST[:PER_MINUTE]]`.
+pub fn parse_route_limit(s: &str) -> Result<RouteLimit, String> {
+    let usage = || format!("`{s}` is not ROUTE=RATE[:BURST[:PER_MINUTE]] (e.g. widgets=5:10)");
+    let (route, numbers) = s.split_once('=').ok_or_else(usage)?;
+    let route = RouteName::parse(route.trim())?;
+    let numbers = numbers
+        .split(':')
+        .map(|n| n.trim().parse::<u64>().map_err(|_| usage()))
+        .collect::<Result<Vec<_>, _>>()?;
+    match numbers.as_slice() {
+        [rate, rest @ ..] if rest.len() <= 2 => Ok(RouteLimit {
+            route,
+            rate: *rate,
+            burst: rest.first().copied(),
+            per_minute: rest.get(1).copied(),
+        }),
+        _ => Err(usage()),
+    }
+}
+
 /// One window's state after a decision, for the rate-limit headers.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
     /// The policy's name.
     pub policy: Policy,
+    /// The route whose own limits these are (`None`: the default limits).
+    pub route: Option<RouteName>,
     /// Requests the window allows at once (its quota).
     pub quota: u64,
     /// The window's length in seconds.
@@ -33,127 +112,260 @@ pub struct Window {
     pub reset: Duration,
 }
 
+impl Window {
+    /// The policy's name in headers: `per-second`, or `widgets-per-second` for a route's own.
+    pub fn name(&self) -> String {
+        policy_name(self.policy, self.route)
+    }
+}
+
+/// A policy's name, prefixed by the route when it is a route's own.
+pub fn policy_name(policy: Policy, route: Option<RouteName>) -> String {
+    match route {
+        Some(route) => format!("{}-{}", route.name(), policy.name()),
+        None => policy.name().to_string(),
+    }
+}
+
 /// What the limits said about one request.
 #[derive(Debug, Clone)]
 pub struct Decision {
     /// `None` when allowed; the policy that refused otherwise.
     pub refused_by: Option<Policy>,
+    /// The route whose own limits decided (`None`: the default limits).
+    pub route: Option<RouteName>,
     /// How long until the same request would pass (zero when allowed).
     pub retry_after: Duration,
     /// Every window's state after the decision.
     pub windows: Vec<Window>,
 }
 
+/// One set of windows' settings: per second (rate and burst) and optionally per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowParams {
+    /// Requests per second.
+    pub rate: u64,
+    /// Requests at once.
+    pub burst: u64,
+    /// Requests per minute (a second window), if any.
+    pub per_minute: Option<u64>,
+}
+
+/// What limits are built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// The windows of routes without their own (`None`: those are not limited).
+    pub default: Option<WindowParams>,
+    /// Routes with their own windows (sorted, one entry per route).
+    pub routes: Vec<(RouteName, WindowParams)>,
+    /// The key cap of each set of windows.
+    pub max_keys: usize,
+    /// The global budget of new clients per second.
+    pub new_clients: Option<u64>,
+}
+
+/// Per-key locks making two windows all or nothing (invariant 1); a power of two.
+const STRIPES: usize = 64;
+
+/// One set of windows.
+#[derive(Debug)]
+struct Windows {
+    per_second: KeyedLimiter<String>,
+    per_second_window: u64,
+    per_minute: Option<PerMinute>,
+}
+
+/// The per-minute window and the per-key locks that pair it with the per-second one.
+#[derive(Debug)]
+struct PerMinute {
+    limiter: KeyedLimiter<String>,
+    stripes: Box<[Mutex<()>]>,
+    hasher: RandomState,
+}
+
+impl PerMinute {
+    fn lock(&self, key: &String) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = self.hasher.hash_one(key) as usize & (STRIPES - 1);
+        self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Windows {
+    fn new(p: WindowParams, max_keys: usize, route: Option<RouteName>) -> Result<Windows, String> {
+        let flag = |name: &str| match route {
+            Some(r) => format!("--route-limit {}: {name}", r.name()),
+            None => format!("--{name}"),
+        };
+        let quota = Quota::per_second(p.rate)
+            .and_then(|q| q.burst(p.burst))
+            .map_err(|e| format!("{} {} (burst {}): {e}", flag("rate"), p.rate, p.burst))?;
+        let per_second = KeyedLimiter::new(quota, max_keys)
+            .map_err(|e| format!("--max-keys {max_keys}: {e}"))?;
+        let per_minute = p
+            .per_minute
+            .map(|n| {
+                let quota =
+                    Quota::per_minute(n).map_err(|e| format!("{} {n}: {e}", flag("per-minute")))?;
+                let limiter = KeyedLimiter::new(quota, max_keys)
+                    .map_err(|e| format!("--max-keys {max_keys}: {e}"))?;
+                Ok::<_, String>(PerMinute {
+                    limiter,
+                    stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                    hasher: RandomState::new(),
+                })
+            })
+            .transpose()?;
+        Ok(Windows {
+            per_second,
+            per_second_window: p.burst.div_ceil(p.rate).max(1),
+            per_minute,
+        })
+    }
+
+    fn keys(&self) -> usize {
+        let minute = self.per_minute.as_ref().map_or(0, |m| m.limiter.len());
+        self.per_second.len().max(minute)
+    }
+
+    fn evictions(&self) -> u64 {
+        let minute = self
+            .per_minute
+            .as_ref()
+            .map_or(0, |m| m.limiter.evictions());
+        self.per_second.evictions() + minute
+    }
+}
+
 /// The configured limits.
 #[derive(Debug)]
 pub struct Limits {
-    per_second: KeyedLimiter<String>,
-    per_second_window: u64,
-    per_minute: Option<(KeyedLimiter<String>, u64)>,
+    default: Option<Windows>,
+    routes: Vec<(RouteName, Windows)>,
     max_keys: usize,
     new_clients: Option<RateLimiter>,
     /// What it was built from, to keep it across reloads.
     params: Params,
 }
 
-/// What limits are built from: rate, burst, per-minute, max keys, new clients per second.
-pub type Params = (u64, u64, Option<u64>, usize, Option<u64>);
-
 impl Limits {
-    /// Limits of `rate`/s with bursts of `burst`, and optionally `per_minute`/min, for at most
-    /// `max_keys` clients.
+    /// Limits built from `params`.
     pub fn new(params: Params) -> Result<Limits, String> {
-        let (rate, burst, per_minute, max_keys, new_clients) = params;
-        let new_clients = new_clients
+        let new_clients = params
+            .new_clients
             .map(|n| {
                 Quota::per_second(n)
                     .map(RateLimiter::new)
                     .map_err(|e| format!("--new-clients-per-second {n}: {e}"))
             })
             .transpose()?;
-        let quota = Quota::per_second(rate)
-            .and_then(|q| q.burst(burst))
-            .map_err(|e| format!("--rate {rate} --burst {burst}: {e}"))?;
-        let per_second = KeyedLimiter::new(quota, max_keys)
-            .map_err(|e| format!("--max-keys {max_keys}: {e}"))?;
-        let per_minute = per_minute
-            .map(|n| {
-                let quota = Quota::per_minute(n).map_err(|e| format!("--per-minute {n}: {e}"))?;
-                KeyedLimiter::new(quota, max_keys)
-                    .map(|l| (l, n))
-                    .map_err(|e| format!("--max-keys {max_keys}: {e}"))
-            })
+        let default = params
+            .default
+            .map(|p| Windows::new(p, params.max_keys, None))
             .transpose()?;
+        let routes = params
+            .routes
+            .iter()
+            .map(|&(route, p)| Ok((route, Windows::new(p, params.max_keys, Some(route))?)))
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Limits {
-            per_second,
-            per_second_window: burst.div_ceil(rate).max(1),
-            per_minute,
-            max_keys,
+            default,
+            routes,
+            max_keys: params.max_keys,
             new_clients,
             params,
         })
     }
 
     /// Whether these limits were built from these settings.
-    pub fn built_from(&self, params: Params) -> bool {
-        self.params == params
+    pub fn built_from(&self, params: &Params) -> bool {
+        self.params == *params
     }
 
-    /// Decides one request from `client` (invariant 1).
-    pub fn decide(&self, client: &String) -> Decision {
-        // Invariant 3.
-        let mut refused = match &self.new_clients {
-            Some(global) => {
-                let state = self.per_second.state(client);
-                if state.remaining == state.burst {
-                    match global.check() {
-                        Ok(()) => None,
-                        Err(LimitError::NotUntil { retry_after, .. }) => {
-                            Some((Policy::NewClients, retry_after))
-                        }
-                        Err(_) => Some((Policy::NewClients, Duration::from_secs(1))),
-                    }
-                } else {
-                    None
-                }
-            }
-            None => None,
+    /// Decides one request from `client` on `route` (invariants 1 and 4); `None` when the route
+    /// is not limited.
+    pub fn decide(&self, route: Option<RouteName>, client: &String) -> Option<Decision> {
+        let own = route.and_then(|r| self.routes.iter().find(|(name, _)| *name == r));
+        let (scope, windows) = match own {
+            Some((name, windows)) => (Some(*name), windows),
+            None => (None, self.default.as_ref()?),
         };
+        // Invariant 1: with two windows, this key's decisions one at a time.
+        let guard = windows.per_minute.as_ref().map(|m| m.lock(client));
+        // Peek the minute window first, so a request it refuses spends nothing.
+        let mut refused = windows.per_minute.as_ref().and_then(|m| {
+            let state = m.limiter.state(client);
+            (state.remaining == 0).then_some((Policy::PerMinute, state.retry_after))
+        });
+        // Invariant 3.
+        if refused.is_none()
+            && let Some(global) = &self.new_clients
+        {
+            let state = windows.per_second.state(client);
+            if state.remaining == state.burst {
+                refused = match global.check() {
+                    Ok(()) => None,
+                    Err(LimitError::NotUntil { retry_after, .. }) => {
+                        Some((Policy::NewClients, retry_after))
+                    }
+                    Err(_) => Some((Policy::NewClients, Duration::from_secs(1))),
+                };
+            }
+        }
         if refused.is_none() {
-            refused = check(&self.per_second, client, Policy::PerSecond);
+            refused = check(&windows.per_second, client, Policy::PerSecond);
         }
         if refused.is_none()
-            && let Some((minute, _)) = &self.per_minute
+            && let Some(minute) = &windows.per_minute
         {
-            refused = check(minute, client, Policy::PerMinute);
+            // Succeeds (peeked above, under the key's lock) but for the key cap.
+            refused = check(&minute.limiter, client, Policy::PerMinute);
         }
+        // The headers' snapshot below needs no lock.
+        drop(guard);
         let (refused_by, retry_after) = match refused {
             Some((policy, wait)) => (Some(policy), wait),
             None => (None, Duration::ZERO),
         };
-        let mut windows = vec![window(
-            &self.per_second,
+        let mut states = vec![window(
+            &windows.per_second,
             client,
             Policy::PerSecond,
-            self.per_second_window,
+            scope,
+            windows.per_second_window,
         )];
-        if let Some((minute, _)) = &self.per_minute {
-            windows.push(window(minute, client, Policy::PerMinute, 60));
+        if let Some(minute) = &windows.per_minute {
+            states.push(window(
+                &minute.limiter,
+                client,
+                Policy::PerMinute,
+                scope,
+                60,
+            ));
         }
-        Decision {
+        Some(Decision {
             refused_by,
+            route: scope,
             retry_after,
-            windows,
-        }
+            windows: states,
+        })
     }
 
-    /// Clients tracked now (the larger of the windows' key counts).
+    /// Clients tracked now (per set of windows, the larger of its windows' key counts; summed
+    /// over the sets, so a client on two routes with their own limits counts twice).
     pub fn keys_tracked(&self) -> usize {
-        let minute = self.per_minute.as_ref().map_or(0, |(l, _)| l.len());
-        self.per_second.len().max(minute)
+        self.default.as_ref().map_or(0, Windows::keys)
+            + self.routes.iter().map(|(_, w)| w.keys()).sum::<usize>()
     }
 
-    /// The key cap.
+    /// Idle clients the windows' sweeps have removed so far (summed over every window).
+    pub fn evictions(&self) -> u64 {
+        self.default.as_ref().map_or(0, Windows::evictions)
+            + self.routes.iter().map(|(_, w)| w.evictions()).sum::<u64>()
+    }
+
+    /// The key cap (of each set of windows).
     pub fn max_keys(&self) -> usize {
         self.max_keys
     }
@@ -174,10 +386,17 @@ fn check(
     }
 }
 
-fn window(limiter: &KeyedLimiter<String>, client: &String, policy: Policy, secs: u64) -> Window {
+fn window(
+    limiter: &KeyedLimiter<String>,
+    client: &String,
+    policy: Policy,
+    route: Option<RouteName>,
+    secs: u64,
+) -> Window {
     let state = limiter.state(client);
     Window {
         policy,
+        route,
         quota: state.burst,
         window_secs: secs,
         remaining: state.remaining,
@@ -189,46 +408,156 @@ fn window(limiter: &KeyedLimiter<String>, client: &String, policy: Policy, secs:
 mod tests {
     use super::*;
 
+    fn params(rate: u64, burst: u64, per_minute: Option<u64>, new: Option<u64>) -> Params {
+        Params {
+            default: Some(WindowParams {
+                rate,
+                burst,
+                per_minute,
+            }),
+            routes: Vec::new(),
+            max_keys: 1_000,
+            new_clients: new,
+        }
+    }
+
+    fn decide(limits: &Limits, client: &str) -> Decision {
+        limits.decide(None, &client.to_string()).unwrap()
+    }
+
     #[test]
     fn burst_then_refusal_with_a_retry_after() {
-        let limits = Limits::new((1, 2, None, 10, None)).unwrap();
-        let a = "a".to_string();
-        assert!(limits.decide(&a).refused_by.is_none());
-        let second = limits.decide(&a);
+        let limits = Limits::new(params(1, 2, None, None)).unwrap();
+        assert!(decide(&limits, "a").refused_by.is_none());
+        let second = decide(&limits, "a");
         assert!(second.refused_by.is_none());
         assert_eq!(second.windows[0].remaining, 0);
-        let third = limits.decide(&a);
+        let third = decide(&limits, "a");
         assert_eq!(third.refused_by, Some(Policy::PerSecond));
         assert!(third.retry_after > Duration::ZERO);
-        assert!(limits.decide(&"b".to_string()).refused_by.is_none());
+        assert!(decide(&limits, "b").refused_by.is_none());
     }
 
     #[test]
     fn the_minute_window_refuses_too() {
-        let limits = Limits::new((100, 100, Some(2), 10, None)).unwrap();
-        let a = "a".to_string();
-        limits.decide(&a);
-        limits.decide(&a);
-        assert_eq!(limits.decide(&a).refused_by, Some(Policy::PerMinute));
+        let limits = Limits::new(params(100, 100, Some(2), None)).unwrap();
+        decide(&limits, "a");
+        decide(&limits, "a");
+        assert_eq!(decide(&limits, "a").refused_by, Some(Policy::PerMinute));
+    }
+
+    #[test]
+    fn a_request_the_minute_window_refuses_spends_no_per_second_token() {
+        let limits = Limits::new(params(1, 3, Some(1), None)).unwrap();
+        assert!(decide(&limits, "a").refused_by.is_none());
+        for _ in 0..2 {
+            let refused = decide(&limits, "a");
+            assert_eq!(refused.refused_by, Some(Policy::PerMinute));
+            assert!(refused.retry_after > Duration::from_secs(1));
+            // 3 - 1, plus whatever trickled back at 1/s: the refusals took none.
+            assert!(refused.windows[0].remaining >= 2, "per-second untouched");
+        }
+    }
+
+    #[test]
+    fn concurrent_requests_of_one_key_never_split_the_windows() {
+        // 8 threads race on one key: exactly 5 pass (the minute's budget), and the second's
+        // window lost exactly those 5 tokens, none to the refusals.
+        let limits = Limits::new(params(1, 100, Some(5), None)).unwrap();
+        let passed = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        if decide(&limits, "k").refused_by.is_none() {
+                            passed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let passed = passed.into_inner();
+        // 5, or more if the test stalled long enough for the minute window to refill (12 s).
+        assert!(passed >= 5, "{passed}");
+        let after = decide(&limits, "k");
+        // 100 - passed, plus whatever trickled back at 1/s: the ~75 refusals took none.
+        assert!(
+            after.windows[0].remaining + passed >= 100,
+            "{passed} {:?}",
+            after.windows[0]
+        );
     }
 
     #[test]
     fn new_clients_share_one_budget_but_known_ones_do_not_pay_it() {
-        let limits = Limits::new((10, 10, None, 1_000, Some(2))).unwrap();
-        let a = "a".to_string();
-        assert!(limits.decide(&a).refused_by.is_none());
-        assert!(limits.decide(&"b".to_string()).refused_by.is_none());
-        assert_eq!(
-            limits.decide(&"c".to_string()).refused_by,
-            Some(Policy::NewClients)
-        );
+        let limits = Limits::new(params(10, 10, None, Some(2))).unwrap();
+        assert!(decide(&limits, "a").refused_by.is_none());
+        assert!(decide(&limits, "b").refused_by.is_none());
+        assert_eq!(decide(&limits, "c").refused_by, Some(Policy::NewClients));
         // `a` is known (its window is not full): it does not need the new-client budget.
-        assert!(limits.decide(&a).refused_by.is_none());
+        assert!(decide(&limits, "a").refused_by.is_none());
+    }
+
+    #[test]
+    fn a_route_with_its_own_limits_has_its_own_budget() {
+        let mut p = params(10, 10, None, None);
+        p.routes.push((
+            RouteName::Widgets,
+            WindowParams {
+                rate: 1,
+                burst: 1,
+                per_minute: None,
+            },
+        ));
+        let limits = Limits::new(p).unwrap();
+        let a = "a".to_string();
+        let widgets = Some(RouteName::Widgets);
+        assert!(limits.decide(widgets, &a).unwrap().refused_by.is_none());
+        let refused = limits.decide(widgets, &a).unwrap();
+        assert_eq!(refused.refused_by, Some(Policy::PerSecond));
+        assert_eq!(refused.windows[0].name(), "widgets-per-second");
+        let ping = limits.decide(Some(RouteName::Ping), &a).unwrap();
+        assert!(ping.refused_by.is_none());
+        assert_eq!(ping.windows[0].name(), "per-second");
+        assert_eq!(ping.windows[0].remaining, 9);
+        // Without default limits, routes without their own are not limited.
+        let mut only_route = params(1, 1, None, None);
+        only_route.default = None;
+        only_route.routes = vec![(RouteName::Ping, only_route_params())];
+        let limits = Limits::new(only_route).unwrap();
+        assert!(limits.decide(widgets, &a).is_none());
+        assert!(limits.decide(Some(RouteName::Ping), &a).is_some());
+    }
+
+    fn only_route_params() -> WindowParams {
+        WindowParams {
+            rate: 1,
+            burst: 1,
+            per_minute: None,
+        }
+    }
+
+    #[test]
+    fn route_limit_flags_parse() {
+        let widgets = parse_route_limit("widgets=5:10").unwrap();
+        assert_eq!(widgets.route, RouteName::Widgets);
+        assert_eq!((widgets.rate, widgets.burst), (5, Some(10)));
+        assert_eq!(parse_route_limit("ping=3").unwrap().burst, None);
+        assert_eq!(
+            parse_route_limit("ping=3:3:30").unwrap().per_minute,
+            Some(30)
+        );
+        for bad in ["ping", "ping=", "ping=x", "nope=1", "ping=1:2:3:4"] {
+            assert!(parse_route_limit(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn bad_settings_are_errors() {
-        assert!(Limits::new((0, 1, None, 10, None)).is_err());
-        assert!(Limits::new((1, 1, None, 0, None)).is_err());
+        assert!(Limits::new(params(0, 1, None, None)).is_err());
+        let mut p = params(1, 1, None, None);
+        p.max_keys = 0;
+        assert!(Limits::new(p).is_err());
+        assert!(RouteName::parse("users").is_err());
     }
 }

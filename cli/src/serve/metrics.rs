@@ -3,7 +3,8 @@
 //! Invariants:
 //! 1. `in_flight` counts requests between `start` and `end` (every route but `/metrics`);
 //!    `max_in_flight` is never below any value `in_flight` has had.
-//! 2. `requests = allowed + limited (all policies)` for limited routes once they have answered.
+//! 2. `requests = allowed + limited (all policies) + unauthorized` for limited routes once they
+//!    have answered.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ pub struct Metrics {
     limited_minute: AtomicU64,
     limited_keys: AtomicU64,
     limited_new: AtomicU64,
+    unauthorized: AtomicU64,
     faults_error: AtomicU64,
     faults_hang: AtomicU64,
     faults_429: AtomicU64,
@@ -24,6 +26,8 @@ pub struct Metrics {
     max_in_flight: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_rejected: AtomicU64,
+    /// Evictions counted by limiters a reload replaced (so the total never goes back).
+    evictions_retired: AtomicU64,
 }
 
 /// Which policy refused a request.
@@ -92,6 +96,11 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request keyed by user came without credentials (401).
+    pub fn unauthorized(&self) {
+        self.unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A fault was injected.
     pub fn fault(&self, fault: Fault) {
         let counter = match fault {
@@ -112,13 +121,19 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A reload replaced limiters that had evicted `n` keys: keep them in the total.
+    pub fn retire_evictions(&self, n: u64) {
+        self.evictions_retired.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The most requests handled at once so far.
     pub fn max_in_flight(&self) -> u64 {
         self.max_in_flight.load(Ordering::Relaxed)
     }
 
     /// Prometheus text exposition (version 0.0.4).
-    pub fn render(&self, keys_tracked: usize, max_keys: usize) -> String {
+    /// `evictions` is the current limiters' count; limiters replaced by reloads are added.
+    pub fn render(&self, keys_tracked: usize, max_keys: usize, evictions: u64) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
@@ -152,6 +167,12 @@ impl Metrics {
             ],
         );
         metric(
+            "tollgate_unauthorized_total",
+            "counter",
+            "Requests refused with 401: keyed by user, and no credentials.",
+            &[("", get(&self.unauthorized))],
+        );
+        metric(
             "tollgate_faults_total",
             "counter",
             "Injected faults, by kind.",
@@ -183,6 +204,12 @@ impl Metrics {
             &[("", max_keys as u64)],
         );
         metric(
+            "tollgate_keys_evicted_total",
+            "counter",
+            "Idle client keys removed from the limiters by sweeps (at the key cap).",
+            &[("", get(&self.evictions_retired) + evictions)],
+        );
+        metric(
             "tollgate_in_flight",
             "gauge",
             "Requests being handled now.",
@@ -210,8 +237,8 @@ mod tests {
         m.end();
         m.start();
         assert_eq!(m.max_in_flight(), 2);
-        assert!(m.render(0, 1).contains("tollgate_requests_total 3\n"));
-        let text = m.render(5, 10);
+        assert!(m.render(0, 1, 0).contains("tollgate_requests_total 3\n"));
+        let text = m.render(5, 10, 0);
         assert!(text.contains("tollgate_max_in_flight 2\n"));
         assert!(text.contains("tollgate_keys_tracked 5\n"));
     }

@@ -26,7 +26,9 @@ pub use self::metrics::Metrics;
 pub use self::routes::Faults;
 
 use self::http::{HttpServer, Request, Response};
-use self::limits::{Decision, Limits};
+use self::limits::{
+    Decision, Limits, Params, RouteLimit, RouteName, WindowParams, parse_route_limit, policy_name,
+};
 use self::metrics::Fault;
 use self::routes::{Plan, Route};
 use crate::duration::parse_duration;
@@ -49,7 +51,13 @@ pub struct ServeArgs {
     /// A second per-client window: requests per minute.
     #[arg(long, requires = "rate")]
     pub per_minute: Option<u64>,
-    /// What clients are told apart by.
+    /// A route's own limits, counted per (route, client): ROUTE=RATE[:BURST[:PER_MINUTE]], ROUTE
+    /// `ping` or `widgets` (repeatable). The per-minute default is --per-minute. Routes without
+    /// one use --rate/--burst/--per-minute (or are not limited without --rate).
+    #[arg(long = "route-limit", value_name = "ROUTE=RATE[:BURST]", value_parser = parse_route_limit)]
+    pub route_limits: Vec<RouteLimit>,
+    /// What clients are told apart by. `user`: the user of `Authorization: Basic` or a hash of
+    /// a `Bearer` token (not verified: authentication is the upstream's job); none: 401.
     #[arg(long, value_enum, default_value = "ip")]
     pub limit_by: LimitBy,
     /// The header naming the client with `--limit-by header`.
@@ -108,21 +116,37 @@ impl Settings {
     /// Settings from `args`, keeping `previous`'s limiter (and so every client's state) when the
     /// limits did not change.
     fn new(args: &ServeArgs, previous: Option<&Settings>) -> Result<Settings, String> {
-        let limits = match args.rate {
-            Some(rate) => {
-                let params = (
-                    rate,
-                    args.burst.unwrap_or(rate),
-                    args.per_minute,
-                    args.max_keys,
-                    args.new_clients_per_second,
-                );
-                match previous.and_then(|p| p.limits.as_ref()) {
-                    Some(old) if old.built_from(params) => Some(Arc::clone(old)),
-                    _ => Some(Arc::new(Limits::new(params)?)),
-                }
+        let default = args.rate.map(|rate| WindowParams {
+            rate,
+            burst: args.burst.unwrap_or(rate),
+            per_minute: args.per_minute,
+        });
+        // One entry per route, the last given winning, in a fixed order.
+        let routes: std::collections::BTreeMap<RouteName, WindowParams> = args
+            .route_limits
+            .iter()
+            .map(|r| {
+                let params = WindowParams {
+                    rate: r.rate,
+                    burst: r.burst.unwrap_or(r.rate),
+                    per_minute: r.per_minute.or(args.per_minute),
+                };
+                (r.route, params)
+            })
+            .collect();
+        let params = Params {
+            default,
+            routes: routes.into_iter().collect(),
+            max_keys: args.max_keys,
+            new_clients: args.new_clients_per_second,
+        };
+        let limits = if params.default.is_none() && params.routes.is_empty() {
+            None
+        } else {
+            match previous.and_then(|p| p.limits.as_ref()) {
+                Some(old) if old.built_from(&params) => Some(Arc::clone(old)),
+                _ => Some(Arc::new(Limits::new(params)?)),
             }
-            None => None,
         };
         let mut faults = Faults {
             latency: args.latency,
@@ -192,11 +216,25 @@ impl Reloader {
         });
         match result {
             Ok(settings) => {
-                *self
-                    .state
-                    .settings
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+                let old = std::mem::replace(
+                    &mut *self
+                        .state
+                        .settings
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner()),
+                    Arc::new(settings),
+                );
+                // Limiters the reload replaced: keep their evictions in the total. (A request
+                // still deciding on them may evict a few more; those go uncounted.)
+                let new = self.state.settings();
+                if let Some(old_limits) = &old.limits
+                    && !new
+                        .limits
+                        .as_ref()
+                        .is_some_and(|l| Arc::ptr_eq(l, old_limits))
+                {
+                    self.state.metrics.retire_evictions(old_limits.evictions());
+                }
                 self.state.metrics.reloaded(true);
                 Ok(())
             }
@@ -284,21 +322,51 @@ fn handle(state: &State, request: &Request) -> Response {
     let settings = state.settings();
     let route = routes::route(&request.method, &request.url);
     if route == Route::Metrics {
-        let (keys, max_keys) = settings
-            .limits
-            .as_ref()
-            .map_or((0, 0), |l| (l.keys_tracked(), l.max_keys()));
+        let (keys, max_keys, evictions) = settings.limits.as_ref().map_or((0, 0, 0), |l| {
+            (l.keys_tracked(), l.max_keys(), l.evictions())
+        });
         return Response {
             status: 200,
             headers: vec![("Content-Type", "text/plain; version=0.0.4".into())],
-            body: state.metrics.render(keys, max_keys),
+            body: state.metrics.render(keys, max_keys, evictions),
         };
     }
     state.metrics.start();
-    let decision = settings.limits.as_ref().map(|limits| {
-        let key = settings.rule.key(request.peer, |name| request.header(name));
-        limits.decide(&key)
-    });
+    let route_name = match route {
+        Route::Ping => Some(RouteName::Ping),
+        Route::Widgets(_) => Some(RouteName::Widgets),
+        _ => None,
+    };
+    // The key is needed for the limits, and for the 401 when keyed by user (even unlimited).
+    let needs_key = settings.limits.is_some() || settings.rule.limit_by == LimitBy::User;
+    let key = if needs_key {
+        settings.rule.key(request.peer, |name| request.header(name))
+    } else {
+        Some(String::new())
+    };
+    let Some(key) = key else {
+        // Keyed by user and no usable credentials.
+        state.metrics.unauthorized();
+        state.metrics.end();
+        return Response {
+            status: 401,
+            headers: vec![
+                ("Content-Type", "application/json".to_string()),
+                (
+                    "WWW-Authenticate",
+                    r#"Basic realm="tollgate", Bearer realm="tollgate""#.to_string(),
+                ),
+            ],
+            body: routes::error_body(
+                401,
+                "credentials required (Authorization: Basic or Bearer); limits are per user",
+            ),
+        };
+    };
+    let decision = settings
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.decide(route_name, &key));
     let mut headers = vec![("Content-Type", "application/json".to_string())];
     headers.extend(
         decision
@@ -306,12 +374,18 @@ fn handle(state: &State, request: &Request) -> Response {
             .map(headers::rate_limit_headers)
             .unwrap_or_default(),
     );
-    let response = match decision.as_ref().and_then(|d: &Decision| d.refused_by) {
-        Some(policy) => {
+    let refused = decision
+        .as_ref()
+        .and_then(|d: &Decision| d.refused_by.map(|p| (p, d.route)));
+    let response = match refused {
+        Some((policy, route)) => {
             state.metrics.limited(policy);
             let body = routes::error_body(
                 429,
-                &format!("rate limit exceeded ({}); retry later", policy.name()),
+                &format!(
+                    "rate limit exceeded ({}); retry later",
+                    policy_name(policy, route)
+                ),
             );
             Response {
                 status: 429,
