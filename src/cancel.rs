@@ -812,17 +812,13 @@ impl Drop for DropGuard {
 mod tests {
     use super::*;
     use crate::ManualClock;
-    use std::sync::atomic::AtomicUsize as StdAtomicUsize;
 
-    fn counter() -> (
-        std::sync::Arc<StdAtomicUsize>,
-        impl FnOnce() + Send + 'static,
-    ) {
-        let calls = std::sync::Arc::new(StdAtomicUsize::new(0));
+    fn counter() -> (std::sync::Arc<AtomicUsize>, impl FnOnce() + Send + 'static) {
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
         let inc = {
             let calls = calls.clone();
             move || {
-                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                calls.fetch_add(1, Ordering::SeqCst);
             }
         };
         (calls, inc)
@@ -927,7 +923,7 @@ mod tests {
         assert_eq!(token.remaining(), Some(Duration::from_nanos(1)));
         clock.advance(Duration::from_nanos(1));
         assert_eq!(token.cause(), Some(Cause::DeadlineExceeded));
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(token.remaining(), Some(Duration::ZERO));
         assert!(!root.is_cancelled());
     }
@@ -978,8 +974,8 @@ mod tests {
         assert!(removed.unregister());
         token.cancel();
         token.cancel();
-        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert_eq!(prevented.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        assert_eq!(prevented.load(Ordering::SeqCst), 0);
         assert!(!kept.unregister());
     }
 
@@ -989,7 +985,7 @@ mod tests {
         let (calls, inc) = counter();
         drop(token.on_cancel(inc));
         token.cancel();
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
 
     #[test]
@@ -998,7 +994,7 @@ mod tests {
         token.cancel();
         let (calls, inc) = counter();
         let registration = token.on_cancel(inc);
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(!registration.unregister());
     }
 
@@ -1024,7 +1020,7 @@ mod tests {
         let child = token.child();
         let result = panic::catch_unwind(AssertUnwindSafe(|| token.cancel()));
         assert!(result.is_err());
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(child.is_cancelled());
     }
 

@@ -12,7 +12,6 @@ use std::backtrace::{Backtrace, BacktraceStatus};
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a [`CancelToken`](crate::CancelToken) was cancelled. The first cause wins.
@@ -458,32 +457,10 @@ impl From<Cause> for Error {
     }
 }
 
-/// A fresh 8-hex-digit id: a process-wide counter mixed with the process id and start time, so
-/// ids differ between runs and between processes writing to one log.
+/// A fresh 8-hex-digit id: distinct within the process, and between runs and processes writing
+/// to one log (see `seed.rs`).
 fn next_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // Relaxed: only uniqueness of the returned value matters, which fetch_add gives.
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let seed = process_seed();
-    format!("{:08x}", (splitmix64(seed ^ n) >> 32) as u32)
-}
-
-fn process_seed() -> u64 {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SEED.get_or_init(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        splitmix64(nanos ^ (u64::from(std::process::id()) << 32))
-    })
-}
-
-/// Sebastiano Vigna's splitmix64 finaliser: a bijective mix of 64 bits.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    format!("{:08x}", (crate::seed::fresh() >> 32) as u32)
 }
 
 /// RFC 3339 UTC with milliseconds; times before 1970 print as the epoch.

@@ -105,6 +105,7 @@ pub mod pool_slots;
 mod quota;
 #[cfg(all(feature = "redis", not(loom)))]
 pub mod redis;
+mod seed;
 mod semaphore;
 mod slab;
 mod sync;

@@ -30,6 +30,11 @@ pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence},
 };
 
+/// `std`'s `AtomicU64` for process-wide counters in `static`s (error ids, seeds), even under
+/// loom: loom's atomics cannot be built in a `static`, and such a counter only hands out
+/// distinct numbers — nothing a model needs to explore.
+pub(crate) use std::sync::atomic::AtomicU64 as StaticAtomicU64;
+
 /// `std`'s `Arc`, even under loom, for trait objects (`Arc<dyn Clock>`): loom's `Arc` cannot
 /// unsize, and what it would model — the reference count of an immutable clock — is not where
 /// tollgate's races are.

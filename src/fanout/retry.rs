@@ -274,7 +274,7 @@ impl JitterRng {
         JitterRng { state: seed }
     }
 
-    /// A generator seeded from the clock and a per-process counter.
+    /// A generator seeded with a value no other generator in this process gets.
     ///
     /// # Examples
     ///
@@ -285,22 +285,13 @@ impl JitterRng {
     /// # Ok::<(), tollgate::Error>(())
     /// ```
     pub fn from_entropy() -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static STREAM: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        // Relaxed: only distinctness of the value matters.
-        let stream = STREAM.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        JitterRng::seeded(nanos ^ stream)
+        JitterRng::seeded(crate::seed::fresh())
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        let out = crate::seed::splitmix64(self.state);
+        self.state = self.state.wrapping_add(crate::seed::GOLDEN);
+        out
     }
 
     /// A uniform duration in `[0, limit]`.
