@@ -135,7 +135,7 @@ impl<F> FanOut<F> {
             }
             run::Flow::Continue
         });
-        self.finish(outcome, results)
+        self.finish(outcome, results).map(|(results, _)| results)
     }
 
     /// Fetches every key and hands each result to `each` as it completes (in completion
@@ -184,8 +184,7 @@ impl<F> FanOut<F> {
                 run::Flow::Stop
             }
         });
-        self.finish(outcome, HashMap::new())
-            .map(|_| self.last_stats().unwrap_or_default())
+        self.finish(outcome, HashMap::new()).map(|(_, stats)| stats)
     }
 
     #[allow(
@@ -196,11 +195,11 @@ impl<F> FanOut<F> {
         &self,
         outcome: Result<FanOutStats, run::RunFailure<K>>,
         partial: HashMap<K, T>,
-    ) -> Result<HashMap<K, T>, FanOutError<K, T>> {
+    ) -> Result<(HashMap<K, T>, FanOutStats), FanOutError<K, T>> {
         match outcome {
             Ok(stats) => {
                 *self.last_stats.lock() = Some(stats);
-                Ok(partial)
+                Ok((partial, stats))
             }
             Err(failure) => {
                 *self.last_stats.lock() = Some(failure.stats);

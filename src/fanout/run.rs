@@ -211,7 +211,7 @@ where
             }
         }
         if !shared.retry.should_retry(attempt, &error) {
-            return (attempt, Err(error.with_attempt_key(key)));
+            return (attempt, Err(with_key_of(error, key)));
         }
         let pause = shared.retry.delay(attempt, error.retry_after(), rng);
         if shared.group.wait_timeout(pause) {
@@ -225,18 +225,12 @@ where
     }
 }
 
-trait WithAttemptKey {
-    fn with_attempt_key<K: std::fmt::Debug>(self, key: &K) -> Self;
-}
-
-impl WithAttemptKey for Error {
-    /// Names the key on an error that does not name one yet.
-    fn with_attempt_key<K: std::fmt::Debug>(self, key: &K) -> Self {
-        if self.key().is_some() {
-            self
-        } else {
-            self.with_key(format!("{key:?}"))
-        }
+/// `error`, naming `key` unless it names one already (a fetcher's own error usually does).
+fn with_key_of<K: std::fmt::Debug>(error: Error, key: &K) -> Error {
+    if error.key().is_some() {
+        error
+    } else {
+        error.with_key(format!("{key:?}"))
     }
 }
 
@@ -507,7 +501,7 @@ where
                     run_key(&shared, &key, &mut rng)
                 })) {
                     Ok(done) => done,
-                    Err(payload) => (1, Err(panic_error(&*payload).with_attempt_key(&key))),
+                    Err(payload) => (1, Err(with_key_of(panic_error(&*payload), &key))),
                 };
             let failed = matches!(&result, Err(e) if !matches!(e.kind(), ErrorKind::Cancelled(_)));
             // The request is over: its permit goes back before its outcome is reported, so a
