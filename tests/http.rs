@@ -251,11 +251,7 @@ fn empty_key_is_refused() {
 
 #[test]
 fn connection_refused_is_transient() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let fetcher = HttpFetcher::builder(&format!("http://127.0.0.1:{port}/{{key}}"))
+    let fetcher = HttpFetcher::builder(&support::refused_template())
         .build()
         .unwrap();
     let err = fetch_err(&fetcher, "k");
