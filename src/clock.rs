@@ -11,19 +11,23 @@
 //!    until an instant the moment `advance`/`set` reaches it, so waiting logic is tested without
 //!    real time.
 //!
-//! # Why `Instant` and not the TSC
+//! # Which time source
 //!
-//! `docs/benchmarks.md` has the numbers (bench `clock`): on the reference machine (2-core KVM
-//! guest, clocksource `tsc`) `Instant::now()` costs about 27–29 ns and quanta's TSC read about
-//! 11–12 ns. The TSC is not guaranteed synchronised across cores everywhere (governor #299:
-//! early rejections when it steps backwards between threads), while `Instant` is monotonic by
-//! the standard library's contract. Monotonicity beats speed, so the default clock is
-//! `Instant`; the faster TSC clock is `TscClock` behind the `quanta` feature, for users who
-//! measured that the read matters and whose OS keeps the TSC synchronised.
+//! [`MonotonicClock`] (the default everywhere) reads the CPU's counter where the kernel keeps
+//! its own time with it, and `std::time::Instant` elsewhere; `clock/monotonic.rs` has the rule
+//! and why it is safe. `docs/benchmarks.md` has the numbers (bench `clock`): on the reference
+//! machine (2-core KVM guest, clocksource `tsc`) `Instant::now()` costs about 27–29 ns and the
+//! counter read about 11–12 ns, and the limiters' cost is mostly this read. [`StdClock`] is
+//! `Instant` unconditionally, for callers who want the standard library's contract whatever it
+//! costs.
+
+mod monotonic;
 
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+pub use monotonic::ClockSource;
 
 use crate::cancel::CancelToken;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, Thread, current, park, park_timeout};
@@ -95,16 +99,14 @@ fn park_until_slow<C: Clock + ?Sized>(clock: &C, at: u64, token: &CancelToken) -
     }
 }
 
-/// The process-wide epoch of [`MonotonicClock`]: the first time any code asked for it.
-fn monotonic_epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// The default clock: `std::time::Instant`, monotonic on every platform Rust supports.
+/// The default clock: monotonic, and as cheap to read as the platform allows.
 ///
-/// All `MonotonicClock`s share one epoch (the first use in the process), so their instants can be
-/// compared across limiters and tokens.
+/// It reads the CPU's time-stamp counter (about 12 ns on the reference machine) where the kernel
+/// itself keeps time with that counter (Linux clocksource `tsc` / `arch_sys_counter`, feature
+/// `quanta`, on by default), and `std::time::Instant` (about 28 ns) elsewhere or when
+/// `TOLLGATE_CLOCK=std` is set; [`MonotonicClock::source`] says which. Either way a thread never
+/// sees it go back, and all `MonotonicClock`s share one epoch (the first reading in the
+/// process), so their instants compare across limiters and tokens.
 ///
 /// # Examples
 ///
@@ -133,14 +135,62 @@ impl MonotonicClock {
     /// assert!(MonotonicClock::instant_to_nanos(later) > MonotonicClock.now());
     /// ```
     pub fn instant_to_nanos(instant: Instant) -> u64 {
-        duration_to_nanos(instant.saturating_duration_since(monotonic_epoch()))
+        monotonic::from_instant(instant)
+    }
+
+    /// Where this clock reads time in this process (chosen at the first reading, then fixed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{ClockSource, MonotonicClock};
+    /// let source = MonotonicClock::source();
+    /// assert!(matches!(source, ClockSource::Counter | ClockSource::Std));
+    /// ```
+    pub fn source() -> ClockSource {
+        monotonic::source()
     }
 }
 
 impl Clock for MonotonicClock {
     #[inline]
     fn now(&self) -> u64 {
-        duration_to_nanos(monotonic_epoch().elapsed())
+        monotonic::now()
+    }
+
+    fn park_thread_until(&self, at: u64) {
+        park_os_thread_until(self, at);
+    }
+}
+
+/// The process-wide epoch of [`StdClock`]: the first time any code asked for it.
+fn std_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `std::time::Instant` as a clock, whatever the platform offers: monotonic by the standard
+/// library's contract, at the cost of the OS call (about 28 ns on the reference machine,
+/// against 12 ns for [`MonotonicClock`]'s counter read). All `StdClock`s share one epoch.
+///
+/// # Examples
+///
+/// ```
+/// use tollgate::{Clock, Quota, RateLimiter, StdClock};
+///
+/// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, StdClock);
+/// assert!(limiter.check().is_ok());
+/// let earlier = limiter.clock().now();
+/// assert!(StdClock.now() >= earlier); // one epoch for every StdClock
+/// # Ok::<(), tollgate::QuotaError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StdClock;
+
+impl Clock for StdClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        duration_to_nanos(std_epoch().elapsed())
     }
 
     fn park_thread_until(&self, at: u64) {
@@ -339,6 +389,53 @@ mod tests {
         let mut last = clock.now();
         for _ in 0..10_000 {
             let now = clock.now();
+            assert!(now >= last);
+            last = now;
+        }
+    }
+
+    #[test]
+    fn monotonic_clock_never_goes_back_on_many_threads() {
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let mut last = MonotonicClock.now();
+                    for _ in 0..100_000 {
+                        let now = MonotonicClock.now();
+                        assert!(now >= last);
+                        last = now;
+                    }
+                })
+            })
+            .collect();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn monotonic_clock_follows_real_time() {
+        // Whatever the source, a 20 ms park measures as at least 20 ms on both clocks: the
+        // counter's scaling is right (a lower bound only; a slow machine cannot break it).
+        let (start, std_start) = (MonotonicClock.now(), Instant::now());
+        let at = start + 20_000_000;
+        assert_eq!(
+            MonotonicClock.park_until(at, &CancelToken::new()),
+            Wake::Reached
+        );
+        let std_elapsed = duration_to_nanos(std_start.elapsed());
+        let elapsed = MonotonicClock.now() - start;
+        assert!(
+            elapsed >= 20_000_000 && std_elapsed >= 19_000_000,
+            "{elapsed} {std_elapsed}"
+        );
+    }
+
+    #[test]
+    fn std_clock_never_goes_back() {
+        let mut last = StdClock.now();
+        for _ in 0..10_000 {
+            let now = StdClock.now();
             assert!(now >= last);
             last = now;
         }

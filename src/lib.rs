@@ -113,7 +113,7 @@ mod sync;
 mod tsc_clock;
 
 pub use cancel::{CancelToken, DropGuard, Registration};
-pub use clock::{Clock, ManualClock, MonotonicClock, Wake};
+pub use clock::{Clock, ClockSource, ManualClock, MonotonicClock, StdClock, Wake};
 pub use error::{Cause, Error, ErrorKind};
 #[cfg(not(loom))]
 pub use fanout::{
