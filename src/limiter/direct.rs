@@ -282,19 +282,63 @@ impl<C: Clock> RateLimiter<C> {
     #[inline]
     pub fn check_n(&self, n: u64) -> Result<(), LimitError> {
         let now = self.clock.now();
+        // Acquire: as in `load`, pairs with `set_quota`'s Release CAS. The slot read here is
+        // validated below — by the CAS when admitting, by a reload when denying (invariant 3).
+        let mut word = Word(self.state.load(Ordering::Acquire));
+        let mut rate = self.slots[word.generation()].load();
         loop {
-            let (word, rate) = self.load();
             if n > rate.burst || n == 0 {
-                return Self::trivial(n, &rate);
+                return self.check_trivial(n);
             }
             match gcra::check(word.tat(), now, &rate, n) {
                 Ok(tat) => {
-                    if self.swap(word, Word::new(tat, word.generation())) {
-                        return Ok(());
+                    // Acquire fence: as in `load`. If a slot load above saw a refill, the CAS
+                    // reads a word with another generation and fails.
+                    fence(Ordering::Acquire);
+                    match self.state.compare_exchange_weak(
+                        word.0,
+                        Word::new(tat, word.generation()).0,
+                        // Release on success: continues the release sequence headed by
+                        // `set_quota`'s CAS (see `swap`). Relaxed on failure: the word read is
+                        // used only if it names the generation whose slot we already hold;
+                        // otherwise `load` acquires afresh.
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Ok(()),
+                        Err(current) => {
+                            // Contention: decide again on the word that won, without reading
+                            // the hot line again unless the quota changed.
+                            let current = Word(current);
+                            if current.generation() == word.generation() {
+                                word = current;
+                            } else {
+                                (word, rate) = self.load();
+                            }
+                        }
                     }
                 }
-                Err(retry_after) => return Err(not_until(now, retry_after)),
+                Err(retry_after) => {
+                    // Acquire fence and Relaxed reload: the seqlock check of `load`, so a denial
+                    // never rests on a torn or stale quota.
+                    fence(Ordering::Acquire);
+                    if self.state.load(Ordering::Relaxed) == word.0 {
+                        return Err(not_until(now, retry_after));
+                    }
+                    (word, rate) = self.load();
+                }
             }
+        }
+    }
+
+    /// `check_n` for `n = 0` or `n > burst`, on a validated quota.
+    #[cold]
+    fn check_trivial(&self, n: u64) -> Result<(), LimitError> {
+        let (_, rate) = self.load();
+        if n > rate.burst || n == 0 {
+            Self::trivial(n, &rate)
+        } else {
+            self.check_n(n)
         }
     }
 
@@ -419,6 +463,8 @@ impl<C: Clock> RateLimiter<C> {
     ///   taking nothing (Go's `WaitN`).
     /// * `token` cancelled (before or during the wait): the reservation is cancelled (tokens not
     ///   yet due come back) and the result is [`LimitError::Cancelled`] with the token's cause.
+    ///   Cancelled (or its deadline reached) at the instant the slot comes due: the slot wins and
+    ///   the wait succeeds, since nothing could be given back.
     ///
     /// # Examples
     ///

@@ -167,6 +167,9 @@ impl<'a, C: Clock> Reservation<'a, C> {
     pub fn wait(self, token: &CancelToken) -> Result<(), LimitError> {
         match self.limiter.clock.park_until(self.slot.at, token) {
             Wake::Reached => Ok(()),
+            // Cancelled as the slot came due (a deadline equal to the slot, say): the tokens are
+            // the caller's already — a refund would give nothing back — so the wait succeeds.
+            Wake::Cancelled if self.limiter.clock.now() >= self.slot.at => Ok(()),
             Wake::Cancelled => {
                 self.cancel();
                 Err(LimitError::Cancelled(
