@@ -125,7 +125,8 @@ pub use group::Group;
 #[cfg(not(loom))]
 pub use http::{HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse};
 pub use limiter::{
-    KeyedLimiter, LimitError, LimitState, Limiter, MultiLimiter, RateLimiter, Reservation,
+    DefaultKeyHasher, KeyedLimiter, LimitError, LimitState, Limiter, MultiLimiter, RateLimiter,
+    Reservation,
 };
 #[cfg(not(loom))]
 pub use pool::{

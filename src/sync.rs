@@ -119,14 +119,14 @@ pub(crate) use parking_lot::{Mutex, MutexGuard};
 #[cfg(loom)]
 pub(crate) use self::loom_mutex::{Mutex, MutexGuard};
 
-/// The hash state for tollgate's maps: random per map normally, fixed under loom (a model must
-/// replay identically, so shard choice and map iteration order cannot depend on a random seed).
+/// The hash state for tollgate's maps: foldhash seeded at random per map normally, fixed under
+/// loom (a model must replay identically, so shard choice and map iteration order cannot depend
+/// on a random seed).
 #[cfg(not(loom))]
-pub(crate) type HashState = std::collections::hash_map::RandomState;
+pub(crate) type HashState = foldhash::fast::RandomState;
 
 #[cfg(loom)]
-pub(crate) type HashState =
-    std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+pub(crate) type HashState = foldhash::fast::FixedState;
 
 /// A reader-writer lock whose `read()`/`write()` return the guards directly.
 #[cfg(not(loom))]

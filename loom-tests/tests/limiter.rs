@@ -223,3 +223,40 @@ fn set_quota_racing_reserve_and_cancel() {
         }
     });
 }
+
+/// A keyed waiter racing its cancel, the clock reaching its slot and a check on the same key:
+/// the one token due at 1 s goes to at most one of them, and whatever nobody took is still
+/// there (a refund may be lost only to the slot coming due: stricter, never looser).
+#[test]
+fn keyed_waiter_cancel_racing_check_never_over_admits() {
+    model(|| {
+        let clock = ManualClock::new();
+        let limiter = Arc::new(
+            tollgate::KeyedLimiter::with_clock(Quota::per_second(1).unwrap(), 2, clock.clone())
+                .unwrap(),
+        );
+        limiter.check(&0u8).unwrap(); // the next token for key 0 is due at 1 s
+        let token = CancelToken::new();
+        let waiter = {
+            let (limiter, token) = (limiter.clone(), token.clone());
+            thread::spawn(move || limiter.wait(&0u8, &token))
+        };
+        let canceller = {
+            let token = token.clone();
+            thread::spawn(move || token.cancel())
+        };
+        clock.advance(Duration::from_secs(1));
+        let checked = usize::from(limiter.check(&0u8).is_ok());
+        canceller.join().unwrap();
+        let waited = match waiter.join().unwrap() {
+            Ok(()) => 1,
+            Err(LimitError::Cancelled(Cause::Cancelled)) => 0,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            waited + checked <= 1,
+            "two tokens admitted where one was due"
+        );
+        assert!(limiter.state(&0u8).remaining as usize + waited + checked <= 1);
+    });
+}

@@ -3,7 +3,8 @@
 //! Invariants:
 //!
 //! 1. A key's state is an `AtomicU64` TAT (no generation bits: a key's quota is fixed when the
-//!    key is inserted) inside its shard's map. Decisions on an existing key hold the shard's
+//!    key is inserted; a key with the default quota stores no quota at all, so a `u64` key and
+//!    its state are 24 bytes) inside its shard's map. Decisions on an existing key hold the shard's
 //!    *read* lock and CAS the TAT, so readers of existing keys never wait for each other; only
 //!    inserting or removing a key takes the shard's write lock.
 //! 2. An absent key is a full one (GCRA: `tat ≤ now` carries no information). So removing a key
@@ -16,6 +17,10 @@
 //!    debt would over-admit it.
 //! 4. A key's quota is `quota_for(key)` (or the default) at insert time; since an evicted key
 //!    was idle, re-inserting it with the same quota gives exactly the decisions it would have had.
+//! 5. A blocking wait reserves its slot on the key's TAT (under the read lock), releases the lock
+//!    and parks through the clock; nothing is held while parked. Its key cannot be swept while
+//!    the slot is ahead (the TAT is past `now`: busy), so a cancelled wait finds the same entry to
+//!    refund — unless `retain` removed it, which forgets the key's debt anyway.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -23,12 +28,22 @@ use std::hash::{BuildHasher, Hash};
 use hashbrown::HashTable;
 use std::time::Duration;
 
-use crate::clock::{Clock, MonotonicClock};
-use crate::gcra::{self, Rate};
+use crate::cancel::CancelToken;
+use crate::clock::{Clock, MonotonicClock, Wake, duration_to_nanos};
+use crate::error::Cause;
+use crate::gcra::{self, Rate, Slot};
 use crate::quota::{Quota, QuotaError};
 use crate::sync::{AtomicU64, AtomicUsize, CachePadded, HashState, Ordering, RwLock};
 
+use super::direct::not_until;
 use super::{LimitError, LimitState};
+
+/// The keyed limiter's default hasher: foldhash (hashbrown's default), seeded at random per
+/// limiter. Several times cheaper than std's SipHash on short keys, and its random seed keeps
+/// keys from being chosen to collide by anyone who cannot observe the process's hashes. For
+/// SipHash's stronger guarantee, pass `std::hash::RandomState` to
+/// [`KeyedLimiter::with_hasher`].
+pub type DefaultKeyHasher = HashState;
 
 const SHARDS: usize = 16;
 
@@ -43,18 +58,39 @@ type Shard<K> = RwLock<HashTable<(K, Entry)>>;
 struct Entry {
     /// TAT in ns on the limiter's clock; `≤ now` means idle (full).
     tat: AtomicU64,
-    /// The key's quota, fixed at insert (invariant 4).
-    rate: Rate,
+    /// The key's own quota, fixed at insert (invariant 4); `None` for the limiter's default, which
+    /// keeps the common entry at 16 bytes.
+    own_rate: Option<Box<Rate>>,
+}
+
+impl Entry {
+    /// A full state (an absent key's) with `rate`, stored only if it is not `default`.
+    fn full(rate: Rate, default: &Rate) -> Entry {
+        Entry {
+            tat: AtomicU64::new(0),
+            own_rate: (rate != *default).then(|| Box::new(rate)),
+        }
+    }
+
+    #[inline]
+    fn rate<'a>(&'a self, default: &'a Rate) -> &'a Rate {
+        self.own_rate.as_deref().unwrap_or(default)
+    }
 }
 
 /// A rate limiter with one GCRA state per key (per client, per host…), bounded to `max_keys`
 /// resident keys.
 ///
 /// * Checks on existing keys take only a shard's read lock plus a CAS on the key's TAT.
+/// * Blocking waits per key ([`wait_n`](Self::wait_n)), FIFO among one key's waiters and
+///   cancellable, as [`RateLimiter::wait_n`](crate::RateLimiter::wait_n); 429 feedback per key
+///   ([`penalize`](Self::penalize)).
 /// * Per-key quotas: [`with_quota_for`](Self::with_quota_for) (e.g. a map of premium clients).
 /// * Bounded memory: idle keys (whose state equals "absent") are swept as inserts reach
 ///   `max_keys`; when every resident key is busy, new keys get [`LimitError::TooManyKeys`]
 ///   (busy keys are never evicted, which would over-admit them).
+/// * Keys are hashed once per call with [`DefaultKeyHasher`] (foldhash, randomly seeded) or the
+///   hasher given to [`with_hasher`](Self::with_hasher).
 ///
 /// # Memory ordering
 ///
@@ -79,9 +115,9 @@ struct Entry {
 /// assert_eq!(limiter.len(), 3);
 /// # Ok::<(), tollgate::QuotaError>(())
 /// ```
-pub struct KeyedLimiter<K, C: Clock = MonotonicClock> {
+pub struct KeyedLimiter<K, C: Clock = MonotonicClock, S = DefaultKeyHasher> {
     shards: Box<[CachePadded<Shard<K>>]>,
-    hasher: HashState,
+    hasher: S,
     rate: Rate,
     quota_for: Option<QuotaFor<K>>,
     max_keys: usize,
@@ -138,6 +174,46 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
             clock,
         })
     }
+}
+
+impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
+    /// Hashes keys with `hasher` instead of [`DefaultKeyHasher`] — e.g. std's SipHash
+    /// (`std::hash::RandomState`) where keys come from clients who might study the process's
+    /// timing to find colliding keys. Keys already resident are kept (rehashed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::hash::RandomState;
+    /// use tollgate::{KeyedLimiter, Quota};
+    ///
+    /// let per_token = KeyedLimiter::new(Quota::per_second(5)?, 10_000)?.with_hasher(RandomState::new());
+    /// assert!(per_token.check(&"api-token-1").is_ok());
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    pub fn with_hasher<H: BuildHasher>(self, hasher: H) -> KeyedLimiter<K, C, H> {
+        let shards: Box<[CachePadded<Shard<K>>]> = (0..SHARDS)
+            .map(|_| CachePadded::new(RwLock::new(HashTable::new())))
+            .collect();
+        for shard in self.shards.iter() {
+            for (key, entry) in shard.write().drain() {
+                let hash = hasher.hash_one(&key);
+                shards[shard_index(hash)]
+                    .write()
+                    .insert_unique(hash, (key, entry), |(k, _)| hasher.hash_one(k));
+            }
+        }
+        KeyedLimiter {
+            shards,
+            hasher,
+            rate: self.rate,
+            quota_for: self.quota_for,
+            max_keys: self.max_keys,
+            len: self.len,
+            evicted: self.evicted,
+            clock: self.clock,
+        }
+    }
 
     /// Gives keys for which `f` returns `Some(quota)` that quota instead of the default. `f` runs
     /// when a key is inserted (first seen, or seen again after it went idle and was swept).
@@ -163,12 +239,11 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         self
     }
 
-    /// The key's hash and its shard. The shard comes from bits 40..44: the table uses the low
-    /// bits for buckets and the top 7 for its control bytes.
+    /// The key's hash and its shard.
     #[inline]
     fn shard(&self, key: &K) -> (u64, &Shard<K>) {
         let hash = self.hasher.hash_one(key);
-        (hash, &self.shards[(hash >> 40) as usize % SHARDS])
+        (hash, &self.shards[shard_index(hash)])
     }
 
     fn rate_for(&self, key: &K) -> Rate {
@@ -210,55 +285,189 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     #[inline]
     pub fn check_n(&self, key: &K, n: u64) -> Result<(), LimitError> {
         let now = self.clock.now();
+        self.on_entry(key, n, now, |entry, rate| take(entry, rate, now, n))
+    }
+
+    /// Blocks until one token for `key` is granted or `token` is cancelled. See
+    /// [`wait_n`](Self::wait_n).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, KeyedLimiter, Quota};
+    /// let per_host = KeyedLimiter::new(Quota::per_second(1_000)?, 100)?;
+    /// let token = CancelToken::new();
+    /// for _ in 0..1_005 {
+    ///     per_host.wait(&"api.example.com", &token)?; // 1000 at once, then one per ms
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn wait(&self, key: &K, token: &CancelToken) -> Result<(), LimitError> {
+        self.wait_n(key, 1, token)
+    }
+
+    /// Blocks until `n` tokens for `key` are granted, or `token` is cancelled: the keyed form
+    /// of [`RateLimiter::wait_n`](crate::RateLimiter::wait_n).
+    ///
+    /// The wait reserves a slot on the key's state first (so one key's waiters are served in
+    /// arrival order, each woken once at its instant), then parks through the clock with no
+    /// lock held (invariant 5).
+    ///
+    /// * `n > burst` of the key's quota: [`LimitError::InsufficientCapacity`] at once.
+    /// * A new key while `max_keys` busy keys are resident: [`LimitError::TooManyKeys`] at once.
+    /// * The slot is after `token`'s deadline: [`LimitError::WouldExceedDeadline`] at once,
+    ///   taking nothing.
+    /// * `token` cancelled: the part of the slot not yet due is given back (later waiters keep
+    ///   their slots) and the result is [`LimitError::Cancelled`]. Cancelled (or its deadline
+    ///   reached) at the instant the slot comes due: the slot wins, the wait succeeds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{CancelToken, KeyedLimiter, LimitError, ManualClock, Quota};
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = KeyedLimiter::with_clock(Quota::per_second(2)?, 100, clock.clone())?;
+    /// limiter.check_n(&"a", 2)?;
+    /// // The next token for "a" is 500 ms away; a token with 100 ms left fails at once.
+    /// let hurried = CancelToken::with_clock(clock.clone()).child_with_timeout(Duration::from_millis(100));
+    /// assert!(matches!(limiter.wait(&"a", &hurried), Err(LimitError::WouldExceedDeadline { .. })));
+    /// // Another key does not wait at all.
+    /// limiter.wait(&"b", &CancelToken::new())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_n(&self, key: &K, n: u64, token: &CancelToken) -> Result<(), LimitError> {
+        if token.is_cancelled() {
+            return Err(LimitError::Cancelled(
+                token.cause().unwrap_or(Cause::Cancelled),
+            ));
+        }
+        let now = self.clock.now();
+        let latest = token.deadline_in_clock(now);
+        let Some(slot) = self.on_entry(key, n, now, |entry, rate| {
+            reserve(entry, rate, now, n, latest)
+        })?
+        else {
+            return Ok(()); // n = 0
+        };
+        if slot.at <= now {
+            return Ok(());
+        }
+        match self.clock.park_until(slot.at, token) {
+            Wake::Reached => Ok(()),
+            // Cancelled as the slot came due: the tokens are the caller's already (as in
+            // `Reservation::wait`).
+            Wake::Cancelled if self.clock.now() >= slot.at => Ok(()),
+            Wake::Cancelled => {
+                self.refund(key, &slot);
+                Err(LimitError::Cancelled(
+                    token.cause().unwrap_or(Cause::Cancelled),
+                ))
+            }
+        }
+    }
+
+    /// Lets nothing pass for `key` for `pause` from now, then resumes from an empty burst (a
+    /// 429's `Retry-After` for one host or client). Never loosens a key that owes more. A new key
+    /// is inserted to hold the pause (at the key cap with every key busy, the pause is dropped:
+    /// the key was not tracked, and tracking it would need to evict a busy one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    ///
+    /// let clock = ManualClock::new();
+    /// let per_host = KeyedLimiter::with_clock(Quota::per_second(10)?, 100, clock.clone())?;
+    /// per_host.penalize(&"slow.example", Duration::from_secs(2));
+    /// assert!(per_host.check(&"slow.example").is_err());
+    /// assert!(per_host.check(&"fast.example").is_ok());
+    /// clock.advance(Duration::from_secs(2));
+    /// assert!(per_host.check(&"slow.example").is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn penalize(&self, key: &K, pause: Duration) {
+        let now = self.clock.now();
+        let pause = duration_to_nanos(pause);
+        // n = 1 only to pass `on_entry`'s request checks; nothing is taken.
+        let _ = self.on_entry(key, 1, now, |entry, rate| {
+            // Relaxed (load and CAS): only the TAT itself is published, as in `take`.
+            let mut tat = entry.tat.load(Ordering::Relaxed);
+            loop {
+                let next = gcra::pause(tat, now, rate, pause);
+                if next == tat {
+                    return Ok(());
+                }
+                match entry.tat.compare_exchange_weak(
+                    tat,
+                    next,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Ok(()),
+                    Err(current) => tat = current,
+                }
+            }
+        });
+    }
+
+    /// Runs `decide` on `key`'s entry under its shard's read lock, inserting the key first if
+    /// it is absent. Requests that can never touch state (`n = 0`, `n > burst`) are decided on
+    /// a full entry that is not inserted.
+    #[inline]
+    fn on_entry<T>(
+        &self,
+        key: &K,
+        n: u64,
+        now: u64,
+        decide: impl Fn(&Entry, &Rate) -> Result<T, LimitError>,
+    ) -> Result<T, LimitError> {
         let (hash, shard) = self.shard(key);
         {
             let map = shard.read();
             if let Some((_, entry)) = map.find(hash, |(k, _)| k == key) {
-                return decide(entry, now, n);
+                return decide(entry, entry.rate(&self.rate));
             }
         }
-        self.insert_slow(shard, hash, key, now, n)
+        self.insert_slow(shard, hash, key, n, now, decide)
     }
 
     #[cold]
-    fn insert_slow(
+    fn insert_slow<T>(
         &self,
         shard: &Shard<K>,
         hash: u64,
         key: &K,
-        now: u64,
         n: u64,
-    ) -> Result<(), LimitError> {
+        now: u64,
+        decide: impl Fn(&Entry, &Rate) -> Result<T, LimitError>,
+    ) -> Result<T, LimitError> {
         let rate = self.rate_for(key);
-        if n > rate.burst {
-            return Err(LimitError::InsufficientCapacity {
-                requested: n,
-                burst: rate.burst,
-            });
-        }
-        if n == 0 {
-            return Ok(());
+        if n > rate.burst || n == 0 {
+            return decide(&Entry::full(rate, &rate), &rate);
         }
         let mut swept_all = false;
         loop {
             let mut map = shard.write();
             if let Some((_, entry)) = map.find(hash, |(k, _)| k == key) {
-                return decide(entry, now, n);
+                return decide(entry, entry.rate(&self.rate));
             }
-            // An absent key is full: n ≤ burst always passes (gcra invariant 4).
-            let tat = match gcra::check(0, now, &rate, n) {
-                Ok(tat) => tat,
-                Err(wait) => return Err(super::direct::not_until(now, wait)),
-            };
             // Relaxed: `len` is only a counter for the cap; each shard's map is guarded by its
             // lock, and fetch_add makes concurrent reservations of the last place exclusive.
             if self.len.fetch_add(1, Ordering::Relaxed) < self.max_keys {
-                let entry = Entry {
-                    tat: AtomicU64::new(tat),
-                    rate,
-                };
-                map.insert_unique(hash, (key.clone(), entry), |(k, _)| self.hasher.hash_one(k));
-                return Ok(());
+                // An absent key is full (invariant 2): insert it full, then decide on it under
+                // the write lock, which excludes every other decision on this shard.
+                let (_, entry) = map
+                    .insert_unique(
+                        hash,
+                        (key.clone(), Entry::full(rate, &self.rate)),
+                        |(k, _)| self.hasher.hash_one(k),
+                    )
+                    .into_mut();
+                return decide(entry, &rate);
             }
             // Relaxed: gives back the place just reserved (see above).
             self.len.fetch_sub(1, Ordering::Relaxed);
@@ -273,6 +482,27 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
             }
             self.sweep_at(now);
             swept_all = true;
+        }
+    }
+
+    /// Gives back what a cancelled wait's slot can (see `gcra::refund`), if its key is resident.
+    fn refund(&self, key: &K, slot: &Slot) {
+        let now = self.clock.now();
+        let (hash, shard) = self.shard(key);
+        let map = shard.read();
+        let Some((_, entry)) = map.find(hash, |(k, _)| k == key) else {
+            return; // removed by `retain`, debt and all (invariant 5)
+        };
+        // Relaxed (load and CAS): only the TAT itself is published, as in `take`.
+        let mut tat = entry.tat.load(Ordering::Relaxed);
+        while let Some(next) = gcra::refund(tat, now, slot) {
+            match entry
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(current) => tat = current,
+            }
         }
     }
 
@@ -407,7 +637,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         let map = shard.read();
         let (tat, rate) = match map.find(hash, |(k, _)| k == key) {
             // Relaxed: a peek; the value is a snapshot of the TAT.
-            Some((_, entry)) => (entry.tat.load(Ordering::Relaxed), entry.rate),
+            Some((_, entry)) => (entry.tat.load(Ordering::Relaxed), *entry.rate(&self.rate)),
             None => (0, self.rate_for(key)),
         };
         let snapshot = gcra::snapshot(tat, now, &rate);
@@ -420,23 +650,24 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     }
 }
 
-/// The GCRA CAS loop on one existing key (under its shard's read lock).
+/// The shard of a key's hash: bits 40..44, since the table uses the low bits for buckets and
+/// the top 7 for its control bytes.
 #[inline]
-fn decide(entry: &Entry, now: u64, n: u64) -> Result<(), LimitError> {
-    if n > entry.rate.burst {
-        return Err(LimitError::InsufficientCapacity {
-            requested: n,
-            burst: entry.rate.burst,
-        });
-    }
-    if n == 0 {
-        return Ok(());
+fn shard_index(hash: u64) -> usize {
+    (hash >> 40) as usize % SHARDS
+}
+
+/// The GCRA CAS loop taking `n` tokens now from one key (under its shard's lock).
+#[inline]
+fn take(entry: &Entry, rate: &Rate, now: u64, n: u64) -> Result<(), LimitError> {
+    if n > rate.burst || n == 0 {
+        return trivial::<()>(n, rate).map(|_| ());
     }
     // Relaxed: the TAT guards no other data; the CAS below validates the value read.
     let mut tat = entry.tat.load(Ordering::Relaxed);
     loop {
-        match gcra::check(tat, now, &entry.rate, n) {
-            Err(wait) => return Err(super::direct::not_until(now, wait)),
+        match gcra::check(tat, now, rate, n) {
+            Err(wait) => return Err(not_until(now, wait)),
             Ok(next) => match entry.tat.compare_exchange_weak(
                 tat,
                 next,
@@ -452,7 +683,53 @@ fn decide(entry: &Entry, now: u64, n: u64) -> Result<(), LimitError> {
     }
 }
 
-impl<K, C: Clock> fmt::Debug for KeyedLimiter<K, C> {
+/// Reserves `n` tokens on one key if their slot is due no later than `latest`; `None` for
+/// `n = 0` (nothing to reserve).
+fn reserve(
+    entry: &Entry,
+    rate: &Rate,
+    now: u64,
+    n: u64,
+    latest: u64,
+) -> Result<Option<Slot>, LimitError> {
+    if n > rate.burst || n == 0 {
+        return trivial(n, rate);
+    }
+    // Relaxed (load and CAS): as in `take`.
+    let mut tat = entry.tat.load(Ordering::Relaxed);
+    loop {
+        let Some(slot) = gcra::reserve(tat, now, rate, n) else {
+            return Err(not_until(now, u64::MAX));
+        };
+        if slot.at > latest {
+            return Err(LimitError::WouldExceedDeadline {
+                wait: Duration::from_nanos(slot.at - now),
+            });
+        }
+        match entry
+            .tat
+            .compare_exchange_weak(tat, slot.tat, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => return Ok(Some(slot)),
+            Err(current) => tat = current,
+        }
+    }
+}
+
+/// `n = 0` (passes, nothing to take) or `n > burst` (never passes).
+#[cold]
+fn trivial<T>(n: u64, rate: &Rate) -> Result<Option<T>, LimitError> {
+    if n == 0 {
+        Ok(None)
+    } else {
+        Err(LimitError::InsufficientCapacity {
+            requested: n,
+            burst: rate.burst,
+        })
+    }
+}
+
+impl<K, C: Clock, S> fmt::Debug for KeyedLimiter<K, C, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedLimiter")
             .field("quota", &Quota::from_rate(&self.rate))

@@ -21,7 +21,7 @@ use crate::cancel::CancelToken;
 use crate::error::{Cause, Error, ErrorKind};
 
 pub use direct::RateLimiter;
-pub use keyed::KeyedLimiter;
+pub use keyed::{DefaultKeyHasher, KeyedLimiter};
 pub use multi::MultiLimiter;
 pub use reservation::Reservation;
 
