@@ -1,5 +1,7 @@
-//! `TscClock`: the CPU's time-stamp counter through quanta, for users who measured that the
-//! clock read dominates their limiter's cost and whose OS keeps the TSC synchronised.
+//! `TscClock`: the CPU's time-stamp counter through quanta, unconditionally. The default
+//! `MonotonicClock` already reads the counter where the kernel keeps time with it (and adds a
+//! per-thread guard against steps back); `TscClock` is for the rest: users who know their
+//! platform keeps the counter synchronised even though the kernel's clocksource is another.
 //!
 //! Invariants:
 //!
