@@ -205,7 +205,7 @@ fn follows_ask_during_a_slot_migration_and_moved_after_it() {
 }
 
 #[test]
-fn a_lost_node_costs_only_its_own_keys() {
+fn a_lost_node_costs_only_its_own_keys_and_comes_back() {
     let Some(mut cluster) = TestCluster::start() else {
         return;
     };
@@ -229,25 +229,40 @@ fn a_lost_node_costs_only_its_own_keys() {
         assert_eq!(limiter.decide(key, 1).source, Source::Redis, "{key}");
     }
     cluster.node(2).resume();
-    // Node 2 is killed: its key falls back at once (connection refused), every round, while the
-    // others are still decided by Redis; interleaved successes keep the breaker closed.
+    // Node 2 is killed: its key falls back (connection refused), every round, while the others
+    // are still decided by Redis. After 5 consecutive failures node 2's own breaker opens and its
+    // key falls back without touching the network; the healthy nodes keep the limiter's closed.
     cluster.node_mut(2).kill();
+    let mut rejected = 0;
     for round in 0..10 {
         for (i, key) in keys.iter().enumerate() {
             let d = limiter.decide(key, 1);
             if i == 2 {
-                assert_eq!(
-                    d.source,
-                    Source::Fallback(BackendError::Connection),
-                    "round {round}"
-                );
+                match d.source {
+                    Source::Fallback(BackendError::Connection) => {}
+                    Source::Fallback(BackendError::BreakerOpen) => rejected += 1,
+                    other => panic!("round {round}: {other:?}"),
+                }
                 assert!(d.is_allowed(), "the local fallback has room");
             } else {
                 assert_eq!(d.source, Source::Redis, "round {round}, {key}");
             }
         }
     }
+    assert!(rejected >= 1, "node 2's breaker never opened");
     assert_eq!(limiter.breaker_state(), BreakerState::Closed);
+    // Node 2 comes back (same node id and slots, from its nodes.conf): its breaker's probe
+    // reconnects and Redis decides its keys again. A restarted master refuses writes for ~2 s.
+    cluster.node_mut(2).restart();
+    let deadline = MonotonicClock.now() + 15_000_000_000;
+    while limiter.decide(&keys[2], 1).source != Source::Redis {
+        assert!(MonotonicClock.now() < deadline, "node 2 never came back");
+        let at = MonotonicClock.now() + 50_000_000;
+        MonotonicClock.park_until(at, &CancelToken::new());
+    }
+    for key in &keys {
+        assert_eq!(limiter.decide(key, 1).source, Source::Redis, "{key}");
+    }
     // The whole cluster gone: consecutive failures open the breaker, as with one server.
     cluster.node_mut(0).kill();
     cluster.node_mut(1).kill();

@@ -323,7 +323,8 @@ impl RedisLimiterBuilder {
                     ));
                 }
                 Backend::Cluster(
-                    Cluster::new(nodes, self.max_idle, connect, self.budget).map_err(invalid)?,
+                    Cluster::new(nodes, self.max_idle, connect, self.budget, self.breaker)
+                        .map_err(invalid)?,
                 )
             }
         };

@@ -25,6 +25,11 @@
 //!    in flight.
 //! 5. The topology mutex is never held across I/O. Nodes are `Arc`s: a caller keeps its node
 //!    while a refresh replaces the map.
+//! 6. Each node has its own circuit breaker (the limiter's [`BreakerConfig`]), so a node that is
+//!    down stops costing its keys a connect attempt each: while it is open they fall back at once
+//!    ([`BackendError::BreakerOpen`]) and one probe per backoff tries the node again. Redirects
+//!    count as successes (the node answered); every other error as a failure. The limiter's own
+//!    breaker still sees every call, so it opens when the whole cluster fails.
 
 use std::fmt;
 use std::time::Duration;
@@ -32,6 +37,8 @@ use std::time::Duration;
 use ::redis::{ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, ServerErrorKind};
 use ::redis::{RedisError, RedisResult, Value};
 
+use super::breaker::{Admit, Breaker, BreakerConfig, BreakerState};
+use super::decision::BackendError;
 use super::pool::{Pool, connection_survives};
 use super::slot::{self, SLOTS};
 use crate::clock::{Clock, MonotonicClock};
@@ -51,6 +58,7 @@ pub(crate) struct Node {
     host: String,
     port: u16,
     pool: Pool,
+    breaker: Mutex<Breaker>,
 }
 
 /// What the limiter knows of the cluster.
@@ -73,8 +81,26 @@ pub(crate) struct Cluster {
     max_idle: usize,
     connect_timeout: Duration,
     io_timeout: Duration,
+    breaker: BreakerConfig,
     clock: MonotonicClock,
     topology: Mutex<Topology>,
+}
+
+/// Why a call on one node did not return a reply.
+enum Failed {
+    /// The node's breaker is open: nothing was sent.
+    Rejected,
+    /// Redis or the network said no.
+    Redis(RedisError),
+}
+
+impl Failed {
+    fn classify(&self) -> BackendError {
+        match self {
+            Failed::Rejected => BackendError::BreakerOpen,
+            Failed::Redis(err) => BackendError::classify(err),
+        }
+    }
 }
 
 /// Where a `MOVED` / `ASK` reply sends the call.
@@ -104,6 +130,7 @@ impl Cluster {
         max_idle: usize,
         connect_timeout: Duration,
         io_timeout: Duration,
+        breaker: BreakerConfig,
     ) -> Result<Cluster, String> {
         if urls.is_empty() {
             return Err("a Redis Cluster needs at least one node URL".to_owned());
@@ -132,6 +159,7 @@ impl Cluster {
             max_idle,
             connect_timeout,
             io_timeout,
+            breaker,
             clock: MonotonicClock,
             topology: Mutex::new(Topology {
                 nodes: Vec::new(),
@@ -149,24 +177,27 @@ impl Cluster {
         script: &::redis::Script,
         keys: &[String],
         args: &[u64],
-    ) -> RedisResult<Vec<i64>> {
+    ) -> Result<Vec<i64>, BackendError> {
+        let classify = |err: RedisError| BackendError::classify(&err);
         let slot = keys.first().map_or(0, |key| slot::of(key.as_bytes()));
-        let node = self.node_for(slot)?;
+        let node = self.node_for(slot).map_err(classify)?;
         let err = match self.run(&node, script, keys, args, false) {
             Ok(values) => return Ok(values),
-            Err(err) => err,
+            Err(Failed::Redis(err)) => err,
+            Err(rejected) => return Err(rejected.classify()),
         };
-        match Redirect::of(&err) {
-            None => Err(err),
+        let result = match Redirect::of(&err) {
+            None => return Err(classify(err)),
             Some(Redirect::Moved(host, port)) => {
-                let target = self.repoint(slot, &host, port)?;
+                let target = self.repoint(slot, &host, port).map_err(classify)?;
                 self.run(&target, script, keys, args, false)
             }
             Some(Redirect::Ask(host, port)) => {
-                let target = self.node_at(&host, port)?;
+                let target = self.node_at(&host, port).map_err(classify)?;
                 self.run(&target, script, keys, args, true)
             }
-        }
+        };
+        result.map_err(|failed| failed.classify())
     }
 
     /// Closes every idle connection and has the next call re-read the slot map (the breaker
@@ -182,12 +213,15 @@ impl Cluster {
         }
     }
 
-    /// `host:port` and idle connections of each known node.
-    pub(crate) fn nodes(&self) -> Vec<(String, usize)> {
+    /// `host:port`, breaker state and idle connections of each known node.
+    pub(crate) fn nodes(&self) -> Vec<(String, BreakerState, usize)> {
         let nodes = self.topology.lock().nodes.clone();
         nodes
             .iter()
-            .map(|n| (format!("{}:{}", n.host, n.port), n.pool.idle()))
+            .map(|n| {
+                let state = n.breaker.lock().state();
+                (format!("{}:{}", n.host, n.port), state, n.pool.idle())
+            })
             .collect()
     }
 
@@ -242,8 +276,14 @@ impl Cluster {
                 candidates.push(self.new_node(host, *port)?);
             }
         }
+        // Nodes whose breaker is closed first (stable: otherwise in slot-map order).
+        let order: Vec<Arc<Node>> = {
+            let mut order = candidates.clone();
+            order.sort_by_key(|n| n.breaker.lock().state() != BreakerState::Closed);
+            order
+        };
         let mut last = None;
-        for node in candidates.iter().take(MAX_REFRESH_TRIES) {
+        for node in order.iter().take(MAX_REFRESH_TRIES) {
             let reply = node.pool.get().and_then(|mut conn| {
                 let reply = ::redis::cmd("CLUSTER")
                     .arg("SLOTS")
@@ -335,11 +375,12 @@ impl Cluster {
             host: host.to_owned(),
             port,
             pool: Pool::new(client, self.max_idle, self.connect_timeout, self.io_timeout),
+            breaker: Mutex::new(Breaker::new(self.breaker)),
         }))
     }
 
-    /// One script call on `node`; a failure that says the node or the map is bad marks the map
-    /// stale (invariant 4).
+    /// One script call on `node` through its breaker (invariant 6); a failure that says the node
+    /// or the map is bad marks the map stale (invariant 4).
     fn run(
         &self,
         node: &Node,
@@ -347,7 +388,11 @@ impl Cluster {
         keys: &[String],
         args: &[u64],
         asking: bool,
-    ) -> RedisResult<Vec<i64>> {
+    ) -> Result<Vec<i64>, Failed> {
+        let ticket = node.breaker.lock().admit(self.clock.now());
+        if let Admit::Reject(_) = ticket {
+            return Err(Failed::Rejected);
+        }
         let result = node.pool.get().and_then(|mut conn| {
             let result = eval(conn.conn(), script, keys, args, asking);
             if let Err(err) = &result
@@ -370,7 +415,16 @@ impl Cluster {
         {
             self.topology.lock().stale = true;
         }
-        result
+        match &result {
+            Err(err) if Redirect::of(err).is_none() => {
+                let opened = node.breaker.lock().failure(ticket, self.clock.now());
+                if opened {
+                    node.pool.clear();
+                }
+            }
+            _ => node.breaker.lock().success(ticket),
+        }
+        result.map_err(Failed::Redis)
     }
 }
 
@@ -535,12 +589,8 @@ mod tests {
     fn seeds_are_checked() {
         let new = |urls: &[&str]| {
             let urls: Vec<String> = urls.iter().map(|s| s.to_string()).collect();
-            Cluster::new(
-                &urls,
-                1,
-                Duration::from_millis(10),
-                Duration::from_millis(10),
-            )
+            let ms = Duration::from_millis(10);
+            Cluster::new(&urls, 1, ms, ms, BreakerConfig::default())
         };
         assert!(new(&[]).is_err());
         assert!(new(&["not a url"]).is_err());

@@ -13,6 +13,7 @@ use std::fmt;
 
 #[cfg(feature = "redis-cluster")]
 use super::cluster::Cluster;
+use super::decision::BackendError;
 use super::pool::{Pool, connection_survives};
 
 /// The Redis the limiter talks to.
@@ -32,10 +33,10 @@ impl Backend {
         script: &::redis::Script,
         keys: &[String],
         args: &[u64],
-    ) -> ::redis::RedisResult<Vec<i64>> {
+    ) -> Result<Vec<i64>, BackendError> {
         match self {
             Backend::Single(pool) => {
-                let mut conn = pool.get()?;
+                let mut conn = pool.get().map_err(|err| BackendError::classify(&err))?;
                 let mut invocation = script.prepare_invoke();
                 for key in keys {
                     invocation.key(key);
@@ -44,12 +45,12 @@ impl Backend {
                     invocation.arg(arg);
                 }
                 let result = invocation.invoke::<Vec<i64>>(conn.conn());
-                if let Err(err) = &result
-                    && !connection_survives(err)
-                {
-                    conn.discard();
-                }
-                result
+                result.map_err(|err| {
+                    if !connection_survives(&err) {
+                        conn.discard();
+                    }
+                    BackendError::classify(&err)
+                })
             }
             #[cfg(feature = "redis-cluster")]
             Backend::Cluster(cluster) => cluster.invoke(script, keys, args),

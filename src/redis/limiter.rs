@@ -395,10 +395,8 @@ impl RedisLimiter {
         if let (Some(coalescer), Some(pool)) = (&self.coalescer, self.backend.single()) {
             return coalescer.call(pool, &self.script, keys.as_slice(), args);
         }
-        match self.backend.invoke(&self.script, keys.as_slice(), &args) {
-            Ok(values) => Reply::parse(&values).ok_or(BackendError::Protocol),
-            Err(err) => Err(BackendError::classify(&err)),
-        }
+        let values = self.backend.invoke(&self.script, keys.as_slice(), &args)?;
+        Reply::parse(&values).ok_or(BackendError::Protocol)
     }
 
     pub(super) fn decision_of(&self, reply: &Reply) -> Decision {

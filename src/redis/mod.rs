@@ -37,12 +37,14 @@
 //!   and the call again.
 //! * **Outages.** A node that is down or slow costs the decisions for *its* keys a failed connect or
 //!   one budget, and they come from the fallback; keys on the other nodes are still decided by
-//!   Redis. The breaker is per limiter, not per node: interleaved successes on healthy nodes keep
-//!   it closed, so while one node is down its keys pay that failed call each time (fast when the
-//!   connection is refused, up to the connect timeout when the host does not answer); when the
-//!   whole cluster is down the breaker opens as with one server. With Redis's default
-//!   `cluster-require-full-coverage yes` the surviving masters themselves refuse every command
-//!   (`CLUSTERDOWN`) once the dead node is marked failed, and then every decision falls back.
+//!   Redis. Each node has its own breaker (same [`BreakerConfig`]): after `threshold` consecutive
+//!   failures on one node its keys fall back at once ([`BackendError::BreakerOpen`]) and one probe
+//!   per backoff tries the node again. The limiter's breaker ([`RedisLimiter::breaker_state`],
+//!   [`RedisStats`]) sees every call: it stays closed while healthy nodes answer and opens when
+//!   the whole cluster fails, as with one server; after a full outage, recovery can take the
+//!   limiter's backoff plus a node's. With Redis's default `cluster-require-full-coverage yes`
+//!   the surviving masters themselves refuse every command (`CLUSTERDOWN`) once the dead node is
+//!   marked failed, and then every decision falls back.
 //! * **No coalescing.** [`RedisLimiterBuilder::coalesce`] is refused in cluster mode: a pipeline
 //!   runs on one connection to one node, and callers' keys live on different nodes.
 //! * Not the `redis` crate's `cluster::ClusterConnection`: in 1.8 it PINGs new node connections
