@@ -140,6 +140,40 @@ fn keys_spread_over_every_node_and_the_script_loads_per_node() {
 }
 
 #[test]
+fn concurrent_callers_share_the_cluster_from_the_first_call() {
+    let Some(cluster) = TestCluster::start() else {
+        return;
+    };
+    // Eight threads start at once on a fresh limiter: each reads the slot map if none is known
+    // yet, so nobody falls back for want of one; 100 calls each over keys on every node.
+    let limiter = limiter(&cluster, Quota::per_second(1_000).unwrap())
+        .name("threads")
+        .build()
+        .unwrap();
+    let barrier = std::sync::Barrier::new(8);
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (limiter, barrier) = (&limiter, &barrier);
+            scope.spawn(move || {
+                barrier.wait();
+                for i in 0..100 {
+                    let d = limiter.decide(&format!("t{t}-{}", i % 10), 1);
+                    assert_eq!(d.source, Source::Redis, "thread {t}, call {i}");
+                    assert!(d.is_allowed());
+                }
+            });
+        }
+    });
+    let stats = limiter.stats();
+    assert_eq!(
+        (stats.redis_decisions, stats.fallback_decisions),
+        (800, 0),
+        "{stats:?}"
+    );
+    assert!((0..3).all(|i| cluster.dbsize(i) > 0));
+}
+
+#[test]
 fn multi_window_charges_all_or_nothing_on_the_cluster() {
     let Some(cluster) = TestCluster::start() else {
         return;

@@ -18,11 +18,12 @@
 //!    retried (`limiter.rs` invariant 1).
 //! 3. `NOSCRIPT` is per node: the script is loaded (`SCRIPT LOAD`) on the connection to the node
 //!    that said it, and the call sent there again — the script did not run.
-//! 4. The slot map (`CLUSTER SLOTS`) is read lazily by the first call, and again after a node
-//!    failed (I/O error, timeout, `READONLY`, `CLUSTERDOWN`), by one caller at a time, at most once
-//!    per [`REFRESH_GAP_NS`], before its own call and never instead of it. A slot nobody owns is
-//!    an error (the fallback decides); so are the calls that arrive while the very first read is
-//!    in flight.
+//! 4. The slot map (`CLUSTER SLOTS`) is read lazily — by every call until one read succeeded (so
+//!    concurrent first callers do not fall back for want of a map) — and again after a node failed
+//!    (I/O error, timeout, `READONLY`, `CLUSTERDOWN`), then by one caller at a time, at most once
+//!    per [`REFRESH_GAP_NS`]. The reader pays it before its own call, never instead of it: at
+//!    most [`MAX_REFRESH_TRIES`] nodes asked, each bounded by the timeouts. A slot nobody owns is
+//!    an error (the fallback decides).
 //! 5. The topology mutex is never held across I/O. Nodes are `Arc`s: a caller keeps its node
 //!    while a refresh replaces the map.
 //! 6. Each node has its own circuit breaker (the limiter's [`BreakerConfig`]), so a node that is
@@ -69,6 +70,8 @@ struct Topology {
     slots: Box<[u16]>,
     /// The slot map must be read before the next call (never read, or a node failed).
     stale: bool,
+    /// A slot map was installed at least once.
+    read_once: bool,
     /// When a read of the slot map last started ([`MonotonicClock`] ns), if ever.
     last_refresh: Option<u64>,
     /// A caller is reading the slot map right now.
@@ -161,13 +164,7 @@ impl Cluster {
             io_timeout,
             breaker,
             clock: MonotonicClock,
-            topology: Mutex::new(Topology {
-                nodes: Vec::new(),
-                slots: vec![NO_NODE; SLOTS].into_boxed_slice(),
-                stale: true,
-                last_refresh: None,
-                refreshing: false,
-            }),
+            topology: Mutex::new(Topology::empty()),
         })
     }
 
@@ -225,49 +222,34 @@ impl Cluster {
             .collect()
     }
 
+    /// The master of `slot`, after reading the slot map if due (invariant 4): one lock when not.
     #[inline]
     fn node_for(&self, slot: u16) -> RedisResult<Arc<Node>> {
-        if self.refresh_due() {
-            // A failed read leaves the old map: route with what is known.
-            let _ = self.refresh();
-        }
-        let topology = self.topology.lock();
-        match topology.slots[usize::from(slot)] {
-            NO_NODE => Err(RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                format!("no known Redis Cluster node serves slot {slot}"),
-            ))),
-            i => Ok(Arc::clone(&topology.nodes[usize::from(i)])),
-        }
+        let marked = {
+            let mut topology = self.topology.lock();
+            match topology.refresh_due(self.clock.now()) {
+                None => return topology.node_of(slot),
+                Some(marked) => marked,
+            }
+        };
+        // A failed read leaves the old map: route with what is known.
+        let _ = self.refresh(marked);
+        self.topology.lock().node_of(slot)
     }
 
-    /// Whether this caller should read the slot map now; if so it is marked as reading
-    /// (invariant 4).
-    fn refresh_due(&self) -> bool {
-        let now = self.clock.now();
-        let mut topology = self.topology.lock();
-        let due = topology.stale
-            && !topology.refreshing
-            && topology
-                .last_refresh
-                .is_none_or(|at| now.saturating_sub(at) >= REFRESH_GAP_NS);
-        if due {
-            topology.refreshing = true;
-            topology.last_refresh = Some(now);
-        }
-        due
-    }
-
-    /// Reads `CLUSTER SLOTS` from a known node or a seed and installs it.
+    /// Reads `CLUSTER SLOTS` from a known node or a seed and installs it; clears `refreshing`
+    /// when this caller `marked` it.
     #[cold]
-    fn refresh(&self) -> RedisResult<()> {
-        struct Done<'a>(&'a Mutex<Topology>);
+    fn refresh(&self, marked: bool) -> RedisResult<()> {
+        struct Done<'a>(&'a Mutex<Topology>, bool);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
-                self.0.lock().refreshing = false;
+                if self.1 {
+                    self.0.lock().refreshing = false;
+                }
             }
         }
-        let _done = Done(&self.topology);
+        let _done = Done(&self.topology, marked);
         let mut candidates = self.topology.lock().nodes.clone();
         for seed in &self.seeds {
             if let ConnectionAddr::Tcp(host, port) = seed.addr()
@@ -336,6 +318,7 @@ impl Cluster {
         topology.nodes = nodes;
         topology.slots = slots;
         topology.stale = false;
+        topology.read_once = true;
         Ok(())
     }
 
@@ -425,6 +408,51 @@ impl Cluster {
             _ => node.breaker.lock().success(ticket),
         }
         result.map_err(Failed::Redis)
+    }
+}
+
+impl Topology {
+    /// No node known yet: the first call reads the slot map.
+    fn empty() -> Topology {
+        Topology {
+            nodes: Vec::new(),
+            slots: vec![NO_NODE; SLOTS].into_boxed_slice(),
+            stale: true,
+            read_once: false,
+            last_refresh: None,
+            refreshing: false,
+        }
+    }
+
+    /// Whether the caller should read the slot map now (invariant 4): `None` if not, else whether
+    /// it was marked as the one reader (`refreshing`, cleared by that reader when done).
+    fn refresh_due(&mut self, now: u64) -> Option<bool> {
+        if !self.stale {
+            return None;
+        }
+        if !self.read_once {
+            return Some(false);
+        }
+        let due = !self.refreshing
+            && self
+                .last_refresh
+                .is_none_or(|at| now.saturating_sub(at) >= REFRESH_GAP_NS);
+        if !due {
+            return None;
+        }
+        self.refreshing = true;
+        self.last_refresh = Some(now);
+        Some(true)
+    }
+
+    fn node_of(&self, slot: u16) -> RedisResult<Arc<Node>> {
+        match self.slots[usize::from(slot)] {
+            NO_NODE => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("no known Redis Cluster node serves slot {slot}"),
+            ))),
+            i => Ok(Arc::clone(&self.nodes[usize::from(i)])),
+        }
     }
 }
 
@@ -583,6 +611,26 @@ mod tests {
             Value::Array(vec![bulk("h"), Value::Int(1)]),
         ])]);
         assert_eq!(parse_slots(&past_the_end, "x"), None);
+    }
+
+    #[test]
+    fn the_slot_map_is_read_by_everyone_until_once_then_by_one_caller_per_gap() {
+        let mut t = Topology::empty();
+        // Never read: every caller reads, none is marked as the one reader.
+        assert_eq!(t.refresh_due(0), Some(false));
+        assert_eq!(t.refresh_due(0), Some(false));
+        assert!(!t.refreshing);
+        t.stale = false;
+        t.read_once = true;
+        assert_eq!(t.refresh_due(5), None);
+        // A node failed: one reader, then nobody while it reads and until the gap has passed.
+        t.stale = true;
+        assert_eq!(t.refresh_due(10), Some(true));
+        assert_eq!(t.refresh_due(11), None);
+        t.refreshing = false;
+        assert_eq!(t.refresh_due(10 + REFRESH_GAP_NS - 1), None);
+        assert_eq!(t.refresh_due(10 + REFRESH_GAP_NS), Some(true));
+        assert!(matches!(t.node_of(42), Err(err) if err.is_io_error()));
     }
 
     #[test]
