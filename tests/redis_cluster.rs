@@ -171,6 +171,26 @@ fn concurrent_callers_share_the_cluster_from_the_first_call() {
         "{stats:?}"
     );
     assert!((0..3).all(|i| cluster.dbsize(i) > 0));
+    // Lease mode runs on the cluster unchanged: one call per ten decisions, on each key's node.
+    let leased = RedisLimiter::cluster_builder(&cluster.urls(), Quota::per_second(1_000).unwrap())
+        .budget(Duration::from_millis(200))
+        .name("leased")
+        .lease(10)
+        .build()
+        .unwrap();
+    for key in key_on_each_node(&cluster, &leased) {
+        for _ in 0..30 {
+            assert!(leased.decide(&key, 1).is_allowed(), "{key}");
+        }
+    }
+    let stats = leased.stats();
+    assert_eq!(stats.fallback_decisions, 0, "{stats:?}");
+    assert!(stats.redis_decisions <= 12, "{stats:?}");
+    assert_eq!(
+        stats.redis_decisions + stats.lease_decisions,
+        90,
+        "{stats:?}"
+    );
 }
 
 #[test]

@@ -33,6 +33,9 @@
 //!   call goes to its slot's master over that node's own pool, with the same connect/read/write
 //!   timeouts as a single server. `MOVED` and `ASK` (resharding) are followed once — the script did
 //!   not run on the node that redirected — and `MOVED` repoints the slot. Replicas are not read.
+//!   Every I/O is bounded by the timeouts, but a call may need a few: the caller that reads the
+//!   slot map asks up to 3 nodes first, and a redirected call makes a second round trip (plus a
+//!   `SCRIPT LOAD` where the script is missing), so the rare worst case is a few budgets.
 //! * **Scripts.** `NOSCRIPT` is handled per node: the node that lacks the script gets `SCRIPT LOAD`
 //!   and the call again.
 //! * **Outages.** A node that is down or slow costs the decisions for *its* keys a failed connect or
