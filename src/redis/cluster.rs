@@ -654,10 +654,9 @@ mod tests {
     /// Our slot function and the server's `CLUSTER KEYSLOT` agree, tags and odd bytes included.
     #[test]
     fn slots_agree_with_cluster_keyslot() {
-        use crate::redis::test_cluster::CLUSTER_ARGS;
-        use crate::redis::test_server::TestServer;
+        use crate::redis::test_cluster::TestCluster;
 
-        let Some(server) = TestServer::start_with(&CLUSTER_ARGS) else {
+        let Some(server) = TestCluster::start_node() else {
             return;
         };
         let mut conn = server.connection();
