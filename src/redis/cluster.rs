@@ -183,14 +183,25 @@ impl Cluster {
             Err(Failed::Redis(err)) => err,
             Err(rejected) => return Err(rejected.classify()),
         };
+        // An empty or `?` host (`cluster-preferred-endpoint-type unknown-endpoint`) means the
+        // host of the node that answered.
+        let same_host = |host: String| {
+            if host.is_empty() || host == "?" {
+                node.host.clone()
+            } else {
+                host
+            }
+        };
         let result = match Redirect::of(&err) {
             None => return Err(classify(err)),
             Some(Redirect::Moved(host, port)) => {
-                let target = self.repoint(slot, &host, port).map_err(classify)?;
+                let target = self
+                    .repoint(slot, &same_host(host), port)
+                    .map_err(classify)?;
                 self.run(&target, script, keys, args, false)
             }
             Some(Redirect::Ask(host, port)) => {
-                let target = self.node_at(&host, port).map_err(classify)?;
+                let target = self.node_at(&same_host(host), port).map_err(classify)?;
                 self.run(&target, script, keys, args, true)
             }
         };

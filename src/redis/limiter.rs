@@ -150,7 +150,9 @@ impl RedisLimiter {
     /// followed once, the script is loaded per node, every node has the same timeouts, and the
     /// breaker and fallback work as with one server (see the module docs, "Cluster mode").
     /// [`coalesce`](RedisLimiterBuilder::coalesce) is not available in cluster mode: `build`
-    /// refuses it.
+    /// refuses it. [`max_idle`](RedisLimiterBuilder::max_idle) applies to each node's pool, and
+    /// the [`breaker`](RedisLimiterBuilder::breaker) config to the limiter's breaker and to each
+    /// node's own.
     ///
     /// # Examples
     ///
