@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerConfig};
+#[cfg(feature = "redis-cluster")]
+use super::cluster::Cluster;
 use super::coalesce::Coalescer;
+use super::connection::Backend;
 use super::fallback::{Fallback, LocalLimits, share};
 use super::lease::Leases;
 use super::limiter::RedisLimiter;
@@ -36,7 +39,7 @@ use crate::sync::Mutex;
 /// ```
 #[derive(Debug, Clone)]
 pub struct RedisLimiterBuilder {
-    url: String,
+    target: Target,
     quotas: Vec<Quota>,
     prefix: String,
     name: String,
@@ -49,10 +52,29 @@ pub struct RedisLimiterBuilder {
     coalesce: bool,
 }
 
+/// Where the limiter's Redis is.
+#[derive(Debug, Clone)]
+enum Target {
+    /// `redis://host:port/db` of one server.
+    Single(String),
+    /// Some nodes of a Redis Cluster.
+    #[cfg(feature = "redis-cluster")]
+    Cluster(Vec<String>),
+}
+
 impl RedisLimiterBuilder {
     pub(super) fn new(url: &str, quota: Quota) -> Self {
+        RedisLimiterBuilder::with_target(Target::Single(url.to_owned()), quota)
+    }
+
+    #[cfg(feature = "redis-cluster")]
+    pub(super) fn new_cluster(nodes: Vec<String>, quota: Quota) -> Self {
+        RedisLimiterBuilder::with_target(Target::Cluster(nodes), quota)
+    }
+
+    fn with_target(target: Target, quota: Quota) -> Self {
         RedisLimiterBuilder {
-            url: url.to_owned(),
+            target,
             quotas: vec![quota],
             prefix: "tollgate".to_owned(),
             name: "default".to_owned(),
@@ -218,7 +240,8 @@ impl RedisLimiterBuilder {
     /// pipeline on one connection by whichever caller arrives first (the others park until their
     /// reply is in). Same decisions, one round trip for many: more decisions per second when many
     /// threads decide at once; no effect with one thread. A caller may wait for the pipeline in
-    /// flight before its own, so its worst case is about twice the budget.
+    /// flight before its own, so its worst case is about twice the budget. Not available in
+    /// cluster mode (a pipeline runs on one node): `build` refuses it there.
     ///
     /// # Examples
     ///
@@ -237,7 +260,9 @@ impl RedisLimiterBuilder {
     /// (so a limiter can start while Redis is down, and falls back).
     ///
     /// Errors ([`ErrorKind::InvalidArgument`]): a bad URL or prefix, more than 8 windows, a quota
-    /// whose `burst × interval` exceeds 35 years in µs, or a fallback share that overflows.
+    /// whose `burst × interval` exceeds 35 years in µs, or a fallback share that overflows; in
+    /// cluster mode also no node, a node URL that is not plain TCP or names a database other
+    /// than 0, and [`coalesce`](Self::coalesce)`(true)`.
     ///
     /// # Examples
     ///
@@ -272,8 +297,6 @@ impl RedisLimiterBuilder {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let client = ::redis::Client::open(self.url.as_str())
-            .map_err(|err| invalid(format!("bad Redis URL {:?}", self.url)).with_source(err))?;
         let local = match self.fallback {
             Fallback::Local { instances } => Some(LocalLimits::new(
                 self.quotas
@@ -285,8 +308,28 @@ impl RedisLimiterBuilder {
             Fallback::FailOpen | Fallback::FailClosed => None,
         };
         let connect = self.connect_timeout.unwrap_or(self.budget);
+        let backend = match &self.target {
+            Target::Single(url) => {
+                let client = ::redis::Client::open(url.as_str())
+                    .map_err(|err| invalid(format!("bad Redis URL {url:?}")).with_source(err))?;
+                Backend::Single(Pool::new(client, self.max_idle, connect, self.budget))
+            }
+            #[cfg(feature = "redis-cluster")]
+            Target::Cluster(nodes) => {
+                if self.coalesce {
+                    return Err(invalid(
+                        "coalescing is not available in Redis Cluster mode (a pipeline runs on one node)"
+                            .to_owned(),
+                    ));
+                }
+                Backend::Cluster(
+                    Cluster::new(nodes, self.max_idle, connect, self.budget, self.breaker)
+                        .map_err(invalid)?,
+                )
+            }
+        };
         Ok(RedisLimiter {
-            pool: Pool::new(client, self.max_idle, connect, self.budget),
+            backend,
             script: ::redis::Script::new(GCRA_LUA),
             own_keys: Keys::new(&self.prefix, &self.name, windows.len()),
             burst: windows.iter().map(|w| w.burst).min().unwrap_or(0),

@@ -21,10 +21,10 @@ use super::builder::RedisLimiterBuilder;
 
 use super::breaker::{Admit, Breaker, BreakerState};
 use super::coalesce::Coalescer;
+use super::connection::Backend;
 use super::decision::{BackendError, Decision, Source};
 use super::fallback::{Fallback, LocalLimits};
 use super::lease::Leases;
-use super::pool::{Pool, connection_survives};
 use super::script::{self, GCRA_LUA, Keys, Op, Reply, Window};
 use super::stats::{Counters, RedisStats};
 use crate::cancel::CancelToken;
@@ -100,7 +100,8 @@ use crate::sync::Mutex;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisLimiter {
-    pub(super) pool: Pool,
+    /// One server's pool, or a cluster's pools and slot map (`connection.rs`).
+    pub(super) backend: Backend,
     pub(super) script: ::redis::Script,
     /// Keys of the limit's own name (the [`Limiter`] methods).
     pub(super) own_keys: Keys,
@@ -138,6 +139,36 @@ impl RedisLimiter {
     /// ```
     pub fn builder(url: &str, quota: Quota) -> RedisLimiterBuilder {
         RedisLimiterBuilder::new(url, quota)
+    }
+
+    /// Starts configuring a limiter on a Redis Cluster (feature `redis-cluster`), given one or
+    /// more of its nodes (`redis://host:port`; the others are found through `CLUSTER SLOTS`),
+    /// with a first window `quota`.
+    ///
+    /// Each limit's keys share one hash slot, so each decision is one script call on the master
+    /// of that slot; different keys spread over the nodes. `MOVED`/`ASK` redirections are
+    /// followed once, the script is loaded per node, every node has the same timeouts, and the
+    /// breaker and fallback work as with one server (see the module docs, "Cluster mode").
+    /// [`coalesce`](RedisLimiterBuilder::coalesce) is not available in cluster mode: `build`
+    /// refuses it. [`max_idle`](RedisLimiterBuilder::max_idle) applies to each node's pool, and
+    /// the [`breaker`](RedisLimiterBuilder::breaker) config to the limiter's breaker and to each
+    /// node's own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let nodes = ["redis://127.0.0.1:7000/", "redis://127.0.0.1:7001/"];
+    /// let limiter = RedisLimiter::cluster_builder(&nodes, Quota::per_second(10)?).build()?;
+    /// assert_eq!(limiter.windows(), 1); // connects lazily: no cluster needed yet
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    pub fn cluster_builder<S: AsRef<str>>(nodes: &[S], quota: Quota) -> RedisLimiterBuilder {
+        RedisLimiterBuilder::new_cluster(
+            nodes.iter().map(|n| n.as_ref().to_owned()).collect(),
+            quota,
+        )
     }
 
     /// The Lua source every decision runs (`EVALSHA` of its SHA-1), e.g. to `SCRIPT LOAD` it ahead
@@ -354,7 +385,7 @@ impl RedisLimiter {
                 });
                 let opened = self.breaker.lock().failure(ticket, self.clock.now());
                 if opened {
-                    self.pool.clear();
+                    self.backend.clear();
                 }
                 Err(why)
             }
@@ -362,30 +393,12 @@ impl RedisLimiter {
     }
 
     fn invoke(&self, keys: &Keys, op: Op) -> Result<Reply, BackendError> {
-        if let Some(coalescer) = &self.coalescer {
-            let args = script::args(op, &self.windows, 0);
-            return coalescer.call(&self.pool, &self.script, keys.as_slice(), args);
+        let args = script::args(op, &self.windows, 0);
+        if let (Some(coalescer), Some(pool)) = (&self.coalescer, self.backend.single()) {
+            return coalescer.call(pool, &self.script, keys.as_slice(), args);
         }
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|err| BackendError::classify(&err))?;
-        let mut invocation = self.script.prepare_invoke();
-        for key in keys.as_slice() {
-            invocation.key(key);
-        }
-        for arg in script::args(op, &self.windows, 0) {
-            invocation.arg(arg);
-        }
-        match invocation.invoke::<Vec<i64>>(conn.conn()) {
-            Ok(values) => Reply::parse(&values).ok_or(BackendError::Protocol),
-            Err(err) => {
-                if !connection_survives(&err) {
-                    conn.discard();
-                }
-                Err(BackendError::classify(&err))
-            }
-        }
+        let values = self.backend.invoke(&self.script, keys.as_slice(), &args)?;
+        Reply::parse(&values).ok_or(BackendError::Protocol)
     }
 
     pub(super) fn decision_of(&self, reply: &Reply) -> Decision {
@@ -502,7 +515,7 @@ impl fmt::Debug for RedisLimiter {
             .field("keys", &self.own_keys)
             .field("windows", &self.windows)
             .field("fallback", &self.fallback)
-            .field("pool", &self.pool)
+            .field("backend", &self.backend)
             .field("stats", &self.stats())
             .finish()
     }

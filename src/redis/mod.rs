@@ -15,20 +15,66 @@
 //! * `limiter.rs`: [`RedisLimiter`], tying them together, and its [`Limiter`](crate::Limiter)
 //!   implementation.
 //! * `decision.rs`, `stats.rs`: what a decision reports, and the counters.
+//! * `connection.rs`: where the script runs — one server, or a Redis Cluster; `cluster.rs` and
+//!   `slot.rs` route by hash slot (feature `redis-cluster`).
+//!
+//! # Cluster mode (feature `redis-cluster`)
+//!
+//! `RedisLimiter::cluster_builder` takes one or more nodes of a Redis Cluster instead of one
+//! URL; everything else — windows, fallback, breaker, lease mode, the [`Limiter`](crate::Limiter)
+//! methods — is the same.
+//!
+//! * **Slot placement.** A limit's keys are `{prefix:name:key}:w<i>`: the braces are a hash tag,
+//!   so all windows of one limit hash to one slot and one script call touches one node, atomically.
+//!   Different keys (and names) hash to different slots, so limits spread over the masters and no
+//!   node holds a hot key by construction. (All traffic on *one* limit still goes to one node.)
+//! * **Routing.** The slot map comes from `CLUSTER SLOTS`, read by the first call (calls arriving
+//!   during that first read fall back) and again after a node fails, at most once a second. Each
+//!   call goes to its slot's master over that node's own pool, with the same connect/read/write
+//!   timeouts as a single server. `MOVED` and `ASK` (resharding) are followed once — the script did
+//!   not run on the node that redirected — and `MOVED` repoints the slot. Replicas are not read.
+//!   Every I/O is bounded by the timeouts, but a call may need a few: the caller that reads the
+//!   slot map asks up to 3 nodes first, and a redirected call makes a second round trip (plus a
+//!   `SCRIPT LOAD` where the script is missing), so the rare worst case is a few budgets.
+//! * **Scripts.** `NOSCRIPT` is handled per node: the node that lacks the script gets `SCRIPT LOAD`
+//!   and the call again.
+//! * **Outages.** A node that is down or slow costs the decisions for *its* keys a failed connect or
+//!   one budget, and they come from the fallback; keys on the other nodes are still decided by
+//!   Redis. Each node has its own breaker (same [`BreakerConfig`]): after `threshold` consecutive
+//!   failures on one node its keys fall back at once ([`BackendError::BreakerOpen`]) and one probe
+//!   per backoff tries the node again. The limiter's breaker ([`RedisLimiter::breaker_state`],
+//!   [`RedisStats`]) sees every call: it stays closed while healthy nodes answer and opens when
+//!   the whole cluster fails, as with one server; after a full outage, recovery can take the
+//!   limiter's backoff plus a node's. With Redis's default `cluster-require-full-coverage yes`
+//!   the surviving masters themselves refuse every command (`CLUSTERDOWN`) once the dead node is
+//!   marked failed, and then every decision falls back.
+//! * **No coalescing.** [`RedisLimiterBuilder::coalesce`] is refused in cluster mode: a pipeline
+//!   runs on one connection to one node, and callers' keys live on different nodes.
+//! * Not the `redis` crate's `cluster::ClusterConnection`: in 1.8 it PINGs new node connections
+//!   before setting any read timeout (a stopped node blocks the caller for ever), re-sends a
+//!   command after an I/O error (a script that may have run would run twice) and sends
+//!   `SCRIPT LOAD` to all nodes at once. The routing here is ~300 lines on the existing pool.
 //!
 //! Not compiled under loom: there is nothing here for a model checker (one mutex around a pure
 //! state machine, and the network).
 
 mod breaker;
 mod builder;
+#[cfg(feature = "redis-cluster")]
+mod cluster;
 mod coalesce;
+mod connection;
 mod decision;
 mod fallback;
 mod lease;
 mod limiter;
 mod pool;
 mod script;
+#[cfg(feature = "redis-cluster")]
+mod slot;
 mod stats;
+#[cfg(all(test, feature = "redis-cluster"))]
+mod test_cluster;
 #[cfg(test)]
 mod test_server;
 
