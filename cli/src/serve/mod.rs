@@ -97,7 +97,8 @@ pub struct ServeArgs {
     #[arg(long = "missing-id", value_name = "ID")]
     pub missing: Vec<String>,
     /// Keep the per-client windows in Redis (redis://HOST:PORT/DB), shared by every instance
-    /// pointing at it. Redis down at start: serve starts anyway, on the fallback.
+    /// pointing at it. Redis down at start: serve starts anyway, on the fallback. Bearer-token
+    /// keys are hashed per process, so they are not shared (IP, header and Basic users are).
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
     /// What decides while Redis fails or is slow (20 ms budget per call): `local` windows at
