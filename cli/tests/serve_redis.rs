@@ -158,6 +158,38 @@ fn a_per_minute_window_and_route_limits_are_enforced_across_instances() {
 }
 
 #[test]
+fn new_clients_share_one_budget_and_known_ones_do_not_pay_it() {
+    let Some(redis) = TestServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    // The minute window keeps a known client from looking new again for a while (one token per
+    // 6 s), however slow the test.
+    let server = Serve::start(&[
+        "--redis",
+        &url,
+        "--rate",
+        "10",
+        "--per-minute",
+        "10",
+        "--new-clients-per-second",
+        "2",
+        "--limit-by",
+        "header",
+    ]);
+    let ask = |key: &str| get(&server.addr, "/ping", &[("X-API-Key", key)]);
+    assert_eq!(ask("a").status, 200);
+    // Fresh clients, faster than 2 per second: one is soon refused by the shared budget.
+    let refused = (0..50)
+        .map(|i| ask(&format!("new-{i}")))
+        .find(|resp| resp.status == 429)
+        .expect("a new client refused");
+    assert!(refused.body.contains("(new-clients)"), "{}", refused.body);
+    // `a` is known in Redis (its windows are not full): no new-client token needed.
+    assert_eq!(ask("a").status, 200);
+}
+
+#[test]
 fn redis_killed_mid_run_falls_back_without_errors_and_comes_back() {
     let Some(mut redis) = TestServer::start() else {
         return;

@@ -163,6 +163,17 @@ struct Shape {
     interval: Duration,
 }
 
+impl Shape {
+    /// This window's `(remaining, reset)` from the limit's smallest `remaining` and largest
+    /// debt `reset` (invariant 4): lower bounds of its true remaining, upper bounds of its reset.
+    fn state(&self, remaining: u64, reset: Duration) -> (u64, Duration) {
+        let debt = reset.min(self.refill);
+        let at_least = (self.refill - debt).as_nanos() / self.interval.as_nanos().max(1);
+        let at_least = u64::try_from(at_least).unwrap_or(u64::MAX);
+        (remaining.max(at_least).min(self.quota), debt)
+    }
+}
+
 /// One set of windows in Redis (invariant 2).
 #[derive(Debug)]
 pub struct RedisWindows {
@@ -273,16 +284,14 @@ impl RedisWindows {
             .shapes
             .iter()
             .map(|shape| {
-                let debt = decision.reset_after.min(shape.refill);
-                let at_least = (shape.refill - debt).as_nanos() / shape.interval.as_nanos().max(1);
-                let at_least = u64::try_from(at_least).unwrap_or(u64::MAX);
+                let (remaining, reset) = shape.state(decision.remaining, decision.reset_after);
                 Window {
                     policy: shape.policy,
                     route: scope,
                     quota: shape.quota,
                     window_secs: shape.window_secs,
-                    remaining: decision.remaining.max(at_least).min(shape.quota),
-                    reset: debt,
+                    remaining,
+                    reset,
                 }
             })
             .collect();
@@ -316,5 +325,41 @@ pub fn breaker_name(state: BreakerState) -> &'static str {
         BreakerState::Closed => "closed",
         BreakerState::Open => "open",
         BreakerState::HalfOpen => "half-open",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(policy: Policy, quota: Quota) -> Shape {
+        Shape {
+            policy,
+            quota: quota.burst_size(),
+            window_secs: 0,
+            refill: refill(&quota),
+            interval: quota.interval(),
+        }
+    }
+
+    #[test]
+    fn each_window_reports_a_lower_bound_of_its_own_state() {
+        let second = shape(
+            Policy::PerSecond,
+            Quota::per_second(2).unwrap().burst(3).unwrap(),
+        );
+        let minute = shape(Policy::PerMinute, Quota::per_minute(10).unwrap());
+        assert_eq!(second.refill, Duration::from_millis(1500));
+        assert_eq!(minute.refill, Duration::from_secs(60));
+        // One request: the second's window has 2 left, the minute's 9 (debt 6 s, the largest).
+        let (r, t) = (2, Duration::from_secs(6));
+        assert_eq!(second.state(r, t), (2, Duration::from_millis(1500)));
+        assert_eq!(minute.state(r, t), (9, Duration::from_secs(6)));
+        // A minute window that binds: debt 57 s leaves it 0; the second's is unknown but ≥ 0.
+        let (r, t) = (0, Duration::from_secs(57));
+        assert_eq!(minute.state(r, t), (0, Duration::from_secs(57)));
+        assert_eq!(second.state(r, t).0, 0);
+        // Never more than the window holds.
+        assert_eq!(second.state(10, Duration::ZERO), (3, Duration::ZERO));
     }
 }
