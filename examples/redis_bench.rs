@@ -6,7 +6,8 @@
 //! cargo run --release --features redis --example redis_bench -- 6379    # or uses 127.0.0.1:6379
 //! ```
 //!
-//! Env: `DECISIONS` (default 20000 per configuration); `FLOOD=N` additionally sends N distinct
+//! Env: `DECISIONS` (default 20000 per configuration); `COALESCED=16,32` runs only coalesced
+//! configurations with those thread counts (and no redis-benchmark); `FLOOD=N` additionally sends N distinct
 //! keys (64 coalesced threads) and reports Redis's memory and key count until they expire
 //! (`FLOOD_TTL_S=s`: keys that live `s` seconds instead of 100 ms).
 //!
@@ -45,14 +46,21 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
-    let runs = [
-        (1usize, false),
-        (4, false),
-        (16, false),
-        (4, true),
-        (16, true),
-        (64, true),
-    ];
+    let only: Option<Vec<usize>> = std::env::var("COALESCED")
+        .ok()
+        .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect());
+    let runs = match &only {
+        Some(threads) => threads.iter().map(|&t| (t, true)).collect(),
+        None => vec![
+            (1usize, false),
+            (4, false),
+            (16, false),
+            (4, true),
+            (16, true),
+            (32, true),
+            (64, true),
+        ],
+    };
     for (threads, coalesce) in runs {
         let limiter = Arc::new(
             RedisLimiter::builder(&url, quota)
@@ -105,6 +113,9 @@ fn main() {
             lat.len(),
             limiter.stats().fallback_decisions,
         );
+    }
+    if only.is_some() {
+        return;
     }
     // The same script and arguments through redis-benchmark (C client), on the same server.
     let sha = {

@@ -236,9 +236,9 @@ impl RedisLimiterBuilder {
         self
     }
 
-    /// Coalescing (default off): concurrent callers' script calls are sent together as one
-    /// pipeline on one connection by whichever caller arrives first (the others park until their
-    /// reply is in). Same decisions, one round trip for many: more decisions per second when many
+    /// Coalescing (default off): concurrent callers' script calls are sent together as
+    /// pipelines — at most two in flight, each on its own connection — by callers holding one of
+    /// the two leader slots (the others park until their reply is in). Same decisions, one round trip for many: more decisions per second when many
     /// threads decide at once; no effect with one thread. A caller may wait for the pipeline in
     /// flight before its own, so its worst case is about twice the budget. Not available in
     /// cluster mode (a pipeline runs on one node): `build` refuses it there.

@@ -1,18 +1,25 @@
-//! Coalescing: concurrent callers' script calls sent as one pipeline on one connection.
+//! Coalescing: concurrent callers' script calls sent as pipelines on the pool's connections.
 //!
 //! Invariants:
 //!
-//! 1. At most one leader at a time. A caller queues its request; if no leader is active it
-//!    becomes the leader. The leader sends everything queued as one pipeline, fills every
-//!    request's result and unparks its thread, and repeats while requests keep arriving — until
-//!    its own request is answered; then, if the queue is not empty, it appoints the oldest queued
-//!    request's thread as the next leader (so no caller serves others forever).
-//! 2. Every queued request gets exactly one result: the leader fills the whole batch even when
-//!    the pipeline fails (every entry gets the error) or panics (every entry gets
-//!    `Protocol`, and leadership is handed on before the panic continues).
+//! 1. At most [`MAX_LEADERS`] leaders at a time, each with its own connection: one pipeline can be
+//!    in flight in Redis while another leader collects, sends, or hands its replies out (with a
+//!    single leader, Redis idles during every hand-out and every wake-up of the next leader). A
+//!    caller becomes a leader at once if a leader slot is free; otherwise it queues its request and
+//!    parks. A leader sends exactly one pipeline — its own request first, then up to
+//!    `MAX_BATCH − 1` queued ones, oldest first — fills every request's result, unparks their
+//!    threads, and gives its slot back; if requests are queued, it appoints the oldest one's thread
+//!    as a leader, taking that request out of the queue (so no caller serves others more than once,
+//!    and an appointed leader's request is answered by nobody but itself).
+//! 2. Every request gets exactly one result: a leader's own is in its own pipeline; a queued one is
+//!    either drained by exactly one leader (under the queue lock) or appointed. The leader fills the
+//!    whole batch even when the pipeline fails (every entry gets the error) or panics (every entry
+//!    gets `Protocol`, and the slot is handed on before the panic continues). No request stays
+//!    queued without a leader: a request is queued only while every slot is taken, and every
+//!    leader, under the same lock, appoints a queued request when it leaves.
 //! 3. Waiters park until their request is `Done` or they are appointed `Lead`; spurious wakes
 //!    re-check. Each pipeline round trip is bounded by the connection's timeouts, so a waiter
-//!    waits at most for the batch in flight plus its own.
+//!    waits at most for the pipelines in flight plus its own.
 //! 4. A NOSCRIPT entry did not run: the leader loads the script and re-sends exactly those
 //!    entries. No other entry is ever re-sent (a failed call may have run).
 
@@ -25,6 +32,9 @@ use crate::sync::{Arc, Mutex, Thread, current, park};
 
 /// Most calls in one pipeline.
 const MAX_BATCH: usize = 128;
+
+/// Most pipelines in flight at once (invariant 1).
+const MAX_LEADERS: usize = 2;
 
 type Outcome = Result<Reply, BackendError>;
 
@@ -46,7 +56,8 @@ struct Request {
 #[derive(Debug, Default)]
 struct Queue {
     pending: Vec<Arc<Request>>,
-    leader: bool,
+    /// Leader slots taken.
+    leaders: usize,
 }
 
 /// The coalescing queue of one limiter.
@@ -72,8 +83,13 @@ impl Coalescer {
         });
         let lead = {
             let mut queue = self.queue.lock();
-            queue.pending.push(Arc::clone(&me));
-            !std::mem::replace(&mut queue.leader, true)
+            if queue.leaders < MAX_LEADERS {
+                queue.leaders += 1;
+                true
+            } else {
+                queue.pending.push(Arc::clone(&me));
+                false
+            }
         };
         if lead {
             self.lead(pool, script, &me);
@@ -88,42 +104,42 @@ impl Coalescer {
         }
     }
 
-    /// Serves batches until `me` is answered, then hands leadership on (invariant 1).
+    /// Sends one pipeline led by `me` (out of the queue, holding a slot), answers it, and hands
+    /// the slot on (invariant 1).
     fn lead(&self, pool: &Pool, script: &::redis::Script, me: &Arc<Request>) {
-        loop {
-            let batch: Vec<Arc<Request>> = {
-                let mut queue = self.queue.lock();
-                let take = queue.pending.len().min(MAX_BATCH);
-                queue.pending.drain(..take).collect()
-            };
-            let ran = catch_unwind(AssertUnwindSafe(|| run_batch(pool, script, &batch)));
-            let outcomes = match &ran {
-                Ok(outcomes) => outcomes.clone(),
-                Err(_) => vec![Err(BackendError::Protocol); batch.len()],
-            };
-            let mut answered = false;
-            for (request, outcome) in batch.iter().zip(outcomes) {
-                answered |= Arc::ptr_eq(request, me);
-                *request.state.lock() = State::Done(outcome);
-                if !Arc::ptr_eq(request, me) {
-                    request.thread.unpark();
-                }
+        let batch: Vec<Arc<Request>> = {
+            let mut queue = self.queue.lock();
+            let take = queue.pending.len().min(MAX_BATCH - 1);
+            std::iter::once(Arc::clone(me))
+                .chain(queue.pending.drain(..take))
+                .collect()
+        };
+        let ran = catch_unwind(AssertUnwindSafe(|| run_batch(pool, script, &batch)));
+        let outcomes = match &ran {
+            Ok(outcomes) => outcomes.clone(),
+            Err(_) => vec![Err(BackendError::Protocol); batch.len()],
+        };
+        // Hand the slot on before handing the replies out: the next pipeline is on its way while
+        // this thread unparks the waiters.
+        {
+            let mut queue = self.queue.lock();
+            if queue.pending.is_empty() {
+                queue.leaders -= 1;
+            } else {
+                // The slot passes to the oldest queued request, out of the queue (invariant 2).
+                let next = queue.pending.remove(0);
+                *next.state.lock() = State::Lead;
+                next.thread.unpark();
             }
-            if answered || ran.is_err() {
-                let mut queue = self.queue.lock();
-                match queue.pending.first() {
-                    None => queue.leader = false,
-                    Some(next) => {
-                        *next.state.lock() = State::Lead;
-                        next.thread.unpark();
-                    }
-                }
-                drop(queue);
-                if let Err(panic) = ran {
-                    resume_unwind(panic);
-                }
-                return;
+        }
+        for (request, outcome) in batch.iter().zip(outcomes) {
+            *request.state.lock() = State::Done(outcome);
+            if !Arc::ptr_eq(request, me) {
+                request.thread.unpark();
             }
+        }
+        if let Err(panic) = ran {
+            resume_unwind(panic);
         }
     }
 }

@@ -11,7 +11,7 @@
 //! * `fallback.rs`: what decides when Redis cannot ([`Fallback`]).
 //! * `lease.rs`: lease mode, tokens taken ahead and spent locally, and a negative cache.
 //! * `builder.rs`: [`RedisLimiterBuilder`], the checked configuration.
-//! * `coalesce.rs`: concurrent callers' calls sent as one pipeline.
+//! * `coalesce.rs`: concurrent callers' calls sent as pipelines (up to two in flight).
 //! * `limiter.rs`: [`RedisLimiter`], tying them together, and its [`Limiter`](crate::Limiter)
 //!   implementation.
 //! * `decision.rs`, `stats.rs`: what a decision reports, and the counters.

@@ -15,6 +15,9 @@
 //! hang-ms = 30000
 //! 429-rate = 0.0
 //! missing-ids = ["13"]
+//! redis = "redis://127.0.0.1:6379/0"  # per-client windows in Redis, shared by instances
+//! redis-fallback = "local"            # or "open", "closed"
+//! redis-instances = 4
 //!
 //! [routes.widgets]       # a route's own limits, counted per (route, client)
 //! rate = 2
@@ -35,6 +38,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::limits::{RouteLimit, RouteName};
+use super::store::RedisFallback;
 use super::{LimitBy, ServeArgs, parse_share};
 
 /// The file's settings.
@@ -56,6 +60,9 @@ pub struct FileConfig {
     #[serde(rename = "429-rate")]
     too_many_rate: Option<f64>,
     missing_ids: Option<Vec<String>>,
+    redis: Option<String>,
+    redis_fallback: Option<RedisFallback>,
+    redis_instances: Option<u32>,
     routes: Option<BTreeMap<String, FileRoute>>,
 }
 
@@ -120,6 +127,18 @@ impl FileConfig {
         if let Some(ids) = &self.missing_ids {
             out.missing = ids.clone();
         }
+        if let Some(url) = &self.redis {
+            out.redis = Some(url.clone());
+        }
+        if let Some(fallback) = self.redis_fallback {
+            out.redis_fallback = fallback;
+        }
+        if let Some(n) = self.redis_instances {
+            if n == 0 {
+                return Err("redis-instances must be at least 1".into());
+            }
+            out.redis_instances = n;
+        }
         for (name, r) in self.routes.iter().flatten() {
             let route = RouteName::parse(name).map_err(|e| format!("[routes.{name}]: {e}"))?;
             out.route_limits.retain(|l| l.route != route);
@@ -172,5 +191,16 @@ mod tests {
         let unknown: FileConfig = toml::from_str("[routes.users]\nrate = 2\n").unwrap();
         assert!(unknown.apply(&base()).is_err());
         assert!(toml::from_str::<FileConfig>("[routes.ping]\nrat = 2\n").is_err());
+        let redis: FileConfig = toml::from_str(
+            "redis = \"redis://127.0.0.1:1/\"\nredis-fallback = \"closed\"\nredis-instances = 3\n",
+        )
+        .unwrap();
+        let args = redis.apply(&base()).unwrap();
+        assert_eq!(args.redis.as_deref(), Some("redis://127.0.0.1:1/"));
+        assert_eq!(args.redis_fallback, RedisFallback::Closed);
+        assert_eq!(args.redis_instances, 3);
+        assert!(toml::from_str::<FileConfig>("redis-fallback = \"maybe\"").is_err());
+        let none: FileConfig = toml::from_str("redis-instances = 0").unwrap();
+        assert!(none.apply(&base()).is_err());
     }
 }

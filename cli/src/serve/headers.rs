@@ -80,6 +80,7 @@ mod tests {
                 remaining: 0,
                 reset: Duration::from_millis(1500),
             }],
+            source: crate::serve::store::Source::Local,
         };
         let headers = rate_limit_headers(&decision);
         let get = |n: &str| {

@@ -23,14 +23,20 @@
 //!    in effect (route, client): traffic on one route never spends another route's budget.
 //!    Routes without their own limits share the default windows (when `--rate` is set; else
 //!    they are not limited).
+//! 5. With `--redis`, each set of windows lives in Redis instead (`store.rs`), shared by every
+//!    instance pointing at the same server: invariants 1 and 4 hold there without a lock (the
+//!    Redis script is all or nothing across windows), invariant 2's key cap does not apply (idle
+//!    keys expire in Redis), and invariant 3's budget stays per process.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tollgate::redis::RedisStats;
 use tollgate::{KeyedLimiter, LimitError, Quota, RateLimiter};
 
 use super::metrics::Policy;
+use super::store::{RedisParams, Source, Store};
 
 /// A route that can have limits of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -138,6 +144,8 @@ pub struct Decision {
     pub retry_after: Duration,
     /// Every window's state after the decision.
     pub windows: Vec<Window>,
+    /// Who decided: the in-process windows, Redis, or Redis's fallback.
+    pub source: Source,
 }
 
 /// One set of windows' settings: per second (rate and burst) and optionally per minute.
@@ -162,14 +170,16 @@ pub struct Params {
     pub max_keys: usize,
     /// The global budget of new clients per second.
     pub new_clients: Option<u64>,
+    /// Keep the per-client windows in Redis instead of in-process (`--redis`).
+    pub redis: Option<RedisParams>,
 }
 
 /// Per-key locks making two windows all or nothing (invariant 1); a power of two.
 const STRIPES: usize = 64;
 
-/// One set of windows.
+/// One set of in-process windows.
 #[derive(Debug)]
-struct Windows {
+pub(super) struct Windows {
     per_second: KeyedLimiter<String>,
     per_second_window: u64,
     per_minute: Option<PerMinute>,
@@ -193,7 +203,11 @@ impl PerMinute {
 }
 
 impl Windows {
-    fn new(p: WindowParams, max_keys: usize, route: Option<RouteName>) -> Result<Windows, String> {
+    pub(super) fn new(
+        p: WindowParams,
+        max_keys: usize,
+        route: Option<RouteName>,
+    ) -> Result<Windows, String> {
         let flag = |name: &str| match route {
             Some(r) => format!("--route-limit {}: {name}", r.name()),
             None => format!("--{name}"),
@@ -224,73 +238,14 @@ impl Windows {
         })
     }
 
-    fn keys(&self) -> usize {
-        let minute = self.per_minute.as_ref().map_or(0, |m| m.limiter.len());
-        self.per_second.len().max(minute)
-    }
-
-    fn evictions(&self) -> u64 {
-        let minute = self
-            .per_minute
-            .as_ref()
-            .map_or(0, |m| m.limiter.evictions());
-        self.per_second.evictions() + minute
-    }
-}
-
-/// The configured limits.
-#[derive(Debug)]
-pub struct Limits {
-    default: Option<Windows>,
-    routes: Vec<(RouteName, Windows)>,
-    max_keys: usize,
-    new_clients: Option<RateLimiter>,
-    /// What it was built from, to keep it across reloads.
-    params: Params,
-}
-
-impl Limits {
-    /// Limits built from `params`.
-    pub fn new(params: Params) -> Result<Limits, String> {
-        let new_clients = params
-            .new_clients
-            .map(|n| {
-                Quota::per_second(n)
-                    .map(RateLimiter::new)
-                    .map_err(|e| format!("--new-clients-per-second {n}: {e}"))
-            })
-            .transpose()?;
-        let default = params
-            .default
-            .map(|p| Windows::new(p, params.max_keys, None))
-            .transpose()?;
-        let routes = params
-            .routes
-            .iter()
-            .map(|&(route, p)| Ok((route, Windows::new(p, params.max_keys, Some(route))?)))
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(Limits {
-            default,
-            routes,
-            max_keys: params.max_keys,
-            new_clients,
-            params,
-        })
-    }
-
-    /// Whether these limits were built from these settings.
-    pub fn built_from(&self, params: &Params) -> bool {
-        self.params == *params
-    }
-
-    /// Decides one request from `client` on `route` (invariants 1 and 4); `None` when the route
-    /// is not limited.
-    pub fn decide(&self, route: Option<RouteName>, client: &String) -> Option<Decision> {
-        let own = route.and_then(|r| self.routes.iter().find(|(name, _)| *name == r));
-        let (scope, windows) = match own {
-            Some((name, windows)) => (Some(*name), windows),
-            None => (None, self.default.as_ref()?),
-        };
+    /// Decides one request from `client` (invariants 1 and 3).
+    pub(super) fn decide(
+        &self,
+        client: &String,
+        scope: Option<RouteName>,
+        new_clients: Option<&RateLimiter>,
+    ) -> Decision {
+        let windows = self;
         // Invariant 1: with two windows, this key's decisions one at a time.
         let guard = windows.per_minute.as_ref().map(|m| m.lock(client));
         // Peek the minute window first, so a request it refuses spends nothing.
@@ -300,17 +255,11 @@ impl Limits {
         });
         // Invariant 3.
         if refused.is_none()
-            && let Some(global) = &self.new_clients
+            && let Some(global) = new_clients
         {
             let state = windows.per_second.state(client);
             if state.remaining == state.burst {
-                refused = match global.check() {
-                    Ok(()) => None,
-                    Err(LimitError::NotUntil { retry_after, .. }) => {
-                        Some((Policy::NewClients, retry_after))
-                    }
-                    Err(_) => Some((Policy::NewClients, Duration::from_secs(1))),
-                };
+                refused = new_client(global);
             }
         }
         if refused.is_none() {
@@ -344,30 +293,133 @@ impl Limits {
                 60,
             ));
         }
-        Some(Decision {
+        Decision {
             refused_by,
             route: scope,
             retry_after,
             windows: states,
+            source: Source::Local,
+        }
+    }
+
+    pub(super) fn keys(&self) -> usize {
+        let minute = self.per_minute.as_ref().map_or(0, |m| m.limiter.len());
+        self.per_second.len().max(minute)
+    }
+
+    pub(super) fn evictions(&self) -> u64 {
+        let minute = self
+            .per_minute
+            .as_ref()
+            .map_or(0, |m| m.limiter.evictions());
+        self.per_second.evictions() + minute
+    }
+}
+
+/// The configured limits.
+#[derive(Debug)]
+pub struct Limits {
+    default: Option<Store>,
+    routes: Vec<(RouteName, Store)>,
+    max_keys: usize,
+    new_clients: Option<RateLimiter>,
+    /// What it was built from, to keep it across reloads.
+    params: Params,
+}
+
+impl Limits {
+    /// Limits built from `params`.
+    pub fn new(params: Params) -> Result<Limits, String> {
+        let new_clients = params
+            .new_clients
+            .map(|n| {
+                Quota::per_second(n)
+                    .map(RateLimiter::new)
+                    .map_err(|e| format!("--new-clients-per-second {n}: {e}"))
+            })
+            .transpose()?;
+        let store = |p: WindowParams, route: Option<RouteName>| {
+            Store::new(p, params.max_keys, route, params.redis.as_ref())
+        };
+        let default = params.default.map(|p| store(p, None)).transpose()?;
+        let routes = params
+            .routes
+            .iter()
+            .map(|&(route, p)| Ok((route, store(p, Some(route))?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Limits {
+            default,
+            routes,
+            max_keys: params.max_keys,
+            new_clients,
+            params,
         })
+    }
+
+    /// Whether these limits were built from these settings.
+    pub fn built_from(&self, params: &Params) -> bool {
+        self.params == *params
+    }
+
+    /// Decides one request from `client` on `route` (invariants 1 and 4); `None` when the route
+    /// is not limited.
+    pub fn decide(&self, route: Option<RouteName>, client: &String) -> Option<Decision> {
+        let own = route.and_then(|r| self.routes.iter().find(|(name, _)| *name == r));
+        let (scope, store) = match own {
+            Some((name, store)) => (Some(*name), store),
+            None => (None, self.default.as_ref()?),
+        };
+        Some(store.decide(client, scope, self.new_clients.as_ref()))
     }
 
     /// Clients tracked now (per set of windows, the larger of its windows' key counts; summed
     /// over the sets, so a client on two routes with their own limits counts twice).
     pub fn keys_tracked(&self) -> usize {
-        self.default.as_ref().map_or(0, Windows::keys)
+        self.default.as_ref().map_or(0, Store::keys)
             + self.routes.iter().map(|(_, w)| w.keys()).sum::<usize>()
     }
 
     /// Idle clients the windows' sweeps have removed so far (summed over every window).
     pub fn evictions(&self) -> u64 {
-        self.default.as_ref().map_or(0, Windows::evictions)
+        self.default.as_ref().map_or(0, Store::evictions)
             + self.routes.iter().map(|(_, w)| w.evictions()).sum::<u64>()
     }
 
     /// The key cap (of each set of windows).
     pub fn max_keys(&self) -> usize {
         self.max_keys
+    }
+
+    /// Each Redis-backed set's name (`default` or the route's) and counters; empty without
+    /// `--redis`.
+    pub fn redis_stats(&self) -> Vec<(&'static str, RedisStats)> {
+        let default = self.default.iter().map(|store| ("default", store));
+        let routes = self
+            .routes
+            .iter()
+            .map(|(route, store)| (route.name(), store));
+        default
+            .chain(routes)
+            .filter_map(|(name, store)| store.redis_stats().map(|stats| (name, stats)))
+            .collect()
+    }
+
+    /// Whether the limits' store answers (always, without `--redis`): one peek at one key.
+    pub fn reachable(&self) -> bool {
+        let first = self
+            .default
+            .iter()
+            .chain(self.routes.iter().map(|(_, s)| s));
+        first.take(1).all(Store::reachable)
+    }
+}
+
+/// Takes one token from the global new-clients budget (invariant 3).
+pub(super) fn new_client(global: &RateLimiter) -> Option<(Policy, Duration)> {
+    match global.check() {
+        Ok(()) => None,
+        Err(LimitError::NotUntil { retry_after, .. }) => Some((Policy::NewClients, retry_after)),
+        Err(_) => Some((Policy::NewClients, Duration::from_secs(1))),
     }
 }
 
@@ -418,6 +470,7 @@ mod tests {
             routes: Vec::new(),
             max_keys: 1_000,
             new_clients: new,
+            redis: None,
         }
     }
 

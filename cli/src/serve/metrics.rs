@@ -9,6 +9,10 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tollgate::redis::{BreakerState, RedisStats};
+
+use super::store::{Source, breaker_name};
+
 /// Counters shared by every request handler.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -28,6 +32,10 @@ pub struct Metrics {
     reloads_rejected: AtomicU64,
     /// Evictions counted by limiters a reload replaced (so the total never goes back).
     evictions_retired: AtomicU64,
+    /// Decisions Redis made (`--redis`).
+    redis_decisions: AtomicU64,
+    /// Decisions Redis's fallback made (`--redis`, Redis failing, slow, or behind the breaker).
+    fallback_decisions: AtomicU64,
 }
 
 /// Which policy refused a request.
@@ -92,6 +100,16 @@ impl Metrics {
             Policy::PerMinute => &self.limited_minute,
             Policy::Keys => &self.limited_keys,
             Policy::NewClients => &self.limited_new,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The limits decided a request (counted by source with `--redis`).
+    pub fn decided(&self, source: Source) {
+        let counter = match source {
+            Source::Local => return,
+            Source::Redis => &self.redis_decisions,
+            Source::Fallback => &self.fallback_decisions,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -223,6 +241,63 @@ impl Metrics {
         );
         out
     }
+
+    /// The `--redis` part of `/metrics`: decisions by source, and each limit's breaker (`limits`:
+    /// each Redis-backed set of windows' name and counters).
+    pub fn render_redis(&self, limits: &[(&str, RedisStats)]) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let name = "tollgate_redis_decisions_total";
+        head(
+            &mut out,
+            name,
+            "counter",
+            "Limit decisions with --redis, by source: Redis, or the fallback (Redis failed, was slow, or the breaker was open).",
+        );
+        let redis = get(&self.redis_decisions);
+        let fallback = get(&self.fallback_decisions);
+        let _ = writeln!(out, "{name}{{source=\"redis\"}} {redis}");
+        let _ = writeln!(out, "{name}{{source=\"fallback\"}} {fallback}");
+        let name = "tollgate_redis_breaker_state";
+        head(
+            &mut out,
+            name,
+            "gauge",
+            "Each Redis limit's circuit breaker: 1 for its current state.",
+        );
+        for (limit, stats) in limits {
+            for state in [
+                BreakerState::Closed,
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{limit=\"{limit}\",state=\"{}\"}} {}",
+                    breaker_name(state),
+                    u8::from(stats.breaker_state == state)
+                );
+            }
+        }
+        let name = "tollgate_redis_breaker_opened_total";
+        head(
+            &mut out,
+            name,
+            "counter",
+            "Times each Redis limit's breaker opened (since its limits were built).",
+        );
+        for (limit, stats) in limits {
+            let opened = stats.breaker.opened;
+            let _ = writeln!(out, "{name}{{limit=\"{limit}\"}} {opened}");
+        }
+        out
+    }
+}
+
+/// A metric's `# HELP` and `# TYPE` lines.
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod http;
 mod limits;
 mod metrics;
 mod routes;
+mod store;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use tollgate::{CancelToken, WorkerPool};
 pub use self::client::{ClientRule, LimitBy};
 pub use self::metrics::Metrics;
 pub use self::routes::Faults;
+pub use self::store::RedisFallback;
 
 use self::http::{HttpServer, Request, Response};
 use self::limits::{
@@ -31,6 +33,7 @@ use self::limits::{
 };
 use self::metrics::Fault;
 use self::routes::{Plan, Route};
+use self::store::RedisParams;
 use crate::duration::parse_duration;
 
 /// `tollgate serve` flags.
@@ -93,6 +96,18 @@ pub struct ServeArgs {
     /// An id answered 404 (repeatable).
     #[arg(long = "missing-id", value_name = "ID")]
     pub missing: Vec<String>,
+    /// Keep the per-client windows in Redis (redis://HOST:PORT/DB), shared by every instance
+    /// pointing at it. Redis down at start: serve starts anyway, on the fallback. Bearer-token
+    /// keys are hashed per process, so they are not shared (IP, header and Basic users are).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// What decides while Redis fails or is slow (20 ms budget per call): `local` windows at
+    /// 1/--redis-instances of the limits, `open` (admit all) or `closed` (429 all).
+    #[arg(long, value_enum, default_value = "local")]
+    pub redis_fallback: RedisFallback,
+    /// Instances sharing the Redis limits: the `local` fallback's share is 1/N of them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub redis_instances: u32,
     /// A TOML file of settings laid over these flags; reloaded on SIGHUP.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -139,13 +154,31 @@ impl Settings {
             routes: routes.into_iter().collect(),
             max_keys: args.max_keys,
             new_clients: args.new_clients_per_second,
+            redis: args.redis.as_ref().map(|url| RedisParams {
+                url: url.clone(),
+                fallback: args.redis_fallback,
+                instances: args.redis_instances,
+            }),
         };
         let limits = if params.default.is_none() && params.routes.is_empty() {
             None
         } else {
             match previous.and_then(|p| p.limits.as_ref()) {
                 Some(old) if old.built_from(&params) => Some(Arc::clone(old)),
-                _ => Some(Arc::new(Limits::new(params)?)),
+                _ => {
+                    let url = params.redis.as_ref().map(|r| r.url.clone());
+                    let limits = Limits::new(params)?;
+                    if let Some(url) = url
+                        && !limits.reachable()
+                    {
+                        // Not fatal: the breaker and the fallback are there for this.
+                        eprintln!(
+                            "warning: Redis at {url} does not answer; deciding with the fallback \
+                             until it does"
+                        );
+                    }
+                    Some(Arc::new(limits))
+                }
             }
         };
         let mut faults = Faults {
@@ -325,10 +358,19 @@ fn handle(state: &State, request: &Request) -> Response {
         let (keys, max_keys, evictions) = settings.limits.as_ref().map_or((0, 0, 0), |l| {
             (l.keys_tracked(), l.max_keys(), l.evictions())
         });
+        let redis = settings
+            .limits
+            .as_ref()
+            .map(|l| l.redis_stats())
+            .unwrap_or_default();
+        let mut body = state.metrics.render(keys, max_keys, evictions);
+        if !redis.is_empty() {
+            body.push_str(&state.metrics.render_redis(&redis));
+        }
         return Response {
             status: 200,
             headers: vec![("Content-Type", "text/plain; version=0.0.4".into())],
-            body: state.metrics.render(keys, max_keys, evictions),
+            body,
         };
     }
     state.metrics.start();
@@ -367,6 +409,9 @@ fn handle(state: &State, request: &Request) -> Response {
         .limits
         .as_ref()
         .and_then(|limits| limits.decide(route_name, &key));
+    if let Some(decision) = &decision {
+        state.metrics.decided(decision.source);
+    }
     let mut headers = vec![("Content-Type", "application/json".to_string())];
     headers.extend(
         decision

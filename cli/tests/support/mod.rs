@@ -88,6 +88,10 @@ impl Resp {
 /// `GET path` with extra headers, on a new connection.
 pub fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
     let mut stream = TcpStream::connect(addr).unwrap();
+    // A server that hangs fails the test instead of hanging it (no test waits this long).
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
