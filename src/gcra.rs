@@ -69,18 +69,21 @@ impl Rate {
         if self.interval != 0 {
             n.saturating_mul(self.interval)
         } else {
-            self.cost_fractional(base, n)
+            // By value, not `&self`: a call taking a reference would make every caller keep the
+            // whole `Rate` in memory on the hot path.
+            cost_fractional(self.period, self.count, base, n)
         }
     }
+}
 
-    #[inline(never)]
-    fn cost_fractional(&self, base: u64, n: u64) -> u64 {
-        let (p, c) = (u128::from(self.period), u128::from(self.count));
-        // base < 2^64 and c ≤ p, so i < 2^64; p ≤ 2^60 (a validated quota), so (i + n)·p < 2^125.
-        let i = u128::from(base) * c / p;
-        let grid = |k: u128| (k * p).div_ceil(c);
-        saturate(grid(i + u128::from(n)) - grid(i))
-    }
+/// `Rate::cost` for an interval that is not a whole number of ns (invariant 3).
+#[inline(never)]
+fn cost_fractional(period: u64, count: u64, base: u64, n: u64) -> u64 {
+    let (p, c) = (u128::from(period), u128::from(count));
+    // base < 2^64 and c ≤ p, so i < 2^64; p ≤ 2^60 (a validated quota), so (i + n)·p < 2^125.
+    let i = u128::from(base) * c / p;
+    let grid = |k: u128| (k * p).div_ceil(c);
+    saturate(grid(i + u128::from(n)) - grid(i))
 }
 
 #[inline]

@@ -73,6 +73,7 @@ struct QuotaSlot {
 
 impl QuotaSlot {
     fn store(&self, rate: &Rate) {
+        debug_assert!(rate.interval == 0 || (rate.count == 1 && rate.period == rate.interval));
         // Relaxed (all five): published by the Release CAS in `set_quota` that makes this slot
         // live, and guarded against stale readers by the Release fence before these stores.
         self.period.store(rate.period, Ordering::Relaxed);
@@ -84,13 +85,24 @@ impl QuotaSlot {
 
     #[inline]
     fn load(&self) -> Rate {
-        // Relaxed (all five): the Acquire load of the word that named this slot made the values
-        // written before it visible; `RateLimiter::load` validates them afterwards.
+        // Relaxed (all): the Acquire load of the word that named this slot made the values
+        // written before it visible; the caller validates them afterwards (invariant 3).
+        let interval = self.interval.load(Ordering::Relaxed);
+        // A quota's period/count is a reduced fraction, so a whole-ns interval is
+        // `interval / 1`: the common case reads three words, not five.
+        let (period, count) = if interval != 0 {
+            (interval, 1)
+        } else {
+            (
+                self.period.load(Ordering::Relaxed),
+                self.count.load(Ordering::Relaxed),
+            )
+        };
         Rate {
-            period: self.period.load(Ordering::Relaxed),
-            count: self.count.load(Ordering::Relaxed),
+            period,
+            count,
             burst: self.burst.load(Ordering::Relaxed),
-            interval: self.interval.load(Ordering::Relaxed),
+            interval,
             tau: self.tau.load(Ordering::Relaxed),
         }
     }
@@ -282,63 +294,82 @@ impl<C: Clock> RateLimiter<C> {
     #[inline]
     pub fn check_n(&self, n: u64) -> Result<(), LimitError> {
         let now = self.clock.now();
-        // Acquire: as in `load`, pairs with `set_quota`'s Release CAS. The slot read here is
-        // validated below — by the CAS when admitting, by a reload when denying (invariant 3).
-        let mut word = Word(self.state.load(Ordering::Acquire));
-        let mut rate = self.slots[word.generation()].load();
-        loop {
-            if n > rate.burst || n == 0 {
-                return self.check_trivial(n);
-            }
-            match gcra::check(word.tat(), now, &rate, n) {
+        // Fast path, small enough to inline: one decision, then one CAS to admit or one reload
+        // to deny. Anything else — a lost CAS, a quota changing under us, `n = 0` or
+        // `n > burst` — goes to `check_n_slow`, which starts over.
+        //
+        // Acquire: as in `load`, pairs with `set_quota`'s Release CAS. The quota slot read here
+        // is validated below (invariant 3): by the CAS when admitting, by a reload when denying.
+        let word = Word(self.state.load(Ordering::Acquire));
+        let rate = self.slots[word.generation()].load();
+        if n <= rate.burst && n != 0 {
+            let decision = gcra::check(word.tat(), now, &rate, n);
+            // Acquire fence: as in `load`. If a slot load above saw a refill, the CAS or the
+            // reload below reads a word with another generation.
+            fence(Ordering::Acquire);
+            match decision {
                 Ok(tat) => {
-                    // Acquire fence: as in `load`. If a slot load above saw a refill, the CAS
-                    // reads a word with another generation and fails.
-                    fence(Ordering::Acquire);
-                    match self.state.compare_exchange_weak(
-                        word.0,
-                        Word::new(tat, word.generation()).0,
+                    if self
+                        .state
                         // Release on success: continues the release sequence headed by
-                        // `set_quota`'s CAS (see `swap`). Relaxed on failure: the word read is
-                        // used only if it names the generation whose slot we already hold;
-                        // otherwise `load` acquires afresh.
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    ) {
-                        Ok(_) => return Ok(()),
-                        Err(current) => {
-                            // Contention: decide again on the word that won, without reading
-                            // the hot line again unless the quota changed.
-                            let current = Word(current);
-                            if current.generation() == word.generation() {
-                                word = current;
-                            } else {
-                                (word, rate) = self.load();
-                            }
-                        }
+                        // `set_quota`'s CAS (see `swap`). Relaxed on failure: the slow path
+                        // reloads through `load`.
+                        .compare_exchange_weak(
+                            word.0,
+                            Word::new(tat, word.generation()).0,
+                            Ordering::Release,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        return Ok(());
                     }
                 }
-                Err(retry_after) => {
-                    // Acquire fence and Relaxed reload: the seqlock check of `load`, so a denial
-                    // never rests on a torn or stale quota.
-                    fence(Ordering::Acquire);
-                    if self.state.load(Ordering::Relaxed) == word.0 {
-                        return Err(not_until(now, retry_after));
-                    }
-                    (word, rate) = self.load();
+                // Relaxed: the seqlock check of `load`, ordered by the fence above.
+                Err(retry_after) if self.state.load(Ordering::Relaxed) == word.0 => {
+                    return Err(not_until(now, retry_after));
                 }
+                Err(_) => {}
             }
         }
+        self.check_n_slow(n, now)
     }
 
-    /// `check_n` for `n = 0` or `n > burst`, on a validated quota.
+    /// `check_n` after the fast path did not admit: decides on a validated word and quota,
+    /// retrying lost CASes on the word each one returns.
     #[cold]
-    fn check_trivial(&self, n: u64) -> Result<(), LimitError> {
-        let (_, rate) = self.load();
-        if n > rate.burst || n == 0 {
-            Self::trivial(n, &rate)
-        } else {
-            self.check_n(n)
+    #[inline(never)]
+    fn check_n_slow(&self, n: u64, now: u64) -> Result<(), LimitError> {
+        let (mut word, mut rate) = self.load();
+        loop {
+            if n > rate.burst || n == 0 {
+                return Self::trivial(n, &rate);
+            }
+            match gcra::check(word.tat(), now, &rate, n) {
+                Ok(tat) => match self.state.compare_exchange_weak(
+                    word.0,
+                    Word::new(tat, word.generation()).0,
+                    // Release on success: as in the fast path. Relaxed on failure: the word
+                    // read is used only if it names the generation whose quota `load`
+                    // validated; otherwise `load` acquires afresh.
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Ok(()),
+                    Err(current) => {
+                        // Contention: decide again on the word that won, without reading the
+                        // hot line again unless the quota changed.
+                        let current = Word(current);
+                        if current.generation() == word.generation() {
+                            word = current;
+                        } else {
+                            (word, rate) = self.load();
+                        }
+                    }
+                },
+                // `load` validated this word and quota together: the denial stands.
+                Err(retry_after) => return Err(not_until(now, retry_after)),
+            }
         }
     }
 
@@ -607,7 +638,9 @@ impl<C: Clock> RateLimiter<C> {
     }
 }
 
-#[cold]
+/// The denial for a request that passes `retry_after` ns after `now`. Inline: a caller that only
+/// asks `is_ok()` then never pays for building the `Duration`.
+#[inline]
 pub(super) fn not_until(now: u64, retry_after: u64) -> LimitError {
     LimitError::NotUntil {
         retry_after: Duration::from_nanos(retry_after),

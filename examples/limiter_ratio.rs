@@ -1,0 +1,155 @@
+//! tollgate vs governor, interleaved: the ratios criterion's back-to-back groups cannot give on a
+//! noisy VM. Each round times a block of decisions for every contender in turn (A, B, C, A, B,
+//! C, …), so a noisy neighbour hits all of them alike; the report is the median over rounds of
+//! ns per decision and of tollgate ÷ governor within each round.
+//!
+//! `cargo run --release --example limiter_ratio` (ROUNDS=… to change the 31 rounds).
+//!
+//! Contenders, each on its crate's default clock: tollgate's `RateLimiter` and `KeyedLimiter`
+//! (`MonotonicClock`), governor 0.10's direct and keyed limiters (quanta). Allow = 1 token/ns
+//! with a burst of 10^6 (never denies); deny = 1 per hour, drained. Two-thread rows report
+//! aggregate wall time ÷ decisions of both threads.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Instant;
+
+const BLOCK: u64 = 2_000_000;
+const KEYS: u64 = 10_000;
+
+type Gov = governor::DefaultDirectRateLimiter;
+type GovKeyed = governor::DefaultKeyedRateLimiter<u64>;
+
+/// ns per decision for `threads` threads each making BLOCK decisions with `decide`.
+fn time<F: Fn(u64) -> bool + Send + Sync + 'static>(threads: usize, decide: Arc<F>) -> f64 {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let workers: Vec<_> = (0..threads as u64)
+        .map(|t| {
+            let (barrier, decide) = (barrier.clone(), decide.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                let mut passed = 0u64;
+                for i in 0..BLOCK {
+                    passed += u64::from(decide(black_box(i + t * KEYS / 2)));
+                }
+                black_box(passed);
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    start.elapsed().as_nanos() as f64 / (BLOCK * threads as u64) as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn direct(allow: bool) -> (Arc<tollgate::RateLimiter>, Arc<Gov>) {
+    let (tg, gov) = if allow {
+        (
+            tollgate::Quota::per_second(1_000_000_000)
+                .unwrap()
+                .burst(1_000_000)
+                .unwrap(),
+            governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
+                .allow_burst(NonZeroU32::new(1_000_000).unwrap()),
+        )
+    } else {
+        (
+            tollgate::Quota::per_hour(1).unwrap(),
+            governor::Quota::per_hour(NonZeroU32::new(1).unwrap()),
+        )
+    };
+    let (tg, gov) = (
+        Arc::new(tollgate::RateLimiter::new(tg)),
+        Arc::new(Gov::direct(gov)),
+    );
+    if !allow {
+        while tg.check().is_ok() {}
+        while gov.check().is_ok() {}
+    }
+    (tg, gov)
+}
+
+fn main() {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(31);
+    println!(
+        "MonotonicClock source: {}; {rounds} rounds of {BLOCK} decisions per contender",
+        tollgate::MonotonicClock::source()
+    );
+    println!("| case | tollgate ns | governor ns | tollgate ÷ governor (median of rounds) |");
+    println!("|---|---|---|---|");
+    for (name, allow, threads) in [
+        ("check allow, 1 thread", true, 1),
+        ("check deny, 1 thread", false, 1),
+        ("check allow, 2 threads", true, 2),
+        ("check deny, 2 threads", false, 2),
+    ] {
+        let (tg, gov) = direct(allow);
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        let mut ratios = Vec::new();
+        for _ in 0..rounds {
+            let tg = tg.clone();
+            let a = time(threads, Arc::new(move |_| tg.check().is_ok()));
+            let gov = gov.clone();
+            let b = time(threads, Arc::new(move |_| gov.check().is_ok()));
+            ours.push(a);
+            theirs.push(b);
+            ratios.push(a / b);
+        }
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} |",
+            median(ours),
+            median(theirs),
+            median(ratios)
+        );
+    }
+    for threads in [1usize, 2] {
+        let tg = Arc::new(
+            tollgate::KeyedLimiter::<u64>::new(
+                tollgate::Quota::per_second(1_000_000_000)
+                    .unwrap()
+                    .burst(1_000_000)
+                    .unwrap(),
+                2 * KEYS as usize,
+            )
+            .unwrap(),
+        );
+        let gov = Arc::new(GovKeyed::keyed(
+            governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
+                .allow_burst(NonZeroU32::new(1_000_000).unwrap()),
+        ));
+        for key in 0..KEYS {
+            tg.check(&key).unwrap();
+            gov.check_key(&key).unwrap();
+        }
+        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let t = tg.clone();
+            let a = time(threads, Arc::new(move |i| t.check(&(i % KEYS)).is_ok()));
+            let g = gov.clone();
+            let b = time(threads, Arc::new(move |i| g.check_key(&(i % KEYS)).is_ok()));
+            ours.push(a);
+            theirs.push(b);
+            ratios.push(a / b);
+        }
+        println!(
+            "| keyed check over 10k keys, {threads} thread{} | {:.2} | {:.2} | {:.2} |",
+            if threads == 1 { "" } else { "s" },
+            median(ours),
+            median(theirs),
+            median(ratios)
+        );
+    }
+}
