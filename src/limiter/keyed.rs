@@ -394,23 +394,10 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         let pause = duration_to_nanos(pause);
         // n = 1 only to pass `on_entry`'s request checks; nothing is taken.
         let _ = self.on_entry(key, 1, now, |entry, rate| {
-            // Relaxed (load and CAS): only the TAT itself is published, as in `take`.
-            let mut tat = entry.tat.load(Ordering::Relaxed);
-            loop {
-                let next = gcra::pause(tat, now, rate, pause);
-                if next == tat {
-                    return Ok(());
-                }
-                match entry.tat.compare_exchange_weak(
-                    tat,
-                    next,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Ok(()),
-                    Err(current) => tat = current,
-                }
-            }
+            update_tat(&entry.tat, |tat| match gcra::pause(tat, now, rate, pause) {
+                next if next == tat => Step::Stop(Ok(())),
+                next => Step::Store(next, Ok(())),
+            })
         });
     }
 
@@ -493,17 +480,10 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         let Some((_, entry)) = map.find(hash, |(k, _)| k == key) else {
             return; // removed by `retain`, debt and all (invariant 5)
         };
-        // Relaxed (load and CAS): only the TAT itself is published, as in `take`.
-        let mut tat = entry.tat.load(Ordering::Relaxed);
-        while let Some(next) = gcra::refund(tat, now, slot) {
-            match entry
-                .tat
-                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(current) => tat = current,
-            }
-        }
+        update_tat(&entry.tat, |tat| match gcra::refund(tat, now, slot) {
+            Some(next) => Step::Store(next, ()),
+            None => Step::Stop(()),
+        });
     }
 
     /// Removes the idle keys of one locked shard; returns how many.
@@ -657,30 +637,45 @@ fn shard_index(hash: u64) -> usize {
     (hash >> 40) as usize % SHARDS
 }
 
-/// The GCRA CAS loop taking `n` tokens now from one key (under its shard's lock).
+/// What one round of a TAT update decided.
+enum Step<T> {
+    /// Store this TAT, then return `T` (decided again if the TAT moved meanwhile).
+    Store(u64, T),
+    /// Return `T`, storing nothing.
+    Stop(T),
+}
+
+/// The CAS loop every change of a key's TAT goes through (under its shard's lock): `step` sees
+/// the current TAT and decides; a store that loses a race decides again on the TAT that won.
+#[inline]
+fn update_tat<T>(tat: &AtomicU64, mut step: impl FnMut(u64) -> Step<T>) -> T {
+    // Relaxed (load and CAS): the TAT guards no other data, and admitting a request creates no
+    // happens-before edge (as in the direct limiter); the CAS validates the value decided on.
+    let mut current = tat.load(Ordering::Relaxed);
+    loop {
+        match step(current) {
+            Step::Stop(out) => return out,
+            Step::Store(next, out) => {
+                match tat.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => return out,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+    }
+}
+
+/// Takes `n` tokens now from one key.
 #[inline]
 fn take(entry: &Entry, rate: &Rate, now: u64, n: u64) -> Result<(), LimitError> {
     if n > rate.burst || n == 0 {
         return trivial::<()>(n, rate).map(|_| ());
     }
-    // Relaxed: the TAT guards no other data; the CAS below validates the value read.
-    let mut tat = entry.tat.load(Ordering::Relaxed);
-    loop {
-        match gcra::check(tat, now, rate, n) {
-            Err(wait) => return Err(not_until(now, wait)),
-            Ok(next) => match entry.tat.compare_exchange_weak(
-                tat,
-                next,
-                // Relaxed both ways: only the TAT itself is published (as in the direct limiter,
-                // admitting a request creates no happens-before edge).
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(current) => tat = current,
-            },
-        }
-    }
+    update_tat(&entry.tat, |tat| match gcra::check(tat, now, rate, n) {
+        Ok(next) => Step::Store(next, Ok(())),
+        Err(wait) => Step::Stop(Err(not_until(now, wait))),
+    })
 }
 
 /// Reserves `n` tokens on one key if their slot is due no later than `latest`; `None` for
@@ -695,25 +690,13 @@ fn reserve(
     if n > rate.burst || n == 0 {
         return trivial(n, rate);
     }
-    // Relaxed (load and CAS): as in `take`.
-    let mut tat = entry.tat.load(Ordering::Relaxed);
-    loop {
-        let Some(slot) = gcra::reserve(tat, now, rate, n) else {
-            return Err(not_until(now, u64::MAX));
-        };
-        if slot.at > latest {
-            return Err(LimitError::WouldExceedDeadline {
-                wait: Duration::from_nanos(slot.at - now),
-            });
-        }
-        match entry
-            .tat
-            .compare_exchange_weak(tat, slot.tat, Ordering::Relaxed, Ordering::Relaxed)
-        {
-            Ok(_) => return Ok(Some(slot)),
-            Err(current) => tat = current,
-        }
-    }
+    update_tat(&entry.tat, |tat| match gcra::reserve(tat, now, rate, n) {
+        None => Step::Stop(Err(not_until(now, u64::MAX))),
+        Some(slot) if slot.at > latest => Step::Stop(Err(LimitError::WouldExceedDeadline {
+            wait: Duration::from_nanos(slot.at - now),
+        })),
+        Some(slot) => Step::Store(slot.tat, Ok(Some(slot))),
+    })
 }
 
 /// `n = 0` (passes, nothing to take) or `n > burst` (never passes).
