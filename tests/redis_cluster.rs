@@ -7,6 +7,9 @@
 #[path = "../src/redis/test_server.rs"]
 mod test_server;
 
+#[path = "support/redis_agreement.rs"]
+mod redis_agreement;
+
 #[path = "../src/redis/test_cluster.rs"]
 mod test_cluster;
 
@@ -15,7 +18,7 @@ use std::time::Duration;
 use test_cluster::TestCluster;
 // `test_cluster.rs` parks through `crate::{CancelToken, Clock, MonotonicClock}`.
 use tollgate::redis::{BackendError, BreakerState, RedisLimiter, RedisLimiterBuilder, Source};
-use tollgate::{CancelToken, Clock, ErrorKind, LimitError, MonotonicClock, Quota, RateLimiter};
+use tollgate::{CancelToken, Clock, ErrorKind, LimitError, MonotonicClock, Quota};
 
 fn limiter(cluster: &TestCluster, quota: Quota) -> RedisLimiterBuilder {
     RedisLimiter::cluster_builder(&cluster.urls(), quota).budget(Duration::from_millis(200))
@@ -46,54 +49,11 @@ fn agrees_with_the_in_process_limiter_in_real_time() {
     let Some(cluster) = TestCluster::start() else {
         return;
     };
-    // The schedule of tests/redis.rs's test of the same name: 200 ms per token, burst 4, attempts
-    // 100 ms away from every GCRA boundary, so the two clocks may differ by far more than a call.
-    let quota = Quota::per_second(5).unwrap().burst(4).unwrap();
-    let redis = limiter(&cluster, quota).name("exact").build().unwrap();
-    let local = RateLimiter::new(quota);
-    let mut seed = 0x2545_f491_u64;
-    let mut skipped = 0;
-    let (mut total, mut admitted) = (0, 0);
-    let start = MonotonicClock.now();
-    for tick in 0..25u64 {
-        let tries = if tick == 0 {
-            6
-        } else {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            let t = (seed >> 60) % 4;
-            if t == 0 && skipped == 2 { 1 } else { t }
-        };
-        skipped = if tries == 0 { skipped + 1 } else { 0 };
-        let at = if tick == 0 {
-            start
-        } else {
-            start + (tick * 200 - 100) * 1_000_000
-        };
-        MonotonicClock.park_until(at, &CancelToken::new());
-        for _ in 0..tries {
-            let l = local.check();
-            let d = redis.decide("exact", 1);
-            assert_eq!(d.source, Source::Redis);
-            total += 1;
-            admitted += u64::from(d.is_allowed());
-            match (l, d.result) {
-                (Ok(()), Ok(())) => {}
-                (Err(a), Err(b)) => {
-                    let (a, b) = (a.retry_after().unwrap(), b.retry_after().unwrap());
-                    assert!(
-                        a.abs_diff(b) < Duration::from_millis(50),
-                        "retry {a:?} vs {b:?}"
-                    );
-                }
-                (l, r) => panic!("tick {tick}: local {l:?}, redis {r:?}"),
-            }
-        }
-    }
-    eprintln!("{total} decisions agree, {admitted} admitted");
-    assert!(
-        admitted >= 15,
-        "the schedule exercised too little: {admitted}"
-    );
+    let redis = limiter(&cluster, redis_agreement::quota())
+        .name("exact")
+        .build()
+        .unwrap();
+    redis_agreement::assert_agrees_with_the_in_process_limiter(&redis);
 }
 
 #[test]
