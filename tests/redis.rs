@@ -594,14 +594,21 @@ fn fleet_child() {
         builder = builder.window(*q);
     }
     let limiter = Arc::new(builder.build().unwrap());
+    // The process's first clock reading calibrates the counter (up to 200 ms on a loaded
+    // machine): take it before pairing a wall-clock reading with a monotonic one below, or this
+    // child's window starts late by however long the calibration took.
+    MonotonicClock.now();
     let wall_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis();
     let start_ms: u128 = start_ms.parse().unwrap();
-    let run = Duration::from_millis(run_ms.parse().unwrap());
-    let start = MonotonicClock.now() + (start_ms.saturating_sub(wall_ms) as u64) * 1_000_000;
-    let end = start + run.as_nanos() as u64;
+    let end_ms = start_ms + run_ms.parse::<u128>().unwrap();
+    // Both ends of the window are the fleet's common wall-clock instants: a child that started
+    // late (a loaded machine) gets a shorter window, never one that runs past the others'.
+    let mono_now = MonotonicClock.now();
+    let start = mono_now + (start_ms.saturating_sub(wall_ms) as u64) * 1_000_000;
+    let end = mono_now + (end_ms.saturating_sub(wall_ms) as u64) * 1_000_000;
     let workers: Vec<_> = (0..threads.parse::<usize>().unwrap())
         .map(|_| {
             let limiter = Arc::clone(&limiter);
