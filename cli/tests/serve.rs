@@ -460,4 +460,16 @@ fn a_request_the_minute_window_refuses_spends_no_per_second_token() {
         ),
         0.0
     );
+    // The five 429s, by the route requested.
+    assert_eq!(
+        metric(&server.addr, "tollgate_route_limited_total{route=\"ping\"}"),
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &server.addr,
+            "tollgate_route_limited_total{route=\"widgets\"}"
+        ),
+        0.0
+    );
 }

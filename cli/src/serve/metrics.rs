@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tollgate::redis::{BreakerState, RedisStats};
 
+use super::limits::RouteName;
 use super::store::{Source, breaker_name};
 
 /// Counters shared by every request handler.
@@ -22,6 +23,9 @@ pub struct Metrics {
     limited_minute: AtomicU64,
     limited_keys: AtomicU64,
     limited_new: AtomicU64,
+    /// 429s by the request's route (`/ping`, `/users/{id}/widgets`), whichever limits decided.
+    limited_ping: AtomicU64,
+    limited_widgets: AtomicU64,
     unauthorized: AtomicU64,
     faults_error: AtomicU64,
     faults_hang: AtomicU64,
@@ -93,8 +97,9 @@ impl Metrics {
         self.allowed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The limiter refused a request.
-    pub fn limited(&self, policy: Policy) {
+    /// The limiter refused a request to `route` (`None`: a route without limits, which cannot
+    /// be refused; kept total for safety).
+    pub fn limited(&self, policy: Policy, route: Option<RouteName>) {
         let counter = match policy {
             Policy::PerSecond => &self.limited_second,
             Policy::PerMinute => &self.limited_minute,
@@ -102,6 +107,12 @@ impl Metrics {
             Policy::NewClients => &self.limited_new,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        let by_route = match route {
+            Some(RouteName::Ping) => &self.limited_ping,
+            Some(RouteName::Widgets) => &self.limited_widgets,
+            None => return,
+        };
+        by_route.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The limits decided a request (counted by source with `--redis`).
@@ -182,6 +193,15 @@ impl Metrics {
                 ("{policy=\"per-minute\"}", get(&self.limited_minute)),
                 ("{policy=\"max-keys\"}", get(&self.limited_keys)),
                 ("{policy=\"new-clients\"}", get(&self.limited_new)),
+            ],
+        );
+        metric(
+            "tollgate_route_limited_total",
+            "counter",
+            "Requests refused with 429, by the route requested.",
+            &[
+                ("{route=\"ping\"}", get(&self.limited_ping)),
+                ("{route=\"widgets\"}", get(&self.limited_widgets)),
             ],
         );
         metric(

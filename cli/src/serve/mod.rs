@@ -424,7 +424,7 @@ fn handle(state: &State, request: &Request) -> Response {
         .and_then(|d: &Decision| d.refused_by.map(|p| (p, d.route)));
     let response = match refused {
         Some((policy, route)) => {
-            state.metrics.limited(policy);
+            state.metrics.limited(policy, route_name);
             let body = routes::error_body(
                 429,
                 &format!(
