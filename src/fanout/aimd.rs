@@ -220,6 +220,11 @@ impl Aimd {
         self.change_to(raised)
     }
 
+    /// Whether the rate is back at the configured one (nothing left to raise).
+    pub(crate) fn is_at_configured(&self) -> bool {
+        self.current >= self.configured
+    }
+
     fn change_to(&mut self, rate: f64) -> Option<f64> {
         if rate == self.current {
             return None;

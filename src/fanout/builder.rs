@@ -13,7 +13,7 @@ use crate::limiter::{Limiter, RateLimiter};
 use crate::pool::WorkerPool;
 use crate::quota::Quota;
 use crate::semaphore::Semaphore;
-use crate::sync::Mutex;
+use crate::sync::{AtomicBool, Mutex};
 
 /// Configures a [`FanOut`]. Defaults: no rate limit, 8 in flight, as many workers as in-flight
 /// requests, the default [`RetryPolicy`] (3 attempts), fail-fast on, rate feedback on for the
@@ -370,6 +370,7 @@ impl<F> FanOutBuilder<F> {
                         limiter,
                         aimd: Mutex::new(Aimd::new(feedback, rate, MonotonicClock.now())),
                         burst: quota.burst_size(),
+                        at_configured: AtomicBool::new(true),
                     }));
                 }
                 None => limiters.push(limiter),

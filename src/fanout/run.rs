@@ -42,7 +42,7 @@ use crate::cancel::CancelToken;
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::{Cause, Error, ErrorKind};
 use crate::limiter::Limiter;
-use crate::sync::Mutex;
+use crate::sync::{AtomicBool, Mutex, Ordering};
 
 /// What a worker reports for one key.
 pub(crate) struct Outcome<K, T> {
@@ -85,19 +85,38 @@ pub(crate) struct AdaptiveRate {
     pub(crate) limiter: Arc<crate::RateLimiter>,
     pub(crate) aimd: Mutex<Aimd>,
     pub(crate) burst: u64,
+    /// Whether the rate is the configured one, so a success has nothing to raise: then
+    /// `on_success` skips the lock and the clock (the common case of a run never throttled).
+    pub(crate) at_configured: AtomicBool,
 }
 
 impl AdaptiveRate {
     fn on_throttle(&self) {
-        let proposal = self.aimd.lock().on_throttle(MonotonicClock.now());
+        let mut aimd = self.aimd.lock();
+        let proposal = aimd.on_throttle(MonotonicClock.now());
         if let Some(rate) = proposal {
+            // Relaxed: only a hint for `on_success`, written under the lock; a success that
+            // still reads `true` skips one chance to raise the rate it just saw lowered, which
+            // the next success after the increase interval makes up.
+            self.at_configured.store(false, Ordering::Relaxed);
+            drop(aimd);
             self.apply(rate);
         }
     }
 
     fn on_success(&self) {
-        let proposal = self.aimd.lock().on_success(MonotonicClock.now());
+        // Relaxed: a hint (see `on_throttle`).
+        if self.at_configured.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut aimd = self.aimd.lock();
+        let proposal = aimd.on_success(MonotonicClock.now());
         if let Some(rate) = proposal {
+            // Relaxed: as above; set under the lock, so it cannot undo a later throttle's
+            // `false` (that throttle takes the lock after us).
+            self.at_configured
+                .store(aimd.is_at_configured(), Ordering::Relaxed);
+            drop(aimd);
             self.apply(rate);
         }
     }
