@@ -9,7 +9,7 @@ mod support;
 mod test_server;
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use support::{BIN, Serve, get, metric, wait_for};
@@ -243,45 +243,15 @@ fn redis_down_at_start_is_a_warning_and_a_bad_url_is_a_usage_error() {
         .unwrap()
         .port();
     let url = format!("redis://127.0.0.1:{port}/");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--rate",
-            "1",
-            "--redis",
-            &url,
-        ])
-        .args(["--redis-fallback", "closed"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    use std::io::{BufRead, BufReader, Read};
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_string();
+    let server =
+        Serve::start_with_stderr(&["--rate", "1", "--redis", &url, "--redis-fallback", "closed"]);
     // Fail closed: refused, with a Retry-After, never a 5xx.
-    let refused = get(&addr, "/ping", &[]);
+    let refused = get(&server.addr, "/ping", &[]);
     assert_eq!(refused.status, 429);
     assert!(refused.header("Retry-After").is_some());
-    assert_eq!(metric(&addr, FALLBACK_DECISIONS), 1.0);
-    support::signal(child.id(), "TERM");
-    assert!(child.wait().unwrap().success());
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    assert_eq!(metric(&server.addr, FALLBACK_DECISIONS), 1.0);
+    let (status, stderr) = server.terminate_with_stderr();
+    assert!(status.success());
     assert!(stderr.contains("does not answer"), "{stderr}");
 
     for bad in [

@@ -18,11 +18,20 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(args: &[&str]) -> Serve {
+        Serve::spawn(args, Stdio::null())
+    }
+
+    /// As `start`, keeping stderr for [`terminate_with_stderr`](Self::terminate_with_stderr).
+    pub fn start_with_stderr(args: &[&str]) -> Serve {
+        Serve::spawn(args, Stdio::piped())
+    }
+
+    fn spawn(args: &[&str], stderr: Stdio) -> Serve {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn tollgate serve");
         let mut line = String::new();
@@ -49,6 +58,18 @@ impl Serve {
     pub fn terminate(mut self) -> ExitStatus {
         signal(self.child.id(), "TERM");
         self.child.wait().unwrap()
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns what the server wrote on stderr (started
+    /// with [`start_with_stderr`](Self::start_with_stderr)).
+    pub fn terminate_with_stderr(mut self) -> (ExitStatus, String) {
+        signal(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            pipe.read_to_string(&mut stderr).unwrap();
+        }
+        (status, stderr)
     }
 }
 
