@@ -15,8 +15,9 @@
 use crate::clock::{Clock, park_os_thread_until};
 use std::sync::OnceLock;
 
-/// The quanta clock and the raw reading that is this clock's epoch.
-fn calibrated() -> &'static (quanta::Clock, u64) {
+/// The quanta clock and the raw reading that is this clock's epoch (also `MonotonicClock`'s,
+/// when it reads the counter).
+pub(crate) fn calibrated() -> &'static (quanta::Clock, u64) {
     static CLOCK: OnceLock<(quanta::Clock, u64)> = OnceLock::new();
     CLOCK.get_or_init(|| {
         let clock = quanta::Clock::new();

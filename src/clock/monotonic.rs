@@ -16,15 +16,16 @@
 //! 3. Across threads, readings agree up to the counter skew the kernel tolerates (nanoseconds).
 //!    For a limiter this is harmless: a reading a few ns early denies, never admits; one a few
 //!    ns late can let one token pass those few ns early, never more.
-//! 4. Every `MonotonicClock` shares one epoch (the first reading in the process), so instants
-//!    compare across limiters, tokens and pools.
+//! 4. Every `MonotonicClock` shares one epoch, that of the clock it reads through (`TscClock`'s
+//!    or `StdClock`'s: the first reading in the process), so instants compare across limiters,
+//!    tokens and pools.
 
 use std::cell::Cell;
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use super::duration_to_nanos;
+use super::{Clock, StdClock, duration_to_nanos};
 
 /// Where [`MonotonicClock`](super::MonotonicClock) reads time, chosen once per process.
 ///
@@ -56,29 +57,21 @@ impl fmt::Display for ClockSource {
     }
 }
 
-/// The chosen source with its epoch.
+/// The chosen source. Each reads time exactly as the public clock of the same source does, on
+/// its epoch: `TscClock`'s calibrated counter, or `StdClock`.
 enum Source {
     #[cfg(feature = "quanta")]
-    Counter {
-        clock: quanta::Clock,
-        epoch: u64,
-    },
-    Std {
-        epoch: Instant,
-    },
+    Counter(&'static (quanta::Clock, u64)),
+    Std,
 }
 
 impl Source {
     fn choose() -> Source {
         #[cfg(feature = "quanta")]
         if counter_is_trusted() {
-            let clock = quanta::Clock::new();
-            let epoch = clock.raw();
-            return Source::Counter { clock, epoch };
+            return Source::Counter(crate::tsc_clock::calibrated());
         }
-        Source::Std {
-            epoch: Instant::now(),
-        }
+        Source::Std
     }
 
     #[inline]
@@ -93,8 +86,8 @@ impl Source {
         match self {
             // `delta_as_nanos` is 0 for a raw reading at or before the epoch.
             #[cfg(feature = "quanta")]
-            Source::Counter { clock, epoch } => clock.delta_as_nanos(*epoch, clock.raw()),
-            Source::Std { epoch } => duration_to_nanos(epoch.elapsed()),
+            Source::Counter((clock, epoch)) => clock.delta_as_nanos(*epoch, clock.raw()),
+            Source::Std => StdClock.now(),
         }
     }
 }
@@ -139,8 +132,8 @@ pub(super) fn now() -> u64 {
 pub(super) fn source() -> ClockSource {
     match Source::get() {
         #[cfg(feature = "quanta")]
-        Source::Counter { .. } => ClockSource::Counter,
-        Source::Std { .. } => ClockSource::Std,
+        Source::Counter(_) => ClockSource::Counter,
+        Source::Std => ClockSource::Std,
     }
 }
 
