@@ -308,23 +308,9 @@ impl<C: Clock> RateLimiter<C> {
             // reload below reads a word with another generation.
             fence(Ordering::Acquire);
             match decision {
-                Ok(tat) => {
-                    if self
-                        .state
-                        // Release on success: continues the release sequence headed by
-                        // `set_quota`'s CAS (see `swap`). Relaxed on failure: the slow path
-                        // reloads through `load`.
-                        .compare_exchange_weak(
-                            word.0,
-                            Word::new(tat, word.generation()).0,
-                            Ordering::Release,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        return Ok(());
-                    }
-                }
+                // `swap`'s orderings; a lost CAS goes to the slow path, which reloads.
+                Ok(tat) if self.swap(word, Word::new(tat, word.generation())) => return Ok(()),
+                Ok(_) => {}
                 // Relaxed: the seqlock check of `load`, ordered by the fence above.
                 Err(retry_after) if self.state.load(Ordering::Relaxed) == word.0 => {
                     return Err(not_until(now, retry_after));
