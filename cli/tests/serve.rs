@@ -172,25 +172,13 @@ fn sighup_reloads_the_config_file_live_and_a_bad_file_is_rejected() {
     assert_eq!(get(&server.addr, "/ping", &[]).status, 429);
 
     std::fs::write(&path, "rate = 1000\nburst = 1000\n").unwrap();
-    support::signal(server.pid(), "HUP");
-    wait_for("the reload", || {
-        metric(
-            &server.addr,
-            "tollgate_config_reloads_total{result=\"applied\"}",
-        ) == 1.0
-    });
+    server.reload("applied", 1);
     let resp = get(&server.addr, "/ping", &[]);
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("X-RateLimit-Limit"), Some("1000"));
 
     std::fs::write(&path, "rate = \"fast\"\n").unwrap();
-    support::signal(server.pid(), "HUP");
-    wait_for("the rejection", || {
-        metric(
-            &server.addr,
-            "tollgate_config_reloads_total{result=\"rejected\"}",
-        ) == 1.0
-    });
+    server.reload("rejected", 1);
     let resp = get(&server.addr, "/ping", &[]);
     assert_eq!(resp.status, 200);
     assert_eq!(
@@ -366,25 +354,13 @@ fn route_limits_come_from_the_config_file_and_reload() {
     assert_eq!(widgets.header("RateLimit-Policy"), None);
 
     std::fs::write(&path, "[routes.ping]\nrate = 1000\n").unwrap();
-    support::signal(server.pid(), "HUP");
-    wait_for("the reload", || {
-        metric(
-            &server.addr,
-            "tollgate_config_reloads_total{result=\"applied\"}",
-        ) == 1.0
-    });
+    server.reload("applied", 1);
     let ping = get(&server.addr, "/ping", &[]);
     assert_eq!(ping.status, 200);
     assert_eq!(ping.header("X-RateLimit-Limit"), Some("1000"));
 
     std::fs::write(&path, "[routes.users]\nrate = 1\n").unwrap();
-    support::signal(server.pid(), "HUP");
-    wait_for("the rejection", || {
-        metric(
-            &server.addr,
-            "tollgate_config_reloads_total{result=\"rejected\"}",
-        ) == 1.0
-    });
+    server.reload("rejected", 1);
     assert_eq!(
         get(&server.addr, "/ping", &[]).header("X-RateLimit-Limit"),
         Some("1000")

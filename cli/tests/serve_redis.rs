@@ -304,13 +304,7 @@ fn sighup_moves_the_limits_into_redis() {
     assert_eq!(alternate(&[&a, &b], "/ping", "erin", 4), [200; 4]);
     std::fs::write(&path, format!("{limits}redis = \"{}\"\n", redis.url())).unwrap();
     for server in [&a, &b] {
-        support::signal(server.pid(), "HUP");
-        wait_for("the reload", || {
-            metric(
-                &server.addr,
-                "tollgate_config_reloads_total{result=\"applied\"}",
-            ) == 1.0
-        });
+        server.reload("applied", 1);
     }
     // In Redis: one budget of 2 for both.
     let statuses = alternate(&[&a, &b], "/ping", "frank", 4);

@@ -54,6 +54,16 @@ impl Serve {
         self.child.id()
     }
 
+    /// Sends SIGHUP and waits until the server counts its `count`-th reload with `result`
+    /// (`"applied"` or `"rejected"`).
+    pub fn reload(&self, result: &str, count: u32) {
+        signal(self.child.id(), "HUP");
+        let name = format!("tollgate_config_reloads_total{{result=\"{result}\"}}");
+        wait_for(&format!("reload {count} {result}"), || {
+            metric(&self.addr, &name) == f64::from(count)
+        });
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self) -> ExitStatus {
         signal(self.child.id(), "TERM");
