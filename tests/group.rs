@@ -6,7 +6,22 @@ use std::thread;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::{CancelToken, Cause, Error, ErrorKind, ManualClock, Shutdown, WorkerPool};
+use tollgate::{CancelToken, Cause, Error, ErrorKind, Group, ManualClock, Shutdown, WorkerPool};
+
+/// Occupies the one worker of `group`'s pool with a job that blocks until `gate` is cancelled;
+/// returns once that job runs.
+fn occupy_the_worker(group: &Group<'_, i32>, gate: &CancelToken) {
+    let (started_tx, started) = mpsc::channel();
+    let gate = gate.clone();
+    group
+        .spawn(move |_| {
+            started_tx.send(()).unwrap();
+            gate.wait();
+            Ok(0)
+        })
+        .unwrap();
+    started.recv().unwrap();
+}
 
 fn failure(message: &str) -> Error {
     Error::new(ErrorKind::Status(500), message.to_string())
@@ -209,18 +224,7 @@ fn an_abort_fails_a_live_group_instead_of_hanging_it() {
         .unwrap();
     let group = pool.group(&CancelToken::new());
     let gate = CancelToken::new();
-    let (started_tx, started) = mpsc::channel();
-    {
-        let gate = gate.clone();
-        group
-            .spawn(move |_| {
-                started_tx.send(()).unwrap();
-                gate.wait();
-                Ok(0)
-            })
-            .unwrap();
-    }
-    started.recv().unwrap();
+    occupy_the_worker(&group, &gate);
     group.spawn(|_| Ok(1)).unwrap(); // queued behind the blocked job
     thread::scope(|s| {
         let waiter = s.spawn(|| group.wait());
@@ -339,18 +343,7 @@ fn a_spawn_blocked_on_a_full_queue_wakes_on_cancel() {
     let group = pool.group(&caller);
     let gate = CancelToken::new();
     let _release = gate.clone().drop_guard();
-    let (started_tx, started) = mpsc::channel();
-    {
-        let gate = gate.clone();
-        group
-            .spawn(move |_| {
-                started_tx.send(()).unwrap();
-                gate.wait();
-                Ok(0)
-            })
-            .unwrap();
-    }
-    started.recv().unwrap();
+    occupy_the_worker(&group, &gate);
     group.spawn(|_| Ok(1)).unwrap(); // fills the queue
     let ran = Arc::new(AtomicUsize::new(0));
     thread::scope(|s| {

@@ -76,6 +76,12 @@ struct Log {
     hits: HashMap<String, usize>,
 }
 
+impl Log {
+    fn hits_of(&self, key: &str) -> usize {
+        self.hits.get(key).copied().unwrap_or(0)
+    }
+}
+
 impl Shared {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
@@ -152,14 +158,7 @@ impl TestServer {
 
     /// How many requests had `key` as their last path segment (decoded), all endpoints.
     pub fn hits(&self, key: &str) -> usize {
-        self.shared
-            .log
-            .lock()
-            .unwrap()
-            .hits
-            .get(key)
-            .copied()
-            .unwrap_or(0)
+        self.shared.log.lock().unwrap().hits_of(key)
     }
 
     /// Sets `max_in_flight` back to the current `in_flight`.
@@ -344,14 +343,7 @@ fn respond_to(
         }
         Some("flaky") if segments.len() == 3 => {
             // `hits` already counts this request.
-            let seen = shared
-                .log
-                .lock()
-                .unwrap()
-                .hits
-                .get(key)
-                .copied()
-                .unwrap_or(0);
+            let seen = shared.log.lock().unwrap().hits_of(key);
             if seen as u64 <= param(1).unwrap_or(0) {
                 let headers: Vec<String> = request
                     .query
