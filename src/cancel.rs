@@ -18,6 +18,9 @@
 //!    parent and releases its handle on it, so a long-lived parent keeps memory only for live
 //!    descendants (dropped children are pruned).
 //! 5. Locks are never nested: a thread holds at most one node's lock at a time.
+//! 6. The process-wide node behind [`CancelToken::never`] never leaves `LIVE` and never takes a
+//!    callback or a child: cancelling it does nothing, `on_cancel` stores nothing, and its
+//!    children are roots. So every thread may share it without touching its lock.
 //!
 //! A deadline is an instant on the token's clock. There is no timer thread: the deadline is
 //! noticed by `is_cancelled()` (which then cancels the token with
@@ -94,6 +97,8 @@ struct Node {
     handles: AtomicUsize,
     /// The parent and this node's index in its `children`. Immutable.
     parent: Option<(Arc<Node>, usize)>,
+    /// Set only on the one node behind [`CancelToken::never`] (invariant 6). Immutable.
+    never: bool,
     inner: Mutex<Inner>,
 }
 
@@ -118,6 +123,55 @@ impl CancelToken {
         Self::with_clock(MonotonicClock)
     }
 
+    /// A token that is never cancelled, for blocking calls that need no cancellation: one
+    /// process-wide token, so a call costs no allocation (`&CancelToken::new()` costs two).
+    ///
+    /// Cancelling it does nothing and returns `false`; [`on_cancel`](Self::on_cancel) stores
+    /// nothing (the callback can never run); its children are independent root tokens on the
+    /// same clock ([`MonotonicClock`]), which may be cancelled or given deadlines as usual.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Semaphore};
+    ///
+    /// let semaphore = Semaphore::new(2);
+    /// let permit = semaphore.acquire(1, CancelToken::never())?;
+    /// assert!(!CancelToken::never().cancel()); // a no-op: nobody else's wait is ended
+    /// assert!(!CancelToken::never().is_cancelled());
+    /// drop(permit);
+    /// # Ok::<(), tollgate::AcquireError>(())
+    /// ```
+    #[cfg(not(loom))]
+    pub fn never() -> &'static CancelToken {
+        static NEVER: std::sync::OnceLock<CancelToken> = std::sync::OnceLock::new();
+        NEVER.get_or_init(|| {
+            Self::from_node(Node {
+                state: AtomicU8::new(LIVE),
+                deadline: NO_DEADLINE,
+                clock: DynArc::new(MonotonicClock),
+                handles: AtomicUsize::new(1),
+                parent: None,
+                never: true,
+                inner: Mutex::new(Inner::default()),
+            })
+        })
+    }
+
+    /// Whether this is the token [`never`](Self::never) returns (or a clone of it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::CancelToken;
+    ///
+    /// assert!(CancelToken::never().is_never());
+    /// assert!(!CancelToken::never().child().is_never());
+    /// ```
+    pub fn is_never(&self) -> bool {
+        self.node.never
+    }
+
     /// A new root token whose deadlines and waits use `clock` (a `ManualClock` in tests).
     /// Children inherit the clock.
     ///
@@ -140,6 +194,7 @@ impl CancelToken {
             clock: DynArc::new(clock),
             handles: AtomicUsize::new(1),
             parent: None,
+            never: false,
             inner: Mutex::new(Inner::default()),
         })
     }
@@ -240,6 +295,18 @@ impl CancelToken {
     fn child_with_deadline_nanos(&self, own_deadline: u64) -> CancelToken {
         let parent = &self.node;
         let deadline = own_deadline.min(parent.deadline);
+        if parent.never {
+            // Invariant 6: a parent that is never cancelled has nothing to pass on.
+            return Self::from_node(Node {
+                state: AtomicU8::new(LIVE),
+                deadline,
+                clock: parent.clock.clone(),
+                handles: AtomicUsize::new(1),
+                parent: None,
+                never: false,
+                inner: Mutex::new(Inner::default()),
+            });
+        }
         // Notices a passed deadline, so that the child of an expired parent is born cancelled.
         let _ = self.is_cancelled();
         let mut inner = parent.inner.lock();
@@ -253,6 +320,7 @@ impl CancelToken {
                 clock: parent.clock.clone(),
                 handles: AtomicUsize::new(1),
                 parent: None,
+                never: false,
                 inner: Mutex::new(Inner {
                     drained: true,
                     ..Inner::default()
@@ -265,6 +333,7 @@ impl CancelToken {
             clock: parent.clock.clone(),
             handles: AtomicUsize::new(1),
             parent: Some((parent.clone(), inner.children.next_index())),
+            never: false,
             inner: Mutex::new(Inner::default()),
         });
         inner.children.insert(child.clone());
@@ -304,6 +373,9 @@ impl CancelToken {
     /// assert_eq!(token.cause(), Some(Cause::Failed));
     /// ```
     pub fn cancel_with(&self, cause: Cause) -> bool {
+        if self.node.never {
+            return false; // invariant 6
+        }
         // A passed deadline cancelled the token already, whether or not anyone noticed.
         if self.node.deadline != NO_DEADLINE && self.expire_if_due() {
             return false;
@@ -516,6 +588,14 @@ impl CancelToken {
     where
         F: FnOnce() + Send + 'static,
     {
+        if self.node.never {
+            // Invariant 6: `f` can never run, so nothing is kept.
+            return Registration {
+                token: None,
+                slot: 0,
+                never: true,
+            };
+        }
         if !self.is_cancelled() {
             let mut inner = self.node.inner.lock();
             if !inner.drained {
@@ -524,6 +604,7 @@ impl CancelToken {
                 return Registration {
                     token: Some(self.clone()),
                     slot,
+                    never: false,
                 };
             }
         }
@@ -532,6 +613,7 @@ impl CancelToken {
         Registration {
             token: None,
             slot: 0,
+            never: false,
         }
     }
 
@@ -721,9 +803,12 @@ impl fmt::Debug for CancelToken {
 /// ```
 #[must_use = "dropping a Registration unregisters its callback"]
 pub struct Registration {
-    /// `None` when the callback ran at registration (the token was cancelled already).
+    /// `None` when the callback ran at registration (the token was cancelled already), or was
+    /// not kept because the token is [`CancelToken::never`].
     token: Option<CancelToken>,
     slot: usize,
+    /// Registered on [`CancelToken::never`]: the callback was dropped and can never run.
+    never: bool,
 }
 
 impl Registration {
@@ -744,7 +829,8 @@ impl Registration {
 
     fn take(&mut self) -> bool {
         let Some(token) = self.token.take() else {
-            return false;
+            // On `never` the callback was prevented for good (once: `unregister` consumes).
+            return std::mem::take(&mut self.never);
         };
         let callback = token.node.inner.lock().callbacks.remove(self.slot);
         // Dropped outside the lock: dropping captured state may do anything.
@@ -761,7 +847,7 @@ impl Drop for Registration {
 impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registration")
-            .field("armed", &self.token.is_some())
+            .field("armed", &(self.token.is_some() || self.never))
             .finish()
     }
 }
@@ -822,6 +908,49 @@ mod tests {
             }
         };
         (calls, inc)
+    }
+
+    #[test]
+    fn never_is_one_shared_token_that_nothing_cancels() {
+        let never = CancelToken::never();
+        assert!(never.same_as(CancelToken::never()));
+        assert!(never.is_never() && never.clone().is_never());
+        assert!(!never.cancel());
+        assert!(!never.cancel_with(Cause::Failed));
+        assert!(!never.clone().cancel());
+        drop(never.clone().drop_guard());
+        assert!(!never.is_cancelled());
+        assert_eq!(never.cause(), None);
+        assert_eq!(never.deadline(), None);
+    }
+
+    #[test]
+    fn never_keeps_no_callback_and_no_child() {
+        let never = CancelToken::never();
+        let (calls, inc) = counter();
+        let registration = never.on_cancel(inc);
+        assert!(
+            registration.unregister(),
+            "the callback is prevented for good"
+        );
+        let (_, inc) = counter();
+        drop(never.on_cancel(inc));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+        let child = never.child();
+        assert!(!child.is_never());
+        assert_eq!(never.children(), 0, "children of never are roots");
+        let grandchild = child.child();
+        assert!(child.cancel());
+        assert!(
+            grandchild.is_cancelled(),
+            "a child of never is an ordinary token"
+        );
+        assert!(!never.is_cancelled());
+
+        let timed = never.child_with_timeout(Duration::ZERO);
+        assert_eq!(timed.cause(), Some(Cause::DeadlineExceeded));
+        assert!(!never.is_cancelled());
     }
 
     #[test]
