@@ -12,15 +12,21 @@
 //!    token cancelled by a failure also finds the error. Later errors are dropped.
 //! 4. `wait` decides under the lock: a recorded error wins; else all jobs ended and none skipped
 //!    means success; else a cancelled token means its cause; else it parks (registered under the
-//!    same lock, and on the token), so no ending job or cancel is missed.
+//!    same lock, and on the token), so no ending job or cancel is missed. `join` decides the same
+//!    way but only once `outstanding` is zero: it returns after every job has ended.
+//! 5. With a limit, a job holds one permit of the group's own [`Semaphore`] from before it is
+//!    counted in `outstanding` until after its ending is recorded: at most `limit` jobs of the
+//!    group are queued or running at once, and a permit is never held by an ended job.
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::cancel::CancelToken;
 use crate::error::{Cause, Error, ErrorKind};
-use crate::pool::{Counters, Outcome, Task, WorkerPool, drop_payload, panic_message};
+use crate::pool::{Counters, NoSlot, Outcome, Task, WorkerPool, drop_payload, panic_message};
+use crate::semaphore::{OwnedPermit, Semaphore};
 use crate::sync::{Arc, Mutex, Thread, current};
 
 /// Jobs on a [`WorkerPool`] that succeed together or fail fast together (Go's `errgroup`).
@@ -35,9 +41,14 @@ use crate::sync::{Arc, Mutex, Thread, current};
 ///   has returned `Ok` by the time `wait` looks, that success is returned even if the token was
 ///   cancelled meanwhile: jobs that see the token should return an error, as errgroup expects.
 ///   [`wait_each`](Self::wait_each) hands values over as they complete instead.
+///   [`join`](Self::join) is Go's `Wait`: it returns only once every job has ended.
 /// * Dropping the group cancels its token (so jobs of an abandoned group stop).
+/// * [`with_limit`](Self::with_limit) bounds the jobs of the group queued or running at once
+///   (Go's `SetLimit`); [`try_spawn`](Self::try_spawn) spawns only if that needs no wait (Go's
+///   `TryGo`).
 ///
-/// Spawning blocks while the pool's queue is full, and gives up when the group is cancelled.
+/// Spawning blocks while the pool's queue is full (or the group is at its limit), and gives up
+/// when the group is cancelled.
 ///
 /// # Memory ordering
 ///
@@ -64,6 +75,57 @@ pub struct Group<'pool, T> {
     pool: &'pool WorkerPool,
     token: CancelToken,
     shared: Arc<Shared<T>>,
+    /// The group's own limit on jobs queued or running (invariant 5).
+    limit: Option<std::sync::Arc<Semaphore>>,
+}
+
+/// Why [`Group::try_spawn`] did not spawn a job.
+///
+/// # Examples
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use tollgate::{CancelToken, TrySpawnError, WorkerPool};
+///
+/// let pool = WorkerPool::new(1).unwrap();
+/// let group = pool.group_with_limit(&CancelToken::new(), NonZeroUsize::MIN);
+/// group.spawn(|token| { token.wait(); Ok(()) }).unwrap(); // holds the only place
+/// assert!(matches!(group.try_spawn(|_| Ok(())), Err(TrySpawnError::Full(_))));
+/// ```
+pub enum TrySpawnError<F> {
+    /// The group is at its limit, or the pool's queue is full: the job comes back unrun.
+    Full(F),
+    /// The group is cancelled: the error [`Group::wait`] will return. The job was dropped.
+    Stopped(Error),
+}
+
+impl<F> fmt::Debug for TrySpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySpawnError::Full(_) => f.write_str("Full(..)"),
+            TrySpawnError::Stopped(err) => f.debug_tuple("Stopped").field(err).finish(),
+        }
+    }
+}
+
+impl<F> fmt::Display for TrySpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySpawnError::Full(_) => {
+                f.write_str("the group is at its limit or the pool's queue is full")
+            }
+            TrySpawnError::Stopped(err) => write!(f, "the group is stopped: {err}"),
+        }
+    }
+}
+
+impl<F> std::error::Error for TrySpawnError<F> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TrySpawnError::Full(_) => None,
+            TrySpawnError::Stopped(err) => Some(err),
+        }
+    }
 }
 
 struct Shared<T> {
@@ -100,8 +162,48 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// assert_eq!(group.wait().unwrap(), vec![]);
     /// ```
     pub fn new(pool: &'pool WorkerPool, parent: &CancelToken) -> Self {
+        Self::build(pool, parent, None)
+    }
+
+    /// A group on `pool` (a child of `parent`'s token) with at most `limit` of its jobs queued or
+    /// running at once: [`spawn`](Self::spawn) waits for one to end (Go's `SetLimit`). The limit
+    /// is the group's own; the pool's threads and queue still bound every group together.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use tollgate::{CancelToken, Group, WorkerPool};
+    ///
+    /// let pool = WorkerPool::new(4).unwrap();
+    /// let group = Group::with_limit(&pool, &CancelToken::new(), NonZeroUsize::new(2).unwrap());
+    /// let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    /// for _ in 0..8 {
+    ///     let (running, most) = (running.clone(), most.clone());
+    ///     group.spawn(move |_| {
+    ///         most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+    ///         running.fetch_sub(1, Ordering::SeqCst);
+    ///         Ok(())
+    ///     }).unwrap();
+    /// }
+    /// group.join().unwrap();
+    /// assert!(most.load(Ordering::SeqCst) <= 2);
+    /// ```
+    pub fn with_limit(pool: &'pool WorkerPool, parent: &CancelToken, limit: NonZeroUsize) -> Self {
+        let limit = std::sync::Arc::new(Semaphore::new(limit.get()));
+        Self::build(pool, parent, Some(limit))
+    }
+
+    fn build(
+        pool: &'pool WorkerPool,
+        parent: &CancelToken,
+        limit: Option<std::sync::Arc<Semaphore>>,
+    ) -> Self {
         Group {
             pool,
+            limit,
             token: parent.child(),
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -160,6 +262,75 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
         if let Some(err) = self.stopped() {
             return Err(err);
         }
+        let permit = match &self.limit {
+            Some(limit) => match limit.acquire_owned(1, &self.token) {
+                Ok(permit) => Some(permit),
+                Err(_) => return Err(self.stopped_or_cancelled()),
+            },
+            None => None,
+        };
+        let ticket = self.ticket(permit);
+        let index = ticket.index;
+        // If the job is not queued, the ticket is dropped unrun and ends it: skipped if the
+        // group was cancelled, a `Closed` failure if the pool is shut down.
+        match self.pool.enqueue(&self.token, || task(ticket, job)) {
+            Ok(()) => Ok(index),
+            Err(_) => Err(self.stopped_or_cancelled()),
+        }
+    }
+
+    /// Spawns `job` only if that needs no wait: the group is under its limit and the pool's
+    /// queue has room (Go's `TryGo`). Returns the spawn index, or the job back in
+    /// [`TrySpawnError::Full`], or [`TrySpawnError::Stopped`] once the group is cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use tollgate::{CancelToken, TrySpawnError, WorkerPool};
+    ///
+    /// let pool = WorkerPool::new(2).unwrap();
+    /// let group = pool.group_with_limit(&CancelToken::new(), NonZeroUsize::new(1).unwrap());
+    /// let release = CancelToken::new();
+    /// let held = release.clone();
+    /// assert_eq!(group.try_spawn(move |_| { held.wait(); Ok(1) }).unwrap(), 0);
+    /// let Err(TrySpawnError::Full(job)) = group.try_spawn(|_| Ok(2)) else { panic!() };
+    /// release.cancel();
+    /// assert_eq!(group.spawn(job).unwrap(), 1); // waits for the first job to end
+    /// assert_eq!(group.join().unwrap(), vec![1, 2]);
+    /// ```
+    pub fn try_spawn<F>(&self, job: F) -> Result<usize, TrySpawnError<F>>
+    where
+        F: FnOnce(&CancelToken) -> Result<T, Error> + Send + 'static,
+    {
+        if let Some(err) = self.stopped() {
+            return Err(TrySpawnError::Stopped(err));
+        }
+        let permit = match &self.limit {
+            Some(limit) => match limit.try_acquire_owned(1) {
+                Ok(permit) => Some(permit),
+                Err(_) => return Err(TrySpawnError::Full(job)),
+            },
+            None => None,
+        };
+        match self.pool.try_reserve_slot() {
+            Ok(()) => {}
+            Err(NoSlot::Full | NoSlot::Cancelled(_)) => return Err(TrySpawnError::Full(job)),
+            Err(NoSlot::Closed) => {
+                // As in `spawn`: the unrun ticket records the shut-down pool as the group's
+                // failure (invariant 3), and that is the error to report.
+                drop(self.ticket(permit));
+                return Err(TrySpawnError::Stopped(self.stopped_or_cancelled()));
+            }
+        }
+        let ticket = self.ticket(permit);
+        let index = ticket.index;
+        self.pool.send_reserved(task(ticket, job));
+        Ok(index)
+    }
+
+    /// Counts a new job as outstanding and makes its ticket (invariant 2).
+    fn ticket(&self, permit: Option<OwnedPermit>) -> Ticket<T> {
         let index = {
             let mut state = self.shared.state.lock();
             let index = state.spawned;
@@ -167,19 +338,18 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
             state.outstanding += 1;
             index
         };
-        let ticket = Ticket {
+        Ticket {
             shared: Some(self.shared.clone()),
             token: self.token.clone(),
             index,
-        };
-        // If the job is not queued, the ticket is dropped unrun and ends it: skipped if the
-        // group was cancelled, a `Closed` failure if the pool is shut down.
-        match self.pool.enqueue(&self.token, || task(ticket, job)) {
-            Ok(()) => Ok(index),
-            Err(_) => Err(self
-                .stopped()
-                .unwrap_or_else(|| Error::from(Cause::Cancelled))),
+            _permit: permit,
         }
+    }
+
+    /// The error to report when a wait to spawn gave up.
+    fn stopped_or_cancelled(&self) -> Error {
+        self.stopped()
+            .unwrap_or_else(|| Error::from(Cause::Cancelled))
     }
 
     /// The error `wait` would return now, if the group is stopped.
@@ -275,6 +445,63 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     }
 }
 
+impl<T: Send + 'static> Group<'_, T> {
+    /// Waits until every job has ended — including jobs still running after a failure, which
+    /// were told to stop through the token — then returns their values in spawn order, or the
+    /// first error (Go's `errgroup.Wait`). Use it when jobs borrow or hold something that must
+    /// be released before going on; [`wait`](Self::wait) returns at the first error instead.
+    ///
+    /// Jobs skipped because the group was cancelled end at once when a worker reaches them; a
+    /// job that ignores the token is waited for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use tollgate::{CancelToken, Error, ErrorKind, WorkerPool};
+    ///
+    /// let pool = WorkerPool::new(2).unwrap();
+    /// let group = pool.group(&CancelToken::new());
+    /// let cleaned_up = Arc::new(AtomicBool::new(false));
+    /// let flag = cleaned_up.clone();
+    /// group.spawn(move |token| { token.wait(); flag.store(true, Ordering::SeqCst); Ok(()) }).unwrap();
+    /// group.spawn(|_| Err(Error::new(ErrorKind::Status(500), "upstream failed"))).unwrap();
+    /// assert_eq!(group.join().unwrap_err().kind(), ErrorKind::Status(500));
+    /// assert!(cleaned_up.load(Ordering::SeqCst)); // the running job had ended
+    /// ```
+    pub fn join(self) -> Result<Vec<T>, Error> {
+        let me = current();
+        let spawned = self.shared.state.lock().spawned;
+        let mut values: Vec<Option<T>> = (0..spawned).map(|_| None).collect();
+        loop {
+            let (ready, all_ended) = {
+                let mut state = self.shared.state.lock();
+                state.waiter = Some(me.clone());
+                (std::mem::take(&mut state.done), state.outstanding == 0)
+            };
+            for (index, value) in ready {
+                values[index] = Some(value);
+            }
+            if all_ended {
+                break;
+            }
+            // Woken by every ending (`end` unparks the registered waiter); spurious wake-ups
+            // loop. No deadline: jobs end on their own, told to stop by the token.
+            self.token.clock().park_thread_until(u64::MAX);
+        }
+        if let Some(err) = self.shared.state.lock().first_error.take() {
+            return Err(err);
+        }
+        if let Some(cause) = self.token.cause()
+            && values.iter().any(Option::is_none)
+        {
+            return Err(Error::from(cause));
+        }
+        Ok(values.into_iter().flatten().collect())
+    }
+}
+
 impl<T> Drop for Group<'_, T> {
     fn drop(&mut self) {
         self.token.cancel();
@@ -309,6 +536,30 @@ impl WorkerPool {
     pub fn group<T: Send + 'static>(&self, parent: &CancelToken) -> Group<'_, T> {
         Group::new(self, parent)
     }
+
+    /// A [`Group`] on this pool under a child of `parent`, with at most `limit` of its jobs
+    /// queued or running at once (see [`Group::with_limit`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use tollgate::{CancelToken, WorkerPool};
+    ///
+    /// let pool = WorkerPool::new(4).unwrap();
+    /// let group = pool.group_with_limit(&CancelToken::new(), NonZeroUsize::new(2).unwrap());
+    /// for n in 0..10u32 {
+    ///     group.spawn(move |_| Ok(n)).unwrap();
+    /// }
+    /// assert_eq!(group.join().unwrap().len(), 10);
+    /// ```
+    pub fn group_with_limit<T: Send + 'static>(
+        &self,
+        parent: &CancelToken,
+        limit: NonZeroUsize,
+    ) -> Group<'_, T> {
+        Group::with_limit(self, parent, limit)
+    }
 }
 
 /// A spawned job's link to its group: ends the job exactly once (invariant 2), as skipped if the
@@ -317,6 +568,8 @@ struct Ticket<T> {
     shared: Option<Arc<Shared<T>>>,
     token: CancelToken,
     index: usize,
+    /// Released when the ticket is dropped, after its ending is recorded (invariant 5).
+    _permit: Option<OwnedPermit>,
 }
 
 impl<T> Ticket<T> {

@@ -121,7 +121,7 @@ pub use fanout::{
     ProgressFn, RateFeedback, RetryPolicy,
 };
 #[cfg(not(loom))]
-pub use group::Group;
+pub use group::{Group, TrySpawnError};
 #[cfg(not(loom))]
 pub use http::{HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse};
 pub use limiter::{

@@ -349,6 +349,16 @@ impl WorkerPool {
         Ok(())
     }
 
+    /// Takes a queue slot if one is free now, for [`send_reserved`](Self::send_reserved).
+    pub(crate) fn try_reserve_slot(&self) -> Result<(), NoSlot> {
+        self.shared.slots.try_take()
+    }
+
+    /// Sends a task for a slot taken by [`try_reserve_slot`](Self::try_reserve_slot).
+    pub(crate) fn send_reserved(&self, task: Task) {
+        self.send_task(task);
+    }
+
     /// Sends a task for which a slot is held (invariant 2).
     fn send_task(&self, task: Task) {
         if let Err(err) = self.shared.sender.try_send(Message::Run(task)) {

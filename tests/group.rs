@@ -6,7 +6,9 @@ use std::thread;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::{CancelToken, Cause, Error, ErrorKind, Group, ManualClock, Shutdown, WorkerPool};
+use tollgate::{
+    CancelToken, Cause, Error, ErrorKind, Group, ManualClock, Shutdown, TrySpawnError, WorkerPool,
+};
 
 /// Occupies the one worker of `group`'s pool with a job that blocks until `gate` is cancelled;
 /// returns once that job runs.
@@ -401,5 +403,209 @@ fn spawning_from_several_threads_keeps_every_value_at_its_index() {
     assert_eq!(values.len(), 200);
     for (index, value) in indices.into_inner().unwrap() {
         assert_eq!(values[index], value);
+    }
+}
+
+// ---- errgroup parity: join (Go's Wait), with_limit (SetLimit), try_spawn (TryGo) ----
+
+#[test]
+fn join_returns_only_after_running_jobs_have_ended() {
+    let pool = WorkerPool::new(3).unwrap();
+    let group = pool.group(&CancelToken::new());
+    let ended = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started) = mpsc::channel();
+    for _ in 0..2 {
+        let (ended, started_tx) = (ended.clone(), started_tx.clone());
+        group
+            .spawn(move |token| {
+                started_tx.send(()).unwrap();
+                token.wait(); // told to stop by the failure below
+                ended.fetch_add(1, Ordering::SeqCst);
+                Ok(0)
+            })
+            .unwrap();
+    }
+    started.recv().unwrap();
+    started.recv().unwrap();
+    group.spawn(|_| Err(failure("boom"))).unwrap();
+    let err = group.join().unwrap_err();
+    assert_eq!(err.message(), "boom");
+    assert_eq!(
+        ended.load(Ordering::SeqCst),
+        2,
+        "join waited for both running jobs"
+    );
+}
+
+#[test]
+fn join_reports_the_callers_cancel_when_jobs_were_skipped() {
+    let pool = WorkerPool::builder()
+        .threads(1)
+        .queue_capacity(4)
+        .build()
+        .unwrap();
+    let caller = CancelToken::new();
+    let group = pool.group(&caller);
+    let gate = CancelToken::new();
+    occupy_the_worker(&group, &gate);
+    group.spawn(|_| Ok(1)).unwrap(); // queued; skipped once the caller cancels
+    caller.cancel();
+    gate.cancel();
+    assert_eq!(
+        group.join().unwrap_err().kind(),
+        ErrorKind::Cancelled(Cause::Cancelled)
+    );
+}
+
+#[test]
+fn join_of_an_empty_group_and_of_successes() {
+    let pool = WorkerPool::new(2).unwrap();
+    assert_eq!(
+        pool.group::<u8>(&CancelToken::new()).join().unwrap(),
+        vec![]
+    );
+    let group = pool.group(&CancelToken::new());
+    for i in 0..20u32 {
+        group.spawn(move |_| Ok(i)).unwrap();
+    }
+    assert_eq!(group.join().unwrap(), (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_limited_group_holds_spawns_at_its_limit_and_try_spawn_returns_the_job() {
+    let pool = WorkerPool::new(4).unwrap();
+    let limit = std::num::NonZeroUsize::new(2).unwrap();
+    let group = pool.group_with_limit(&CancelToken::new(), limit);
+    let gates: Vec<CancelToken> = (0..2).map(|_| CancelToken::new()).collect();
+    for gate in &gates {
+        let gate = gate.clone();
+        group
+            .spawn(move |_| Ok(gate.wait_timeout(Duration::from_secs(60)) as i32))
+            .unwrap();
+    }
+    // Two jobs hold both places, though the pool has two idle threads.
+    let Err(TrySpawnError::Full(job)) = group.try_spawn(|_| Ok(7)) else {
+        panic!("try_spawn must refuse at the limit and give the job back");
+    };
+    thread::scope(|s| {
+        let spawner = s.spawn(|| group.spawn(job));
+        gates[0].cancel(); // one place frees: the blocked spawn goes on
+        assert_eq!(spawner.join().unwrap().unwrap(), 2);
+    });
+    gates[1].cancel();
+    assert_eq!(group.join().unwrap(), vec![1, 1, 7]);
+}
+
+#[test]
+fn a_spawn_waiting_at_the_limit_wakes_on_the_callers_cancel() {
+    let pool = WorkerPool::new(2).unwrap();
+    let caller = CancelToken::new();
+    let group = pool.group_with_limit(&caller, std::num::NonZeroUsize::MIN);
+    let gate = CancelToken::new();
+    occupy_the_worker(&group, &gate);
+    thread::scope(|s| {
+        let spawner = s.spawn(|| group.spawn(|_| Ok(1)));
+        caller.cancel();
+        let err = spawner.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Cancelled(Cause::Cancelled));
+    });
+    gate.cancel();
+    assert!(group.join().is_ok(), "the one job that ran succeeded");
+}
+
+#[test]
+fn try_spawn_on_a_full_pool_queue_a_stopped_group_and_a_shut_down_pool() {
+    let pool = WorkerPool::builder()
+        .threads(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let group = pool.group(&CancelToken::new());
+    let gate = CancelToken::new();
+    occupy_the_worker(&group, &gate);
+    assert_eq!(group.try_spawn(|_| Ok(1)).unwrap(), 1); // takes the one queue slot
+    assert!(matches!(
+        group.try_spawn(|_| Ok(2)),
+        Err(TrySpawnError::Full(_))
+    ));
+    gate.cancel();
+    assert_eq!(group.join().unwrap(), vec![0, 1]);
+
+    let group = pool.group::<i32>(&CancelToken::new());
+    group.token().cancel();
+    let Err(TrySpawnError::Stopped(err)) = group.try_spawn(|_| Ok(1)) else {
+        panic!("a cancelled group refuses");
+    };
+    assert_eq!(err.kind(), ErrorKind::Cancelled(Cause::Cancelled));
+
+    pool.shutdown(Shutdown::Drain);
+    let group = pool.group::<i32>(&CancelToken::new());
+    let Err(TrySpawnError::Stopped(err)) = group.try_spawn(|_| Ok(1)) else {
+        panic!("a shut-down pool refuses");
+    };
+    assert_eq!(err.kind(), ErrorKind::Closed);
+    assert_eq!(group.join().unwrap_err().kind(), ErrorKind::Closed);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A limited group never has more than `limit` jobs running (counted inside the jobs), and
+    /// `join` returns only after every spawned job has ended: the model is "ended == spawned"
+    /// at return, and the same error or values rule as `wait`.
+    #[test]
+    fn a_limited_group_never_exceeds_its_limit_and_join_waits_for_all(
+        plans in prop::collection::vec(plan(), 0..24),
+        threads in 1usize..5,
+        limit in 1usize..4,
+    ) {
+        let pool = WorkerPool::builder().threads(threads).queue_capacity(32).build().unwrap();
+        let group = pool.group_with_limit(
+            &CancelToken::new(),
+            std::num::NonZeroUsize::new(limit).unwrap(),
+        );
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let ended = Arc::new(AtomicUsize::new(0));
+        let mut spawned = 0;
+        for (i, plan) in plans.iter().copied().enumerate() {
+            let (running, most, ended) = (running.clone(), most.clone(), ended.clone());
+            let job = move |_: &CancelToken| {
+                most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                thread::yield_now();
+                running.fetch_sub(1, Ordering::SeqCst);
+                ended.fetch_add(1, Ordering::SeqCst);
+                match plan {
+                    Plan::Ok => Ok(i),
+                    Plan::Fail => Err(failure(&format!("job {i}"))),
+                    Plan::Panic => panic!("job {i}"),
+                }
+            };
+            if group.spawn(job).is_err() {
+                break;
+            }
+            spawned += 1;
+        }
+        let result = group.join();
+        // Jobs skipped after a failure never run, so `ended` counts the ones that ran; every one
+        // of them had ended before `join` returned, and none runs after.
+        let ended_at_join = ended.load(Ordering::SeqCst);
+        prop_assert_eq!(running.load(Ordering::SeqCst), 0);
+        prop_assert!(most.load(Ordering::SeqCst) <= limit);
+        let failing = plans.iter().take(spawned).any(|plan| *plan != Plan::Ok);
+        match result {
+            Ok(values) => {
+                prop_assert!(!failing);
+                prop_assert_eq!(values, (0..spawned).collect::<Vec<_>>());
+                prop_assert_eq!(ended_at_join, spawned);
+            }
+            Err(err) => {
+                let index: usize = err.message().trim_start_matches("job ").parse().unwrap();
+                prop_assert!(plans[index] != Plan::Ok);
+            }
+        }
+        let stats = pool.shutdown(Shutdown::Drain);
+        prop_assert_eq!(ended.load(Ordering::SeqCst), ended_at_join, "a job ran after join");
+        prop_assert_eq!((stats.queued, stats.running), (0, 0));
     }
 }
