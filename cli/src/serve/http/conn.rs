@@ -337,6 +337,12 @@ impl Conn {
                     self.since = ctx.now;
                 }
                 self.input.extend_from_slice(&ctx.scratch[..n]);
+                if n < ctx.scratch.len() {
+                    // A short read emptied the socket's buffer: bytes arriving later raise a new
+                    // edge, so the `WouldBlock` read that would confirm it can be skipped (one
+                    // syscall per request fewer; tokio does the same).
+                    self.can_read = false;
+                }
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
