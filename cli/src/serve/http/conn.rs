@@ -35,6 +35,20 @@ pub const MAX_INPUT: usize = MAX_HEAD;
 /// Output buffers larger than this are freed once written (idle connections stay small).
 const KEEP_CAPACITY: usize = 4 * 1024;
 
+/// Rounds of parse, write and read one `drive` call may make before the loop moves on.
+pub const TURN_BUDGET: usize = 8;
+
+/// What a connection wants after [`Conn::drive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drive {
+    /// Waiting for the socket, the pool or a deadline.
+    Wait,
+    /// Used up its budget with work left: drive it again on the loop's next turn.
+    Again,
+    /// Close it.
+    Close,
+}
+
 /// An answer in request order: `None` while the pool works on it.
 #[derive(Debug)]
 struct Slot {
@@ -159,32 +173,33 @@ impl Conn {
         }
     }
 
-    /// Does all the work the socket and the answers allow; `false`: close the connection.
-    pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> bool {
-        loop {
+    /// Does the work the socket and the answers allow, up to [`TURN_BUDGET`] rounds so one busy
+    /// client cannot starve the loop's others.
+    pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Drive {
+        for _ in 0..TURN_BUDGET {
             let mut progress = self.parse_requests(ctx);
             progress |= self.serialise_answers(ctx);
             match self.write_out(ctx.now) {
                 Ok(wrote) => progress |= wrote,
-                Err(_) => return false,
+                Err(_) => return Drive::Close,
             }
             if self.closing && self.written == self.output.len() {
-                return false;
+                return Drive::Close;
             }
             match self.read_in(ctx) {
                 Ok(read) => progress |= read,
-                Err(_) => return false,
+                Err(_) => return Drive::Close,
             }
             if !progress {
-                break;
+                let owed = !self.slots.is_empty() || self.written < self.output.len();
+                if !owed && (self.peer_closed || self.no_more) {
+                    // Nothing more will be asked, or nothing more can be answered.
+                    return Drive::Close;
+                }
+                return Drive::Wait;
             }
         }
-        let owed = !self.slots.is_empty() || self.written < self.output.len();
-        if !owed && (self.peer_closed || self.no_more) {
-            // Nothing more will be asked, or nothing more can be answered.
-            return false;
-        }
-        true
+        Drive::Again
     }
 
     /// Frames and dispatches the requests in `input` (invariants 2 and 3).

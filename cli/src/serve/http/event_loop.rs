@@ -19,7 +19,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tollgate::{CancelToken, SubmitError, WorkerPool};
 
-use super::conn::{Conn, Ctx};
+use super::conn::{Conn, Ctx, Drive};
 use super::parse::{After, write_response};
 use super::timers::Timers;
 use super::{Admission, Config, ConnStats, Request, Response, Service, Timeout, error};
@@ -102,6 +102,8 @@ pub struct EventLoop {
     stats: Arc<ConnStats>,
     shutdown: CancelToken,
     scratch: Vec<u8>,
+    /// Connections that used up their turn with work left (driven again next turn).
+    again: Vec<usize>,
 }
 
 impl EventLoop {
@@ -137,6 +139,7 @@ impl EventLoop {
             stats,
             shutdown,
             scratch: vec![0; SCRATCH],
+            again: Vec::new(),
         })
     }
 
@@ -161,6 +164,7 @@ impl EventLoop {
             }
             let now = Instant::now();
             touched.clear();
+            touched.append(&mut self.again);
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(now, &mut touched),
@@ -224,6 +228,9 @@ impl EventLoop {
         let mut timeout = until.map(|t| t.saturating_duration_since(now));
         if !self.backlog.is_empty() {
             timeout = Some(timeout.map_or(BACKLOG_RETRY, |t| t.min(BACKLOG_RETRY)));
+        }
+        if !self.again.is_empty() {
+            timeout = Some(Duration::ZERO);
         }
         timeout
     }
@@ -315,12 +322,16 @@ impl EventLoop {
             stats: &self.stats,
             dispatch: &mut dispatch,
         };
-        if conn.drive(&mut ctx) {
-            if let Some((deadline, _)) = conn.deadline(&self.config) {
-                self.timers.arm(&mut conn.armed, deadline, slot, generation);
-            }
-        } else {
+        let next = conn.drive(&mut ctx);
+        if next == Drive::Close {
             self.close(slot);
+            return;
+        }
+        if next == Drive::Again {
+            self.again.push(slot);
+        }
+        if let Some((deadline, _)) = conn.deadline(&self.config) {
+            self.timers.arm(&mut conn.armed, deadline, slot, generation);
         }
     }
 
