@@ -557,3 +557,76 @@ fn server_flags_have_limits_and_clear_errors() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("open files"));
     }
 }
+
+#[test]
+fn slow_bodies_and_idle_keep_alive_connections_are_closed_at_their_deadlines() {
+    let server = Serve::start(&["--body-timeout", "1s", "--idle-timeout", "1s"]);
+    let mut slow_body = open(&server.addr);
+    slow_body
+        .get_mut()
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        .unwrap();
+    // The request is answered at once (its body is discarded as it comes)...
+    assert_eq!(read_answer(&mut slow_body).unwrap().status, 200);
+    let mut idle = open(&server.addr);
+    idle.get_mut()
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut idle).unwrap().status, 200);
+    // ...but the rest of the body never comes (408, closed), and the other client never asks
+    // again (closed).
+    assert_eq!(read_answer(&mut slow_body).unwrap().status, 408);
+    assert!(closed(&mut slow_body));
+    assert!(closed(&mut idle));
+    assert_eq!(
+        metric(
+            &server.addr,
+            "tollgate_connections_timed_out_total{kind=\"body\"}"
+        ),
+        1.0
+    );
+    // The idle one, and possibly the /metrics connections before this one went idle.
+    assert!(
+        metric(
+            &server.addr,
+            "tollgate_connections_timed_out_total{kind=\"idle\"}"
+        ) >= 1.0
+    );
+}
+
+#[test]
+fn an_endless_pipeline_does_not_starve_the_loops_other_clients() {
+    let server = Serve::start(&["--loop-threads", "1"]);
+    let conn = TcpStream::connect(&server.addr).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let batch = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n".repeat(256);
+            while !stop.load(Ordering::Relaxed) && writer.write_all(&batch).is_ok() {}
+        })
+    };
+    let reader = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut conn = conn;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            total
+        })
+    };
+    for _ in 0..20 {
+        assert_eq!(get(&server.addr, "/ping", &[]).status, 200);
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(server);
+    flood.join().unwrap();
+    assert!(reader.join().unwrap() > 0, "the flood was answered too");
+}
