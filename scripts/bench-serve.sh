@@ -64,34 +64,46 @@ sleep 1
 curl -sf "http://127.0.0.1:$NGINX_PORT/ping" >/dev/null
 curl -sf "http://127.0.0.1:$SERVE_PORT/ping" >/dev/null
 
-# wrk's requests/s and p99 (in ms).
-run_wrk() { # port connections
-    local out rps p99
+NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+# CPU time (user + system, clock ticks) a process has used.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# wrk's requests/s, p99 (in ms), and the server's CPU time per request (µs): the last is the
+# steadier figure on a shared box, where neither side may get a whole core.
+run_wrk() { # port connections server-pid
+    local out rps p99 before after requests
+    before=$(cpu_ticks "$3")
     out=$(wrk -t1 -c"$2" -d"${SECS}s" --latency "http://127.0.0.1:$1/ping")
+    after=$(cpu_ticks "$3")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
     local errors
     errors=$(awk '/Non-2xx|Socket errors/' <<<"$out")
     [ -n "$errors" ] && echo "    wrk: $errors" >&2
-    echo "$rps $p99"
+    echo "$rps $p99 $(( (after - before) * TICK_US * 100 / requests ))"
 }
 
-echo "serve: $LOOPS loop thread(s); nginx: 1 worker; wrk -t1; ${SECS}s runs, $ROUNDS alternating rounds"
+echo "serve: $LOOPS loop thread(s); nginx: 1 worker; wrk -t1; ${SECS}s runs, $ROUNDS alternating rounds; load: $(cut -d" " -f1-3 /proc/loadavg)"
 for conns in 32 1000; do
-    s_rps=(); n_rps=(); s_p99=(); n_p99=()
+    s_rps=(); n_rps=(); s_p99=(); n_p99=(); s_cpu=(); n_cpu=()
     for round in $(seq "$ROUNDS"); do
-        read -r a b <<<"$(run_wrk $SERVE_PORT "$conns")"; s_rps+=("$a"); s_p99+=("$b")
-        read -r c d <<<"$(run_wrk $NGINX_PORT "$conns")"; n_rps+=("$c"); n_p99+=("$d")
-        printf '  -c%-5s round %s: serve %9.0f req/s p99 %7.2f ms | nginx %9.0f req/s p99 %7.2f ms\n' \
-            "$conns" "$round" "$a" "$b" "$c" "$d"
+        read -r a b e <<<"$(run_wrk $SERVE_PORT "$conns" "$SERVE_PID")"
+        s_rps+=("$a"); s_p99+=("$b"); s_cpu+=("$e")
+        read -r c d f <<<"$(run_wrk $NGINX_PORT "$conns" "$NGINX_WORKER")"
+        n_rps+=("$c"); n_p99+=("$d"); n_cpu+=("$f")
+        printf '  -c%-5s round %s: serve %7.0f req/s p99 %7.2f ms cpu %5.2f us/req | nginx %7.0f req/s p99 %7.2f ms cpu %5.2f us/req\n' \
+            "$conns" "$round" "$a" "$b" "$(awk "BEGIN{print $e/100}")" "$c" "$d" "$(awk "BEGIN{print $f/100}")"
     done
-    python3 - "$conns" "${s_rps[*]}" "${n_rps[*]}" "${s_p99[*]}" "${n_p99[*]}" <<'EOF'
+    python3 - "$conns" "${s_rps[*]}" "${n_rps[*]}" "${s_p99[*]}" "${n_p99[*]}" "${s_cpu[*]}" "${n_cpu[*]}" <<'EOF'
 import statistics as st, sys
 c, *cols = sys.argv[1:]
-s_rps, n_rps, s_p99, n_p99 = ([float(x) for x in col.split()] for col in cols)
+s_rps, n_rps, s_p99, n_p99, s_cpu, n_cpu = ([float(x) for x in col.split()] for col in cols)
 med = st.median
-print(f"  -c{c}: req/s serve {med(s_rps):.0f} / nginx {med(n_rps):.0f} = {med(s_rps)/med(n_rps):.2f}x (goal >= 1.0x); "
-      f"p99 serve {med(s_p99):.2f} ms / nginx {med(n_p99):.2f} ms = {med(s_p99)/med(n_p99):.2f}x (goal <= 2x)")
+print(f"  -c{c} medians: req/s serve {med(s_rps):.0f} / nginx {med(n_rps):.0f} = {med(s_rps)/med(n_rps):.2f}x (goal >= 1.0x); "
+      f"p99 serve {med(s_p99):.2f} ms / nginx {med(n_p99):.2f} ms = {med(s_p99)/med(n_p99):.2f}x (goal <= 2x); "
+      f"server CPU per request serve {med(s_cpu)/100:.2f} us / nginx {med(n_cpu)/100:.2f} us = {med(s_cpu)/med(n_cpu):.2f}x")
 EOF
 done
 kill "$(cat "$WORK/nginx.pid")"; rm -f "$WORK/nginx.pid"
