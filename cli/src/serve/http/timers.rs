@@ -7,10 +7,13 @@
 //! deadline is checked and re-armed), an earlier one pushes a new entry.
 //!
 //! Invariants:
-//! 1. A connection with a deadline `d` has an entry at or before `d` in the heap (`armed <= d`).
-//! 2. The heap holds at most two entries per connection slot that is live or was freed since
-//!    the last pop past its entries (stale entries are skipped by generation), so it is bounded
-//!    by the connection cap, not by the request rate.
+//! 1. A connection with a deadline `d` has an entry at or before `d` in the heap (`armed <= d`),
+//!    so no deadline is missed; an entry firing early is re-armed, never acted on.
+//! 2. An entry is pushed only when it is earlier than the connection's armed one. A connection's
+//!    deadline is `since + timeout of its state` with `since` only moving forward, so between two
+//!    firings it can push at most one entry per distinct timeout (head, body, idle, write): the
+//!    heap holds a few entries per connection opened within the longest timeout, not one per
+//!    request. Entries of closed connections are skipped by generation when they come due.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -76,7 +79,74 @@ impl Armed {
 mod tests {
     use std::time::Duration;
 
+    use proptest::prelude::*;
+
     use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A connection's deadline becomes `now + ms` (or none).
+        Set(usize, Option<u64>),
+        /// Time passes; due entries fire.
+        Advance(u64),
+        /// The connection closes and its slot is reused.
+        Close(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..4usize, proptest::option::of(0..100u64)).prop_map(|(s, d)| Op::Set(s, d)),
+            (0..60u64).prop_map(Op::Advance),
+            (0..4usize).prop_map(Op::Close),
+        ]
+    }
+
+    proptest! {
+        /// Against a reference that knows every connection's deadline: after time passes, no
+        /// passed deadline is left unfired, whatever the order of updates and closes (a timer
+        /// that dropped an earlier deadline fails here).
+        #[test]
+        fn no_passed_deadline_is_missed(ops in proptest::collection::vec(op(), 1..200)) {
+            let t0 = Instant::now();
+            let at = |ms: u64| t0 + Duration::from_millis(ms);
+            let mut timers = Timers::default();
+            let mut now = 0u64;
+            let mut deadline: [Option<u64>; 4] = [None; 4];
+            let mut armed = [Armed::default(); 4];
+            let mut generation = [0u32; 4];
+            for op in ops {
+                match op {
+                    Op::Set(slot, d) => {
+                        deadline[slot] = d.map(|d| now + d);
+                        if let Some(d) = deadline[slot] {
+                            timers.arm(&mut armed[slot], at(d), slot, generation[slot]);
+                        }
+                    }
+                    Op::Close(slot) => {
+                        deadline[slot] = None;
+                        armed[slot] = Armed::default();
+                        generation[slot] += 1;
+                    }
+                    Op::Advance(ms) => {
+                        now += ms;
+                        while let Some((slot, g, when)) = timers.pop_due(at(now)) {
+                            if g != generation[slot] || !armed[slot].take_if(when) {
+                                continue;
+                            }
+                            match deadline[slot] {
+                                Some(d) if d <= now => deadline[slot] = None,
+                                Some(d) => timers.arm(&mut armed[slot], at(d), slot, g),
+                                None => {}
+                            }
+                        }
+                        for (slot, d) in deadline.iter().enumerate() {
+                            prop_assert!(d.is_none_or(|d| d > now), "missed slot {}", slot);
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn later_deadlines_push_nothing_and_earlier_ones_do() {
