@@ -7,7 +7,8 @@
 //! loop takes the whole queue under the same mutex after every poll. An answer pushed onto a
 //! non-empty queue needs no wake: the pusher that found it empty has woken (or will wake) the
 //! loop, and the loop cannot have taken that earlier answer without taking the queue as it is
-//! then, so it takes this one on that turn or the next.
+//! then, so it takes this one on that turn or the next. Modelled in loom:
+//! `loom-tests/tests/serve_handoff.rs`.
 
 use std::collections::VecDeque;
 use std::io::{self, Write as _};
