@@ -33,7 +33,7 @@ enum Command {
     /// Fetch a URL template for many keys with a rate limit and a cap on requests in flight.
     Fetch(fetch::FetchArgs),
     /// Serve a rate-limited HTTP API with fault injection (for demos, tests and load tests).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// How a command ended badly.

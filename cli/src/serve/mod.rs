@@ -1,13 +1,16 @@
 //! `tollgate serve`: a synchronous HTTP service with per-client rate limits and fault injection.
 //!
-//! `http.rs` accepts and parses (a reader thread per connection); every request is handled on
-//! tollgate's `WorkerPool` (no thread per request; a full queue makes readers wait, which is the
-//! back-pressure). Shutdown: cancelling the server's token stops the acceptor and the idle
-//! connections; requests in flight finish (waits for latency and hangs end at once because they
-//! wait on the same token) and are answered with `Connection: close`; then the pool drains.
+//! `http/` accepts, parses and writes on a fixed set of event-loop threads (`--loop-threads`);
+//! requests whose handling cannot block (ping, limit decisions without Redis, metrics, widgets
+//! without simulated latency) are answered on the loop, the others (latency, hangs, Redis
+//! decisions) on tollgate's `WorkerPool`, and their answers go back to the loop. Shutdown:
+//! cancelling the server's token stops the accepting and the idle connections; requests already
+//! read finish (waits for latency and hangs end at once because they wait on the same token) and
+//! are answered with `Connection: close`, all within `--drain-timeout`; then the pool drains.
 
 mod client;
 mod config;
+mod flags;
 mod headers;
 mod http;
 mod limits;
@@ -27,7 +30,7 @@ pub use self::metrics::Metrics;
 pub use self::routes::Faults;
 pub use self::store::RedisFallback;
 
-use self::http::{HttpServer, Request, Response};
+use self::http::{ConnStats, HttpServer, Request, Response, Service};
 use self::limits::{
     Decision, Limits, Params, RouteLimit, RouteName, WindowParams, parse_route_limit, policy_name,
 };
@@ -42,9 +45,34 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (printed on start).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Worker threads handling requests.
-    #[arg(long, default_value_t = 16)]
+    /// Worker threads for requests that block (simulated latency, hangs, Redis decisions).
+    #[arg(long, default_value_t = 16, value_parser = flags::workers)]
     pub workers: usize,
+    /// Event-loop threads accepting, reading and writing connections (default: one per core).
+    #[arg(long, value_parser = flags::loop_threads)]
+    pub loop_threads: Option<usize>,
+    /// Most open client connections (default: 10,000, or less to fit the open-file limit).
+    #[arg(long, value_parser = flags::connections)]
+    pub max_connections: Option<usize>,
+    /// Most open connections from one client IP; past it that client is refused, not others.
+    #[arg(long, default_value_t = 1_024, value_parser = flags::connections)]
+    pub max_connections_per_ip: usize,
+    /// Time from a request head's first byte (or the connection's accept) to its end.
+    #[arg(long, value_parser = flags::timeout, default_value = "10s")]
+    pub head_timeout: Duration,
+    /// Time from a request head's end to its body's end.
+    #[arg(long, value_parser = flags::timeout, default_value = "10s")]
+    pub body_timeout: Duration,
+    /// Time a keep-alive connection may wait for its next request.
+    #[arg(long, value_parser = flags::timeout, default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// Time a client may leave answers unread before it is dropped.
+    #[arg(long, value_parser = flags::timeout, default_value = "10s")]
+    pub write_timeout: Duration,
+    /// Longest shutdown: requests already read are answered within it, then every connection
+    /// is closed.
+    #[arg(long, value_parser = flags::drain_timeout, default_value = "5s")]
+    pub drain_timeout: Duration,
     /// Per-client requests per second (no limits without it).
     #[arg(long)]
     pub rate: Option<u64>,
@@ -123,6 +151,8 @@ pub(crate) fn parse_share(s: &str) -> Result<f64, String> {
 /// The settings a reload replaces (all at once: a request sees the old or the new, never a mix).
 struct Settings {
     limits: Option<Arc<Limits>>,
+    /// Limit decisions may wait on Redis (up to its budget): they go to the pool.
+    redis: bool,
     rule: ClientRule,
     faults: Faults,
 }
@@ -193,6 +223,7 @@ impl Settings {
             faults.latency = Duration::from_millis(ms);
         }
         Ok(Settings {
+            redis: limits.is_some() && args.redis.is_some(),
             limits,
             rule: ClientRule {
                 limit_by: args.limit_by,
@@ -209,6 +240,7 @@ struct State {
     flags: ServeArgs,
     settings: RwLock<Arc<Settings>>,
     metrics: Arc<Metrics>,
+    connections: Arc<ConnStats>,
     shutdown: CancelToken,
 }
 
@@ -297,9 +329,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Binds and starts serving.
     pub fn start(args: &ServeArgs) -> Result<Server, String> {
-        if args.workers == 0 {
-            return Err("--workers must be at least 1".into());
-        }
+        let config = flags::http_config(args)?;
         let settings = Settings::new(&effective(args)?, None)?;
         let pool = WorkerPool::builder()
             .threads(args.workers)
@@ -308,17 +338,20 @@ impl Server {
             .map_err(|e| format!("cannot start {} workers: {e}", args.workers))?;
         let shutdown = CancelToken::new();
         let metrics = Arc::new(Metrics::default());
+        let connections = Arc::new(ConnStats::default());
         let state = Arc::new(State {
             flags: args.clone(),
             settings: RwLock::new(Arc::new(settings)),
             metrics: Arc::clone(&metrics),
+            connections: Arc::clone(&connections),
             shutdown: shutdown.clone(),
         });
-        let handler_state = Arc::clone(&state);
         let http = HttpServer::start(
             args.listen,
+            config,
             pool,
-            Arc::new(move |request: &Request| handle(&handler_state, request)),
+            Arc::new(Handler(Arc::clone(&state))),
+            connections,
             shutdown,
         )?;
         Ok(Server {
@@ -351,6 +384,33 @@ impl Server {
     }
 }
 
+/// The routes, as the HTTP server's service.
+struct Handler(Arc<State>);
+
+impl Service for Handler {
+    fn call(&self, request: &Request) -> Response {
+        handle(&self.0, request)
+    }
+
+    fn may_block(&self, request: &Request) -> bool {
+        let settings = self.0.settings();
+        match routes::route(&request.method, &request.url) {
+            Route::Widgets(id) => {
+                let wait = match settings.faults.plan(&id) {
+                    Plan::Missing => Duration::ZERO,
+                    Plan::Fault(Fault::Hang) => settings.faults.hang,
+                    _ => settings.faults.latency,
+                };
+                settings.redis || !wait.is_zero()
+            }
+            // Every other route but /metrics is decided by the limits too (the default ones).
+            Route::Ping | Route::NotFound | Route::MethodNotAllowed => settings.redis,
+            // /metrics reads counters kept in memory.
+            Route::Metrics => false,
+        }
+    }
+}
+
 fn handle(state: &State, request: &Request) -> Response {
     let settings = state.settings();
     let route = routes::route(&request.method, &request.url);
@@ -364,6 +424,7 @@ fn handle(state: &State, request: &Request) -> Response {
             .map(|l| l.redis_stats())
             .unwrap_or_default();
         let mut body = state.metrics.render(keys, max_keys, evictions);
+        body.push_str(&state.connections.render());
         if !redis.is_empty() {
             body.push_str(&state.metrics.render_redis(&redis));
         }
