@@ -99,8 +99,9 @@ fn hand_off_racing_cancel_is_given_back_exactly_once() {
         }
         wakes.unpark();
         canceller.join().unwrap();
+        let result = waiter.join().unwrap();
         let owner = owner.lock().unwrap();
-        match waiter.join().unwrap() {
+        match result {
             Ok(()) => assert_eq!(owner.free, 0),
             Err(cause) => {
                 assert_eq!(cause, Cause::Cancelled);
