@@ -19,8 +19,8 @@
 //!    leader, under the same lock, appoints a queued request when it leaves.
 //! 3. Queued requests wait on the queue's [`WaitList`] until decided `DONE` (their outcome is in
 //!    their slot) or `LEAD` (appointed); the list's `claim` takes a batch out without deciding it,
-//!    and its leader decides each entry exactly once. Each pipeline round trip is bounded by the connection's timeouts, so a waiter
-//!    waits at most for the pipelines in flight plus its own.
+//!    and its leader decides each entry exactly once. Each pipeline round trip is bounded by the
+//!    connection's timeouts, so a waiter waits at most for the pipelines in flight plus its own.
 //! 4. A NOSCRIPT entry did not run: the leader loads the script and re-sends exactly those
 //!    entries. No other entry is ever re-sent (a failed call may have run).
 
