@@ -12,8 +12,9 @@
 //!
 //! 1. A waiter's status goes from [`WAITING`] to a decided value exactly once, in
 //!    [`Waiter::decide`] (which every `notify*` uses), and only for a waiter already out of the
-//!    list: an entry is in the list exactly while its status is `WAITING`, except for a waiter
-//!    [`claim`](WaitList::claim)ed out of the list, which its claimer alone decides later.
+//!    list: a waiter out of the list with status `WAITING` is either
+//!    [`claim`](WaitList::claim)ed — its claimer alone decides it later — or has left through
+//!    [`leave`](WaitList::leave) — and nobody ever decides it.
 //! 2. [`leave`](WaitList::leave) (under the owner's lock) either removes a waiter still queued —
 //!    nobody decides it any more — or returns the status it was decided with. So a notification
 //!    racing a cancellation is seen exactly once: by the notifier, which then owns the entry's
