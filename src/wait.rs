@@ -1,12 +1,11 @@
 //! One way to wait: a FIFO [`WaitList`] of parked threads and a [`Latch`] built on it.
 //!
-//! Every blocking protocol in tollgate — the semaphore's queue, the pool's queue slots, a job's
-//! handle, a group, `ManualClock`'s sleepers, the Redis coalescer — is a condition guarded by its
-//! owner's lock plus this list of the threads waiting for it to change. The list holds no lock of
-//! its own (as crossbeam-channel's `Waker`, which lives inside each channel's lock): the owner
-//! decides under its lock who is served, and the waiter learns its fate from its [`Waiter`]'s
-//! status word without the lock, as parking_lot_core's `unpark_one` hands a token to the thread it
-//! unparks.
+//! The semaphore's queue, the pool's queue slots, a group, `ManualClock`'s sleepers and the Redis
+//! coalescer each keep a condition guarded by its owner's lock plus this list of the threads
+//! waiting for it to change. The list holds no lock of its own (as crossbeam-channel's `Waker`,
+//! which lives inside each channel's lock): the owner decides under its lock who is served, and
+//! the waiter learns its fate from its [`Waiter`]'s status word without the lock, as
+//! parking_lot_core's `unpark_one` hands a token to the thread it unparks.
 //!
 //! Invariants (for a list and the lock that guards it):
 //!

@@ -181,3 +181,28 @@ fn latch_set_racing_cancel_ends_the_wait() {
         assert!(matches!(got, Ok(()) | Err(Cause::Cancelled)), "{got:?}");
     });
 }
+
+/// The coalescer's pattern: a waiter claimed out of the list (so no notify can reach it) is
+/// decided later by its claimer alone, and woken by that decision.
+#[test]
+fn a_claimed_waiter_is_decided_by_its_claimer() {
+    model(|| {
+        let owner = Arc::new(Mutex::new(WaitList::new()));
+        let waiter = {
+            let owner = owner.clone();
+            thread::spawn(move || {
+                let waiter = owner.lock().unwrap().register(7);
+                waiter.wait(None).unwrap()
+            })
+        };
+        spin_until(|| owner.lock().unwrap().len() == 1);
+        let (data, claimed) = owner.lock().unwrap().claim().unwrap();
+        assert_eq!(data, 7);
+        // Nothing left to notify: the claimed waiter is out of the list.
+        let mut wakes = Wakes::default();
+        assert_eq!(owner.lock().unwrap().notify_one(1, &mut wakes), None);
+        claimed.decide(GRANTED, &mut wakes);
+        wakes.unpark();
+        assert_eq!(waiter.join().unwrap(), GRANTED);
+    });
+}

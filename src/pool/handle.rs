@@ -5,8 +5,9 @@
 //! 1. A job's result is set exactly once: by the worker that ran it ([`Completer::complete`]), or
 //!    — if the job is dropped without running (Abort shutdown, a skipped group job, a pool torn
 //!    down) — by `Completer`'s `Drop`, as [`JobError::Cancelled`]. So a waiter always learns.
-//! 2. The completer stores the result, then sets the handle's [`Latch`]; a joiner waits for the
-//!    latch (which cannot miss the set, see `crate::wait`), then takes the result.
+//! 2. The result and the waiting thread live under one mutex: the completer stores the result and
+//!    takes the waiter under it, then unparks with no lock held; a joiner checks for the result
+//!    and registers under it, so the unpark cannot be missed.
 
 use std::any::Any;
 use std::fmt;
@@ -14,8 +15,7 @@ use std::panic::{self, AssertUnwindSafe};
 
 use crate::cancel::CancelToken;
 use crate::error::{Cause, Error, ErrorKind};
-use crate::sync::{Arc, Mutex};
-use crate::wait::Latch;
+use crate::sync::{Arc, Mutex, Thread, current, park};
 
 /// Why a job gave no value.
 ///
@@ -90,10 +90,14 @@ pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
     }
 }
 
+enum State<T> {
+    Pending { waiter: Option<Thread> },
+    Done(Result<T, JobError>),
+    Taken,
+}
+
 struct Shared<T> {
-    /// Written once by the completer, before `done` is set (invariant 2).
-    result: Mutex<Option<Result<T, JobError>>>,
-    done: Latch,
+    state: Mutex<State<T>>,
 }
 
 /// The worker's end: completes the job's handle exactly once (invariant 1).
@@ -118,9 +122,20 @@ impl<T> Drop for Completer<T> {
 }
 
 fn finish<T>(shared: &Shared<T>, result: Result<T, JobError>) {
-    // Invariant 1: the only result; the mutex orders it before the latch's set.
-    shared.result.lock().get_or_insert(result);
-    shared.done.set();
+    let waiter = {
+        let mut state = shared.state.lock();
+        match std::mem::replace(&mut *state, State::Done(result)) {
+            State::Pending { waiter } => waiter,
+            // Invariant 1 makes this unreachable; keep the first result if it ever happens.
+            previous => {
+                *state = previous;
+                None
+            }
+        }
+    };
+    if let Some(thread) = waiter {
+        thread.unpark();
+    }
 }
 
 /// A pending job's result: [`join`](Self::join) blocks until the job has run (or was dropped).
@@ -141,8 +156,7 @@ pub struct JobHandle<T> {
 /// A new handle and the completer that fulfils it.
 pub(crate) fn pair<T>() -> (JobHandle<T>, Completer<T>) {
     let shared = Arc::new(Shared {
-        result: Mutex::new(None),
-        done: Latch::new(),
+        state: Mutex::new(State::Pending { waiter: None }),
     });
     (
         JobHandle {
@@ -173,7 +187,7 @@ impl<T> JobHandle<T> {
     /// assert_eq!(handle.join(), Ok(()));
     /// ```
     pub fn is_finished(&self) -> bool {
-        self.shared.done.is_set()
+        !matches!(*self.shared.state.lock(), State::Pending { .. })
     }
 
     /// Blocks until the job has run and returns its value, or why there is none.
@@ -213,16 +227,50 @@ impl<T> JobHandle<T> {
     }
 
     fn wait(self, token: Option<&CancelToken>) -> Result<T, JobError> {
-        self.shared
-            .done
-            .wait(token)
-            .map_err(JobError::WaitCancelled)?;
-        // `join` consumes the handle, so the result is taken at most once.
-        self.shared
-            .result
-            .lock()
-            .take()
-            .unwrap_or(Err(JobError::Cancelled))
+        if let Some(result) = self.take_result(None) {
+            return result;
+        }
+        self.wait_slow(token)
+    }
+
+    #[cold]
+    fn wait_slow(self, token: Option<&CancelToken>) -> Result<T, JobError> {
+        let me = current();
+        let _registration = token.map(|token| {
+            let me = me.clone();
+            token.on_cancel(move || me.unpark())
+        });
+        loop {
+            if let Some(result) = self.take_result(Some(&me)) {
+                return result;
+            }
+            if let Some(cause) = token.and_then(CancelToken::cause) {
+                return Err(JobError::WaitCancelled(cause));
+            }
+            match token {
+                None => park(),
+                Some(token) => {
+                    let clock = token.clock();
+                    clock.park_thread_until(token.deadline_in_clock(clock.now()));
+                }
+            }
+        }
+    }
+
+    /// The result if it is there; otherwise registers `me` (invariant 2) when given.
+    fn take_result(&self, me: Option<&Thread>) -> Option<Result<T, JobError>> {
+        let mut state = self.shared.state.lock();
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Done(result) => Some(result),
+            State::Pending { waiter } => {
+                *state = State::Pending {
+                    waiter: me.cloned().or(waiter),
+                };
+                None
+            }
+            // `join` consumes the handle, so the result is taken at most once.
+            State::Taken => Some(Err(JobError::Cancelled)),
+        }
     }
 }
 
