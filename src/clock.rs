@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 pub use monotonic::ClockSource;
 
 use crate::cancel::CancelToken;
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering, Thread, current, park, park_timeout};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, current, park, park_timeout};
+use crate::wait::{WaitList, Wakes};
 
 /// What ended a [`Clock::park_until`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -253,8 +254,11 @@ struct ManualInner {
     /// that lock and registered cannot miss the advance that passes its instant.
     now: AtomicU64,
     /// Threads parked until an instant, with that instant.
-    sleepers: Mutex<Vec<(u64, Thread)>>,
+    sleepers: Mutex<WaitList<u64>>,
 }
+
+/// The status an advance decides a sleeper with: its instant has come.
+const REACHED: usize = 0;
 
 impl ManualClock {
     /// A clock at 0.
@@ -316,19 +320,16 @@ impl ManualClock {
     }
 
     fn update(&self, next: impl FnOnce(u64) -> u64) {
+        let mut wakes = Wakes::default();
         let mut sleepers = self.inner.sleepers.lock();
         // Relaxed: the lock orders this with every parker's check (taken under the same lock).
         let now = next(self.inner.now.load(Ordering::Relaxed));
         // Release: pairs with the Acquire in `now()`, so a thread that reads the new time also
         // sees what the advancing thread did before advancing.
         self.inner.now.store(now, Ordering::Release);
-        sleepers.retain(|(at, thread)| {
-            let due = *at <= now;
-            if due {
-                thread.unpark();
-            }
-            !due
-        });
+        sleepers.notify_where(|&at| (at <= now).then_some(REACHED), &mut wakes);
+        drop(sleepers);
+        wakes.unpark();
     }
 
     /// How many threads are parked on this clock right now (for tests that wait for a thread to
@@ -353,23 +354,20 @@ impl Clock for ManualClock {
     }
 
     fn park_thread_until(&self, at: u64) {
-        let me = current();
-        {
+        let waiter = {
             let mut sleepers = self.inner.sleepers.lock();
             // Relaxed: `now` is only written under this lock, which we hold.
             if self.inner.now.load(Ordering::Relaxed) >= at {
                 return;
             }
-            sleepers.push((at, me.clone()));
-        }
+            sleepers.register(at)
+        };
+        // One park, not a loop: this is the clock's primitive, which may return spuriously
+        // (invariant 3); its callers re-check their condition.
         park();
-        // Woken by an advance (which removed our entry), by another unpark, or spuriously:
+        // Woken by an advance (which took our entry out), by another unpark, or spuriously:
         // leave no stale entry behind either way.
-        let id = me.id();
-        self.inner
-            .sleepers
-            .lock()
-            .retain(|(_, thread)| thread.id() != id);
+        self.inner.sleepers.lock().leave(&waiter);
     }
 }
 

@@ -11,8 +11,9 @@
 //!    under the lock *before* the token is cancelled with [`Cause::Failed`], so whoever sees the
 //!    token cancelled by a failure also finds the error. Later errors are dropped.
 //! 4. `wait` decides under the lock: a recorded error wins; else all jobs ended and none skipped
-//!    means success; else a cancelled token means its cause; else it parks (registered under the
-//!    same lock, and on the token), so no ending job or cancel is missed. `join` decides the same
+//!    means success; else a cancelled token means its cause; else it waits on the group's
+//!    [`WaitList`] (registered under the same lock, every ending notifies it) and on the token, so
+//!    no ending job or cancel is missed. `join` decides the same
 //!    way but only once `outstanding` is zero: it returns after every job has ended.
 //! 5. With a limit, a job holds one permit of the group's own [`Semaphore`] from before it is
 //!    counted in `outstanding` until after its ending is recorded: at most `limit` jobs of the
@@ -27,7 +28,8 @@ use crate::cancel::CancelToken;
 use crate::error::{Cause, Error, ErrorKind};
 use crate::pool::{Counters, NoSlot, Outcome, Task, WorkerPool, drop_payload, panic_message};
 use crate::semaphore::{OwnedPermit, Semaphore};
-use crate::sync::{Arc, Mutex, Thread, current};
+use crate::sync::{Arc, Mutex};
+use crate::wait::{WAITING, WaitList, Wakes};
 
 /// Jobs on a [`WorkerPool`] that succeed together or fail fast together (Go's `errgroup`).
 ///
@@ -139,8 +141,12 @@ struct State<T> {
     /// Values not yet handed to `wait`, with their spawn index, in completion order.
     done: VecDeque<(usize, T)>,
     first_error: Option<Error>,
-    waiter: Option<Thread>,
+    /// `wait`/`join` waiting for the next ending (invariant 4).
+    waiters: WaitList<()>,
 }
+
+/// The status `end` notifies waiters with: something changed, look again.
+const ENDED: usize = 0;
 
 /// How one job ended (invariant 2).
 enum Ending<T> {
@@ -212,7 +218,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
                     skipped: 0,
                     done: VecDeque::new(),
                     first_error: None,
-                    waiter: None,
+                    waiters: WaitList::new(),
                 }),
             }),
         }
@@ -411,36 +417,32 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// assert_eq!(sum, 10);
     /// ```
     pub fn wait_each(self, mut each: impl FnMut(usize, T)) -> Result<(), Error> {
-        let me = current();
-        let _registration = {
-            let me = me.clone();
-            self.token.on_cancel(move || me.unpark())
-        };
         loop {
-            let (ready, all_ended) = {
+            let (ready, all_ended, waiter) = {
                 let mut state = self.shared.state.lock();
                 if let Some(err) = &state.first_error {
                     return Err(err.clone());
                 }
-                state.waiter = Some(me.clone());
                 let ready = std::mem::take(&mut state.done);
-                (ready, state.outstanding == 0 && state.skipped == 0)
+                let all_ended = state.outstanding == 0 && state.skipped == 0;
+                // Nothing to hand over yet: wait for the next ending, registered under the lock
+                // it is recorded under (invariant 4).
+                let waiter = (ready.is_empty() && !all_ended).then(|| state.waiters.register(()));
+                (ready, all_ended, waiter)
             };
-            let delivered = !ready.is_empty();
             for (index, value) in ready {
                 each(index, value);
             }
             if all_ended {
                 return Ok(());
             }
-            if delivered {
-                continue;
+            let Some(waiter) = waiter else { continue };
+            if let Err(cause) = waiter.wait(Some(&self.token))
+                && self.shared.state.lock().waiters.leave(&waiter) == WAITING
+            {
+                // Cancelled, and no ending came meanwhile: the recorded failure or the cause.
+                return Err(self.stopped().unwrap_or_else(|| Error::from(cause)));
             }
-            if let Some(err) = self.stopped() {
-                return Err(err);
-            }
-            let clock = self.token.clock();
-            clock.park_thread_until(self.token.deadline_in_clock(clock.now()));
         }
     }
 }
@@ -471,24 +473,21 @@ impl<T: Send + 'static> Group<'_, T> {
     /// assert!(cleaned_up.load(Ordering::SeqCst)); // the running job had ended
     /// ```
     pub fn join(self) -> Result<Vec<T>, Error> {
-        let me = current();
         let spawned = self.shared.state.lock().spawned;
         let mut values: Vec<Option<T>> = (0..spawned).map(|_| None).collect();
         loop {
-            let (ready, all_ended) = {
+            let (ready, waiter) = {
                 let mut state = self.shared.state.lock();
-                state.waiter = Some(me.clone());
-                (std::mem::take(&mut state.done), state.outstanding == 0)
+                let waiter = (state.outstanding > 0).then(|| state.waiters.register(()));
+                (std::mem::take(&mut state.done), waiter)
             };
             for (index, value) in ready {
                 values[index] = Some(value);
             }
-            if all_ended {
-                break;
-            }
-            // Woken by every ending (`end` unparks the registered waiter); spurious wake-ups
-            // loop. No deadline: jobs end on their own, told to stop by the token.
-            self.token.clock().park_thread_until(u64::MAX);
+            let Some(waiter) = waiter else { break };
+            // No token: jobs end on their own, told to stop by it; every ending notifies us.
+            // Without a token the wait cannot fail.
+            let _ = waiter.wait(None);
         }
         if let Some(err) = self.shared.state.lock().first_error.take() {
             return Err(err);
@@ -634,7 +633,8 @@ where
 fn end<T>(shared: &Shared<T>, token: &CancelToken, index: usize, ending: Ending<T>) {
     let mut first_failure = false;
     let mut unwanted = None;
-    let waiter = {
+    let mut wakes = Wakes::default();
+    {
         let mut state = shared.state.lock();
         state.outstanding -= 1;
         match ending {
@@ -650,16 +650,14 @@ fn end<T>(shared: &Shared<T>, token: &CancelToken, index: usize, ending: Ending<
             }
             Ending::Skipped => state.skipped += 1,
         }
-        state.waiter.take()
-    };
+        state.waiters.notify_all(ENDED, &mut wakes);
+    }
     if first_failure {
         // Invariant 3: after the error is recorded. Wakes the waiter too (it registered on the
         // token), and every job waiting on the token.
         token.cancel_with(Cause::Failed);
     }
-    if let Some(thread) = waiter {
-        thread.unpark();
-    }
+    wakes.unpark();
     // A value nobody will read, dropped outside the lock (its `Drop` may be slow or panic).
     drop(unwanted);
 }

@@ -111,6 +111,13 @@ mod slab;
 mod sync;
 #[cfg(feature = "quanta")]
 mod tsc_clock;
+#[cfg(not(loom))]
+mod wait;
+/// The wait list and latch alone, for the loom models in `loom-tests/tests/wait.rs`. Not an API;
+/// exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod wait;
 
 pub use cancel::{CancelToken, DropGuard, Registration};
 pub use clock::{Clock, ClockSource, ManualClock, MonotonicClock, StdClock, Wake};

@@ -41,6 +41,7 @@ pub(crate) use self::stats::{Counters, Outcome};
 
 use crate::cancel::CancelToken;
 use crate::sync::{Arc, AtomicBool, CachePadded, Mutex, Ordering};
+use crate::wait::Latch;
 
 /// The largest queue a pool accepts: the channel allocates its slots up front, so a huge
 /// capacity would be a huge allocation (and below the slot counter's limit).
@@ -159,8 +160,8 @@ pub struct WorkerPool {
     /// Taken by the first `shutdown`.
     workers: Mutex<Vec<JoinHandle<()>>>,
     worker_ids: Vec<ThreadId>,
-    /// Cancelled once the first `shutdown` has joined the workers; later calls wait on it.
-    stopped: CancelToken,
+    /// Set once the first `shutdown` has joined the workers; later calls wait for it.
+    stopped: Latch,
     capacity: usize,
 }
 
@@ -449,7 +450,8 @@ impl WorkerPool {
                 self.discard_queued();
             }
             if !on_worker {
-                self.stopped.wait();
+                // Uninterruptible (no token): it cannot fail.
+                let _ = self.stopped.wait(None);
             }
             return self.stats();
         }
@@ -466,7 +468,7 @@ impl WorkerPool {
                 let _ = worker.join();
             }
         }
-        self.stopped.cancel();
+        self.stopped.set();
         self.stats()
     }
 

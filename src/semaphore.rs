@@ -25,9 +25,10 @@
 //!    permits back under the lock before returning, so nothing leaks.
 //! 6. Every queued waiter asks for `0 < n <= capacity`; a shrink refuses the ones that no longer
 //!    fit.
-//! 7. Wake-ups: a waiter is unparked individually (`Thread::unpark`) after the lock is released,
-//!    by the thread that decided its fate, or by its token's `on_cancel` callback. It learns its
-//!    fate from its `Signal`, so spurious wake-ups are re-checked and never seen by callers.
+//! 7. Wake-ups: the queue is a [`WaitList`](crate::wait::WaitList). A waiter is unparked
+//!    individually after the lock is released, by the thread that decided its fate, or by its
+//!    token's `on_cancel` callback. It learns its fate from its `Waiter`'s status word, so
+//!    spurious wake-ups are re-checked and never seen by callers.
 
 mod error;
 mod permit;
@@ -37,13 +38,13 @@ mod resize;
 pub use error::{AcquireError, ResizeError, TryAcquireError};
 pub use permit::{OwnedPermit, Permit};
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
 use crate::cancel::CancelToken;
 use crate::error::Cause;
 use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::wait::WaitList;
 
 use queue::{CLOSED_OUT, Queue};
 
@@ -153,7 +154,7 @@ impl Semaphore {
         Semaphore {
             state: AtomicUsize::new(permits << SHIFT),
             queue: Mutex::new(Queue {
-                waiters: VecDeque::new(),
+                waiters: WaitList::new(),
                 capacity: permits,
                 debt: 0,
             }),
@@ -406,9 +407,7 @@ impl Semaphore {
                 return false;
             }
             s.closed = true;
-            for waiter in s.queue.waiters.drain(..) {
-                s.wakes.signal(&waiter.signal, CLOSED_OUT);
-            }
+            s.queue.waiters.notify_all(CLOSED_OUT, &mut s.wakes);
             true
         })
     }

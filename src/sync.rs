@@ -104,11 +104,6 @@ mod loom_park {
             *self.parker.token.lock().unwrap() = true;
             self.parker.unparked.notify_one();
         }
-
-        /// Identifies the thread (by its parker).
-        pub(crate) fn id(&self) -> usize {
-            Arc::as_ptr(&self.parker) as usize
-        }
     }
 }
 

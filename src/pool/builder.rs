@@ -4,8 +4,8 @@ use std::thread;
 
 use super::slots::QueueSlots;
 use super::{Counters, MAX_QUEUE_CAPACITY, Message, PoolError, Shared, WorkerPool, work};
-use crate::cancel::CancelToken;
 use crate::sync::{Arc, AtomicBool, CachePadded, Mutex};
+use crate::wait::Latch;
 
 /// Builds a [`WorkerPool`]: thread count, queue capacity, thread names.
 ///
@@ -146,7 +146,7 @@ impl WorkerPoolBuilder {
             shared,
             workers: Mutex::new(workers),
             worker_ids,
-            stopped: CancelToken::new(),
+            stopped: Latch::new(),
             capacity,
         })
     }

@@ -17,6 +17,7 @@
 //!    the same word that holds `free` — so either it sees a slot freed before it (and takes it)
 //!    or every later `release` sees `WAITERS` and pops a waiter. One atomic word, one
 //!    modification order: no wake-up can be lost, with no `SeqCst` store/load handshake.
+//!    The queue is a [`WaitList`]: a popped waiter is decided `POPPED` and tries again.
 //! 4. A waiter popped by a `release` (or that took a slot after registering) that leaves without
 //!    the slot — cancelled — passes the wake-up on when a slot is free and others wait, so a free
 //!    slot never sits beside a parked waiter.
@@ -25,11 +26,10 @@
 // `loom-tests/tests/pool_slots.rs`; in normal builds the pool keeps it private.
 #![cfg_attr(not(loom), allow(unreachable_pub))]
 
-use std::collections::VecDeque;
-
 use crate::cancel::CancelToken;
 use crate::error::Cause;
-use crate::sync::{AtomicUsize, CachePadded, Mutex, Ordering, Thread, current, park};
+use crate::sync::{Arc, AtomicUsize, CachePadded, Mutex, Ordering};
+use crate::wait::{WAITING, WaitList, Waiter, Wakes};
 
 /// Bit of `state` set once the pool is closed.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -62,10 +62,13 @@ pub enum Drained {
     No,
 }
 
+/// The status of a waiter popped by a `release` or a `close`: it tries again.
+const POPPED: usize = 0;
+
 /// What registering found.
 enum Registered {
-    /// Queued with this id.
-    Queued(u64),
+    /// Queued: wait on this.
+    Queued(Arc<Waiter>),
     /// A slot was free after all: taken.
     Took,
     Closed,
@@ -77,13 +80,7 @@ pub struct QueueSlots {
     /// `free` slots (the [`FREE`] bits), [`WAITERS`] and [`CLOSED`]. Starts at `capacity`.
     state: CachePadded<AtomicUsize>,
     capacity: usize,
-    waiters: Mutex<Waiters>,
-}
-
-#[derive(Debug, Default)]
-struct Waiters {
-    queue: VecDeque<(u64, Thread)>,
-    next_id: u64,
+    waiters: Mutex<WaitList<()>>,
 }
 
 impl QueueSlots {
@@ -93,7 +90,7 @@ impl QueueSlots {
         QueueSlots {
             state: CachePadded::new(AtomicUsize::new(capacity)),
             capacity,
-            waiters: Mutex::new(Waiters::default()),
+            waiters: Mutex::new(WaitList::new()),
         }
     }
 
@@ -148,35 +145,23 @@ impl QueueSlots {
 
     #[cold]
     fn take_slow(&self, token: Option<&CancelToken>) -> Result<(), NoSlot> {
-        let me = current();
-        let _registration = token.map(|token| {
-            let me = me.clone();
-            token.on_cancel(move || me.unpark())
-        });
         loop {
             if let Some(cause) = token.and_then(CancelToken::cause) {
                 return Err(NoSlot::Cancelled(cause));
             }
-            let id = match self.register(&me) {
-                Registered::Queued(id) => id,
+            let waiter = match self.register() {
+                Registered::Queued(waiter) => waiter,
                 Registered::Took => {
                     self.pass_on();
                     return Ok(());
                 }
                 Registered::Closed => return Err(NoSlot::Closed),
             };
-            while self.is_registered(id) {
-                if let Some(cause) = token.and_then(CancelToken::cause) {
-                    self.deregister(id);
+            if let Err(cause) = waiter.wait(token) {
+                // Still queued: leave. Popped meanwhile: the wake-up is ours, try below.
+                if self.leave(&waiter) == WAITING {
                     self.pass_on();
                     return Err(NoSlot::Cancelled(cause));
-                }
-                match token {
-                    None => park(),
-                    Some(token) => {
-                        let clock = token.clock();
-                        clock.park_thread_until(token.deadline_in_clock(clock.now()));
-                    }
                 }
             }
             // Popped by a release or by close: try again (a submitter that did not wait may
@@ -193,7 +178,7 @@ impl QueueSlots {
 
     /// Invariant 3: takes a free slot, or queues the calling thread and sets `WAITERS`, in one
     /// CAS; refuses once closed (`close` sets the flag under the same lock).
-    fn register(&self, me: &Thread) -> Registered {
+    fn register(&self) -> Registered {
         let mut waiters = self.waiters.lock();
         // Relaxed: the CAS below decides.
         let mut state = self.state.load(Ordering::Relaxed);
@@ -217,31 +202,21 @@ impl QueueSlots {
                 Err(actual) => state = actual,
             }
         }
-        let id = waiters.next_id;
-        waiters.next_id += 1;
-        waiters.queue.push_back((id, me.clone()));
-        Registered::Queued(id)
+        Registered::Queued(waiters.register(()))
     }
 
-    fn is_registered(&self, id: u64) -> bool {
-        self.waiters
-            .lock()
-            .queue
-            .iter()
-            .any(|(other, _)| *other == id)
-    }
-
-    fn deregister(&self, id: u64) {
+    /// Takes `waiter` out of the queue if it is still there ([`WAITING`]), else says how it was
+    /// decided.
+    fn leave(&self, waiter: &Arc<Waiter>) -> usize {
         let mut waiters = self.waiters.lock();
-        if let Some(at) = waiters.queue.iter().position(|(other, _)| *other == id) {
-            waiters.queue.remove(at);
-            self.clear_waiters_if_empty(&waiters);
-        }
+        let status = waiters.leave(waiter);
+        self.clear_waiters_if_empty(&waiters);
+        status
     }
 
     /// Invariant 3: `WAITERS` goes with a non-empty queue. Called under the lock.
-    fn clear_waiters_if_empty(&self, waiters: &Waiters) {
-        if waiters.queue.is_empty() {
+    fn clear_waiters_if_empty(&self, waiters: &WaitList<()>) {
+        if waiters.is_empty() {
             // Relaxed: under the lock that every change of `WAITERS` holds.
             self.state.fetch_and(!WAITERS, Ordering::Relaxed);
         }
@@ -258,15 +233,13 @@ impl QueueSlots {
     }
 
     fn wake_one(&self) {
-        let popped = {
+        let mut wakes = Wakes::default();
+        {
             let mut waiters = self.waiters.lock();
-            let popped = waiters.queue.pop_front();
+            waiters.notify_one(POPPED, &mut wakes);
             self.clear_waiters_if_empty(&waiters);
-            popped
-        };
-        if let Some((_, thread)) = popped {
-            thread.unpark();
         }
+        wakes.unpark();
     }
 
     /// Gives a slot back (its job has left the channel) and wakes one waiter.
@@ -289,17 +262,18 @@ impl QueueSlots {
     /// Refuses every later `take`, fails every waiter with `Closed`, and says whether the queue
     /// is drained already (invariant 2). Idempotent: only the first call can see `Now`.
     pub fn close(&self) -> Drained {
-        let (before, woken) = {
+        let mut wakes = Wakes::default();
+        let before = {
             let mut waiters = self.waiters.lock();
             // AcqRel: as in `release`. Under the waiters lock, so `register` sees it (invariant
             // 3); `WAITERS` is cleared with the queue it described.
             let before = self.state.fetch_or(CLOSED, Ordering::AcqRel);
+            // Relaxed: under the lock that every change of `WAITERS` holds.
             self.state.fetch_and(!WAITERS, Ordering::Relaxed);
-            (before, std::mem::take(&mut waiters.queue))
+            waiters.notify_all(POPPED, &mut wakes);
+            before
         };
-        for (_, thread) in woken {
-            thread.unpark();
-        }
+        wakes.unpark();
         if before & CLOSED == 0 && before & FREE == self.capacity {
             Drained::Now
         } else {

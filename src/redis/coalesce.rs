@@ -17,9 +17,10 @@
 //!    gets `Protocol`, and the slot is handed on before the panic continues). No request stays
 //!    queued without a leader: a request is queued only while every slot is taken, and every
 //!    leader, under the same lock, appoints a queued request when it leaves.
-//! 3. Waiters park until their request is `Done` or they are appointed `Lead`; spurious wakes
-//!    re-check. Each pipeline round trip is bounded by the connection's timeouts, so a waiter
-//!    waits at most for the pipelines in flight plus its own.
+//! 3. Queued requests wait on the queue's [`WaitList`] until decided `DONE` (their outcome is in
+//!    their slot) or `LEAD` (appointed); the list's `claim` takes a batch out without deciding it,
+//!    and its leader decides each entry exactly once. Each pipeline round trip is bounded by the
+//!    connection's timeouts, so a waiter waits at most for the pipelines in flight plus its own.
 //! 4. A NOSCRIPT entry did not run: the leader loads the script and re-sends exactly those
 //!    entries. No other entry is ever re-sent (a failed call may have run).
 
@@ -28,7 +29,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use super::decision::BackendError;
 use super::pool::{Pool, connection_survives};
 use super::script::Reply;
-use crate::sync::{Arc, Mutex, Thread, current, park};
+use crate::sync::{Arc, Mutex};
+use crate::wait::{WaitList, Waiter, Wakes};
 
 /// Most calls in one pipeline.
 const MAX_BATCH: usize = 128;
@@ -38,24 +40,22 @@ const MAX_LEADERS: usize = 2;
 
 type Outcome = Result<Reply, BackendError>;
 
-#[derive(Debug)]
-enum State {
-    Waiting,
-    Lead,
-    Done(Outcome),
-}
+/// The status of a queued request appointed leader (invariant 1).
+const LEAD: usize = 0;
+/// The status of a queued request whose outcome is in its slot.
+const DONE: usize = 1;
 
 #[derive(Debug)]
 struct Request {
     keys: Vec<String>,
     args: Vec<u64>,
-    state: Mutex<State>,
-    thread: Thread,
+    /// Written by the leader that claimed the request, before it decides it `DONE`.
+    outcome: Mutex<Option<Outcome>>,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
-    pending: Vec<Arc<Request>>,
+    pending: WaitList<Arc<Request>>,
     /// Leader slots taken.
     leaders: usize,
 }
@@ -78,74 +78,74 @@ impl Coalescer {
         let me = Arc::new(Request {
             keys: keys.to_vec(),
             args,
-            state: Mutex::new(State::Waiting),
-            thread: current(),
+            outcome: Mutex::new(None),
         });
-        let lead = {
+        let waiter = {
             let mut queue = self.queue.lock();
             if queue.leaders < MAX_LEADERS {
                 queue.leaders += 1;
-                true
+                None
             } else {
-                queue.pending.push(Arc::clone(&me));
-                false
+                Some(queue.pending.register(Arc::clone(&me)))
             }
         };
-        if lead {
-            self.lead(pool, script, &me);
-        }
-        loop {
-            let state = std::mem::replace(&mut *me.state.lock(), State::Waiting);
-            match state {
-                State::Done(outcome) => return outcome,
-                State::Lead => self.lead(pool, script, &me),
-                State::Waiting => park(),
+        if let Some(waiter) = waiter {
+            // No token: every pipeline ahead is bounded by its connection's timeouts
+            // (invariant 3), so the wait cannot fail.
+            if waiter.wait(None) == Ok(DONE) {
+                // Invariant 2: filled before `DONE`.
+                let outcome = me.outcome.lock().take();
+                return outcome.unwrap_or(Err(BackendError::Protocol));
             }
+            // Appointed: lead a pipeline of our own.
         }
+        self.lead(pool, script, &me)
     }
 
-    /// Sends one pipeline led by `me` (out of the queue, holding a slot), answers it, and hands
-    /// the slot on (invariant 1).
-    fn lead(&self, pool: &Pool, script: &::redis::Script, me: &Arc<Request>) {
-        let batch: Vec<Arc<Request>> = {
+    /// Sends one pipeline led by `me` (out of the queue, holding a slot), answers it, hands the
+    /// slot on (invariant 1) and returns `me`'s own outcome.
+    fn lead(&self, pool: &Pool, script: &::redis::Script, me: &Arc<Request>) -> Outcome {
+        let claimed: Vec<(Arc<Request>, Arc<Waiter>)> = {
             let mut queue = self.queue.lock();
             let take = queue.pending.len().min(MAX_BATCH - 1);
-            std::iter::once(Arc::clone(me))
-                .chain(queue.pending.drain(..take))
-                .collect()
+            (0..take).filter_map(|_| queue.pending.claim()).collect()
         };
+        let batch: Vec<&Request> = std::iter::once(&**me)
+            .chain(claimed.iter().map(|(request, _)| &**request))
+            .collect();
         let ran = catch_unwind(AssertUnwindSafe(|| run_batch(pool, script, &batch)));
-        let outcomes = match &ran {
+        let mut outcomes = match &ran {
             Ok(outcomes) => outcomes.clone(),
             Err(_) => vec![Err(BackendError::Protocol); batch.len()],
-        };
+        }
+        .into_iter();
         // Hand the slot on before handing the replies out: the next pipeline is on its way while
-        // this thread unparks the waiters.
+        // this thread wakes the waiters.
+        let mut wakes = Wakes::default();
         {
             let mut queue = self.queue.lock();
-            if queue.pending.is_empty() {
+            // The slot passes to the oldest queued request, out of the queue (invariant 2).
+            if queue.pending.notify_one(LEAD, &mut wakes).is_none() {
                 queue.leaders -= 1;
-            } else {
-                // The slot passes to the oldest queued request, out of the queue (invariant 2).
-                let next = queue.pending.remove(0);
-                *next.state.lock() = State::Lead;
-                next.thread.unpark();
             }
         }
-        for (request, outcome) in batch.iter().zip(outcomes) {
-            *request.state.lock() = State::Done(outcome);
-            if !Arc::ptr_eq(request, me) {
-                request.thread.unpark();
-            }
+        wakes.unpark();
+        let mine = outcomes.next().unwrap_or(Err(BackendError::Protocol));
+        for ((request, waiter), outcome) in claimed.iter().zip(outcomes) {
+            *request.outcome.lock() = Some(outcome);
+            let mut wakes = Wakes::default();
+            waiter.decide(DONE, &mut wakes);
+            wakes.unpark();
         }
         if let Err(panic) = ran {
             resume_unwind(panic);
         }
+        mine
     }
 }
 
 /// One pipeline for `batch` (invariants 2 and 4).
-fn run_batch(pool: &Pool, script: &::redis::Script, batch: &[Arc<Request>]) -> Vec<Outcome> {
+fn run_batch(pool: &Pool, script: &::redis::Script, batch: &[&Request]) -> Vec<Outcome> {
     if batch.is_empty() {
         return Vec::new();
     }

@@ -3,47 +3,30 @@
 //! too large, and waking each decided waiter on its own once the lock is released (invariants 2
 //! to 7 of the parent module).
 
-use std::collections::VecDeque;
-
 use super::{AcquireError, CLOSED, SHIFT, SLOW, Semaphore, cancelled};
 use crate::cancel::CancelToken;
-use crate::sync::{Arc, AtomicUsize, MutexGuard, Ordering, Thread, current};
+use crate::sync::{MutexGuard, Ordering};
+use crate::wait::{WaitList, Wakes};
 
-/// `Signal::status` of a queued waiter.
-const WAITING: usize = usize::MAX;
-/// `Signal::status` of a waiter whose permits were handed to it.
+/// The status of a waiter whose permits were handed to it.
 const GRANTED: usize = usize::MAX - 1;
-/// `Signal::status` of a waiter woken by `close()`.
+/// The status of a waiter woken by `close()`.
 pub(super) const CLOSED_OUT: usize = usize::MAX - 2;
-// Any other status (`<= MAX_PERMITS`) is the capacity a shrink left, too small for the waiter.
+// Any other decided status (`<= MAX_PERMITS`) is the capacity a shrink left, too small for it.
 
 /// The part of a semaphore behind its lock.
 pub(super) struct Queue {
-    /// Waiters in arrival order; the head is at the front.
-    pub(super) waiters: VecDeque<Waiter>,
+    /// Waiters in arrival order, each with the permits it asks for; the head is at the front.
+    pub(super) waiters: WaitList<usize>,
     /// The permits the semaphore is meant to have (its size after pending shrinks).
     pub(super) capacity: usize,
     /// Permits still held that a shrink removed: returned permits pay this first (invariant 3).
     pub(super) debt: usize,
 }
 
-/// A queued request for `n` permits.
-pub(super) struct Waiter {
-    pub(super) n: usize,
-    pub(super) signal: Arc<Signal>,
-}
-
-/// How a waiter learns its fate: written under the lock, read by the waiter without it.
-pub(super) struct Signal {
-    /// `WAITING`, `GRANTED`, `CLOSED_OUT`, or the capacity that refused it.
-    pub(super) status: AtomicUsize,
-    pub(super) thread: Thread,
-}
-
 impl Semaphore {
     #[cold]
     pub(super) fn acquire_slow(&self, n: usize, token: &CancelToken) -> Result<(), AcquireError> {
-        let thread = current();
         let queued = self.locked(|s| {
             if s.closed {
                 return Err(AcquireError::Closed);
@@ -61,68 +44,35 @@ impl Semaphore {
                 s.free -= n;
                 return Ok(None);
             }
-            let signal = Arc::new(Signal {
-                status: AtomicUsize::new(WAITING),
-                thread: thread.clone(),
-            });
-            s.queue.waiters.push_back(Waiter {
-                n,
-                signal: signal.clone(),
-            });
-            Ok(Some(signal))
+            Ok(Some(s.queue.waiters.register(n)))
         })?;
-        let Some(signal) = queued else {
+        let Some(waiter) = queued else {
             return Ok(());
         };
-        // No lock needed around the unpark: an unpark before the park makes the park return.
-        let _registration = token.on_cancel(move || thread.unpark());
-        let clock = token.clock();
-        loop {
-            // Cancellation first: an acquire that reports success was not seen cancelled.
-            if token.is_cancelled() {
-                return Err(self.abandon(&signal, n, token));
-            }
-            // Acquire: pairs with the Release store in `Wakes::signal`, so the permits' previous
-            // holders (ordered before the granting thread) happen-before our return.
-            match signal.status.load(Ordering::Acquire) {
-                WAITING => {}
-                GRANTED => return Ok(()),
-                CLOSED_OUT => return Err(AcquireError::Closed),
-                capacity => {
-                    return Err(AcquireError::TooLarge {
-                        requested: n,
-                        capacity,
-                    });
-                }
-            }
-            // The clock is the token's own, so its deadline needs no translation; without one
-            // the park lasts until an unpark.
-            clock.park_thread_until(token.deadline().unwrap_or(u64::MAX));
-        }
-    }
-
-    /// The waiter of `signal` saw its token cancelled: leave the queue, or give back permits
-    /// granted meanwhile, and wake whoever that lets through (invariant 5).
-    #[cold]
-    fn abandon(&self, signal: &Arc<Signal>, n: usize, token: &CancelToken) -> AcquireError {
-        self.locked(|s| {
-            // Relaxed: the status is written only under the lock, which we hold.
-            match signal.status.load(Ordering::Relaxed) {
-                WAITING => {
-                    let at = s
-                        .queue
-                        .waiters
-                        .iter()
-                        .position(|waiter| Arc::ptr_eq(&waiter.signal, signal));
-                    if let Some(at) = at {
-                        s.queue.waiters.remove(at);
+        // Cancellation is checked first: an acquire that reports success was not seen cancelled.
+        // The status's Acquire load pairs with `decide`'s Release, so the permits' previous
+        // holders (ordered before the granting thread) happen-before our return.
+        let status = match waiter.wait(Some(token)) {
+            Ok(status) => status,
+            // Leave the queue, or give back permits granted meanwhile, and wake whoever that
+            // lets through (invariant 5).
+            Err(_) => {
+                self.locked(|s| {
+                    if s.queue.waiters.leave(&waiter) == GRANTED {
+                        s.give_back(n);
                     }
-                }
-                GRANTED => s.give_back(n),
-                _ => {}
+                });
+                return Err(cancelled(token));
             }
-        });
-        cancelled(token)
+        };
+        match status {
+            GRANTED => Ok(()),
+            CLOSED_OUT => Err(AcquireError::Closed),
+            capacity => Err(AcquireError::TooLarge {
+                requested: n,
+                capacity,
+            }),
+        }
     }
 
     /// Runs `f` with the lock held and exclusive ownership of the state (invariant 2), then
@@ -177,13 +127,12 @@ impl Locked<'_> {
 
     /// Hands free permits to the head of the queue while it fits (invariant 4).
     pub(super) fn grant_to_head(&mut self) {
-        while let Some(head) = self.queue.waiters.front() {
-            if head.n > self.free {
+        while let Some(&n) = self.queue.waiters.front() {
+            if n > self.free {
                 break;
             }
-            self.free -= head.n;
-            let head = self.queue.waiters.pop_front().expect("the head was there");
-            self.wakes.signal(&head.signal, GRANTED);
+            self.free -= n;
+            self.queue.waiters.notify_one(GRANTED, &mut self.wakes);
         }
     }
 
@@ -201,43 +150,8 @@ impl Locked<'_> {
     pub(super) fn refuse_too_large(&mut self) {
         let capacity = self.queue.capacity;
         let Locked { queue, wakes, .. } = self;
-        queue.waiters.retain(|waiter| {
-            let fits = waiter.n <= capacity;
-            if !fits {
-                wakes.signal(&waiter.signal, capacity);
-            }
-            fits
-        });
-    }
-}
-
-/// Threads to unpark once the lock is released. Holding one thread needs no allocation.
-#[derive(Default)]
-pub(super) struct Wakes {
-    first: Option<Thread>,
-    rest: Vec<Thread>,
-}
-
-impl Wakes {
-    /// Decides a waiter's fate (under the lock) and remembers to wake it.
-    pub(super) fn signal(&mut self, signal: &Signal, status: usize) {
-        // Release: pairs with the Acquire load in `acquire_slow`'s loop, so the waiter sees the
-        // grant and everything ordered before it.
-        signal.status.store(status, Ordering::Release);
-        let thread = signal.thread.clone();
-        if self.first.is_none() {
-            self.first = Some(thread);
-        } else {
-            self.rest.push(thread);
-        }
-    }
-
-    fn unpark(self) {
-        if let Some(first) = self.first {
-            first.unpark();
-        }
-        for thread in self.rest {
-            thread.unpark();
-        }
+        queue
+            .waiters
+            .notify_where(|&n| (n > capacity).then_some(capacity), wakes);
     }
 }

@@ -1,0 +1,208 @@
+//! loom models of the wait list and the latch (`src/wait/`): no lost wake-up when a
+//! notification races a registration or a cancellation, a hand-off racing a cancel is given
+//! back exactly once, and waiters are served in FIFO order. `tollgate::wait` exists only in loom
+//! builds, so this file is empty without loom; `src/wait/list/tests.rs` models the list against a
+//! `VecDeque` with proptest, and every protocol built on it keeps its own tests.
+#![cfg(loom)]
+
+use loom::sync::Mutex;
+use loom_tests::{Arc, model, spin_until, thread};
+use tollgate::wait::{Latch, WAITING, WaitList, Wakes};
+use tollgate::{CancelToken, Cause};
+
+/// The status of a hand-off in these models.
+const GRANTED: usize = 1;
+
+/// An owner's condition and its waiters under one lock, as every user of the list keeps them.
+#[derive(Default)]
+struct Owner {
+    /// Permits free (or, for the notify model, "the condition holds" when > 0).
+    free: usize,
+    list: WaitList<usize>,
+}
+
+/// Notify racing register: a waiter that checked the condition and registered under the lock is
+/// always woken by the notifier that changes the condition under the same lock.
+#[test]
+fn notify_racing_register_loses_no_wake_up() {
+    model(|| {
+        let owner = Arc::new(Mutex::new(Owner::default()));
+        let waiter = {
+            let owner = owner.clone();
+            thread::spawn(move || {
+                let waiter = {
+                    let mut owner = owner.lock().unwrap();
+                    if owner.free > 0 {
+                        return 0;
+                    }
+                    owner.list.register(0)
+                };
+                waiter.wait(None).unwrap()
+            })
+        };
+        let mut wakes = Wakes::default();
+        {
+            let mut owner = owner.lock().unwrap();
+            owner.free = 1;
+            owner.list.notify_all(GRANTED, &mut wakes);
+        }
+        wakes.unpark();
+        let got = waiter.join().unwrap();
+        assert!(got == 0 || got == GRANTED, "{got}");
+        assert!(owner.lock().unwrap().list.is_empty());
+    });
+}
+
+/// One permit handed to a waiter while its token is cancelled: the waiter either returns with
+/// it or gives it back on its way out — exactly once, so the permit is never lost or doubled.
+#[test]
+fn hand_off_racing_cancel_is_given_back_exactly_once() {
+    model(|| {
+        let owner = Arc::new(Mutex::new(Owner::default()));
+        let token = CancelToken::new();
+        let waiter = {
+            let (owner, token) = (owner.clone(), token.clone());
+            thread::spawn(move || {
+                let waiter = {
+                    let mut owner = owner.lock().unwrap();
+                    if owner.free > 0 {
+                        owner.free -= 1;
+                        return Ok(());
+                    }
+                    owner.list.register(1)
+                };
+                match waiter.wait(Some(&token)) {
+                    Ok(status) => {
+                        assert_eq!(status, GRANTED);
+                        Ok(())
+                    }
+                    Err(cause) => {
+                        let mut owner = owner.lock().unwrap();
+                        match owner.list.leave(&waiter) {
+                            WAITING => {}
+                            GRANTED => owner.free += 1,
+                            other => panic!("status {other}"),
+                        }
+                        Err(cause)
+                    }
+                }
+            })
+        };
+        let canceller = thread::spawn(move || token.cancel());
+        // The release: hand the permit to the head, or free it.
+        let mut wakes = Wakes::default();
+        {
+            let mut owner = owner.lock().unwrap();
+            if owner.list.notify_one(GRANTED, &mut wakes).is_none() {
+                owner.free += 1;
+            }
+        }
+        wakes.unpark();
+        canceller.join().unwrap();
+        let result = waiter.join().unwrap();
+        let owner = owner.lock().unwrap();
+        match result {
+            Ok(()) => assert_eq!(owner.free, 0),
+            Err(cause) => {
+                assert_eq!(cause, Cause::Cancelled);
+                assert_eq!(owner.free, 1);
+            }
+        }
+        assert!(owner.list.is_empty());
+    });
+}
+
+/// Two waiters, two hand-offs: the first to register gets the first status.
+#[test]
+fn waiters_are_served_in_fifo_order() {
+    model(|| {
+        let owner = Arc::new(Mutex::new((WaitList::new(), Vec::new())));
+        let waiters: Vec<_> = (0..2)
+            .map(|id| {
+                let owner = owner.clone();
+                thread::spawn(move || {
+                    let waiter = {
+                        let mut owner = owner.lock().unwrap();
+                        owner.1.push(id);
+                        owner.0.register(id)
+                    };
+                    (id, waiter.wait(None).unwrap())
+                })
+            })
+            .collect();
+        spin_until(|| owner.lock().unwrap().0.len() == 2);
+        let mut wakes = Wakes::default();
+        {
+            let mut owner = owner.lock().unwrap();
+            assert_eq!(owner.0.notify_one(10, &mut wakes), Some(owner.1[0]));
+            assert_eq!(owner.0.notify_one(11, &mut wakes), Some(owner.1[1]));
+        }
+        wakes.unpark();
+        let order = owner.lock().unwrap().1.clone();
+        for waiter in waiters {
+            let (id, status) = waiter.join().unwrap();
+            let position = order.iter().position(|&other| other == id).unwrap();
+            assert_eq!(status, 10 + position);
+        }
+    });
+}
+
+/// A set racing an uninterruptible wait: the waiter always returns.
+#[test]
+fn latch_set_wakes_a_waiter() {
+    model(|| {
+        let latch = Arc::new(Latch::new());
+        let waiter = {
+            let latch = latch.clone();
+            thread::spawn(move || latch.wait(None))
+        };
+        assert!(latch.set());
+        assert!(!latch.set());
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+        assert!(latch.is_set());
+    });
+}
+
+/// A set racing a cancel: the wait ends either way, and reports `Cancelled` only if the set had
+/// not decided it when it left.
+#[test]
+fn latch_set_racing_cancel_ends_the_wait() {
+    model(|| {
+        let latch = Arc::new(Latch::new());
+        let token = CancelToken::new();
+        let waiter = {
+            let (latch, token) = (latch.clone(), token.clone());
+            thread::spawn(move || latch.wait(Some(&token)))
+        };
+        let canceller = thread::spawn(move || token.cancel());
+        latch.set();
+        canceller.join().unwrap();
+        let got = waiter.join().unwrap();
+        assert!(matches!(got, Ok(()) | Err(Cause::Cancelled)), "{got:?}");
+    });
+}
+
+/// The coalescer's pattern: a waiter claimed out of the list (so no notify can reach it) is
+/// decided later by its claimer alone, and woken by that decision.
+#[test]
+fn a_claimed_waiter_is_decided_by_its_claimer() {
+    model(|| {
+        let owner = Arc::new(Mutex::new(WaitList::new()));
+        let waiter = {
+            let owner = owner.clone();
+            thread::spawn(move || {
+                let waiter = owner.lock().unwrap().register(7);
+                waiter.wait(None).unwrap()
+            })
+        };
+        spin_until(|| owner.lock().unwrap().len() == 1);
+        let (data, claimed) = owner.lock().unwrap().claim().unwrap();
+        assert_eq!(data, 7);
+        // Nothing left to notify: the claimed waiter is out of the list.
+        let mut wakes = Wakes::default();
+        assert_eq!(owner.lock().unwrap().notify_one(1, &mut wakes), None);
+        claimed.decide(GRANTED, &mut wakes);
+        wakes.unpark();
+        assert_eq!(waiter.join().unwrap(), GRANTED);
+    });
+}
