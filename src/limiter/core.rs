@@ -66,6 +66,13 @@ pub(crate) trait Cell {
         self.read()
     }
 
+    /// Whether an unchecked `seen` still holds (the seqlock re-check of a fast read). Defaults to
+    /// `true` (cells whose reads are always checked).
+    #[inline]
+    fn confirm(&self, _seen: &Seen) -> bool {
+        true
+    }
+
     /// Stores `tat` if the cell still holds what `seen` read; otherwise returns what it holds now
     /// (checked, or unchecked with the same rate when only the TAT moved).
     fn replace(&self, seen: &Seen, tat: u64) -> Result<(), Seen>;
@@ -129,8 +136,10 @@ pub(crate) fn take<C: Cell + ?Sized>(cell: &C, now: u64, n: u64) -> Result<Sight
                 }
                 Err(current) => seen = current,
             },
-            Err(wait) if seen.checked => return Err((not_until(now, wait), seen.sight())),
-            // Invariant 2: a refusal is reported only from a checked read.
+            // Invariant 2: a refusal is reported only from a checked (or confirmed) read.
+            Err(wait) if seen.checked || cell.confirm(&seen) => {
+                return Err((not_until(now, wait), seen.sight()));
+            }
             Err(_) => seen = cell.read(),
         }
     }

@@ -535,6 +535,15 @@ impl<C: Clock> Cell for RateLimiter<C> {
         }
     }
 
+    /// The seqlock check of `load` for a `read_fast`: the word is unchanged since the slot was
+    /// read, so the slot was not refilled under the read (invariant 3).
+    #[inline]
+    fn confirm(&self, seen: &Seen) -> bool {
+        // Relaxed: ordered after the slot loads by the Acquire fence in `read_fast`; only
+        // compared.
+        self.state.load(Ordering::Relaxed) == seen.raw
+    }
+
     #[inline]
     fn replace(&self, seen: &Seen, tat: u64) -> Result<(), Seen> {
         let word = Word(seen.raw);

@@ -22,6 +22,10 @@ use std::time::Duration;
 use crate::cancel::CancelToken;
 use crate::error::{Cause, Error, ErrorKind};
 
+#[cfg(feature = "redis")]
+pub(crate) use self::core::Sight;
+#[cfg(feature = "redis")]
+pub(crate) use decision::SightsBuilder;
 pub use decision::{BackendError, Decision, Source, WindowState};
 pub use direct::RateLimiter;
 pub use keyed::{DefaultKeyHasher, KeyedLimiter};
