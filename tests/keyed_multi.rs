@@ -259,17 +259,14 @@ proptest! {
                         token.cancel();
                         prop_assert!(finished(&waiter));
                         prop_assert!(matches!(waiter.join().unwrap(), Err(LimitError::Cancelled(_))));
-                        // Refund each window's part not yet due (nothing stacked behind it).
-                        let later = now + cancel_after;
+                        // Cancelled before its last slot: every window's charge is undone, less
+                        // what was stacked behind it (nothing, here).
                         let tats = model.tats(key);
                         let refunded = [0, 1].map(|i| {
-                            let (slot_tat, slot_at) = slots[i];
+                            let (slot_tat, _) = slots[i];
                             let cost = n * model.windows[i].interval;
-                            if later >= slot_at || tats[i] <= later {
-                                return tats[i];
-                            }
                             let give = cost.saturating_sub(tats[i] - slot_tat);
-                            if give == 0 { tats[i] } else { (tats[i] - give).max(later) }
+                            tats[i] - give
                         });
                         model.tats.insert(key, refunded);
                     }

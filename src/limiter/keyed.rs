@@ -29,7 +29,11 @@
 //!    can leave part of a charge: the limiter errs strict, never loose (as `MultiLimiter`). One
 //!    window is a single `core::take`.
 //! 6. A blocking wait reserves a slot in every window (under the read lock), releases the lock
-//!    and parks through `core::wait_slot`; nothing is held while parked. Its key cannot be swept
+//!    and parks through `core::wait_slot`; nothing is held while parked. Cancelled before its
+//!    last slot comes due, the wait used none of its windows: with one window the slot is
+//!    refunded (`gcra::refund`), with several every window's charge is undone (`gcra::undo`:
+//!    a window whose own slot was already due gives it back too, since the caller could not use
+//!    it alone); later requests keep their slots either way. Its key cannot be swept
 //!    while a slot is ahead (the TAT is past `now`: busy), so a cancelled wait finds the same
 //!    entry to refund — unless `retain` removed it, which forgets the key's debt anyway.
 //! 7. Through [`KeyedLimits`] (string keys), a key longer than `max_key_bytes` is stored as a
@@ -893,8 +897,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         Ok(decide(&entry.view(&data.rates, data.epoch)))
     }
 
-    /// Gives back what a cancelled wait's slots can (`core::give_back` at now), if the key is
-    /// still resident.
+    /// Gives back what a cancelled wait's slots can (invariant 6), if the key is still resident.
     fn refund<Q>(&self, key: &Q, held: &[Held])
     where
         K: Borrow<Q>,
@@ -907,8 +910,9 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
             return; // removed by `retain`, debt and all (invariant 6)
         };
         let view = entry.view(&data.rates, data.epoch);
+        let at = (held.len() == 1).then_some(now);
         for (i, held) in held.iter().enumerate() {
-            core::give_back(&view.cell(i), held, Some(now));
+            core::give_back(&view.cell(i), held, at);
         }
     }
 
