@@ -23,7 +23,52 @@ use super::LimitError;
 use super::core::Sight;
 
 /// Windows kept inline in a [`Decision`] (invariant 2).
-const INLINE: usize = 4;
+const INLINE: usize = 2;
+
+/// One window as a decision records it: the TAT right after the verdict and the quota it is
+/// measured in (`tau` and the interval are derived when a state is asked for, keeping the
+/// record — and so the allow path — small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    tat: u64,
+    period: u64,
+    count: u64,
+    burst: u64,
+}
+
+impl Record {
+    /// An unused slot of the inline record.
+    const EMPTY: Record = Record {
+        tat: 0,
+        period: 1,
+        count: 1,
+        burst: 1,
+    };
+
+    #[inline]
+    fn of(sight: &Sight) -> Record {
+        Record {
+            tat: sight.tat,
+            period: sight.rate.period,
+            count: sight.rate.count,
+            burst: sight.rate.burst,
+        }
+    }
+
+    /// What this window reports for a request of `n` tokens decided at `now` (invariant 1).
+    fn window_state(&self, now: u64, n: u64) -> WindowState {
+        let rate = Rate::new(self.period, self.count, self.burst);
+        let snapshot = gcra::snapshot(self.tat, now, &rate);
+        let n = n.clamp(1, rate.burst);
+        let retry = gcra::check(self.tat, now, &rate, n).err().unwrap_or(0);
+        WindowState {
+            limit: rate.burst,
+            remaining: snapshot.remaining,
+            reset_after: Duration::from_nanos(snapshot.reset_after),
+            retry_after: Duration::from_nanos(retry),
+        }
+    }
+}
 
 /// One window's state as a decision saw it: what a `RateLimit` header reports.
 ///
@@ -147,13 +192,13 @@ impl Source {
 /// The windows' record of a decision (invariant 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sights {
-    Inline(u8, [Sight; INLINE]),
-    Heap(Box<[Sight]>),
+    Inline(u8, [Record; INLINE]),
+    Heap(Box<[Record]>),
 }
 
 impl Sights {
     #[inline]
-    fn as_slice(&self) -> &[Sight] {
+    fn as_slice(&self) -> &[Record] {
         match self {
             Sights::Inline(len, items) => &items[..usize::from(*len)],
             Sights::Heap(items) => items,
@@ -172,7 +217,7 @@ impl SightsBuilder {
     pub(crate) fn with_capacity(len: usize) -> SightsBuilder {
         SightsBuilder {
             sights: if len <= INLINE {
-                Sights::Inline(0, [Sight::EMPTY; INLINE])
+                Sights::Inline(0, [Record::EMPTY; INLINE])
             } else {
                 Sights::Heap(Vec::with_capacity(len).into_boxed_slice())
             },
@@ -182,6 +227,7 @@ impl SightsBuilder {
     /// Sets window `i` (windows are set in order, each once).
     #[inline]
     pub(crate) fn set(&mut self, i: usize, sight: Sight) {
+        let sight = Record::of(&sight);
         match &mut self.sights {
             Sights::Inline(len, items) => {
                 items[i] = sight;
@@ -192,7 +238,7 @@ impl SightsBuilder {
                     items[i] = sight;
                 } else {
                     let mut grown = std::mem::take(items).into_vec();
-                    grown.resize(i + 1, Sight::EMPTY);
+                    grown.resize(i + 1, Record::EMPTY);
                     grown[i] = sight;
                     *items = grown.into_boxed_slice();
                 }
@@ -268,7 +314,7 @@ impl Decision {
             source,
             n: 0,
             now: 0,
-            sights: Sights::Inline(0, [Sight::EMPTY; INLINE]),
+            sights: Sights::Inline(0, [Record::EMPTY; INLINE]),
         }
     }
 
@@ -430,32 +476,5 @@ impl fmt::Debug for Decision {
             .field("source", &self.source)
             .field("windows", &self.windows().collect::<Vec<_>>())
             .finish()
-    }
-}
-
-impl Sight {
-    /// An unused slot of the inline record.
-    pub(crate) const EMPTY: Sight = Sight {
-        tat: 0,
-        rate: Rate {
-            period: 1,
-            count: 1,
-            burst: 1,
-            interval: 1,
-            tau: 1,
-        },
-    };
-
-    /// What this window reports for a request of `n` tokens decided at `now` (invariant 1).
-    pub(crate) fn window_state(&self, now: u64, n: u64) -> WindowState {
-        let snapshot = gcra::snapshot(self.tat, now, &self.rate);
-        let n = n.clamp(1, self.rate.burst);
-        let retry = gcra::check(self.tat, now, &self.rate, n).err().unwrap_or(0);
-        WindowState {
-            limit: self.rate.burst,
-            remaining: snapshot.remaining,
-            reset_after: Duration::from_nanos(snapshot.reset_after),
-            retry_after: Duration::from_nanos(retry),
-        }
     }
 }

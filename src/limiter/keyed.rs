@@ -82,57 +82,75 @@ struct ShardData<K> {
 
 type Shard<K> = RwLock<ShardData<K>>;
 
-/// A key's TATs, one per window (ns on the limiter's clock; `≤ now` means idle).
-#[derive(Debug)]
-enum Tats {
-    Inline([AtomicU64; 2]),
-    Heap(Box<[AtomicU64]>),
-}
-
-/// One key's state.
+/// One key's state: one TAT per window (ns on the limiter's clock; `≤ now` means idle), inline
+/// for up to two windows, so a `u64` key and its state take 32 bytes.
 #[derive(Debug)]
 struct Entry {
-    tats: Tats,
-    /// The key's own rates, fixed at insert (invariant 4); `None` for the shard's defaults.
-    own: Option<Box<Box<[Rate]>>>,
+    tats: [AtomicU64; 2],
+    /// What only some keys need: the TATs of a limiter with more than two windows, and the
+    /// key's own rates (fixed at insert, invariant 4).
+    ext: Option<Box<Ext>>,
+}
+
+#[derive(Debug)]
+struct Ext {
+    /// Every TAT of a limiter with more than two windows (empty otherwise).
+    tats: Box<[AtomicU64]>,
+    /// The key's own rates; `None` for the shard's defaults.
+    own: Option<Box<[Rate]>>,
 }
 
 impl Entry {
     /// A full state (an absent key's) for `windows` windows.
     fn full(windows: usize, own: Option<Box<[Rate]>>) -> Entry {
-        let tats = if windows <= 2 {
-            Tats::Inline([AtomicU64::new(0), AtomicU64::new(0)])
-        } else {
-            Tats::Heap((0..windows).map(|_| AtomicU64::new(0)).collect())
-        };
+        let ext = (windows > 2 || own.is_some()).then(|| {
+            let tats = if windows > 2 {
+                (0..windows).map(|_| AtomicU64::new(0)).collect()
+            } else {
+                Box::default()
+            };
+            Box::new(Ext { tats, own })
+        });
         Entry {
-            tats,
-            own: own.map(Box::new),
+            tats: [AtomicU64::new(0), AtomicU64::new(0)],
+            ext,
         }
     }
 
-    /// The key's windows, `defaults` unless it has rates of its own.
+    /// The key's windows: its own rates or the shard's defaults.
     #[inline]
     fn view<'a>(&'a self, shard_rates: &'a [Rate], epoch: u64) -> View<'a> {
-        let rates: &[Rate] = match &self.own {
-            Some(own) => own,
-            None => shard_rates,
-        };
-        let tats = match &self.tats {
-            Tats::Inline(tats) => &tats[..rates.len()],
-            Tats::Heap(tats) => tats,
-        };
-        View { tats, rates, epoch }
+        match &self.ext {
+            None => View {
+                tats: &self.tats[..shard_rates.len()],
+                rates: shard_rates,
+                epoch,
+            },
+            Some(ext) => {
+                let rates: &[Rate] = ext.own.as_deref().unwrap_or(shard_rates);
+                let tats = if ext.tats.is_empty() {
+                    &self.tats[..rates.len()]
+                } else {
+                    &ext.tats[..]
+                };
+                View { tats, rates, epoch }
+            }
+        }
+    }
+
+    /// Whether the key has rates of its own.
+    fn has_own(&self) -> bool {
+        self.ext.as_ref().is_some_and(|ext| ext.own.is_some())
     }
 
     /// Whether every window is idle at `now` (invariant 2).
     fn idle(&self, now: u64) -> bool {
-        let tats: &[AtomicU64] = match &self.tats {
-            Tats::Inline(tats) => tats,
-            Tats::Heap(tats) => tats,
-        };
+        let more: &[AtomicU64] = self.ext.as_ref().map_or(&[], |ext| &ext.tats);
         // Relaxed: called under the write lock, which excludes every CAS on these TATs.
-        tats.iter().all(|tat| tat.load(Ordering::Relaxed) <= now)
+        self.tats
+            .iter()
+            .chain(more)
+            .all(|tat| tat.load(Ordering::Relaxed) <= now)
     }
 }
 
@@ -557,7 +575,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
             let mut data = shard.write();
             let data = &mut *data;
             for (_, entry) in data.table.iter() {
-                if entry.own.is_some() {
+                if entry.has_own() {
                     continue;
                 }
                 let view = entry.view(&data.rates, data.epoch);
