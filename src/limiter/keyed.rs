@@ -53,7 +53,7 @@ use crate::gcra::{self, Rate};
 use crate::quota::{Quota, QuotaError};
 use crate::sync::{AtomicU64, AtomicUsize, CachePadded, HashState, Mutex, Ordering, RwLock};
 
-use super::core::{self, Cell, Held, Seen};
+use super::core::{self, Cell, Held, Seen, Sight};
 use super::decision::{Decision, SightsBuilder, Source};
 use super::{KeyedLimits, LimitError, LimitState};
 
@@ -65,6 +65,9 @@ use super::{KeyedLimits, LimitError, LimitState};
 pub type DefaultKeyHasher = HashState;
 
 const SHARDS: usize = 16;
+
+/// Windows whose probed TATs a decision keeps on the stack (more are recorded as probed).
+const PROBED: usize = 8;
 
 /// Default [`KeyedLimiter::max_key_bytes`].
 const DEFAULT_MAX_KEY_BYTES: usize = 256;
@@ -1136,14 +1139,22 @@ fn decide_all(
     }
     loop {
         // Probe: a refusal here writes nothing, and names the window with the longest wait.
+        // The TATs probed are kept (the rates cannot change under the read lock), so a refusal
+        // records exactly what it saw, and an admission records only its charges.
+        let mut seen = [0u64; PROBED];
         let mut worst: Option<(usize, u64)> = None;
         for i in 0..windows {
             let (wait, sight) = match core::probe(&view.cell(i), now, n) {
                 Ok(sight) => (None, sight),
                 Err((wait, sight)) => (Some(wait), sight),
             };
-            if let Some(sights) = sights {
-                sights.set(i, sight);
+            match seen.get_mut(i) {
+                Some(tat) => *tat = sight.tat,
+                None => {
+                    if let Some(sights) = sights {
+                        sights.set(i, sight);
+                    }
+                }
             }
             if let Some(wait) = wait
                 && worst.is_none_or(|(_, w)| wait > w)
@@ -1152,6 +1163,12 @@ fn decide_all(
             }
         }
         if let Some((quota, wait)) = worst {
+            if let Some(sights) = sights {
+                for (i, &tat) in seen.iter().enumerate().take(windows) {
+                    let rate = view.rates[i];
+                    sights.set(i, Sight { tat, rate });
+                }
+            }
             return Err(LimitError::NotUntil {
                 retry_after: Duration::from_nanos(wait),
                 earliest: now.saturating_add(wait),
