@@ -160,10 +160,10 @@ proptest! {
                     // The refusing window is the one with the longest wait (the first of equals).
                     let mut worst: Option<(usize, u64)> = None;
                     for (i, check) in checks.iter().enumerate() {
-                        if let Err(wait) = *check {
-                            if worst.is_none_or(|(_, w)| wait > w) {
-                                worst = Some((i, wait));
-                            }
+                        if let Err(wait) = *check
+                            && worst.is_none_or(|(_, w)| wait > w)
+                        {
+                            worst = Some((i, wait));
                         }
                     }
                     let after = match worst {

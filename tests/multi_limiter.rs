@@ -253,22 +253,22 @@ proptest! {
                         let (multi, token) = (multi.clone(), token_m.clone());
                         std::thread::spawn(move || multi.wait(&token))
                     };
-                    if let EqOp::WaitCancelledEarly(early) = op {
-                        if due > early {
-                            while (clock_r.sleepers() == 0 && !waiter_r.is_finished())
-                                || (clock_m.sleepers() == 0 && !waiter_m.is_finished())
-                            {
-                                std::thread::yield_now();
-                            }
-                            clock_r.advance(Duration::from_nanos(due - early));
-                            clock_m.advance(Duration::from_nanos(due - early));
-                            token_r.cancel();
-                            token_m.cancel();
-                            // Cancelled before the slot: both end without the clock moving
-                            // (advancing it now could race a waiter still handling the cancel
-                            // into the at-the-due-instant rule).
-                            prop_assert!(finished(&waiter_r) && finished(&waiter_m));
+                    if let EqOp::WaitCancelledEarly(early) = op
+                        && due > early
+                    {
+                        while (clock_r.sleepers() == 0 && !waiter_r.is_finished())
+                            || (clock_m.sleepers() == 0 && !waiter_m.is_finished())
+                        {
+                            std::thread::yield_now();
                         }
+                        clock_r.advance(Duration::from_nanos(due - early));
+                        clock_m.advance(Duration::from_nanos(due - early));
+                        token_r.cancel();
+                        token_m.cancel();
+                        // Cancelled before the slot: both end without the clock moving
+                        // (advancing it now could race a waiter still handling the cancel
+                        // into the at-the-due-instant rule).
+                        prop_assert!(finished(&waiter_r) && finished(&waiter_m));
                     }
                     // Either done already (at once, cancelled, or refused), or parked until the
                     // slot: let the clocks reach it.
