@@ -167,6 +167,7 @@ pub(crate) fn probe<C: Cell + ?Sized>(cell: &C, now: u64, n: u64) -> Result<Sigh
 
 /// Reserves `n` tokens at `now` if their slot is due no later than `latest`; otherwise takes
 /// nothing ([`LimitError::WouldExceedDeadline`]). `n = 0` holds an empty slot due now.
+#[inline]
 pub(crate) fn reserve<C: Cell + ?Sized>(
     cell: &C,
     now: u64,

@@ -174,6 +174,7 @@ impl<'a> View<'a> {
         }
     }
 
+    #[inline]
     fn burst(&self) -> u64 {
         self.rates.iter().map(|r| r.burst).min().unwrap_or(0)
     }
@@ -1184,6 +1185,7 @@ fn decide_all(
 
 /// Charges `n` at `now` to windows `i..`, or to none of them (undoing on a refusal); recursion
 /// keeps each held slot on the stack (no allocation; depth = windows).
+#[inline]
 fn charge_from(
     view: &View<'_>,
     i: usize,
