@@ -9,6 +9,11 @@
 //! (`MonotonicClock`), governor 0.10's direct and keyed limiters (quanta). Allow = 1 token/ns
 //! with a burst of 10^6 (never denies); deny = 1 per hour, drained. Two-thread rows report
 //! aggregate wall time ÷ decisions of both threads.
+//!
+//! Keyed two-window rows: one `KeyedLimiter` with two windows per key (all or nothing) against
+//! two governor keyed limiters checked one after the other (not atomic together). The last rows
+//! compare tollgate with itself: `decide` (a `Decision` carrying both windows' state) against
+//! `check_n` (the same decision without it), both on the two-window limiter.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -76,6 +81,86 @@ fn direct(allow: bool) -> (Arc<tollgate::RateLimiter>, Arc<Gov>) {
         while gov.check().is_ok() {}
     }
     (tg, gov)
+}
+
+fn allow_quota() -> (tollgate::Quota, governor::Quota) {
+    (
+        tollgate::Quota::per_second(1_000_000_000)
+            .unwrap()
+            .burst(1_000_000)
+            .unwrap(),
+        governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
+            .allow_burst(NonZeroU32::new(1_000_000).unwrap()),
+    )
+}
+
+/// Interleaves two contenders over `rounds`; prints the row.
+fn row<A, B>(name: &str, rounds: usize, threads: usize, a: Arc<A>, b: Arc<B>)
+where
+    A: Fn(u64) -> bool + Send + Sync + 'static,
+    B: Fn(u64) -> bool + Send + Sync + 'static,
+{
+    let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let x = time(threads, a.clone());
+        let y = time(threads, b.clone());
+        ours.push(x);
+        theirs.push(y);
+        ratios.push(x / y);
+    }
+    println!(
+        "| {name}, {threads} thread{} | {:.2} | {:.2} | {:.2} |",
+        if threads == 1 { "" } else { "s" },
+        median(ours),
+        median(theirs),
+        median(ratios)
+    );
+}
+
+fn two_window_rows(rounds: usize) {
+    let (tg_q, gov_q) = allow_quota();
+    for threads in [1usize, 2] {
+        let tg = Arc::new(
+            tollgate::KeyedLimiter::<u64>::with_quotas(
+                [tg_q, tg_q],
+                2 * KEYS as usize,
+                tollgate::MonotonicClock,
+            )
+            .unwrap(),
+        );
+        let (g1, g2) = (
+            Arc::new(GovKeyed::keyed(gov_q)),
+            Arc::new(GovKeyed::keyed(gov_q)),
+        );
+        for key in 0..KEYS {
+            tg.check(&key).unwrap();
+            g1.check_key(&key).unwrap();
+            g2.check_key(&key).unwrap();
+        }
+        let t = tg.clone();
+        let ours = Arc::new(move |i: u64| t.check(&(i % KEYS)).is_ok());
+        let theirs = Arc::new(move |i: u64| {
+            let key = i % KEYS;
+            g1.check_key(&key).is_ok() & g2.check_key(&key).is_ok()
+        });
+        row(
+            "keyed two-window check over 10k keys vs two governor keyed checks",
+            rounds,
+            threads,
+            ours,
+            theirs,
+        );
+        let (t1, t2) = (tg.clone(), tg.clone());
+        let with_state = Arc::new(move |i: u64| t1.decide(&(i % KEYS), 1).is_allowed());
+        let without = Arc::new(move |i: u64| t2.check(&(i % KEYS)).is_ok());
+        row(
+            "keyed two-window decide (with state) vs check_n (without)",
+            rounds,
+            threads,
+            with_state,
+            without,
+        );
+    }
 }
 
 fn main() {
@@ -152,4 +237,5 @@ fn main() {
             median(ratios)
         );
     }
+    two_window_rows(rounds);
 }

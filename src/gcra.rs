@@ -10,15 +10,21 @@
 //!    replaced by `now` without changing any later decision.
 //! 3. The emission interval is the exact rational `T = period / count` ns. The cost of `n` tokens
 //!    starting from `base` is `g(i + n) − g(i)` where `g(k) = ⌈k·T⌉` is a fixed grid of whole
-//!    nanoseconds and `i = ⌊base / T⌋`. A TAT that sits on the grid stays on it, so a saturated
-//!    run of a million `per_second(3)` tokens lands within 1 ns of `k·T` for every `k`: the
-//!    rounding never accumulates (see `no_drift_over_a_million_tokens`). When `T` is a whole
-//!    number of nanoseconds this is simply `n·T`, with no division.
-//! 4. `tau = ⌈burst·T⌉`; a request is admitted iff `max(tat, now) + cost − now ≤ tau`. With a
-//!    whole-nanosecond `T` this is exact GCRA. With a fractional `T` the TAT is an integer
-//!    rounding of the exact rational one, so an admission instant can differ from the exact one
-//!    by up to 1 ns either way — and that error never accumulates (invariant 3). Rounding tau
-//!    up is what lets a full limiter admit its whole burst at once.
+//!    nanoseconds and `i = ⌊base / T⌋`. A TAT keeps its offset `d = tat − g(i)` from the grid
+//!    under every charge, so a saturated run of a million `per_second(3)` tokens lands within
+//!    1 ns of `k·T` for every `k`: the rounding never accumulates (see
+//!    `no_drift_over_a_million_tokens`). When `T` is a whole number of nanoseconds this is simply
+//!    `n·T`, with no division.
+//! 4. A request is admitted iff `max(tat, now) + cost − now ≤ tau_at`, where `tau_at` is measured
+//!    on the same grid as the cost: `tau_at = g(k) − g(k − burst)` with `k = i + n` (the TAT the
+//!    charge would reach, less `burst` grid steps). So the admission instant is
+//!    `g(k − burst) + d`, the exact rational instant `(anchor + m·T) − burst·T` rounded to the
+//!    grid the TAT lives on: **never more than 1 ns earlier than exact rational GCRA, and never
+//!    later** (an earlier version compared against `⌈burst·T⌉` and could admit up to 1.96 ns
+//!    early, e.g. `per_second(81)` burst 1; `tests/limiter_exact.rs` holds the bound against a
+//!    u128 rational model). With a whole-ns `T`, `tau_at = burst·T` and GCRA is exact. An idle
+//!    limiter admits its whole burst at once (`k − burst = i`, so the instant is `base = now`).
+//!    `Rate::tau` (`⌈burst·T⌉ ≥ tau_at`) bounds every TAT: `tat ≤ now + tau`.
 
 /// The largest TAT the packed limiter state can hold: 2^60 − 1 ns (36.5 years after the clock's
 /// epoch).
@@ -64,26 +70,45 @@ impl Rate {
     }
 
     /// Nanoseconds that `n` tokens cost when charged from `base` (invariant 3), saturating.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn cost(&self, base: u64, n: u64) -> u64 {
+        self.charge(base, n).0
+    }
+
+    /// `(cost, tau_at)` of `n` tokens charged from `base` (invariants 3 and 4), saturating.
+    #[inline]
+    pub(crate) fn charge(&self, base: u64, n: u64) -> (u64, u64) {
         if self.interval != 0 {
-            n.saturating_mul(self.interval)
+            (n.saturating_mul(self.interval), self.tau)
         } else {
             // By value, not `&self`: a call taking a reference would make every caller keep the
             // whole `Rate` in memory on the hot path.
-            cost_fractional(self.period, self.count, base, n)
+            charge_fractional(self.period, self.count, self.burst, base, n)
         }
     }
 }
 
-/// `Rate::cost` for an interval that is not a whole number of ns (invariant 3).
+/// `Rate::charge` for an interval that is not a whole number of ns (invariants 3 and 4).
 #[inline(never)]
-fn cost_fractional(period: u64, count: u64, base: u64, n: u64) -> u64 {
-    let (p, c) = (u128::from(period), u128::from(count));
-    // base < 2^64 and c ≤ p, so i < 2^64; p ≤ 2^60 (a validated quota), so (i + n)·p < 2^125.
-    let i = u128::from(base) * c / p;
-    let grid = |k: u128| (k * p).div_ceil(c);
-    saturate(grid(i + u128::from(n)) - grid(i))
+fn charge_fractional(period: u64, count: u64, burst: u64, base: u64, n: u64) -> (u64, u64) {
+    let (p, c) = (i128::from(period), i128::from(count));
+    // base < 2^64 and c ≤ p, so i < 2^64; p ≤ 2^60 (a validated quota) and n, burst < 2^64, so
+    // every |k·p| below is < 2^126: no overflow in i128.
+    let i = i128::from(base) * c / p;
+    // g(k) = ⌈k·T⌉, also for the negative k of `k − burst` near the clock's epoch.
+    let grid = |k: i128| {
+        let x = k * p;
+        x.div_euclid(c) + i128::from(x.rem_euclid(c) != 0)
+    };
+    let k = i + i128::from(n);
+    let cost = grid(k) - grid(i);
+    let tau_at = grid(k) - grid(k - i128::from(burst));
+    (saturate_i(cost), saturate_i(tau_at))
+}
+
+#[inline]
+fn saturate_i(x: i128) -> u64 {
+    u64::try_from(x.max(0)).unwrap_or(u64::MAX)
 }
 
 #[inline]
@@ -99,8 +124,9 @@ fn saturate(x: u128) -> u64 {
 pub(crate) fn check(tat: u64, now: u64, rate: &Rate, n: u64) -> Result<u64, u64> {
     let now = now.min(MAX_TAT);
     let base = tat.max(now);
-    let new_tat = base.saturating_add(rate.cost(base, n));
-    let limit = now + rate.tau; // both ≤ 2^60: no overflow
+    let (cost, tau_at) = rate.charge(base, n);
+    let new_tat = base.saturating_add(cost);
+    let limit = now + tau_at; // both ≤ 2^60: no overflow
     if new_tat <= limit && new_tat <= MAX_TAT {
         Ok(new_tat)
     } else if new_tat > MAX_TAT {
@@ -124,11 +150,11 @@ pub(crate) struct Slot {
 pub(crate) fn reserve(tat: u64, now: u64, rate: &Rate, n: u64) -> Option<Slot> {
     let now = now.min(MAX_TAT);
     let base = tat.max(now);
-    let cost = rate.cost(base, n);
+    let (cost, tau_at) = rate.charge(base, n);
     let new_tat = base.checked_add(cost).filter(|&t| t <= MAX_TAT)?;
     Some(Slot {
         tat: new_tat,
-        at: new_tat.saturating_sub(rate.tau).max(now),
+        at: new_tat.saturating_sub(tau_at).max(now),
         cost,
     })
 }
@@ -282,6 +308,21 @@ mod tests {
         assert_eq!(r.cost(7, 1), 3);
         assert_eq!(r.cost(0, 3), 10);
         assert_eq!(r.cost(10, 3), 10);
+    }
+
+    #[test]
+    fn tau_is_measured_on_the_tats_grid() {
+        // T = 10/3: grid 0, 4, 7, 10, 14 … From base 7 (i = 2), one token reaches g(3) = 10, and
+        // burst 1 lets the TAT run g(3) − g(2) = 3 ahead, not ⌈T⌉ = 4: admitted at 7, as exact
+        // GCRA admits at 20/3 → the first whole ns 7; with tau 4 it would pass at 6.
+        let r = rate(10, 3, 1);
+        assert_eq!(r.charge(7, 1), (3, 3));
+        assert_eq!(check(7, 6, &r, 1), Err(1));
+        assert_eq!(check(7, 7, &r, 1), Ok(10));
+        // Near the epoch the index k − burst is negative: g(−1) = −⌊10/3⌋ = −3.
+        assert_eq!(rate(10, 3, 2).charge(0, 1), (4, 4 + 3));
+        // A whole-ns interval keeps tau = burst · T.
+        assert_eq!(rate(100, 1, 3).charge(12_345, 2), (200, 300));
     }
 
     #[test]

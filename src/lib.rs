@@ -132,8 +132,8 @@ pub use group::{Group, TrySpawnError};
 #[cfg(not(loom))]
 pub use http::{HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse};
 pub use limiter::{
-    DefaultKeyHasher, KeyedLimiter, LimitError, LimitState, Limiter, MultiLimiter, RateLimiter,
-    Reservation,
+    BackendError, Decision, DefaultKeyHasher, KeyedLimiter, KeyedLimits, LimitError, LimitState,
+    Limiter, MultiLimiter, RateLimiter, Reservation, Source, WindowState,
 };
 #[cfg(not(loom))]
 pub use pool::{

@@ -86,6 +86,8 @@ pub enum QuotaError {
     NoQuotas,
     /// A `KeyedLimiter` with `max_keys = 0` could hold no key.
     ZeroMaxKeys,
+    /// `KeyedLimiter::set_quotas` was given a different number of windows than the limiter has.
+    WindowsMismatch,
 }
 
 impl fmt::Display for QuotaError {
@@ -100,6 +102,9 @@ impl fmt::Display for QuotaError {
             QuotaError::Overflow => "a quota's burst × interval must fit in 2^60 ns (36 years)",
             QuotaError::NoQuotas => "a multi-quota limiter needs at least one quota",
             QuotaError::ZeroMaxKeys => "a keyed limiter needs room for at least one key",
+            QuotaError::WindowsMismatch => {
+                "new quotas must have as many windows as the limiter has"
+            }
         })
     }
 }

@@ -38,6 +38,16 @@ impl Q {
         let i = base * self.count / self.period;
         self.grid(i + n) - self.grid(i)
     }
+    /// How far the TAT may run ahead of `now` for this charge: `burst` grid steps back from
+    /// the TAT it reaches, on the same grid (`g` of a negative index is `−⌊|k|·T⌋`).
+    fn tau_at(&self, base: u128, n: u128) -> u128 {
+        let k = base * self.count / self.period + n;
+        if k >= self.burst {
+            self.grid(k) - self.grid(k - self.burst)
+        } else {
+            self.grid(k) + (self.burst - k) * self.period / self.count
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -61,12 +71,13 @@ impl Model {
         let now = now.min(MAX);
         let base = self.tat.max(now);
         let new = base + self.q.cost(base, n);
+        let tau = self.q.tau_at(base, n);
         if new > MAX {
             Err(u64::MAX.into())
-        } else if new <= now + self.q.tau() {
+        } else if new <= now + tau {
             Ok(new)
         } else {
-            Err(new - now - self.q.tau())
+            Err(new - now - tau)
         }
     }
 
@@ -81,7 +92,7 @@ impl Model {
         self.tat = new;
         Some(Held {
             tat: new,
-            at: new.saturating_sub(self.q.tau()).max(now),
+            at: new.saturating_sub(self.q.tau_at(base, n)).max(now),
             cost,
             epoch: self.epoch,
         })

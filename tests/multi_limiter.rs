@@ -6,7 +6,9 @@ use std::thread;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::{CancelToken, Cause, Clock, LimitError, ManualClock, MultiLimiter, Quota};
+use tollgate::{
+    CancelToken, Cause, Clock, LimitError, ManualClock, MultiLimiter, Quota, RateLimiter,
+};
 
 fn tiers(clock: &ManualClock) -> MultiLimiter<ManualClock> {
     MultiLimiter::with_clock(
@@ -176,6 +178,121 @@ proptest! {
                     quota,
                 })),
             }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum EqOp {
+    Advance(u64),
+    Check(u64),
+    /// A one-token wait whose token's deadline is `deadline` relative to the slot: -1 ns, at
+    /// the very instant it comes due (0), or later.
+    WaitDeadline(i64),
+    /// A one-token wait cancelled this many ns before its slot comes due.
+    WaitCancelledEarly(u64),
+}
+
+/// Waits (up to 5 s of wall time) for a waiter to finish: a mismatch fails, never hangs.
+fn finished<T>(waiter: &std::thread::JoinHandle<T>) -> bool {
+    let started = std::time::Instant::now();
+    while !waiter.is_finished() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::yield_now();
+    }
+    waiter.is_finished()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// `MultiLimiter` with one quota behaves exactly as `RateLimiter` on random schedules of
+    /// checks and waits, waits cancelled at random instants before their slot and by deadlines
+    /// falling just before, exactly at, or after the instant the slot comes due (where the slot
+    /// wins: the rule both now share through `core::wait_slot`).
+    #[test]
+    fn multi_with_one_quota_is_a_rate_limiter(
+        (period, burst) in (1u64..2_000, 1u64..4),
+        ops in prop::collection::vec(prop_oneof![
+            2 => (0u64..3_000).prop_map(EqOp::Advance),
+            3 => (1u64..=4).prop_map(EqOp::Check),
+            2 => prop_oneof![Just(-1i64), Just(0), 1i64..500].prop_map(EqOp::WaitDeadline),
+            1 => (1u64..3_000).prop_map(EqOp::WaitCancelledEarly),
+        ], 1..40),
+    ) {
+        let quota = Quota::with_period(Duration::from_nanos(period)).unwrap().burst(burst).unwrap();
+        let (clock_r, clock_m) = (ManualClock::new(), ManualClock::new());
+        let single = Arc::new(RateLimiter::with_clock(quota, clock_r.clone()));
+        let multi = Arc::new(MultiLimiter::with_clock([quota], clock_m.clone()).unwrap());
+        for op in ops {
+            match op {
+                EqOp::Advance(ns) => {
+                    clock_r.advance(Duration::from_nanos(ns));
+                    clock_m.advance(Duration::from_nanos(ns));
+                }
+                EqOp::Check(n) => prop_assert_eq!(single.check_n(n), multi.check_n(n)),
+                EqOp::WaitDeadline(_) | EqOp::WaitCancelledEarly(_) => {
+                    let due = single.state().retry_after;
+                    prop_assert_eq!(due, multi.state().retry_after);
+                    let due = u64::try_from(due.as_nanos()).unwrap();
+                    let (token_r, token_m) = match op {
+                        EqOp::WaitDeadline(offset) => {
+                            let left = Duration::from_nanos(due.saturating_add_signed(offset));
+                            (
+                                CancelToken::with_clock(clock_r.clone()).child_with_timeout(left),
+                                CancelToken::with_clock(clock_m.clone()).child_with_timeout(left),
+                            )
+                        }
+                        _ => (CancelToken::with_clock(clock_r.clone()), CancelToken::with_clock(clock_m.clone())),
+                    };
+                    let t0 = clock_r.now();
+                    let waiter_r = {
+                        let (single, token) = (single.clone(), token_r.clone());
+                        std::thread::spawn(move || single.wait(&token))
+                    };
+                    let waiter_m = {
+                        let (multi, token) = (multi.clone(), token_m.clone());
+                        std::thread::spawn(move || multi.wait(&token))
+                    };
+                    if let EqOp::WaitCancelledEarly(early) = op
+                        && due > early
+                    {
+                        while (clock_r.sleepers() == 0 && !waiter_r.is_finished())
+                            || (clock_m.sleepers() == 0 && !waiter_m.is_finished())
+                        {
+                            std::thread::yield_now();
+                        }
+                        clock_r.advance(Duration::from_nanos(due - early));
+                        clock_m.advance(Duration::from_nanos(due - early));
+                        token_r.cancel();
+                        token_m.cancel();
+                        // Cancelled before the slot: both end without the clock moving
+                        // (advancing it now could race a waiter still handling the cancel
+                        // into the at-the-due-instant rule).
+                        prop_assert!(finished(&waiter_r) && finished(&waiter_m));
+                    }
+                    // Either done already (at once, cancelled, or refused), or parked until the
+                    // slot: let the clocks reach it.
+                    while !waiter_r.is_finished() && clock_r.sleepers() == 0 {
+                        std::thread::yield_now();
+                    }
+                    while !waiter_m.is_finished() && clock_m.sleepers() == 0 {
+                        std::thread::yield_now();
+                    }
+                    if !waiter_r.is_finished() || !waiter_m.is_finished() {
+                        let to_slot = (t0 + due).saturating_sub(clock_r.now());
+                        clock_r.advance(Duration::from_nanos(to_slot));
+                        clock_m.advance(Duration::from_nanos(to_slot));
+                    }
+                    prop_assert!(finished(&waiter_r) && finished(&waiter_m));
+                    let (got_r, got_m) = (waiter_r.join().unwrap(), waiter_m.join().unwrap());
+                    prop_assert_eq!(got_r, got_m, "{:?} due {} at {}", op, due, clock_r.now());
+                    // Keep the clocks in step (only one may have been advanced above).
+                    let (now_r, now_m) = (clock_r.now(), clock_m.now());
+                    clock_r.advance(Duration::from_nanos(now_m.saturating_sub(now_r)));
+                    clock_m.advance(Duration::from_nanos(now_r.saturating_sub(now_m)));
+                }
+            }
+            prop_assert_eq!(single.state(), multi.state());
         }
     }
 }

@@ -138,7 +138,7 @@ fn keyed_limits_penalties_and_multi_window_are_shared_across_instances() {
         Err(LimitError::NotUntil { quota, .. }) => assert_eq!(quota, 1),
         other => panic!("{other:?}"),
     }
-    assert_eq!(d.remaining, 2);
+    assert_eq!(d.remaining(), 2);
     a.check_key("alice", 2).unwrap();
     // A 429 seen by one instance pauses both.
     a.penalize_key("bob", Duration::from_secs(5));

@@ -66,7 +66,7 @@ fn keys_spread_over_every_node_and_the_script_loads_per_node() {
     let keys: Vec<String> = (0..300).map(|i| format!("client-{i}")).collect();
     for key in &keys {
         let d = limiter.decide(key, 1);
-        assert_eq!((d.source, d.remaining), (Source::Redis, 1), "{key}");
+        assert_eq!((d.source, d.remaining()), (Source::Redis, 1), "{key}");
     }
     // Every node holds some of the limits, each on the node owning its slot.
     let sizes: Vec<u64> = (0..3).map(|i| cluster.dbsize(i)).collect();
@@ -86,7 +86,7 @@ fn keys_spread_over_every_node_and_the_script_loads_per_node() {
     }
     for key in &keys {
         let d = limiter.decide(key, 1);
-        assert_eq!((d.source, d.remaining), (Source::Redis, 0), "{key}");
+        assert_eq!((d.source, d.remaining()), (Source::Redis, 0), "{key}");
         let d = limiter.decide(key, 1);
         assert_eq!(d.source, Source::Redis, "{key}");
         assert!(!d.is_allowed(), "{key}");
@@ -193,13 +193,13 @@ fn follows_ask_during_a_slot_migration_and_moved_after_it() {
     let from = TestCluster::owner_of_slot(slot);
     let to = (from + 1) % 3;
     let d = limiter.decide("bob", 1);
-    assert_eq!((d.source, d.remaining), (Source::Redis, 2));
+    assert_eq!((d.source, d.remaining()), (Source::Redis, 2));
     // The key moved to `to` while the slot is still migrating: `from` answers ASK.
     cluster.migrate_slot(slot, from, to);
     assert_eq!(cluster.keys_in_slot(from, slot), 0);
     let d = limiter.decide("bob", 1);
     assert_eq!(
-        (d.source, d.remaining),
+        (d.source, d.remaining()),
         (Source::Redis, 1),
         "ASK followed, and the migrated state used"
     );
@@ -207,7 +207,7 @@ fn follows_ask_during_a_slot_migration_and_moved_after_it() {
     cluster.finish_slot(slot, to);
     let d = limiter.decide("bob", 1);
     assert_eq!(
-        (d.source, d.remaining),
+        (d.source, d.remaining()),
         (Source::Redis, 0),
         "MOVED followed"
     );

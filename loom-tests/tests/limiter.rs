@@ -260,3 +260,100 @@ fn keyed_waiter_cancel_racing_check_never_over_admits() {
         assert!(limiter.state(&0u8).remaining as usize + waited + checked <= 1);
     });
 }
+
+/// A keyed entry with two windows: two threads take one token each while a third waits for one
+/// and is cancelled (refunding). Whatever the interleaving, no window admits more than its
+/// burst, and every refusal's refusing window says no token remains.
+#[test]
+fn keyed_multi_window_takers_and_refunder_never_over_admit() {
+    model(|| {
+        let limiter = Arc::new(
+            tollgate::KeyedLimiter::with_quotas(
+                [
+                    Quota::per_hour(1).unwrap().burst(2).unwrap(),
+                    Quota::per_hour(1).unwrap().burst(2).unwrap(),
+                ],
+                2,
+                ManualClock::new(),
+            )
+            .unwrap(),
+        );
+        let token = CancelToken::new();
+        let taker = || {
+            let limiter = limiter.clone();
+            thread::spawn(move || {
+                let decision = limiter.decide(&0u8, 1);
+                if let Some(i) = decision.refused_by() {
+                    assert_eq!(decision.window(i).unwrap().remaining, 0, "{decision:?}");
+                }
+                usize::from(decision.is_allowed())
+            })
+        };
+        let (a, b) = (taker(), taker());
+        let waiter = {
+            let (limiter, token) = (limiter.clone(), token.clone());
+            thread::spawn(move || limiter.wait(&0u8, &token))
+        };
+        token.cancel();
+        let waited = match waiter.join().unwrap() {
+            Ok(()) => 1,
+            Err(LimitError::Cancelled(Cause::Cancelled)) => 0,
+            other => panic!("{other:?}"),
+        };
+        let admitted = a.join().unwrap() + b.join().unwrap() + waited;
+        assert!(admitted <= 2, "{admitted} admitted, burst 2");
+        let decision = limiter.decide(&0u8, 0);
+        for window in decision.windows() {
+            assert!(
+                window.remaining as usize + admitted <= 2,
+                "{window:?} after {admitted} admitted"
+            );
+        }
+    });
+}
+
+/// A keyed entry with two windows whose second is exhausted: two racing requests are refused
+/// (by the probe, which writes nothing) while a third thread reserves a slot in both windows and
+/// is cancelled. Afterwards both windows are exactly as before: refusals change nothing, and the
+/// cancelled wait's charges come back whole.
+#[test]
+fn keyed_multi_window_refusals_change_nothing() {
+    model(|| {
+        let limiter = Arc::new(
+            tollgate::KeyedLimiter::with_quotas(
+                [
+                    Quota::per_hour(1).unwrap().burst(3).unwrap(),
+                    Quota::per_hour(1).unwrap().burst(1).unwrap(),
+                ],
+                2,
+                ManualClock::new(),
+            )
+            .unwrap(),
+        );
+        assert!(limiter.decide(&0u8, 1).is_allowed());
+        let before: Vec<_> = limiter.decide(&0u8, 0).windows().collect();
+        let token = CancelToken::new();
+        let refused = || {
+            let limiter = limiter.clone();
+            thread::spawn(move || {
+                let decision = limiter.decide(&0u8, 1);
+                assert_eq!(decision.refused_by(), Some(1), "{decision:?}");
+                assert_eq!(decision.window(1).unwrap().remaining, 0);
+            })
+        };
+        let (a, b) = (refused(), refused());
+        let waiter = {
+            let (limiter, token) = (limiter.clone(), token.clone());
+            thread::spawn(move || limiter.wait(&0u8, &token))
+        };
+        token.cancel();
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(LimitError::Cancelled(Cause::Cancelled))
+        ));
+        a.join().unwrap();
+        b.join().unwrap();
+        let after: Vec<_> = limiter.decide(&0u8, 0).windows().collect();
+        assert_eq!(before, after);
+    });
+}

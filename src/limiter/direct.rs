@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, MonotonicClock, duration_to_nanos};
-use crate::error::Cause;
-use crate::gcra::{self, MAX_TAT, Rate, Slot};
+use crate::gcra::{self, MAX_TAT, Rate};
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, CachePadded, Mutex, Ordering, fence};
 
+use super::core::{self, Cell, Seen};
 use super::reservation::Reservation;
 use super::{LimitError, LimitState, Limiter};
 
@@ -250,17 +250,6 @@ impl<C: Clock> RateLimiter<C> {
         }
     }
 
-    /// Stores `next` if the word is still `current`.
-    #[inline]
-    pub(super) fn swap(&self, current: Word, next: Word) -> bool {
-        self.state
-            // Release on success: continues the release sequence headed by `set_quota`'s CAS, so
-            // a later Acquire load of this word still sees the slot it names. Relaxed on
-            // failure: the caller reloads through `load()`, which acquires.
-            .compare_exchange_weak(current.0, next.0, Ordering::Release, Ordering::Relaxed)
-            .is_ok()
-    }
-
     /// Takes one token now, or says when.
     ///
     /// # Examples
@@ -294,80 +283,9 @@ impl<C: Clock> RateLimiter<C> {
     #[inline]
     pub fn check_n(&self, n: u64) -> Result<(), LimitError> {
         let now = self.clock.now();
-        // Fast path, small enough to inline: one decision, then one CAS to admit or one reload
-        // to deny. Anything else — a lost CAS, a quota changing under us, `n = 0` or
-        // `n > burst` — goes to `check_n_slow`, which starts over.
-        //
-        // Acquire: as in `load`, pairs with `set_quota`'s Release CAS. The quota slot read here
-        // is validated below (invariant 3): by the CAS when admitting, by a reload when denying.
-        let word = Word(self.state.load(Ordering::Acquire));
-        let rate = self.slots[word.generation()].load();
-        if n <= rate.burst && n != 0 {
-            let decision = gcra::check(word.tat(), now, &rate, n);
-            // Acquire fence: as in `load`. If a slot load above saw a refill, the CAS or the
-            // reload below reads a word with another generation.
-            fence(Ordering::Acquire);
-            match decision {
-                // `swap`'s orderings; a lost CAS goes to the slow path, which reloads.
-                Ok(tat) if self.swap(word, Word::new(tat, word.generation())) => return Ok(()),
-                Ok(_) => {}
-                // Relaxed: the seqlock check of `load`, ordered by the fence above.
-                Err(retry_after) if self.state.load(Ordering::Relaxed) == word.0 => {
-                    return Err(not_until(now, retry_after));
-                }
-                Err(_) => {}
-            }
-        }
-        self.check_n_slow(n, now)
-    }
-
-    /// `check_n` after the fast path did not admit: decides on a validated word and quota,
-    /// retrying lost CASes on the word each one returns.
-    #[cold]
-    #[inline(never)]
-    fn check_n_slow(&self, n: u64, now: u64) -> Result<(), LimitError> {
-        let (mut word, mut rate) = self.load();
-        loop {
-            if n > rate.burst || n == 0 {
-                return Self::trivial(n, &rate);
-            }
-            match gcra::check(word.tat(), now, &rate, n) {
-                Ok(tat) => match self.state.compare_exchange_weak(
-                    word.0,
-                    Word::new(tat, word.generation()).0,
-                    // Release on success: as in the fast path. Relaxed on failure: the word
-                    // read is used only if it names the generation whose quota `load`
-                    // validated; otherwise `load` acquires afresh.
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Ok(()),
-                    Err(current) => {
-                        // Contention: decide again on the word that won, without reading the
-                        // hot line again unless the quota changed.
-                        let current = Word(current);
-                        if current.generation() == word.generation() {
-                            word = current;
-                        } else {
-                            (word, rate) = self.load();
-                        }
-                    }
-                },
-                // `load` validated this word and quota together: the denial stands.
-                Err(retry_after) => return Err(not_until(now, retry_after)),
-            }
-        }
-    }
-
-    #[cold]
-    fn trivial(n: u64, rate: &Rate) -> Result<(), LimitError> {
-        if n == 0 {
-            Ok(())
-        } else {
-            Err(LimitError::InsufficientCapacity {
-                requested: n,
-                burst: rate.burst,
-            })
+        match core::take(self, now, n) {
+            Ok(_) => Ok(()),
+            Err((err, _)) => Err(err),
         }
     }
 
@@ -404,8 +322,9 @@ impl<C: Clock> RateLimiter<C> {
     /// Whether `n` tokens (`1 ≤ n ≤ burst`) would pass at `now`, and if not, in how many ns:
     /// a peek that writes nothing.
     pub(crate) fn probe(&self, n: u64, now: u64) -> Result<(), u64> {
-        let (word, rate) = self.load();
-        gcra::check(word.tat(), now, &rate, n).map(|_| ())
+        core::probe(self, now, n)
+            .map(|_| ())
+            .map_err(|(wait, _)| wait)
     }
 
     /// The burst of the quota in force.
@@ -420,34 +339,9 @@ impl<C: Clock> RateLimiter<C> {
         now: u64,
         latest: u64,
     ) -> Result<Reservation<'_, C>, LimitError> {
-        loop {
-            let (word, rate) = self.load();
-            if n > rate.burst {
-                return Err(LimitError::InsufficientCapacity {
-                    requested: n,
-                    burst: rate.burst,
-                });
-            }
-            let slot = if n == 0 {
-                Slot {
-                    tat: word.tat(),
-                    at: now,
-                    cost: 0,
-                }
-            } else {
-                match gcra::reserve(word.tat(), now, &rate, n) {
-                    Some(slot) => slot,
-                    None => return Err(not_until(now, u64::MAX)),
-                }
-            };
-            if slot.at > latest {
-                return Err(LimitError::WouldExceedDeadline {
-                    wait: Duration::from_nanos(slot.at - now),
-                });
-            }
-            if n == 0 || self.swap(word, Word::new(slot.tat, word.generation())) {
-                return Ok(Reservation::new(self, slot, word.generation(), now));
-            }
+        match core::reserve(self, now, n, latest) {
+            Ok(held) => Ok(Reservation::new(self, held, now)),
+            Err((err, _)) => Err(err),
         }
     }
 
@@ -500,9 +394,7 @@ impl<C: Clock> RateLimiter<C> {
     /// ```
     pub fn wait_n(&self, n: u64, token: &CancelToken) -> Result<(), LimitError> {
         if token.is_cancelled() {
-            return Err(LimitError::Cancelled(
-                token.cause().unwrap_or(Cause::Cancelled),
-            ));
+            return Err(core::cancelled(token));
         }
         let now = self.clock.now();
         let reservation = self.reserve_before(n, now, token.deadline_in_clock(now))?;
@@ -530,14 +422,7 @@ impl<C: Clock> RateLimiter<C> {
     /// ```
     pub fn state(&self) -> LimitState {
         let now = self.clock.now();
-        let (word, rate) = self.load();
-        let snapshot = gcra::snapshot(word.tat(), now, &rate);
-        LimitState {
-            remaining: snapshot.remaining,
-            burst: rate.burst,
-            retry_after: Duration::from_nanos(snapshot.retry_after),
-            reset_after: Duration::from_nanos(snapshot.reset_after),
-        }
+        core::peek(self).limit_state(now)
     }
 
     /// Lets nothing pass for `pause` from now, then resumes from an empty burst (429 feedback).
@@ -559,14 +444,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn penalize(&self, pause: Duration) {
-        let now = self.clock.now();
-        loop {
-            let (word, rate) = self.load();
-            let tat = gcra::pause(word.tat(), now, &rate, duration_to_nanos(pause));
-            if tat == word.tat() || self.swap(word, Word::new(tat, word.generation())) {
-                return;
-            }
-        }
+        core::penalize(self, self.clock.now(), duration_to_nanos(pause));
     }
 
     /// Replaces the quota, live. Concurrent checks see either the old quota with the old state
@@ -624,14 +502,69 @@ impl<C: Clock> RateLimiter<C> {
     }
 }
 
-/// The denial for a request that passes `retry_after` ns after `now`. Inline: a caller that only
-/// asks `is_ok()` then never pays for building the `Duration`.
-#[inline]
-pub(super) fn not_until(now: u64, retry_after: u64) -> LimitError {
-    LimitError::NotUntil {
-        retry_after: Duration::from_nanos(retry_after),
-        earliest: now.saturating_add(retry_after),
-        quota: 0,
+impl<C: Clock> Cell for RateLimiter<C> {
+    #[inline]
+    fn read(&self) -> Seen {
+        let (word, rate) = self.load();
+        Seen {
+            raw: word.0,
+            tat: word.tat(),
+            rate,
+            epoch: word.generation() as u64,
+            checked: true,
+        }
+    }
+
+    /// The fast path's read: the word and the slot it names, without `load`'s re-check of the
+    /// word (invariant 3; `core.rs` invariant 2). An admission is validated by the CAS, a
+    /// refusal by a checked read.
+    #[inline]
+    fn read_fast(&self) -> Seen {
+        // Acquire: as in `load`, pairs with `set_quota`'s Release CAS.
+        let word = Word(self.state.load(Ordering::Acquire));
+        let rate = self.slots[word.generation()].load();
+        // Acquire fence: as in `load`. If a slot load above saw a refill, the CAS in `replace`
+        // reads a word with another generation and fails.
+        fence(Ordering::Acquire);
+        Seen {
+            raw: word.0,
+            tat: word.tat(),
+            rate,
+            epoch: word.generation() as u64,
+            checked: false,
+        }
+    }
+
+    /// The seqlock check of `load` for a `read_fast`: the word is unchanged since the slot was
+    /// read, so the slot was not refilled under the read (invariant 3).
+    #[inline]
+    fn confirm(&self, seen: &Seen) -> bool {
+        // Relaxed: ordered after the slot loads by the Acquire fence in `read_fast`; only
+        // compared.
+        self.state.load(Ordering::Relaxed) == seen.raw
+    }
+
+    #[inline]
+    fn replace(&self, seen: &Seen, tat: u64) -> Result<(), Seen> {
+        let word = Word(seen.raw);
+        match self.state.compare_exchange_weak(
+            word.0,
+            Word::new(tat, word.generation()).0,
+            // Release on success: continues the release sequence headed by `set_quota`'s CAS,
+            // so a later Acquire load of this word still sees the slot it names. Relaxed on
+            // failure: the word read is used only if it names the generation whose quota the
+            // caller already read (only its TAT moved); otherwise `read` acquires afresh.
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Ok(()),
+            Err(current) if Word(current).generation() == word.generation() => Err(Seen {
+                raw: current,
+                tat: Word(current).tat(),
+                ..*seen
+            }),
+            Err(_) => Err(self.read()),
+        }
     }
 }
 

@@ -1,42 +1,61 @@
-//! `KeyedLimiter<K>`: one GCRA state per key, sharded, with bounded memory.
+//! `KeyedLimiter<K>`: one GCRA state per key and window, sharded, with bounded memory.
 //!
 //! Invariants:
 //!
-//! 1. A key's state is an `AtomicU64` TAT (no generation bits: a key's quota is fixed when the
-//!    key is inserted; a key with the default quota stores no quota at all, so a `u64` key and
-//!    its state are 24 bytes) inside its shard's map. Decisions on an existing key hold the shard's
-//!    *read* lock and CAS the TAT, so readers of existing keys never wait for each other; only
-//!    inserting or removing a key takes the shard's write lock.
+//! 1. A key's entry holds one TAT per window (`AtomicU64`s, inline for up to two windows) and,
+//!    only when the key has quotas of its own, their rates. Decisions on an existing key hold the
+//!    shard's *read* lock and change TATs only through the `core` verbs (a CAS per change), so
+//!    deciders of existing keys never wait for each other; only inserting or removing a key and
+//!    `set_quotas` take the shard's write lock.
 //! 2. An absent key is a full one (GCRA: `tat ≤ now` carries no information). So removing a key
-//!    whose TAT is `≤ now` (idle) changes no later decision — the sweep removes only those, under
-//!    the shard's write lock, which excludes every CAS on that shard's TATs.
+//!    whose every TAT is `≤ now` (idle) changes no later decision — the sweep removes only those,
+//!    under the shard's write lock, which excludes every CAS on that shard's TATs.
 //! 3. `len` counts resident keys and never exceeds `max_keys`: an insert first reserves a place
 //!    with `fetch_add` and gives it back if the cap was reached. At the cap, inserts sweep idle
 //!    keys (their own shard first, then every shard); if no key is idle, the new key is refused
 //!    with [`LimitError::TooManyKeys`] — a busy key is never evicted, because forgetting its
 //!    debt would over-admit it.
-//! 4. A key's quota is `quota_for(key)` (or the default) at insert time; since an evicted key
-//!    was idle, re-inserting it with the same quota gives exactly the decisions it would have had.
-//! 5. A blocking wait reserves its slot on the key's TAT (under the read lock), releases the lock
-//!    and parks through the clock; nothing is held while parked. Its key cannot be swept while
-//!    the slot is ahead (the TAT is past `now`: busy), so a cancelled wait finds the same entry to
-//!    refund — unless `retain` removed it, which forgets the key's debt anyway.
+//! 4. A key's quotas are `quotas_for(key)` (or the defaults) at insert time. The defaults live in
+//!    each shard beside its keys, with the shard's `epoch`: `set_quotas` converts every
+//!    default-quota key's TATs (`gcra::convert`, as `RateLimiter::set_quota` does) and replaces
+//!    the shard's rates under the shard's write lock, then bumps the epoch. A decision holds the
+//!    read lock, so it sees old rates with old TATs or new rates with converted TATs, never a mix.
+//!    A slot reserved under an older epoch is not refunded (it counts as used: stricter).
+//! 5. Several windows are decided all or nothing without a per-key lock: every window is probed
+//!    (read only — a refusal there writes nothing), then each is charged at `now` in order
+//!    (`core::reserve`); a window that refuses after a race undoes the earlier charges
+//!    (`core::give_back` with no instant) and the decision starts over. An undo gives back the
+//!    whole charge less what later requests stacked on it, so under such a race a refused request
+//!    can leave part of a charge: the limiter errs strict, never loose (as `MultiLimiter`). One
+//!    window is a single `core::take`.
+//! 6. A blocking wait reserves a slot in every window (under the read lock), releases the lock
+//!    and parks through `core::wait_slot`; nothing is held while parked. Cancelled before its
+//!    last slot comes due, the wait used none of its windows: with one window the slot is
+//!    refunded (`gcra::refund`), with several every window's charge is undone (`gcra::undo`:
+//!    a window whose own slot was already due gives it back too, since the caller could not use
+//!    it alone); later requests keep their slots either way. Its key cannot be swept
+//!    while a slot is ahead (the TAT is past `now`: busy), so a cancelled wait finds the same
+//!    entry to refund — unless `retain` removed it, which forgets the key's debt anyway.
+//! 7. Through [`KeyedLimits`] (string keys), a key longer than `max_key_bytes` is stored as a
+//!    fixed-size keyed digest (see [`KeyedLimiter::max_key_bytes`]), so the memory one key can take
+//!    is bounded whatever a client sends.
 
+use std::borrow::{Borrow, Cow};
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
-
-use hashbrown::HashTable;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::time::Duration;
 
-use crate::cancel::CancelToken;
-use crate::clock::{Clock, MonotonicClock, Wake, duration_to_nanos};
-use crate::error::Cause;
-use crate::gcra::{self, Rate, Slot};
-use crate::quota::{Quota, QuotaError};
-use crate::sync::{AtomicU64, AtomicUsize, CachePadded, HashState, Ordering, RwLock};
+use hashbrown::HashTable;
 
-use super::direct::not_until;
-use super::{LimitError, LimitState};
+use crate::cancel::CancelToken;
+use crate::clock::{Clock, MonotonicClock, duration_to_nanos};
+use crate::gcra::{self, Rate};
+use crate::quota::{Quota, QuotaError};
+use crate::sync::{AtomicU64, AtomicUsize, CachePadded, HashState, Mutex, Ordering, RwLock};
+
+use super::core::{self, Cell, Held, Seen, Sight};
+use super::decision::{Decision, SightsBuilder, Source};
+use super::{KeyedLimits, LimitError, LimitState};
 
 /// The keyed limiter's default hasher: foldhash (hashbrown's default), seeded at random per
 /// limiter. Several times cheaper than std's SipHash on short keys, and its random seed keeps
@@ -47,56 +66,188 @@ pub type DefaultKeyHasher = HashState;
 
 const SHARDS: usize = 16;
 
-type QuotaFor<K> = Box<dyn Fn(&K) -> Option<Quota> + Send + Sync>;
+/// Windows whose probed TATs a decision keeps on the stack (more are recorded as probed).
+const PROBED: usize = 8;
 
-/// One shard: the keys whose hash picks it, each with its state. A `HashTable` takes the hash
-/// from us, so a key is hashed once for both the shard choice and the lookup.
-type Shard<K> = RwLock<HashTable<(K, Entry)>>;
+/// Default [`KeyedLimiter::max_key_bytes`].
+const DEFAULT_MAX_KEY_BYTES: usize = 256;
 
-/// One key's state.
+type QuotasFor<K> = Box<dyn Fn(&K) -> Option<Vec<Quota>> + Send + Sync>;
+
+/// One shard: the keys whose hash picks it, each with its state, and the default rates they are
+/// measured in (invariant 4). A `HashTable` takes the hash from us, so a key is hashed once for
+/// both the shard choice and the lookup.
+struct ShardData<K> {
+    table: HashTable<(K, Entry)>,
+    rates: Box<[Rate]>,
+    epoch: u64,
+}
+
+type Shard<K> = RwLock<ShardData<K>>;
+
+/// One key's state: one TAT per window (ns on the limiter's clock; `≤ now` means idle), inline
+/// for up to two windows, so a `u64` key and its state take 32 bytes.
 #[derive(Debug)]
 struct Entry {
-    /// TAT in ns on the limiter's clock; `≤ now` means idle (full).
-    tat: AtomicU64,
-    /// The key's own quota, fixed at insert (invariant 4); `None` for the limiter's default, which
-    /// keeps the common entry at 16 bytes.
-    own_rate: Option<Box<Rate>>,
+    tats: [AtomicU64; 2],
+    /// What only some keys need: the TATs of a limiter with more than two windows, and the
+    /// key's own rates (fixed at insert, invariant 4).
+    ext: Option<Box<Ext>>,
+}
+
+#[derive(Debug)]
+struct Ext {
+    /// Every TAT of a limiter with more than two windows (empty otherwise).
+    tats: Box<[AtomicU64]>,
+    /// The key's own rates; `None` for the shard's defaults.
+    own: Option<Box<[Rate]>>,
 }
 
 impl Entry {
-    /// A full state (an absent key's) with `rate`, stored only if it is not `default`.
-    fn full(rate: Rate, default: &Rate) -> Entry {
+    /// A full state (an absent key's) for `windows` windows.
+    fn full(windows: usize, own: Option<Box<[Rate]>>) -> Entry {
+        let ext = (windows > 2 || own.is_some()).then(|| {
+            let tats = if windows > 2 {
+                (0..windows).map(|_| AtomicU64::new(0)).collect()
+            } else {
+                Box::default()
+            };
+            Box::new(Ext { tats, own })
+        });
         Entry {
-            tat: AtomicU64::new(0),
-            own_rate: (rate != *default).then(|| Box::new(rate)),
+            tats: [AtomicU64::new(0), AtomicU64::new(0)],
+            ext,
+        }
+    }
+
+    /// The key's windows: its own rates or the shard's defaults.
+    #[inline]
+    fn view<'a>(&'a self, shard_rates: &'a [Rate], epoch: u64) -> View<'a> {
+        match &self.ext {
+            None => View {
+                tats: &self.tats[..shard_rates.len()],
+                rates: shard_rates,
+                epoch,
+            },
+            Some(ext) => {
+                let rates: &[Rate] = ext.own.as_deref().unwrap_or(shard_rates);
+                let tats = if ext.tats.is_empty() {
+                    &self.tats[..rates.len()]
+                } else {
+                    &ext.tats[..]
+                };
+                View { tats, rates, epoch }
+            }
+        }
+    }
+
+    /// Whether the key has rates of its own.
+    fn has_own(&self) -> bool {
+        self.ext.as_ref().is_some_and(|ext| ext.own.is_some())
+    }
+
+    /// Whether every window is idle at `now` (invariant 2).
+    fn idle(&self, now: u64) -> bool {
+        let more: &[AtomicU64] = self.ext.as_ref().map_or(&[], |ext| &ext.tats);
+        // Relaxed: called under the write lock, which excludes every CAS on these TATs.
+        self.tats
+            .iter()
+            .chain(more)
+            .all(|tat| tat.load(Ordering::Relaxed) <= now)
+    }
+}
+
+/// A key's windows as one decision uses them.
+struct View<'a> {
+    tats: &'a [AtomicU64],
+    rates: &'a [Rate],
+    epoch: u64,
+}
+
+impl<'a> View<'a> {
+    #[inline]
+    fn cell(&self, i: usize) -> KeyCell<'a> {
+        KeyCell {
+            tat: &self.tats[i],
+            rate: &self.rates[i],
+            epoch: self.epoch,
         }
     }
 
     #[inline]
-    fn rate<'a>(&'a self, default: &'a Rate) -> &'a Rate {
-        self.own_rate.as_deref().unwrap_or(default)
+    fn burst(&self) -> u64 {
+        self.rates.iter().map(|r| r.burst).min().unwrap_or(0)
     }
 }
 
-/// A rate limiter with one GCRA state per key (per client, per host…), bounded to `max_keys`
+/// One window of one key, as a `core::Cell`.
+struct KeyCell<'a> {
+    tat: &'a AtomicU64,
+    rate: &'a Rate,
+    epoch: u64,
+}
+
+impl Cell for KeyCell<'_> {
+    #[inline]
+    fn read(&self) -> Seen {
+        // Relaxed: the TAT guards no other data, and admitting a request creates no
+        // happens-before edge (as in the direct limiter); the rate cannot change while the
+        // caller holds the shard's read lock (invariant 4), and the CAS in `replace` validates
+        // the value decided on.
+        let tat = self.tat.load(Ordering::Relaxed);
+        Seen {
+            raw: tat,
+            tat,
+            rate: *self.rate,
+            epoch: self.epoch,
+            checked: true,
+        }
+    }
+
+    #[inline]
+    fn replace(&self, seen: &Seen, tat: u64) -> Result<(), Seen> {
+        // Relaxed (both): as in `read`; a failure hands back the TAT that won.
+        match self
+            .tat
+            .compare_exchange_weak(seen.raw, tat, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(()),
+            Err(current) => Err(Seen {
+                raw: current,
+                tat: current,
+                ..*seen
+            }),
+        }
+    }
+}
+
+/// A rate limiter with one GCRA state per key (per client, per host…) and one or several windows
+/// per key (per second AND per minute AND per day, all or nothing), bounded to `max_keys`
 /// resident keys.
 ///
-/// * Checks on existing keys take only a shard's read lock plus a CAS on the key's TAT.
+/// * Decisions on existing keys take only a shard's read lock plus one CAS per window.
+/// * [`decide`](Self::decide) returns a [`Decision`] carrying every window's state as that
+///   decision saw it (limit, remaining, reset, retry, which window refused) for response headers;
+///   [`check_n`](Self::check_n) is the same decision without it.
 /// * Blocking waits per key ([`wait_n`](Self::wait_n)), FIFO among one key's waiters and
-///   cancellable, as [`RateLimiter::wait_n`](crate::RateLimiter::wait_n); 429 feedback per key
-///   ([`penalize`](Self::penalize)).
-/// * Per-key quotas: [`with_quota_for`](Self::with_quota_for) (e.g. a map of premium clients).
+///   cancellable with refunds, as [`RateLimiter::wait_n`](crate::RateLimiter::wait_n); 429
+///   feedback per key ([`penalize`](Self::penalize)).
+/// * Per-key quotas: [`with_quota_for`](Self::with_quota_for) /
+///   [`with_quotas_for`](Self::with_quotas_for) (e.g. a map of premium clients); live changes of
+///   the default quotas that keep every key's state ([`set_quotas`](Self::set_quotas)).
+/// * Lookups by any borrowed form of the key: a `KeyedLimiter<String>` is asked with a `&str`.
 /// * Bounded memory: idle keys (whose state equals "absent") are swept as inserts reach
 ///   `max_keys`; when every resident key is busy, new keys get [`LimitError::TooManyKeys`]
-///   (busy keys are never evicted, which would over-admit them).
+///   (busy keys are never evicted, which would over-admit them). Through [`KeyedLimits`], keys
+///   longer than [`max_key_bytes`](Self::max_key_bytes) are stored as a 33-byte keyed digest.
 /// * Keys are hashed once per call with [`DefaultKeyHasher`] (foldhash, randomly seeded) or the
 ///   hasher given to [`with_hasher`](Self::with_hasher).
 ///
 /// # Memory ordering
 ///
-/// Decisions promise no happens-before edges between admitted requests. A key's TAT is only
-/// CASed under its shard's read lock and only removed under the write lock, so a sweep never
-/// races a decision on the key it removes.
+/// Decisions promise no happens-before edges between admitted requests. A key's TATs are only
+/// CASed under its shard's read lock and only removed or converted under the write lock, so a
+/// sweep or a quota change never races a decision on the keys it touches.
 ///
 /// # Examples
 ///
@@ -118,17 +269,35 @@ impl Entry {
 pub struct KeyedLimiter<K, C: Clock = MonotonicClock, S = DefaultKeyHasher> {
     shards: Box<[CachePadded<Shard<K>>]>,
     hasher: S,
-    rate: Rate,
-    quota_for: Option<QuotaFor<K>>,
+    windows: usize,
+    quotas_for: Option<QuotasFor<K>>,
     max_keys: usize,
     /// Resident keys (invariant 3).
     len: CachePadded<AtomicUsize>,
     /// Idle keys removed by sweeps so far (for monitoring; `retain` removals are not counted).
     evicted: AtomicU64,
+    /// Serialises `set_quotas`.
+    writer: Mutex<()>,
+    /// Longest string key stored verbatim through [`KeyedLimits`] (invariant 7).
+    max_key_bytes: usize,
+    /// The secret of the key digest: two independently seeded SipHash keys.
+    digest: (RandomState, RandomState),
     clock: C,
 }
 
-impl<K: Hash + Eq + Clone> KeyedLimiter<K, MonotonicClock> {
+fn new_shards<K>(rates: &[Rate]) -> Box<[CachePadded<Shard<K>>]> {
+    (0..SHARDS)
+        .map(|_| {
+            CachePadded::new(RwLock::new(ShardData {
+                table: HashTable::new(),
+                rates: rates.into(),
+                epoch: 0,
+            }))
+        })
+        .collect()
+}
+
+impl<K: Hash + Eq> KeyedLimiter<K, MonotonicClock> {
     /// A keyed limiter giving every key `quota`, holding at most `max_keys` keys
     /// (`max_keys = 0` is [`QuotaError::ZeroMaxKeys`]).
     ///
@@ -145,7 +314,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K, MonotonicClock> {
     }
 }
 
-impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
+impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     /// As [`new`](KeyedLimiter::new), measuring time on `clock`.
     ///
     /// # Examples
@@ -158,25 +327,61 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     /// # Ok::<(), tollgate::QuotaError>(())
     /// ```
     pub fn with_clock(quota: Quota, max_keys: usize, clock: C) -> Result<Self, QuotaError> {
+        Self::with_quotas([quota], max_keys, clock)
+    }
+
+    /// A keyed limiter whose every key has one window per quota in `quotas`, decided all or
+    /// nothing (invariant 5), measuring time on `clock`. An empty list is
+    /// [`QuotaError::NoQuotas`]; `max_keys = 0` is [`QuotaError::ZeroMaxKeys`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{KeyedLimiter, LimitError, ManualClock, Quota};
+    ///
+    /// let clock = ManualClock::new();
+    /// let per_client = KeyedLimiter::with_quotas(
+    ///     [Quota::per_second(10)?, Quota::per_minute(100)?, Quota::per_hour(1_000)?],
+    ///     100_000,
+    ///     clock.clone(),
+    /// )?;
+    /// per_client.check_n("alice", 10)?;
+    /// let refused = per_client.decide("alice", 1);
+    /// assert_eq!(refused.refused_by(), Some(0));
+    /// // A refusal charged no window: the per-minute window still has 90.
+    /// assert_eq!(refused.window(1).unwrap().remaining, 90);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_quotas(
+        quotas: impl IntoIterator<Item = Quota>,
+        max_keys: usize,
+        clock: C,
+    ) -> Result<Self, QuotaError> {
+        let rates: Vec<Rate> = quotas.into_iter().map(|q| q.rate()).collect();
+        if rates.is_empty() {
+            return Err(QuotaError::NoQuotas);
+        }
         if max_keys == 0 {
             return Err(QuotaError::ZeroMaxKeys);
         }
         Ok(KeyedLimiter {
-            shards: (0..SHARDS)
-                .map(|_| CachePadded::new(RwLock::new(HashTable::new())))
-                .collect(),
+            shards: new_shards(&rates),
             hasher: HashState::default(),
-            rate: quota.rate(),
-            quota_for: None,
+            windows: rates.len(),
+            quotas_for: None,
             max_keys,
             len: CachePadded::new(AtomicUsize::new(0)),
             evicted: AtomicU64::new(0),
+            writer: Mutex::new(()),
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            digest: (RandomState::new(), RandomState::new()),
             clock,
         })
     }
 }
 
-impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
+impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// Hashes keys with `hasher` instead of [`DefaultKeyHasher`] — e.g. std's SipHash
     /// (`std::hash::RandomState`) where keys come from clients who might study the process's
     /// timing to find colliding keys. Keys already resident are kept (rehashed).
@@ -192,31 +397,37 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Ok::<(), tollgate::QuotaError>(())
     /// ```
     pub fn with_hasher<H: BuildHasher>(self, hasher: H) -> KeyedLimiter<K, C, H> {
-        let shards: Box<[CachePadded<Shard<K>>]> = (0..SHARDS)
-            .map(|_| CachePadded::new(RwLock::new(HashTable::new())))
-            .collect();
+        let rates = self.shards[0].read().rates.clone();
+        let shards = new_shards::<K>(&rates);
         for shard in self.shards.iter() {
-            for (key, entry) in shard.write().drain() {
+            let mut old = shard.write();
+            let epoch = old.epoch;
+            for (key, entry) in old.table.drain() {
                 let hash = hasher.hash_one(&key);
-                shards[shard_index(hash)]
-                    .write()
+                let mut new = shards[shard_index(hash)].write();
+                new.epoch = new.epoch.max(epoch);
+                new.table
                     .insert_unique(hash, (key, entry), |(k, _)| hasher.hash_one(k));
             }
         }
         KeyedLimiter {
             shards,
             hasher,
-            rate: self.rate,
-            quota_for: self.quota_for,
+            windows: self.windows,
+            quotas_for: self.quotas_for,
             max_keys: self.max_keys,
             len: self.len,
             evicted: self.evicted,
+            writer: self.writer,
+            max_key_bytes: self.max_key_bytes,
+            digest: self.digest,
             clock: self.clock,
         }
     }
 
-    /// Gives keys for which `f` returns `Some(quota)` that quota instead of the default. `f` runs
-    /// when a key is inserted (first seen, or seen again after it went idle and was swept).
+    /// Gives keys for which `f` returns `Some(quota)` that quota instead of the default (for the
+    /// first window; any further windows keep their defaults). `f` runs when a key is inserted
+    /// (first seen, or seen again after it went idle and was swept).
     ///
     /// # Examples
     ///
@@ -227,30 +438,183 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// let premium: HashMap<String, Quota> = [("acme".to_string(), Quota::per_second(100)?)].into();
     /// let limiter = KeyedLimiter::new(Quota::per_second(1)?, 1_000)?
     ///     .with_quota_for(move |key: &String| premium.get(key).copied());
-    /// assert!(limiter.check_n(&"acme".to_string(), 100).is_ok());
-    /// assert!(limiter.check_n(&"other".to_string(), 2).is_err());
+    /// assert!(limiter.check_n("acme", 100).is_ok());
+    /// assert!(limiter.check_n("other", 2).is_err());
     /// # Ok::<(), tollgate::QuotaError>(())
     /// ```
-    pub fn with_quota_for(
+    pub fn with_quota_for(self, f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static) -> Self {
+        self.with_quotas_for(move |key| f(key).map(|quota| vec![quota]))
+    }
+
+    /// Gives keys for which `f` returns `Some(quotas)` those windows instead of the defaults:
+    /// `quotas[i]` replaces window `i`; windows past the end of `quotas` keep their defaults and
+    /// quotas past the limiter's windows are ignored. `f` runs when a key is inserted. A key with
+    /// its own quotas keeps them across [`set_quotas`](Self::set_quotas).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(1)?, Quota::per_hour(10)?], 100, ManualClock::new())?
+    ///     .with_quotas_for(|key: &String| (key == "vip").then(|| vec![Quota::per_second(50).unwrap(), Quota::per_hour(500).unwrap()]));
+    /// assert!(limiter.check_n("vip", 50).is_ok());
+    /// assert!(limiter.check_n("anyone", 2).is_err());
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    pub fn with_quotas_for(
         mut self,
-        f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static,
+        f: impl Fn(&K) -> Option<Vec<Quota>> + Send + Sync + 'static,
     ) -> Self {
-        self.quota_for = Some(Box::new(f));
+        self.quotas_for = Some(Box::new(f));
         self
+    }
+
+    /// Keys given through [`KeyedLimits`] longer than `bytes` are stored as a fixed-size keyed
+    /// digest (default 256 bytes), so no client controls how much memory its key takes.
+    ///
+    /// The digest is `"\0#"` and 32 hex digits: 128 bits from two SipHash-1-3 instances keyed
+    /// with independent random 128-bit secrets generated for this limiter, which never leave the
+    /// process. Two different long keys share a state only if their digests collide: without the
+    /// secrets a client cannot compute digests, so it can do no better than chance — for `m`
+    /// long keys, a collision anywhere has probability about `m² / 2^129` (below 10^-20 for a
+    /// billion keys) — and a collision merges two clients' limits (both limited together), never
+    /// lifts one. A short key equals a digest only if a client guessed 128 secret-keyed bits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, KeyedLimits, Quota};
+    /// let limiter = KeyedLimiter::<String>::new(Quota::per_second(1)?, 100)?.max_key_bytes(64);
+    /// let huge = "k".repeat(15_000);
+    /// assert!(limiter.check_key(&huge, 1).is_ok());
+    /// assert!(limiter.check_key(&huge, 1).is_err()); // the same key, digested the same way
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    pub fn max_key_bytes(mut self, bytes: usize) -> Self {
+        self.max_key_bytes = bytes;
+        self
+    }
+
+    /// `key` as stored through [`KeyedLimits`]: itself, or its digest (invariant 7).
+    fn bounded<'k>(&self, key: &'k str) -> Cow<'k, str> {
+        if key.len() <= self.max_key_bytes {
+            return Cow::Borrowed(key);
+        }
+        let digest = |state: &RandomState| {
+            let mut hasher = state.build_hasher();
+            hasher.write(key.as_bytes());
+            hasher.finish()
+        };
+        Cow::Owned(format!(
+            "\0#{:016x}{:016x}",
+            digest(&self.digest.0),
+            digest(&self.digest.1)
+        ))
+    }
+
+    /// The default quotas, one per window.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter = KeyedLimiter::<u8>::new(Quota::per_second(3)?, 10)?;
+    /// assert_eq!(limiter.quotas(), [Quota::per_second(3)?]);
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    pub fn quotas(&self) -> Vec<Quota> {
+        self.shards[0]
+            .read()
+            .rates
+            .iter()
+            .map(Quota::from_rate)
+            .collect()
+    }
+
+    /// Replaces the default quota of a one-window limiter, live, keeping every key's state. See
+    /// [`set_quotas`](Self::set_quotas).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// let limiter = KeyedLimiter::with_clock(Quota::per_second(1)?.burst(2)?, 10, ManualClock::new())?;
+    /// limiter.check_n("a", 2)?; // owes 2 tokens = 2 s
+    /// limiter.set_quota(Quota::per_second(10)?.burst(2)?)?;
+    /// assert_eq!(limiter.state("a").reset_after, Duration::from_millis(200)); // 2 tokens
+    /// assert!(limiter.check("a").is_err()); // no fresh burst
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_quota(&self, quota: Quota) -> Result<(), QuotaError> {
+        self.set_quotas([quota])
+    }
+
+    /// Replaces the default quotas, live, keeping every key's state: the tokens each key owes in
+    /// each window are converted to the new rate, rounded up (as
+    /// [`RateLimiter::set_quota`](crate::RateLimiter::set_quota) converts its TAT), so a reload
+    /// gives nobody a fresh burst. Keys with quotas of their own keep them. The number of windows
+    /// cannot change ([`QuotaError::WindowsMismatch`]). Slots reserved by waiting callers before
+    /// the change are not refunded if cancelled (they count as used).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, ManualClock, Quota, QuotaError};
+    /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(5)?, Quota::per_minute(50)?], 10, ManualClock::new())?;
+    /// limiter.check_n("a", 5)?;
+    /// limiter.set_quotas([Quota::per_second(10)?, Quota::per_minute(60)?])?;
+    /// assert_eq!(limiter.state("a").remaining, 5); // owed 5, now of 10
+    /// assert_eq!(limiter.set_quotas([Quota::per_second(1)?]), Err(QuotaError::WindowsMismatch));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<(), QuotaError> {
+        let new: Vec<Rate> = quotas.into_iter().map(|q| q.rate()).collect();
+        if new.len() != self.windows {
+            return Err(QuotaError::WindowsMismatch);
+        }
+        let _writer = self.writer.lock();
+        let now = self.clock.now();
+        for shard in self.shards.iter() {
+            let mut data = shard.write();
+            let data = &mut *data;
+            for (_, entry) in data.table.iter() {
+                if entry.has_own() {
+                    continue;
+                }
+                let view = entry.view(&data.rates, data.epoch);
+                for (i, tat) in view.tats.iter().enumerate() {
+                    // Relaxed (load and store): the write lock excludes every CAS on this TAT.
+                    let old = tat.load(Ordering::Relaxed);
+                    tat.store(
+                        gcra::convert(old, now, &data.rates[i], &new[i]),
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+            data.rates = new.clone().into_boxed_slice();
+            data.epoch += 1;
+        }
+        Ok(())
     }
 
     /// The key's hash and its shard.
     #[inline]
-    fn shard(&self, key: &K) -> (u64, &Shard<K>) {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> (u64, &Shard<K>) {
         let hash = self.hasher.hash_one(key);
         (hash, &self.shards[shard_index(hash)])
     }
 
-    fn rate_for(&self, key: &K) -> Rate {
-        match &self.quota_for {
-            Some(f) => f(key).map_or(self.rate, |quota| quota.rate()),
-            None => self.rate,
-        }
+    /// A new key's own rates, if it has any.
+    fn own_rates(&self, key: &K, defaults: &[Rate]) -> Option<Box<[Rate]>> {
+        let quotas = self.quotas_for.as_ref()?(key)?;
+        Some(
+            defaults
+                .iter()
+                .enumerate()
+                .map(|(i, default)| quotas.get(i).map_or(*default, Quota::rate))
+                .collect(),
+        )
     }
 
     /// Takes one token for `key`, or says when. See [`check_n`](Self::check_n).
@@ -264,12 +628,17 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Ok::<(), tollgate::QuotaError>(())
     /// ```
     #[inline]
-    pub fn check(&self, key: &K) -> Result<(), LimitError> {
+    pub fn check<Q>(&self, key: &Q) -> Result<(), LimitError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.check_n(key, 1)
     }
 
-    /// Takes `n` tokens for `key` now (all or nothing), or says when. Errors:
-    /// [`LimitError::NotUntil`], [`LimitError::InsufficientCapacity`] (`n` over the key's burst),
+    /// Takes `n` tokens for `key` from every window now (all or nothing), or says when. Errors:
+    /// [`LimitError::NotUntil`] (`quota` names the window with the longest wait),
+    /// [`LimitError::InsufficientCapacity`] (`n` over the key's smallest burst),
     /// [`LimitError::TooManyKeys`] (a new key while `max_keys` busy keys are resident).
     ///
     /// # Examples
@@ -283,9 +652,73 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
-    pub fn check_n(&self, key: &K, n: u64) -> Result<(), LimitError> {
+    pub fn check_n<Q>(&self, key: &Q, n: u64) -> Result<(), LimitError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let now = self.clock.now();
-        self.on_entry(key, n, now, |entry, rate| take(entry, rate, now, n))
+        self.on_entry(key, n, now, |view| {
+            if view.tats.len() == 1 {
+                match core::take(&view.cell(0), now, n) {
+                    Ok(_) => Ok(()),
+                    Err((err, _)) => Err(err),
+                }
+            } else {
+                decide_all(view, now, n, &mut None)
+            }
+        })?
+    }
+
+    /// [`check_n`](Self::check_n) with every window's state as this decision saw it (a
+    /// [`Decision`]): the numbers for `RateLimit` headers, consistent with the verdict by
+    /// construction.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(2)?, Quota::per_minute(30)?], 10, ManualClock::new())?;
+    /// let first = limiter.decide("a", 2);
+    /// assert!(first.is_allowed());
+    /// assert_eq!(first.window(1).unwrap().remaining, 28);
+    /// let refused = limiter.decide("a", 1);
+    /// assert_eq!(refused.refused_by(), Some(0));
+    /// assert_eq!(refused.window(0).unwrap().remaining, 0);
+    /// assert_eq!(refused.window(0).unwrap().retry_after, Duration::from_millis(500));
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    #[inline]
+    pub fn decide<Q>(&self, key: &Q, n: u64) -> Decision
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let now = self.clock.now();
+        let mut sights = Some(SightsBuilder::with_capacity(self.windows));
+        let result = self
+            .on_entry(key, n, now, |view| {
+                if view.tats.len() == 1 {
+                    let (result, sight) = match core::take(&view.cell(0), now, n) {
+                        Ok(sight) => (Ok(()), sight),
+                        Err((err, sight)) => (Err(err), sight),
+                    };
+                    if let Some(sights) = &mut sights {
+                        sights.set(0, sight);
+                    }
+                    result
+                } else {
+                    decide_all(view, now, n, &mut sights)
+                }
+            })
+            .and_then(|result| result);
+        match (&result, sights) {
+            (Err(LimitError::TooManyKeys { .. }), _) | (_, None) => {
+                Decision::without_windows(result, Source::Memory)
+            }
+            (_, Some(sights)) => Decision::new(result, Source::Memory, n, now, sights),
+        }
     }
 
     /// Blocks until one token for `key` is granted or `token` is cancelled. See
@@ -303,24 +736,28 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
-    pub fn wait(&self, key: &K, token: &CancelToken) -> Result<(), LimitError> {
+    pub fn wait<Q>(&self, key: &Q, token: &CancelToken) -> Result<(), LimitError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.wait_n(key, 1, token)
     }
 
-    /// Blocks until `n` tokens for `key` are granted, or `token` is cancelled: the keyed form
-    /// of [`RateLimiter::wait_n`](crate::RateLimiter::wait_n).
+    /// Blocks until `n` tokens for `key` are granted in every window, or `token` is cancelled:
+    /// the keyed form of [`RateLimiter::wait_n`](crate::RateLimiter::wait_n).
     ///
-    /// The wait reserves a slot on the key's state first (so one key's waiters are served in
-    /// arrival order, each woken once at its instant), then parks through the clock with no
-    /// lock held (invariant 5).
+    /// The wait reserves a slot in every window of the key first (so one key's waiters are
+    /// served in arrival order, each woken once at its instant), then parks through the clock
+    /// with no lock held (invariant 6).
     ///
-    /// * `n > burst` of the key's quota: [`LimitError::InsufficientCapacity`] at once.
+    /// * `n` above the key's smallest burst: [`LimitError::InsufficientCapacity`] at once.
     /// * A new key while `max_keys` busy keys are resident: [`LimitError::TooManyKeys`] at once.
-    /// * The slot is after `token`'s deadline: [`LimitError::WouldExceedDeadline`] at once,
-    ///   taking nothing.
-    /// * `token` cancelled: the part of the slot not yet due is given back (later waiters keep
+    /// * The latest slot is after `token`'s deadline: [`LimitError::WouldExceedDeadline`] at
+    ///   once, taking nothing.
+    /// * `token` cancelled: the part of each slot not yet due is given back (later waiters keep
     ///   their slots) and the result is [`LimitError::Cancelled`]. Cancelled (or its deadline
-    ///   reached) at the instant the slot comes due: the slot wins, the wait succeeds.
+    ///   reached) at the instant the slots come due: the slots win, the wait succeeds.
     ///
     /// # Examples
     ///
@@ -338,41 +775,28 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// limiter.wait(&"b", &CancelToken::new())?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn wait_n(&self, key: &K, n: u64, token: &CancelToken) -> Result<(), LimitError> {
+    pub fn wait_n<Q>(&self, key: &Q, n: u64, token: &CancelToken) -> Result<(), LimitError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if token.is_cancelled() {
-            return Err(LimitError::Cancelled(
-                token.cause().unwrap_or(Cause::Cancelled),
-            ));
+            return Err(core::cancelled(token));
         }
         let now = self.clock.now();
         let latest = token.deadline_in_clock(now);
-        let Some(slot) = self.on_entry(key, n, now, |entry, rate| {
-            reserve(entry, rate, now, n, latest)
-        })?
-        else {
-            return Ok(()); // n = 0
-        };
-        if slot.at <= now {
+        let held = self.on_entry(key, n, now, |view| reserve_all(view, now, n, latest))??;
+        let at = held.iter().map(|h| h.slot.at).max().unwrap_or(now);
+        if at <= now {
             return Ok(());
         }
-        match self.clock.park_until(slot.at, token) {
-            Wake::Reached => Ok(()),
-            // Cancelled as the slot came due: the tokens are the caller's already (as in
-            // `Reservation::wait`).
-            Wake::Cancelled if self.clock.now() >= slot.at => Ok(()),
-            Wake::Cancelled => {
-                self.refund(key, &slot);
-                Err(LimitError::Cancelled(
-                    token.cause().unwrap_or(Cause::Cancelled),
-                ))
-            }
-        }
+        core::wait_slot(&self.clock, at, token, || self.refund(key, &held))
     }
 
-    /// Lets nothing pass for `key` for `pause` from now, then resumes from an empty burst (a
-    /// 429's `Retry-After` for one host or client). Never loosens a key that owes more. A new key
-    /// is inserted to hold the pause (at the key cap with every key busy, the pause is dropped:
-    /// the key was not tracked, and tracking it would need to evict a busy one).
+    /// Lets nothing pass for `key` for `pause` from now in any window, then resumes from an
+    /// empty burst (a 429's `Retry-After` for one host or client). Never loosens a key that owes
+    /// more. A new key is inserted to hold the pause (at the key cap with every key busy, the
+    /// pause is dropped: the key was not tracked, and tracking it would need to evict a busy one).
     ///
     /// # Examples
     ///
@@ -389,79 +813,97 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// assert!(per_host.check(&"slow.example").is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn penalize(&self, key: &K, pause: Duration) {
+    pub fn penalize<Q>(&self, key: &Q, pause: Duration)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let now = self.clock.now();
         let pause = duration_to_nanos(pause);
         // n = 1 only to pass `on_entry`'s request checks; nothing is taken.
-        let _ = self.on_entry(key, 1, now, |entry, rate| {
-            update_tat(&entry.tat, |tat| match gcra::pause(tat, now, rate, pause) {
-                next if next == tat => Step::Stop(Ok(())),
-                next => Step::Store(next, Ok(())),
-            })
+        let _ = self.on_entry(key, 1, now, |view| {
+            for i in 0..view.tats.len() {
+                core::penalize(&view.cell(i), now, pause);
+            }
         });
     }
 
-    /// Runs `decide` on `key`'s entry under its shard's read lock, inserting the key first if
-    /// it is absent. Requests that can never touch state (`n = 0`, `n > burst`) are decided on
-    /// a full entry that is not inserted.
+    /// Runs `decide` on `key`'s windows under its shard's read lock, inserting the key first if
+    /// it is absent. Requests that can never touch state (`n = 0`, `n` over the smallest burst)
+    /// are decided on a full entry that is not inserted.
     #[inline]
-    fn on_entry<T>(
+    fn on_entry<Q, T>(
         &self,
-        key: &K,
+        key: &Q,
         n: u64,
         now: u64,
-        decide: impl Fn(&Entry, &Rate) -> Result<T, LimitError>,
-    ) -> Result<T, LimitError> {
+        decide: impl FnOnce(&View<'_>) -> T,
+    ) -> Result<T, LimitError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let (hash, shard) = self.shard(key);
         {
-            let map = shard.read();
-            if let Some((_, entry)) = map.find(hash, |(k, _)| k == key) {
-                return decide(entry, entry.rate(&self.rate));
+            let data = shard.read();
+            if let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) {
+                return Ok(decide(&entry.view(&data.rates, data.epoch)));
             }
         }
         self.insert_slow(shard, hash, key, n, now, decide)
     }
 
     #[cold]
-    fn insert_slow<T>(
+    fn insert_slow<Q, T>(
         &self,
         shard: &Shard<K>,
         hash: u64,
-        key: &K,
+        key: &Q,
         n: u64,
         now: u64,
-        decide: impl Fn(&Entry, &Rate) -> Result<T, LimitError>,
-    ) -> Result<T, LimitError> {
-        let rate = self.rate_for(key);
-        if n > rate.burst || n == 0 {
-            return decide(&Entry::full(rate, &rate), &rate);
-        }
+        decide: impl FnOnce(&View<'_>) -> T,
+    ) -> Result<T, LimitError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let owned = key.to_owned();
+        let own = {
+            let data = shard.read();
+            let own = self.own_rates(&owned, &data.rates);
+            let full = Entry::full(self.windows, own.clone());
+            let view = full.view(&data.rates, data.epoch);
+            if n > view.burst() || n == 0 {
+                return Ok(decide(&view));
+            }
+            own
+        };
+        let mut owned = Some((owned, own));
         let mut swept_all = false;
-        loop {
-            let mut map = shard.write();
-            if let Some((_, entry)) = map.find(hash, |(k, _)| k == key) {
-                return decide(entry, entry.rate(&self.rate));
+        let data = loop {
+            let mut data = shard.write();
+            if data.table.find(hash, |(k, _)| k.borrow() == key).is_some() {
+                break data;
             }
             // Relaxed: `len` is only a counter for the cap; each shard's map is guarded by its
             // lock, and fetch_add makes concurrent reservations of the last place exclusive.
             if self.len.fetch_add(1, Ordering::Relaxed) < self.max_keys {
                 // An absent key is full (invariant 2): insert it full, then decide on it under
                 // the write lock, which excludes every other decision on this shard.
-                let (_, entry) = map
-                    .insert_unique(
-                        hash,
-                        (key.clone(), Entry::full(rate, &self.rate)),
-                        |(k, _)| self.hasher.hash_one(k),
-                    )
-                    .into_mut();
-                return decide(entry, &rate);
+                let (owned, own) = owned.take().expect("inserted once");
+                data.table.insert_unique(
+                    hash,
+                    (owned, Entry::full(self.windows, own)),
+                    |(k, _)| self.hasher.hash_one(k),
+                );
+                break data;
             }
             // Relaxed: gives back the place just reserved (see above).
             self.len.fetch_sub(1, Ordering::Relaxed);
-            if self.sweep_map(&mut map, now) > 0 {
+            if self.sweep_map(&mut data.table, now) > 0 {
                 continue;
             }
-            drop(map);
+            drop(data);
             if swept_all {
                 return Err(LimitError::TooManyKeys {
                     max_keys: self.max_keys,
@@ -469,29 +911,38 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
             }
             self.sweep_at(now);
             swept_all = true;
+        };
+        let (_, entry) = data
+            .table
+            .find(hash, |(k, _)| k.borrow() == key)
+            .expect("found or inserted under this lock");
+        Ok(decide(&entry.view(&data.rates, data.epoch)))
+    }
+
+    /// Gives back what a cancelled wait's slots can (invariant 6), if the key is still resident.
+    fn refund<Q>(&self, key: &Q, held: &[Held])
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.clock.now();
+        let (hash, shard) = self.shard(key);
+        let data = shard.read();
+        let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) else {
+            return; // removed by `retain`, debt and all (invariant 6)
+        };
+        let view = entry.view(&data.rates, data.epoch);
+        let at = (held.len() == 1).then_some(now);
+        for (i, held) in held.iter().enumerate() {
+            core::give_back(&view.cell(i), held, at);
         }
     }
 
-    /// Gives back what a cancelled wait's slot can (see `gcra::refund`), if its key is resident.
-    fn refund(&self, key: &K, slot: &Slot) {
-        let now = self.clock.now();
-        let (hash, shard) = self.shard(key);
-        let map = shard.read();
-        let Some((_, entry)) = map.find(hash, |(k, _)| k == key) else {
-            return; // removed by `retain`, debt and all (invariant 5)
-        };
-        update_tat(&entry.tat, |tat| match gcra::refund(tat, now, slot) {
-            Some(next) => Step::Store(next, ()),
-            None => Step::Stop(()),
-        });
-    }
-
     /// Removes the idle keys of one locked shard; returns how many.
-    fn sweep_map(&self, map: &mut HashTable<(K, Entry)>, now: u64) -> usize {
-        let before = map.len();
-        // Relaxed: the write lock excludes every CAS on these TATs (they run under the read lock).
-        map.retain(|(_, entry)| entry.tat.load(Ordering::Relaxed) > now);
-        let removed = before - map.len();
+    fn sweep_map(&self, table: &mut HashTable<(K, Entry)>, now: u64) -> usize {
+        let before = table.len();
+        table.retain(|(_, entry)| !entry.idle(now));
+        let removed = before - table.len();
         // Relaxed: counters only (invariant 3).
         self.len.fetch_sub(removed, Ordering::Relaxed);
         self.evicted.fetch_add(removed as u64, Ordering::Relaxed);
@@ -501,7 +952,7 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     fn sweep_at(&self, now: u64) -> usize {
         self.shards
             .iter()
-            .map(|shard| self.sweep_map(&mut shard.write(), now))
+            .map(|shard| self.sweep_map(&mut shard.write().table, now))
             .sum()
     }
 
@@ -540,11 +991,12 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// ```
     pub fn retain(&self, mut keep: impl FnMut(&K) -> bool) {
         for shard in self.shards.iter() {
-            let mut map = shard.write();
-            let before = map.len();
-            map.retain(|(key, _)| keep(key));
+            let mut data = shard.write();
+            let before = data.table.len();
+            data.table.retain(|(key, _)| keep(key));
             // Relaxed: counter only (invariant 3).
-            self.len.fetch_sub(before - map.len(), Ordering::Relaxed);
+            self.len
+                .fetch_sub(before - data.table.len(), Ordering::Relaxed);
         }
     }
 
@@ -600,7 +1052,8 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         self.len() == 0
     }
 
-    /// Peeks at `key` without taking anything (an absent key is full).
+    /// Peeks at `key` without taking anything (an absent key is full): the fewest remaining, the
+    /// longest waits and the smallest burst over its windows.
     ///
     /// # Examples
     ///
@@ -611,23 +1064,47 @@ impl<K: Hash + Eq + Clone, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// assert_eq!(limiter.state(&"new").remaining, 3);
     /// # Ok::<(), tollgate::QuotaError>(())
     /// ```
-    pub fn state(&self, key: &K) -> LimitState {
+    pub fn state<Q>(&self, key: &Q) -> LimitState
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let now = self.clock.now();
         let (hash, shard) = self.shard(key);
-        let map = shard.read();
-        let (tat, rate) = match map.find(hash, |(k, _)| k == key) {
-            // Relaxed: a peek; the value is a snapshot of the TAT.
-            Some((_, entry)) => (entry.tat.load(Ordering::Relaxed), *entry.rate(&self.rate)),
-            None => (0, self.rate_for(key)),
+        let data = shard.read();
+        let merge = |view: &View<'_>| {
+            merge_states((0..view.tats.len()).map(|i| core::peek(&view.cell(i)).limit_state(now)))
         };
-        let snapshot = gcra::snapshot(tat, now, &rate);
-        LimitState {
-            remaining: snapshot.remaining,
-            burst: rate.burst,
-            retry_after: Duration::from_nanos(snapshot.retry_after),
-            reset_after: Duration::from_nanos(snapshot.reset_after),
+        match data.table.find(hash, |(k, _)| k.borrow() == key) {
+            Some((_, entry)) => merge(&entry.view(&data.rates, data.epoch)),
+            None => {
+                // An absent key is full, with the quotas it would be inserted with.
+                let own = match &self.quotas_for {
+                    Some(_) => self.own_rates(&key.to_owned(), &data.rates),
+                    None => None,
+                };
+                let full = Entry::full(self.windows, own);
+                merge(&full.view(&data.rates, data.epoch))
+            }
         }
     }
+}
+
+/// Combines window states: the fewest remaining, the smallest burst, the longest waits.
+pub(crate) fn merge_states(states: impl Iterator<Item = LimitState>) -> LimitState {
+    states
+        .reduce(|a, b| LimitState {
+            remaining: a.remaining.min(b.remaining),
+            burst: a.burst.min(b.burst),
+            retry_after: a.retry_after.max(b.retry_after),
+            reset_after: a.reset_after.max(b.reset_after),
+        })
+        .unwrap_or(LimitState {
+            remaining: 0,
+            burst: 0,
+            retry_after: Duration::ZERO,
+            reset_after: Duration::ZERO,
+        })
 }
 
 /// The shard of a key's hash: bits 40..44, since the table uses the low bits for buckets and
@@ -637,85 +1114,173 @@ fn shard_index(hash: u64) -> usize {
     (hash >> 40) as usize % SHARDS
 }
 
-/// What one round of a TAT update decided.
-enum Step<T> {
-    /// Store this TAT, then return `T` (decided again if the TAT moved meanwhile).
-    Store(u64, T),
-    /// Return `T`, storing nothing.
-    Stop(T),
+/// Several windows, all or nothing (invariant 5); records each window's sight when asked.
+#[inline]
+fn decide_all(
+    view: &View<'_>,
+    now: u64,
+    n: u64,
+    sights: &mut Option<SightsBuilder>,
+) -> Result<(), LimitError> {
+    let windows = view.tats.len();
+    if n == 0 || n > view.burst() {
+        if let Some(sights) = sights {
+            for i in 0..windows {
+                sights.set(i, core::peek(&view.cell(i)));
+            }
+        }
+        return if n == 0 {
+            Ok(())
+        } else {
+            Err(LimitError::InsufficientCapacity {
+                requested: n,
+                burst: view.burst(),
+            })
+        };
+    }
+    loop {
+        // Probe: a refusal here writes nothing, and names the window with the longest wait.
+        // The TATs probed are kept (the rates cannot change under the read lock), so a refusal
+        // records exactly what it saw, and an admission records only its charges.
+        let mut seen = [0u64; PROBED];
+        let mut worst: Option<(usize, u64)> = None;
+        for i in 0..windows {
+            let (wait, sight) = match core::probe(&view.cell(i), now, n) {
+                Ok(sight) => (None, sight),
+                Err((wait, sight)) => (Some(wait), sight),
+            };
+            match seen.get_mut(i) {
+                Some(tat) => *tat = sight.tat,
+                None => {
+                    if let Some(sights) = sights {
+                        sights.set(i, sight);
+                    }
+                }
+            }
+            if let Some(wait) = wait
+                && worst.is_none_or(|(_, w)| wait > w)
+            {
+                worst = Some((i, wait));
+            }
+        }
+        if let Some((quota, wait)) = worst {
+            if let Some(sights) = sights {
+                for (i, &tat) in seen.iter().enumerate().take(windows) {
+                    let rate = view.rates[i];
+                    sights.set(i, Sight { tat, rate });
+                }
+            }
+            return Err(LimitError::NotUntil {
+                retry_after: Duration::from_nanos(wait),
+                earliest: now.saturating_add(wait),
+                quota,
+            });
+        }
+        if charge_from(view, 0, now, n, sights) {
+            return Ok(());
+        }
+        // A window refused after a race: the earlier charges were undone; decide again.
+    }
 }
 
-/// The CAS loop every change of a key's TAT goes through (under its shard's lock): `step` sees
-/// the current TAT and decides; a store that loses a race decides again on the TAT that won.
+/// Charges `n` at `now` to windows `i..`, or to none of them (undoing on a refusal); recursion
+/// keeps each held slot on the stack (no allocation; depth = windows).
 #[inline]
-fn update_tat<T>(tat: &AtomicU64, mut step: impl FnMut(u64) -> Step<T>) -> T {
-    // Relaxed (load and CAS): the TAT guards no other data, and admitting a request creates no
-    // happens-before edge (as in the direct limiter); the CAS validates the value decided on.
-    let mut current = tat.load(Ordering::Relaxed);
-    loop {
-        match step(current) {
-            Step::Stop(out) => return out,
-            Step::Store(next, out) => {
-                match tat.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
-                {
-                    Ok(_) => return out,
-                    Err(actual) => current = actual,
+fn charge_from(
+    view: &View<'_>,
+    i: usize,
+    now: u64,
+    n: u64,
+    sights: &mut Option<SightsBuilder>,
+) -> bool {
+    if i == view.tats.len() {
+        return true;
+    }
+    let cell = view.cell(i);
+    let Ok(held) = core::reserve(&cell, now, n, now) else {
+        return false;
+    };
+    if charge_from(view, i + 1, now, n, sights) {
+        if let Some(sights) = sights {
+            sights.set(i, held.sight);
+        }
+        true
+    } else {
+        core::give_back(&cell, &held, None);
+        false
+    }
+}
+
+/// Reserves `n` in every window with slots no later than `latest`, or nothing.
+fn reserve_all(view: &View<'_>, now: u64, n: u64, latest: u64) -> Result<Vec<Held>, LimitError> {
+    if n > view.burst() {
+        return Err(LimitError::InsufficientCapacity {
+            requested: n,
+            burst: view.burst(),
+        });
+    }
+    let mut held = Vec::with_capacity(view.tats.len());
+    for i in 0..view.tats.len() {
+        match core::reserve(&view.cell(i), now, n, latest) {
+            Ok(slot) => held.push(slot),
+            Err((err, _)) => {
+                for (j, slot) in held.iter().enumerate() {
+                    core::give_back(&view.cell(j), slot, None);
                 }
+                return Err(match err {
+                    LimitError::NotUntil {
+                        retry_after,
+                        earliest,
+                        ..
+                    } => LimitError::NotUntil {
+                        retry_after,
+                        earliest,
+                        quota: i,
+                    },
+                    other => other,
+                });
             }
         }
     }
+    Ok(held)
 }
 
-/// Takes `n` tokens now from one key.
-#[inline]
-fn take(entry: &Entry, rate: &Rate, now: u64, n: u64) -> Result<(), LimitError> {
-    if n > rate.burst || n == 0 {
-        return trivial::<()>(n, rate).map(|_| ());
+impl<C, S> KeyedLimits for KeyedLimiter<String, C, S>
+where
+    C: Clock,
+    S: BuildHasher + Send + Sync,
+{
+    fn decide(&self, key: &str, n: u64) -> Decision {
+        KeyedLimiter::decide(self, &*self.bounded(key), n)
     }
-    update_tat(&entry.tat, |tat| match gcra::check(tat, now, rate, n) {
-        Ok(next) => Step::Store(next, Ok(())),
-        Err(wait) => Step::Stop(Err(not_until(now, wait))),
-    })
-}
 
-/// Reserves `n` tokens on one key if their slot is due no later than `latest`; `None` for
-/// `n = 0` (nothing to reserve).
-fn reserve(
-    entry: &Entry,
-    rate: &Rate,
-    now: u64,
-    n: u64,
-    latest: u64,
-) -> Result<Option<Slot>, LimitError> {
-    if n > rate.burst || n == 0 {
-        return trivial(n, rate);
+    fn check_key(&self, key: &str, n: u64) -> Result<(), LimitError> {
+        KeyedLimiter::check_n(self, &*self.bounded(key), n)
     }
-    update_tat(&entry.tat, |tat| match gcra::reserve(tat, now, rate, n) {
-        None => Step::Stop(Err(not_until(now, u64::MAX))),
-        Some(slot) if slot.at > latest => Step::Stop(Err(LimitError::WouldExceedDeadline {
-            wait: Duration::from_nanos(slot.at - now),
-        })),
-        Some(slot) => Step::Store(slot.tat, Ok(Some(slot))),
-    })
-}
 
-/// `n = 0` (passes, nothing to take) or `n > burst` (never passes).
-#[cold]
-fn trivial<T>(n: u64, rate: &Rate) -> Result<Option<T>, LimitError> {
-    if n == 0 {
-        Ok(None)
-    } else {
-        Err(LimitError::InsufficientCapacity {
-            requested: n,
-            burst: rate.burst,
-        })
+    fn wait_key(&self, key: &str, n: u64, token: &CancelToken) -> Result<(), LimitError> {
+        KeyedLimiter::wait_n(self, &*self.bounded(key), n, token)
+    }
+
+    fn state_key(&self, key: &str) -> LimitState {
+        KeyedLimiter::state(self, &*self.bounded(key))
+    }
+
+    fn penalize_key(&self, key: &str, pause: Duration) {
+        KeyedLimiter::penalize(self, &*self.bounded(key), pause)
     }
 }
 
 impl<K, C: Clock, S> fmt::Debug for KeyedLimiter<K, C, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let quotas: Vec<Quota> = self.shards[0]
+            .read()
+            .rates
+            .iter()
+            .map(Quota::from_rate)
+            .collect();
         f.debug_struct("KeyedLimiter")
-            .field("quota", &Quota::from_rate(&self.rate))
+            .field("quotas", &quotas)
             // Relaxed: a snapshot for display.
             .field("keys", &self.len.load(Ordering::Relaxed))
             .field("max_keys", &self.max_keys)

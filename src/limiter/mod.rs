@@ -8,6 +8,8 @@
 //! Every limiter here implements [`Limiter`], so the fan-out (and later the Redis limiter) can be
 //! held as `Arc<dyn Limiter>`.
 
+mod core;
+mod decision;
 mod direct;
 mod keyed;
 mod multi;
@@ -20,6 +22,11 @@ use std::time::Duration;
 use crate::cancel::CancelToken;
 use crate::error::{Cause, Error, ErrorKind};
 
+#[cfg(feature = "redis")]
+pub(crate) use self::core::Sight;
+#[cfg(feature = "redis")]
+pub(crate) use decision::SightsBuilder;
+pub use decision::{BackendError, Decision, Source, WindowState};
 pub use direct::RateLimiter;
 pub use keyed::{DefaultKeyHasher, KeyedLimiter};
 pub use multi::MultiLimiter;
@@ -83,6 +90,57 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     /// Feedback from the other side (HTTP 429 `Retry-After`): let nothing pass for `pause` from
     /// now, then resume at the quota's rate from an empty burst. Never loosens the limit.
     fn penalize(&self, pause: Duration);
+}
+
+/// Per-key limits behind one object-safe interface, whatever keeps the state: the in-process
+/// [`KeyedLimiter<String>`](KeyedLimiter) and `redis::RedisLimiter` (feature `redis`) implement
+/// it with the same method names, so a server holds `Arc<dyn KeyedLimits>` and switches backends
+/// without a `match`.
+///
+/// Keys are client-supplied strings: the in-process implementation stores a key longer than
+/// [`KeyedLimiter::max_key_bytes`] as a fixed-size keyed digest, and Redis's as a SHA-1 of it, so
+/// no client sets how much memory its key takes.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use tollgate::{KeyedLimiter, KeyedLimits, ManualClock, Quota};
+///
+/// let limits: Arc<dyn KeyedLimits> = Arc::new(KeyedLimiter::<String, _>::with_quotas(
+///     [Quota::per_second(2)?, Quota::per_minute(3)?],
+///     10_000,
+///     ManualClock::new(),
+/// )?);
+/// assert!(limits.decide("alice", 2).is_allowed());
+/// let refused = limits.decide("alice", 1);
+/// assert_eq!(refused.refused_by(), Some(0));
+/// assert_eq!(refused.window(1).map(|w| w.remaining), Some(1));
+/// limits.penalize_key("bob", Duration::from_secs(5));
+/// assert!(limits.check_key("bob", 1).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait KeyedLimits: Send + Sync + fmt::Debug {
+    /// Takes `n` tokens for `key` from every window now, all or nothing, and reports every
+    /// window's state as this decision saw it.
+    fn decide(&self, key: &str, n: u64) -> Decision;
+
+    /// [`decide`](Self::decide)`(key, n).result`, without the window state where that is cheaper.
+    fn check_key(&self, key: &str, n: u64) -> Result<(), LimitError> {
+        self.decide(key, n).result
+    }
+
+    /// Blocks until `key` gets `n` tokens, or `token` is cancelled (the in-process limiter
+    /// reserves FIFO slots and refunds on cancel; Redis retries at the instant it was told).
+    fn wait_key(&self, key: &str, n: u64, token: &CancelToken) -> Result<(), LimitError>;
+
+    /// Peeks at `key`'s windows without taking anything.
+    fn state_key(&self, key: &str) -> LimitState;
+
+    /// 429 feedback for `key`: nothing passes for `pause`, then the rate resumes from an empty
+    /// burst. Never loosens.
+    fn penalize_key(&self, key: &str, pause: Duration);
 }
 
 /// Why a limiter said no.

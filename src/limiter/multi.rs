@@ -12,16 +12,20 @@
 //! 2. A denial names the quota with the longest wait, and `retry_after` is that (the max over
 //!    the quotas that said no): waiting less could not succeed.
 //! 3. A blocking wait reserves a slot in every quota (FIFO in each), parks until the latest of
-//!    them, and on cancellation cancels every reservation (only parts not yet due come back).
+//!    them, and on cancellation before then gives every reservation back (one quota: the refund
+//!    of the part not yet due; several: each charge undone, a quota whose own slot was already
+//!    due included, since the caller could not use it alone; later requests keep their slots) —
+//!    through `core::wait_slot`, so a cancel at the very instant the slots come due grants them,
+//!    as `RateLimiter::wait_n` does.
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::cancel::CancelToken;
-use crate::clock::{Clock, MonotonicClock, Wake};
-use crate::error::Cause;
+use crate::clock::{Clock, MonotonicClock};
 use crate::quota::{Quota, QuotaError};
 
+use super::core;
 use super::direct::RateLimiter;
 use super::reservation::Reservation;
 use super::{LimitError, LimitState, Limiter};
@@ -246,9 +250,7 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     /// ```
     pub fn wait_n(&self, n: u64, token: &CancelToken) -> Result<(), LimitError> {
         if token.is_cancelled() {
-            return Err(LimitError::Cancelled(
-                token.cause().unwrap_or(Cause::Cancelled),
-            ));
+            return Err(core::cancelled(token));
         }
         if n == 0 {
             return Ok(());
@@ -263,17 +265,20 @@ impl<C: Clock + Clone> MultiLimiter<C> {
         if at <= now {
             return Ok(());
         }
-        match self.clock.park_until(at, token) {
-            Wake::Reached => Ok(()),
-            Wake::Cancelled => {
-                for reservation in taken {
+        // The one wait rule (`core::wait_slot`): cancelled at the instant the last slot comes
+        // due, the slots win, as in `RateLimiter::wait_n`.
+        core::wait_slot(&self.clock, at, token, move || {
+            // One quota: its slot is not due yet, refund it. Several: the caller used none of
+            // them, so a quota whose own slot was already due gives it back too (invariant 3).
+            let one = taken.len() == 1;
+            for reservation in taken {
+                if one {
                     reservation.cancel();
+                } else {
+                    reservation.undo();
                 }
-                Err(LimitError::Cancelled(
-                    token.cause().unwrap_or(Cause::Cancelled),
-                ))
             }
-        }
+        })
     }
 
     /// Peeks: the fewest remaining, the longest retry_after and reset_after, the smallest burst.

@@ -3,23 +3,22 @@
 //!
 //! Invariants:
 //!
-//! 1. A reservation remembers the TAT its CAS stored, what it cost and the quota generation.
-//!    Cancelling gives back only what `gcra::refund` allows: nothing once due, nothing under
-//!    another quota generation, and never what later requests stacked on top (they keep their
-//!    slots), so a refund never lets the limiter over-admit.
+//! 1. A reservation is a `core::Held`: the TAT its CAS stored, what it cost and the quota
+//!    generation. Cancelling gives back only what `core::give_back` allows: nothing once due,
+//!    nothing under another quota generation, and never what later requests stacked on top (they
+//!    keep their slots), so a refund never lets the limiter over-admit.
 //! 2. Dropping a reservation keeps its tokens (documented on the type).
+//! 3. Waiting is `core::wait_slot`: the one cancel rule every limiter's wait follows.
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::cancel::CancelToken;
-use crate::clock::{Clock, MonotonicClock, Wake};
-use crate::error::Cause;
-use crate::gcra::{self, Slot};
-use crate::sync::Ordering;
+use crate::clock::{Clock, MonotonicClock};
 
 use super::LimitError;
-use super::direct::{RateLimiter, Word};
+use super::core::{self, Held};
+use super::direct::RateLimiter;
 
 /// A slot taken by [`RateLimiter::reserve`]: due now or in the future.
 ///
@@ -45,25 +44,14 @@ use super::direct::{RateLimiter, Word};
 #[must_use = "dropping a reservation keeps its tokens; call cancel() to give them back"]
 pub struct Reservation<'a, C: Clock = MonotonicClock> {
     limiter: &'a RateLimiter<C>,
-    slot: Slot,
-    generation: usize,
+    held: Held,
     /// When it was made, on the limiter's clock.
     now: u64,
 }
 
 impl<'a, C: Clock> Reservation<'a, C> {
-    pub(super) fn new(
-        limiter: &'a RateLimiter<C>,
-        slot: Slot,
-        generation: usize,
-        now: u64,
-    ) -> Self {
-        Reservation {
-            limiter,
-            slot,
-            generation,
-            now,
-        }
+    pub(super) fn new(limiter: &'a RateLimiter<C>, held: Held, now: u64) -> Self {
+        Reservation { limiter, held, now }
     }
 
     /// The instant (ns on the limiter's clock) the tokens are due.
@@ -77,7 +65,7 @@ impl<'a, C: Clock> Reservation<'a, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn ready_at(&self) -> u64 {
-        self.slot.at
+        self.held.slot.at
     }
 
     /// How long from when it was made until the tokens are due.
@@ -93,7 +81,7 @@ impl<'a, C: Clock> Reservation<'a, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn delay(&self) -> Duration {
-        Duration::from_nanos(self.slot.at.saturating_sub(self.now))
+        Duration::from_nanos(self.held.slot.at.saturating_sub(self.now))
     }
 
     /// Gives back the tokens not yet due: nothing once the slot is due or if the quota changed
@@ -126,25 +114,7 @@ impl<'a, C: Clock> Reservation<'a, C> {
 
     /// Refunds as `gcra::refund` decides at `now`, or everything not re-charged (`gcra::undo`).
     fn give_back(self, now: Option<u64>) -> bool {
-        let limiter = self.limiter;
-        loop {
-            // Acquire: pairs with `set_quota`'s Release CAS; only the generation and TAT are
-            // used, no slot.
-            let word = Word(limiter.state.load(Ordering::Acquire));
-            if word.generation() != self.generation {
-                return false;
-            }
-            let refunded = match now {
-                Some(now) => gcra::refund(word.tat(), now, &self.slot),
-                None => gcra::undo(word.tat(), &self.slot),
-            };
-            let Some(tat) = refunded else {
-                return false;
-            };
-            if limiter.swap(word, Word::new(tat, word.generation())) {
-                return true;
-            }
-        }
+        core::give_back(self.limiter, &self.held, now)
     }
 
     /// Parks until the tokens are due (returns at once if they are), or until `token` is
@@ -165,26 +135,18 @@ impl<'a, C: Clock> Reservation<'a, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait(self, token: &CancelToken) -> Result<(), LimitError> {
-        match self.limiter.clock.park_until(self.slot.at, token) {
-            Wake::Reached => Ok(()),
-            // Cancelled as the slot came due (a deadline equal to the slot, say): the tokens are
-            // the caller's already — a refund would give nothing back — so the wait succeeds.
-            Wake::Cancelled if self.limiter.clock.now() >= self.slot.at => Ok(()),
-            Wake::Cancelled => {
-                self.cancel();
-                Err(LimitError::Cancelled(
-                    token.cause().unwrap_or(Cause::Cancelled),
-                ))
-            }
-        }
+        let limiter = self.limiter;
+        core::wait_slot(&limiter.clock, self.held.slot.at, token, move || {
+            self.cancel();
+        })
     }
 }
 
 impl<C: Clock> fmt::Debug for Reservation<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
-            .field("ready_at", &self.slot.at)
-            .field("cost_ns", &self.slot.cost)
+            .field("ready_at", &self.held.slot.at)
+            .field("cost_ns", &self.held.slot.cost)
             .finish()
     }
 }

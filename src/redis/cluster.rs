@@ -101,7 +101,7 @@ impl Failed {
     fn classify(&self) -> BackendError {
         match self {
             Failed::Rejected => BackendError::BreakerOpen,
-            Failed::Redis(err) => BackendError::classify(err),
+            Failed::Redis(err) => super::decision::classify(err),
         }
     }
 }
@@ -175,7 +175,7 @@ impl Cluster {
         keys: &[String],
         args: &[u64],
     ) -> Result<Vec<i64>, BackendError> {
-        let classify = |err: RedisError| BackendError::classify(&err);
+        let classify = |err: RedisError| super::decision::classify(&err);
         let slot = keys.first().map_or(0, |key| slot::of(key.as_bytes()));
         let node = self.node_for(slot).map_err(classify)?;
         let err = match self.run(&node, script, keys, args, false) {

@@ -151,7 +151,7 @@ fn run_batch(pool: &Pool, script: &::redis::Script, batch: &[&Request]) -> Vec<O
     }
     let mut conn = match pool.get() {
         Ok(conn) => conn,
-        Err(err) => return vec![Err(BackendError::classify(&err)); batch.len()],
+        Err(err) => return vec![Err(super::decision::classify(&err)); batch.len()],
     };
     let send = |conn: &mut ::redis::Connection, which: &[usize]| {
         let mut pipe = ::redis::pipe();
@@ -177,7 +177,7 @@ fn run_batch(pool: &Pool, script: &::redis::Script, batch: &[&Request]) -> Vec<O
                 return outcomes;
             }
             Err(err) => {
-                let why = BackendError::classify(&err);
+                let why = super::decision::classify(&err);
                 if !connection_survives(&err) {
                     conn.discard();
                 }
@@ -199,7 +199,7 @@ fn run_batch(pool: &Pool, script: &::redis::Script, batch: &[&Request]) -> Vec<O
                     noscript.push(i);
                     Err(BackendError::Server)
                 }
-                Err(err) => Err(BackendError::classify(&err)),
+                Err(err) => Err(super::decision::classify(&err)),
             };
         }
         if noscript.is_empty() {

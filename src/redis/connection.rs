@@ -36,7 +36,7 @@ impl Backend {
     ) -> Result<Vec<i64>, BackendError> {
         match self {
             Backend::Single(pool) => {
-                let mut conn = pool.get().map_err(|err| BackendError::classify(&err))?;
+                let mut conn = pool.get().map_err(|err| super::decision::classify(&err))?;
                 let mut invocation = script.prepare_invoke();
                 for key in keys {
                     invocation.key(key);
@@ -49,7 +49,7 @@ impl Backend {
                     if !connection_survives(&err) {
                         conn.discard();
                     }
-                    BackendError::classify(&err)
+                    super::decision::classify(&err)
                 })
             }
             #[cfg(feature = "redis-cluster")]

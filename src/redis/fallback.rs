@@ -3,17 +3,16 @@
 //!
 //! Invariants:
 //!
-//! 1. The local limiters are in-process [`RateLimiter`]s at `1 / instances` of every window's rate
-//!    and burst (burst at least 1), so a fleet of `instances` processes that all fall back admits
-//!    at most about what Redis would have admitted.
-//! 2. One set of local limiters per key, created on first use. At most [`MAX_LOCAL_KEYS`] are
-//!    kept: when full, idle sets (every window full again) are dropped first; if none is idle the
-//!    map is cleared (forgetting can only admit more, and only during an outage).
-//! 3. Several windows are checked one after the other: when a later window denies, the earlier
-//!    ones stay charged. The fallback is therefore never looser than all-or-nothing, only
-//!    sometimes stricter.
+//! 1. The local limiter is one in-process [`KeyedLimiter`] whose windows are every Redis window
+//!    at `1 / instances` of its rate and burst (burst at least 1), so a fleet of `instances`
+//!    processes that all fall back admits at most about what Redis would have admitted.
+//! 2. It holds at most [`MAX_LOCAL_KEYS`] keys, with the keyed limiter's guarantees: idle keys
+//!    are swept losslessly, busy keys are never forgotten, and a new key while every resident
+//!    key is busy is refused ([`LimitError::TooManyKeys`]) rather than admitted unlimited.
+//! 3. Windows are decided all or nothing, and a fallback decision carries the local windows'
+//!    exact state as that decision saw it (the same [`Decision`] as Redis's), so headers built
+//!    during an outage describe the window that decided, not an estimate from the fleet quota.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use super::breaker::Admit;
@@ -21,9 +20,8 @@ use super::decision::{BackendError, Decision, Source};
 use super::limiter::RedisLimiter;
 use super::stats::Counters;
 use crate::clock::{Clock, duration_to_nanos};
-use crate::limiter::{LimitError, LimitState, RateLimiter};
+use crate::limiter::{KeyedLimiter, KeyedLimits, LimitError, LimitState};
 use crate::quota::{Quota, QuotaError};
-use crate::sync::{Arc, Mutex};
 
 /// Most keys with local fallback limiters at once (invariant 2).
 pub(crate) const MAX_LOCAL_KEYS: usize = 10_000;
@@ -67,112 +65,58 @@ pub(crate) fn share(quota: &Quota, instances: u32) -> Result<Quota, QuotaError> 
     Quota::per(count, Duration::from_nanos(period))?.burst((quota.burst_size() / instances).max(1))
 }
 
-/// The in-process limiters of the `Local` fallback, by key.
+/// The in-process limiter of the `Local` fallback (invariants 1–3).
 #[derive(Debug)]
 pub(crate) struct LocalLimits<C: Clock> {
-    quotas: Vec<Quota>,
-    clock: C,
-    by_key: Mutex<HashMap<String, Arc<Vec<RateLimiter<C>>>>>,
+    keyed: KeyedLimiter<String, C>,
 }
 
-impl<C: Clock + Clone> LocalLimits<C> {
+impl<C: Clock> LocalLimits<C> {
     pub(crate) fn new(quotas: Vec<Quota>, clock: C) -> Self {
-        LocalLimits {
-            quotas,
-            clock,
-            by_key: Mutex::new(HashMap::new()),
-        }
+        let keyed = KeyedLimiter::with_quotas(quotas, MAX_LOCAL_KEYS, clock)
+            .expect("the builder validated the windows");
+        LocalLimits { keyed }
     }
 
-    fn limiters(&self, key: &str) -> Arc<Vec<RateLimiter<C>>> {
-        let mut map = self.by_key.lock();
-        if let Some(found) = map.get(key) {
-            return Arc::clone(found);
-        }
-        if map.len() >= MAX_LOCAL_KEYS {
-            map.retain(|_, limiters| {
-                limiters
-                    .iter()
-                    .any(|l| l.state().reset_after > Duration::ZERO)
-            });
-            if map.len() >= MAX_LOCAL_KEYS {
-                map.clear();
-            }
-        }
-        let limiters = Arc::new(
-            self.quotas
-                .iter()
-                .map(|q| RateLimiter::with_clock(*q, self.clock.clone()))
-                .collect::<Vec<_>>(),
-        );
-        map.insert(key.to_owned(), Arc::clone(&limiters));
-        limiters
+    /// Takes `n` tokens from every window of `key`, all or nothing, with the windows' state.
+    pub(crate) fn decide(&self, key: &str, n: u64) -> Decision {
+        KeyedLimits::decide(&self.keyed, key, n)
     }
 
-    /// Takes `n` tokens from every window of `key` (invariant 3).
+    /// Takes `n` tokens from every window of `key`, all or nothing.
+    #[cfg(test)]
     pub(crate) fn check(&self, key: &str, n: u64) -> Result<(), LimitError> {
-        let limiters = self.limiters(key);
-        for (i, limiter) in limiters.iter().enumerate() {
-            limiter.check_n(n).map_err(|err| match err {
-                LimitError::NotUntil {
-                    retry_after,
-                    earliest,
-                    ..
-                } => LimitError::NotUntil {
-                    retry_after,
-                    earliest,
-                    quota: i,
-                },
-                other => other,
-            })?;
-        }
-        Ok(())
+        self.keyed.check_key(key, n)
     }
 
     /// The tightest state over the windows of `key`.
     pub(crate) fn state(&self, key: &str) -> LimitState {
-        merge(self.limiters(key).iter().map(RateLimiter::state))
+        self.keyed.state_key(key)
     }
 
     /// Pauses every window of `key`.
     pub(crate) fn penalize(&self, key: &str, pause: Duration) {
-        for limiter in self.limiters(key).iter() {
-            limiter.penalize(pause);
-        }
+        self.keyed.penalize_key(key, pause);
     }
 
-    /// Keys with local limiters.
+    /// Keys with local state.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.by_key.lock().len()
+        self.keyed.len()
     }
-}
-
-/// Combines window states: the fewest remaining, the longest waits.
-pub(crate) fn merge(states: impl Iterator<Item = LimitState>) -> LimitState {
-    states
-        .reduce(|a, b| LimitState {
-            remaining: a.remaining.min(b.remaining),
-            burst: a.burst.min(b.burst),
-            retry_after: a.retry_after.max(b.retry_after),
-            reset_after: a.reset_after.max(b.reset_after),
-        })
-        .unwrap_or(LimitState {
-            remaining: 0,
-            burst: 0,
-            retry_after: Duration::ZERO,
-            reset_after: Duration::ZERO,
-        })
 }
 
 impl RedisLimiter {
     #[cold]
     pub(super) fn fall_back(&self, local_key: &str, n: u64, why: BackendError) -> Decision {
         Counters::bump(&self.counters.fallback_decisions);
-        let (result, state) = match (&self.fallback, &self.local) {
-            (Fallback::FailOpen, _) => (Ok(()), None),
+        let source = Source::Fallback(why);
+        let result = match (&self.fallback, &self.local) {
+            (Fallback::FailOpen, _) => Ok(()),
             (Fallback::Local { .. }, Some(local)) => {
-                (local.check(local_key, n), Some(local.state(local_key)))
+                let mut decision = local.decide(local_key, n);
+                decision.source = source;
+                return decision;
             }
             (Fallback::FailClosed | Fallback::Local { .. }, _) => {
                 let retry_after = self.retry_hint();
@@ -180,20 +124,14 @@ impl RedisLimiter {
                     .clock
                     .now()
                     .saturating_add(duration_to_nanos(retry_after));
-                let denied = LimitError::NotUntil {
+                Err(LimitError::NotUntil {
                     retry_after,
                     earliest,
                     quota: 0,
-                };
-                (Err(denied), None)
+                })
             }
         };
-        Decision {
-            result,
-            source: Source::Fallback(why),
-            remaining: state.map_or(0, |s| s.remaining),
-            reset_after: state.map_or(Duration::ZERO, |s| s.reset_after),
-        }
+        Decision::without_windows(result, source)
     }
 
     /// When trying again may reach Redis: the breaker's next probe, at least 1 ms.
@@ -249,11 +187,33 @@ mod tests {
     }
 
     #[test]
-    fn the_map_is_bounded() {
+    fn the_map_is_bounded_and_busy_keys_are_kept() {
         let local = LocalLimits::new(vec![Quota::per_second(1).unwrap()], ManualClock::new());
-        for i in 0..MAX_LOCAL_KEYS + 10 {
+        for i in 0..MAX_LOCAL_KEYS {
             local.check(&i.to_string(), 1).unwrap();
         }
-        assert!(local.len() <= MAX_LOCAL_KEYS);
+        // Every key is busy (frozen clock): a new one is refused, none is forgotten.
+        assert_eq!(
+            local.check("new", 1),
+            Err(LimitError::TooManyKeys {
+                max_keys: MAX_LOCAL_KEYS
+            })
+        );
+        assert!(local.check("0", 1).is_err());
+        assert_eq!(local.len(), MAX_LOCAL_KEYS);
+    }
+
+    #[test]
+    fn a_fallback_decision_carries_the_local_windows_state() {
+        let clock = ManualClock::new();
+        let local = LocalLimits::new(
+            vec![Quota::per_second(2).unwrap(), Quota::per_minute(3).unwrap()],
+            clock.clone(),
+        );
+        assert!(local.decide("a", 2).is_allowed());
+        let refused = local.decide("a", 1);
+        assert_eq!(refused.refused_by(), Some(0));
+        let windows: Vec<_> = refused.windows().map(|w| (w.limit, w.remaining)).collect();
+        assert_eq!(windows, [(2, 0), (3, 1)]);
     }
 }

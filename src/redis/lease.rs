@@ -112,12 +112,7 @@ impl RedisLimiter {
         let now = self.clock.now();
         let cached = |result| {
             Counters::bump(&self.counters.lease_decisions);
-            Decision {
-                result,
-                source: Source::Lease,
-                remaining: 0,
-                reset_after: Duration::ZERO,
-            }
+            Decision::without_windows(result, Source::Lease)
         };
         match self.leases.try_spend(local_key, n, now) {
             Cached::Spent(_) => return cached(Ok(())),
@@ -145,7 +140,7 @@ impl RedisLimiter {
                     let wait = reply.retry_after.saturating_mul(1_000);
                     self.leases.deny(local_key, now.saturating_add(wait), now);
                 }
-                self.decision_of(&reply)
+                self.decision_of(&reply, n)
             }
             Err(why) => self.fall_back(local_key, n, why),
         }

@@ -30,7 +30,7 @@ use super::stats::{Counters, RedisStats};
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, MonotonicClock, Wake, duration_to_nanos};
 use crate::error::Cause;
-use crate::limiter::{LimitError, LimitState, Limiter};
+use crate::limiter::{KeyedLimits, LimitError, LimitState, Limiter};
 use crate::quota::Quota;
 use crate::sync::Mutex;
 
@@ -340,26 +340,22 @@ impl RedisLimiter {
             return self.decide_leased(keys, local_key, n);
         }
         match self.call(keys, Op::Take(n)) {
-            Ok(reply) => self.decision_of(&reply),
+            Ok(reply) => self.decision_of(&reply, n),
             Err(why) => self.fall_back(local_key, n, why),
         }
     }
 
     #[cold]
     fn trivial(&self, n: u64) -> Decision {
-        Decision {
-            result: if n == 0 {
-                Ok(())
-            } else {
-                Err(LimitError::InsufficientCapacity {
-                    requested: n,
-                    burst: self.burst,
-                })
-            },
-            source: Source::Redis,
-            remaining: 0,
-            reset_after: Duration::ZERO,
-        }
+        let result = if n == 0 {
+            Ok(())
+        } else {
+            Err(LimitError::InsufficientCapacity {
+                requested: n,
+                burst: self.burst,
+            })
+        };
+        Decision::without_windows(result, Source::Redis)
     }
 
     /// One script call through the breaker (invariants 1 and 2).
@@ -401,7 +397,10 @@ impl RedisLimiter {
         Reply::parse(&values).ok_or(BackendError::Protocol)
     }
 
-    pub(super) fn decision_of(&self, reply: &Reply) -> Decision {
+    /// The decision in a reply, with each window's state as the script saw it: the debts it
+    /// returned, measured in the window's own whole-µs rate (so `remaining`, `reset_after` and
+    /// `retry_after` are exactly the script's numbers), at instant 0 of the reply.
+    pub(super) fn decision_of(&self, reply: &Reply, n: u64) -> Decision {
         let result = if reply.allowed {
             Ok(())
         } else {
@@ -415,12 +414,8 @@ impl RedisLimiter {
                 quota: reply.limiting,
             })
         };
-        Decision {
-            result,
-            source: Source::Redis,
-            remaining: reply.remaining,
-            reset_after: Duration::from_micros(reply.reset_after),
-        }
+        let sights = script::sights_of(reply, &self.windows);
+        Decision::new(result, Source::Redis, n, 0, sights)
     }
 
     fn wait_with(
@@ -506,6 +501,28 @@ impl Limiter for RedisLimiter {
 
     fn penalize(&self, pause: Duration) {
         self.penalize_with(&self.own_keys, OWN, pause);
+    }
+}
+
+impl KeyedLimits for RedisLimiter {
+    fn decide(&self, key: &str, n: u64) -> Decision {
+        RedisLimiter::decide(self, key, n)
+    }
+
+    fn check_key(&self, key: &str, n: u64) -> Result<(), LimitError> {
+        RedisLimiter::check_key(self, key, n)
+    }
+
+    fn wait_key(&self, key: &str, n: u64, token: &CancelToken) -> Result<(), LimitError> {
+        RedisLimiter::wait_key(self, key, n, token)
+    }
+
+    fn state_key(&self, key: &str) -> LimitState {
+        RedisLimiter::state_key(self, key)
+    }
+
+    fn penalize_key(&self, key: &str, pause: Duration) {
+        RedisLimiter::penalize_key(self, key, pause)
     }
 }
 

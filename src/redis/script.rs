@@ -26,13 +26,15 @@ use crate::quota::Quota;
 /// `TIME`; other values only from tests), `ARGV[4]` = tokens wanted (more than `ARGV[1]`: a lease,
 /// take up to that many if they fit), then `interval, tau` per window. Reply: `{allowed,
 /// remaining, retry_after, reset_after, limiting window (1-based, 0 = none), now, granted}`, all
-/// integers (µs, tokens).
+/// integers (µs, tokens), then each window's debt right after the decision (`TAT − now` µs, ≥ 0;
+/// unchanged by a refusal): the per-window state the decision saw.
 pub(crate) const GCRA_LUA: &str = r#"
 -- tollgate GCRA, every window of one limit at once (all charge or none; a denial writes nothing).
 -- KEYS[i]: TAT of window i, integer µs since the Unix epoch on this server's clock (TIME).
 -- ARGV: n (0 = peek), pause µs (> 0: penalize), now µs (0 = TIME), want (>= n: lease up to
 -- want), then interval µs, tau µs per window.
--- Reply: {allowed, remaining, retry_after µs, reset_after µs, limiting window, now, granted}.
+-- Reply: {allowed, remaining, retry_after µs, reset_after µs, limiting window, now, granted,
+-- then each window's debt µs after the decision}.
 local n = tonumber(ARGV[1])
 local pause = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -92,7 +94,9 @@ end
 local allowed, granted = 0, 0
 if retry <= 0 then allowed = 1; retry = 0; granted = take end
 if pause > 0 then allowed = 1; retry = pause; granted = 0 end
-return {allowed, remaining, retry, reset, limiting, now, granted}
+local reply = {allowed, remaining, retry, reset, limiting, now, granted}
+for i = 1, windows do reply[7 + i] = state[i] - now end
+return reply
 "#;
 
 /// Largest number of windows one limit may have.
@@ -113,6 +117,12 @@ pub(crate) struct Window {
 }
 
 impl Window {
+    /// This window as the in-process GCRA sees it: the same rate, in ns (`interval · 1000` per
+    /// token, `tau = burst · interval`), so a reply's debts give exactly the script's numbers.
+    pub(crate) fn rate(&self) -> crate::gcra::Rate {
+        crate::gcra::Rate::new(self.interval.saturating_mul(1_000), 1, self.burst)
+    }
+
     /// The window of `quota`, or `None` when `burst · interval` is beyond the script's exact range
     /// (2^50 µs, 35 years).
     pub(crate) fn of(quota: &Quota) -> Option<Window> {
@@ -136,6 +146,10 @@ impl Window {
 /// What the script answered, in µs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Reply {
+    /// Each window's debt (`TAT − now`, µs) right after the decision; `windows` are used.
+    pub(crate) debts: [u64; MAX_WINDOWS],
+    /// How many windows the reply describes.
+    pub(crate) windows: usize,
     /// The tokens were taken (or the penalty written).
     pub(crate) allowed: bool,
     /// Tokens that would pass right after this decision, across all windows.
@@ -153,13 +167,22 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    /// Parses the script's seven integers; `None` for anything else.
+    /// Parses the script's seven integers and up to [`MAX_WINDOWS`] debts; `None` for anything
+    /// else.
     pub(crate) fn parse(values: &[i64]) -> Option<Reply> {
-        let &[allowed, remaining, retry, reset, limiting, now, granted] = values else {
-            return None;
-        };
+        let (&[allowed, remaining, retry, reset, limiting, now, granted], rest) =
+            values.split_first_chunk::<7>()?;
         let non_negative = |v: i64| u64::try_from(v).ok();
+        if rest.len() > MAX_WINDOWS {
+            return None;
+        }
+        let mut debts = [0; MAX_WINDOWS];
+        for (debt, &value) in debts.iter_mut().zip(rest) {
+            *debt = non_negative(value)?;
+        }
         Some(Reply {
+            debts,
+            windows: rest.len(),
             allowed: allowed == 1,
             remaining: non_negative(remaining)?,
             retry_after: non_negative(retry)?,
@@ -169,6 +192,23 @@ impl Reply {
             granted: non_negative(granted)?,
         })
     }
+}
+
+/// The windows of a reply as a [`Decision`](crate::Decision) records them: each window's debt in
+/// its own whole-µs rate, in ns, at instant 0 (so the derived `remaining`, `reset_after` and
+/// `retry_after` are exactly the script's).
+pub(crate) fn sights_of(reply: &Reply, windows: &[Window]) -> crate::limiter::SightsBuilder {
+    let mut sights = crate::limiter::SightsBuilder::with_capacity(windows.len());
+    for (i, window) in windows.iter().enumerate().take(reply.windows) {
+        sights.set(
+            i,
+            crate::limiter::Sight {
+                tat: reply.debts[i].saturating_mul(1_000),
+                rate: window.rate(),
+            },
+        );
+    }
+    sights
 }
 
 /// What the script is asked to do.
@@ -352,8 +392,14 @@ mod tests {
         assert_eq!(Reply::parse(&[1, 2, 3]), None);
         assert_eq!(Reply::parse(&[1, -1, 0, 0, 0, 5, 0]), None);
         assert_eq!(Reply::parse(&[1, 2, 0, 0, 0, 5]), None);
-        let r = Reply::parse(&[0, 2, 30, 40, 1, 5, 0]).unwrap();
+        assert_eq!(Reply::parse(&[1, 2, 0, 0, 0, 5, 0, -3]), None);
+        assert_eq!(
+            Reply::parse(&[1, 2, 0, 0, 0, 5, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            None
+        );
+        let r = Reply::parse(&[0, 2, 30, 40, 1, 5, 0, 40, 7]).unwrap();
         assert_eq!((r.allowed, r.limiting, r.now), (false, 0, 5));
+        assert_eq!((r.windows, r.debts[0], r.debts[1]), (2, 40, 7));
     }
 
     #[test]
@@ -535,6 +581,90 @@ mod tests {
                     let state = local.state();
                     prop_assert_eq!(reply.remaining, state.remaining);
                     prop_assert_eq!(Duration::from_micros(reply.reset_after), state.reset_after);
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(case.get() >= 48, "only {} cases ran", case.get());
+    }
+
+    /// Several windows: the script's per-window states (as a `Decision` records them) equal the
+    /// in-process keyed multi-window limiter's on the same random schedules — verdict, refusing
+    /// window, and every window's limit, remaining, reset-after and retry-after (whole-µs
+    /// intervals, so any difference would be a bug).
+    #[test]
+    fn per_window_states_agree_with_the_in_process_keyed_limiter() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        use crate::clock::ManualClock;
+        use crate::limiter::{Decision, KeyedLimiter, LimitError, Source};
+
+        let Some(f) = fixture() else { return };
+        let f = std::cell::RefCell::new(f);
+        let case = std::cell::Cell::new(0u32);
+        let schedule = (
+            // Rates whose intervals are whole µs (divisors of 10^6 and of 6·10^7).
+            (
+                proptest::sample::select(vec![1u64, 2, 4, 5, 8, 10, 16, 20, 25, 32, 40]),
+                1..=6u64,
+            ),
+            (
+                proptest::sample::select(vec![1u64, 3, 12, 15, 48, 75, 80, 150, 200]),
+                1..=20u64,
+            ),
+            proptest::collection::vec((0..400_000u64, 1..=7u64), 1..60), // (advance µs, n)
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: 48,
+            ..Config::default()
+        });
+        runner
+            .run(&schedule, |((r1, b1), (r2, b2), ops)| {
+                let quotas = [
+                    Quota::per_second(r1).unwrap().burst(b1).unwrap(),
+                    Quota::per_minute(r2).unwrap().burst(b2).unwrap(),
+                ];
+                let w: Vec<Window> = quotas.iter().map(|q| Window::of(q).unwrap()).collect();
+                for (q, w) in quotas.iter().zip(&w) {
+                    let (p, c) = q.interval_ratio();
+                    prop_assume!(p % c == 0 && w.interval * 1_000 == p / c);
+                }
+                case.set(case.get() + 1);
+                let keys = Keys::new("prop2", &case.get().to_string(), 2);
+                let clock = ManualClock::starting_at(1_000_000_000);
+                let local =
+                    KeyedLimiter::<String, _>::with_quotas(quotas, 10, clock.clone()).unwrap();
+                let mut now = 1_700_000_000_000_000u64;
+                for (advance, n) in ops {
+                    now += advance;
+                    clock.advance(Duration::from_micros(advance));
+                    let ours = local.decide("k", n);
+                    if n > b1.min(b2) {
+                        let capacity =
+                            matches!(ours.result, Err(LimitError::InsufficientCapacity { .. }));
+                        prop_assert!(capacity);
+                        continue;
+                    }
+                    let reply = f.borrow_mut().call(&keys, Op::Take(n), &w, now);
+                    let result = if reply.allowed {
+                        Ok(())
+                    } else {
+                        Err(LimitError::NotUntil {
+                            retry_after: Duration::from_micros(reply.retry_after),
+                            earliest: 0,
+                            quota: reply.limiting,
+                        })
+                    };
+                    let theirs = Decision::new(result, Source::Redis, n, 0, sights_of(&reply, &w));
+                    prop_assert_eq!(ours.is_allowed(), theirs.is_allowed());
+                    prop_assert_eq!(ours.refused_by(), theirs.refused_by());
+                    if let (Some(a), Some(b)) = (ours.result.err(), theirs.result.err()) {
+                        prop_assert_eq!(a.retry_after(), b.retry_after());
+                    }
+                    let ours: Vec<_> = ours.windows().collect();
+                    let theirs: Vec<_> = theirs.windows().collect();
+                    prop_assert_eq!(ours, theirs);
                 }
                 Ok(())
             })

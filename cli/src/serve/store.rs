@@ -270,7 +270,7 @@ impl RedisWindows {
         // Invariant 5.
         if refused.is_none()
             && source == Source::Redis
-            && decision.remaining + 1 >= self.burst
+            && decision.remaining() + 1 >= self.burst
             && let Some(global) = new_clients
         {
             refused = new_client(global);
@@ -284,7 +284,7 @@ impl RedisWindows {
             .shapes
             .iter()
             .map(|shape| {
-                let (remaining, reset) = shape.state(decision.remaining, decision.reset_after);
+                let (remaining, reset) = shape.state(decision.remaining(), decision.reset_after());
                 Window {
                     policy: shape.policy,
                     route: scope,
