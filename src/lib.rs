@@ -123,7 +123,9 @@ pub use fanout::{
 #[cfg(not(loom))]
 pub use group::Group;
 #[cfg(not(loom))]
-pub use http::{HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse};
+pub use http::{
+    HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse, RedirectPolicy, redact_userinfo,
+};
 pub use limiter::{
     DefaultKeyHasher, KeyedLimiter, LimitError, LimitState, Limiter, MultiLimiter, RateLimiter,
     Reservation,
