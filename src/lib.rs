@@ -134,7 +134,7 @@ pub use limiter::{
 pub use pool::{
     JobError, JobHandle, PoolError, PoolStats, Shutdown, SubmitError, WorkerPool, WorkerPoolBuilder,
 };
-pub use quota::{Quota, QuotaError};
+pub use quota::{ParseQuotaError, Quota, QuotaError};
 pub use semaphore::{AcquireError, OwnedPermit, Permit, ResizeError, Semaphore, TryAcquireError};
 #[cfg(feature = "quanta")]
 pub use tsc_clock::TscClock;
