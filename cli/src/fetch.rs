@@ -261,93 +261,102 @@ pub fn run(args: &FetchArgs, stop: &CancelToken) -> Result<(), Failure> {
     let mut broken_pipe = false;
     let mut tally = Tally::default();
     let fail_fast = !args.no_fail_fast;
-    let outcome = fan_out.fetch_each(
-        keys.into_iter(input_error.clone()),
-        &run_token,
-        |key, result| {
-            // Cancelled keys of a stopped run are not results: leave them out of the output.
-            if matches!(&result, Err(e) if matches!(e.kind(), ErrorKind::Cancelled(_))) {
-                return true;
-            }
-            let mut record = match &result {
-                Ok((response, attempt)) => Record {
-                    key: &key,
-                    status: Some(response.status()),
-                    body: Some(response.body()),
-                    url: Some(response.url()),
-                    latency_ms: Some(response.latency().as_secs_f64() * 1000.0),
-                    attempts: *attempt,
-                    error: None,
+    // Keys taken from the input so far (an empty stream is bad usage, like no keys at all).
+    let taken = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let counted = {
+        let taken = taken.clone();
+        keys.into_iter(input_error.clone())
+            .inspect(move |_| taken.set(taken.get() + 1))
+    };
+    let outcome = fan_out.fetch_each(counted, &run_token, |key, result| {
+        // Cancelled keys of a stopped run are not results: leave them out of the output.
+        if matches!(&result, Err(e) if matches!(e.kind(), ErrorKind::Cancelled(_))) {
+            return true;
+        }
+        let mut record = match &result {
+            Ok((response, attempt)) => Record {
+                key: &key,
+                status: Some(response.status()),
+                body: Some(response.body()),
+                url: Some(response.url()),
+                latency_ms: Some(response.latency().as_secs_f64() * 1000.0),
+                attempts: *attempt,
+                error: None,
+            },
+            Err(e) => Record {
+                key: &key,
+                status: match e.kind() {
+                    ErrorKind::Status(s) => Some(s),
+                    _ => None,
                 },
-                Err(e) => Record {
-                    key: &key,
-                    status: match e.kind() {
-                        ErrorKind::Status(s) => Some(s),
-                        _ => None,
-                    },
-                    body: None,
-                    url: None,
-                    latency_ms: None,
-                    attempts: attempts
-                        .lock()
-                        .ok()
-                        .and_then(|mut m| m.remove(&key))
-                        .unwrap_or(1),
-                    error: Some((e.to_string(), e.id().to_string())),
-                },
-            };
-            let file = match output.write_body(&record) {
-                Ok(file) => file,
-                Err(message) => {
-                    let e = Error::new(ErrorKind::InvalidArgument, message).with_key(&key);
-                    tally.file_errors += 1;
-                    tally
-                        .first_file_error
-                        .get_or_insert_with(|| e.user_message());
-                    record.error = Some((e.to_string(), e.id().to_string()));
-                    None
-                }
-            };
-            let file_failed = result.is_ok() && record.error.is_some();
-            if record.error.is_some() {
-                tally.failed += 1;
-            } else {
-                tally.succeeded += 1;
+                body: None,
+                url: None,
+                latency_ms: None,
+                attempts: attempts
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&key))
+                    .unwrap_or(1),
+                error: Some((e.to_string(), e.id().to_string())),
+            },
+        };
+        let file = match output.write_body(&record) {
+            Ok(file) => file,
+            Err(message) => {
+                let e = Error::new(ErrorKind::InvalidArgument, message).with_key(&key);
+                tally.file_errors += 1;
+                tally
+                    .first_file_error
+                    .get_or_insert_with(|| e.user_message());
+                record.error = Some((e.to_string(), e.id().to_string()));
+                None
             }
-            match output.write_line(&record, file.as_deref()) {
-                Ok(()) => {}
-                Err(LineError::BrokenPipe) => {
-                    broken_pipe = true;
-                    return false;
-                }
-                Err(LineError::Other(e)) => {
-                    write_error = Some(e);
-                    return false;
-                }
+        };
+        let file_failed = result.is_ok() && record.error.is_some();
+        if record.error.is_some() {
+            tally.failed += 1;
+        } else {
+            tally.succeeded += 1;
+        }
+        match output.write_line(&record, file.as_deref()) {
+            Ok(()) => {}
+            Err(LineError::BrokenPipe) => {
+                broken_pipe = true;
+                return false;
             }
-            // A body file error fails the run like a failed request (but only with fail-fast
-            // does it stop the others).
-            !(fail_fast && file_failed)
-        },
-    );
+            Err(LineError::Other(e)) => {
+                write_error = Some(e);
+                return false;
+            }
+        }
+        // A body file error fails the run like a failed request (but only with fail-fast
+        // does it stop the others).
+        !(fail_fast && file_failed)
+    });
     bar.finish_and_clear();
     let finished = output.finish();
     let stats = match &outcome {
         Ok(stats) => *stats,
         Err(err) => err.stats,
     };
-    let exit = decide(
-        args,
-        stop,
-        &run_token,
-        total,
-        &tally,
-        &input_error,
-        broken_pipe,
-        write_error,
-        finished,
-        outcome,
-    );
+    let exit = if taken.get() == 0 && input_error.borrow().is_none() && !stop.is_cancelled() {
+        Err(Failure::Usage(
+            "no keys: the input had none (give keys or a range as arguments, --keys-file, or pipe them to stdin)".into(),
+        ))
+    } else {
+        decide(
+            args,
+            stop,
+            &run_token,
+            total,
+            &tally,
+            &input_error,
+            broken_pipe,
+            write_error,
+            finished,
+            outcome,
+        )
+    };
     if let Some(path) = &args.summary_json {
         let code = match &exit {
             Ok(()) => 0,
@@ -483,6 +492,16 @@ fn decide(
             tally.succeeded + tally.failed
         )));
     }
+    if args.deadline.is_some() && run_token.cause() == Some(tollgate::Cause::DeadlineExceeded) {
+        let failed = match &outcome {
+            Err(err) => tally.failed.max(err.failures.len() as u64),
+            Ok(_) => tally.failed,
+        };
+        return Err(Failure::Failed(format!(
+            "--deadline passed after {}{of_total} keys ({failed} failed)",
+            tally.succeeded + tally.failed
+        )));
+    }
     match outcome {
         Err(err) if err.key.is_some() => {
             let mut message = format!(
@@ -495,13 +514,6 @@ fn decide(
                 message.push_str(&format!(" ({failed} keys failed in all)"));
             }
             Err(Failure::Failed(message))
-        }
-        Err(err) if run_token.is_cancelled() && args.deadline.is_some() => {
-            Err(Failure::Failed(format!(
-                "--deadline passed after {}{of_total} keys ({})",
-                tally.succeeded + tally.failed,
-                err.error.user_message()
-            )))
         }
         Err(err) => Err(Failure::Failed(err.error.user_message())),
         Ok(_) if tally.file_errors > 0 => {

@@ -192,9 +192,13 @@ impl Output {
                 }
                 _ => Ok(()),
             },
-            Sink::File(file, path) => file
-                .sync_all()
-                .map_err(|e| format!("cannot sync {}: {e}", path.display())),
+            // Only a regular file can be synced (`-o /dev/null` or a FIFO cannot).
+            Sink::File(file, path) => match file.metadata() {
+                Ok(meta) if meta.is_file() => file
+                    .sync_all()
+                    .map_err(|e| format!("cannot sync {}: {e}", path.display())),
+                _ => Ok(()),
+            },
         }
     }
 }
