@@ -351,3 +351,37 @@ fn secrets_never_show_in_debug_or_errors() {
         .unwrap_err();
     assert_no_secret(&err);
 }
+
+#[test]
+fn a_users_ureq_config_is_used_and_timeouts_stay_mandatory() {
+    // The user's proxy: every request goes to it (here a test server standing in for one; the
+    // target itself is a closed port).
+    let proxy = TestServer::start();
+    let fetcher = HttpFetcher::builder(&support::refused_template())
+        .ureq_config({
+            let proxy = ureq::Proxy::new(&proxy.url("")).unwrap();
+            move |config| config.proxy(Some(proxy.clone()))
+        })
+        .build()
+        .unwrap();
+    let _ = fetcher.fetch("k", &CancelToken::new());
+    assert!(
+        proxy.counts().requests >= 1,
+        "the request went through the proxy"
+    );
+    // Whatever the user's config says about timeouts, the fetcher's own apply.
+    let server = TestServer::start();
+    let fetcher = HttpFetcher::builder(&server.url("/hang/{key}"))
+        .read_timeout(Duration::from_millis(200))
+        .request_timeout(Duration::from_millis(400))
+        .ureq_config(|config| {
+            config
+                .timeout_global(None)
+                .timeout_per_call(None)
+                .timeout_recv_body(None)
+                .timeout_recv_response(None)
+        })
+        .build()
+        .unwrap();
+    fails_with(&fetcher, "k", ErrorKind::Timeout, Duration::from_secs(10));
+}
