@@ -526,7 +526,8 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The fan-out's unit of work: `GET` the URL for the key (`Display`ed into the template).
+/// The fan-out's unit of work: [`HttpFetcher::fetch`] for the key (`Display`ed into the
+/// template): `GET` unless the builder set another method and body.
 ///
 /// The attempt number is not sent anywhere; retries and their backoff are the fan-out's.
 ///
