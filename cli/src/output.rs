@@ -14,7 +14,7 @@
 //! 3. A body file is never overwritten unless asked (`--overwrite`): an existing file is that
 //!    key's error. Any file error is that key's failure, reported in its line, not the run's.
 //! 4. Nothing else is printed from the response but what the line's fields say; URLs in lines
-//!    never hold userinfo.
+//!    never hold userinfo or a query string (either may hold credentials).
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -150,7 +150,9 @@ impl Output {
             "attempts": record.attempts,
         });
         if let Some(url) = record.url {
-            line["url"] = json!(tollgate::redact_userinfo(url));
+            // As in every message: no userinfo, no query (either may hold credentials).
+            let without_query = url.split_once('?').map_or(url, |(path, _)| path);
+            line["url"] = json!(tollgate::redact_userinfo(without_query));
         }
         if let Some(ms) = record.latency_ms {
             line["latency_ms"] = json!((ms * 1000.0).round() / 1000.0);

@@ -358,7 +358,7 @@ impl HttpFetcher {
                             format!(
                                 "{target} redirects to another origin ({}); not followed under \
                                  the same-origin redirect policy",
-                                redact_userinfo(&next)
+                                Origin::of(&next).map_or_else(String::new, |o| o.to_string())
                             ),
                         ));
                     }
@@ -484,7 +484,8 @@ fn status_error(
         .and_then(|v| v.to_str().ok())
         .filter(|_| redirect::is_redirect(code))
     {
-        message.push_str(&format!(" (Location: {})", redact_userinfo(location)));
+        let without_query = location.split_once('?').map_or(location, |(path, _)| path);
+        message.push_str(&format!(" (Location: {})", redact_userinfo(without_query)));
     }
     let snippet = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]);
     let snippet = snippet.trim();
