@@ -71,6 +71,13 @@ pub struct FetchArgs {
     /// Timeout of one request, redirects included (e.g. 10s, 500ms, 1m30s).
     #[arg(long, value_parser = parse_positive_duration, default_value = "30s")]
     pub timeout: Duration,
+    /// Longest time to connect (TCP and TLS) (e.g. 2s).
+    #[arg(long, value_parser = parse_positive_duration, default_value = "5s")]
+    pub connect_timeout: Duration,
+    /// Largest response body accepted (bytes, or with a unit: 64KiB, 10MB, 1GiB); a larger one
+    /// is that key's error, and nothing beyond the cap is read.
+    #[arg(long, value_parser = parse_size, default_value = "10MiB")]
+    pub max_body: u64,
     /// Stop the whole run after this long (e.g. 5m); keys not done then are not attempted.
     #[arg(long, value_parser = parse_positive_duration)]
     pub deadline: Option<Duration>,
@@ -126,6 +133,33 @@ pub struct FetchArgs {
 
 fn parse_quota(s: &str) -> Result<Quota, String> {
     s.parse::<Quota>().map_err(|e| e.to_string())
+}
+
+/// `4096`, `64KiB`, `10MB`, `1GiB`... (K/M/G are powers of 1000, KiB/MiB/GiB of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let text = s.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (try 65536, 64KiB, 10MB)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("`{s}`: unknown size unit `{other}`")),
+    };
+    match number.checked_mul(scale) {
+        Some(0) => Err("--max-body must be at least 1 byte".into()),
+        Some(n) => Ok(n),
+        None => Err(format!("`{s}` is too large")),
+    }
 }
 
 fn parse_redirects(s: &str) -> Result<RedirectPolicy, String> {
@@ -420,6 +454,8 @@ fn build_fetcher(args: &FetchArgs) -> Result<HttpFetcher, Failure> {
     };
     let mut builder = HttpFetcher::builder(&args.url)
         .request_timeout(args.timeout)
+        .connect_timeout(args.connect_timeout)
+        .max_body_bytes(args.max_body)
         .idle_connections(args.max_in_flight.max(1))
         .max_retry_after(args.max_retry_after)
         .redirects(args.redirects)
@@ -557,5 +593,17 @@ mod tests {
         assert!(in_flight("20000").unwrap_err().contains("at most 1024"));
         assert!(workers("20000").unwrap_err().contains("at most 1024"));
         assert!(workers("x").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1TB").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
     }
 }
