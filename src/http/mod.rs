@@ -13,11 +13,18 @@
 //!    touched.
 //! 4. A request never outlives its token's deadline by more than ureq's timer resolution: the
 //!    request timeout is the smaller of the configured one and the token's time left (measured
-//!    on the token's clock, applied as real time).
+//!    on the token's clock, applied as real time). A redirect chain shares that one timeout.
+//! 5. ureq never follows a redirect (`max_redirects(0)`): the fetcher does, in `exchange`, so the
+//!    builder's headers (the template's userinfo among them, as a sensitive `Authorization`) only
+//!    ever go to the template's origin (`redirect.rs`, invariant 2). No URL the fetcher renders,
+//!    follows or shows holds userinfo; messages leave out query strings.
+//! 6. A `Retry-After` is passed on (as [`Error::retry_after`]) only from the template's origin,
+//!    capped by `max_retry_after`, the request timeout and the token's time left.
 //!
-//! The pieces: `template` (URL templates and key encoding), `retry_after` (the header and
-//! HTTP-date parser), `abort` (per-request socket shutdown), `resolve` (no thread per request for
-//! name resolution), `builder` (settings), `response`.
+//! The pieces: `template` (URL templates and key encoding), `redirect` (policy, origins,
+//! `Location` resolution, userinfo), `retry_after` (the header and HTTP-date parser), `abort`
+//! (per-request socket shutdown), `resolve` (no thread per request for name resolution),
+//! `builder` (settings), `response`.
 
 mod abort;
 mod builder;

@@ -130,8 +130,9 @@ pub(crate) fn keeps_method(status: u16, method: &str) -> bool {
     }
 }
 
-/// `location` resolved against `base` (an absolute URL), without any fragment; `None` if the
-/// result is not an absolute http(s) URL.
+/// `location` resolved against `base` (an absolute URL), without any fragment or userinfo (a
+/// server's `user:pass@` is not followed: invariant 4); `None` if the result is not an absolute
+/// http(s) URL.
 pub(crate) fn resolve(base: &str, location: &str) -> Option<String> {
     let location = location.trim();
     let location = location.split_once('#').map_or(location, |(l, _)| l);
@@ -156,6 +157,7 @@ pub(crate) fn resolve(base: &str, location: &str) -> Option<String> {
         let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
         format!("{scheme}://{authority}{dir}{location}")
     };
+    let (resolved, _) = split_userinfo(&resolved);
     Origin::of(&resolved)?;
     Some(resolved)
 }
@@ -265,6 +267,7 @@ mod tests {
         assert_eq!(resolve(base, "?r=2").unwrap(), "http://h:1/a/b?r=2");
         assert_eq!(resolve(base, "//o:2/p").unwrap(), "http://o:2/p");
         assert_eq!(resolve(base, "https://o/p#frag").unwrap(), "https://o/p");
+        assert_eq!(resolve(base, "http://evil:pw@o/p").unwrap(), "http://o/p");
         assert!(resolve(base, "ftp://o/p").is_none());
         assert!(resolve(base, "").is_none());
         assert!(resolve(base, "http://").is_none());
