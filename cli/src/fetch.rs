@@ -299,7 +299,7 @@ pub fn run(args: &FetchArgs, stop: &CancelToken) -> Result<(), Failure> {
     let taken = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let counted = {
         let taken = taken.clone();
-        keys.into_iter(input_error.clone())
+        keys.into_iter(input_error.clone(), &run_token)
             .inspect(move |_| taken.set(taken.get() + 1))
     };
     let outcome = fan_out.fetch_each(counted, &run_token, |key, result| {
@@ -373,7 +373,10 @@ pub fn run(args: &FetchArgs, stop: &CancelToken) -> Result<(), Failure> {
         Ok(stats) => *stats,
         Err(err) => err.stats,
     };
-    let exit = if taken.get() == 0 && input_error.borrow().is_none() && !stop.is_cancelled() {
+    let exit = if taken.get() == 0
+        && input_error.lock().map_or(true, |e| e.is_none())
+        && !stop.is_cancelled()
+    {
         Err(Failure::Usage(
             "no keys: the input had none (give keys or a range as arguments, --keys-file, or pipe them to stdin)".into(),
         ))
@@ -522,7 +525,8 @@ fn decide(
             tally.succeeded + tally.failed
         )));
     }
-    if let Some(e) = input_error.borrow().clone() {
+    let input_failed = input_error.lock().ok().and_then(|e| e.clone());
+    if let Some(e) = input_failed {
         return Err(Failure::Usage(format!(
             "{e} (the {} keys before it were fetched)",
             tally.succeeded + tally.failed

@@ -1,28 +1,34 @@
 //! Where `fetch` gets its keys: arguments (a `1..=500` or `1..500` argument is a range), a
 //! file (`--keys-file PATH`, `-` for stdin), or stdin when it is not a terminal.
 //!
-//! Keys are streamed: a file or stdin is read one line at a time as the fan-out asks for the
-//! next key, so memory stays bounded by what is in flight whatever the input's size. Ranges are
-//! expanded lazily and counted exactly (`0..=18446744073709551615` is 2^64 keys, as a `u128`).
+//! Keys are streamed: a file or stdin is read one line at a time, by a reader thread feeding a
+//! channel of [`READ_AHEAD`] keys, as the fan-out asks for the next key; so memory stays bounded
+//! by what is in flight whatever the input's size, and a stop (Ctrl-C, a failure) ends the keys
+//! even while the input is idle (`tail -f keys | tollgate fetch …`). Ranges are expanded lazily
+//! and counted exactly (`0..=18446744073709551615` is 2^64 keys, as a `u128`).
 //!
 //! Files: one key per line (at most [`MAX_KEY_BYTES`]); blank lines and lines starting with `#`
 //! are skipped; surrounding whitespace is trimmed. A line that is too long or not UTF-8 ends the
 //! input with an error, which the run reports after the keys before it (exit 2).
 
-use std::cell::RefCell;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use tollgate::CancelToken;
 
 /// Longest key line read from a file or stdin.
 pub const MAX_KEY_BYTES: usize = 64 * 1024;
+/// Keys the reader thread may read ahead of the fan-out (at most 64 × 64 KiB).
+pub const READ_AHEAD: usize = 64;
 
 /// The keys to fetch, in order.
 pub struct Keys {
     /// Literal keys and ranges, expanded lazily.
     pub parts: Vec<Part>,
     /// A file or stdin, read as keys are taken (after `parts`).
-    lines: Option<(Box<dyn BufRead>, String)>,
+    lines: Option<(Box<dyn BufRead + Send>, String)>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -44,7 +50,7 @@ pub enum Part {
 }
 
 /// Where a streamed input's error is left for the caller (the iterator ends at the error).
-pub type InputError = Rc<RefCell<Option<String>>>;
+pub type InputError = Arc<Mutex<Option<String>>>;
 
 impl Keys {
     /// How many keys there are, exactly; `None` when they come from a file or stdin (not read
@@ -64,8 +70,9 @@ impl Keys {
         )
     }
 
-    /// Every key, in order, read lazily; a read error ends the keys and is left in `error`.
-    pub fn into_iter(self, error: InputError) -> impl Iterator<Item = String> {
+    /// Every key, in order, read lazily; a read error ends the keys and is left in `error`;
+    /// `stop` being cancelled ends them at once, even while a file or stdin is idle.
+    pub fn into_iter(self, error: InputError, stop: &CancelToken) -> impl Iterator<Item = String> {
         let parts = self
             .parts
             .into_iter()
@@ -75,24 +82,79 @@ impl Keys {
                     Part::Range(a, b) => Box::new((a..=b).map(|k| k.to_string())),
                 }
             });
-        let lines = self
-            .lines
-            .into_iter()
-            .flat_map(move |(reader, name)| LineKeys {
+        let stop = stop.clone();
+        let lines = self.lines.into_iter().flat_map(move |(reader, name)| {
+            let keys = LineKeys {
                 reader,
                 name,
                 line: 0,
                 error: error.clone(),
                 buf: Vec::new(),
                 done: false,
-            });
+            };
+            Streamed::start(keys, &stop)
+        });
         parts.chain(lines)
+    }
+}
+
+/// Keys read on a thread of their own, so that waiting for input never blocks a stop.
+struct Streamed {
+    keys: Receiver<Option<String>>,
+    stop: CancelToken,
+    /// Wakes `next` when `stop` is cancelled (dropped with the iterator).
+    _wake: tollgate::Registration,
+}
+
+impl Streamed {
+    fn start(mut lines: LineKeys, stop: &CancelToken) -> Streamed {
+        let error = lines.error.clone();
+        let (sender, keys) = sync_channel::<Option<String>>(READ_AHEAD);
+        let wake: SyncSender<Option<String>> = sender.clone();
+        // The reader ends at the end of the input, at an error, or when nobody takes keys any
+        // more (the run ended); until then it blocks on the input or on a full channel.
+        let spawned = std::thread::Builder::new()
+            .name("tollgate-keys".into())
+            .spawn(move || {
+                for key in lines.by_ref() {
+                    if sender.send(Some(key)).is_err() {
+                        return;
+                    }
+                }
+                let _ = sender.send(None);
+            });
+        if let Err(e) = spawned {
+            // Without a thread, no keys: say why (the run then ends with exit 2).
+            *error.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("cannot start the key reader: {e}"));
+            let _ = wake.try_send(None);
+        }
+        // A stop sends the end marker; if the channel is full, `next` sees the stop itself.
+        let registration = stop.on_cancel(move || {
+            let _ = wake.try_send(None);
+        });
+        Streamed {
+            keys,
+            stop: stop.clone(),
+            _wake: registration,
+        }
+    }
+}
+
+impl Iterator for Streamed {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        self.keys.recv().ok().flatten()
     }
 }
 
 /// Keys from a reader, one line at a time.
 struct LineKeys {
-    reader: Box<dyn BufRead>,
+    reader: Box<dyn BufRead + Send>,
     name: String,
     line: u64,
     error: InputError,
@@ -142,7 +204,7 @@ impl Iterator for LineKeys {
 impl LineKeys {
     fn fail(&mut self, message: String) -> Option<String> {
         self.done = true;
-        *self.error.borrow_mut() = Some(message);
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
         None
     }
 }
@@ -188,7 +250,7 @@ pub fn collect(args: &[String], file: Option<&Path>) -> Result<Keys, String> {
             let file = std::fs::File::open(path)
                 .map_err(|e| format!("cannot read keys file {}: {e}", path.display()))?;
             Some((
-                Box::new(BufReader::new(file)) as Box<dyn BufRead>,
+                Box::new(BufReader::new(file)) as Box<dyn BufRead + Send>,
                 path.display().to_string(),
             ))
         }
@@ -201,7 +263,7 @@ pub fn collect(args: &[String], file: Option<&Path>) -> Result<Keys, String> {
     Ok(keys)
 }
 
-fn stdin() -> (Box<dyn BufRead>, String) {
+fn stdin() -> (Box<dyn BufRead + Send>, String) {
     (
         Box::new(BufReader::new(std::io::stdin())),
         "stdin".to_owned(),
@@ -219,8 +281,8 @@ mod tests {
         };
         assert_eq!(keys.count(), None);
         let error = InputError::default();
-        let got = keys.into_iter(error.clone()).collect();
-        let error = error.borrow().clone();
+        let got = keys.into_iter(error.clone(), &CancelToken::new()).collect();
+        let error = error.lock().unwrap().clone();
         (got, error)
     }
 
@@ -237,7 +299,9 @@ mod tests {
             lines: None,
         };
         assert_eq!(keys.count(), Some(4));
-        let all: Vec<String> = keys.into_iter(InputError::default()).collect();
+        let all: Vec<String> = keys
+            .into_iter(InputError::default(), &CancelToken::new())
+            .collect();
         assert_eq!(all, ["x", "5", "6", "7"]);
     }
 
@@ -248,7 +312,10 @@ mod tests {
             lines: None,
         };
         assert_eq!(keys.count(), Some(2 * (1u128 << 64)));
-        let first: Vec<String> = keys.into_iter(InputError::default()).take(2).collect();
+        let first: Vec<String> = keys
+            .into_iter(InputError::default(), &CancelToken::new())
+            .take(2)
+            .collect();
         assert_eq!(first, ["0", "1"]);
     }
 
@@ -269,5 +336,29 @@ mod tests {
         let (keys, error) = from_text(long);
         assert_eq!(keys, ["ok"]);
         assert!(error.unwrap().contains("longer than"));
+    }
+
+    #[test]
+    fn a_stop_ends_keys_from_an_idle_input() {
+        // A reader that never answers (an idle pipe).
+        struct Idle;
+        impl Read for Idle {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                std::thread::park();
+                Ok(0)
+            }
+        }
+        let keys = Keys {
+            parts: vec![],
+            lines: Some((Box::new(BufReader::new(Idle)), "idle".into())),
+        };
+        let stop = CancelToken::new();
+        let mut iter = keys.into_iter(InputError::default(), &stop);
+        let stopper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || stop.cancel())
+        };
+        assert_eq!(iter.next(), None);
+        stopper.join().unwrap();
     }
 }

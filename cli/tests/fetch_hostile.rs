@@ -496,3 +496,34 @@ fn completions_and_man_page() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("tollgate"));
     }
 }
+
+#[test]
+fn ctrl_c_ends_a_run_waiting_on_idle_input() {
+    let server = TestServer::start();
+    let mut child = Command::new(BIN)
+        .args(["fetch", "--url", &server.url("/ok/{key}"), "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // One key, then the input stays open and idle (`tail -f keys | tollgate fetch …`).
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    stdin.flush().unwrap();
+    wait_for("the first key's request", || server.hits("first") == 1);
+    signal(child.id(), "INT");
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(started.elapsed() < HANG);
+    assert_eq!(status.code(), Some(130));
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(stdout.contains("\"key\":\"first\""), "{stdout}");
+    drop(stdin);
+}
