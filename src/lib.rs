@@ -130,7 +130,9 @@ pub use fanout::{
 #[cfg(not(loom))]
 pub use group::{Group, TrySpawnError};
 #[cfg(not(loom))]
-pub use http::{HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse};
+pub use http::{
+    HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse, RedirectPolicy, redact_userinfo,
+};
 pub use limiter::{
     BackendError, Decision, DefaultKeyHasher, KeyedLimiter, KeyedLimits, LimitError, LimitState,
     Limiter, MultiLimiter, RateLimiter, Reservation, Source, WindowState,
@@ -139,7 +141,7 @@ pub use limiter::{
 pub use pool::{
     JobError, JobHandle, PoolError, PoolStats, Shutdown, SubmitError, WorkerPool, WorkerPoolBuilder,
 };
-pub use quota::{Quota, QuotaError};
+pub use quota::{ParseQuotaError, Quota, QuotaError};
 pub use semaphore::{AcquireError, OwnedPermit, Permit, ResizeError, Semaphore, TryAcquireError};
 #[cfg(feature = "quanta")]
 pub use tsc_clock::TscClock;

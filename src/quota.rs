@@ -18,6 +18,9 @@ use crate::clock::duration_to_nanos;
 use crate::error::{Error, ErrorKind};
 use crate::gcra::{MAX_TAT, Rate};
 
+mod text;
+pub use text::ParseQuotaError;
+
 const SECOND: u64 = 1_000_000_000;
 
 /// A rate limit: `count` tokens every `period`, at most `burst` at once.

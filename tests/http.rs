@@ -132,10 +132,26 @@ fn retry_after_is_capped() {
         &server,
         "/status/429/{key}?retry-after=99999999999999999999999",
     );
+    // The default cap, and then the request timeout (30 s by default), whichever is smaller.
     assert_eq!(
         fetch_err(&default_cap, "k").retry_after(),
-        Some(tollgate::HttpFetcherBuilder::DEFAULT_MAX_RETRY_AFTER)
+        Some(
+            tollgate::HttpFetcherBuilder::DEFAULT_MAX_RETRY_AFTER
+                .min(tollgate::HttpFetcherBuilder::DEFAULT_REQUEST_TIMEOUT)
+        )
     );
+    // A pause never outlasts the request timeout, nor the caller's deadline.
+    let short = HttpFetcher::builder(&server.url("/status/429/{key}?retry-after=3600"))
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert_eq!(
+        fetch_err(&short, "k").retry_after(),
+        Some(Duration::from_secs(2))
+    );
+    let token = tollgate::CancelToken::with_timeout(Duration::from_secs(5));
+    let err = default_cap.fetch("k", &token).unwrap_err();
+    assert!(err.retry_after().unwrap() <= Duration::from_secs(5));
 }
 
 #[test]

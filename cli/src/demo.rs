@@ -61,20 +61,23 @@ pub fn run(args: &DemoArgs, stop: &CancelToken) -> Result<(), Failure> {
     ))
     .map_err(Failure::Usage)?;
     let addr = server.addr();
-    println!(
+    crate::outln!(
         "tollgate demo: server on http://{addr} ({} ms latency per request)",
         args.latency_ms
     );
-    println!(
+    crate::outln!(
         "fetching {} keys at {}/s, burst {}, at most {} in flight",
-        args.keys, args.rate, args.burst, args.max_in_flight
+        args.keys,
+        args.rate,
+        args.burst,
+        args.max_in_flight
     );
 
     let fetcher = HttpFetcher::builder(&format!("http://{addr}/users/{{key}}/widgets"))
         .idle_connections(args.max_in_flight.max(1))
         .build()
         .map_err(|e| Failure::Usage(e.message().to_string()))?;
-    let bar = progress::bar(args.keys, true);
+    let bar = progress::bar(Some(args.keys), true);
     let fan_out = {
         let bar = bar.clone();
         FanOut::builder(fetcher)
@@ -143,9 +146,9 @@ pub fn run(args: &DemoArgs, stop: &CancelToken) -> Result<(), Failure> {
             format!("{} / {}", stats.throttled, stats.retries),
         ),
     ];
-    println!();
+    crate::outln!();
     for (name, value) in rows {
-        println!("  {name:<18} {value}");
+        crate::outln!("  {name:<18} {value}");
     }
     server.stop();
     if args.no_fail_fast_round {
@@ -169,7 +172,7 @@ fn fail_fast_round(args: &DemoArgs, stop: &CancelToken) -> Result<(), Failure> {
         .max_in_flight(args.max_in_flight)
         .build()
         .map_err(|e| Failure::Usage(e.message().to_string()))?;
-    println!(
+    crate::outln!(
         "\nfail-fast round: keys 10..40, each takes 2 s except key 13, which is missing (404)"
     );
     let started = Instant::now();
@@ -182,14 +185,14 @@ fn fail_fast_round(args: &DemoArgs, stop: &CancelToken) -> Result<(), Failure> {
             Err(Failure::Interrupted("during the fail-fast round".into()))
         }
         Err(err) => {
-            println!("  error              {}", err.error.user_message());
-            println!(
+            crate::outln!("  error              {}", err.error.user_message());
+            crate::outln!(
                 "  failed key         {} after {} attempt(s); error id {}",
                 err.key.map_or_else(|| "-".into(), |k| k.to_string()),
                 err.attempts,
                 err.error.id()
             );
-            println!(
+            crate::outln!(
                 "  stopped after      {stopped:.1?} (the requests in flight would have taken 2 s); {} results kept",
                 err.partial.len()
             );

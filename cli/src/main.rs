@@ -2,7 +2,7 @@
 //! `serve` (a rate-limited HTTP service with fault injection).
 //!
 //! Exit codes: 0 success, 1 a fetch failed, 2 bad usage (clap's own code for bad flags),
-//! 130 interrupted.
+//! 130 interrupted. A closed stdout (`| head -1`) ends a command quietly with 0.
 
 mod demo;
 mod duration;
@@ -12,16 +12,20 @@ mod output;
 mod progress;
 mod serve;
 mod signals;
+mod term;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tollgate::CancelToken;
 
 /// Rate limits, in-flight caps and cancellation for synchronous Rust, from the command line.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about)]
 struct Cli {
+    /// When to colour messages and the progress bar.
+    #[arg(long, global = true, value_enum, default_value_t = term::ColorChoice::Auto)]
+    color: term::ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,6 +38,13 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Serve a rate-limited HTTP API with fault injection (for demos, tests and load tests).
     Serve(Box<serve::ServeArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `tollgate man > tollgate.1`.
+    Man,
 }
 
 /// How a command ended badly.
@@ -49,6 +60,7 @@ enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    term::set_color(cli.color);
     // SIGINT and SIGTERM cancel this token; every command watches it.
     let stop = CancelToken::new();
     if let Err(e) = signals::cancel_on_interrupt(&stop) {
@@ -58,20 +70,42 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args, &stop),
         Command::Fetch(args) => fetch::run(args, &stop),
         Command::Serve(args) => serve::run(args, &stop).map_err(Failure::Usage),
+        Command::Completions { shell } => generated(|out| {
+            clap_complete::generate(*shell, &mut Cli::command(), "tollgate", out);
+            Ok(())
+        }),
+        Command::Man => generated(|out| clap_mangen::Man::new(Cli::command()).render(out)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
-            eprintln!("error: {message}");
+            eprintln!("{} {message}", term::paint("error:", "31"));
             ExitCode::from(2)
         }
         Err(Failure::Failed(message)) => {
-            eprintln!("error: {message}");
+            eprintln!("{} {message}", term::paint("error:", "31"));
             ExitCode::from(1)
         }
         Err(Failure::Interrupted(message)) => {
-            eprintln!("interrupted: {message}");
+            eprintln!("{} {message}", term::paint("interrupted:", "33"));
             ExitCode::from(130)
         }
+    }
+}
+
+/// Writes generated text (completions, man page) to stdout; a closed pipe is not an error.
+fn generated(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), Failure> {
+    let mut buffer = Vec::new();
+    write(&mut buffer).map_err(|e| Failure::Failed(format!("cannot generate: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut out, &buffer)
+        .and_then(|()| std::io::Write::flush(&mut out))
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::Failed(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
     }
 }

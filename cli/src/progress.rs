@@ -6,15 +6,19 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tollgate::Progress;
 
-/// A bar for `total` keys; hidden unless `visible` and stderr is a terminal.
-pub fn bar(total: u64, visible: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+/// A bar for `total` keys (unknown for streamed input); hidden unless `visible` and stderr is a
+/// terminal. Plain (no colours) unless `--color` allows them.
+pub fn bar(total: Option<u64>, visible: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
     if !visible || !std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {msg} ETA {eta}")
-    {
+    let template = match (total.is_some(), crate::term::color()) {
+        (true, true) => "{bar:30.cyan/blue} {pos}/{len} {msg} ETA {eta}",
+        (true, false) => "{bar:30} {pos}/{len} {msg} ETA {eta}",
+        (false, _) => "{spinner} {pos} done · {msg}",
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar

@@ -92,7 +92,7 @@ fn keys_come_from_stdin_and_bodies_go_to_a_directory() {
     assert_eq!(lines(&out.stdout).len(), 3);
     let body = std::fs::read_to_string(dir.join("a")).unwrap();
     assert!(body.contains("\"user\":\"a\""));
-    assert!(dir.join("c_d").exists());
+    assert!(dir.join("c%2Fd").exists(), "percent-encoded, reversible");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -153,7 +153,7 @@ fn a_port_in_use_and_bad_flags_are_usage_errors() {
         &["serve", "--rate", "0"],
         &["serve", "--listen", "nonsense"],
         &["serve", "--burst", "3"],
-        &["serve", "--latency", "5h"],
+        &["serve", "--latency", "5 fortnights"], // humantime has no such unit
         &["serve", "--route-limit", "users=1"],
         &["serve", "--route-limit", "ping=0"],
     ] {

@@ -3,14 +3,22 @@
 use std::fmt;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use super::abort::AbortableConnector;
+use super::redirect::{Origin, RedirectPolicy, basic_auth, redact_userinfo, split_userinfo};
 use super::resolve::CachingResolver;
 use super::template::UrlTemplate;
 use super::{FetcherInner, HttpFetcher};
 use crate::error::{Error, ErrorKind};
 use crate::sync::DynArc;
-use ureq::config::Config;
-use ureq::http::{HeaderName, HeaderValue};
+use ureq::config::{Config, ConfigBuilder};
+use ureq::http::{HeaderName, HeaderValue, Method};
+use ureq::typestate::AgentScope;
+
+/// A user's own adjustments to the ureq agent's configuration (see
+/// [`HttpFetcherBuilder::ureq_config`]).
+type UreqConfigFn = dyn Fn(ConfigBuilder<AgentScope>) -> ConfigBuilder<AgentScope> + Send + Sync;
 
 /// What is wrong with an [`HttpFetcherBuilder`]'s settings; the source of the
 /// [`ErrorKind::InvalidArgument`] error `build()` returns, whose message has the details.
@@ -42,6 +50,8 @@ pub enum HttpConfigError {
     BadHeaderName,
     /// A default header's value (or the user agent) is not a valid HTTP header value.
     BadHeaderValue,
+    /// The request method is not a valid HTTP method token.
+    BadMethod,
 }
 
 impl fmt::Display for HttpConfigError {
@@ -54,6 +64,7 @@ impl fmt::Display for HttpConfigError {
             HttpConfigError::ZeroBodyLimit => "the body size cap is zero",
             HttpConfigError::BadHeaderName => "invalid header name",
             HttpConfigError::BadHeaderValue => "invalid header value",
+            HttpConfigError::BadMethod => "invalid request method",
         })
     }
 }
@@ -92,7 +103,7 @@ fn invalid(e: HttpConfigError, detail: String) -> Error {
 /// assert_eq!(fetcher.url("a b"), "http://api.example.com/users/a%20b/widgets");
 /// # Ok::<(), tollgate::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct HttpFetcherBuilder {
     template: String,
@@ -105,7 +116,53 @@ pub struct HttpFetcherBuilder {
     max_retry_after: Duration,
     dns_cache_ttl: Duration,
     user_agent: String,
-    headers: Vec<(String, String)>,
+    /// (name, value, secret).
+    headers: Vec<(String, String, bool)>,
+    method: String,
+    body: Option<Vec<u8>>,
+    redirects: RedirectPolicy,
+    max_redirects: u32,
+    ureq_config: Option<Arc<UreqConfigFn>>,
+}
+
+impl fmt::Debug for HttpFetcherBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the template's userinfo nor a secret header's value.
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value, secret)| {
+                let shown = if *secret || is_secret_name(name) {
+                    "<redacted>"
+                } else {
+                    value.as_str()
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("HttpFetcherBuilder")
+            .field("template", &redact_userinfo(&self.template))
+            .field("method", &self.method)
+            .field("headers", &headers)
+            .field("redirects", &self.redirects)
+            .field("request_timeout", &self.request_timeout)
+            .field("ureq_config", &self.ureq_config.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a header is secret by its name alone: credentials, cookies, and anything that looks
+/// like a token, key, secret, password or session.
+pub(crate) fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || [
+        "token", "secret", "key", "password", "passwd", "session", "auth",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 impl HttpFetcherBuilder {
@@ -125,6 +182,8 @@ impl HttpFetcherBuilder {
     pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
     /// How long a resolved host name is reused, unless set.
     pub const DEFAULT_DNS_CACHE_TTL: Duration = Duration::from_secs(30);
+    /// Most redirects followed in one request, unless set.
+    pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 
     pub(super) fn new(template: &str) -> Self {
         HttpFetcherBuilder {
@@ -139,6 +198,11 @@ impl HttpFetcherBuilder {
             dns_cache_ttl: Self::DEFAULT_DNS_CACHE_TTL,
             user_agent: concat!("tollgate/", env!("CARGO_PKG_VERSION")).to_owned(),
             headers: Vec::new(),
+            method: "GET".to_owned(),
+            body: None,
+            redirects: RedirectPolicy::default(),
+            max_redirects: Self::DEFAULT_MAX_REDIRECTS,
+            ureq_config: None,
         }
     }
 
@@ -286,7 +350,116 @@ impl HttpFetcherBuilder {
     /// assert!(bad.build().is_err());
     /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.headers.push((name.into(), value.into(), false));
+        self
+    }
+
+    /// A header sent with every request whose value is secret: never shown by `Debug` (of the
+    /// builder or the fetcher) nor anywhere else. Headers named like credentials
+    /// (`Authorization`, `Cookie`, `X-Api-Key`, anything with `token`, `key`, `secret`, `auth`,
+    /// `password` or `session` in its name) are secret whichever method added them. Like every
+    /// header of the builder, it only goes to the template's origin (see [`RedirectPolicy`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = tollgate::HttpFetcher::builder("http://h/{key}").secret_header("X-Signature", "s3cr3t");
+    /// assert!(!format!("{b:?}").contains("s3cr3t"));
+    /// let fetcher = b.build()?;
+    /// assert!(!format!("{fetcher:?}").contains("s3cr3t"));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn secret_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into(), true));
+        self
+    }
+
+    /// The request method of [`HttpFetcher::fetch`] (default `GET`): any valid method token,
+    /// e.g. `PUT`, `DELETE`, `HEAD`, `PATCH`. Non-idempotent methods are retried by a fan-out like
+    /// any other: turn retries off if the API is not safe to repeat.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tollgate::HttpFetcher::builder("http://h/{key}").method("PUT").build().is_ok());
+    /// assert!(tollgate::HttpFetcher::builder("http://h/{key}").method("BAD METHOD").build().is_err());
+    /// ```
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = method.into();
+        self
+    }
+
+    /// The request body [`HttpFetcher::fetch`] sends with every request (default: none). Set a
+    /// `Content-Type` with [`header`](Self::header).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = tollgate::HttpFetcher::builder("http://h/{key}")
+    ///     .method("POST")
+    ///     .header("Content-Type", "application/json")
+    ///     .body(br#"{"refresh":true}"#.to_vec());
+    /// assert!(b.build().is_ok());
+    /// ```
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Which redirects to follow (default [`RedirectPolicy::SameOrigin`]). Whatever the
+    /// policy, the builder's headers and credentials only go to the template's origin.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{HttpFetcher, RedirectPolicy};
+    /// let b = HttpFetcher::builder("http://h/{key}").redirects(RedirectPolicy::None);
+    /// assert!(b.build().is_ok());
+    /// ```
+    pub fn redirects(mut self, policy: RedirectPolicy) -> Self {
+        self.redirects = policy;
+        self
+    }
+
+    /// Most redirects followed in one request (default 10); one more fails the fetch
+    /// ([`ErrorKind::Protocol`], permanent). The whole chain shares the request timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = tollgate::HttpFetcher::builder("http://h/{key}").max_redirects(3);
+    /// assert!(b.build().is_ok());
+    /// ```
+    pub fn max_redirects(mut self, hops: u32) -> Self {
+        self.max_redirects = hops;
+        self
+    }
+
+    /// Your own ureq agent settings: `f` gets ureq's config builder and returns it adjusted —
+    /// a proxy, TLS roots or client certificates (`tls_config`), IP family, buffer sizes,
+    /// `https_only`, and so on. The fetcher's own settings are applied after `f`, so they always
+    /// hold: every timeout of this builder (they stay mandatory), the idle-connection counts, the
+    /// user agent, no automatic redirects (the fetcher follows them itself, see
+    /// [`redirects`](Self::redirects)) and no status-as-error (it classifies statuses itself).
+    ///
+    /// ureq is pinned to 3.5.x by this crate, so its config types are part of this API.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::HttpFetcher;
+    ///
+    /// let fetcher = HttpFetcher::builder("http://api.example.com/{key}")
+    ///     .ureq_config(|config| config.https_only(false).no_delay(true))
+    ///     .build()?;
+    /// # let _ = fetcher;
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn ureq_config(
+        mut self,
+        f: impl Fn(ConfigBuilder<AgentScope>) -> ConfigBuilder<AgentScope> + Send + Sync + 'static,
+    ) -> Self {
+        self.ureq_config = Some(Arc::new(f));
         self
     }
 
@@ -307,7 +480,22 @@ impl HttpFetcherBuilder {
     /// assert!(err.message().contains("ftp"));
     /// ```
     pub fn build(self) -> Result<HttpFetcher, Error> {
-        let template = UrlTemplate::parse(&self.template).map_err(|(e, why)| invalid(e, why))?;
+        // The userinfo leaves the URL for a secret header: no URL the fetcher renders, reports or
+        // follows ever holds it.
+        let (template_text, userinfo) = split_userinfo(&self.template);
+        let template = UrlTemplate::parse(&template_text).map_err(|(e, why)| invalid(e, why))?;
+        let origin = Origin::of(&template.render("k")).ok_or_else(|| {
+            invalid(
+                HttpConfigError::BadUrlTemplate,
+                format!("URL template {template_text:?} has no origin"),
+            )
+        })?;
+        let Ok(method) = Method::from_bytes(self.method.as_bytes()) else {
+            return Err(invalid(
+                HttpConfigError::BadMethod,
+                format!("{:?} is not an HTTP method", self.method),
+            ));
+        };
         for (name, value) in [
             ("resolve_timeout", self.resolve_timeout),
             ("connect_timeout", self.connect_timeout),
@@ -336,23 +524,44 @@ impl HttpFetcherBuilder {
                 ),
             ));
         }
-        let mut headers = Vec::with_capacity(self.headers.len());
-        for (name, value) in &self.headers {
+        let mut headers = Vec::with_capacity(self.headers.len() + 1);
+        for (name, value, secret) in &self.headers {
             let Ok(header_name) = HeaderName::from_bytes(name.as_bytes()) else {
                 return Err(invalid(
                     HttpConfigError::BadHeaderName,
                     format!("header name {name:?} is not valid"),
                 ));
             };
-            let Ok(header_value) = HeaderValue::from_str(value) else {
+            let Ok(mut header_value) = HeaderValue::from_str(value) else {
                 return Err(invalid(
                     HttpConfigError::BadHeaderValue,
                     format!("value of header {name:?} is not valid"),
                 ));
             };
+            header_value.set_sensitive(*secret || is_secret_name(name));
             headers.push((header_name, header_value));
         }
-        let config = Config::builder()
+        if let Some((user, password)) = userinfo
+            && !headers
+                .iter()
+                .any(|(name, _)| name == ureq::http::header::AUTHORIZATION)
+        {
+            let Ok(mut value) = HeaderValue::from_str(&basic_auth(&user, &password)) else {
+                return Err(invalid(
+                    HttpConfigError::BadUrlTemplate,
+                    "the URL template's user:password is not valid".into(),
+                ));
+            };
+            value.set_sensitive(true);
+            headers.push((ureq::http::header::AUTHORIZATION, value));
+        }
+        let base = match &self.ureq_config {
+            Some(f) => f(Config::builder()),
+            None => Config::builder(),
+        };
+        let config = base
+            // The fetcher follows redirects itself (redirect.rs): headers never leave the origin.
+            .max_redirects(0)
             // Our own classification needs the response (and its Retry-After) of every status.
             .http_status_as_error(false)
             .timeout_resolve(Some(self.resolve_timeout))
@@ -372,7 +581,12 @@ impl HttpFetcherBuilder {
             inner: DynArc::new(FetcherInner {
                 agent,
                 template,
+                origin,
                 headers,
+                method,
+                body: self.body,
+                redirects: self.redirects,
+                max_redirects: self.max_redirects,
                 request_timeout: self.request_timeout,
                 max_body_bytes: self.max_body_bytes,
                 max_retry_after: self.max_retry_after,

@@ -13,14 +13,22 @@
 //!    touched.
 //! 4. A request never outlives its token's deadline by more than ureq's timer resolution: the
 //!    request timeout is the smaller of the configured one and the token's time left (measured
-//!    on the token's clock, applied as real time).
+//!    on the token's clock, applied as real time). A redirect chain shares that one timeout.
+//! 5. ureq never follows a redirect (`max_redirects(0)`): the fetcher does, in `exchange`, so the
+//!    builder's headers (the template's userinfo among them, as a sensitive `Authorization`) only
+//!    ever go to the template's origin (`redirect.rs`, invariant 2). No URL the fetcher renders,
+//!    follows or shows holds userinfo; messages leave out query strings.
+//! 6. A `Retry-After` is passed on (as [`Error::retry_after`]) only from the template's origin,
+//!    capped by `max_retry_after`, the request timeout and the token's time left.
 //!
-//! The pieces: `template` (URL templates and key encoding), `retry_after` (the header and
-//! HTTP-date parser), `abort` (per-request socket shutdown), `resolve` (no thread per request for
-//! name resolution), `builder` (settings), `response`.
+//! The pieces: `template` (URL templates and key encoding), `redirect` (policy, origins,
+//! `Location` resolution, userinfo), `retry_after` (the header and HTTP-date parser), `abort`
+//! (per-request socket shutdown), `resolve` (no thread per request for name resolution),
+//! `builder` (settings), `response`.
 
 mod abort;
 mod builder;
+mod redirect;
 mod resolve;
 mod response;
 mod retry_after;
@@ -29,12 +37,14 @@ mod template;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ureq::http::{HeaderName, HeaderValue, StatusCode};
+use ureq::http::{HeaderName, HeaderValue, Method, StatusCode};
 
 pub use self::builder::{HttpConfigError, HttpFetcherBuilder};
+pub use self::redirect::{RedirectPolicy, redact_userinfo};
 pub use self::response::HttpResponse;
 
 use self::abort::AbortScope;
+use self::redirect::Origin;
 use self::retry_after::parse_retry_after;
 use self::template::UrlTemplate;
 use crate::cancel::CancelToken;
@@ -54,13 +64,15 @@ const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// | response or failure | result | [`is_transient`](Error::is_transient) |
 /// |---|---|---|
 /// | 2xx | `Ok(HttpResponse)` | |
-/// | 429, 503 | [`ErrorKind::Status`] with [`retry_after`](Error::retry_after) from `Retry-After` (seconds or HTTP-date, capped, garbage ignored) | yes |
+/// | 429, 503 | [`ErrorKind::Status`] with [`retry_after`](Error::retry_after) from `Retry-After` (seconds or HTTP-date, garbage ignored), capped by [`max_retry_after`](HttpFetcherBuilder::max_retry_after), the request timeout and the token's time left; only from the template's origin (a redirected-to origin's pause is not the fan-out's to apply) | yes |
 /// | other 5xx, 408 | [`ErrorKind::Status`] | yes |
 /// | other 4xx, unfollowed 1xx/3xx | [`ErrorKind::Status`] | no |
 /// | refused, reset, closed, DNS failure | [`ErrorKind::Connection`] | yes |
 /// | a timeout | [`ErrorKind::Timeout`] | yes |
 /// | body over the cap | [`ErrorKind::BodyTooLarge`] | no |
-/// | malformed response, too many redirects, TLS failure | [`ErrorKind::Protocol`] | no |
+/// | malformed response (bad status line, header bytes or chunking), TLS failure | [`ErrorKind::Protocol`] | no |
+/// | a redirect to another origin under [`RedirectPolicy::SameOrigin`], more than [`max_redirects`](HttpFetcherBuilder::max_redirects), a `Location` that is not an http(s) URL | [`ErrorKind::Protocol`] | no |
+/// | a redirect under [`RedirectPolicy::None`] | [`ErrorKind::Status`] naming the `Location` | no |
 /// | token cancelled (before, during or after) | [`ErrorKind::Cancelled`] with the token's cause | no |
 ///
 /// # Cancellation
@@ -105,14 +117,37 @@ pub struct HttpFetcher {
     inner: DynArc<FetcherInner>,
 }
 
-#[derive(Debug)]
 struct FetcherInner {
     agent: ureq::Agent,
     template: UrlTemplate,
+    /// The template's origin: the only one the builder's headers go to (redirect invariant 2).
+    origin: Origin,
+    /// The builder's headers, the template's userinfo as `Authorization` among them; secret
+    /// ones are marked sensitive, so `Debug` never shows them.
     headers: Vec<(HeaderName, HeaderValue)>,
+    method: Method,
+    body: Option<Vec<u8>>,
+    redirects: RedirectPolicy,
+    max_redirects: u32,
     request_timeout: Duration,
     max_body_bytes: u64,
     max_retry_after: Duration,
+}
+
+impl fmt::Debug for FetcherInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpFetcher")
+            .field("template", &self.template)
+            .field("method", &self.method)
+            .field("headers", &self.headers)
+            .field("body_bytes", &self.body.as_ref().map(Vec::len))
+            .field("redirects", &self.redirects)
+            .field("max_redirects", &self.max_redirects)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_retry_after", &self.max_retry_after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpFetcher {
@@ -147,7 +182,10 @@ impl HttpFetcher {
         self.inner.template.render(key)
     }
 
-    /// `GET`s the URL for `key` and reads the whole body, unless `cancel` ends first.
+    /// Sends the fetcher's request for `key` — `GET` unless the builder set another
+    /// [`method`](HttpFetcherBuilder::method) and [`body`](HttpFetcherBuilder::body) — follows
+    /// redirects as its [`RedirectPolicy`] allows, and reads the whole body, unless `cancel` ends
+    /// first. [`HttpResponse::url`] is the URL that answered.
     ///
     /// # Errors
     ///
@@ -170,7 +208,8 @@ impl HttpFetcher {
     /// # Ok::<(), tollgate::Error>(())
     /// ```
     pub fn fetch(&self, key: &str, cancel: &CancelToken) -> Result<HttpResponse, Error> {
-        self.run(key, None, cancel)
+        let inner = &*self.inner;
+        self.run(key, &inner.method, inner.body.as_deref(), cancel)
     }
 
     /// `POST`s `body` to the URL for `key` and reads the whole response body, unless `cancel`
@@ -201,13 +240,14 @@ impl HttpFetcher {
         body: &[u8],
         cancel: &CancelToken,
     ) -> Result<HttpResponse, Error> {
-        self.run(key, Some(body), cancel)
+        self.run(key, &Method::POST, Some(body), cancel)
     }
 
     /// A `fetch` or `post`: the cancellation bracket around [`exchange`](Self::exchange).
     fn run(
         &self,
         key: &str,
+        method: &Method,
         body: Option<&[u8]>,
         cancel: &CancelToken,
     ) -> Result<HttpResponse, Error> {
@@ -218,16 +258,12 @@ impl HttpFetcher {
             return Err(Error::new(ErrorKind::InvalidArgument, "the key is empty").with_key(key));
         }
         let url = self.inner.template.render(key);
-        let target = Target {
-            method: if body.is_some() { "POST" } else { "GET" },
-            url: &url,
-        };
         let entered = AbortScope::enter();
         let registration = {
             let scope = entered.scope();
             cancel.on_cancel(move || scope.abort())
         };
-        let outcome = self.exchange(target, body, cancel);
+        let outcome = self.exchange(url, method, body, cancel);
         drop(registration);
         drop(entered);
         // Invariant 3: whatever the request did, a cancelled token wins.
@@ -238,75 +274,169 @@ impl HttpFetcher {
         }
     }
 
-    /// Default headers and the deadline-bounded timeout (invariant 4), for either method.
-    fn prepare<B>(
-        &self,
-        mut request: ureq::RequestBuilder<B>,
-        cancel: &CancelToken,
-    ) -> ureq::RequestBuilder<B> {
-        let inner = &*self.inner;
-        for (name, value) in &inner.headers {
-            request = request.header(name, value);
-        }
-        match cancel.remaining() {
-            Some(left) if left < inner.request_timeout => request
-                .config()
-                .timeout_global(Some(left.max(Duration::from_millis(1))))
-                .build(),
-            _ => request,
-        }
-    }
-
-    /// One request and its body; errors without the key (the caller adds it).
+    /// One request, its redirects (redirect.rs invariants) and the final body; errors without
+    /// the key (the caller adds it). The whole chain shares one timeout: the smaller of the
+    /// request timeout and the token's time left (invariant 4).
     fn exchange(
         &self,
-        target: Target<'_>,
+        mut url: String,
+        method: &Method,
         body: Option<&[u8]>,
         cancel: &CancelToken,
     ) -> Result<HttpResponse, Error> {
         let inner = &*self.inner;
         let started = Instant::now();
-        let sent = match body {
-            None => self.prepare(inner.agent.get(target.url), cancel).call(),
-            Some(body) => self
-                .prepare(inner.agent.post(target.url), cancel)
-                .send(body),
-        };
-        let mut response = sent.map_err(|e| transport_error(e, target))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(status_error(&mut response, target, inner.max_retry_after));
-        }
-        let too_large = || {
-            Error::new(
-                ErrorKind::BodyTooLarge,
-                format!("{target}: body larger than {} bytes", inner.max_body_bytes),
-            )
-        };
-        let announced = response
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|len| len > inner.max_body_bytes) {
-            return Err(too_large());
-        }
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(inner.max_body_bytes)
-            .read_to_vec()
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => too_large().with_source(e),
-                e => transport_error(e, target),
+        let budget = cancel.remaining().map_or(inner.request_timeout, |left| {
+            left.min(inner.request_timeout)
+        });
+        let deadline = started + budget;
+        let mut method = method.clone();
+        let mut body = body;
+        // Whether this hop may carry the builder's headers (redirect invariant 2).
+        let mut trusted = true;
+        let mut hops = 0u32;
+        loop {
+            let target = Target {
+                method: method.as_str(),
+                url: &url,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{target}: timed out after {hops} redirect(s)"),
+                ));
+            }
+            let mut request = ureq::http::Request::builder()
+                .method(method.clone())
+                .uri(url.as_str());
+            if trusted {
+                for (name, value) in &inner.headers {
+                    request = request.header(name, value);
+                }
+            }
+            // The agent's own timeout is the request timeout: a first hop with the whole budget
+            // needs no per-request config (which costs ureq a config copy and, measured, a
+            // third of the throughput of four threads); later hops and tokens with less time
+            // left get their own (invariant 4).
+            let timeout = (hops > 0 || budget < inner.request_timeout)
+                .then(|| left.max(Duration::from_millis(1)));
+            let sent = match (body, timeout) {
+                (Some(bytes), None) => request.body(bytes).map(|r| inner.agent.run(r)),
+                (None, None) => request.body(()).map(|r| inner.agent.run(r)),
+                (Some(bytes), Some(t)) => request.body(bytes).map(|r| {
+                    let r = inner.agent.configure_request(r);
+                    inner.agent.run(r.timeout_global(Some(t)).build())
+                }),
+                (None, Some(t)) => request.body(()).map(|r| {
+                    let r = inner.agent.configure_request(r);
+                    inner.agent.run(r.timeout_global(Some(t)).build())
+                }),
+            }
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    format!("{target}: cannot make the request ({e})"),
+                )
             })?;
-        let (parts, _) = response.into_parts();
-        Ok(HttpResponse::new(
-            parts.status.as_u16(),
-            parts.headers,
-            body,
-            started.elapsed(),
-        ))
+            let mut response = sent.map_err(|e| transport_error(e, target))?;
+            let status = response.status();
+            let code = status.as_u16();
+            if redirect::is_redirect(code) && inner.redirects != RedirectPolicy::None {
+                let location = response
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| redirect::resolve(&url, l));
+                let Some(next) = location else {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!("{target} answered {code} without a usable Location"),
+                    ));
+                };
+                hops += 1;
+                if hops > inner.max_redirects {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "{target}: more than {} redirects (a loop?)",
+                            inner.max_redirects
+                        ),
+                    ));
+                }
+                let same_origin = Origin::of(&next).is_some_and(|o| o == inner.origin);
+                if !same_origin {
+                    if inner.redirects == RedirectPolicy::SameOrigin {
+                        return Err(Error::new(
+                            ErrorKind::Protocol,
+                            format!(
+                                "{target} redirects to another origin ({}); not followed under \
+                                 the same-origin redirect policy",
+                                Origin::of(&next).map_or_else(String::new, |o| o.to_string())
+                            ),
+                        ));
+                    }
+                    trusted = false;
+                }
+                // Read a small body so the connection can be reused; a large one is dropped.
+                let _ = response
+                    .body_mut()
+                    .with_config()
+                    .limit(ERROR_BODY_LIMIT)
+                    .read_to_vec();
+                if !redirect::keeps_method(code, method.as_str()) {
+                    method = if method == Method::HEAD {
+                        Method::HEAD
+                    } else {
+                        Method::GET
+                    };
+                    body = None;
+                }
+                url = next;
+                continue;
+            }
+            if !status.is_success() {
+                // A server's pause applies to its own origin: the fan-out's limiter paces the
+                // template's, so only a pause from there is passed on, capped by the caller's
+                // deadline and the request timeout as well as `max_retry_after`.
+                let cap = inner.max_retry_after.min(inner.request_timeout);
+                let cap = cancel.remaining().map_or(cap, |left| left.min(cap));
+                let cap =
+                    (trusted && Origin::of(&url).is_some_and(|o| o == inner.origin)).then_some(cap);
+                return Err(status_error(&mut response, target, cap));
+            }
+            let too_large = || {
+                Error::new(
+                    ErrorKind::BodyTooLarge,
+                    format!("{target}: body larger than {} bytes", inner.max_body_bytes),
+                )
+            };
+            let announced = response
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if announced.is_some_and(|len| len > inner.max_body_bytes) {
+                return Err(too_large());
+            }
+            let bytes = response
+                .body_mut()
+                .with_config()
+                .limit(inner.max_body_bytes)
+                .read_to_vec()
+                .map_err(|e| match e {
+                    ureq::Error::BodyExceedsLimit(_) => too_large().with_source(e),
+                    e => transport_error(e, target),
+                })?;
+            let (parts, _) = response.into_parts();
+            return Ok(HttpResponse::new(
+                parts.status.as_u16(),
+                parts.headers,
+                bytes,
+                started.elapsed(),
+                url,
+            ));
+        }
     }
 }
 
@@ -320,17 +450,17 @@ fn cancelled(cancel: &CancelToken, key: &str) -> Option<Error> {
 }
 
 /// A request's method and URL, shown in messages as `GET http://host/path` (the query is left
-/// out: it may hold credentials).
+/// out: it may hold credentials; so is any userinfo).
 #[derive(Clone, Copy)]
 struct Target<'a> {
-    method: &'static str,
+    method: &'a str,
     url: &'a str,
 }
 
 impl fmt::Display for Target<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let without_query = self.url.split_once('?').map_or(self.url, |(path, _)| path);
-        write!(f, "{} {without_query}", self.method)
+        write!(f, "{} {}", self.method, redact_userinfo(without_query))
     }
 }
 
@@ -338,7 +468,7 @@ impl fmt::Display for Target<'_> {
 fn status_error(
     response: &mut ureq::http::Response<ureq::Body>,
     target: Target<'_>,
-    max_retry_after: Duration,
+    max_retry_after: Option<Duration>,
 ) -> Error {
     let status: StatusCode = response.status();
     let code = status.as_u16();
@@ -348,7 +478,7 @@ fn status_error(
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, unix_now()))
-            .map(|wait| wait.min(max_retry_after)),
+            .and_then(|wait| max_retry_after.map(|cap| wait.min(cap))),
         _ => None,
     };
     // Read a small body so the connection can be reused, and quote its start.
@@ -362,6 +492,15 @@ fn status_error(
         "{target} answered {code} {}",
         status.canonical_reason().unwrap_or("")
     );
+    if let Some(location) = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| redirect::is_redirect(code))
+    {
+        let without_query = location.split_once('?').map_or(location, |(path, _)| path);
+        message.push_str(&format!(" (Location: {})", redact_userinfo(without_query)));
+    }
     let snippet = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]);
     let snippet = snippet.trim();
     if !snippet.is_empty() {
@@ -402,7 +541,8 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The fan-out's unit of work: `GET` the URL for the key (`Display`ed into the template).
+/// The fan-out's unit of work: [`HttpFetcher::fetch`] for the key (`Display`ed into the
+/// template): `GET` unless the builder set another method and body.
 ///
 /// The attempt number is not sent anywhere; retries and their backoff are the fan-out's.
 ///

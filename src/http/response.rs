@@ -44,16 +44,55 @@ pub struct HttpResponse {
     headers: HeaderMap,
     body: Vec<u8>,
     latency: Duration,
+    url: String,
 }
 
 impl HttpResponse {
-    pub(super) fn new(status: u16, headers: HeaderMap, body: Vec<u8>, latency: Duration) -> Self {
+    pub(super) fn new(
+        status: u16,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        latency: Duration,
+        url: String,
+    ) -> Self {
         HttpResponse {
             status,
             headers,
             body,
             latency,
+            url,
         }
+    }
+
+    /// The URL that gave this response: the request's own, or where its redirects ended. Never
+    /// holds userinfo (the builder turns a template's `user:password@` into a header).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tollgate::{CancelToken, HttpFetcher};
+    /// # use std::io::{Read, Write};
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// # let port = listener.local_addr().unwrap().port();
+    /// # let server = std::thread::spawn(move || {
+    /// #     let (mut socket, _) = listener.accept().unwrap();
+    /// #     let mut head = Vec::new();
+    /// #     let mut buf = [0; 1024];
+    /// #     while !head.ends_with(b"\r\n\r\n") {
+    /// #         let n = socket.read(&mut buf).unwrap();
+    /// #         if n == 0 { return; }
+    /// #         head.extend_from_slice(&buf[..n]);
+    /// #     }
+    /// #     socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap();
+    /// # });
+    /// let fetcher = HttpFetcher::builder(&format!("http://me:secret@127.0.0.1:{port}/u/{{key}}")).build()?;
+    /// let response = fetcher.fetch("7", &CancelToken::new())?;
+    /// assert_eq!(response.url(), format!("http://127.0.0.1:{port}/u/7"));
+    /// # server.join().unwrap();
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The status code (2xx). Examples: see [`HttpResponse`].

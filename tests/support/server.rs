@@ -14,9 +14,16 @@
 //! | `/trickle/{ms}/{key}` | 200 with a 20-byte body, one byte every `ms` milliseconds |
 //! | `/reset/{key}` | closes the connection with a TCP reset before answering |
 //! | `/big/{bytes}/{key}` | 200 with a body of `bytes` bytes (`Content-Length`); query `framing=close` sends no length and closes instead |
+//! | `/redirect/{code}/{key}?to=<url, %-encoded>` | that status with `Location: <url>` (hostile: to another origin, a loop, garbage) |
+//! | `/loop/{key}` | 302 to itself, forever |
+//! | `/lie/{bytes}/{key}` | 200 announcing `Content-Length: bytes` (e.g. 2 GB), sends 10 bytes, then hangs |
+//! | `/badchunk/{key}` | 200, chunked, with a chunk size that is not hex |
+//! | `/badheader/{key}` | 200 with a header value holding control and non-UTF-8 bytes |
+//! | `/badstatus/{key}` | a status line that is not HTTP |
 //!
 //! [`TestServer::counts`] tells what the server saw: requests, requests in flight now and at most,
 //! requests hanging, connections accepted and open; [`TestServer::hits`] the requests per key and
+//! [`TestServer::headers_of`] the request headers each request for a key carried,
 //! [`TestServer::arrivals`] when each request arrived (to check a rate limit from the server's
 //! side). [`TestServer::wait_for`] waits (bounded) for a condition on
 //! them, so tests synchronise on what the server saw instead of sleeping.
@@ -74,6 +81,8 @@ struct Log {
     arrivals: Vec<Duration>,
     /// Requests seen per key (the last path segment, decoded).
     hits: HashMap<String, usize>,
+    /// The headers of every request per key, in arrival order.
+    headers: HashMap<String, Vec<Vec<(String, String)>>>,
 }
 
 impl Log {
@@ -159,6 +168,12 @@ impl TestServer {
     /// How many requests had `key` as their last path segment (decoded), all endpoints.
     pub fn hits(&self, key: &str) -> usize {
         self.shared.log.lock().unwrap().hits_of(key)
+    }
+
+    /// The request headers (names lower-cased) of every request seen for `key`, in order.
+    pub fn headers_of(&self, key: &str) -> Vec<Vec<(String, String)>> {
+        let log = self.shared.log.lock().unwrap();
+        log.headers.get(key).cloned().unwrap_or_default()
     }
 
     /// Sets `max_in_flight` back to the current `in_flight`.
@@ -251,6 +266,7 @@ struct Request {
     query: Vec<(String, String)>,
     content_length: usize,
     close: bool,
+    headers: Vec<(String, String)>,
 }
 
 /// Serves requests on one connection until it closes, fails, or the server stops.
@@ -266,7 +282,11 @@ fn serve(stream: &TcpStream, shared: &Shared) {
             let mut log = shared.log.lock().unwrap();
             log.arrivals.push(shared.started.elapsed());
             let key = request.path.last().cloned().unwrap_or_default();
-            *log.hits.entry(key).or_default() += 1;
+            *log.hits.entry(key.clone()).or_default() += 1;
+            log.headers
+                .entry(key)
+                .or_default()
+                .push(request.headers.clone());
         }
         shared.update(|c| {
             c.requests += 1;
@@ -407,6 +427,44 @@ fn respond_to(
             }
             !close
         }
+        Some("redirect") if segments.len() == 3 => {
+            let code = param(1).and_then(|c| u16::try_from(c).ok()).unwrap_or(302);
+            let to = request
+                .query
+                .iter()
+                .find(|(k, _)| k == "to")
+                .map_or("/", |(_, v)| v.as_str());
+            respond(stream, shared, code, &[format!("Location: {to}")], b"moved")
+        }
+        Some("loop") => {
+            let here = format!("Location: /loop/{key}");
+            respond(stream, shared, 302, &[here], b"again")
+        }
+        Some("lie") if segments.len() == 3 => {
+            let len = param(1).unwrap_or(0);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n0123456789");
+            if write_all_polling(stream, shared, head.as_bytes()).is_ok() {
+                shared.update(|c| c.hanging += 1);
+                hang(stream, shared);
+                shared.update(|c| c.hanging -= 1);
+            }
+            false
+        }
+        Some("badchunk") => {
+            let raw =
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+            let _ = write_all_polling(stream, shared, raw.as_bytes());
+            false
+        }
+        Some("badheader") => {
+            let raw = b"HTTP/1.1 200 OK\r\nX-Bad: a\x01\xff\x00b\r\nContent-Length: 2\r\n\r\nok";
+            let _ = write_all_polling(stream, shared, raw);
+            false
+        }
+        Some("badstatus") => {
+            let _ = write_all_polling(stream, shared, b"NOT HTTP AT ALL\r\n\r\n");
+            false
+        }
         _ => respond(stream, shared, 404, &[], b"no such endpoint"),
     }
 }
@@ -530,11 +588,13 @@ fn parse_head(head: &[u8]) -> Option<Request> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut content_length = 0;
     let mut close = false;
+    let mut headers = Vec::new();
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         let value = value.trim();
+        headers.push((name.trim().to_ascii_lowercase(), value.to_owned()));
         if name.eq_ignore_ascii_case("content-length") {
             content_length = value.parse().ok()?;
         } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
@@ -556,6 +616,7 @@ fn parse_head(head: &[u8]) -> Option<Request> {
             .collect(),
         content_length,
         close,
+        headers,
     })
 }
 
