@@ -233,6 +233,19 @@ fn retry_after_from_another_origin_pauses_nobody_here() {
         Duration::from_secs(10),
     );
     assert_eq!(err.retry_after(), None, "not the template's origin's pause");
+    // The fetcher keeps it for that origin: a request with less time than the pause (capped at
+    // the 30 s request timeout) fails at once, without reaching it; the template's origin is
+    // not paused.
+    let short = CancelToken::with_timeout(Duration::from_secs(2));
+    let err = fetcher.fetch("k", &short).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.message().contains("asked for a pause"), "{err}");
+    assert_eq!(
+        elsewhere.hits("x"),
+        1,
+        "no second request to the paused origin"
+    );
+    assert_eq!(home.hits("k"), 2, "the template's origin is not paused");
 }
 
 #[test]

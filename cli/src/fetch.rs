@@ -217,6 +217,14 @@ struct Tally {
 /// Runs `fetch`.
 pub fn run(args: &FetchArgs, stop: &CancelToken) -> Result<(), Failure> {
     let started = Instant::now();
+    let stdin = std::path::Path::new("-");
+    let keys_from_stdin = args.keys_file.as_deref() == Some(stdin)
+        || (args.keys.is_empty() && args.keys_file.is_none());
+    if args.data_file.as_deref() == Some(stdin) && keys_from_stdin {
+        return Err(Failure::Usage(
+            "--data-file - and keys from stdin cannot share stdin: give keys as arguments or --keys-file".into(),
+        ));
+    }
     let keys =
         crate::keys::collect(&args.keys, args.keys_file.as_deref()).map_err(Failure::Usage)?;
     let total = keys.count();

@@ -465,6 +465,9 @@ fn methods_bodies_rates_summary_and_exact_counts() {
             run.stderr
         );
     }
+    let run = fetch(&["--url", &url, "--data-file", "-", "--keys-file", "-"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("cannot share stdin"), "{}", run.stderr);
     // The whole u64 range is 2^64 keys, counted exactly.
     let run = fetch(&[
         "--url",

@@ -590,6 +590,7 @@ impl HttpFetcherBuilder {
                 request_timeout: self.request_timeout,
                 max_body_bytes: self.max_body_bytes,
                 max_retry_after: self.max_retry_after,
+                foreign_pauses: crate::sync::Mutex::new(Vec::new()),
             }),
         })
     }

@@ -19,7 +19,10 @@
 //!    ever go to the template's origin (`redirect.rs`, invariant 2). No URL the fetcher renders,
 //!    follows or shows holds userinfo; messages leave out query strings.
 //! 6. A `Retry-After` is passed on (as [`Error::retry_after`]) only from the template's origin,
-//!    capped by `max_retry_after`, the request timeout and the token's time left.
+//!    capped by `max_retry_after`, the request timeout and the token's time left. One from
+//!    another origin (reached by a redirect) is kept by the fetcher, capped the same way: later
+//!    hops to that origin wait for it on the token (interruptible), or fail at once with
+//!    [`ErrorKind::Timeout`] if it ends after the request's time is up.
 //!
 //! The pieces: `template` (URL templates and key encoding), `redirect` (policy, origins,
 //! `Location` resolution, userinfo), `retry_after` (the header and HTTP-date parser), `abort`
@@ -49,7 +52,7 @@ use self::retry_after::parse_retry_after;
 use self::template::UrlTemplate;
 use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorKind};
-use crate::sync::DynArc;
+use crate::sync::{DynArc, Mutex};
 
 /// Bytes of an error response's body kept in the error message.
 const ERROR_BODY_SNIPPET: usize = 200;
@@ -64,7 +67,7 @@ const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// | response or failure | result | [`is_transient`](Error::is_transient) |
 /// |---|---|---|
 /// | 2xx | `Ok(HttpResponse)` | |
-/// | 429, 503 | [`ErrorKind::Status`] with [`retry_after`](Error::retry_after) from `Retry-After` (seconds or HTTP-date, garbage ignored), capped by [`max_retry_after`](HttpFetcherBuilder::max_retry_after), the request timeout and the token's time left; only from the template's origin (a redirected-to origin's pause is not the fan-out's to apply) | yes |
+/// | 429, 503 | [`ErrorKind::Status`] with [`retry_after`](Error::retry_after) from `Retry-After` (seconds or HTTP-date, garbage ignored), capped by [`max_retry_after`](HttpFetcherBuilder::max_retry_after), the request timeout and the token's time left; only from the template's origin (a redirected-to origin's pause is kept by the fetcher: later hops there wait for it, or fail with [`ErrorKind::Timeout`] if it outlasts the request) | yes |
 /// | other 5xx, 408 | [`ErrorKind::Status`] | yes |
 /// | other 4xx, unfollowed 1xx/3xx | [`ErrorKind::Status`] | no |
 /// | refused, reset, closed, DNS failure | [`ErrorKind::Connection`] | yes |
@@ -132,7 +135,14 @@ struct FetcherInner {
     request_timeout: Duration,
     max_body_bytes: u64,
     max_retry_after: Duration,
+    /// Pauses other origins asked for (a redirect target's 429/503 `Retry-After`): no request
+    /// goes to such an origin before its instant (invariant 6). At most
+    /// [`MAX_FOREIGN_PAUSES`] origins; expired entries are dropped first.
+    foreign_pauses: Mutex<Vec<(Origin, Instant)>>,
 }
+
+/// Most origins whose pauses a fetcher remembers (a hostile redirector cannot grow it).
+const MAX_FOREIGN_PAUSES: usize = 64;
 
 impl fmt::Debug for FetcherInner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -307,6 +317,9 @@ impl HttpFetcher {
                     format!("{target}: timed out after {hops} redirect(s)"),
                 ));
             }
+            if hops > 0 {
+                self.wait_for_origin(&url, deadline, cancel, target)?;
+            }
             let mut request = ureq::http::Request::builder()
                 .method(method.clone())
                 .uri(url.as_str());
@@ -401,9 +414,21 @@ impl HttpFetcher {
                 // deadline and the request timeout as well as `max_retry_after`.
                 let cap = inner.max_retry_after.min(inner.request_timeout);
                 let cap = cancel.remaining().map_or(cap, |left| left.min(cap));
-                let cap =
-                    (trusted && Origin::of(&url).is_some_and(|o| o == inner.origin)).then_some(cap);
-                return Err(status_error(&mut response, target, cap));
+                let here = Origin::of(&url);
+                let home = trusted && here.as_ref().is_some_and(|o| *o == inner.origin);
+                if !home
+                    && matches!(code, 429 | 503)
+                    && let Some(origin) = here
+                    && let Some(wait) = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, unix_now()))
+                {
+                    // Another origin's pause: kept for that origin, not the fan-out's to apply.
+                    self.remember_pause(origin, Instant::now() + wait.min(cap));
+                }
+                return Err(status_error(&mut response, target, home.then_some(cap)));
             }
             let too_large = || {
                 Error::new(
@@ -437,6 +462,61 @@ impl HttpFetcher {
                 url,
             ));
         }
+    }
+}
+
+impl HttpFetcher {
+    /// Records that `origin` asked for no requests before `until` (invariant 6).
+    fn remember_pause(&self, origin: Origin, until: Instant) {
+        let mut pauses = self.inner.foreign_pauses.lock();
+        let now = Instant::now();
+        pauses.retain(|(o, at)| *at > now && *o != origin);
+        if pauses.len() >= MAX_FOREIGN_PAUSES {
+            // Full of live pauses: the one ending first goes.
+            if let Some(first) = (0..pauses.len()).min_by_key(|&i| pauses[i].1) {
+                pauses.swap_remove(first);
+            }
+        }
+        pauses.push((origin, until));
+    }
+
+    /// Waits, on `cancel`, for a pause `url`'s origin asked for; fails at once if it ends after
+    /// `deadline` (invariant 6).
+    fn wait_for_origin(
+        &self,
+        url: &str,
+        deadline: Instant,
+        cancel: &CancelToken,
+        target: Target<'_>,
+    ) -> Result<(), Error> {
+        let Some(origin) = Origin::of(url) else {
+            return Ok(());
+        };
+        let until = {
+            let pauses = self.inner.foreign_pauses.lock();
+            pauses.iter().find(|(o, _)| *o == origin).map(|(_, at)| *at)
+        };
+        let Some(until) = until else { return Ok(()) };
+        let now = Instant::now();
+        if until <= now {
+            return Ok(());
+        }
+        if until > deadline {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{target}: {origin} asked for a pause (Retry-After) that ends after this \
+                     request's time is up"
+                ),
+            ));
+        }
+        if cancel.wait_timeout(until - now) {
+            return Err(Error::new(
+                ErrorKind::Cancelled(cancel.cause().unwrap_or(crate::error::Cause::Cancelled)),
+                format!("{target}: cancelled while waiting for {origin}'s pause"),
+            ));
+        }
+        Ok(())
     }
 }
 
