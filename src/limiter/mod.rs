@@ -1,9 +1,13 @@
 //! Rate limiters: the [`Limiter`] interface, its errors and its peek report.
 //!
+//! * `core.rs`: the decision verbs and the wait on a reserved slot, written once over a state
+//!   cell; every limiter below decides through it.
 //! * [`RateLimiter`] (`direct.rs`): one quota, one lock-free GCRA state.
 //! * [`MultiLimiter`] (`multi.rs`): several quotas, all or nothing.
-//! * [`KeyedLimiter`] (`keyed.rs`): one state per key, sharded, bounded memory. It is not a
-//!   [`Limiter`] (every call names a key).
+//! * [`KeyedLimiter`] (`keyed.rs`): one state per key and window (several windows per key, all
+//!   or nothing), sharded, bounded memory. It is not a [`Limiter`] (every call names a key); with
+//!   `String` keys it is a [`KeyedLimits`], as `redis::RedisLimiter` is.
+//! * [`Decision`] (`decision.rs`): a verdict with every window's state as it saw it.
 //!
 //! Every limiter here implements [`Limiter`], so the fan-out (and later the Redis limiter) can be
 //! held as `Arc<dyn Limiter>`.
