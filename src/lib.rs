@@ -134,8 +134,8 @@ pub use http::{
     HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse, RedirectPolicy, redact_userinfo,
 };
 pub use limiter::{
-    BackendError, Decision, DefaultKeyHasher, KeyedLimiter, KeyedLimits, LimitError, LimitState,
-    Limiter, MultiLimiter, RateLimiter, Reservation, Source, WindowState,
+    AllOf, BackendError, Decision, DefaultKeyHasher, Grant, KeyedLimiter, KeyedLimits, LimitError,
+    LimitState, Limiter, MultiLimiter, RateLimiter, Reservation, Source, WindowState,
 };
 #[cfg(not(loom))]
 pub use pool::{
