@@ -139,7 +139,8 @@ pub use limiter::{
 };
 #[cfg(not(loom))]
 pub use pool::{
-    JobError, JobHandle, PoolError, PoolStats, Shutdown, SubmitError, WorkerPool, WorkerPoolBuilder,
+    JobContext, JobError, JobHandle, PoolError, PoolStats, Pulse, PulseKind, Shutdown, Stall,
+    StallKind, SubmitError, Supervision, WorkerPool, WorkerPoolBuilder,
 };
 pub use quota::{ParseQuotaError, Quota, QuotaError};
 pub use semaphore::{AcquireError, OwnedPermit, Permit, ResizeError, Semaphore, TryAcquireError};
