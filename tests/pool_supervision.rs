@@ -207,3 +207,61 @@ fn an_unsupervised_pool_has_no_pulses_and_jobs_get_an_inert_context() {
     assert_eq!(cancelled.join(), Ok(false));
     assert_eq!(pool.stats().stalled, 0);
 }
+
+#[test]
+fn replacements_never_exceed_the_spare_threads() {
+    let clock = ManualClock::new();
+    let (pool, stalls) = supervised(
+        &clock,
+        2,
+        Supervision::new()
+            .job_limit(Duration::from_secs(1))
+            .spare_threads(1),
+    );
+    let gate = CancelToken::new();
+    let _open_on_exit = OpenOnDrop(gate.clone());
+    let (started_tx, started) = mpsc::channel();
+    let hung: Vec<_> = (0..2)
+        .map(|_| {
+            let (gate, started_tx) = (gate.clone(), started_tx.clone());
+            pool.submit(move || {
+                started_tx.send(()).unwrap();
+                gate.wait();
+            })
+            .unwrap()
+        })
+        .collect();
+    started.recv().unwrap();
+    started.recv().unwrap();
+    clock.advance(Duration::from_secs(1));
+    eventually("both stalls are reported", || {
+        stalls.lock().unwrap().len() == 2
+    });
+    let replaced = stalls.lock().unwrap().iter().filter(|s| s.replaced).count();
+    assert_eq!(replaced, 1); // one spare thread: one replacement
+    let stats = pool.stats();
+    assert_eq!((stats.threads, stats.stalled, stats.replaced), (3, 2, 1));
+    // A third hung job on the replacement, flagged too: no spare left, still 3 threads.
+    let third = {
+        let (gate, started_tx) = (gate.clone(), started_tx.clone());
+        pool.submit(move || {
+            started_tx.send(()).unwrap();
+            gate.wait();
+        })
+        .unwrap()
+    };
+    started.recv().unwrap();
+    clock.advance(Duration::from_secs(1));
+    eventually("the third stall is reported", || {
+        stalls.lock().unwrap().len() == 3
+    });
+    assert!(!stalls.lock().unwrap()[2].replaced);
+    assert_eq!(pool.stats().threads, 3);
+    gate.cancel();
+    for handle in hung.into_iter().chain([third]) {
+        handle.join().unwrap();
+    }
+    eventually("the replaced thread exits", || pool.stats().threads == 2);
+    let stats = pool.shutdown(tollgate::Shutdown::Drain);
+    assert_eq!((stats.completed, stats.running), (3, 0));
+}
