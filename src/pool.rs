@@ -537,7 +537,9 @@ impl WorkerPool {
         // Invariant 6: no replacement starts once the workers are taken.
         if let Some(supervisor) = &self.shared.supervision {
             supervisor.stop();
-            if let Some(watcher) = self.shared.supervisor_thread.lock().take() {
+            let watcher = self.shared.supervisor_thread.lock().take();
+            // Not from the supervisor's own `on_stall` callback: it stops after the callback.
+            if let Some(watcher) = watcher.filter(|w| w.thread().id() != thread::current().id()) {
                 let _ = watcher.join();
             }
         }

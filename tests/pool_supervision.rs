@@ -265,3 +265,50 @@ fn replacements_never_exceed_the_spare_threads() {
     let stats = pool.shutdown(tollgate::Shutdown::Drain);
     assert_eq!((stats.completed, stats.running), (3, 0));
 }
+
+#[test]
+fn shutdown_from_the_stall_callback_does_not_deadlock() {
+    let clock = ManualClock::new();
+    let pool_slot: Arc<std::sync::OnceLock<Arc<WorkerPool>>> = Arc::default();
+    let gate = CancelToken::new();
+    let _open_on_exit = OpenOnDrop(gate.clone());
+    let (done_tx, done) = mpsc::channel();
+    let pool = {
+        let (pool_slot, gate) = (pool_slot.clone(), gate.clone());
+        Arc::new(
+            WorkerPool::builder()
+                .threads(1)
+                .supervise(
+                    Supervision::new()
+                        .clock(clock.clone())
+                        .job_limit(Duration::from_secs(1))
+                        .on_stall(move |_| {
+                            gate.cancel();
+                            let stats =
+                                pool_slot.get().unwrap().shutdown(tollgate::Shutdown::Drain);
+                            done_tx.send(stats).unwrap();
+                        }),
+                )
+                .build()
+                .unwrap(),
+        )
+    };
+    pool_slot.set(pool.clone()).unwrap();
+    let (started_tx, started) = mpsc::channel();
+    let hung = {
+        let gate = gate.clone();
+        pool.submit(move || {
+            started_tx.send(()).unwrap();
+            gate.wait();
+        })
+        .unwrap()
+    };
+    started.recv().unwrap();
+    clock.advance(Duration::from_secs(1));
+    let stats = done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("shutdown hung");
+    assert_eq!((stats.stalled, stats.completed), (1, 1));
+    hung.join().unwrap();
+    assert!(pool.is_shut_down());
+}
