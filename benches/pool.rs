@@ -12,10 +12,11 @@
 
 use std::hint::black_box;
 use std::thread;
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use tollgate::WorkerPool;
+use tollgate::{Supervision, WorkerPool};
 
 const THREADS: usize = 2;
 const BATCH: usize = 1000;
@@ -88,6 +89,28 @@ fn roundtrip(c: &mut Criterion) {
         .unwrap();
     group.bench_function(BenchmarkId::new("tollgate", THREADS), |b| {
         b.iter(|| pool.submit(|| black_box(1u64)).unwrap().join().unwrap())
+    });
+
+    // The same pool supervised (job limit and heartbeat on, pulse stream nobody reads): the
+    // cost of the per-job start/end bookkeeping.
+    let supervised = WorkerPool::builder()
+        .threads(THREADS)
+        .queue_capacity(BATCH)
+        .supervise(
+            Supervision::new()
+                .job_limit(Duration::from_secs(60))
+                .heartbeat(Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    group.bench_function(BenchmarkId::new("tollgate_supervised", THREADS), |b| {
+        b.iter(|| {
+            supervised
+                .submit(|| black_box(1u64))
+                .unwrap()
+                .join()
+                .unwrap()
+        })
     });
 
     let plain = PlainPool::new(BATCH);

@@ -134,12 +134,13 @@ pub use http::{
     HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse, RedirectPolicy, redact_userinfo,
 };
 pub use limiter::{
-    BackendError, Decision, DefaultKeyHasher, KeyedLimiter, KeyedLimits, LimitError, LimitState,
-    Limiter, MultiLimiter, RateLimiter, Reservation, Source, WindowState,
+    AllOf, BackendError, Decision, DefaultKeyHasher, Grant, KeyedLimiter, KeyedLimits, LimitError,
+    LimitState, Limiter, MultiLimiter, RateLimiter, Reservation, Source, WindowState,
 };
 #[cfg(not(loom))]
 pub use pool::{
-    JobError, JobHandle, PoolError, PoolStats, Shutdown, SubmitError, WorkerPool, WorkerPoolBuilder,
+    JobContext, JobError, JobHandle, PoolError, PoolStats, Pulse, PulseKind, Shutdown, Stall,
+    StallKind, SubmitError, Supervision, WorkerPool, WorkerPoolBuilder,
 };
 pub use quota::{ParseQuotaError, Quota, QuotaError};
 pub use semaphore::{AcquireError, OwnedPermit, Permit, ResizeError, Semaphore, TryAcquireError};

@@ -17,12 +17,17 @@
 //!    [`JobError::Cancelled`].
 //! 5. Counters are updated by a job's wrapper before it completes the job's handle, so a thread
 //!    that joined a job sees that job in [`WorkerPool::stats`].
+//! 6. Supervision (opt-in, [`supervisor`]): a worker whose stuck job was replaced exits when the
+//!    job returns, without taking a `Stop`; the workers that take `Stop`s stay exactly
+//!    `threads`. Shutdown stops the supervisor thread before it joins any worker, so no
+//!    replacement starts during or after shutdown; it then joins the replacements too.
 
 mod builder;
 mod error;
 mod handle;
 mod slots;
 mod stats;
+mod supervisor;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -38,6 +43,8 @@ pub(crate) use self::slots::NoSlot;
 use self::slots::{Drained, QueueSlots};
 pub use self::stats::PoolStats;
 pub(crate) use self::stats::{Counters, Outcome};
+use self::supervisor::Supervisor;
+pub use self::supervisor::{JobContext, Pulse, PulseKind, Stall, StallKind, Supervision};
 
 use crate::cancel::CancelToken;
 use crate::sync::{Arc, AtomicBool, CachePadded, Mutex, Ordering};
@@ -89,6 +96,12 @@ struct Shared {
     sender: Sender<Message>,
     receiver: Receiver<Message>,
     threads: usize,
+    /// Every worker thread ever started (the pool's and the replacements).
+    worker_ids: Mutex<Vec<ThreadId>>,
+    /// `None` unless supervised (invariant 6).
+    supervision: Option<Arc<Supervisor>>,
+    /// The supervisor thread, taken by shutdown.
+    supervisor_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -109,7 +122,12 @@ impl Shared {
 
     /// The counters for jobs discarded by threads that are not workers.
     fn outside_counters(&self) -> &Counters {
-        &self.counters[self.threads]
+        &self.counters[self.lanes()]
+    }
+
+    /// Worker lanes: `threads`, plus the spare ones of a supervised pool.
+    fn lanes(&self) -> usize {
+        self.counters.len() - 1
     }
 
     /// Drops a job without running it (its handle learns `Cancelled`).
@@ -159,7 +177,6 @@ pub struct WorkerPool {
     shared: Arc<Shared>,
     /// Taken by the first `shutdown`.
     workers: Mutex<Vec<JoinHandle<()>>>,
-    worker_ids: Vec<ThreadId>,
     /// Set once the first `shutdown` has joined the workers; later calls wait for it.
     stopped: Latch,
     capacity: usize,
@@ -219,6 +236,74 @@ impl WorkerPool {
         T: Send + 'static,
     {
         self.submit_with(job, None)
+    }
+
+    /// Queues a job that sees its [`JobContext`]: a token the supervisor cancels when the job
+    /// stalls, and a [`pulse`](JobContext::pulse) to say it is alive. Waits while the queue is
+    /// full, as [`submit`](Self::submit). In an unsupervised pool the token is never cancelled
+    /// and pulses do nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Supervision, WorkerPool};
+    ///
+    /// let pool = WorkerPool::builder()
+    ///     .threads(1)
+    ///     .supervise(Supervision::new().heartbeat(Duration::from_secs(10)))
+    ///     .build()
+    ///     .unwrap();
+    /// let sum = pool.submit_supervised(|job| {
+    ///     (0..100u64).map(|i| { job.pulse(); i }).sum::<u64>()
+    /// }).unwrap();
+    /// assert_eq!(sum.join(), Ok(4950));
+    /// ```
+    pub fn submit_supervised<F, T>(&self, job: F) -> Result<JobHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&JobContext<'_>) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if let Err(no_slot) = self.shared.slots.take(None) {
+            return Err(rejected(job, no_slot));
+        }
+        let (handle, completer) = handle::pair();
+        self.send_task(Box::new(move |counters: &Counters| {
+            let context = counters.lane.context();
+            match panic::catch_unwind(AssertUnwindSafe(|| job(&context))) {
+                Ok(value) => {
+                    counters.record(Outcome::Completed);
+                    completer.complete(Ok(value));
+                }
+                Err(payload) => {
+                    let message = panic_message(&*payload);
+                    drop_payload(payload);
+                    counters.record(Outcome::Panicked);
+                    completer.complete(Err(JobError::Panicked(message)));
+                }
+            }
+        }));
+        Ok(handle)
+    }
+
+    /// The stream of pulses of a supervised pool (job start, [`JobContext::pulse`], job end),
+    /// bounded: a pulse that finds it full is dropped (counted in
+    /// [`PoolStats::dropped_pulses`]), so a listener that never reads never slows a worker.
+    /// `None` for an unsupervised pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{PulseKind, Supervision, WorkerPool};
+    ///
+    /// let pool = WorkerPool::builder().threads(1).supervise(Supervision::new()).build().unwrap();
+    /// let pulses = pool.pulses().unwrap();
+    /// pool.submit(|| ()).unwrap().join().unwrap();
+    /// assert_eq!(pulses.recv().unwrap().kind, PulseKind::Start);
+    /// assert_eq!(pulses.recv().unwrap().kind, PulseKind::End);
+    /// ```
+    pub fn pulses(&self) -> Option<crossbeam_channel::Receiver<Pulse>> {
+        self.shared.supervision.as_ref().map(|s| s.receiver())
     }
 
     /// Queues `job` if there is room now; hands it back in [`SubmitError::Full`] or
@@ -388,6 +473,13 @@ impl WorkerPool {
             queued: self.shared.slots.taken(),
             ..PoolStats::default()
         };
+        if let Some(supervisor) = &self.shared.supervision {
+            // Relaxed (all): statistics.
+            stats.threads += supervisor.extra_threads.load(Ordering::Relaxed);
+            stats.stalled = supervisor.stalled.load(Ordering::Relaxed);
+            stats.replaced = supervisor.replaced.load(Ordering::Relaxed);
+            stats.dropped_pulses = supervisor.dropped_pulses.load(Ordering::Relaxed);
+        }
         for counters in self.shared.counters.iter() {
             counters.add_to(&mut stats);
         }
@@ -442,8 +534,24 @@ impl WorkerPool {
             // Release: pairs with the Acquire load in `work`; nothing else travels with it.
             self.shared.aborting.store(true, Ordering::Release);
         }
-        let workers = std::mem::take(&mut *self.workers.lock());
-        let on_worker = self.worker_ids.contains(&thread::current().id());
+        // Invariant 6: no replacement starts once the workers are taken.
+        if let Some(supervisor) = &self.shared.supervision {
+            supervisor.stop();
+            let watcher = self.shared.supervisor_thread.lock().take();
+            // Not from the supervisor's own `on_stall` callback: it stops after the callback.
+            if let Some(watcher) = watcher.filter(|w| w.thread().id() != thread::current().id()) {
+                let _ = watcher.join();
+            }
+        }
+        let mut workers = std::mem::take(&mut *self.workers.lock());
+        if let Some(supervisor) = &self.shared.supervision {
+            workers.append(&mut supervisor.spawned.lock());
+        }
+        let on_worker = self
+            .shared
+            .worker_ids
+            .lock()
+            .contains(&thread::current().id());
         if workers.is_empty() {
             // Someone else is shutting down (or did): wait for them, and abort what is queued.
             if mode == Shutdown::Abort {
@@ -502,11 +610,20 @@ fn work(shared: &Shared, index: usize) {
         }
         // Before the slot goes back (invariant 3).
         counters.started();
+        let supervisor = counters.lane.supervisor();
+        if let Some(supervisor) = supervisor {
+            supervisor::begin(supervisor, &counters.lane);
+        }
         shared.release_slot();
         // Job panics are caught by the task itself; this catches what its wrapper might let
         // through (a panicking `Drop` of a value being discarded) so the worker survives.
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| task(counters))) {
             drop_payload(payload);
+        }
+        if let Some(supervisor) = supervisor
+            && supervisor::end(supervisor, &counters.lane)
+        {
+            return; // replaced while stuck (invariant 6)
         }
     }
 }

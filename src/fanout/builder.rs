@@ -274,6 +274,11 @@ impl<F> FanOutBuilder<F> {
     /// Receives a [`Progress`] snapshot after every finished key and at least every heartbeat
     /// while the run waits (so a supervisor can tell a stall from a slow run).
     ///
+    /// The listener runs on a thread of its own (one per run), off the dispatch loop: a slow
+    /// listener never holds up keys or outcomes; it gets the latest snapshot when it is ready
+    /// (snapshots a newer one superseded are skipped) and always the last one, before
+    /// `fetch_*` returns.
+    ///
     /// # Examples
     ///
     /// ```

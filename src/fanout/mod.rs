@@ -9,6 +9,7 @@ mod builder;
 mod error;
 mod fetch;
 mod hedge;
+mod progress;
 mod retry;
 mod run;
 mod stats;

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::aimd::Aimd;
+use super::progress::ProgressRelay;
 use super::retry::JitterRng;
 use super::stats::Counters;
 use super::{FanOut, FanOutStats, Fetch};
@@ -257,7 +258,7 @@ fn with_key_of<K: std::fmt::Debug>(error: Error, key: &K) -> Error {
 struct Collector<'a, K, T, S> {
     sink: S,
     counters: &'a Counters,
-    progress: Option<&'a super::ProgressFn>,
+    progress: Option<&'a ProgressRelay>,
     total: Option<u64>,
     started: Instant,
     fail_fast: bool,
@@ -301,7 +302,7 @@ impl<K: Clone, T, S: FnMut(Outcome<K, T>) -> Flow> Collector<'_, K, T, S> {
 
     fn beat(&self) {
         if let Some(progress) = self.progress {
-            progress(&self.counters.progress(self.total, self.started.elapsed()));
+            progress.publish(self.counters.progress(self.total, self.started.elapsed()));
         }
     }
 }
@@ -346,10 +347,12 @@ impl<F> FanOut<F> {
             hedge_after: self.hedge_after,
             group: group.clone(),
         });
+        // Off the dispatch loop: a slow listener never holds up keys or outcomes.
+        let relay = self.progress.clone().map(ProgressRelay::start);
         let mut collector = Collector {
             sink,
             counters: &counters,
-            progress: self.progress.as_deref(),
+            progress: relay.as_ref(),
             total,
             started,
             fail_fast: self.fail_fast,

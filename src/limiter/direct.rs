@@ -25,7 +25,7 @@ use crate::sync::{AtomicU64, CachePadded, Mutex, Ordering, fence};
 
 use super::core::{self, Cell, Seen};
 use super::reservation::Reservation;
-use super::{LimitError, LimitState, Limiter};
+use super::{Grant, LimitError, LimitState, Limiter, Ticket};
 
 /// Bits of the state word that name the quota slot.
 const GEN_BITS: u32 = 4;
@@ -584,6 +584,29 @@ impl<C: Clock> Limiter for RateLimiter<C> {
 
     fn penalize(&self, pause: Duration) {
         RateLimiter::penalize(self, pause)
+    }
+
+    fn reserve_n(&self, n: u64, within: Duration) -> Result<Grant, LimitError> {
+        let now = self.clock.now();
+        let latest = now.saturating_add(duration_to_nanos(within));
+        match core::reserve(self, now, n, latest) {
+            Ok(held) => {
+                let delay = Duration::from_nanos(held.slot.at.saturating_sub(now));
+                Ok(Grant::new(self, delay, Ticket::Slot(held)))
+            }
+            Err((err, _)) => Err(err),
+        }
+    }
+
+    fn refund(&self, grant: Grant) -> bool {
+        match grant.redeem(self) {
+            Some(Ticket::Slot(held)) => core::give_back(self, &held, None),
+            _ => false,
+        }
+    }
+
+    fn can_refund(&self) -> bool {
+        true
     }
 }
 

@@ -8,13 +8,18 @@
 //!   or nothing), sharded, bounded memory. It is not a [`Limiter`] (every call names a key); with
 //!   `String` keys it is a [`KeyedLimits`], as `redis::RedisLimiter` is.
 //! * [`Decision`] (`decision.rs`): a verdict with every window's state as it saw it.
+//! * [`AllOf`] (`all_of.rs`): all or nothing over limiters owned and shared elsewhere
+//!   (`Arc<dyn Limiter>`), through the [`Limiter::reserve_n`] / [`Limiter::refund`] verbs and
+//!   their [`Grant`] (`grant.rs`).
 //!
 //! Every limiter here implements [`Limiter`], so the fan-out (and later the Redis limiter) can be
 //! held as `Arc<dyn Limiter>`.
 
+mod all_of;
 mod core;
 mod decision;
 mod direct;
+mod grant;
 mod keyed;
 mod multi;
 mod reservation;
@@ -28,10 +33,13 @@ use crate::error::{Cause, Error, ErrorKind};
 
 #[cfg(feature = "redis")]
 pub(crate) use self::core::Sight;
+pub use all_of::AllOf;
 #[cfg(feature = "redis")]
 pub(crate) use decision::SightsBuilder;
 pub use decision::{BackendError, Decision, Source, WindowState};
 pub use direct::RateLimiter;
+pub use grant::Grant;
+pub(crate) use grant::Ticket;
 pub use keyed::{DefaultKeyHasher, KeyedLimiter};
 pub use multi::MultiLimiter;
 pub use reservation::Reservation;
@@ -94,6 +102,80 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     /// Feedback from the other side (HTTP 429 `Retry-After`): let nothing pass for `pause` from
     /// now, then resume at the quota's rate from an empty burst. Never loosens the limit.
     fn penalize(&self, pause: Duration);
+
+    /// Takes `n` tokens whose slot is due no later than `within` from now, for a caller that may
+    /// give them back with [`refund`](Self::refund) (an all-or-nothing request over several
+    /// limiters, [`AllOf`]). Later requests queue behind the slot. **Dropping the grant keeps
+    /// the tokens.**
+    ///
+    /// Errors: [`LimitError::WouldExceedDeadline`] (the slot is later than `within`, nothing
+    /// taken), [`LimitError::InsufficientCapacity`], or what the limiter's backend says.
+    ///
+    /// The default takes the tokens for good through [`check_n`](Self::check_n) (`within`
+    /// unused): a limiter that cannot give tokens back says so through
+    /// [`can_refund`](Self::can_refund).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{LimitError, Limiter, ManualClock, Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
+    /// let now = limiter.reserve_n(1, Duration::ZERO)?;
+    /// assert!(matches!(
+    ///     limiter.reserve_n(1, Duration::from_millis(999)),
+    ///     Err(LimitError::WouldExceedDeadline { .. })
+    /// ));
+    /// assert!(limiter.refund(now));
+    /// assert!(limiter.check().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn reserve_n(&self, n: u64, within: Duration) -> Result<Grant, LimitError> {
+        let _ = within;
+        self.check_n(n)
+            .map(|()| Grant::new(self, Duration::ZERO, Ticket::Kept))
+    }
+
+    /// Gives back a grant this limiter issued by [`reserve_n`](Self::reserve_n), due or not:
+    /// the whole charge, less what later requests stacked on top of it (they keep their slots),
+    /// so the limiter never over-admits. Returns whether anything came back; a grant from
+    /// another limiter gives nothing back.
+    ///
+    /// The default gives nothing back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Limiter, ManualClock, Quota, RateLimiter};
+    ///
+    /// let a = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
+    /// let b = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
+    /// let grant = a.reserve_n(1, Duration::ZERO)?;
+    /// assert!(!b.refund(grant)); // not b's: nothing changes
+    /// assert!(a.check().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn refund(&self, grant: Grant) -> bool {
+        let _ = grant;
+        false
+    }
+
+    /// Whether [`refund`](Self::refund) can give tokens back (`false` by default). [`AllOf`]
+    /// charges the limiters that cannot last, so at most one member's refusal can leave tokens
+    /// used.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Limiter, Quota, RateLimiter};
+    /// assert!(RateLimiter::new(Quota::per_second(1)?).can_refund());
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    fn can_refund(&self) -> bool {
+        false
+    }
 }
 
 /// Per-key limits behind one object-safe interface, whatever keeps the state: the in-process
@@ -204,6 +286,14 @@ pub enum LimitError {
         /// The limiter's key cap.
         max_keys: usize,
     },
+    /// [`AllOf::check_costs`] / [`AllOf::wait_costs`] were given `given` costs for `members`
+    /// members: nothing was taken.
+    CostsMismatch {
+        /// Costs given.
+        given: usize,
+        /// Members of the combinator.
+        members: usize,
+    },
 }
 
 impl LimitError {
@@ -223,7 +313,8 @@ impl LimitError {
             LimitError::WouldExceedDeadline { wait } => Some(wait),
             LimitError::InsufficientCapacity { .. }
             | LimitError::Cancelled(_)
-            | LimitError::TooManyKeys { .. } => None,
+            | LimitError::TooManyKeys { .. }
+            | LimitError::CostsMismatch { .. } => None,
         }
     }
 }
@@ -242,6 +333,10 @@ impl fmt::Display for LimitError {
                 write!(f, "the next slot is {wait:?} away, past the deadline")
             }
             LimitError::Cancelled(cause) => write!(f, "wait for a rate limit slot {cause}"),
+            LimitError::CostsMismatch { given, members } => write!(
+                f,
+                "{given} costs given for a combinator of {members} limiters: give one per limiter"
+            ),
             LimitError::TooManyKeys { max_keys } => {
                 write!(
                     f,
@@ -262,6 +357,7 @@ impl From<LimitError> for Error {
             LimitError::WouldExceedDeadline { .. } => ErrorKind::Timeout,
             LimitError::Cancelled(cause) => ErrorKind::Cancelled(cause),
             LimitError::TooManyKeys { .. } => ErrorKind::RateLimited,
+            LimitError::CostsMismatch { .. } => ErrorKind::InvalidArgument,
         };
         let rich = Error::new(kind, err.to_string());
         match err.retry_after() {

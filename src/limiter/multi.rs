@@ -22,13 +22,13 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::cancel::CancelToken;
-use crate::clock::{Clock, MonotonicClock};
+use crate::clock::{Clock, MonotonicClock, duration_to_nanos};
 use crate::quota::{Quota, QuotaError};
 
 use super::core;
 use super::direct::RateLimiter;
 use super::reservation::Reservation;
-use super::{LimitError, LimitState, Limiter};
+use super::{Grant, LimitError, LimitState, Limiter, Ticket};
 
 /// Several quotas checked atomically together: a request passes only if every quota admits it,
 /// and then it is charged to all of them; otherwise it is charged to none.
@@ -382,6 +382,34 @@ impl<C: Clock + Clone> Limiter for MultiLimiter<C> {
 
     fn penalize(&self, pause: Duration) {
         MultiLimiter::penalize(self, pause)
+    }
+
+    fn reserve_n(&self, n: u64, within: Duration) -> Result<Grant, LimitError> {
+        if let Some(err) = self.insufficient(n) {
+            return Err(err);
+        }
+        let now = self.clock.now();
+        let latest = now.saturating_add(duration_to_nanos(within));
+        let taken = self.reserve_all(n, now, latest)?;
+        let at = taken.iter().map(Reservation::ready_at).max().unwrap_or(now);
+        let held = taken.into_iter().map(Reservation::into_held).collect();
+        let delay = Duration::from_nanos(at.saturating_sub(now));
+        Ok(Grant::new(self, delay, Ticket::Slots(held)))
+    }
+
+    fn refund(&self, grant: Grant) -> bool {
+        let Some(Ticket::Slots(held)) = grant.redeem(self) else {
+            return false;
+        };
+        let mut any = false;
+        for (limiter, held) in self.limiters.iter().zip(&held) {
+            any |= core::give_back(limiter, held, None);
+        }
+        any
+    }
+
+    fn can_refund(&self) -> bool {
+        true
     }
 }
 

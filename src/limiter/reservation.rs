@@ -112,6 +112,11 @@ impl<'a, C: Clock> Reservation<'a, C> {
         self.give_back(None)
     }
 
+    /// The charge itself, for a `Grant` that outlives the borrow.
+    pub(crate) fn into_held(self) -> Held {
+        self.held
+    }
+
     /// Refunds as `gcra::refund` decides at `now`, or everything not re-charged (`gcra::undo`).
     fn give_back(self, now: Option<u64>) -> bool {
         core::give_back(self.limiter, &self.held, now)

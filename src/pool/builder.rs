@@ -3,6 +3,7 @@
 use std::thread;
 
 use super::slots::QueueSlots;
+use super::supervisor::{self, Lane, Supervision, Supervisor};
 use super::{Counters, MAX_QUEUE_CAPACITY, Message, PoolError, Shared, WorkerPool, work};
 use crate::sync::{Arc, AtomicBool, CachePadded, Mutex};
 use crate::wait::Latch;
@@ -28,6 +29,7 @@ pub struct WorkerPoolBuilder {
     threads: usize,
     queue_capacity: Option<usize>,
     name_prefix: String,
+    supervision: Option<Supervision>,
 }
 
 impl WorkerPoolBuilder {
@@ -37,6 +39,7 @@ impl WorkerPoolBuilder {
             threads: thread::available_parallelism().map_or(4, usize::from),
             queue_capacity: None,
             name_prefix: "tollgate-worker".to_string(),
+            supervision: None,
         }
     }
 
@@ -82,6 +85,29 @@ impl WorkerPoolBuilder {
         self
     }
 
+    /// Supervises the pool (off by default: no supervisor thread, no per-job bookkeeping): one
+    /// more thread watches for jobs running past [`Supervision::job_limit`] or silent past
+    /// [`Supervision::heartbeat`], reports them ([`PoolStats::stalled`](super::PoolStats),
+    /// [`Supervision::on_stall`]), cancels their [`JobContext`](super::JobContext) token and
+    /// replaces their worker with a spare thread, so the pool keeps its capacity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Supervision, WorkerPool};
+    /// let pool = WorkerPool::builder()
+    ///     .threads(2)
+    ///     .supervise(Supervision::new().job_limit(Duration::from_secs(60)))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.stats().threads, 2);
+    /// ```
+    pub fn supervise(mut self, supervision: Supervision) -> Self {
+        self.supervision = Some(supervision);
+        self
+    }
+
     /// Checks the settings and starts the threads. Bad settings are a [`PoolError`], never a
     /// panic; if the OS refuses a thread, the ones already started are stopped and joined.
     ///
@@ -110,15 +136,29 @@ impl WorkerPoolBuilder {
             return Err(PoolError::InvalidName);
         }
         let (sender, receiver) = crossbeam_channel::bounded(capacity + self.threads);
+        let supervision = self.supervision.map(|config| {
+            Arc::new(Supervisor::new(
+                config,
+                self.threads,
+                self.name_prefix.clone(),
+            ))
+        });
+        let lanes = self.threads + supervision.as_ref().map_or(0, |s| s.config.spare_threads);
         let shared = Arc::new(Shared {
             slots: QueueSlots::new(capacity),
-            counters: (0..=self.threads)
-                .map(|_| CachePadded::new(Counters::default()))
+            counters: (0..=lanes)
+                .map(|index| {
+                    let lane = Lane::new(index, supervision.clone().filter(|_| index < lanes));
+                    CachePadded::new(Counters::with_lane(lane))
+                })
                 .collect(),
             aborting: AtomicBool::new(false),
             sender,
             receiver,
             threads: self.threads,
+            worker_ids: Mutex::new(Vec::new()),
+            supervision,
+            supervisor_thread: Mutex::new(None),
         });
         let mut workers = Vec::with_capacity(self.threads);
         for i in 0..self.threads {
@@ -141,11 +181,29 @@ impl WorkerPoolBuilder {
                 }
             }
         }
-        let worker_ids = workers.iter().map(|w| w.thread().id()).collect();
+        *shared.worker_ids.lock() = workers.iter().map(|w| w.thread().id()).collect();
+        if shared.supervision.is_some() {
+            let watched = shared.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("{}-supervisor", self.name_prefix))
+                .spawn(move || supervisor::watch(&watched));
+            match spawned {
+                Ok(handle) => *shared.supervisor_thread.lock() = Some(handle),
+                Err(err) => {
+                    let _ = shared.slots.close();
+                    for _ in &workers {
+                        let _ = shared.sender.try_send(Message::Stop);
+                    }
+                    for worker in workers {
+                        let _ = worker.join();
+                    }
+                    return Err(PoolError::Spawn(err.kind()));
+                }
+            }
+        }
         Ok(WorkerPool {
             shared,
             workers: Mutex::new(workers),
-            worker_ids,
             stopped: Latch::new(),
             capacity,
         })

@@ -2,6 +2,8 @@
 
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
+use super::supervisor::Lane;
+
 /// A snapshot of a pool's activity.
 ///
 /// The counters are read one by one while jobs move, so a snapshot of a busy pool can be off by
@@ -19,7 +21,8 @@ use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct PoolStats {
-    /// Worker threads (fixed at construction).
+    /// Worker threads: the pool's own, plus the replacements a supervisor started for stuck
+    /// workers whose jobs have not returned yet (at most `threads + spare_threads`).
     pub threads: usize,
     /// Jobs accepted and not yet started.
     pub queued: usize,
@@ -31,6 +34,13 @@ pub struct PoolStats {
     pub panicked: u64,
     /// Jobs dropped without running: by [`Shutdown::Abort`](crate::Shutdown::Abort) or skipped by their cancelled group.
     pub cancelled: u64,
+    /// Jobs a supervisor flagged as stalled (ran past their limit or went silent); their tokens
+    /// were cancelled.
+    pub stalled: u64,
+    /// Stuck workers replaced by a new thread.
+    pub replaced: u64,
+    /// Pulses dropped because nobody took them from a full pulse stream.
+    pub dropped_pulses: u64,
 }
 
 /// What a job did, for the counters.
@@ -51,9 +61,19 @@ pub(crate) struct Counters {
     completed: AtomicU64,
     panicked: AtomicU64,
     cancelled: AtomicU64,
+    /// This worker's supervision state.
+    pub(crate) lane: Lane,
 }
 
 impl Counters {
+    /// The counters of the worker in `lane`.
+    pub(super) fn with_lane(lane: Lane) -> Counters {
+        Counters {
+            lane,
+            ..Counters::default()
+        }
+    }
+
     /// Records that a job starts running (before its queue slot is given back).
     pub(crate) fn started(&self) {
         // Relaxed: statistics, see the type's docs.
