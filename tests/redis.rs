@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use test_server::TestServer;
-use tollgate::redis::{BackendError, BreakerConfig, BreakerState, Fallback, RedisLimiter, Source};
+use tollgate::redis::{
+    BackendError, BreakerConfig, BreakerState, Fallback, RedisLimiter, SlowCalls, Source,
+};
 use tollgate::{CancelToken, Cause, Clock, LimitError, Limiter, MonotonicClock, Quota};
 
 const MS: Duration = Duration::from_millis(1);
@@ -173,6 +175,7 @@ fn slow_and_dead_redis_fall_back_and_the_breaker_recovers() {
             threshold: 3,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(400),
+            slow: None,
         })
         .fallback(Fallback::Local { instances: 1 })
         .build()
@@ -224,6 +227,137 @@ fn slow_and_dead_redis_fall_back_and_the_breaker_recovers() {
         "{stats:?}"
     );
     assert!(stats.timeouts >= 3);
+}
+
+/// Issue 17: the budget bounds every decision, not each I/O. Redis is stopped (SIGSTOP: sockets
+/// stay open, nothing answers) while 4 threads decide for 2 s — through pooled connections that
+/// time out, fresh connections whose setup times out, breaker probes, and (coalesced) queued
+/// callers whose pipeline never returns — and every decision takes at most twice the budget
+/// (p99 and max). The budget is large (250 ms) so the bound is about the protocol, not the box's
+/// scheduling noise (a shared 2-core box at load 15 delays threads by 100 ms and more). Before
+/// issue 17 a call could take several budgets: the redis crate reads every reply of a pipeline
+/// (the connection setup's, a coalesced batch's) with a full timeout each, even after the first
+/// timed out.
+#[test]
+fn a_stall_costs_each_decision_at_most_twice_the_budget() {
+    let _alone = alone();
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let budget = Duration::from_millis(250);
+    for coalesce in [false, true] {
+        let limiter = Arc::new(
+            RedisLimiter::builder(&server.url(), Quota::per_second(1_000_000).unwrap())
+                .name(if coalesce { "stall-c" } else { "stall" })
+                .budget(budget)
+                .breaker(BreakerConfig {
+                    threshold: 3,
+                    backoff: Duration::from_millis(300),
+                    max_backoff: Duration::from_millis(600),
+                    slow: None,
+                })
+                .coalesce(coalesce)
+                .build()
+                .unwrap(),
+        );
+        // Warm: pooled connections exist and the script is loaded.
+        for i in 0..20 {
+            assert!(limiter.decide(&format!("k{}", i % 4), 1).source.is_redis());
+        }
+        server.pause();
+        let until = Instant::now() + Duration::from_millis(2_000);
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let limiter = Arc::clone(&limiter);
+                std::thread::spawn(move || {
+                    let mut took = Vec::new();
+                    let mut sources = Vec::new();
+                    while Instant::now() < until {
+                        let start = Instant::now();
+                        let d = limiter.decide(&format!("k{t}"), 1);
+                        took.push(start.elapsed());
+                        sources.push(d.source);
+                        // Decisions a few ms apart: many calls reach the stalled server (the
+                        // probes) instead of a spin of instant breaker rejections.
+                        pause_for(2 * MS);
+                    }
+                    (took, sources)
+                })
+            })
+            .collect();
+        let mut took = Vec::new();
+        let mut sources = Vec::new();
+        for w in workers {
+            let (t, s) = w.join().unwrap();
+            took.extend(t);
+            sources.extend(s);
+        }
+        server.resume();
+        took.sort();
+        let p99 = took[took.len() * 99 / 100];
+        let max = *took.last().unwrap();
+        let timeouts = sources
+            .iter()
+            .filter(|s| **s == Source::Fallback(BackendError::Timeout))
+            .count();
+        eprintln!(
+            "coalesce={coalesce}: {} decisions during the stall, {timeouts} timed out, p99 {p99:?}, max {max:?} (budget {budget:?})",
+            took.len()
+        );
+        assert!(sources.iter().all(|s| !s.is_redis()), "Redis is stopped");
+        // The stall was really exercised: calls reached the server and timed out (the first
+        // ones, and each probe).
+        assert!(timeouts >= 3, "{sources:?}");
+        assert!(p99 <= 2 * budget, "p99 {p99:?} over twice the budget");
+        assert!(max <= 2 * budget, "max {max:?} over twice the budget");
+        assert!(recovers(&limiter), "no recovery after SIGCONT");
+    }
+}
+
+/// Issue 17: a Redis that answers, but slowly, opens the breaker when asked to ([`SlowCalls`]).
+/// Here every call is "slow" (over 1 ns): three in a row open it, the next decisions fall back
+/// at once, and `slow_opens` says why.
+#[test]
+fn slow_successful_calls_open_the_breaker_when_configured() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let slow = limiter(&server, Quota::per_second(1_000).unwrap())
+        .name("slow")
+        .breaker(BreakerConfig {
+            slow: Some(SlowCalls {
+                latency: Duration::from_nanos(1),
+                consecutive: 3,
+                window: 0,
+            }),
+            backoff: Duration::from_secs(60),
+            ..BreakerConfig::default()
+        })
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert!(slow.decide("k", 1).source.is_redis());
+    }
+    assert_eq!(slow.breaker_state(), BreakerState::Open);
+    assert_eq!(
+        slow.decide("k", 1).source,
+        Source::Fallback(BackendError::BreakerOpen)
+    );
+    let stats = slow.stats();
+    assert_eq!(
+        (stats.slow_opens, stats.breaker.opened),
+        (1, 1),
+        "{stats:?}"
+    );
+    // The same calls without a slow rule never open it.
+    let plain = limiter(&server, Quota::per_second(1_000).unwrap())
+        .name("slow2")
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        assert!(plain.decide("k", 1).source.is_redis());
+    }
+    assert_eq!(plain.stats().slow_opens, 0);
 }
 
 /// Decides until Redis decides again (the breaker's probe succeeded), for up to 3 s.

@@ -134,8 +134,11 @@ impl RedisLimiterBuilder {
         self
     }
 
-    /// The per-call budget (default 20 ms): the read and write timeout of every connection, and
-    /// the connect timeout unless [`connect_timeout`](Self::connect_timeout) is set.
+    /// The per-call budget (default 20 ms): the deadline of each call as a whole, connect and
+    /// every round trip included (on one server; in cluster mode each I/O's), and of a coalesced
+    /// caller's wait in the queue. It is the read and write timeout of every connection, and the
+    /// connect timeout unless [`connect_timeout`](Self::connect_timeout) is set (the connect never
+    /// outlasts the call's deadline either).
     ///
     /// # Examples
     ///
@@ -239,8 +242,9 @@ impl RedisLimiterBuilder {
     /// Coalescing (default off): concurrent callers' script calls are sent together as
     /// pipelines — at most two in flight, each on its own connection — by callers holding one of
     /// the two leader slots (the others park until their reply is in). Same decisions, one round trip for many: more decisions per second when many
-    /// threads decide at once; no effect with one thread. A caller may wait for the pipeline in
-    /// flight before its own, so its worst case is about twice the budget. Not available in
+    /// threads decide at once; no effect with one thread. A caller waits for its reply at most until
+    /// its own deadline (the budget), then falls back; its call may still run in Redis, as any
+    /// timed-out call may. Not available in
     /// cluster mode (a pipeline runs on one node): `build` refuses it there.
     ///
     /// # Examples
@@ -344,6 +348,7 @@ impl RedisLimiterBuilder {
             lease: self.lease,
             leases: Leases::default(),
             coalescer: self.coalesce.then(Coalescer::default),
+            budget: self.budget,
         })
     }
 }

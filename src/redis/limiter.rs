@@ -43,10 +43,13 @@ use crate::sync::Mutex;
 /// * Each decision is one Lua script call (`EVALSHA`) deciding every window atomically on Redis's
 ///   own clock (see `script.rs`). [`decide`] reports who decided: [`Source::Redis`] or
 ///   [`Source::Fallback`].
-/// * Each call has a budget (default 20 ms: the connect, read and write timeout). On an error or
+/// * Each call has a budget (default 20 ms): a deadline for the whole call — connecting, the
+///   script, and a `SCRIPT LOAD` after `NOSCRIPT` — and, coalesced, for the wait in the queue
+///   too; a stalled Redis costs a decision about one budget, never more than two. On an error or
 ///   timeout the [`Fallback`] decides and the call is not retried (it may have run). A circuit
 ///   breaker (default: open after 5 consecutive failures, one probe after 200 ms, doubling to
-///   5 s) keeps a dead Redis off the request path.
+///   5 s; optionally on latency too, [`SlowCalls`](super::SlowCalls)) keeps a dead or slow Redis
+///   off the request path. (Cluster mode bounds each I/O by the budget: see the module docs.)
 /// * [`wait_key`] is "check; on `NotUntil` park until `retry_after`; check again" through the
 ///   token's clock, cancellable and bounded by the token's deadline. It is **not FIFO**: waiters
 ///   in other processes may take the slot first, and then this one parks again.
@@ -120,6 +123,8 @@ pub struct RedisLimiter {
     pub(super) leases: Leases,
     /// Coalesce concurrent calls into pipelines (`coalesce.rs`), when set.
     pub(super) coalescer: Option<Coalescer>,
+    /// The per-call budget: a call's deadline is its start plus this (`connection.rs` inv. 3).
+    pub(super) budget: Duration,
 }
 
 /// The local-limiter key of the limit's own name.
@@ -365,11 +370,20 @@ impl RedisLimiter {
             return Err(BackendError::BreakerOpen);
         }
         let started = Instant::now();
-        let result = self.invoke(keys, op);
-        self.counters.record_latency(started.elapsed());
+        let result = self.invoke(keys, op, started + self.budget);
+        let elapsed = started.elapsed();
+        self.counters.record_latency(elapsed);
         match result {
             Ok(reply) => {
-                self.breaker.lock().success(ticket);
+                let opened = self.breaker.lock().success_after(
+                    ticket,
+                    duration_to_nanos(elapsed),
+                    self.clock.now(),
+                );
+                if opened {
+                    Counters::bump(&self.counters.slow_opens);
+                    self.backend.clear();
+                }
                 Counters::bump(&self.counters.redis_decisions);
                 Ok(reply)
             }
@@ -388,12 +402,14 @@ impl RedisLimiter {
         }
     }
 
-    fn invoke(&self, keys: &Keys, op: Op) -> Result<Reply, BackendError> {
+    fn invoke(&self, keys: &Keys, op: Op, deadline: Instant) -> Result<Reply, BackendError> {
         let args = script::args(op, &self.windows, 0);
         if let (Some(coalescer), Some(pool)) = (&self.coalescer, self.backend.single()) {
-            return coalescer.call(pool, &self.script, keys.as_slice(), args);
+            return coalescer.call(pool, &self.script, keys.as_slice(), args, deadline);
         }
-        let values = self.backend.invoke(&self.script, keys.as_slice(), &args)?;
+        let values = self
+            .backend
+            .invoke(&self.script, keys.as_slice(), &args, deadline)?;
         Reply::parse(&values).ok_or(BackendError::Protocol)
     }
 

@@ -78,7 +78,7 @@ mod test_cluster;
 #[cfg(test)]
 mod test_server;
 
-pub use breaker::{BreakerConfig, BreakerState, BreakerStats};
+pub use breaker::{BreakerConfig, BreakerState, BreakerStats, SlowCalls};
 pub use builder::RedisLimiterBuilder;
 pub use decision::{BackendError, Decision, Source};
 pub use fallback::Fallback;

@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     pub(crate) lease_decisions: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) slow_opens: AtomicU64,
     latency_sum_us: AtomicU64,
     latency_max_us: AtomicU64,
     latency: [AtomicU64; BUCKETS],
@@ -35,6 +36,7 @@ impl Default for Counters {
             lease_decisions: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            slow_opens: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             latency_max_us: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -82,6 +84,7 @@ impl Counters {
             lease_decisions: load(&self.lease_decisions),
             timeouts: load(&self.timeouts),
             errors: load(&self.errors),
+            slow_opens: load(&self.slow_opens),
             breaker,
             breaker_state: state,
             latency: LatencyStats {
@@ -123,6 +126,8 @@ pub struct RedisStats {
     pub timeouts: u64,
     /// Calls that failed otherwise (connection, server error, bad reply).
     pub errors: u64,
+    /// Times the breaker opened on latency ([`SlowCalls`](super::SlowCalls)), not on failures.
+    pub slow_opens: u64,
     /// Breaker transitions.
     pub breaker: BreakerStats,
     /// The breaker's state when the snapshot was taken.
@@ -139,6 +144,7 @@ impl Default for RedisStats {
             lease_decisions: 0,
             timeouts: 0,
             errors: 0,
+            slow_opens: 0,
             breaker: BreakerStats::default(),
             breaker_state: BreakerState::Closed,
             latency: LatencyStats::default(),
