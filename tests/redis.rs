@@ -360,6 +360,104 @@ fn slow_successful_calls_open_the_breaker_when_configured() {
     assert_eq!(plain.stats().slow_opens, 0);
 }
 
+/// Issue 17, reconciliation: two instances (two limiters, `Fallback::Local { instances: 2 }`)
+/// hammer one key through 0.5 s of Redis, a 1 s SIGSTOP outage, and 1 s of Redis again. Every
+/// token the local fallbacks admitted is charged to Redis at the key's next Redis decision, so
+/// over the whole run the fleet admits at most `B + R·T` plus one local burst per instance
+/// (`2 × B/2`). Without reconciliation Redis's window refills during the outage while the
+/// fallbacks spend theirs, so the run would admit about `B` (Redis refilled) plus the two local
+/// bursts over `B + R·T` — twice the bound's allowance (the issue measured +83 for a 2 s outage).
+#[test]
+fn an_outage_over_admits_at_most_one_local_burst() {
+    let _alone = alone();
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    const RATE: u64 = 200;
+    const BURST: u64 = 100;
+    const INSTANCES: u64 = 2;
+    let quota = Quota::per_second(RATE).unwrap().burst(BURST).unwrap();
+    let instances: Vec<_> = (0..INSTANCES)
+        .map(|_| {
+            Arc::new(
+                RedisLimiter::builder(&server.url(), quota)
+                    .name("outage")
+                    .budget(Duration::from_millis(50))
+                    .breaker(BreakerConfig {
+                        threshold: 2,
+                        backoff: Duration::from_millis(100),
+                        max_backoff: Duration::from_millis(200),
+                        slow: None,
+                    })
+                    .fallback(Fallback::Local {
+                        instances: INSTANCES as u32,
+                    })
+                    .build()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    let stop = start + Duration::from_millis(2_500);
+    let workers: Vec<_> = instances
+        .iter()
+        .map(|limiter| {
+            let limiter = Arc::clone(limiter);
+            std::thread::spawn(move || {
+                let (mut redis, mut local) = (0u64, 0u64);
+                while Instant::now() < stop {
+                    let d = limiter.decide("k", 1);
+                    if d.is_allowed() {
+                        if d.source.is_redis() {
+                            redis += 1;
+                        } else {
+                            local += 1;
+                        }
+                    }
+                    pause_for(MS / 2);
+                }
+                (redis, local)
+            })
+        })
+        .collect();
+    pause_for(Duration::from_millis(500));
+    server.pause();
+    pause_for(Duration::from_millis(1_000));
+    server.resume();
+    let mut redis = 0;
+    let mut local = 0;
+    for w in workers {
+        let (r, l) = w.join().unwrap();
+        redis += r;
+        local += l;
+    }
+    let span = Instant::now() - start;
+    let allowed = BURST + (RATE as f64 * span.as_secs_f64()).ceil() as u64;
+    let bound = allowed + INSTANCES * (BURST / INSTANCES);
+    let reconciled: u64 = instances.iter().map(|l| l.stats().reconciled).sum();
+    let unreconciled: u64 = instances.iter().map(|l| l.stats().unreconciled).sum();
+    eprintln!(
+        "outage: admitted {} ({redis} by Redis, {local} by the fallback) over {span:?}; B + R·T = {allowed}, bound {bound}; reconciled {reconciled}",
+        redis + local
+    );
+    assert!(
+        local > BURST,
+        "the outage was exercised: {local} local admissions"
+    );
+    assert_eq!(unreconciled, 0);
+    // Every local admission was charged to Redis once it answered again (a charge whose call
+    // timed out is owed again, so more may have been charged, never less).
+    assert!(
+        reconciled >= local,
+        "reconciled {reconciled} < local {local}"
+    );
+    assert!(
+        redis + local <= bound,
+        "admitted {} over the bound {bound}",
+        redis + local
+    );
+}
+
 /// Decides until Redis decides again (the breaker's probe succeeded), for up to 3 s.
 fn recovers(limiter: &RedisLimiter) -> bool {
     let until = Instant::now() + Duration::from_secs(3);

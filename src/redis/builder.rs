@@ -7,7 +7,7 @@ use super::breaker::{Breaker, BreakerConfig};
 use super::cluster::Cluster;
 use super::coalesce::Coalescer;
 use super::connection::Backend;
-use super::fallback::{Fallback, LocalLimits, share};
+use super::fallback::{Fallback, LocalLimits, Owed, share};
 use super::lease::Leases;
 use super::limiter::RedisLimiter;
 use super::pool::Pool;
@@ -349,6 +349,7 @@ impl RedisLimiterBuilder {
             leases: Leases::default(),
             coalescer: self.coalesce.then(Coalescer::default),
             budget: self.budget,
+            owed: Owed::default(),
         })
     }
 }

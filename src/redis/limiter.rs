@@ -23,7 +23,7 @@ use super::breaker::{Admit, Breaker, BreakerState};
 use super::coalesce::Coalescer;
 use super::connection::Backend;
 use super::decision::{BackendError, Decision, Source};
-use super::fallback::{Fallback, LocalLimits};
+use super::fallback::{Fallback, LocalLimits, Owed};
 use super::lease::Leases;
 use super::script::{self, GCRA_LUA, Keys, Op, Reply, Window};
 use super::stats::{Counters, RedisStats};
@@ -50,6 +50,10 @@ use crate::sync::Mutex;
 ///   breaker (default: open after 5 consecutive failures, one probe after 200 ms, doubling to
 ///   5 s; optionally on latency too, [`SlowCalls`](super::SlowCalls)) keeps a dead or slow Redis
 ///   off the request path. (Cluster mode bounds each I/O by the budget: see the module docs.)
+/// * After an outage, what the local fallback admitted is charged to Redis: each key's next
+///   Redis decision pays that key's debt in the same script call (exact mode; see
+///   [`RedisStats::reconciled`](super::RedisStats::reconciled)), so an outage over-admits at
+///   most one local burst per instance instead of the fallback's whole share.
 /// * [`wait_key`] is "check; on `NotUntil` park until `retry_after`; check again" through the
 ///   token's clock, cancellable and bounded by the token's deadline. It is **not FIFO**: waiters
 ///   in other processes may take the slot first, and then this one parks again.
@@ -123,6 +127,8 @@ pub struct RedisLimiter {
     pub(super) leases: Leases,
     /// Coalesce concurrent calls into pipelines (`coalesce.rs`), when set.
     pub(super) coalescer: Option<Coalescer>,
+    /// Tokens the local fallback admitted, owed to Redis (`fallback.rs` invariant 4).
+    pub(super) owed: Owed,
     /// The per-call budget: a call's deadline is its start plus this (`connection.rs` inv. 3).
     pub(super) budget: Duration,
 }
@@ -344,9 +350,27 @@ impl RedisLimiter {
         if self.lease > 1 {
             return self.decide_leased(keys, local_key, n);
         }
-        match self.call(keys, Op::Take(n)) {
-            Ok(reply) => self.decision_of(&reply, n),
-            Err(why) => self.fall_back(local_key, n, why),
+        let charge = self.owed.take(local_key);
+        let op = if charge == 0 {
+            Op::Take(n)
+        } else {
+            Op::Reconcile { n, charge }
+        };
+        match self.call(keys, op) {
+            Ok(reply) => {
+                if charge > 0 {
+                    Counters::add(&self.counters.reconciled, charge);
+                }
+                self.decision_of(&reply, n)
+            }
+            Err(why) => {
+                // Not charged (or maybe charged: a failed call may have run; owing it again
+                // errs on the side of the limit).
+                if charge > 0 && !self.owed.owe(local_key, charge) {
+                    Counters::add(&self.counters.unreconciled, charge);
+                }
+                self.fall_back(local_key, n, why)
+            }
         }
     }
 

@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     pub(crate) timeouts: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) slow_opens: AtomicU64,
+    pub(crate) reconciled: AtomicU64,
+    pub(crate) unreconciled: AtomicU64,
     latency_sum_us: AtomicU64,
     latency_max_us: AtomicU64,
     latency: [AtomicU64; BUCKETS],
@@ -37,6 +39,8 @@ impl Default for Counters {
             timeouts: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             slow_opens: AtomicU64::new(0),
+            reconciled: AtomicU64::new(0),
+            unreconciled: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             latency_max_us: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -49,6 +53,11 @@ impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         // Relaxed: a statistic (invariant 1), ordered with nothing.
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        // Relaxed: a statistic (invariant 1), ordered with nothing.
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Records one Redis round trip.
@@ -85,6 +94,8 @@ impl Counters {
             timeouts: load(&self.timeouts),
             errors: load(&self.errors),
             slow_opens: load(&self.slow_opens),
+            reconciled: load(&self.reconciled),
+            unreconciled: load(&self.unreconciled),
             breaker,
             breaker_state: state,
             latency: LatencyStats {
@@ -128,6 +139,11 @@ pub struct RedisStats {
     pub errors: u64,
     /// Times the breaker opened on latency ([`SlowCalls`](super::SlowCalls)), not on failures.
     pub slow_opens: u64,
+    /// Tokens the local fallback admitted and a later Redis decision charged to Redis.
+    pub reconciled: u64,
+    /// Tokens the local fallback admitted that were not recorded for reconciliation (its debt
+    /// map was full: 10 000 keys).
+    pub unreconciled: u64,
     /// Breaker transitions.
     pub breaker: BreakerStats,
     /// The breaker's state when the snapshot was taken.
@@ -145,6 +161,8 @@ impl Default for RedisStats {
             timeouts: 0,
             errors: 0,
             slow_opens: 0,
+            reconciled: 0,
+            unreconciled: 0,
             breaker: BreakerStats::default(),
             breaker_state: BreakerState::Closed,
             latency: LatencyStats::default(),
