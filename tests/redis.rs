@@ -458,6 +458,75 @@ fn an_outage_over_admits_at_most_one_local_burst() {
     );
 }
 
+/// Issue 17, clock skew: two instances decide one key exactly as one limiter would (10 of 30
+/// alternating requests, per-minute burst 10), because every Redis decision runs on Redis `TIME`:
+/// the limiter sends no local time at all, so a process's clock cannot be skewed into a decision
+/// (a test cannot move the process's wall clock; what it can show is the contrast below). The same script fed each instance's *local* time (the
+/// deliberately broken variant) fails the same check: the instance 3 h ahead sees the key full
+/// again and the other is locked out for 3 h.
+#[test]
+fn instances_with_skewed_clocks_decide_alike() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    const SKEW_US: u64 = 3 * 3_600 * 1_000_000;
+    let quota = Quota::per_minute(10).unwrap();
+    // What one limiter decides for 30 requests within a few seconds: the burst, then nothing.
+    let alike = |outcomes: &[(usize, bool)]| {
+        let admitted = outcomes.iter().filter(|(_, ok)| *ok).count();
+        let first_ten_admitted = outcomes[..10].iter().all(|(_, ok)| *ok);
+        admitted == 10 && first_ten_admitted
+    };
+
+    // The limiter: it never sends a local time (ARGV now = 0: the script reads TIME).
+    let a = limiter(&server, quota).name("skew").build().unwrap();
+    let b = limiter(&server, quota).name("skew").build().unwrap();
+    let outcomes: Vec<(usize, bool)> = (0..30)
+        .map(|i| {
+            let d = if i % 2 == 0 { &a } else { &b }.decide("k", 1);
+            assert!(d.source.is_redis());
+            (i % 2, d.is_allowed())
+        })
+        .collect();
+    assert!(alike(&outcomes), "{outcomes:?}");
+
+    // The broken variant: each instance passes its own clock, B's 3 h ahead of A's.
+    let mut conn = server.connection();
+    let script = ::redis::Script::new(RedisLimiter::script_source());
+    let window = (6_000_000u64, 60_000_000u64); // interval, tau in µs (10 per minute)
+    let wall_us = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    };
+    let outcomes: Vec<(usize, bool)> = (0..30)
+        .map(|i| {
+            let now = wall_us() + if i % 2 == 0 { 0 } else { SKEW_US };
+            let reply: Vec<i64> = script
+                .key("{tollgate:skew-broken:k}:w0")
+                .arg(1)
+                .arg(0)
+                .arg(now)
+                .arg(1)
+                .arg(window.0)
+                .arg(window.1)
+                .invoke(&mut conn)
+                .unwrap();
+            (i % 2, reply[0] == 1)
+        })
+        .collect();
+    assert!(
+        !alike(&outcomes),
+        "local clocks should have broken it: {outcomes:?}"
+    );
+    // How: A (behind) is locked out after its first request; B (ahead) takes a full burst.
+    assert_eq!(
+        outcomes.iter().filter(|(who, ok)| *who == 0 && *ok).count(),
+        1
+    );
+}
+
 /// Decides until Redis decides again (the breaker's probe succeeded), for up to 3 s.
 fn recovers(limiter: &RedisLimiter) -> bool {
     let until = Instant::now() + Duration::from_secs(3);
