@@ -527,6 +527,55 @@ fn instances_with_skewed_clocks_decide_alike() {
     );
 }
 
+/// Issue 17: `reset_key` fills a key's limit again for every instance (its windows are deleted
+/// in Redis), forgets this instance's cached denial in lease mode, and leaves other keys alone.
+#[test]
+fn reset_key_fills_the_limit_again_for_every_instance() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let quota = Quota::per_hour(3).unwrap();
+    let a = limiter(&server, quota)
+        .name("reset")
+        .window(Quota::per(5, Duration::from_secs(86_400)).unwrap())
+        .build()
+        .unwrap();
+    let b = limiter(&server, quota)
+        .name("reset")
+        .window(Quota::per(5, Duration::from_secs(86_400)).unwrap())
+        .lease(2)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert!(a.decide("k", 1).is_allowed());
+        assert!(a.decide("other", 1).is_allowed());
+    }
+    assert!(!a.decide("k", 1).is_allowed());
+    assert!(!b.decide("k", 1).is_allowed()); // cached as denied in b for an hour
+    a.reset_key("k").unwrap();
+    assert!(!b.decide("k", 1).is_allowed(), "b's cached denial stands");
+    b.reset_key("k").unwrap();
+    assert!(b.decide("k", 1).is_allowed()); // a lease: 2 tokens taken in Redis
+    assert!(a.decide("k", 1).is_allowed()); // the third of the hour
+    assert!(!a.decide("k", 1).is_allowed());
+    assert!(
+        !a.decide("other", 1).is_allowed(),
+        "other keys keep their state"
+    );
+    let mut conn = server.connection();
+    let exists: u64 = ::redis::cmd("EXISTS")
+        .arg(a.keys_for("k"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 2);
+    a.reset_key("k").unwrap();
+    let exists: u64 = ::redis::cmd("EXISTS")
+        .arg(a.keys_for("k"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 0);
+}
+
 /// Decides until Redis decides again (the breaker's probe succeeded), for up to 3 s.
 fn recovers(limiter: &RedisLimiter) -> bool {
     let until = Instant::now() + Duration::from_secs(3);

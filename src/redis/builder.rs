@@ -350,6 +350,7 @@ impl RedisLimiterBuilder {
             coalescer: self.coalesce.then(Coalescer::default),
             budget: self.budget,
             owed: Owed::default(),
+            reset_script: ::redis::Script::new(script::RESET_LUA),
         })
     }
 }

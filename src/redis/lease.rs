@@ -93,6 +93,11 @@ impl Leases {
         });
     }
 
+    /// Forgets `key`'s lease and cached denial (a reset).
+    pub(crate) fn forget(&self, key: &str) {
+        self.by_key.lock().remove(key);
+    }
+
     fn update(&self, key: &str, now: u64, f: impl FnOnce(&mut Lease)) {
         let mut map = self.by_key.lock();
         if !map.contains_key(key) && map.len() >= MAX_LEASE_KEYS {

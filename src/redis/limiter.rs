@@ -127,6 +127,9 @@ pub struct RedisLimiter {
     pub(super) leases: Leases,
     /// Coalesce concurrent calls into pipelines (`coalesce.rs`), when set.
     pub(super) coalescer: Option<Coalescer>,
+    /// `DEL` of a key's windows, as a script so cluster routing and the deadline are the
+    /// decisions' own (`reset_key`).
+    pub(super) reset_script: ::redis::Script,
     /// Tokens the local fallback admitted, owed to Redis (`fallback.rs` invariant 4).
     pub(super) owed: Owed,
     /// The per-call budget: a call's deadline is its start plus this (`connection.rs` inv. 3).
@@ -311,6 +314,54 @@ impl RedisLimiter {
     /// ```
     pub fn penalize_key(&self, key: &str, pause: Duration) {
         self.penalize_with(&self.keys(key), key, pause);
+    }
+
+    /// Resets `key`'s limit to full: deletes its windows in Redis (for every instance sharing
+    /// it) and forgets what this instance holds for it — its lease and cached denial, and the
+    /// tokens its fallback admitted and still owed to Redis. One call through the breaker, with
+    /// the same budget as a decision; on failure nothing in Redis changed (or the reset may have
+    /// run: the call is not retried) and the error says why. Other instances' leases and local
+    /// fallback state, and this instance's local fallback windows, are not reset (they refill on
+    /// their own at the instance's share of the rate).
+    ///
+    /// Errors: [`BackendError`] as for a decision (`BreakerOpen`, `Timeout`, `Connection`…).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::{BackendError, RedisLimiter}};
+    /// // Nothing listens on port 1.
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(5)?).build()?;
+    /// assert_eq!(limiter.reset_key("alice"), Err(BackendError::Connection));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reset_key(&self, key: &str) -> Result<(), BackendError> {
+        self.leases.forget(key);
+        let _ = self.owed.take(key);
+        let keys = self.keys(key);
+        let ticket = self.breaker.lock().admit(self.clock.now());
+        if let Admit::Reject(_) = ticket {
+            return Err(BackendError::BreakerOpen);
+        }
+        let started = Instant::now();
+        let result = self.backend.invoke(
+            &self.reset_script,
+            keys.as_slice(),
+            &[],
+            started + self.budget,
+        );
+        match result {
+            Ok(_) => {
+                self.breaker.lock().success(ticket);
+                Ok(())
+            }
+            Err(why) => {
+                if self.breaker.lock().failure(ticket, self.clock.now()) {
+                    self.backend.clear();
+                }
+                Err(why)
+            }
+        }
     }
 
     /// A snapshot of the counters and the breaker.

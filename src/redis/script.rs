@@ -110,6 +110,9 @@ return reply
 /// in µs: the fallback admits far fewer per key between two Redis decisions).
 pub(crate) const MAX_CHARGE: u64 = 1 << 20;
 
+/// `reset_key`: deletes every window of one limit; replies `{deleted}`.
+pub(crate) const RESET_LUA: &str = "return {redis.call('DEL', unpack(KEYS))}";
+
 /// Largest number of windows one limit may have.
 pub(crate) const MAX_WINDOWS: usize = 8;
 
