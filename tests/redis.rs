@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use test_server::TestServer;
 use tollgate::redis::{
-    BackendError, BreakerConfig, BreakerState, Fallback, RedisLimiter, SlowCalls, Source,
+    BackendError, BreakerConfig, BreakerState, Fallback, MemoryGuard, NewKeys, RedisLimiter,
+    SlowCalls, Source,
 };
 use tollgate::{CancelToken, Cause, Clock, LimitError, Limiter, MonotonicClock, Quota};
 
@@ -574,6 +575,79 @@ fn reset_key_fills_the_limit_again_for_every_instance() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(exists, 0);
+}
+
+/// Issue 17, memory guard: with Redis over the threshold (`maxmemory` set to 50× the server's
+/// `used_memory`, a 1 % threshold), keys that exist keep working while new keys are refused, or decided by the fallback; below
+/// the threshold (the default 80 %) new keys pass.
+#[test]
+fn the_memory_guard_refuses_new_keys_and_keeps_existing_ones() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let mut conn = server.connection();
+    let info: String = ::redis::cmd("INFO").arg("memory").query(&mut conn).unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // maxmemory at 50x what is used: 2 % used, so a 1 % threshold is over, 80 % is not.
+    let set_max = |conn: &mut ::redis::Connection, max: u64| {
+        let _: () = ::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(max)
+            .query(conn)
+            .unwrap();
+    };
+    set_max(&mut conn, used * 50);
+    for (name, new_keys) in [("guard-r", NewKeys::Refuse), ("guard-f", NewKeys::Fallback)] {
+        let guarded = limiter(&server, Quota::per_second(100).unwrap())
+            .name(name)
+            .memory_guard(MemoryGuard {
+                percent: 1,
+                new_keys,
+                sample_every: Duration::from_secs(3_600),
+            })
+            .build()
+            .unwrap();
+        // The first decision samples (after its own call): "old" now exists in Redis.
+        assert!(guarded.decide("old", 1).source.is_redis());
+        assert!(
+            guarded.decide("old", 1).is_allowed(),
+            "existing keys keep working"
+        );
+        let new = guarded.decide("new", 1);
+        match new_keys {
+            NewKeys::Refuse => {
+                assert_eq!(new.source, Source::Redis);
+                assert_eq!(new.result, Err(LimitError::TooManyKeys { max_keys: 0 }));
+            }
+            NewKeys::Fallback => {
+                assert_eq!(new.source, Source::Fallback(BackendError::Server));
+                assert!(new.is_allowed());
+            }
+        }
+        assert_eq!(guarded.stats().new_keys_refused, 1);
+        let exists: u64 = ::redis::cmd("EXISTS")
+            .arg(guarded.keys_for("new"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(exists, 0, "a refused key writes nothing");
+    }
+    // A threshold the server is under: new keys pass.
+    let relaxed = limiter(&server, Quota::per_second(100).unwrap())
+        .name("guard-ok")
+        .memory_guard(MemoryGuard::default())
+        .build()
+        .unwrap();
+    assert!(relaxed.decide("a", 1).is_allowed());
+    assert!(relaxed.decide("b", 1).is_allowed());
+    assert_eq!(relaxed.stats().new_keys_refused, 0);
+    set_max(&mut conn, 0);
 }
 
 /// Decides until Redis decides again (the breaker's probe succeeded), for up to 3 s.

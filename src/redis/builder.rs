@@ -8,6 +8,7 @@ use super::cluster::Cluster;
 use super::coalesce::Coalescer;
 use super::connection::Backend;
 use super::fallback::{Fallback, LocalLimits, Owed, share};
+use super::guard::{Guard, MemoryGuard};
 use super::lease::Leases;
 use super::limiter::RedisLimiter;
 use super::pool::Pool;
@@ -50,6 +51,7 @@ pub struct RedisLimiterBuilder {
     max_idle: usize,
     lease: u64,
     coalesce: bool,
+    guard: Option<MemoryGuard>,
 }
 
 /// Where the limiter's Redis is.
@@ -85,6 +87,7 @@ impl RedisLimiterBuilder {
             max_idle: 8,
             lease: 1,
             coalesce: false,
+            guard: None,
         }
     }
 
@@ -260,6 +263,28 @@ impl RedisLimiterBuilder {
         self
     }
 
+    /// The memory guard (default off): `INFO memory` is sampled every `sample_every` by one
+    /// caller, after its own call (one extra round trip per interval per limiter, within the
+    /// budget); while `used_memory` is above `percent` of `maxmemory`, a key with no state in
+    /// Redis is refused or handed to the fallback ([`NewKeys`](super::NewKeys)) and keys with state keep
+    /// working. Without `maxmemory` the guard never trips. One server only: `build` refuses it
+    /// in cluster mode. Refused keys are counted in [`RedisStats::new_keys_refused`](super::RedisStats::new_keys_refused)
+    /// (and, being Redis's answer, in `redis_decisions`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::{MemoryGuard, RedisLimiter}};
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?)
+    ///     .memory_guard(MemoryGuard::default());
+    /// # let _ = b;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn memory_guard(mut self, guard: MemoryGuard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
     /// Checks the configuration and builds the limiter. Does not connect: the first decision does
     /// (so a limiter can start while Redis is down, and falls back).
     ///
@@ -320,6 +345,12 @@ impl RedisLimiterBuilder {
             }
             #[cfg(feature = "redis-cluster")]
             Target::Cluster(nodes) => {
+                if self.guard.is_some() {
+                    return Err(invalid(
+                        "the memory guard is not available in Redis Cluster mode (memory is per node)"
+                            .to_owned(),
+                    ));
+                }
                 if self.coalesce {
                     return Err(invalid(
                         "coalescing is not available in Redis Cluster mode (a pipeline runs on one node)"
@@ -351,6 +382,7 @@ impl RedisLimiterBuilder {
             budget: self.budget,
             owed: Owed::default(),
             reset_script: ::redis::Script::new(script::RESET_LUA),
+            guard: self.guard.map(Guard::new),
         })
     }
 }

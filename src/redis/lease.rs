@@ -135,6 +135,7 @@ impl RedisLimiter {
             want: self.lease.max(n),
         };
         match self.call(keys, op) {
+            Ok(reply) if reply.new_key_refused => self.refuse_new_key(local_key, n),
             Ok(reply) => {
                 // Measured from after the reply: never earlier than Redis's own instant.
                 let now = self.clock.now();

@@ -24,6 +24,7 @@ use super::coalesce::Coalescer;
 use super::connection::Backend;
 use super::decision::{BackendError, Decision, Source};
 use super::fallback::{Fallback, LocalLimits, Owed};
+use super::guard::{Guard, NewKeys};
 use super::lease::Leases;
 use super::script::{self, GCRA_LUA, Keys, Op, Reply, Window};
 use super::stats::{Counters, RedisStats};
@@ -130,6 +131,8 @@ pub struct RedisLimiter {
     /// `DEL` of a key's windows, as a script so cluster routing and the deadline are the
     /// decisions' own (`reset_key`).
     pub(super) reset_script: ::redis::Script,
+    /// The memory guard, when configured (`guard.rs`).
+    pub(super) guard: Option<Guard>,
     /// Tokens the local fallback admitted, owed to Redis (`fallback.rs` invariant 4).
     pub(super) owed: Owed,
     /// The per-call budget: a call's deadline is its start plus this (`connection.rs` inv. 3).
@@ -408,6 +411,7 @@ impl RedisLimiter {
             Op::Reconcile { n, charge }
         };
         match self.call(keys, op) {
+            Ok(reply) if reply.new_key_refused => self.refuse_new_key(local_key, n),
             Ok(reply) => {
                 if charge > 0 {
                     Counters::add(&self.counters.reconciled, charge);
@@ -421,6 +425,42 @@ impl RedisLimiter {
                     Counters::add(&self.counters.unreconciled, charge);
                 }
                 self.fall_back(local_key, n, why)
+            }
+        }
+    }
+
+    /// The memory guard refused a key with no state in Redis (`guard.rs`).
+    #[cold]
+    pub(super) fn refuse_new_key(&self, local_key: &str, n: u64) -> Decision {
+        Counters::bump(&self.counters.new_keys_refused);
+        match self.guard.as_ref().map(|g| g.config.new_keys) {
+            Some(NewKeys::Fallback) => self.fall_back(local_key, n, BackendError::Server),
+            _ => Decision::without_windows(
+                Err(LimitError::TooManyKeys { max_keys: 0 }),
+                Source::Redis,
+            ),
+        }
+    }
+
+    /// One `INFO memory` for the guard, within the budget (`guard.rs` invariant 1).
+    #[cold]
+    fn sample_memory(&self, guard: &Guard) {
+        let Some(pool) = self.backend.single() else {
+            return;
+        };
+        let deadline = Instant::now() + self.budget;
+        let Ok(mut conn) = pool.get_by(Some(deadline)) else {
+            return;
+        };
+        match ::redis::cmd("INFO")
+            .arg("memory")
+            .query::<String>(conn.conn())
+        {
+            Ok(info) => guard.record(&info),
+            Err(err) => {
+                if !super::pool::connection_survives(&err) {
+                    conn.discard();
+                }
             }
         }
     }
@@ -448,6 +488,11 @@ impl RedisLimiter {
         let result = self.invoke(keys, op, started + self.budget);
         let elapsed = started.elapsed();
         self.counters.record_latency(elapsed);
+        if let Some(guard) = &self.guard
+            && guard.due(self.clock.now())
+        {
+            self.sample_memory(guard);
+        }
         match result {
             Ok(reply) => {
                 let opened = self.breaker.lock().success_after(
@@ -478,7 +523,14 @@ impl RedisLimiter {
     }
 
     fn invoke(&self, keys: &Keys, op: Op, deadline: Instant) -> Result<Reply, BackendError> {
-        let args = script::args(op, &self.windows, 0);
+        let mut args = script::args(op, &self.windows, 0);
+        if self.guard.as_ref().is_some_and(Guard::over) {
+            // The charge slot (0 when none), then the guard flag (`script.rs`).
+            if args.len() == 4 + 2 * self.windows.len() {
+                args.push(0);
+            }
+            args.push(1);
+        }
         if let (Some(coalescer), Some(pool)) = (&self.coalescer, self.backend.single()) {
             return coalescer.call(pool, &self.script, keys.as_slice(), args, deadline);
         }

@@ -30,7 +30,9 @@ use crate::quota::Quota;
 /// unchanged by a refusal): the per-window state the decision saw. An optional last argument,
 /// after the windows, is a *charge*: tokens admitted elsewhere (the fallback, during an outage)
 /// added to every window's TAT first, unchecked, and written even when the decision refuses
-/// (the one exception to invariant 3: those tokens were already spent).
+/// (the one exception to invariant 3: those tokens were already spent). A further optional
+/// argument, 1, is the memory guard: a take on a key none of whose windows exist is refused
+/// with limiting window `-1`, writing nothing (keys that exist keep working).
 pub(crate) const GCRA_LUA: &str = r#"
 -- tollgate GCRA, every window of one limit at once (all charge or none; a denial writes nothing).
 -- KEYS[i]: TAT of window i, integer µs since the Unix epoch on this server's clock (TIME).
@@ -55,17 +57,25 @@ end
 local windows = #KEYS
 -- Optional, after the windows: tokens admitted elsewhere (a fallback) to charge first, unchecked.
 local charge = tonumber(ARGV[5 + 2 * windows] or '0') or 0
+-- Optional, after the charge: 1 = the memory guard is on, refuse a key that holds no state.
+local guard = tonumber(ARGV[6 + 2 * windows] or '0') or 0
+local exists = false
 local intervals, taus, tats, news = {}, {}, {}, {}
 local room = -1
 for i = 1, windows do
   intervals[i] = tonumber(ARGV[3 + 2 * i])
   taus[i] = tonumber(ARGV[4 + 2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local stored = redis.call('GET', KEYS[i])
+  if stored then exists = true end
+  local tat = tonumber(stored or '0') or 0
   if tat < now then tat = now end
   if charge > 0 then tat = tat + charge * intervals[i] end
   tats[i] = tat
   local r = fits(taus[i] - (tat - now), intervals[i])
   if room < 0 or r < room then room = r end
+end
+if guard > 0 and not exists and pause == 0 and n > 0 and charge == 0 then
+  return {0, 0, 0, 0, -1, now, 0}
 end
 local take = n
 if want > n and room > n then take = math.min(want, room) end
@@ -178,6 +188,9 @@ pub(crate) struct Reply {
     pub(crate) now: u64,
     /// Tokens taken (more than asked for when leasing; 0 when denied or pausing).
     pub(crate) granted: u64,
+    /// The memory guard refused a key with no state in Redis (limiting window `-1`); nothing
+    /// was written.
+    pub(crate) new_key_refused: bool,
 }
 
 impl Reply {
@@ -201,7 +214,12 @@ impl Reply {
             remaining: non_negative(remaining)?,
             retry_after: non_negative(retry)?,
             reset_after: non_negative(reset)?,
-            limiting: usize::try_from(limiting).ok()?.saturating_sub(1),
+            limiting: if limiting == -1 {
+                0
+            } else {
+                usize::try_from(limiting).ok()?.saturating_sub(1)
+            },
+            new_key_refused: limiting == -1,
             now: non_negative(now)?,
             granted: non_negative(granted)?,
         })

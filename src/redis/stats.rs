@@ -25,6 +25,7 @@ pub(crate) struct Counters {
     pub(crate) slow_opens: AtomicU64,
     pub(crate) reconciled: AtomicU64,
     pub(crate) unreconciled: AtomicU64,
+    pub(crate) new_keys_refused: AtomicU64,
     latency_sum_us: AtomicU64,
     latency_max_us: AtomicU64,
     latency: [AtomicU64; BUCKETS],
@@ -41,6 +42,7 @@ impl Default for Counters {
             slow_opens: AtomicU64::new(0),
             reconciled: AtomicU64::new(0),
             unreconciled: AtomicU64::new(0),
+            new_keys_refused: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             latency_max_us: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -96,6 +98,7 @@ impl Counters {
             slow_opens: load(&self.slow_opens),
             reconciled: load(&self.reconciled),
             unreconciled: load(&self.unreconciled),
+            new_keys_refused: load(&self.new_keys_refused),
             breaker,
             breaker_state: state,
             latency: LatencyStats {
@@ -144,6 +147,9 @@ pub struct RedisStats {
     /// Tokens the local fallback admitted that were not recorded for reconciliation (its debt
     /// map was full: 10 000 keys).
     pub unreconciled: u64,
+    /// Requests for keys with no state in Redis that the memory guard turned away
+    /// ([`MemoryGuard`](super::MemoryGuard)).
+    pub new_keys_refused: u64,
     /// Breaker transitions.
     pub breaker: BreakerStats,
     /// The breaker's state when the snapshot was taken.
@@ -163,6 +169,7 @@ impl Default for RedisStats {
             slow_opens: 0,
             reconciled: 0,
             unreconciled: 0,
+            new_keys_refused: 0,
             breaker: BreakerStats::default(),
             breaker_state: BreakerState::Closed,
             latency: LatencyStats::default(),
