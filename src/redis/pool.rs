@@ -61,6 +61,7 @@ impl Pool {
     }
 
     /// An idle connection, or a new one (invariants 1 and 2).
+    #[cfg(any(test, feature = "redis-cluster"))]
     pub(crate) fn get(&self) -> ::redis::RedisResult<Pooled<'_>> {
         self.get_by(None)
     }
