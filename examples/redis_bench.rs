@@ -9,7 +9,10 @@
 //! Env: `DECISIONS` (default 20000 per configuration); `COALESCED=16,32` runs only coalesced
 //! configurations with those thread counts (and no redis-benchmark); `FLOOD=N` additionally sends N distinct
 //! keys (64 coalesced threads) and reports Redis's memory and key count until they expire
-//! (`FLOOD_TTL_S=s`: keys that live `s` seconds instead of 100 ms).
+//! (`FLOOD_TTL_S=s`: keys that live `s` seconds instead of 100 ms). `LEASE=k` runs only the lease
+//! bench: 4 threads on one key, lease mode (`k` tokens per call) against exact mode, first under
+//! a limit they never reach (decisions/s and the share of decisions that reached Redis), then
+//! 2 s at a binding 20 000/s limit (admitted against `B + R·T`, lease vs exact).
 //!
 //! The `redis-benchmark` command sends the limiter's exact arguments for `per_second(1_000_000)`:
 //! `EVALSHA <sha> 1 <key> 1 0 0 1 1 1000000` (n, pause, now = TIME, want, interval µs, tau µs).
@@ -46,6 +49,13 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
+    if let Some(k) = std::env::var("LEASE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        lease_bench(&url, k, decisions);
+        return;
+    }
     let only: Option<Vec<usize>> = std::env::var("COALESCED")
         .ok()
         .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect());
@@ -235,4 +245,79 @@ fn flood(url: &str, keys: usize) {
         }
     }
     report(&mut conn, "after expiry");
+}
+
+/// `LEASE=k`: throughput and Redis share below the limit, then over-admission at a binding one.
+fn lease_bench(url: &str, k: u64, decisions: usize) {
+    const THREADS: usize = 4;
+    let run = |lease: u64, quota: Quota, name: &str, until: Option<Duration>| {
+        let limiter = Arc::new(
+            RedisLimiter::builder(url, quota)
+                .name(name)
+                .lease(lease)
+                .budget(Duration::from_millis(200))
+                .fallback(Fallback::FailClosed)
+                .max_idle(THREADS)
+                .build()
+                .unwrap(),
+        );
+        let barrier = Arc::new(Barrier::new(THREADS + 1));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (limiter, barrier) = (Arc::clone(&limiter), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut admitted = 0u64;
+                    let mut made = 0usize;
+                    loop {
+                        match until {
+                            Some(d) if start.elapsed() >= d => break,
+                            None if made >= decisions / THREADS => break,
+                            _ => {}
+                        }
+                        made += 1;
+                        if limiter.decide("one", 1).is_allowed() {
+                            admitted += 1;
+                        }
+                    }
+                    (made, admitted)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let (made, admitted) = workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .fold((0, 0), |(m, a), (m2, a2)| (m + m2, a + a2));
+        let took = start.elapsed();
+        let stats = limiter.stats();
+        (made, admitted, took, stats)
+    };
+    let free = Quota::per_second(10_000_000).unwrap();
+    for lease in [1, k] {
+        let (made, _, took, stats) = run(lease, free, &format!("lease-free-{lease}"), None);
+        println!(
+            "lease {lease:>3}, {THREADS} threads, one key, below the limit: {:>8.0} decisions/s, {:.1} % reached Redis ({} calls for {made})",
+            made as f64 / took.as_secs_f64(),
+            100.0 * stats.redis_decisions as f64 / made as f64,
+            stats.redis_decisions,
+        );
+    }
+    let rate = 20_000u64;
+    let binding = Quota::per_second(rate).unwrap();
+    for lease in [1, k] {
+        let (made, admitted, took, _) = run(
+            lease,
+            binding,
+            &format!("lease-bind-{lease}"),
+            Some(Duration::from_secs(2)),
+        );
+        let bound = binding.burst_size() as f64 + rate as f64 * took.as_secs_f64();
+        println!(
+            "lease {lease:>3}, {THREADS} threads, one key, 20 000/s for {took:.2?}: admitted {admitted} of {made} (B + R·T = {bound:.0}, {:+.2} %)",
+            100.0 * (admitted as f64 - bound) / bound,
+        );
+    }
 }

@@ -18,7 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use test_server::TestServer;
-use tollgate::redis::{BackendError, BreakerConfig, BreakerState, Fallback, RedisLimiter, Source};
+use tollgate::redis::{
+    BackendError, BreakerConfig, BreakerState, Fallback, MemoryGuard, NewKeys, RedisLimiter,
+    SlowCalls, Source,
+};
 use tollgate::{CancelToken, Cause, Clock, LimitError, Limiter, MonotonicClock, Quota};
 
 const MS: Duration = Duration::from_millis(1);
@@ -173,6 +176,7 @@ fn slow_and_dead_redis_fall_back_and_the_breaker_recovers() {
             threshold: 3,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(400),
+            slow: None,
         })
         .fallback(Fallback::Local { instances: 1 })
         .build()
@@ -224,6 +228,426 @@ fn slow_and_dead_redis_fall_back_and_the_breaker_recovers() {
         "{stats:?}"
     );
     assert!(stats.timeouts >= 3);
+}
+
+/// Issue 17: the budget bounds every decision, not each I/O. Redis is stopped (SIGSTOP: sockets
+/// stay open, nothing answers) while 4 threads decide for 2 s — through pooled connections that
+/// time out, fresh connections whose setup times out, breaker probes, and (coalesced) queued
+/// callers whose pipeline never returns — and every decision takes at most twice the budget
+/// (p99 and max). The budget is large (250 ms) so the bound is about the protocol, not the box's
+/// scheduling noise (a shared 2-core box at load 15 delays threads by 100 ms and more). Before
+/// issue 17 a call could take several budgets: the redis crate reads every reply of a pipeline
+/// (the connection setup's, a coalesced batch's) with a full timeout each, even after the first
+/// timed out.
+#[test]
+fn a_stall_costs_each_decision_at_most_twice_the_budget() {
+    let _alone = alone();
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let budget = Duration::from_millis(250);
+    for coalesce in [false, true] {
+        let limiter = Arc::new(
+            RedisLimiter::builder(&server.url(), Quota::per_second(1_000_000).unwrap())
+                .name(if coalesce { "stall-c" } else { "stall" })
+                .budget(budget)
+                .breaker(BreakerConfig {
+                    threshold: 3,
+                    backoff: Duration::from_millis(300),
+                    max_backoff: Duration::from_millis(600),
+                    slow: None,
+                })
+                .coalesce(coalesce)
+                .build()
+                .unwrap(),
+        );
+        // Warm: pooled connections exist and the script is loaded.
+        for i in 0..20 {
+            assert!(limiter.decide(&format!("k{}", i % 4), 1).source.is_redis());
+        }
+        server.pause();
+        let until = Instant::now() + Duration::from_millis(2_000);
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let limiter = Arc::clone(&limiter);
+                std::thread::spawn(move || {
+                    let mut took = Vec::new();
+                    let mut sources = Vec::new();
+                    while Instant::now() < until {
+                        let start = Instant::now();
+                        let d = limiter.decide(&format!("k{t}"), 1);
+                        took.push(start.elapsed());
+                        sources.push(d.source);
+                        // Decisions a few ms apart: many calls reach the stalled server (the
+                        // probes) instead of a spin of instant breaker rejections.
+                        pause_for(2 * MS);
+                    }
+                    (took, sources)
+                })
+            })
+            .collect();
+        let mut took = Vec::new();
+        let mut sources = Vec::new();
+        for w in workers {
+            let (t, s) = w.join().unwrap();
+            took.extend(t);
+            sources.extend(s);
+        }
+        server.resume();
+        took.sort();
+        let p99 = took[took.len() * 99 / 100];
+        let max = *took.last().unwrap();
+        let timeouts = sources
+            .iter()
+            .filter(|s| **s == Source::Fallback(BackendError::Timeout))
+            .count();
+        eprintln!(
+            "coalesce={coalesce}: {} decisions during the stall, {timeouts} timed out, p99 {p99:?}, max {max:?} (budget {budget:?})",
+            took.len()
+        );
+        assert!(sources.iter().all(|s| !s.is_redis()), "Redis is stopped");
+        // The stall was really exercised: calls reached the server and timed out (the first
+        // ones, and each probe).
+        assert!(timeouts >= 3, "{sources:?}");
+        assert!(p99 <= 2 * budget, "p99 {p99:?} over twice the budget");
+        assert!(max <= 2 * budget, "max {max:?} over twice the budget");
+        assert!(recovers(&limiter), "no recovery after SIGCONT");
+    }
+}
+
+/// Issue 17: a Redis that answers, but slowly, opens the breaker when asked to ([`SlowCalls`]).
+/// Here every call is "slow" (over 1 ns): three in a row open it, the next decisions fall back
+/// at once, and `slow_opens` says why.
+#[test]
+fn slow_successful_calls_open_the_breaker_when_configured() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let slow = limiter(&server, Quota::per_second(1_000).unwrap())
+        .name("slow")
+        .breaker(BreakerConfig {
+            slow: Some(SlowCalls {
+                latency: Duration::from_nanos(1),
+                consecutive: 3,
+                window: 0,
+            }),
+            backoff: Duration::from_secs(60),
+            ..BreakerConfig::default()
+        })
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert!(slow.decide("k", 1).source.is_redis());
+    }
+    assert_eq!(slow.breaker_state(), BreakerState::Open);
+    assert_eq!(
+        slow.decide("k", 1).source,
+        Source::Fallback(BackendError::BreakerOpen)
+    );
+    let stats = slow.stats();
+    assert_eq!(
+        (stats.slow_opens, stats.breaker.opened),
+        (1, 1),
+        "{stats:?}"
+    );
+    // The same calls without a slow rule never open it.
+    let plain = limiter(&server, Quota::per_second(1_000).unwrap())
+        .name("slow2")
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        assert!(plain.decide("k", 1).source.is_redis());
+    }
+    assert_eq!(plain.stats().slow_opens, 0);
+}
+
+/// Issue 17, reconciliation: two instances (two limiters, `Fallback::Local { instances: 2 }`)
+/// hammer one key through 0.5 s of Redis, a 1 s SIGSTOP outage, and 1 s of Redis again. Every
+/// token the local fallbacks admitted is charged to Redis at the key's next Redis decision, so
+/// over the whole run the fleet admits at most `B + R·T` plus one local burst per instance
+/// (`2 × B/2`). Without reconciliation Redis's window refills during the outage while the
+/// fallbacks spend theirs, so the run would admit about `B` (Redis refilled) plus the two local
+/// bursts over `B + R·T` — twice the bound's allowance (the issue measured +83 for a 2 s outage).
+#[test]
+fn an_outage_over_admits_at_most_one_local_burst() {
+    let _alone = alone();
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    const RATE: u64 = 200;
+    const BURST: u64 = 100;
+    const INSTANCES: u64 = 2;
+    let quota = Quota::per_second(RATE).unwrap().burst(BURST).unwrap();
+    let instances: Vec<_> = (0..INSTANCES)
+        .map(|_| {
+            Arc::new(
+                RedisLimiter::builder(&server.url(), quota)
+                    .name("outage")
+                    .budget(Duration::from_millis(50))
+                    .breaker(BreakerConfig {
+                        threshold: 2,
+                        backoff: Duration::from_millis(100),
+                        max_backoff: Duration::from_millis(200),
+                        slow: None,
+                    })
+                    .fallback(Fallback::Local {
+                        instances: INSTANCES as u32,
+                    })
+                    .build()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    let stop = start + Duration::from_millis(2_500);
+    let workers: Vec<_> = instances
+        .iter()
+        .map(|limiter| {
+            let limiter = Arc::clone(limiter);
+            std::thread::spawn(move || {
+                let (mut redis, mut local) = (0u64, 0u64);
+                while Instant::now() < stop {
+                    let d = limiter.decide("k", 1);
+                    if d.is_allowed() {
+                        if d.source.is_redis() {
+                            redis += 1;
+                        } else {
+                            local += 1;
+                        }
+                    }
+                    pause_for(MS / 2);
+                }
+                (redis, local)
+            })
+        })
+        .collect();
+    pause_for(Duration::from_millis(500));
+    server.pause();
+    pause_for(Duration::from_millis(1_000));
+    server.resume();
+    let mut redis = 0;
+    let mut local = 0;
+    for w in workers {
+        let (r, l) = w.join().unwrap();
+        redis += r;
+        local += l;
+    }
+    let span = Instant::now() - start;
+    let allowed = BURST + (RATE as f64 * span.as_secs_f64()).ceil() as u64;
+    let bound = allowed + INSTANCES * (BURST / INSTANCES);
+    let reconciled: u64 = instances.iter().map(|l| l.stats().reconciled).sum();
+    let unreconciled: u64 = instances.iter().map(|l| l.stats().unreconciled).sum();
+    eprintln!(
+        "outage: admitted {} ({redis} by Redis, {local} by the fallback) over {span:?}; B + R·T = {allowed}, bound {bound}; reconciled {reconciled}",
+        redis + local
+    );
+    assert!(
+        local > BURST,
+        "the outage was exercised: {local} local admissions"
+    );
+    assert_eq!(unreconciled, 0);
+    // Every local admission was charged to Redis once it answered again (a charge whose call
+    // timed out is owed again, so more may have been charged, never less).
+    assert!(
+        reconciled >= local,
+        "reconciled {reconciled} < local {local}"
+    );
+    assert!(
+        redis + local <= bound,
+        "admitted {} over the bound {bound}",
+        redis + local
+    );
+}
+
+/// Issue 17, clock skew: two instances decide one key exactly as one limiter would (10 of 30
+/// alternating requests, per-minute burst 10), because every Redis decision runs on Redis `TIME`:
+/// the limiter sends no local time at all, so a process's clock cannot be skewed into a decision
+/// (a test cannot move the process's wall clock; what it can show is the contrast below). The same script fed each instance's *local* time (the
+/// deliberately broken variant) fails the same check: the instance 3 h ahead sees the key full
+/// again and the other is locked out for 3 h.
+#[test]
+fn instances_with_skewed_clocks_decide_alike() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    const SKEW_US: u64 = 3 * 3_600 * 1_000_000;
+    let quota = Quota::per_minute(10).unwrap();
+    // What one limiter decides for 30 requests within a few seconds: the burst, then nothing.
+    let alike = |outcomes: &[(usize, bool)]| {
+        let admitted = outcomes.iter().filter(|(_, ok)| *ok).count();
+        let first_ten_admitted = outcomes[..10].iter().all(|(_, ok)| *ok);
+        admitted == 10 && first_ten_admitted
+    };
+
+    // The limiter: it never sends a local time (ARGV now = 0: the script reads TIME).
+    let a = limiter(&server, quota).name("skew").build().unwrap();
+    let b = limiter(&server, quota).name("skew").build().unwrap();
+    let outcomes: Vec<(usize, bool)> = (0..30)
+        .map(|i| {
+            let d = if i % 2 == 0 { &a } else { &b }.decide("k", 1);
+            assert!(d.source.is_redis());
+            (i % 2, d.is_allowed())
+        })
+        .collect();
+    assert!(alike(&outcomes), "{outcomes:?}");
+
+    // The broken variant: each instance passes its own clock, B's 3 h ahead of A's.
+    let mut conn = server.connection();
+    let script = ::redis::Script::new(RedisLimiter::script_source());
+    let window = (6_000_000u64, 60_000_000u64); // interval, tau in µs (10 per minute)
+    let wall_us = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    };
+    let outcomes: Vec<(usize, bool)> = (0..30)
+        .map(|i| {
+            let now = wall_us() + if i % 2 == 0 { 0 } else { SKEW_US };
+            let reply: Vec<i64> = script
+                .key("{tollgate:skew-broken:k}:w0")
+                .arg(1)
+                .arg(0)
+                .arg(now)
+                .arg(1)
+                .arg(window.0)
+                .arg(window.1)
+                .invoke(&mut conn)
+                .unwrap();
+            (i % 2, reply[0] == 1)
+        })
+        .collect();
+    assert!(
+        !alike(&outcomes),
+        "local clocks should have broken it: {outcomes:?}"
+    );
+    // How: A (behind) is locked out after its first request; B (ahead) takes a full burst.
+    assert_eq!(
+        outcomes.iter().filter(|(who, ok)| *who == 0 && *ok).count(),
+        1
+    );
+}
+
+/// Issue 17: `reset_key` fills a key's limit again for every instance (its windows are deleted
+/// in Redis), forgets this instance's cached denial in lease mode, and leaves other keys alone.
+#[test]
+fn reset_key_fills_the_limit_again_for_every_instance() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let quota = Quota::per_hour(3).unwrap();
+    let a = limiter(&server, quota)
+        .name("reset")
+        .window(Quota::per(5, Duration::from_secs(86_400)).unwrap())
+        .build()
+        .unwrap();
+    let b = limiter(&server, quota)
+        .name("reset")
+        .window(Quota::per(5, Duration::from_secs(86_400)).unwrap())
+        .lease(2)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert!(a.decide("k", 1).is_allowed());
+        assert!(a.decide("other", 1).is_allowed());
+    }
+    assert!(!a.decide("k", 1).is_allowed());
+    assert!(!b.decide("k", 1).is_allowed()); // cached as denied in b for an hour
+    a.reset_key("k").unwrap();
+    assert!(!b.decide("k", 1).is_allowed(), "b's cached denial stands");
+    b.reset_key("k").unwrap();
+    assert!(b.decide("k", 1).is_allowed()); // a lease: 2 tokens taken in Redis
+    assert!(a.decide("k", 1).is_allowed()); // the third of the hour
+    assert!(!a.decide("k", 1).is_allowed());
+    assert!(
+        !a.decide("other", 1).is_allowed(),
+        "other keys keep their state"
+    );
+    let mut conn = server.connection();
+    let exists: u64 = ::redis::cmd("EXISTS")
+        .arg(a.keys_for("k"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 2);
+    a.reset_key("k").unwrap();
+    let exists: u64 = ::redis::cmd("EXISTS")
+        .arg(a.keys_for("k"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 0);
+}
+
+/// Issue 17, memory guard: with Redis over the threshold (`maxmemory` set to 50× the server's
+/// `used_memory`, a 1 % threshold), keys that exist keep working while new keys are refused, or decided by the fallback; below
+/// the threshold (the default 80 %) new keys pass.
+#[test]
+fn the_memory_guard_refuses_new_keys_and_keeps_existing_ones() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let mut conn = server.connection();
+    let info: String = ::redis::cmd("INFO").arg("memory").query(&mut conn).unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // maxmemory at 50x what is used: 2 % used, so a 1 % threshold is over, 80 % is not.
+    let set_max = |conn: &mut ::redis::Connection, max: u64| {
+        let _: () = ::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(max)
+            .query(conn)
+            .unwrap();
+    };
+    set_max(&mut conn, used * 50);
+    for (name, new_keys) in [("guard-r", NewKeys::Refuse), ("guard-f", NewKeys::Fallback)] {
+        let guarded = limiter(&server, Quota::per_second(100).unwrap())
+            .name(name)
+            .memory_guard(MemoryGuard {
+                percent: 1,
+                new_keys,
+                sample_every: Duration::from_secs(3_600),
+            })
+            .build()
+            .unwrap();
+        // The first decision samples (after its own call): "old" now exists in Redis.
+        assert!(guarded.decide("old", 1).source.is_redis());
+        assert!(
+            guarded.decide("old", 1).is_allowed(),
+            "existing keys keep working"
+        );
+        let new = guarded.decide("new", 1);
+        match new_keys {
+            NewKeys::Refuse => {
+                assert_eq!(new.source, Source::Redis);
+                assert_eq!(new.result, Err(LimitError::TooManyKeys { max_keys: 0 }));
+            }
+            NewKeys::Fallback => {
+                assert_eq!(new.source, Source::Fallback(BackendError::Server));
+                assert!(new.is_allowed());
+            }
+        }
+        assert_eq!(guarded.stats().new_keys_refused, 1);
+        let exists: u64 = ::redis::cmd("EXISTS")
+            .arg(guarded.keys_for("new"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(exists, 0, "a refused key writes nothing");
+    }
+    // A threshold the server is under: new keys pass.
+    let relaxed = limiter(&server, Quota::per_second(100).unwrap())
+        .name("guard-ok")
+        .memory_guard(MemoryGuard::default())
+        .build()
+        .unwrap();
+    assert!(relaxed.decide("a", 1).is_allowed());
+    assert!(relaxed.decide("b", 1).is_allowed());
+    assert_eq!(relaxed.stats().new_keys_refused, 0);
+    set_max(&mut conn, 0);
 }
 
 /// Decides until Redis decides again (the breaker's probe succeeded), for up to 3 s.

@@ -6,7 +6,7 @@
 #![cfg(loom)]
 
 use loom::sync::Mutex;
-use loom_tests::{Arc, model, spin_until, thread};
+use loom_tests::{Arc, AtomicUsize, Ordering, model, spin_until, thread};
 use tollgate::wait::{Latch, WAITING, WaitList, Wakes};
 use tollgate::{CancelToken, Cause};
 
@@ -204,5 +204,140 @@ fn a_claimed_waiter_is_decided_by_its_claimer() {
         claimed.decide(GRANTED, &mut wakes);
         wakes.unpark();
         assert_eq!(waiter.join().unwrap(), GRANTED);
+    });
+}
+
+/// The Redis coalescer's queue (`src/redis/coalesce.rs`, invariant 5): leader slots and a list of
+/// queued callers under one lock. Here one slot, held by a leader at the start.
+#[derive(Default)]
+struct Coalescer {
+    leaders: usize,
+    list: WaitList<usize>,
+}
+
+/// Appointed to lead (the slot handed on).
+const LEAD: usize = 0;
+/// The outcome is in.
+const DONE: usize = 1;
+
+/// A queued caller's way out when its deadline passes, as `Coalescer::abandon` does it: leave;
+/// an appointment is handed on (or the slot freed); `DONE` keeps the outcome.
+fn abandon(queue: &Mutex<Coalescer>, waiter: &Arc<tollgate::wait::Waiter>) -> usize {
+    let mut wakes = Wakes::default();
+    let status = {
+        let mut queue = queue.lock().unwrap();
+        let status = queue.list.leave(waiter);
+        if status == LEAD && queue.list.notify_one(LEAD, &mut wakes).is_none() {
+            queue.leaders -= 1;
+        }
+        status
+    };
+    wakes.unpark();
+    // The appointment was handed on: this caller times out.
+    if status == LEAD { WAITING } else { status }
+}
+
+/// Gives a slot back as a leaving leader does: to the oldest queued caller, or free.
+fn release(queue: &Mutex<Coalescer>) {
+    let mut wakes = Wakes::default();
+    {
+        let mut queue = queue.lock().unwrap();
+        if queue.list.notify_one(LEAD, &mut wakes).is_none() {
+            queue.leaders -= 1;
+        }
+    }
+    wakes.unpark();
+}
+
+/// A queued caller: takes the free slot, or queues and waits on `token` (its deadline).
+/// Returns whether it got its outcome (`true`) or timed out; a slot it was given is released.
+fn queued_caller(queue: &Mutex<Coalescer>, token: &CancelToken, outcome: &AtomicUsize) -> bool {
+    let waiter = {
+        let mut queue = queue.lock().unwrap();
+        if queue.leaders == 0 {
+            queue.leaders += 1;
+            None
+        } else {
+            Some(queue.list.register(0))
+        }
+    };
+    let Some(waiter) = waiter else {
+        release(queue); // led its own pipeline
+        return true;
+    };
+    let status = match waiter.wait(Some(token)) {
+        Ok(status) => status,
+        Err(_) => abandon(queue, &waiter),
+    };
+    match status {
+        DONE => {
+            // Filled before `DONE` (coalesce.rs invariant 2).
+            assert_eq!(outcome.load(Ordering::Acquire), 42);
+            true
+        }
+        LEAD => {
+            release(queue); // led its own pipeline
+            true
+        }
+        _ => false, // timed out: removed, or claimed and not decided yet
+    }
+}
+
+/// A deadline racing the slot's hand-off: the slot is never lost or doubled (no leader left
+/// behind, none counted twice), whichever comes first.
+#[test]
+fn coalescer_deadline_racing_an_appointment_keeps_the_slot() {
+    model(|| {
+        let queue = Arc::new(Mutex::new(Coalescer {
+            leaders: 1,
+            list: WaitList::new(),
+        }));
+        let outcome = Arc::new(AtomicUsize::new(0));
+        let token = CancelToken::new();
+        let caller = {
+            let (queue, token, outcome) = (queue.clone(), token.clone(), outcome.clone());
+            thread::spawn(move || queued_caller(&queue, &token, &outcome))
+        };
+        let deadline = thread::spawn(move || token.cancel());
+        release(&queue); // the leader leaves
+        deadline.join().unwrap();
+        caller.join().unwrap();
+        let queue = queue.lock().unwrap();
+        assert_eq!(queue.leaders, 0);
+        assert!(queue.list.is_empty());
+    });
+}
+
+/// A deadline racing a leader that claimed the caller into its pipeline: the caller either gets
+/// the outcome the leader wrote or times out; the leader's late `DONE` harms nobody, and the
+/// slot ends free.
+#[test]
+fn coalescer_deadline_racing_a_claim_is_safe() {
+    model(|| {
+        let queue = Arc::new(Mutex::new(Coalescer {
+            leaders: 1,
+            list: WaitList::new(),
+        }));
+        let outcome = Arc::new(AtomicUsize::new(0));
+        let token = CancelToken::new();
+        let caller = {
+            let (queue, token, outcome) = (queue.clone(), token.clone(), outcome.clone());
+            thread::spawn(move || queued_caller(&queue, &token, &outcome))
+        };
+        let deadline = thread::spawn(move || token.cancel());
+        // The leader claims whoever is queued, answers it, and leaves.
+        let claimed = queue.lock().unwrap().list.claim();
+        if let Some((_, waiter)) = claimed {
+            outcome.store(42, Ordering::Release);
+            let mut wakes = Wakes::default();
+            waiter.decide(DONE, &mut wakes);
+            wakes.unpark();
+        }
+        release(&queue);
+        deadline.join().unwrap();
+        caller.join().unwrap();
+        let queue = queue.lock().unwrap();
+        assert_eq!(queue.leaders, 0);
+        assert!(queue.list.is_empty());
     });
 }

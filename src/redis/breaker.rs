@@ -12,6 +12,12 @@
 //! 4. Only the outcome of the ticket that matches the state counts: a [`Admit::Call`] finishing
 //!    after the breaker opened, or a stale probe, changes nothing.
 //! 5. Every transition increments exactly one counter, so `opened ≥ half_opened ≥ closed`.
+//! 6. Latency (when [`BreakerConfig::slow`] is set): a call that succeeded slower than
+//!    [`SlowCalls::latency`] is *slow*. While closed, `consecutive` slow calls in a row, or more
+//!    than 1 % slow calls among the last `window` calls (the window's p99 above the latency), open
+//!    the breaker like failures do; a fast call resets the consecutive count and the window is
+//!    emptied whenever the breaker opens. A slow probe re-opens it like a failed one. The window is
+//!    a fixed ring of bits: no allocation per call.
 
 use std::time::Duration;
 
@@ -38,6 +44,41 @@ pub struct BreakerConfig {
     pub backoff: Duration,
     /// The longest backoff after failed probes (default 5 s).
     pub max_backoff: Duration,
+    /// Open on latency too (default `None`: only failures and timeouts open the breaker).
+    pub slow: Option<SlowCalls>,
+}
+
+/// When successful but slow Redis calls open the breaker (invariant 6 of `breaker.rs`): a Redis
+/// that answers inside the budget but slowly still costs every caller that latency, and the
+/// fallback answers at once.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::redis::{BreakerConfig, SlowCalls};
+///
+/// // Open after 10 calls in a row over 10 ms, or when the p99 of the last 200 calls is over 10 ms.
+/// let config = BreakerConfig {
+///     slow: Some(SlowCalls { latency: Duration::from_millis(10), consecutive: 10, window: 200 }),
+///     ..BreakerConfig::default()
+/// };
+/// assert_eq!(config.slow.unwrap().window, 200);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowCalls {
+    /// A call that took longer than this is slow.
+    pub latency: Duration,
+    /// Slow calls in a row that open the breaker (0: this rule is off).
+    pub consecutive: u32,
+    /// Calls over which the p99 is judged: the breaker opens once the window is full and more
+    /// than 1 % of its calls were slow (0: this rule is off; at most [`SlowCalls::MAX_WINDOW`]).
+    pub window: u32,
+}
+
+impl SlowCalls {
+    /// The longest p99 window (larger values are treated as this).
+    pub const MAX_WINDOW: u32 = 4096;
 }
 
 impl Default for BreakerConfig {
@@ -46,6 +87,7 @@ impl Default for BreakerConfig {
             threshold: 5,
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
+            slow: None,
         }
     }
 }
@@ -112,6 +154,15 @@ pub(crate) struct Breaker {
     /// The backoff the next open will use, ns.
     backoff: u64,
     stats: BreakerStats,
+    /// Invariant 6: slow calls in a row while closed.
+    slow_run: u32,
+    /// Invariant 6: the last `window` calls, one bit each (1: slow), as a ring.
+    ring: Vec<u64>,
+    /// Calls recorded in the ring (up to the window) and the next position.
+    ring_len: u32,
+    ring_at: u32,
+    /// Slow calls in the ring.
+    ring_slow: u32,
 }
 
 impl Breaker {
@@ -121,6 +172,64 @@ impl Breaker {
             state: State::Closed { failures: 0 },
             backoff: duration_to_nanos(config.backoff),
             stats: BreakerStats::default(),
+            slow_run: 0,
+            ring: vec![0; Self::window_of(&config).div_ceil(64) as usize],
+            ring_len: 0,
+            ring_at: 0,
+            ring_slow: 0,
+        }
+    }
+
+    fn window_of(config: &BreakerConfig) -> u32 {
+        config
+            .slow
+            .map_or(0, |s| s.window.min(SlowCalls::MAX_WINDOW))
+    }
+
+    /// The call admitted as `ticket` succeeded after `latency_ns`, at `now` (invariant 6).
+    /// Returns whether the breaker opened (the call was too slow).
+    pub(crate) fn success_after(&mut self, ticket: Admit, latency_ns: u64, now: u64) -> bool {
+        let Some(slow) = self.config.slow else {
+            self.success(ticket);
+            return false;
+        };
+        let is_slow = latency_ns > duration_to_nanos(slow.latency);
+        match (self.state, ticket) {
+            (State::Closed { .. }, Admit::Call) => {
+                self.state = State::Closed { failures: 0 };
+                self.slow_run = if is_slow {
+                    self.slow_run.saturating_add(1)
+                } else {
+                    0
+                };
+                let window = Self::window_of(&self.config);
+                if window > 0 {
+                    let (word, bit) = ((self.ring_at / 64) as usize, self.ring_at % 64);
+                    let old = (self.ring[word] >> bit) & 1 == 1;
+                    if self.ring_len == window && old {
+                        self.ring_slow -= 1;
+                    }
+                    self.ring[word] = (self.ring[word] & !(1 << bit)) | (u64::from(is_slow) << bit);
+                    self.ring_slow += u32::from(is_slow);
+                    self.ring_len = (self.ring_len + 1).min(window);
+                    self.ring_at = (self.ring_at + 1) % window;
+                }
+                let run = slow.consecutive > 0 && self.slow_run >= slow.consecutive;
+                // p99 above the latency: more than 1 % of a full window was slow.
+                let p99 = window > 0
+                    && self.ring_len == window
+                    && u64::from(self.ring_slow) * 100 > u64::from(window);
+                if run || p99 {
+                    self.open(now);
+                    return true;
+                }
+                false
+            }
+            (State::HalfOpen, Admit::Probe) if is_slow => self.failure(ticket, now),
+            _ => {
+                self.success(ticket);
+                false
+            }
         }
     }
 
@@ -186,6 +295,11 @@ impl Breaker {
     }
 
     fn open(&mut self, now: u64) {
+        self.slow_run = 0;
+        self.ring.fill(0);
+        self.ring_len = 0;
+        self.ring_at = 0;
+        self.ring_slow = 0;
         self.state = State::Open {
             until: now.saturating_add(self.backoff),
         };
@@ -206,7 +320,71 @@ mod tests {
             threshold: 3,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(400),
+            slow: None,
         }
+    }
+
+    fn slow(consecutive: u32, window: u32) -> BreakerConfig {
+        BreakerConfig {
+            slow: Some(SlowCalls {
+                latency: Duration::from_millis(10),
+                consecutive,
+                window,
+            }),
+            ..config()
+        }
+    }
+
+    #[test]
+    fn consecutive_slow_calls_open_and_a_fast_one_resets() {
+        let mut b = Breaker::new(slow(3, 0));
+        assert!(!b.success_after(Admit::Call, 11 * MS, 0));
+        assert!(!b.success_after(Admit::Call, 11 * MS, 0));
+        assert!(!b.success_after(Admit::Call, 10 * MS, 0)); // not over: fast
+        assert!(!b.success_after(Admit::Call, 11 * MS, 0));
+        assert!(!b.success_after(Admit::Call, 11 * MS, 0));
+        assert!(b.success_after(Admit::Call, 11 * MS, 5 * MS));
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.admit(5 * MS), Admit::Reject(100 * MS));
+        // A slow probe re-opens with the backoff doubled; a fast one closes.
+        assert_eq!(b.admit(105 * MS), Admit::Probe);
+        assert!(b.success_after(Admit::Probe, 50 * MS, 105 * MS));
+        assert_eq!(b.admit(105 * MS), Admit::Reject(200 * MS));
+        assert_eq!(b.admit(305 * MS), Admit::Probe);
+        assert!(!b.success_after(Admit::Probe, MS, 305 * MS));
+        assert_eq!(b.state(), BreakerState::Closed);
+        // Without a slow config latency never matters.
+        let mut plain = Breaker::new(config());
+        for _ in 0..100 {
+            assert!(!plain.success_after(Admit::Call, u64::MAX, 0));
+        }
+    }
+
+    #[test]
+    fn p99_over_a_full_window_opens() {
+        // Window 100: two slow calls among the last 100 is a p99 above the latency.
+        let mut b = Breaker::new(slow(0, 100));
+        assert!(!b.success_after(Admit::Call, 20 * MS, 0));
+        assert!(!b.success_after(Admit::Call, 20 * MS, 0));
+        for _ in 0..97 {
+            assert!(!b.success_after(Admit::Call, MS, 0));
+        }
+        // The 100th call fills the window: 2 % slow.
+        assert!(b.success_after(Admit::Call, MS, 0));
+        // One slow call per 100 is the p99 itself, not above it: never opens, however long.
+        let mut b = Breaker::new(slow(0, 100));
+        for i in 0..10_000 {
+            let latency = if i % 100 == 0 { 20 * MS } else { MS };
+            assert!(!b.success_after(Admit::Call, latency, 0), "call {i}");
+        }
+        // Old slow calls leave the window.
+        let mut b = Breaker::new(slow(0, 100));
+        b.success_after(Admit::Call, 20 * MS, 0);
+        for _ in 0..150 {
+            assert!(!b.success_after(Admit::Call, MS, 0));
+        }
+        assert!(!b.success_after(Admit::Call, 20 * MS, 0));
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]

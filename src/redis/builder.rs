@@ -7,7 +7,8 @@ use super::breaker::{Breaker, BreakerConfig};
 use super::cluster::Cluster;
 use super::coalesce::Coalescer;
 use super::connection::Backend;
-use super::fallback::{Fallback, LocalLimits, share};
+use super::fallback::{Fallback, LocalLimits, Owed, share};
+use super::guard::{Guard, MemoryGuard};
 use super::lease::Leases;
 use super::limiter::RedisLimiter;
 use super::pool::Pool;
@@ -50,6 +51,7 @@ pub struct RedisLimiterBuilder {
     max_idle: usize,
     lease: u64,
     coalesce: bool,
+    guard: Option<MemoryGuard>,
 }
 
 /// Where the limiter's Redis is.
@@ -85,6 +87,7 @@ impl RedisLimiterBuilder {
             max_idle: 8,
             lease: 1,
             coalesce: false,
+            guard: None,
         }
     }
 
@@ -134,8 +137,11 @@ impl RedisLimiterBuilder {
         self
     }
 
-    /// The per-call budget (default 20 ms): the read and write timeout of every connection, and
-    /// the connect timeout unless [`connect_timeout`](Self::connect_timeout) is set.
+    /// The per-call budget (default 20 ms): the deadline of each call as a whole, connect and
+    /// every round trip included (on one server; in cluster mode each I/O's), and of a coalesced
+    /// caller's wait in the queue. It is the read and write timeout of every connection, and the
+    /// connect timeout unless [`connect_timeout`](Self::connect_timeout) is set (the connect never
+    /// outlasts the call's deadline either).
     ///
     /// # Examples
     ///
@@ -239,8 +245,9 @@ impl RedisLimiterBuilder {
     /// Coalescing (default off): concurrent callers' script calls are sent together as
     /// pipelines — at most two in flight, each on its own connection — by callers holding one of
     /// the two leader slots (the others park until their reply is in). Same decisions, one round trip for many: more decisions per second when many
-    /// threads decide at once; no effect with one thread. A caller may wait for the pipeline in
-    /// flight before its own, so its worst case is about twice the budget. Not available in
+    /// threads decide at once; no effect with one thread. A caller waits for its reply at most until
+    /// its own deadline (the budget), then falls back; its call may still run in Redis, as any
+    /// timed-out call may. Not available in
     /// cluster mode (a pipeline runs on one node): `build` refuses it there.
     ///
     /// # Examples
@@ -253,6 +260,28 @@ impl RedisLimiterBuilder {
     /// ```
     pub fn coalesce(mut self, on: bool) -> Self {
         self.coalesce = on;
+        self
+    }
+
+    /// The memory guard (default off): `INFO memory` is sampled every `sample_every` by one
+    /// caller, after its own call (one extra round trip per interval per limiter, within the
+    /// budget); while `used_memory` is above `percent` of `maxmemory`, a key with no state in
+    /// Redis is refused or handed to the fallback ([`NewKeys`](super::NewKeys)) and keys with state keep
+    /// working. Without `maxmemory` the guard never trips. One server only: `build` refuses it
+    /// in cluster mode. Refused keys are counted in [`RedisStats::new_keys_refused`](super::RedisStats::new_keys_refused)
+    /// (and, being Redis's answer, in `redis_decisions`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::{MemoryGuard, RedisLimiter}};
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?)
+    ///     .memory_guard(MemoryGuard::default());
+    /// # let _ = b;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn memory_guard(mut self, guard: MemoryGuard) -> Self {
+        self.guard = Some(guard);
         self
     }
 
@@ -316,6 +345,12 @@ impl RedisLimiterBuilder {
             }
             #[cfg(feature = "redis-cluster")]
             Target::Cluster(nodes) => {
+                if self.guard.is_some() {
+                    return Err(invalid(
+                        "the memory guard is not available in Redis Cluster mode (memory is per node)"
+                            .to_owned(),
+                    ));
+                }
                 if self.coalesce {
                     return Err(invalid(
                         "coalescing is not available in Redis Cluster mode (a pipeline runs on one node)"
@@ -344,6 +379,10 @@ impl RedisLimiterBuilder {
             lease: self.lease,
             leases: Leases::default(),
             coalescer: self.coalesce.then(Coalescer::default),
+            budget: self.budget,
+            owed: Owed::default(),
+            reset_script: ::redis::Script::new(script::RESET_LUA),
+            guard: self.guard.map(Guard::new),
         })
     }
 }

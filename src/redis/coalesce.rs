@@ -23,14 +23,24 @@
 //!    connection's timeouts, so a waiter waits at most for the pipelines in flight plus its own.
 //! 4. A NOSCRIPT entry did not run: the leader loads the script and re-sends exactly those
 //!    entries. No other entry is ever re-sent (a failed call may have run).
+//! 5. Nobody waits past its own deadline (`start + budget`). A leader's pipeline connects and
+//!    sends within what is left of the leader's deadline (`pool.rs` invariant 5). A queued caller
+//!    waits on a token with its deadline; when it passes, it leaves under the queue lock: still
+//!    queued, it is removed (never sent) and times out; appointed (`LEAD`), it hands the slot on
+//!    as a leader leaving would (no pipeline of its own: its budget is spent) and times out;
+//!    decided (`DONE`), it takes its outcome; claimed by a leader and not yet decided, it times out
+//!    and the leader's later `DONE` lands in a slot nobody reads (the call may have run, as any
+//!    timed-out call may: `limiter.rs` invariant 1).
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::time::Instant;
 
 use super::decision::BackendError;
-use super::pool::{Pool, connection_survives};
+use super::pool::{Pool, Pooled, connection_survives};
 use super::script::Reply;
+use crate::cancel::CancelToken;
 use crate::sync::{Arc, Mutex};
-use crate::wait::{WaitList, Waiter, Wakes};
+use crate::wait::{WAITING, WaitList, Waiter, Wakes};
 
 /// Most calls in one pipeline.
 const MAX_BATCH: usize = 128;
@@ -74,6 +84,7 @@ impl Coalescer {
         script: &::redis::Script,
         keys: &[String],
         args: Vec<u64>,
+        deadline: Instant,
     ) -> Outcome {
         let me = Arc::new(Request {
             keys: keys.to_vec(),
@@ -90,21 +101,53 @@ impl Coalescer {
             }
         };
         if let Some(waiter) = waiter {
-            // No token: every pipeline ahead is bounded by its connection's timeouts
-            // (invariant 3), so the wait cannot fail.
-            if waiter.wait(None) == Ok(DONE) {
+            let token = CancelToken::with_deadline(deadline);
+            let status = match waiter.wait(Some(&token)) {
+                Ok(status) => status,
+                Err(_) => self.abandon(&waiter),
+            };
+            match status {
                 // Invariant 2: filled before `DONE`.
-                let outcome = me.outcome.lock().take();
-                return outcome.unwrap_or(Err(BackendError::Protocol));
+                DONE => {
+                    return me
+                        .outcome
+                        .lock()
+                        .take()
+                        .unwrap_or(Err(BackendError::Protocol));
+                }
+                LEAD => {} // appointed in time: lead a pipeline of our own
+                _ => return Err(BackendError::Timeout),
             }
-            // Appointed: lead a pipeline of our own.
         }
-        self.lead(pool, script, &me)
+        self.lead(pool, script, &me, deadline)
+    }
+
+    /// The deadline passed while queued (invariant 5): leaves, and returns `DONE` when the
+    /// outcome is in, or anything else for a timeout (an appointment is handed on first).
+    #[cold]
+    fn abandon(&self, waiter: &Arc<Waiter>) -> usize {
+        let mut wakes = Wakes::default();
+        let status = {
+            let mut queue = self.queue.lock();
+            let status = queue.pending.leave(waiter);
+            if status == LEAD && queue.pending.notify_one(LEAD, &mut wakes).is_none() {
+                queue.leaders -= 1;
+            }
+            status
+        };
+        wakes.unpark();
+        if status == LEAD { WAITING } else { status }
     }
 
     /// Sends one pipeline led by `me` (out of the queue, holding a slot), answers it, hands the
     /// slot on (invariant 1) and returns `me`'s own outcome.
-    fn lead(&self, pool: &Pool, script: &::redis::Script, me: &Arc<Request>) -> Outcome {
+    fn lead(
+        &self,
+        pool: &Pool,
+        script: &::redis::Script,
+        me: &Arc<Request>,
+        deadline: Instant,
+    ) -> Outcome {
         let claimed: Vec<(Arc<Request>, Arc<Waiter>)> = {
             let mut queue = self.queue.lock();
             let take = queue.pending.len().min(MAX_BATCH - 1);
@@ -113,7 +156,9 @@ impl Coalescer {
         let batch: Vec<&Request> = std::iter::once(&**me)
             .chain(claimed.iter().map(|(request, _)| &**request))
             .collect();
-        let ran = catch_unwind(AssertUnwindSafe(|| run_batch(pool, script, &batch)));
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            run_batch(pool, script, &batch, deadline)
+        }));
         let mut outcomes = match &ran {
             Ok(outcomes) => outcomes.clone(),
             Err(_) => vec![Err(BackendError::Protocol); batch.len()],
@@ -144,18 +189,47 @@ impl Coalescer {
     }
 }
 
+/// Sends a packed pipeline and reads its `count` replies, stopping at the first I/O error
+/// (invariant 5). Not the redis crate's `Pipeline::query`: after an I/O error it goes on reading
+/// the remaining replies, each with the full socket timeout, so a pipeline of `k` calls to a
+/// stalled server took `k` budgets. Before each reply the timeouts are cut to what is left of the
+/// deadline once less than half the budget is left (a setsockopt only on that slow path).
+fn read_replies(
+    conn: &mut Pooled<'_>,
+    packed: &[u8],
+    count: usize,
+    deadline: Instant,
+) -> ::redis::RedisResult<Vec<::redis::RedisResult<Vec<i64>>>> {
+    conn.conn().send_packed_command(packed)?;
+    let mut replies = Vec::with_capacity(count);
+    for _ in 0..count {
+        if deadline.saturating_duration_since(Instant::now()) < conn.half_budget() {
+            conn.shorten(Some(deadline))?;
+        }
+        let value = conn.conn().recv_response()?;
+        replies.push(value.extract_error().and_then(|value| {
+            ::redis::from_redis_value::<Vec<i64>>(value).map_err(::redis::RedisError::from)
+        }));
+    }
+    Ok(replies)
+}
+
 /// One pipeline for `batch` (invariants 2 and 4).
-fn run_batch(pool: &Pool, script: &::redis::Script, batch: &[&Request]) -> Vec<Outcome> {
+fn run_batch(
+    pool: &Pool,
+    script: &::redis::Script,
+    batch: &[&Request],
+    deadline: Instant,
+) -> Vec<Outcome> {
     if batch.is_empty() {
         return Vec::new();
     }
-    let mut conn = match pool.get() {
+    let mut conn = match pool.get_by(Some(deadline)) {
         Ok(conn) => conn,
         Err(err) => return vec![Err(super::decision::classify(&err)); batch.len()],
     };
-    let send = |conn: &mut ::redis::Connection, which: &[usize]| {
+    let send = |conn: &mut Pooled<'_>, which: &[usize]| {
         let mut pipe = ::redis::pipe();
-        pipe.ignore_errors();
         for &i in which {
             let r = &batch[i];
             pipe.cmd("EVALSHA")
@@ -164,13 +238,13 @@ fn run_batch(pool: &Pool, script: &::redis::Script, batch: &[&Request]) -> Vec<O
                 .arg(&r.keys)
                 .arg(&r.args);
         }
-        pipe.query::<Vec<::redis::RedisResult<Vec<i64>>>>(conn)
+        read_replies(conn, &pipe.get_packed_pipeline(), which.len(), deadline)
     };
     let all: Vec<usize> = (0..batch.len()).collect();
     let mut outcomes = vec![Err(BackendError::Protocol); batch.len()];
     let mut todo = all;
     for attempt in 0..2 {
-        let replies = match send(conn.conn(), &todo) {
+        let replies = match send(&mut conn, &todo) {
             Ok(replies) if replies.len() == todo.len() => replies,
             Ok(_) => {
                 conn.discard();
@@ -205,7 +279,11 @@ fn run_batch(pool: &Pool, script: &::redis::Script, batch: &[&Request]) -> Vec<O
         if noscript.is_empty() {
             break;
         }
-        if let Err(err) = script.load(conn.conn()) {
+        if let Err(err) = conn
+            .shorten(Some(deadline))
+            .and_then(|()| script.load(conn.conn()))
+            .and_then(|_| conn.shorten(Some(deadline)))
+        {
             if !connection_survives(&err) {
                 conn.discard();
             }

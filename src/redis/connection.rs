@@ -8,13 +8,20 @@
 //!    always was (one `match` more).
 //! 2. A failed call is never retried here (`limiter.rs` invariant 1); a connection that saw an
 //!    I/O error, a timeout or an unparsable reply is dropped (`pool.rs` invariant 3).
+//! 3. On one server a call ends by its deadline (`start + budget`): the connect, and every round
+//!    trip after the first (`SCRIPT LOAD` and the second `EVALSHA` after a `NOSCRIPT`), get only
+//!    what is left of it (`pool.rs` invariant 5). A socket timeout bounds each `recv`, so a reply
+//!    trickling in a few bytes at a time could outlast it; a reply here is a few dozen bytes, one
+//!    segment. In cluster mode each I/O has the budget (`cluster.rs`): a rare call that must read
+//!    the slot map or follow a redirection can take a few budgets.
 
 use std::fmt;
+use std::time::Instant;
 
 #[cfg(feature = "redis-cluster")]
 use super::cluster::Cluster;
 use super::decision::BackendError;
-use super::pool::{Pool, connection_survives};
+use super::pool::{Pool, Pooled, connection_survives};
 
 /// The Redis the limiter talks to.
 pub(crate) enum Backend {
@@ -26,25 +33,22 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    /// Runs `script` once on `keys` and `args` (invariant 2); the raw integers of its reply.
+    /// Runs `script` once on `keys` and `args` (invariant 2) by `deadline` (invariant 3); the raw
+    /// integers of its reply.
     #[inline]
     pub(crate) fn invoke(
         &self,
         script: &::redis::Script,
         keys: &[String],
         args: &[u64],
+        deadline: Instant,
     ) -> Result<Vec<i64>, BackendError> {
         match self {
             Backend::Single(pool) => {
-                let mut conn = pool.get().map_err(|err| super::decision::classify(&err))?;
-                let mut invocation = script.prepare_invoke();
-                for key in keys {
-                    invocation.key(key);
-                }
-                for arg in args {
-                    invocation.arg(arg);
-                }
-                let result = invocation.invoke::<Vec<i64>>(conn.conn());
+                let mut conn = pool
+                    .get_by(Some(deadline))
+                    .map_err(|err| super::decision::classify(&err))?;
+                let result = eval_by(&mut conn, script, keys, args, deadline);
                 result.map_err(|err| {
                     if !connection_survives(&err) {
                         conn.discard();
@@ -74,6 +78,33 @@ impl Backend {
             #[cfg(feature = "redis-cluster")]
             Backend::Cluster(_) => None,
         }
+    }
+}
+
+/// `EVALSHA`, and on `NOSCRIPT` (the script did not run) `SCRIPT LOAD` and `EVALSHA` again, each
+/// further round trip with the socket timeouts cut to what is left until `deadline` (invariant 3).
+fn eval_by(
+    conn: &mut Pooled<'_>,
+    script: &::redis::Script,
+    keys: &[String],
+    args: &[u64],
+    deadline: Instant,
+) -> ::redis::RedisResult<Vec<i64>> {
+    let mut eval = ::redis::cmd("EVALSHA");
+    eval.arg(script.get_hash())
+        .arg(keys.len())
+        .arg(keys)
+        .arg(args);
+    match eval.query::<Vec<i64>>(conn.conn()) {
+        Err(err)
+            if err.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
+        {
+            conn.shorten(Some(deadline))?;
+            script.load(conn.conn())?;
+            conn.shorten(Some(deadline))?;
+            eval.query(conn.conn())
+        }
+        other => other,
     }
 }
 

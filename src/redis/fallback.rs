@@ -12,7 +12,18 @@
 //! 3. Windows are decided all or nothing, and a fallback decision carries the local windows'
 //!    exact state as that decision saw it (the same [`Decision`] as Redis's), so headers built
 //!    during an outage describe the window that decided, not an estimate from the fleet quota.
+//! 4. Reconciliation (issue 17): every token the `Local` fallback admits for a key is owed to
+//!    Redis. The debts sit in a map of at most [`MAX_LOCAL_KEYS`] keys (a new key when it is full
+//!    is not recorded, and counted in `RedisStats::unreconciled`); the key's next decision by
+//!    Redis pays its whole debt in the same script call (`Op::Reconcile`: charged to every window
+//!    first, unchecked), so recovery costs no extra round trip and its work is bounded by the
+//!    keys actually used again. A call that fails puts the debt back. So after an outage Redis has
+//!    seen every token the fleet admitted: what the outage over-admits is at most what the local
+//!    limiters admitted beyond Redis's own budget while it lasted — one local burst per instance
+//!    at its start (measured in tests/redis.rs, `an_outage_over_admits_at_most_one_local_burst`).
+//!    Exact mode only (coalesced or not): lease mode records no debts yet.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::breaker::Admit;
@@ -22,6 +33,7 @@ use super::stats::Counters;
 use crate::clock::{Clock, duration_to_nanos};
 use crate::limiter::{KeyedLimiter, KeyedLimits, LimitError, LimitState};
 use crate::quota::{Quota, QuotaError};
+use crate::sync::{AtomicUsize, Mutex, Ordering};
 
 /// Most keys with local fallback limiters at once (invariant 2).
 pub(crate) const MAX_LOCAL_KEYS: usize = 10_000;
@@ -54,6 +66,53 @@ pub enum Fallback {
 impl Default for Fallback {
     fn default() -> Self {
         Fallback::Local { instances: 1 }
+    }
+}
+
+/// Tokens the fallback admitted per key, owed to Redis (invariant 4).
+#[derive(Debug, Default)]
+pub(crate) struct Owed {
+    debts: Mutex<HashMap<String, u64>>,
+    /// Keys in `debts`: a hint read without the lock on every decision, so a limiter that never
+    /// fell back pays one relaxed load.
+    keys: AtomicUsize,
+}
+
+impl Owed {
+    /// Records `n` tokens admitted for `key`; `false` when the map is full and `key` is new.
+    pub(crate) fn owe(&self, key: &str, n: u64) -> bool {
+        let mut debts = self.debts.lock();
+        if let Some(debt) = debts.get_mut(key) {
+            *debt = debt.saturating_add(n);
+            return true;
+        }
+        if debts.len() >= MAX_LOCAL_KEYS {
+            return false;
+        }
+        debts.insert(key.to_owned(), n);
+        // Relaxed: a hint; the map under its mutex is the truth. A decision that reads a stale
+        // 0 pays this debt at the key's next Redis decision instead.
+        self.keys.store(debts.len(), Ordering::Relaxed);
+        true
+    }
+
+    /// Takes `key`'s whole debt (0 when none).
+    #[inline]
+    pub(crate) fn take(&self, key: &str) -> u64 {
+        // Relaxed: the hint of `owe`; the lock below orders the map itself.
+        if self.keys.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.take_slow(key)
+    }
+
+    #[cold]
+    fn take_slow(&self, key: &str) -> u64 {
+        let mut debts = self.debts.lock();
+        let debt = debts.remove(key).unwrap_or(0);
+        // Relaxed: the hint again (see `owe`).
+        self.keys.store(debts.len(), Ordering::Relaxed);
+        debt
     }
 }
 
@@ -116,6 +175,9 @@ impl RedisLimiter {
             (Fallback::Local { .. }, Some(local)) => {
                 let mut decision = local.decide(local_key, n);
                 decision.source = source;
+                if decision.is_allowed() && self.lease == 1 && !self.owed.owe(local_key, n) {
+                    Counters::add(&self.counters.unreconciled, n);
+                }
                 return decision;
             }
             (Fallback::FailClosed | Fallback::Local { .. }, _) => {
@@ -148,6 +210,24 @@ impl RedisLimiter {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+
+    #[test]
+    fn debts_add_up_are_taken_whole_and_the_map_is_bounded() {
+        let owed = Owed::default();
+        assert_eq!(owed.take("a"), 0);
+        assert!(owed.owe("a", 2));
+        assert!(owed.owe("a", 3));
+        assert_eq!(owed.take("a"), 5);
+        assert_eq!(owed.take("a"), 0);
+        for i in 0..MAX_LOCAL_KEYS {
+            assert!(owed.owe(&i.to_string(), 1));
+        }
+        // Full: a new key is refused (the caller counts it as unreconciled), old ones still add.
+        assert!(!owed.owe("new", 1));
+        assert!(owed.owe("0", 1));
+        assert_eq!(owed.take("0"), 2);
+        assert!(owed.owe("new", 1));
+    }
 
     #[test]
     fn share_divides_rate_and_burst() {

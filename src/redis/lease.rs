@@ -12,6 +12,9 @@
 //! 2. A key Redis denied is denied locally, without a call, until the instant Redis said it would
 //!    pass (measured on the local clock from the reply's arrival, so never earlier than Redis's
 //!    own instant).
+//!    A cached denial lasts Redis's `retry_after` plus up to a tenth of it more ([`jittered`]:
+//!    a hash of the key and the instant), so the callers and instances that were denied together
+//!    do not all come back to Redis at the same instant. Longer, never shorter: only under-admits.
 //! 3. At most [`MAX_LEASE_KEYS`] keys are tracked; when full, empty entries go first, then all
 //!    (dropping leased tokens only under-admits).
 
@@ -93,6 +96,11 @@ impl Leases {
         });
     }
 
+    /// Forgets `key`'s lease and cached denial (a reset).
+    pub(crate) fn forget(&self, key: &str) {
+        self.by_key.lock().remove(key);
+    }
+
     fn update(&self, key: &str, now: u64, f: impl FnOnce(&mut Lease)) {
         let mut map = self.by_key.lock();
         if !map.contains_key(key) && map.len() >= MAX_LEASE_KEYS {
@@ -103,6 +111,15 @@ impl Leases {
         }
         f(map.entry(key.to_owned()).or_default());
     }
+}
+
+/// `wait` ns plus a jitter in `[0, wait / 10]` from `key` and `now` (invariant 2).
+pub(crate) fn jittered(wait: u64, key: &str, now: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    now.hash(&mut h);
+    wait.saturating_add(h.finish() % (wait / 10 + 1))
 }
 
 impl RedisLimiter {
@@ -130,6 +147,7 @@ impl RedisLimiter {
             want: self.lease.max(n),
         };
         match self.call(keys, op) {
+            Ok(reply) if reply.new_key_refused => self.refuse_new_key(local_key, n),
             Ok(reply) => {
                 // Measured from after the reply: never earlier than Redis's own instant.
                 let now = self.clock.now();
@@ -137,7 +155,7 @@ impl RedisLimiter {
                     self.leases
                         .add(local_key, reply.granted.saturating_sub(n), now);
                 } else {
-                    let wait = reply.retry_after.saturating_mul(1_000);
+                    let wait = jittered(reply.retry_after.saturating_mul(1_000), local_key, now);
                     self.leases.deny(local_key, now.saturating_add(wait), now);
                 }
                 self.decision_of(&reply, n)
@@ -165,6 +183,19 @@ mod tests {
         leases.add("a", 5, 100);
         leases.pause("a", 500, 100);
         assert_eq!(leases.try_spend("a", 1, 200), Cached::DeniedUntil(500));
+    }
+
+    #[test]
+    fn denials_are_jittered_up_to_a_tenth_longer() {
+        assert_eq!(jittered(0, "a", 0), 0);
+        assert_eq!(jittered(9, "a", 0), 9);
+        let waits: Vec<u64> = (0..200)
+            .map(|i| jittered(1_000_000, &format!("k{i}"), 42))
+            .collect();
+        assert!(waits.iter().all(|w| (1_000_000..=1_100_000).contains(w)));
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 150, "spread: {}", distinct.len());
+        assert_ne!(jittered(1_000_000, "a", 1), jittered(1_000_000, "a", 2));
     }
 
     #[test]

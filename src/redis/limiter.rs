@@ -23,7 +23,8 @@ use super::breaker::{Admit, Breaker, BreakerState};
 use super::coalesce::Coalescer;
 use super::connection::Backend;
 use super::decision::{BackendError, Decision, Source};
-use super::fallback::{Fallback, LocalLimits};
+use super::fallback::{Fallback, LocalLimits, Owed};
+use super::guard::{Guard, NewKeys};
 use super::lease::Leases;
 use super::script::{self, GCRA_LUA, Keys, Op, Reply, Window};
 use super::stats::{Counters, RedisStats};
@@ -43,10 +44,17 @@ use crate::sync::Mutex;
 /// * Each decision is one Lua script call (`EVALSHA`) deciding every window atomically on Redis's
 ///   own clock (see `script.rs`). [`decide`] reports who decided: [`Source::Redis`] or
 ///   [`Source::Fallback`].
-/// * Each call has a budget (default 20 ms: the connect, read and write timeout). On an error or
+/// * Each call has a budget (default 20 ms): a deadline for the whole call — connecting, the
+///   script, and a `SCRIPT LOAD` after `NOSCRIPT` — and, coalesced, for the wait in the queue
+///   too; a stalled Redis costs a decision about one budget, never more than two. On an error or
 ///   timeout the [`Fallback`] decides and the call is not retried (it may have run). A circuit
 ///   breaker (default: open after 5 consecutive failures, one probe after 200 ms, doubling to
-///   5 s) keeps a dead Redis off the request path.
+///   5 s; optionally on latency too, [`SlowCalls`](super::SlowCalls)) keeps a dead or slow Redis
+///   off the request path. (Cluster mode bounds each I/O by the budget: see the module docs.)
+/// * After an outage, what the local fallback admitted is charged to Redis: each key's next
+///   Redis decision pays that key's debt in the same script call (exact mode; see
+///   [`RedisStats::reconciled`](super::RedisStats::reconciled)), so an outage over-admits at
+///   most one local burst per instance instead of the fallback's whole share.
 /// * [`wait_key`] is "check; on `NotUntil` park until `retry_after`; check again" through the
 ///   token's clock, cancellable and bounded by the token's deadline. It is **not FIFO**: waiters
 ///   in other processes may take the slot first, and then this one parks again.
@@ -120,6 +128,15 @@ pub struct RedisLimiter {
     pub(super) leases: Leases,
     /// Coalesce concurrent calls into pipelines (`coalesce.rs`), when set.
     pub(super) coalescer: Option<Coalescer>,
+    /// `DEL` of a key's windows, as a script so cluster routing and the deadline are the
+    /// decisions' own (`reset_key`).
+    pub(super) reset_script: ::redis::Script,
+    /// The memory guard, when configured (`guard.rs`).
+    pub(super) guard: Option<Guard>,
+    /// Tokens the local fallback admitted, owed to Redis (`fallback.rs` invariant 4).
+    pub(super) owed: Owed,
+    /// The per-call budget: a call's deadline is its start plus this (`connection.rs` inv. 3).
+    pub(super) budget: Duration,
 }
 
 /// The local-limiter key of the limit's own name.
@@ -302,6 +319,54 @@ impl RedisLimiter {
         self.penalize_with(&self.keys(key), key, pause);
     }
 
+    /// Resets `key`'s limit to full: deletes its windows in Redis (for every instance sharing
+    /// it) and forgets what this instance holds for it — its lease and cached denial, and the
+    /// tokens its fallback admitted and still owed to Redis. One call through the breaker, with
+    /// the same budget as a decision; on failure nothing in Redis changed (or the reset may have
+    /// run: the call is not retried) and the error says why. Other instances' leases and local
+    /// fallback state, and this instance's local fallback windows, are not reset (they refill on
+    /// their own at the instance's share of the rate).
+    ///
+    /// Errors: [`BackendError`] as for a decision (`BreakerOpen`, `Timeout`, `Connection`…).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::{BackendError, RedisLimiter}};
+    /// // Nothing listens on port 1.
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(5)?).build()?;
+    /// assert_eq!(limiter.reset_key("alice"), Err(BackendError::Connection));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reset_key(&self, key: &str) -> Result<(), BackendError> {
+        self.leases.forget(key);
+        let _ = self.owed.take(key);
+        let keys = self.keys(key);
+        let ticket = self.breaker.lock().admit(self.clock.now());
+        if let Admit::Reject(_) = ticket {
+            return Err(BackendError::BreakerOpen);
+        }
+        let started = Instant::now();
+        let result = self.backend.invoke(
+            &self.reset_script,
+            keys.as_slice(),
+            &[],
+            started + self.budget,
+        );
+        match result {
+            Ok(_) => {
+                self.breaker.lock().success(ticket);
+                Ok(())
+            }
+            Err(why) => {
+                if self.breaker.lock().failure(ticket, self.clock.now()) {
+                    self.backend.clear();
+                }
+                Err(why)
+            }
+        }
+    }
+
     /// A snapshot of the counters and the breaker.
     ///
     /// # Examples
@@ -339,9 +404,64 @@ impl RedisLimiter {
         if self.lease > 1 {
             return self.decide_leased(keys, local_key, n);
         }
-        match self.call(keys, Op::Take(n)) {
-            Ok(reply) => self.decision_of(&reply, n),
-            Err(why) => self.fall_back(local_key, n, why),
+        let charge = self.owed.take(local_key);
+        let op = if charge == 0 {
+            Op::Take(n)
+        } else {
+            Op::Reconcile { n, charge }
+        };
+        match self.call(keys, op) {
+            Ok(reply) if reply.new_key_refused => self.refuse_new_key(local_key, n),
+            Ok(reply) => {
+                if charge > 0 {
+                    Counters::add(&self.counters.reconciled, charge);
+                }
+                self.decision_of(&reply, n)
+            }
+            Err(why) => {
+                // Not charged (or maybe charged: a failed call may have run; owing it again
+                // errs on the side of the limit).
+                if charge > 0 && !self.owed.owe(local_key, charge) {
+                    Counters::add(&self.counters.unreconciled, charge);
+                }
+                self.fall_back(local_key, n, why)
+            }
+        }
+    }
+
+    /// The memory guard refused a key with no state in Redis (`guard.rs`).
+    #[cold]
+    pub(super) fn refuse_new_key(&self, local_key: &str, n: u64) -> Decision {
+        Counters::bump(&self.counters.new_keys_refused);
+        match self.guard.as_ref().map(|g| g.config.new_keys) {
+            Some(NewKeys::Fallback) => self.fall_back(local_key, n, BackendError::Server),
+            _ => Decision::without_windows(
+                Err(LimitError::TooManyKeys { max_keys: 0 }),
+                Source::Redis,
+            ),
+        }
+    }
+
+    /// One `INFO memory` for the guard, within the budget (`guard.rs` invariant 1).
+    #[cold]
+    fn sample_memory(&self, guard: &Guard) {
+        let Some(pool) = self.backend.single() else {
+            return;
+        };
+        let deadline = Instant::now() + self.budget;
+        let Ok(mut conn) = pool.get_by(Some(deadline)) else {
+            return;
+        };
+        match ::redis::cmd("INFO")
+            .arg("memory")
+            .query::<String>(conn.conn())
+        {
+            Ok(info) => guard.record(&info),
+            Err(err) => {
+                if !super::pool::connection_survives(&err) {
+                    conn.discard();
+                }
+            }
         }
     }
 
@@ -365,11 +485,25 @@ impl RedisLimiter {
             return Err(BackendError::BreakerOpen);
         }
         let started = Instant::now();
-        let result = self.invoke(keys, op);
-        self.counters.record_latency(started.elapsed());
+        let result = self.invoke(keys, op, started + self.budget);
+        let elapsed = started.elapsed();
+        self.counters.record_latency(elapsed);
+        if let Some(guard) = &self.guard
+            && guard.due(self.clock.now())
+        {
+            self.sample_memory(guard);
+        }
         match result {
             Ok(reply) => {
-                self.breaker.lock().success(ticket);
+                let opened = self.breaker.lock().success_after(
+                    ticket,
+                    duration_to_nanos(elapsed),
+                    self.clock.now(),
+                );
+                if opened {
+                    Counters::bump(&self.counters.slow_opens);
+                    self.backend.clear();
+                }
                 Counters::bump(&self.counters.redis_decisions);
                 Ok(reply)
             }
@@ -388,12 +522,21 @@ impl RedisLimiter {
         }
     }
 
-    fn invoke(&self, keys: &Keys, op: Op) -> Result<Reply, BackendError> {
-        let args = script::args(op, &self.windows, 0);
-        if let (Some(coalescer), Some(pool)) = (&self.coalescer, self.backend.single()) {
-            return coalescer.call(pool, &self.script, keys.as_slice(), args);
+    fn invoke(&self, keys: &Keys, op: Op, deadline: Instant) -> Result<Reply, BackendError> {
+        let mut args = script::args(op, &self.windows, 0);
+        if self.guard.as_ref().is_some_and(Guard::over) {
+            // The charge slot (0 when none), then the guard flag (`script.rs`).
+            if args.len() == 4 + 2 * self.windows.len() {
+                args.push(0);
+            }
+            args.push(1);
         }
-        let values = self.backend.invoke(&self.script, keys.as_slice(), &args)?;
+        if let (Some(coalescer), Some(pool)) = (&self.coalescer, self.backend.single()) {
+            return coalescer.call(pool, &self.script, keys.as_slice(), args, deadline);
+        }
+        let values = self
+            .backend
+            .invoke(&self.script, keys.as_slice(), &args, deadline)?;
         Reply::parse(&values).ok_or(BackendError::Protocol)
     }
 

@@ -9,6 +9,8 @@
 //! * `pool.rs`: connections with connect/read/write timeouts; broken ones are dropped.
 //! * `breaker.rs`: the circuit breaker, a pure state machine ([`BreakerConfig`]).
 //! * `fallback.rs`: what decides when Redis cannot ([`Fallback`]).
+//! * `guard.rs`: the memory guard ([`MemoryGuard`]): `INFO memory` sampled now and then, new
+//!   keys refused or sent to the fallback above a threshold.
 //! * `lease.rs`: lease mode, tokens taken ahead and spent locally, and a negative cache.
 //! * `builder.rs`: [`RedisLimiterBuilder`], the checked configuration.
 //! * `coalesce.rs`: concurrent callers' calls sent as pipelines (up to two in flight).
@@ -66,6 +68,7 @@ mod coalesce;
 mod connection;
 mod decision;
 mod fallback;
+mod guard;
 mod lease;
 mod limiter;
 mod pool;
@@ -78,9 +81,10 @@ mod test_cluster;
 #[cfg(test)]
 mod test_server;
 
-pub use breaker::{BreakerConfig, BreakerState, BreakerStats};
+pub use breaker::{BreakerConfig, BreakerState, BreakerStats, SlowCalls};
 pub use builder::RedisLimiterBuilder;
 pub use decision::{BackendError, Decision, Source};
 pub use fallback::Fallback;
+pub use guard::{MemoryGuard, NewKeys};
 pub use limiter::RedisLimiter;
 pub use stats::{LatencyStats, RedisStats};

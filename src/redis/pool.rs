@@ -12,9 +12,14 @@
 //!    command.
 //! 4. At most `max_idle` connections are kept; more may be open at once under load (each caller
 //!    holds its own), and the extra ones are closed when returned.
+//! 5. A call has one deadline (`start + budget`), not a budget per I/O: [`Pool::get_by`] connects
+//!    within what is left of it, and [`Pooled::shorten`] cuts the socket timeouts to what is left
+//!    before each further round trip. A connection whose timeouts were cut gets the budget back
+//!    before it returns to the pool (a setsockopt on that cold path only: a pooled connection
+//!    used at once has the whole budget left, so the hot path sets nothing).
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::ConnectionLike;
 
@@ -23,6 +28,8 @@ use crate::sync::Mutex;
 /// Connections to one Redis server.
 pub(crate) struct Pool {
     client: ::redis::Client,
+    /// Replies the connection setup waits for, at most (one per setup command, plus one).
+    setup_replies: u32,
     idle: Mutex<Vec<::redis::Connection>>,
     max_idle: usize,
     connect_timeout: Duration,
@@ -36,8 +43,16 @@ impl Pool {
         connect_timeout: Duration,
         io_timeout: Duration,
     ) -> Pool {
+        // No `CLIENT SETINFO` on connect (the redis crate's default): a round trip per new
+        // connection that nothing here needs, and one more reply to wait for in a stall.
+        let info = client.get_connection_info().clone();
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let setup_replies =
+            1 + u32::from(settings.password().is_some()) + u32::from(settings.db() != 0);
+        let client = ::redis::Client::open(info.set_redis_settings(settings)).unwrap_or(client);
         Pool {
             client,
+            setup_replies,
             idle: Mutex::new(Vec::with_capacity(max_idle)),
             max_idle,
             connect_timeout,
@@ -46,23 +61,43 @@ impl Pool {
     }
 
     /// An idle connection, or a new one (invariants 1 and 2).
+    #[cfg(any(test, feature = "redis-cluster"))]
     pub(crate) fn get(&self) -> ::redis::RedisResult<Pooled<'_>> {
+        self.get_by(None)
+    }
+
+    /// An idle connection, or a new one opened before `deadline`, its socket timeouts cut to
+    /// what is left of it (invariant 5).
+    pub(crate) fn get_by(&self, deadline: Option<Instant>) -> ::redis::RedisResult<Pooled<'_>> {
         let idle = self.idle.lock().pop();
+        let fresh = idle.is_none();
         let conn = match idle {
             Some(conn) => conn,
-            None => self.connect()?,
+            None => self.connect(deadline)?,
         };
-        Ok(Pooled {
+        let mut pooled = Pooled {
             pool: self,
             conn: Some(conn),
-        })
+            shortened: false,
+        };
+        // Only connecting took time: an idle connection has (about) the whole budget left.
+        if fresh {
+            pooled.shorten(deadline)?;
+        }
+        Ok(pooled)
     }
 
     #[cold]
-    fn connect(&self) -> ::redis::RedisResult<::redis::Connection> {
+    fn connect(&self, deadline: Option<Instant>) -> ::redis::RedisResult<::redis::Connection> {
+        let mut timeout = self.connect_timeout;
+        if let Some(deadline) = deadline {
+            timeout = timeout.min(left(deadline)?);
+        }
+        // The redis crate bounds each reply of the connection's setup (AUTH, SELECT) by the
+        // timeout it is given, not the setup as a whole: share what is left among them.
         let conn = self
             .client
-            .get_connection_with_timeout(self.connect_timeout)?;
+            .get_connection_with_timeout(timeout / self.setup_replies)?;
         // Zero is "no timeout" to the OS: never pass it.
         let io = self.io_timeout.max(Duration::from_micros(1));
         conn.set_read_timeout(Some(io))?;
@@ -94,13 +129,47 @@ impl fmt::Debug for Pool {
     }
 }
 
+/// What is left until `deadline`, or a timeout error when nothing is (invariant 5).
+pub(crate) fn left(deadline: Instant) -> ::redis::RedisResult<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(::redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the call's budget is spent",
+        )));
+    }
+    Ok(left)
+}
+
 /// A checked-out connection; goes back to the pool on drop unless [`discard`](Self::discard)ed.
 pub(crate) struct Pooled<'a> {
     pool: &'a Pool,
     conn: Option<::redis::Connection>,
+    /// Its timeouts were cut below the budget (invariant 5).
+    shortened: bool,
 }
 
 impl Pooled<'_> {
+    /// Half the budget: below this much left, readers of several replies cut the timeouts.
+    pub(crate) fn half_budget(&self) -> Duration {
+        self.pool.io_timeout / 2
+    }
+
+    /// Cuts the socket timeouts to what is left until `deadline` (invariant 5); an error when
+    /// nothing is left.
+    #[cold]
+    pub(crate) fn shorten(&mut self, deadline: Option<Instant>) -> ::redis::RedisResult<()> {
+        let Some(deadline) = deadline else {
+            return Ok(());
+        };
+        let left = left(deadline)?.min(self.pool.io_timeout);
+        let conn = self.conn.as_ref().expect("present until drop");
+        conn.set_read_timeout(Some(left))?;
+        conn.set_write_timeout(Some(left))?;
+        self.shortened = true;
+        Ok(())
+    }
+
     pub(crate) fn conn(&mut self) -> &mut ::redis::Connection {
         self.conn.as_mut().expect("present until drop")
     }
@@ -116,6 +185,13 @@ impl Drop for Pooled<'_> {
         let Some(conn) = self.conn.take() else { return };
         if !conn.is_open() {
             return;
+        }
+        if self.shortened {
+            // The budget back before anyone else uses it (invariant 5).
+            let io = Some(self.pool.io_timeout.max(Duration::from_micros(1)));
+            if conn.set_read_timeout(io).is_err() || conn.set_write_timeout(io).is_err() {
+                return;
+            }
         }
         let mut idle = self.pool.idle.lock();
         if idle.len() < self.pool.max_idle {

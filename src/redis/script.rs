@@ -27,7 +27,12 @@ use crate::quota::Quota;
 /// take up to that many if they fit), then `interval, tau` per window. Reply: `{allowed,
 /// remaining, retry_after, reset_after, limiting window (1-based, 0 = none), now, granted}`, all
 /// integers (µs, tokens), then each window's debt right after the decision (`TAT − now` µs, ≥ 0;
-/// unchanged by a refusal): the per-window state the decision saw.
+/// unchanged by a refusal): the per-window state the decision saw. An optional last argument,
+/// after the windows, is a *charge*: tokens admitted elsewhere (the fallback, during an outage)
+/// added to every window's TAT first, unchecked, and written even when the decision refuses
+/// (the one exception to invariant 3: those tokens were already spent). A further optional
+/// argument, 1, is the memory guard: a take on a key none of whose windows exist is refused
+/// with limiting window `-1`, writing nothing (keys that exist keep working).
 pub(crate) const GCRA_LUA: &str = r#"
 -- tollgate GCRA, every window of one limit at once (all charge or none; a denial writes nothing).
 -- KEYS[i]: TAT of window i, integer µs since the Unix epoch on this server's clock (TIME).
@@ -50,16 +55,27 @@ local function fits(free, interval)
   return r
 end
 local windows = #KEYS
+-- Optional, after the windows: tokens admitted elsewhere (a fallback) to charge first, unchecked.
+local charge = tonumber(ARGV[5 + 2 * windows] or '0') or 0
+-- Optional, after the charge: 1 = the memory guard is on, refuse a key that holds no state.
+local guard = tonumber(ARGV[6 + 2 * windows] or '0') or 0
+local exists = false
 local intervals, taus, tats, news = {}, {}, {}, {}
 local room = -1
 for i = 1, windows do
   intervals[i] = tonumber(ARGV[3 + 2 * i])
   taus[i] = tonumber(ARGV[4 + 2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local stored = redis.call('GET', KEYS[i])
+  if stored then exists = true end
+  local tat = tonumber(stored or '0') or 0
   if tat < now then tat = now end
+  if charge > 0 then tat = tat + charge * intervals[i] end
   tats[i] = tat
   local r = fits(taus[i] - (tat - now), intervals[i])
   if room < 0 or r < room then room = r end
+end
+if guard > 0 and not exists and pause == 0 and n > 0 and charge == 0 then
+  return {0, 0, 0, 0, -1, now, 0}
 end
 local take = n
 if want > n and room > n then take = math.min(want, room) end
@@ -77,9 +93,10 @@ for i = 1, windows do
     if wait > retry then retry = wait; limiting = i end
   end
 end
-local write = pause > 0 or (take > 0 and retry <= 0)
+local admitted = pause > 0 or (take > 0 and retry <= 0)
 local state = tats
-if write then state = news end
+if admitted then state = news end
+local write = admitted or charge > 0
 local remaining, reset = -1, 0
 for i = 1, windows do
   local debt = state[i] - now
@@ -98,6 +115,13 @@ local reply = {allowed, remaining, retry, reset, limiting, now, granted}
 for i = 1, windows do reply[7 + i] = state[i] - now end
 return reply
 "#;
+
+/// Most tokens one reconciliation charges (`charge · interval` stays exact next to a Unix time
+/// in µs: the fallback admits far fewer per key between two Redis decisions).
+pub(crate) const MAX_CHARGE: u64 = 1 << 20;
+
+/// `reset_key`: deletes every window of one limit; replies `{deleted}`.
+pub(crate) const RESET_LUA: &str = "return {redis.call('DEL', unpack(KEYS))}";
 
 /// Largest number of windows one limit may have.
 pub(crate) const MAX_WINDOWS: usize = 8;
@@ -164,6 +188,9 @@ pub(crate) struct Reply {
     pub(crate) now: u64,
     /// Tokens taken (more than asked for when leasing; 0 when denied or pausing).
     pub(crate) granted: u64,
+    /// The memory guard refused a key with no state in Redis (limiting window `-1`); nothing
+    /// was written.
+    pub(crate) new_key_refused: bool,
 }
 
 impl Reply {
@@ -187,7 +214,12 @@ impl Reply {
             remaining: non_negative(remaining)?,
             retry_after: non_negative(retry)?,
             reset_after: non_negative(reset)?,
-            limiting: usize::try_from(limiting).ok()?.saturating_sub(1),
+            limiting: if limiting == -1 {
+                0
+            } else {
+                usize::try_from(limiting).ok()?.saturating_sub(1)
+            },
+            new_key_refused: limiting == -1,
             now: non_negative(now)?,
             granted: non_negative(granted)?,
         })
@@ -225,22 +257,42 @@ pub(crate) enum Op {
     },
     /// Report the state, take nothing.
     Peek,
+    /// Charge `charge` tokens admitted by the fallback (unchecked, written even on a refusal),
+    /// then take `n` (`n ≥ 1`) from every window, or none: reconciliation after an outage.
+    Reconcile {
+        /// Needed now.
+        n: u64,
+        /// Owed from the fallback.
+        charge: u64,
+    },
     /// Let nothing pass for this many µs, then resume from an empty burst.
     Pause(u64),
 }
 
 /// Builds the `ARGV` of one call (`now_us = 0`: Redis `TIME`).
 pub(crate) fn args(op: Op, windows: &[Window], now_us: u64) -> Vec<u64> {
-    let (n, pause, want) = match op {
-        Op::Take(n) => (n, 0, n),
-        Op::Lease { n, want } => (n, 0, want.max(n)),
-        Op::Peek => (0, 0, 0),
-        Op::Pause(us) => (0, us.clamp(1, MAX_TAU_US), 0),
+    let (n, pause, want, charge) = match op {
+        Op::Take(n) => (n, 0, n, 0),
+        Op::Reconcile { n, charge } => {
+            // `charge · interval` ≤ 2^50 µs for every window (invariant 1).
+            let cap = windows
+                .iter()
+                .map(|w| MAX_TAU_US / w.interval.max(1))
+                .min()
+                .unwrap_or(0);
+            (n, 0, n, charge.min(MAX_CHARGE).min(cap))
+        }
+        Op::Lease { n, want } => (n, 0, want.max(n), 0),
+        Op::Peek => (0, 0, 0, 0),
+        Op::Pause(us) => (0, us.clamp(1, MAX_TAU_US), 0, 0),
     };
-    let mut argv = Vec::with_capacity(4 + 2 * windows.len());
+    let mut argv = Vec::with_capacity(5 + 2 * windows.len());
     argv.extend([n, pause, now_us, want]);
     for w in windows {
         argv.extend([w.interval, w.tau]);
+    }
+    if charge > 0 {
+        argv.push(charge);
     }
     argv
 }
@@ -510,6 +562,44 @@ mod tests {
         assert_eq!(tat0, Some(now + 1_000_000));
         assert_eq!(tat1, Some(now + 40_000_000));
         assert!(f.call(&keys, Op::Take(5), &w, now + 1_000_000).allowed);
+    }
+
+    /// Reconciliation: a charge lands on every window before the decision, unchecked, and is
+    /// written even when the decision refuses.
+    #[test]
+    fn a_charge_is_written_first_even_on_a_refusal() {
+        let Some(mut f) = fixture() else { return };
+        let w = [
+            window(Quota::per_second(10).unwrap()),
+            window(Quota::per_minute(100).unwrap()),
+        ];
+        let keys = Keys::new("t", "charge", 2);
+        let now = 1_700_000_000_000_000;
+        // 4 owed, then 1 taken: 5 gone from both windows.
+        let r = f.call(&keys, Op::Reconcile { n: 1, charge: 4 }, &w, now);
+        assert!(r.allowed);
+        assert_eq!(r.remaining, 5);
+        assert_eq!(f.get("{t:charge}:w0"), Some(now + 500_000));
+        assert_eq!(f.get("{t:charge}:w1"), Some(now + 3_000_000));
+        // 30 owed: past the burst (debt), the request is refused, the charge is kept.
+        let r = f.call(&keys, Op::Reconcile { n: 1, charge: 30 }, &w, now);
+        assert!(!r.allowed);
+        assert_eq!(f.get("{t:charge}:w0"), Some(now + 3_500_000));
+        assert_eq!(f.get("{t:charge}:w1"), Some(now + 21_000_000));
+        // Refused until the debt is paid down: a token fits again at 3.5 s − 1 s + 0.1 s.
+        assert!(!f.call(&keys, Op::Take(1), &w, now + 2_499_999).allowed);
+        assert!(f.call(&keys, Op::Take(1), &w, now + 2_600_000).allowed);
+        // A charge is capped so `charge · interval` stays exact (invariant 1).
+        let huge = args(
+            Op::Reconcile {
+                n: 1,
+                charge: u64::MAX,
+            },
+            &w,
+            now,
+        );
+        assert_eq!(*huge.last().unwrap(), MAX_CHARGE);
+        assert_eq!(args(Op::Take(1), &w, now).len(), 4 + 2 * w.len());
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub(crate) struct Counters {
     pub(crate) lease_decisions: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) slow_opens: AtomicU64,
+    pub(crate) reconciled: AtomicU64,
+    pub(crate) unreconciled: AtomicU64,
+    pub(crate) new_keys_refused: AtomicU64,
     latency_sum_us: AtomicU64,
     latency_max_us: AtomicU64,
     latency: [AtomicU64; BUCKETS],
@@ -35,6 +39,10 @@ impl Default for Counters {
             lease_decisions: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            slow_opens: AtomicU64::new(0),
+            reconciled: AtomicU64::new(0),
+            unreconciled: AtomicU64::new(0),
+            new_keys_refused: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             latency_max_us: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -47,6 +55,11 @@ impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         // Relaxed: a statistic (invariant 1), ordered with nothing.
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        // Relaxed: a statistic (invariant 1), ordered with nothing.
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Records one Redis round trip.
@@ -82,6 +95,10 @@ impl Counters {
             lease_decisions: load(&self.lease_decisions),
             timeouts: load(&self.timeouts),
             errors: load(&self.errors),
+            slow_opens: load(&self.slow_opens),
+            reconciled: load(&self.reconciled),
+            unreconciled: load(&self.unreconciled),
+            new_keys_refused: load(&self.new_keys_refused),
             breaker,
             breaker_state: state,
             latency: LatencyStats {
@@ -123,6 +140,16 @@ pub struct RedisStats {
     pub timeouts: u64,
     /// Calls that failed otherwise (connection, server error, bad reply).
     pub errors: u64,
+    /// Times the breaker opened on latency ([`SlowCalls`](super::SlowCalls)), not on failures.
+    pub slow_opens: u64,
+    /// Tokens the local fallback admitted and a later Redis decision charged to Redis.
+    pub reconciled: u64,
+    /// Tokens the local fallback admitted that were not recorded for reconciliation (its debt
+    /// map was full: 10 000 keys).
+    pub unreconciled: u64,
+    /// Requests for keys with no state in Redis that the memory guard turned away
+    /// ([`MemoryGuard`](super::MemoryGuard)).
+    pub new_keys_refused: u64,
     /// Breaker transitions.
     pub breaker: BreakerStats,
     /// The breaker's state when the snapshot was taken.
@@ -139,6 +166,10 @@ impl Default for RedisStats {
             lease_decisions: 0,
             timeouts: 0,
             errors: 0,
+            slow_opens: 0,
+            reconciled: 0,
+            unreconciled: 0,
+            new_keys_refused: 0,
             breaker: BreakerStats::default(),
             breaker_state: BreakerState::Closed,
             latency: LatencyStats::default(),
