@@ -22,7 +22,10 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use tollgate::redis::{Fallback, RedisLimiter};
-use tollgate::{CancelToken, Clock, MonotonicClock, Quota};
+use tollgate::{
+    CancelToken, Quota,
+    time::{Clock, MonotonicClock},
+};
 
 fn main() {
     let decisions: usize = std::env::var("DECISIONS")

@@ -32,7 +32,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, MonotonicClock, Wake, duration_to_nanos};
-use crate::error::Cause;
+pub use crate::error::Cause;
 use crate::slab::Slab;
 use crate::sync::{Arc, AtomicU8, AtomicUsize, DynArc, Mutex, Ordering, fence};
 
@@ -55,7 +55,7 @@ type Callback = Box<dyn FnOnce() + Send + 'static>;
 ///   and the `Instant` forms. A child's deadline is never later than its parent's.
 /// * Every pause in tollgate is a wait on a token: [`wait`](Self::wait),
 ///   [`wait_timeout`](Self::wait_timeout), or a clock's
-///   [`park_until`](crate::Clock::park_until).
+///   [`park_until`](crate::time::Clock::park_until).
 ///
 /// # Memory ordering
 ///
@@ -67,7 +67,7 @@ type Callback = Box<dyn FnOnce() + Send + 'static>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Cause, CancelToken};
+/// use tollgate::{CancelToken, cancel::Cause};
 ///
 /// let job = CancelToken::new();
 /// let request = job.child();
@@ -140,7 +140,7 @@ impl CancelToken {
     /// assert!(!CancelToken::never().cancel()); // a no-op: nobody else's wait is ended
     /// assert!(!CancelToken::never().is_cancelled());
     /// drop(permit);
-    /// # Ok::<(), tollgate::AcquireError>(())
+    /// # Ok::<(), tollgate::semaphore::AcquireError>(())
     /// ```
     #[cfg(not(loom))]
     pub fn never() -> &'static CancelToken {
@@ -179,7 +179,7 @@ impl CancelToken {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, Cause, ManualClock};
+    /// use tollgate::{CancelToken, cancel::Cause, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let token = CancelToken::with_clock(clock.clone()).child_with_timeout(Duration::from_secs(1));
@@ -205,7 +205,7 @@ impl CancelToken {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, Cause};
+    /// use tollgate::{CancelToken, cancel::Cause};
     ///
     /// let token = CancelToken::with_timeout(Duration::from_millis(1));
     /// assert!(token.wait_timeout(Duration::from_secs(60)));
@@ -365,7 +365,7 @@ impl CancelToken {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause};
+    /// use tollgate::{CancelToken, cancel::Cause};
     ///
     /// let token = CancelToken::new();
     /// token.cancel_with(Cause::Failed);
@@ -425,7 +425,7 @@ impl CancelToken {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause};
+    /// use tollgate::{CancelToken, cancel::Cause};
     ///
     /// let token = CancelToken::new();
     /// assert_eq!(token.cause(), None);
@@ -446,7 +446,7 @@ impl CancelToken {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, ManualClock};
+    /// use tollgate::{CancelToken, time::ManualClock};
     ///
     /// let token = CancelToken::with_clock(ManualClock::starting_at(5));
     /// assert_eq!(token.deadline(), None);
@@ -488,7 +488,7 @@ impl CancelToken {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Clock, ManualClock};
+    /// use tollgate::{CancelToken, time::{Clock, ManualClock}};
     ///
     /// let token = CancelToken::with_clock(ManualClock::starting_at(3));
     /// assert_eq!(token.clock().now(), 3);
@@ -897,7 +897,7 @@ impl Drop for DropGuard {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::ManualClock;
+    use crate::time::ManualClock;
 
     fn counter() -> (std::sync::Arc<AtomicUsize>, impl FnOnce() + Send + 'static) {
         let calls = std::sync::Arc::new(AtomicUsize::new(0));

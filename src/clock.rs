@@ -51,7 +51,7 @@ pub enum Wake {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, Clock, ManualClock, Wake};
+/// use tollgate::{CancelToken, time::{Clock, ManualClock, Wake}};
 ///
 /// let clock = ManualClock::new();
 /// let token = CancelToken::new();
@@ -114,7 +114,7 @@ fn park_until_slow<C: Clock + ?Sized>(clock: &C, at: u64, token: &CancelToken) -
 /// # Examples
 ///
 /// ```
-/// use tollgate::{Clock, MonotonicClock};
+/// use tollgate::{time::{Clock, MonotonicClock}};
 ///
 /// let clock = MonotonicClock;
 /// let a = clock.now();
@@ -132,7 +132,7 @@ impl MonotonicClock {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use tollgate::{Clock, MonotonicClock};
+    /// use tollgate::{time::{Clock, MonotonicClock}};
     ///
     /// let later = Instant::now() + Duration::from_secs(1);
     /// assert!(MonotonicClock::instant_to_nanos(later) > MonotonicClock.now());
@@ -146,7 +146,7 @@ impl MonotonicClock {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{ClockSource, MonotonicClock};
+    /// use tollgate::{time::{ClockSource, MonotonicClock}};
     /// let source = MonotonicClock::source();
     /// assert!(matches!(source, ClockSource::Counter | ClockSource::Std));
     /// ```
@@ -179,13 +179,13 @@ fn std_epoch() -> Instant {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{Clock, Quota, RateLimiter, StdClock};
+/// use tollgate::{Quota, RateLimiter, time::{Clock, StdClock}};
 ///
 /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, StdClock);
 /// assert!(limiter.check().is_ok());
 /// let earlier = limiter.clock().now();
 /// assert!(StdClock.now() >= earlier); // one epoch for every StdClock
-/// # Ok::<(), tollgate::QuotaError>(())
+/// # Ok::<(), tollgate::limit::QuotaError>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StdClock;
@@ -232,7 +232,7 @@ pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, Clock, ManualClock, Wake};
+/// use tollgate::{CancelToken, time::{Clock, ManualClock, Wake}};
 ///
 /// let clock = ManualClock::new();
 /// let sleeper = {
@@ -266,7 +266,7 @@ impl ManualClock {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Clock, ManualClock};
+    /// use tollgate::{time::{Clock, ManualClock}};
     /// assert_eq!(ManualClock::new().now(), 0);
     /// ```
     pub fn new() -> Self {
@@ -278,7 +278,7 @@ impl ManualClock {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Clock, ManualClock};
+    /// use tollgate::{time::{Clock, ManualClock}};
     /// assert_eq!(ManualClock::starting_at(42).now(), 42);
     /// ```
     pub fn starting_at(nanos: u64) -> Self {
@@ -293,7 +293,7 @@ impl ManualClock {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Clock, ManualClock};
+    /// use tollgate::{time::{Clock, ManualClock}};
     ///
     /// let clock = ManualClock::new();
     /// clock.advance(Duration::from_millis(5));
@@ -309,7 +309,7 @@ impl ManualClock {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Clock, ManualClock};
+    /// use tollgate::{time::{Clock, ManualClock}};
     ///
     /// let clock = ManualClock::new();
     /// clock.set(7);
@@ -338,7 +338,7 @@ impl ManualClock {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::ManualClock;
+    /// use tollgate::time::ManualClock;
     /// assert_eq!(ManualClock::new().sleepers(), 0);
     /// ```
     pub fn sleepers(&self) -> usize {

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{CancelToken, Cause};
+/// use tollgate::{CancelToken, cancel::Cause};
 ///
 /// let token = CancelToken::new();
 /// token.cancel_with(Cause::Failed);

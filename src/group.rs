@@ -59,7 +59,7 @@ use crate::wait::{WAITING, WaitList, Wakes};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{CancelToken, Error, ErrorKind, Group, WorkerPool};
+/// use tollgate::{CancelToken, Error, ErrorKind, WorkerPool, pool::Group};
 ///
 /// let pool = WorkerPool::new(4).unwrap();
 /// let group = Group::new(&pool, &CancelToken::new());
@@ -87,7 +87,7 @@ pub struct Group<'pool, T> {
 ///
 /// ```
 /// use std::num::NonZeroUsize;
-/// use tollgate::{CancelToken, TrySpawnError, WorkerPool};
+/// use tollgate::{CancelToken, WorkerPool, pool::TrySpawnError};
 ///
 /// let pool = WorkerPool::new(1).unwrap();
 /// let group = pool.group_with_limit(&CancelToken::new(), NonZeroUsize::MIN);
@@ -161,7 +161,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Group, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, pool::Group};
     ///
     /// let pool = WorkerPool::new(1).unwrap();
     /// let group: Group<'_, ()> = Group::new(&pool, &CancelToken::new());
@@ -181,7 +181,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// use std::num::NonZeroUsize;
     /// use std::sync::Arc;
     /// use std::sync::atomic::{AtomicUsize, Ordering};
-    /// use tollgate::{CancelToken, Group, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, pool::Group};
     ///
     /// let pool = WorkerPool::new(4).unwrap();
     /// let group = Group::with_limit(&pool, &CancelToken::new(), NonZeroUsize::new(2).unwrap());
@@ -230,7 +230,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, cancel::Cause};
     ///
     /// let pool = WorkerPool::new(1).unwrap();
     /// let caller = CancelToken::new();
@@ -293,7 +293,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     ///
     /// ```
     /// use std::num::NonZeroUsize;
-    /// use tollgate::{CancelToken, TrySpawnError, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, pool::TrySpawnError};
     ///
     /// let pool = WorkerPool::new(2).unwrap();
     /// let group = pool.group_with_limit(&CancelToken::new(), NonZeroUsize::new(1).unwrap());

@@ -4,7 +4,7 @@
 //!
 //! 1. The threads are started by the constructor and live until shutdown; a job's panic is
 //!    caught inside the job's wrapper, so no job can end a worker.
-//! 2. Every job goes in through a queue slot ([`slots`]): take a slot (this is where `submit`
+//! 2. Every job goes in through a queue slot (`slots`): take a slot (this is where `submit`
 //!    blocks, cancellably), box the job, send. The channel holds `capacity + threads` messages,
 //!    so a send never blocks: at most `capacity` jobs are queued and at most `threads` `Stop`s.
 //! 3. A worker gives a job's slot back right after receiving it (so `queued` counts jobs not yet
@@ -38,6 +38,8 @@ pub(crate) use self::slots::NoSlot;
 use self::slots::{Drained, QueueSlots};
 pub use self::stats::PoolStats;
 pub(crate) use self::stats::{Counters, Outcome};
+/// Errgroup-style jobs on a pool live with it.
+pub use crate::group::{Group, TrySpawnError};
 
 use crate::cancel::CancelToken;
 use crate::sync::{Arc, AtomicBool, CachePadded, Mutex, Ordering};
@@ -64,7 +66,7 @@ enum Message {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{Shutdown, WorkerPool};
+/// use tollgate::{WorkerPool, pool::Shutdown};
 ///
 /// let pool = WorkerPool::new(2).unwrap();
 /// let handle = pool.submit(|| 1).unwrap();
@@ -227,7 +229,7 @@ impl WorkerPool {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, SubmitError, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, pool::SubmitError};
     ///
     /// let pool = WorkerPool::builder().threads(1).queue_capacity(1).build().unwrap();
     /// let release = CancelToken::new();
@@ -266,7 +268,7 @@ impl WorkerPool {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause, SubmitError, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, cancel::Cause, pool::SubmitError};
     ///
     /// let pool = WorkerPool::builder().threads(1).queue_capacity(1).build().unwrap();
     /// let release = CancelToken::new();
@@ -401,7 +403,7 @@ impl WorkerPool {
     /// ```
     /// let pool = tollgate::WorkerPool::new(1).unwrap();
     /// assert!(!pool.is_shut_down());
-    /// pool.shutdown(tollgate::Shutdown::Drain);
+    /// pool.shutdown(tollgate::pool::Shutdown::Drain);
     /// assert!(pool.is_shut_down());
     /// ```
     pub fn is_shut_down(&self) -> bool {
@@ -419,7 +421,7 @@ impl WorkerPool {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, JobError, Shutdown, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, pool::{JobError, Shutdown}};
     ///
     /// let pool = WorkerPool::new(1).unwrap();
     /// let gate = CancelToken::new();

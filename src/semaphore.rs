@@ -25,7 +25,7 @@
 //!    permits back under the lock before returning, so nothing leaks.
 //! 6. Every queued waiter asks for `0 < n <= capacity`; a shrink refuses the ones that no longer
 //!    fit.
-//! 7. Wake-ups: the queue is a [`WaitList`](crate::wait::WaitList). A waiter is unparked
+//! 7. Wake-ups: the queue is a `WaitList` (`crate::wait`). A waiter is unparked
 //!    individually after the lock is released, by the thread that decided its fate, or by its
 //!    token's `on_cancel` callback. It learns its fate from its `Waiter`'s status word, so
 //!    spurious wake-ups are re-checked and never seen by callers.
@@ -217,7 +217,7 @@ impl Semaphore {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{AcquireError, Cause, Semaphore};
+    /// use tollgate::{Semaphore, semaphore::AcquireError, cancel::Cause};
     ///
     /// let semaphore = Semaphore::new(1);
     /// let held = semaphore.acquire_timeout(1, Duration::from_secs(1)).unwrap();
@@ -235,14 +235,14 @@ impl Semaphore {
     }
 
     /// [`acquire`](Self::acquire) giving up after `timeout` measured on `token`'s clock, or when
-    /// `token` is cancelled. With a token on a [`ManualClock`](crate::ManualClock), timeouts are
+    /// `token` is cancelled. With a token on a [`ManualClock`](crate::time::ManualClock), timeouts are
     /// tested without real time.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{AcquireError, CancelToken, Cause, ManualClock, Semaphore};
+    /// use tollgate::{CancelToken, Semaphore, semaphore::AcquireError, cancel::Cause, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let token = CancelToken::with_clock(clock.clone());
@@ -302,7 +302,7 @@ impl Semaphore {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Semaphore, TryAcquireError};
+    /// use tollgate::{Semaphore, semaphore::TryAcquireError};
     ///
     /// let semaphore = Semaphore::new(2);
     /// let permit = semaphore.try_acquire(2).unwrap();
@@ -391,7 +391,7 @@ impl Semaphore {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{AcquireError, CancelToken, Semaphore};
+    /// use tollgate::{CancelToken, Semaphore, semaphore::AcquireError};
     ///
     /// let semaphore = Semaphore::new(1);
     /// let held = semaphore.try_acquire(1).unwrap();

@@ -9,8 +9,10 @@ use std::thread;
 use std::time::Duration;
 
 use tollgate::{
-    CancelToken, Cause, Clock, Error, ErrorKind, FanOut, Jitter, ManualClock, Quota, RateLimiter,
-    RetryPolicy, WorkerPool,
+    CancelToken, Error, ErrorKind, FanOut, Quota, RateLimiter, WorkerPool,
+    cancel::Cause,
+    fanout::{Jitter, RetryPolicy},
+    time::{Clock, ManualClock},
 };
 
 fn ok_fetch(key: &u32, _attempt: u32, _cancel: &CancelToken) -> Result<u32, Error> {

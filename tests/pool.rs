@@ -7,8 +7,10 @@ use std::thread;
 use std::time::Duration;
 
 use tollgate::{
-    CancelToken, Cause, DropGuard, JobError, JobHandle, ManualClock, PoolError, Shutdown,
-    SubmitError, WorkerPool,
+    CancelToken, WorkerPool,
+    cancel::{Cause, DropGuard},
+    pool::{JobError, JobHandle, PoolError, Shutdown, SubmitError},
+    time::ManualClock,
 };
 
 /// Submits a job that blocks until the returned guard is dropped (or its token cancelled), and

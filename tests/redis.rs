@@ -19,7 +19,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use test_server::TestServer;
 use tollgate::redis::{BackendError, BreakerConfig, BreakerState, Fallback, RedisLimiter, Source};
-use tollgate::{CancelToken, Cause, Clock, LimitError, Limiter, MonotonicClock, Quota};
+use tollgate::{
+    CancelToken, Quota,
+    cancel::Cause,
+    limit::{LimitError, Limiter},
+    time::{Clock, MonotonicClock},
+};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -383,7 +388,7 @@ fn a_flood_of_a_million_keys_is_decided_by_redis_and_expires_by_itself() {
             break;
         }
         let at = clock.now() + 100_000_000;
-        if clock.park_until(at, &bound) == tollgate::Wake::Cancelled {
+        if clock.park_until(at, &bound) == tollgate::time::Wake::Cancelled {
             break;
         }
     }

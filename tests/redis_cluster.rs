@@ -16,9 +16,10 @@ mod test_cluster;
 use std::time::Duration;
 
 use test_cluster::TestCluster;
-// `test_cluster.rs` parks through `crate::{CancelToken, Clock, MonotonicClock}`.
+// `test_cluster.rs` parks through `crate::{CancelToken, time::{Clock, MonotonicClock}}`.
 use tollgate::redis::{BackendError, BreakerState, RedisLimiter, RedisLimiterBuilder, Source};
-use tollgate::{CancelToken, Clock, ErrorKind, LimitError, MonotonicClock, Quota};
+use tollgate::time::{self, Clock, MonotonicClock};
+use tollgate::{CancelToken, ErrorKind, Quota, limit::LimitError};
 
 fn limiter(cluster: &TestCluster, quota: Quota) -> RedisLimiterBuilder {
     RedisLimiter::cluster_builder(&cluster.urls(), quota).budget(Duration::from_millis(200))

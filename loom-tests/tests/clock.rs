@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use loom_tests::{model, thread};
-use tollgate::{CancelToken, Clock, ManualClock, Wake};
+use tollgate::{
+    CancelToken,
+    time::{Clock, ManualClock, Wake},
+};
 
 #[test]
 fn advance_wakes_a_parked_thread() {
@@ -58,7 +61,7 @@ fn deadline_wakes_a_waiter() {
         clock.advance(Duration::from_nanos(5));
         assert_eq!(
             waiter.join().unwrap(),
-            Some(tollgate::Cause::DeadlineExceeded)
+            Some(tollgate::cancel::Cause::DeadlineExceeded)
         );
     });
 }

@@ -32,7 +32,7 @@ use super::{Clock, StdClock, duration_to_nanos};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{ClockSource, MonotonicClock};
+/// use tollgate::{time::{ClockSource, MonotonicClock}};
 ///
 /// match MonotonicClock::source() {
 ///     ClockSource::Counter => println!("the CPU's counter (TSC), as the kernel uses it"),

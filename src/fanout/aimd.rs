@@ -23,7 +23,7 @@ use crate::error::{Error, ErrorKind};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::RateFeedback;
+/// use tollgate::fanout::RateFeedback;
 ///
 /// let feedback = RateFeedback::default().decrease(0.25)?.floor(0.1)?;
 /// assert_eq!(feedback.cooldown_time(), Duration::from_secs(1));
@@ -70,7 +70,7 @@ impl RateFeedback {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// assert!(RateFeedback::default().decrease(0.7).is_ok());
     /// assert!(RateFeedback::default().decrease(0.0).is_err());
     /// # Ok::<(), tollgate::Error>(())
@@ -88,7 +88,7 @@ impl RateFeedback {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// assert!(RateFeedback::default().increase(0.25).is_ok());
     /// # Ok::<(), tollgate::Error>(())
     /// ```
@@ -105,7 +105,7 @@ impl RateFeedback {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// assert!(RateFeedback::default().floor(0.5).is_ok());
     /// # Ok::<(), tollgate::Error>(())
     /// ```
@@ -122,7 +122,7 @@ impl RateFeedback {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// let f = RateFeedback::default().cooldown(Duration::from_millis(500));
     /// assert_eq!(f.cooldown_time(), Duration::from_millis(500));
     /// # Ok::<(), tollgate::Error>(())
@@ -137,7 +137,7 @@ impl RateFeedback {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// let _every_two_seconds = RateFeedback::default().increase_interval(Duration::from_secs(2));
     /// # Ok::<(), tollgate::Error>(())
     /// ```
@@ -154,7 +154,7 @@ impl RateFeedback {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// assert_eq!(RateFeedback::default().cooldown_time(), Duration::from_secs(1));
     /// # Ok::<(), tollgate::Error>(())
     /// ```

@@ -12,7 +12,7 @@ use crate::error::Error;
 /// # Examples
 ///
 /// ```
-/// use tollgate::{CancelToken, Error, ErrorKind, FanOut, RetryPolicy};
+/// use tollgate::{CancelToken, Error, ErrorKind, FanOut, fanout::RetryPolicy};
 ///
 /// let fetch = |key: &u32, _: u32, _: &CancelToken| {
 ///     if *key == 3 { Err(Error::new(ErrorKind::Status(404), "no such user")) } else { Ok(*key) }

@@ -26,7 +26,7 @@ type UreqConfigFn = dyn Fn(ConfigBuilder<AgentScope>) -> ConfigBuilder<AgentScop
 /// # Examples
 ///
 /// ```
-/// use tollgate::{HttpConfigError, HttpFetcher};
+/// use tollgate::{HttpFetcher, http::HttpConfigError};
 ///
 /// let err = HttpFetcher::builder("http://api.example.com/users").build().unwrap_err();
 /// let source = std::error::Error::source(&err).unwrap();
@@ -412,7 +412,7 @@ impl HttpFetcherBuilder {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{HttpFetcher, RedirectPolicy};
+    /// use tollgate::{HttpFetcher, http::RedirectPolicy};
     /// let b = HttpFetcher::builder("http://h/{key}").redirects(RedirectPolicy::None);
     /// assert!(b.build().is_ok());
     /// ```

@@ -197,7 +197,7 @@ impl HttpFetcher {
     /// A token cancelled before the call returns at once, without touching the network:
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause, ErrorKind, HttpFetcher};
+    /// use tollgate::{CancelToken, ErrorKind, HttpFetcher, cancel::Cause};
     ///
     /// let fetcher = HttpFetcher::builder("http://127.0.0.1:9/{key}").build()?;
     /// let token = CancelToken::new();
@@ -223,7 +223,7 @@ impl HttpFetcher {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause, ErrorKind, HttpFetcher};
+    /// use tollgate::{CancelToken, ErrorKind, HttpFetcher, cancel::Cause};
     ///
     /// let fetcher = HttpFetcher::builder("http://127.0.0.1:9/jobs/{key}")
     ///     .header("Content-Type", "application/json")

@@ -120,7 +120,7 @@ impl QuotaSlot {
 /// * [`state`](Self::state): remaining tokens, retry_after, reset_after — without taking any.
 /// * [`set_quota`](Self::set_quota): change the quota live, keeping the tokens owed.
 ///
-/// The default clock is [`MonotonicClock`]; tests use [`ManualClock`](crate::ManualClock).
+/// The default clock is [`MonotonicClock`]; tests use [`ManualClock`](crate::time::ManualClock).
 ///
 /// # Memory ordering
 ///
@@ -141,7 +141,7 @@ impl QuotaSlot {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, LimitError, ManualClock, Quota, RateLimiter};
+/// use tollgate::{CancelToken, Quota, RateLimiter, limit::LimitError, time::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let limiter = RateLimiter::with_clock(Quota::per_second(5)?.burst(2)?, clock.clone());
@@ -173,7 +173,7 @@ impl RateLimiter<MonotonicClock> {
     /// ```
     /// let limiter = tollgate::RateLimiter::new(tollgate::Quota::per_second(100)?);
     /// assert!(limiter.check().is_ok());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn new(quota: Quota) -> Self {
         Self::with_clock(quota, MonotonicClock)
@@ -186,11 +186,11 @@ impl<C: Clock> RateLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     /// let limiter = RateLimiter::with_clock(Quota::per_minute(1)?, ManualClock::new());
     /// assert!(limiter.check().is_ok());
     /// assert!(limiter.check().is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_clock(quota: Quota, clock: C) -> Self {
         let slots: [QuotaSlot; SLOTS] = Default::default();
@@ -208,10 +208,10 @@ impl<C: Clock> RateLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Clock, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::{Clock, ManualClock}};
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::starting_at(9));
     /// assert_eq!(limiter.clock().now(), 9);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn clock(&self) -> &C {
         &self.clock
@@ -225,7 +225,7 @@ impl<C: Clock> RateLimiter<C> {
     /// use tollgate::{Quota, RateLimiter};
     /// let quota = Quota::per_second(3)?;
     /// assert_eq!(RateLimiter::new(quota).quota(), quota);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn quota(&self) -> Quota {
         Quota::from_rate(&self.load().1)
@@ -258,7 +258,7 @@ impl<C: Clock> RateLimiter<C> {
     /// let limiter = tollgate::RateLimiter::new(tollgate::Quota::per_hour(1)?);
     /// assert!(limiter.check().is_ok());
     /// assert!(limiter.check().is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     #[inline]
     pub fn check(&self) -> Result<(), LimitError> {
@@ -271,7 +271,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{LimitError, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, limit::LimitError, time::ManualClock};
     ///
     /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, ManualClock::new());
     /// limiter.check_n(7)?;
@@ -303,7 +303,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     ///
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
     /// let now = limiter.reserve(1)?;
@@ -381,7 +381,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, LimitError, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{CancelToken, Quota, RateLimiter, limit::LimitError, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, clock.clone());
@@ -410,7 +410,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     ///
     /// let limiter = RateLimiter::with_clock(Quota::per_second(2)?, ManualClock::new());
     /// limiter.check_n(2)?;
@@ -432,7 +432,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, clock.clone());
@@ -456,7 +456,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?.burst(2)?, clock.clone());

@@ -253,7 +253,7 @@ impl Cell for KeyCell<'_> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{KeyedLimiter, LimitError, ManualClock, Quota};
+/// use tollgate::{Quota, limit::{KeyedLimiter, LimitError}, time::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let limiter = KeyedLimiter::with_clock(Quota::per_second(2)?, 10_000, clock.clone())?
@@ -264,7 +264,7 @@ impl Cell for KeyCell<'_> {
 /// assert!(limiter.check(&"bob").is_ok()); // a different key
 /// assert!(limiter.check_n(&"premium", 50).is_ok());
 /// assert_eq!(limiter.len(), 3);
-/// # Ok::<(), tollgate::QuotaError>(())
+/// # Ok::<(), tollgate::limit::QuotaError>(())
 /// ```
 pub struct KeyedLimiter<K, C: Clock = MonotonicClock, S = DefaultKeyHasher> {
     shards: Box<[CachePadded<Shard<K>>]>,
@@ -304,10 +304,10 @@ impl<K: Hash + Eq> KeyedLimiter<K, MonotonicClock> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter};
     /// let per_ip = KeyedLimiter::new(Quota::per_minute(60)?, 100_000)?;
     /// assert!(per_ip.check(&[127, 0, 0, 1]).is_ok());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn new(quota: Quota, max_keys: usize) -> Result<Self, QuotaError> {
         Self::with_clock(quota, max_keys, MonotonicClock)
@@ -320,11 +320,11 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::<u64, _>::with_clock(Quota::per_second(1)?, 10, ManualClock::new())?;
     /// assert!(limiter.check(&7).is_ok());
     /// assert!(limiter.check(&7).is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_clock(quota: Quota, max_keys: usize, clock: C) -> Result<Self, QuotaError> {
         Self::with_quotas([quota], max_keys, clock)
@@ -338,7 +338,7 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, LimitError, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::{KeyedLimiter, LimitError}, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let per_client = KeyedLimiter::with_quotas(
@@ -390,11 +390,11 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::hash::RandomState;
-    /// use tollgate::{KeyedLimiter, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter};
     ///
     /// let per_token = KeyedLimiter::new(Quota::per_second(5)?, 10_000)?.with_hasher(RandomState::new());
     /// assert!(per_token.check(&"api-token-1").is_ok());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_hasher<H: BuildHasher>(self, hasher: H) -> KeyedLimiter<K, C, H> {
         let rates = self.shards[0].read().rates.clone();
@@ -433,14 +433,14 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::collections::HashMap;
-    /// use tollgate::{KeyedLimiter, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter};
     ///
     /// let premium: HashMap<String, Quota> = [("acme".to_string(), Quota::per_second(100)?)].into();
     /// let limiter = KeyedLimiter::new(Quota::per_second(1)?, 1_000)?
     ///     .with_quota_for(move |key: &String| premium.get(key).copied());
     /// assert!(limiter.check_n("acme", 100).is_ok());
     /// assert!(limiter.check_n("other", 2).is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_quota_for(self, f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static) -> Self {
         self.with_quotas_for(move |key| f(key).map(|quota| vec![quota]))
@@ -454,12 +454,12 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(1)?, Quota::per_hour(10)?], 100, ManualClock::new())?
     ///     .with_quotas_for(|key: &String| (key == "vip").then(|| vec![Quota::per_second(50).unwrap(), Quota::per_hour(500).unwrap()]));
     /// assert!(limiter.check_n("vip", 50).is_ok());
     /// assert!(limiter.check_n("anyone", 2).is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_quotas_for(
         mut self,
@@ -483,12 +483,12 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, KeyedLimits, Quota};
+    /// use tollgate::{Quota, limit::{KeyedLimiter, KeyedLimits}};
     /// let limiter = KeyedLimiter::<String>::new(Quota::per_second(1)?, 100)?.max_key_bytes(64);
     /// let huge = "k".repeat(15_000);
     /// assert!(limiter.check_key(&huge, 1).is_ok());
     /// assert!(limiter.check_key(&huge, 1).is_err()); // the same key, digested the same way
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn max_key_bytes(mut self, bytes: usize) -> Self {
         self.max_key_bytes = bytes;
@@ -517,10 +517,10 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter};
     /// let limiter = KeyedLimiter::<u8>::new(Quota::per_second(3)?, 10)?;
     /// assert_eq!(limiter.quotas(), [Quota::per_second(3)?]);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn quotas(&self) -> Vec<Quota> {
         self.shards[0]
@@ -538,7 +538,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(1)?.burst(2)?, 10, ManualClock::new())?;
     /// limiter.check_n("a", 2)?; // owes 2 tokens = 2 s
     /// limiter.set_quota(Quota::per_second(10)?.burst(2)?)?;
@@ -560,7 +560,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota, QuotaError};
+    /// use tollgate::{Quota, limit::{KeyedLimiter, QuotaError}, time::ManualClock};
     /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(5)?, Quota::per_minute(50)?], 10, ManualClock::new())?;
     /// limiter.check_n("a", 5)?;
     /// limiter.set_quotas([Quota::per_second(10)?, Quota::per_minute(60)?])?;
@@ -622,10 +622,10 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_hour(1)?, 10)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_hour(1)?, 10)?;
     /// assert!(limiter.check(&"k").is_ok());
     /// assert!(limiter.check(&"k").is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     #[inline]
     pub fn check<Q>(&self, key: &Q) -> Result<(), LimitError>
@@ -644,7 +644,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, LimitError, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::{KeyedLimiter, LimitError}, time::ManualClock};
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(5)?, 1, ManualClock::new())?;
     /// limiter.check_n(&1, 5)?;
     /// // Key 1 is busy and the limiter holds one key: a new key is refused, not key 1 evicted.
@@ -678,7 +678,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(2)?, Quota::per_minute(30)?], 10, ManualClock::new())?;
     /// let first = limiter.decide("a", 2);
     /// assert!(first.is_allowed());
@@ -687,7 +687,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// assert_eq!(refused.refused_by(), Some(0));
     /// assert_eq!(refused.window(0).unwrap().remaining, 0);
     /// assert_eq!(refused.window(0).unwrap().retry_after, Duration::from_millis(500));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     #[inline]
     pub fn decide<Q>(&self, key: &Q, n: u64) -> Decision
@@ -727,7 +727,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, KeyedLimiter, Quota};
+    /// use tollgate::{CancelToken, Quota, limit::KeyedLimiter};
     /// let per_host = KeyedLimiter::new(Quota::per_second(1_000)?, 100)?;
     /// let token = CancelToken::new();
     /// for _ in 0..1_005 {
@@ -763,7 +763,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, KeyedLimiter, LimitError, ManualClock, Quota};
+    /// use tollgate::{CancelToken, Quota, limit::{KeyedLimiter, LimitError}, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(2)?, 100, clock.clone())?;
@@ -802,7 +802,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let per_host = KeyedLimiter::with_clock(Quota::per_second(10)?, 100, clock.clone())?;
@@ -963,14 +963,14 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let clock = ManualClock::new();
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(1)?, 100, clock.clone())?;
     /// limiter.check(&"a").unwrap();
     /// clock.advance(Duration::from_secs(1));
     /// assert_eq!(limiter.sweep(), 1);
     /// assert!(limiter.is_empty());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn sweep(&self) -> usize {
         self.sweep_at(self.clock.now())
@@ -981,13 +981,13 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 100)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 100)?;
     /// for key in 0..10u32 {
     ///     limiter.check(&key).unwrap();
     /// }
     /// limiter.retain(|key| key % 2 == 0);
     /// assert_eq!(limiter.len(), 5);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn retain(&self, mut keep: impl FnMut(&K) -> bool) {
         for shard in self.shards.iter() {
@@ -1005,10 +1005,10 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 100)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 100)?;
     /// limiter.check(&"x").unwrap();
     /// assert_eq!(limiter.len(), 1);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn len(&self) -> usize {
         // Relaxed: a snapshot of a counter.
@@ -1022,7 +1022,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let clock = ManualClock::new();
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(1)?, 2, clock.clone())?;
     /// limiter.check(&1).unwrap();
@@ -1032,7 +1032,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// limiter.sweep(); // and any idle key left goes now
     /// assert_eq!(limiter.evictions(), 2);
     /// assert_eq!(limiter.len(), 1);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn evictions(&self) -> u64 {
         // Relaxed: a snapshot of a counter.
@@ -1044,9 +1044,9 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::<u8>::new(tollgate::Quota::per_second(1)?, 100)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::<u8>::new(tollgate::Quota::per_second(1)?, 100)?;
     /// assert!(limiter.is_empty());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -1058,11 +1058,11 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_second(3)?, 100)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_second(3)?, 100)?;
     /// limiter.check(&"k").unwrap();
     /// assert_eq!(limiter.state(&"k").remaining, 2);
     /// assert_eq!(limiter.state(&"new").remaining, 3);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn state<Q>(&self, key: &Q) -> LimitState
     where

@@ -39,7 +39,7 @@ pub use reservation::Reservation;
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, Limiter, ManualClock, Quota, RateLimiter};
+/// use tollgate::{CancelToken, Quota, RateLimiter, limit::Limiter, time::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let limiter: Arc<dyn Limiter> =
@@ -106,7 +106,7 @@ pub trait Limiter: Send + Sync + fmt::Debug {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use tollgate::{KeyedLimiter, KeyedLimits, ManualClock, Quota};
+/// use tollgate::{Quota, limit::{KeyedLimiter, KeyedLimits}, time::ManualClock};
 ///
 /// let limits: Arc<dyn KeyedLimits> = Arc::new(KeyedLimiter::<String, _>::with_quotas(
 ///     [Quota::per_second(2)?, Quota::per_minute(3)?],
@@ -151,7 +151,7 @@ pub trait KeyedLimits: Send + Sync + fmt::Debug {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{ErrorKind, LimitError, ManualClock, Quota, RateLimiter};
+/// use tollgate::{ErrorKind, Quota, RateLimiter, limit::LimitError, time::ManualClock};
 ///
 /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
 /// limiter.check()?;
@@ -209,7 +209,7 @@ impl LimitError {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Cause, LimitError};
+    /// use tollgate::{cancel::Cause, limit::LimitError};
     ///
     /// assert_eq!(LimitError::Cancelled(Cause::Cancelled).retry_after(), None);
     /// ```
@@ -273,7 +273,7 @@ impl From<LimitError> for Error {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Limiter, ManualClock, Quota, RateLimiter};
+/// use tollgate::{Quota, RateLimiter, limit::Limiter, time::ManualClock};
 ///
 /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, ManualClock::new());
 /// limiter.check_n(4)?;

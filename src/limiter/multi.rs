@@ -46,7 +46,7 @@ use super::{LimitError, LimitState, Limiter};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{LimitError, ManualClock, MultiLimiter, Quota};
+/// use tollgate::{Quota, limit::{LimitError, MultiLimiter}, time::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let limiter = MultiLimiter::with_clock([Quota::per_second(2)?, Quota::per_minute(3)?], clock.clone())?;
@@ -77,7 +77,7 @@ impl MultiLimiter<MonotonicClock> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{MultiLimiter, Quota, QuotaError};
+    /// use tollgate::{Quota, limit::{MultiLimiter, QuotaError}};
     /// let tiers = MultiLimiter::new([Quota::per_second(2)?, Quota::per_minute(10)?, Quota::per_hour(100)?])?;
     /// assert!(tiers.check().is_ok());
     /// assert_eq!(MultiLimiter::new([]).err(), Some(QuotaError::NoQuotas));
@@ -94,11 +94,11 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{ManualClock, MultiLimiter, Quota};
+    /// use tollgate::{Quota, time::ManualClock, limit::MultiLimiter};
     /// let limiter = MultiLimiter::with_clock([Quota::per_second(1)?], ManualClock::new())?;
     /// assert!(limiter.check().is_ok());
     /// assert!(limiter.check().is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_clock(
         quotas: impl IntoIterator<Item = Quota>,
@@ -119,11 +119,11 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{MultiLimiter, Quota};
+    /// use tollgate::{Quota, limit::MultiLimiter};
     /// let limiter = MultiLimiter::new([Quota::per_second(5)?, Quota::per_minute(50)?])?;
     /// limiter.limiters()[1].set_quota(Quota::per_minute(60)?);
     /// assert_eq!(limiter.limiters()[1].quota(), Quota::per_minute(60)?);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn limiters(&self) -> &[RateLimiter<C>] {
         &self.limiters
@@ -160,7 +160,7 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{ManualClock, MultiLimiter, Quota};
+    /// use tollgate::{Quota, time::ManualClock, limit::MultiLimiter};
     /// let limiter = MultiLimiter::with_clock([Quota::per_second(3)?, Quota::per_second(5)?], ManualClock::new())?;
     /// limiter.check_n(3)?;
     /// assert!(limiter.check().is_err());
@@ -238,7 +238,7 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, LimitError, ManualClock, MultiLimiter, Quota};
+    /// use tollgate::{CancelToken, Quota, limit::{LimitError, MultiLimiter}, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let limiter = MultiLimiter::with_clock([Quota::per_second(10)?, Quota::per_minute(1)?], clock.clone())?;
@@ -287,7 +287,7 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, MultiLimiter, Quota};
+    /// use tollgate::{Quota, time::ManualClock, limit::MultiLimiter};
     /// let limiter = MultiLimiter::with_clock([Quota::per_second(4)?, Quota::per_minute(6)?], ManualClock::new())?;
     /// limiter.check_n(3)?;
     /// let state = limiter.state();
@@ -319,11 +319,11 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{MultiLimiter, Quota};
+    /// use tollgate::{Quota, limit::MultiLimiter};
     /// let limiter = MultiLimiter::new([Quota::per_second(5)?])?;
     /// limiter.penalize(Duration::from_secs(60));
     /// assert!(limiter.check().is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn penalize(&self, pause: Duration) {
         for limiter in &self.limiters {
@@ -336,9 +336,9 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::MultiLimiter::new([tollgate::Quota::per_hour(1)?])?;
+    /// let limiter = tollgate::limit::MultiLimiter::new([tollgate::Quota::per_hour(1)?])?;
     /// assert!(limiter.check().is_ok());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn check(&self) -> Result<(), LimitError> {
         self.check_n(1)
@@ -349,7 +349,7 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::MultiLimiter::new([tollgate::Quota::per_hour(1)?])?;
+    /// let limiter = tollgate::limit::MultiLimiter::new([tollgate::Quota::per_hour(1)?])?;
     /// assert!(limiter.wait(&tollgate::CancelToken::new()).is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -88,7 +88,7 @@ impl WorkerPoolBuilder {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{PoolError, WorkerPool};
+    /// use tollgate::{WorkerPool, pool::PoolError};
     ///
     /// assert!(WorkerPool::builder().threads(2).build().is_ok());
     /// assert_eq!(WorkerPool::builder().name_prefix("a\0b").build().unwrap_err(), PoolError::InvalidName);

@@ -118,7 +118,7 @@ impl RedisLimiterBuilder {
         self
     }
 
-    /// The limit's name (default `default`): the key the [`Limiter`](crate::Limiter) methods use, and the scope
+    /// The limit's name (default `default`): the key the [`Limiter`](crate::limit::Limiter) methods use, and the scope
     /// of the keyed methods (`name:key`). Long or unusual names are hashed into the key.
     ///
     /// # Examples

@@ -85,7 +85,7 @@ use crate::sync::Mutex;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Limiter, Quota};
+/// use tollgate::{Quota, limit::Limiter};
 /// use tollgate::redis::{BackendError, Fallback, RedisLimiter, Source};
 ///
 /// // Nothing listens on port 1: every call fails, the fallback decides.
@@ -226,7 +226,7 @@ impl RedisLimiter {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{LimitError, Quota, redis::RedisLimiter};
+    /// use tollgate::{Quota, redis::RedisLimiter, limit::LimitError};
     /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(5)?).build()?;
     /// let d = limiter.decide("carol", 6);
     /// assert!(matches!(d.result, Err(LimitError::InsufficientCapacity { requested: 6, burst: 5 })));
@@ -260,7 +260,7 @@ impl RedisLimiter {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, LimitError, Quota, redis::RedisLimiter};
+    /// use tollgate::{CancelToken, Quota, redis::RedisLimiter, limit::LimitError};
     /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_minute(1)?).build()?;
     /// limiter.wait_key("erin", 1, &CancelToken::new())?;
     /// let hurry = CancelToken::with_timeout(Duration::from_millis(10));

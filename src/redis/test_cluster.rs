@@ -24,7 +24,10 @@
 use std::time::Duration;
 
 use super::test_server::TestServer;
-use crate::{CancelToken, Clock, MonotonicClock};
+use crate::{
+    CancelToken,
+    time::{Clock, MonotonicClock},
+};
 
 /// The slots of each master.
 pub const RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];

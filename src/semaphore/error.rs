@@ -10,7 +10,7 @@ use crate::error::{Cause, Error, ErrorKind};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{AcquireError, CancelToken, Cause, Semaphore};
+/// use tollgate::{CancelToken, Semaphore, semaphore::AcquireError, cancel::Cause};
 ///
 /// let semaphore = Semaphore::new(2);
 /// let token = CancelToken::new();
@@ -43,7 +43,7 @@ pub enum AcquireError {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{Semaphore, TryAcquireError};
+/// use tollgate::{Semaphore, semaphore::TryAcquireError};
 ///
 /// let semaphore = Semaphore::new(1);
 /// let _held = semaphore.try_acquire(1).unwrap();
@@ -74,7 +74,7 @@ pub enum TryAcquireError {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{ResizeError, Semaphore};
+/// use tollgate::{Semaphore, semaphore::ResizeError};
 ///
 /// let semaphore = Semaphore::new(3);
 /// assert_eq!(

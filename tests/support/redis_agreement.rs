@@ -12,7 +12,10 @@
 use std::time::Duration;
 
 use tollgate::redis::{RedisLimiter, Source};
-use tollgate::{CancelToken, Clock, MonotonicClock, Quota, RateLimiter};
+use tollgate::{
+    CancelToken, Quota, RateLimiter,
+    time::{Clock, MonotonicClock},
+};
 
 /// The quota the schedule is built for.
 pub fn quota() -> Quota {
