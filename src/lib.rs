@@ -36,7 +36,7 @@
 //! | [`semaphore`] | [`Semaphore`]: weighted, strictly FIFO, waits a token cancels, close and live resize |
 //! | [`pool`] | [`WorkerPool`]: a fixed set of named threads behind a bounded queue, panics caught and reported per job; [`Group`](pool::Group) runs jobs on it errgroup-style |
 //! | [`fanout`] | [`FanOut`]: all of the above over any [`Fetch`], with [retries](fanout::RetryPolicy), rate feedback, hedging and statistics |
-//! | [`http`] | [`HttpFetcher`]: one pooled ureq agent, mandatory timeouts, per-request abort |
+//! | [`http`] (feature `http`, on by default) | [`HttpFetcher`]: one pooled ureq agent, mandatory timeouts, per-request abort |
 //! | `redis` (feature `redis`) | `RedisLimiter`: the same limits shared by a fleet |
 //!
 //! [`Error`] is the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
@@ -95,7 +95,7 @@ pub mod fanout;
 mod gcra;
 #[cfg(not(loom))]
 mod group;
-#[cfg(not(loom))]
+#[cfg(all(feature = "http", not(loom)))]
 pub mod http;
 mod limiter;
 #[cfg(not(loom))]
@@ -167,7 +167,7 @@ pub use cancel::CancelToken;
 pub use error::{Error, ErrorKind};
 #[cfg(not(loom))]
 pub use fanout::{FanOut, Fetch};
-#[cfg(not(loom))]
+#[cfg(all(feature = "http", not(loom)))]
 pub use http::HttpFetcher;
 pub use limiter::RateLimiter;
 #[cfg(not(loom))]
