@@ -35,6 +35,7 @@ use crate::wait::{WaitList, Wakes};
 
 /// What ended a [`Clock::park_until`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Wake {
     /// The clock reached the instant.
     Reached,

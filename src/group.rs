@@ -94,6 +94,7 @@ pub struct Group<'pool, T> {
 /// group.spawn(|token| { token.wait(); Ok(()) }).unwrap(); // holds the only place
 /// assert!(matches!(group.try_spawn(|_| Ok(())), Err(TrySpawnError::Full(_))));
 /// ```
+#[non_exhaustive]
 pub enum TrySpawnError<F> {
     /// The group is at its limit, or the pool's queue is full: the job comes back unrun.
     Full(F),

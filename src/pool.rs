@@ -74,6 +74,7 @@ enum Message {
 /// assert_eq!(handle.join(), Ok(1));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Shutdown {
     /// Run every queued job, then stop.
     Drain,

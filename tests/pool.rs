@@ -477,6 +477,7 @@ fn racing_submits_cancels_and_shutdowns_lose_no_job() {
                             Err(SubmitError::Closed(_)) => break,
                             Err(SubmitError::Cancelled(..)) => {}
                             Err(SubmitError::Full(_)) => panic!("only try_submit reports Full"),
+                            Err(other) => panic!("unexpected submit error: {other:?}"),
                         }
                     }
                     accepted.fetch_add(handles.len() as u64, Ordering::SeqCst);

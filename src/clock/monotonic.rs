@@ -40,6 +40,7 @@ use super::{Clock, StdClock, duration_to_nanos};
 /// }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ClockSource {
     /// The CPU's time-stamp counter, scaled to nanoseconds by quanta's calibration; used only
     /// where the kernel keeps its own time with it.

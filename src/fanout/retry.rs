@@ -19,6 +19,7 @@ use crate::error::{Error, ErrorKind};
 
 /// How jitter spreads the backoff (AWS Architecture Blog, "Exponential Backoff And Jitter").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Jitter {
     /// A uniform delay in `[0, envelope]`: the fewest collisions between clients.
     #[default]

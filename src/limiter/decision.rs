@@ -112,6 +112,7 @@ pub struct WindowState {
 /// assert!(err.is_transient());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BackendError {
     /// The call ran out of its budget (connect, read or write timeout). The script may still have
     /// run: it is never retried.
@@ -164,6 +165,7 @@ impl From<BackendError> for Error {
 /// assert!(!Source::Memory.is_redis());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Source {
     /// An in-process limiter.
     Memory,

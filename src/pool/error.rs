@@ -74,6 +74,7 @@ impl From<PoolError> for Error {
 /// }
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubmitError<F> {
     /// The queue is full (only from [`try_submit`](crate::WorkerPool::try_submit)).
     Full(F),

@@ -22,6 +22,7 @@ use crate::error::{Cause, Error, ErrorKind};
 /// assert_eq!(semaphore.acquire(1, &token).unwrap_err(), AcquireError::Cancelled(Cause::Cancelled));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AcquireError {
     /// The token was cancelled (or its deadline passed — `Cause::DeadlineExceeded`, which is how
     /// a timeout is reported) before the permits were granted.
@@ -52,6 +53,7 @@ pub enum AcquireError {
 /// assert_eq!(semaphore.try_acquire(1).unwrap_err(), TryAcquireError::Closed);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TryAcquireError {
     /// Not enough permits are free right now, or other threads are queued first.
     NoPermits,
@@ -88,6 +90,7 @@ pub enum TryAcquireError {
 /// assert_eq!(semaphore.capacity(), 3);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ResizeError {
     /// The new capacity would pass [`Semaphore::MAX_PERMITS`](super::Semaphore::MAX_PERMITS).
     AboveMax {
