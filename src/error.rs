@@ -448,6 +448,12 @@ impl fmt::Debug for Error {
     }
 }
 
+// Unwind-safe whatever its source, as `anyhow::Error` is: an `Error` is immutable once built and
+// tollgate exposes its source only by shared reference, so no panic can observe it half-updated.
+// A source with interior mutability of its own is the user's type, read-only through us.
+impl std::panic::UnwindSafe for Error {}
+impl std::panic::RefUnwindSafe for Error {}
+
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.inner

@@ -52,6 +52,10 @@ pub struct FanOutBuilder<F> {
     progress: Option<Arc<ProgressFn>>,
 }
 
+// As unwind-safe as its fetcher, for the reasons given at `FanOut`'s impls.
+impl<F: std::panic::UnwindSafe> std::panic::UnwindSafe for FanOutBuilder<F> {}
+impl<F: std::panic::RefUnwindSafe> std::panic::RefUnwindSafe for FanOutBuilder<F> {}
+
 impl<F> FanOutBuilder<F> {
     pub(crate) fn new(fetcher: F) -> Self {
         FanOutBuilder {

@@ -125,6 +125,12 @@ pub struct HttpFetcherBuilder {
     ureq_config: Option<Arc<UreqConfigFn>>,
 }
 
+// Unwind-safe although the user's `ureq_config` function does not say so: the builder only
+// calls it once, by shared reference, in `build`, and keeps no state that a panic there could
+// leave half-updated.
+impl std::panic::UnwindSafe for HttpFetcherBuilder {}
+impl std::panic::RefUnwindSafe for HttpFetcherBuilder {}
+
 impl fmt::Debug for HttpFetcherBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the template's userinfo nor a secret header's value.

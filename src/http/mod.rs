@@ -117,6 +117,13 @@ pub struct HttpFetcher {
     inner: DynArc<FetcherInner>,
 }
 
+// Unwind-safe although ureq's agent and rustls' provider hold trait objects that do not say so:
+// the agent's configuration (TLS provider, resolver, connector, middleware) is immutable once
+// built, and its connection pool takes back only connections whose response was read to the
+// end, so a panic mid-request drops that connection instead of pooling it half-read.
+impl std::panic::UnwindSafe for HttpFetcher {}
+impl std::panic::RefUnwindSafe for HttpFetcher {}
+
 struct FetcherInner {
     agent: ureq::Agent,
     template: UrlTemplate,

@@ -72,7 +72,15 @@ const PROBED: usize = 8;
 /// Default [`KeyedLimiter::max_key_bytes`].
 const DEFAULT_MAX_KEY_BYTES: usize = 256;
 
-type QuotasFor<K> = Box<dyn Fn(&K) -> Option<Vec<Quota>> + Send + Sync>;
+/// The per-key quota function. Declared unwind-safe: tollgate only ever calls it (by shared
+/// reference); if it panics, the key is not inserted and the shard stays valid (`sync.rs`,
+/// `unwind_safe`, point 1), so a limiter shared across `catch_unwind` stays usable.
+struct QuotasFor<K>(Box<QuotasFn<K>>);
+
+type QuotasFn<K> = dyn Fn(&K) -> Option<Vec<Quota>> + Send + Sync;
+
+impl<K> std::panic::UnwindSafe for QuotasFor<K> {}
+impl<K> std::panic::RefUnwindSafe for QuotasFor<K> {}
 
 /// One shard: the keys whose hash picks it, each with its state, and the default rates they are
 /// measured in (invariant 4). A `HashTable` takes the hash from us, so a key is hashed once for
@@ -465,7 +473,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         mut self,
         f: impl Fn(&K) -> Option<Vec<Quota>> + Send + Sync + 'static,
     ) -> Self {
-        self.quotas_for = Some(Box::new(f));
+        self.quotas_for = Some(QuotasFor(Box::new(f)));
         self
     }
 
@@ -607,7 +615,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
 
     /// A new key's own rates, if it has any.
     fn own_rates(&self, key: &K, defaults: &[Rate]) -> Option<Box<[Rate]>> {
-        let quotas = self.quotas_for.as_ref()?(key)?;
+        let quotas = (self.quotas_for.as_ref()?.0)(key)?;
         Some(
             defaults
                 .iter()
