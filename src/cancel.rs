@@ -345,6 +345,12 @@ impl CancelToken {
 
     /// Cancels the token with [`Cause::Cancelled`]. See [`cancel_with`](Self::cancel_with).
     ///
+    /// # Panics
+    ///
+    /// If an [`on_cancel`](Self::on_cancel) callback this call fires panics: every callback
+    /// still runs and every child is still cancelled, then the first callback's panic is resumed
+    /// on this thread. The token is cancelled either way.
+    ///
     /// # Examples
     ///
     /// ```
@@ -361,6 +367,10 @@ impl CancelToken {
     /// did it: `false` if the token was cancelled already, in which case the first cause stays.
     ///
     /// If callbacks panic, every callback still runs and the first panic is then resumed.
+    ///
+    /// # Panics
+    ///
+    /// As [`cancel`](Self::cancel), if an `on_cancel` callback panics.
     ///
     /// # Examples
     ///
@@ -390,6 +400,11 @@ impl CancelToken {
     /// Whether the token is cancelled (or its deadline has passed, which cancels it now).
     ///
     /// One atomic load; one clock read more when the token has a deadline.
+    ///
+    /// # Panics
+    ///
+    /// Only when this call is the one that notices a passed deadline, and so fires the token's
+    /// callbacks: then as [`cancel`](Self::cancel) does, if an `on_cancel` callback panics.
     ///
     /// # Examples
     ///
@@ -871,6 +886,10 @@ pub struct DropGuard {
 
 impl DropGuard {
     /// Gives the token back without cancelling it.
+    ///
+    /// # Panics
+    ///
+    /// Never: a guard holds its token until this call consumes the guard.
     ///
     /// # Examples
     ///

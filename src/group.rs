@@ -248,6 +248,11 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// Fails — without queueing the job — once the group is cancelled, with the error
     /// [`wait`](Self::wait) will return, so a spawning loop can stop with `?`.
     ///
+    /// # Errors
+    ///
+    /// The error [`wait`](Self::wait) will return, once the group is cancelled (a failed job, the
+    /// caller's token, or the pool refusing work); the job is then not queued.
+    ///
     /// # Examples
     ///
     /// ```
@@ -289,6 +294,11 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// Spawns `job` only if that needs no wait: the group is under its limit and the pool's
     /// queue has room (Go's `TryGo`). Returns the spawn index, or the job back in
     /// [`TrySpawnError::Full`], or [`TrySpawnError::Stopped`] once the group is cancelled.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySpawnError::Full`] with the job when the group is at its limit or the pool's queue is
+    /// full; [`TrySpawnError::Stopped`] when the group is cancelled.
     ///
     /// # Examples
     ///
@@ -379,6 +389,13 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// Waits for every job and returns their values in spawn order — or the first error as soon
     /// as there is one (see the type's docs), or the caller's cancellation cause.
     ///
+    /// # Errors
+    ///
+    /// The first error recorded (a job's `Err`, a panic as
+    /// [`ErrorKind::Panicked`](crate::ErrorKind::Panicked), the pool refusing work), as soon as
+    /// there is one; else [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) with the cause if the
+    /// caller's token ended the group.
+    ///
     /// # Examples
     ///
     /// ```
@@ -402,6 +419,13 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// As [`wait`](Self::wait), but hands each value to `each` (with its spawn index) as soon as
     /// its job completes, in completion order, instead of collecting them: memory stays bounded
     /// by the jobs in flight. `each` runs on the calling thread.
+    ///
+    /// # Errors
+    ///
+    /// The first error recorded (a job's `Err`, a panic as
+    /// [`ErrorKind::Panicked`](crate::ErrorKind::Panicked), the pool refusing work), as soon as
+    /// there is one; else [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) with the cause if the
+    /// caller's token ended the group.
     ///
     /// # Examples
     ///
@@ -456,6 +480,10 @@ impl<T: Send + 'static> Group<'_, T> {
     ///
     /// Jobs skipped because the group was cancelled end at once when a worker reaches them; a
     /// job that ignores the token is waited for.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait), but only after every job has ended.
     ///
     /// # Examples
     ///

@@ -184,6 +184,11 @@ impl WorkerPool {
 
     /// A pool of `threads` threads with the default queue capacity (twice the threads).
     ///
+    /// # Errors
+    ///
+    /// [`PoolError::ZeroThreads`] if `threads` is 0; [`PoolError::Spawn`] if the operating system
+    /// refuses a thread.
+    ///
     /// # Examples
     ///
     /// ```
@@ -209,6 +214,10 @@ impl WorkerPool {
 
     /// Queues `job`, waiting while the queue is full. Fails only when the pool is shut down.
     ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Closed`] with the job if the pool is shut down or shutting down.
+    ///
     /// # Examples
     ///
     /// ```
@@ -226,6 +235,11 @@ impl WorkerPool {
 
     /// Queues `job` if there is room now; hands it back in [`SubmitError::Full`] or
     /// [`SubmitError::Closed`] otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] with the job if the queue is full; [`SubmitError::Closed`] if the
+    /// pool is shut down or shutting down.
     ///
     /// # Examples
     ///
@@ -265,6 +279,11 @@ impl WorkerPool {
     ///
     /// Like Go's `semaphore.Acquire`, a submit that finds room succeeds even if `token` is
     /// cancelled already: the token only bounds the wait.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Cancelled`] with the job and the cause if `token` is cancelled before a
+    /// queue slot frees up; [`SubmitError::Closed`] if the pool is shut down or shutting down.
     ///
     /// # Examples
     ///

@@ -123,6 +123,11 @@ impl From<QuotaError> for Error {
 impl Quota {
     /// `n` tokens per second, burst `n`.
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroRate`] if `n` is 0; [`QuotaError::IntervalBelowNanosecond`] if the rate is
+    /// above one token per nanosecond.
+    ///
     /// # Examples
     ///
     /// ```
@@ -135,6 +140,11 @@ impl Quota {
     }
 
     /// `n` tokens per minute, burst `n`.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroRate`] if `n` is 0; [`QuotaError::IntervalBelowNanosecond`] if the rate is
+    /// above one token per nanosecond.
     ///
     /// # Examples
     ///
@@ -150,6 +160,11 @@ impl Quota {
 
     /// `n` tokens per hour, burst `n`.
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroRate`] if `n` is 0; [`QuotaError::IntervalBelowNanosecond`] if the rate is
+    /// above one token per nanosecond.
+    ///
     /// # Examples
     ///
     /// ```
@@ -163,6 +178,12 @@ impl Quota {
     }
 
     /// `count` tokens every `period` (any rational rate), burst `count`.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroRate`] if `count` is 0, [`QuotaError::ZeroPeriod`] if `period` is zero,
+    /// [`QuotaError::IntervalBelowNanosecond`] if `count` exceeds `period` in nanoseconds,
+    /// [`QuotaError::Overflow`] if `period` is beyond the limiter's 2^60 ns range.
     ///
     /// # Examples
     ///
@@ -182,6 +203,11 @@ impl Quota {
 
     /// One token every `period`, burst 1.
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroPeriod`] if `period` is zero; [`QuotaError::Overflow`] if it is beyond the
+    /// limiter's 2^60 ns range.
+    ///
     /// # Examples
     ///
     /// ```
@@ -198,6 +224,11 @@ impl Quota {
     }
 
     /// The same rate with `burst` tokens available at once.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroBurst`] if `burst` is 0; [`QuotaError::Overflow`] if `burst × interval`
+    /// is beyond the limiter's 2^60 ns range.
     ///
     /// # Examples
     ///

@@ -164,6 +164,10 @@ impl Semaphore {
     /// A semaphore with `permits` permits, or [`ResizeError::AboveMax`] if that is more than
     /// [`MAX_PERMITS`](Self::MAX_PERMITS).
     ///
+    /// # Errors
+    ///
+    /// [`ResizeError::AboveMax`] if `permits` is above [`Semaphore::MAX_PERMITS`].
+    ///
     /// # Examples
     ///
     /// ```
@@ -190,6 +194,12 @@ impl Semaphore {
     /// permits are free), with [`AcquireError::Closed`] if the semaphore is closed, and with
     /// [`AcquireError::TooLarge`] if `n` is more than the capacity. `n == 0` succeeds at once.
     ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Cancelled`] if the token is cancelled or its deadline passes first (nothing
+    /// is held); [`AcquireError::Closed`] if the semaphore is closed; [`AcquireError::TooLarge`] if
+    /// `n` exceeds the capacity (at once, or after a shrink while waiting).
+    ///
     /// # Examples
     ///
     /// ```
@@ -212,6 +222,13 @@ impl Semaphore {
     /// [`acquire`](Self::acquire) giving up after `timeout` (on the monotonic clock) with
     /// `AcquireError::Cancelled(Cause::DeadlineExceeded)`. A zero timeout never waits: it
     /// succeeds only if the permits are free now and nobody is queued.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Cancelled`] with [`Cause::DeadlineExceeded`]
+    /// if `timeout` passes first (nothing
+    /// is held); [`AcquireError::Closed`] if the semaphore is closed; [`AcquireError::TooLarge`] if
+    /// `n` exceeds the capacity (at once, or after a shrink while waiting).
     ///
     /// # Examples
     ///
@@ -237,6 +254,13 @@ impl Semaphore {
     /// [`acquire`](Self::acquire) giving up after `timeout` measured on `token`'s clock, or when
     /// `token` is cancelled. With a token on a [`ManualClock`](crate::time::ManualClock), timeouts are
     /// tested without real time.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Cancelled`] with [`Cause::DeadlineExceeded`]
+    /// if `timeout` passes first (nothing
+    /// is held); [`AcquireError::Closed`] if the semaphore is closed; [`AcquireError::TooLarge`] if
+    /// `n` exceeds the capacity (at once, or after a shrink while waiting).
     ///
     /// # Examples
     ///
@@ -277,6 +301,12 @@ impl Semaphore {
     /// [`acquire`](Self::acquire) returning a permit that owns a handle on the semaphore, so it
     /// can move to another thread or outlive the borrow.
     ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Cancelled`] if the token is cancelled or its deadline passes first (nothing
+    /// is held); [`AcquireError::Closed`] if the semaphore is closed; [`AcquireError::TooLarge`] if
+    /// `n` exceeds the capacity (at once, or after a shrink while waiting).
+    ///
     /// # Examples
     ///
     /// ```
@@ -298,6 +328,12 @@ impl Semaphore {
     }
 
     /// Takes `n` permits if they are free now and nobody is queued (it never jumps the queue).
+    ///
+    /// # Errors
+    ///
+    /// [`TryAcquireError::NoPermits`] if not enough permits are free now or others queue first;
+    /// [`TryAcquireError::Closed`] if the semaphore is closed; [`TryAcquireError::TooLarge`] if `n`
+    /// exceeds the capacity.
     ///
     /// # Examples
     ///
@@ -322,6 +358,12 @@ impl Semaphore {
     }
 
     /// [`try_acquire`](Self::try_acquire) returning an [`OwnedPermit`].
+    ///
+    /// # Errors
+    ///
+    /// [`TryAcquireError::NoPermits`] if not enough permits are free now or others queue first;
+    /// [`TryAcquireError::Closed`] if the semaphore is closed; [`TryAcquireError::TooLarge`] if `n`
+    /// exceeds the capacity.
     ///
     /// # Examples
     ///

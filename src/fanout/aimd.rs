@@ -66,6 +66,10 @@ fn fraction(name: &str, value: f64, zero_ok: bool) -> Result<f64, Error> {
 impl RateFeedback {
     /// The factor a throttle signal multiplies the rate by, in (0, 1].
     ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) if `factor` is not in (0, 1] (or not a number).
+    ///
     /// # Examples
     ///
     /// ```
@@ -84,6 +88,10 @@ impl RateFeedback {
 
     /// The share of the configured rate added back per increase interval, in (0, 1].
     ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) if `share` is not in (0, 1] (or not a number).
+    ///
     /// # Examples
     ///
     /// ```
@@ -100,6 +108,10 @@ impl RateFeedback {
     }
 
     /// The lowest rate, as a share of the configured one, in (0, 1].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) if `share` is not in (0, 1] (or not a number).
     ///
     /// # Examples
     ///

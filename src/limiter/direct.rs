@@ -252,6 +252,10 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Takes one token now, or says when.
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the token is not available now (nothing is taken).
+    ///
     /// # Examples
     ///
     /// ```
@@ -267,6 +271,11 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Takes `n` tokens now if all are available (all or nothing), or says when they will be.
     /// `n = 0` always passes. `n > burst` is [`LimitError::InsufficientCapacity`].
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
     ///
     /// # Examples
     ///
@@ -298,6 +307,10 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// Errors: `n > burst` ([`LimitError::InsufficientCapacity`]); a slot more than 36 years
     /// ahead ([`LimitError::NotUntil`] with the largest wait).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
     ///
     /// # Examples
     ///
@@ -347,6 +360,11 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Blocks until one token is granted or `token` is cancelled. See [`wait_n`](Self::wait_n).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline.
+    ///
     /// # Examples
     ///
     /// ```
@@ -376,6 +394,12 @@ impl<C: Clock> RateLimiter<C> {
     ///   yet due come back) and the result is [`LimitError::Cancelled`] with the token's cause.
     ///   Cancelled (or its deadline reached) at the instant the slot comes due: the slot wins and
     ///   the wait succeeds, since nothing could be given back.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
     ///
     /// # Examples
     ///

@@ -309,6 +309,10 @@ impl<K: Hash + Eq> KeyedLimiter<K, MonotonicClock> {
     /// A keyed limiter giving every key `quota`, holding at most `max_keys` keys
     /// (`max_keys = 0` is [`QuotaError::ZeroMaxKeys`]).
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroMaxKeys`] if `max_keys` is 0.
+    ///
     /// # Examples
     ///
     /// ```
@@ -324,6 +328,10 @@ impl<K: Hash + Eq> KeyedLimiter<K, MonotonicClock> {
 
 impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     /// As [`new`](KeyedLimiter::new), measuring time on `clock`.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroMaxKeys`] if `max_keys` is 0.
     ///
     /// # Examples
     ///
@@ -341,6 +349,11 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     /// A keyed limiter whose every key has one window per quota in `quotas`, decided all or
     /// nothing (invariant 5), measuring time on `clock`. An empty list is
     /// [`QuotaError::NoQuotas`]; `max_keys = 0` is [`QuotaError::ZeroMaxKeys`].
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::NoQuotas`] if `quotas` is empty; [`QuotaError::ZeroMaxKeys`] if `max_keys` is
+    /// 0.
     ///
     /// # Examples
     ///
@@ -542,6 +555,10 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// Replaces the default quota of a one-window limiter, live, keeping every key's state. See
     /// [`set_quotas`](Self::set_quotas).
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::WindowsMismatch`] if the limiter has more than one window.
+    ///
     /// # Examples
     ///
     /// ```
@@ -564,6 +581,10 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// gives nobody a fresh burst. Keys with quotas of their own keep them. The number of windows
     /// cannot change ([`QuotaError::WindowsMismatch`]). Slots reserved by waiting callers before
     /// the change are not refunded if cancelled (they count as used).
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::WindowsMismatch`] if `quotas` does not hold one quota per window.
     ///
     /// # Examples
     ///
@@ -627,6 +648,10 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
 
     /// Takes one token for `key`, or says when. See [`check_n`](Self::check_n).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the token is not available now (nothing is taken); [`LimitError::TooManyKeys`] if the key is new and `max_keys` busy keys fill the limiter.
+    ///
     /// # Examples
     ///
     /// ```
@@ -648,6 +673,11 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// [`LimitError::NotUntil`] (`quota` names the window with the longest wait),
     /// [`LimitError::InsufficientCapacity`] (`n` over the key's smallest burst),
     /// [`LimitError::TooManyKeys`] (a new key while `max_keys` busy keys are resident).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass); [`LimitError::TooManyKeys`] if the key is new and `max_keys` busy keys fill the limiter.
     ///
     /// # Examples
     ///
@@ -732,6 +762,11 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// Blocks until one token for `key` is granted or `token` is cancelled. See
     /// [`wait_n`](Self::wait_n).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline; [`LimitError::TooManyKeys`] if the key is new and `max_keys` busy keys fill the limiter.
+    ///
     /// # Examples
     ///
     /// ```
@@ -766,6 +801,12 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// * `token` cancelled: the part of each slot not yet due is given back (later waiters keep
     ///   their slots) and the result is [`LimitError::Cancelled`]. Cancelled (or its deadline
     ///   reached) at the instant the slots come due: the slots win, the wait succeeds.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass); [`LimitError::TooManyKeys`] if the key is new and `max_keys` busy keys fill the limiter.
     ///
     /// # Examples
     ///

@@ -61,9 +61,18 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     ///
     /// Errors: [`LimitError::NotUntil`] (try again later), [`LimitError::InsufficientCapacity`]
     /// (`n` exceeds the burst: can never pass).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
     fn check_n(&self, n: u64) -> Result<(), LimitError>;
 
     /// [`check_n(1)`](Self::check_n).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the token is not available now (nothing is taken).
     #[inline]
     fn check(&self) -> Result<(), LimitError> {
         self.check_n(1)
@@ -76,9 +85,20 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     /// Order among waiters is the implementation's: the in-process limiters reserve slots, so
     /// their waiters are served first come, first served; a shared limiter (Redis) cannot order
     /// waiters in other processes and retries at the slot it was told.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
     fn wait_n(&self, n: u64, token: &CancelToken) -> Result<(), LimitError>;
 
     /// [`wait_n(1, token)`](Self::wait_n).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline.
     #[inline]
     fn wait(&self, token: &CancelToken) -> Result<(), LimitError> {
         self.wait_n(1, token)
@@ -127,12 +147,24 @@ pub trait KeyedLimits: Send + Sync + fmt::Debug {
     fn decide(&self, key: &str, n: u64) -> Decision;
 
     /// [`decide`](Self::decide)`(key, n).result`, without the window state where that is cheaper.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass);
+    /// [`LimitError::TooManyKeys`] if an in-process limiter is full of busy keys.
     fn check_key(&self, key: &str, n: u64) -> Result<(), LimitError> {
         self.decide(key, n).result
     }
 
     /// Blocks until `key` gets `n` tokens, or `token` is cancelled (the in-process limiter
     /// reserves FIFO slots and refunds on cancel; Redis retries at the instant it was told).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
     fn wait_key(&self, key: &str, n: u64, token: &CancelToken) -> Result<(), LimitError>;
 
     /// Peeks at `key`'s windows without taking anything.

@@ -74,6 +74,10 @@ impl MultiLimiter<MonotonicClock> {
     /// One limiter over all of `quotas`, on the monotonic clock. An empty list is
     /// [`QuotaError::NoQuotas`].
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::NoQuotas`] if `quotas` is empty.
+    ///
     /// # Examples
     ///
     /// ```
@@ -90,6 +94,10 @@ impl MultiLimiter<MonotonicClock> {
 
 impl<C: Clock + Clone> MultiLimiter<C> {
     /// One limiter over all of `quotas`, measuring time on `clock`.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::NoQuotas`] if `quotas` is empty.
     ///
     /// # Examples
     ///
@@ -156,6 +164,11 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     }
 
     /// Takes `n` tokens from every quota now, or from none.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when any quota has not the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass). `quota` names the quota that refused.
     ///
     /// # Examples
     ///
@@ -233,6 +246,12 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     /// cancelled (every reservation cancelled, [`LimitError::Cancelled`]). Fails at once, taking
     /// nothing, if `n` exceeds the smallest burst or the latest slot is after the token's
     /// deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
     ///
     /// # Examples
     ///
@@ -333,6 +352,10 @@ impl<C: Clock + Clone> MultiLimiter<C> {
 
     /// [`check_n(1)`](Self::check_n).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the token is not available now (nothing is taken).
+    ///
     /// # Examples
     ///
     /// ```
@@ -345,6 +368,11 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     }
 
     /// [`wait_n(1, token)`](Self::wait_n).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline.
     ///
     /// # Examples
     ///

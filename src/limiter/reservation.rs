@@ -120,6 +120,12 @@ impl<'a, C: Clock> Reservation<'a, C> {
     /// Parks until the tokens are due (returns at once if they are), or until `token` is
     /// cancelled: then cancels the reservation and returns [`LimitError::Cancelled`].
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled before the slot (the tokens are given
+    /// back); [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's
+    /// deadline.
+    ///
     /// # Examples
     ///
     /// ```

@@ -85,6 +85,12 @@ impl WorkerPoolBuilder {
     /// Checks the settings and starts the threads. Bad settings are a [`PoolError`], never a
     /// panic; if the OS refuses a thread, the ones already started are stopped and joined.
     ///
+    /// # Errors
+    ///
+    /// [`PoolError::ZeroThreads`], [`PoolError::ZeroCapacity`], [`PoolError::CapacityTooLarge`] or
+    /// [`PoolError::InvalidName`] for a setting that can never work; [`PoolError::Spawn`] if the
+    /// operating system refuses a thread (the threads already started are stopped and joined).
+    ///
     /// # Examples
     ///
     /// ```

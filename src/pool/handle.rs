@@ -192,6 +192,11 @@ impl<T> JobHandle<T> {
 
     /// Blocks until the job has run and returns its value, or why there is none.
     ///
+    /// # Errors
+    ///
+    /// [`JobError::Panicked`] with the panic's message if the job panicked;
+    /// [`JobError::Cancelled`] if it was dropped without running.
+    ///
     /// # Examples
     ///
     /// ```
@@ -205,6 +210,11 @@ impl<T> JobHandle<T> {
     /// As [`join`](Self::join), but gives up when `token` is cancelled (or its deadline passes)
     /// first, with [`JobError::WaitCancelled`]. The job is not stopped by that: pass it a token
     /// of its own for that.
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](Self::join), and [`JobError::WaitCancelled`] if `token` ends the wait first
+    /// (the job may still run; its result is discarded).
     ///
     /// # Examples
     ///

@@ -264,6 +264,12 @@ impl RedisLimiterBuilder {
     /// cluster mode also no node, a node URL that is not plain TCP or names a database other
     /// than 0, and [`coalesce`](Self::coalesce)`(true)`.
     ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for any of the settings
+    /// above that can never work. No connection is made here, so an unreachable server is not an
+    /// error of `build`.
+    ///
     /// # Examples
     ///
     /// ```

@@ -238,6 +238,12 @@ impl RedisLimiter {
 
     /// [`decide`](Self::decide)`(key, n).result`.
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass). A Redis failure is decided by the fallback (see
+    /// [`Fallback`](super::Fallback)).
+    ///
     /// # Examples
     ///
     /// ```
@@ -255,6 +261,12 @@ impl RedisLimiter {
     ///
     /// Errors: [`LimitError::InsufficientCapacity`] at once; [`LimitError::WouldExceedDeadline`]
     /// when the next try is later than the token's deadline; [`LimitError::Cancelled`].
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass). A Redis failure is decided by the fallback.
     ///
     /// # Examples
     ///
