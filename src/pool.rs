@@ -197,7 +197,7 @@ impl WorkerPool {
     /// assert!(tollgate::WorkerPool::new(0).is_err());
     /// ```
     pub fn new(threads: usize) -> Result<WorkerPool, PoolError> {
-        Self::builder().threads(threads).build()
+        Self::builder().threads(threads).start()
     }
 
     /// How many jobs the queue holds before `submit` blocks.

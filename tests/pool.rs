@@ -344,26 +344,28 @@ fn shutdown_from_inside_a_job_does_not_deadlock() {
 
 #[test]
 fn builder_rejects_bad_settings_with_clear_errors() {
+    // Every `build()` answers with an `Error` of kind InvalidArgument, the `PoolError` its source.
+    fn pool_error(result: Result<WorkerPool, tollgate::Error>) -> PoolError {
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), tollgate::ErrorKind::InvalidArgument, "{err}");
+        *std::error::Error::source(&err)
+            .and_then(|source| source.downcast_ref::<PoolError>())
+            .expect("the PoolError is the source")
+    }
     assert_eq!(
-        WorkerPool::builder().threads(0).build().unwrap_err(),
+        pool_error(WorkerPool::builder().threads(0).build()),
         PoolError::ZeroThreads
     );
     assert_eq!(
-        WorkerPool::builder().queue_capacity(0).build().unwrap_err(),
+        pool_error(WorkerPool::builder().queue_capacity(0).build()),
         PoolError::ZeroCapacity
     );
     assert_eq!(
-        WorkerPool::builder()
-            .queue_capacity(usize::MAX)
-            .build()
-            .unwrap_err(),
+        pool_error(WorkerPool::builder().queue_capacity(usize::MAX).build()),
         PoolError::CapacityTooLarge
     );
     assert_eq!(
-        WorkerPool::builder()
-            .name_prefix("bad\0name")
-            .build()
-            .unwrap_err(),
+        pool_error(WorkerPool::builder().name_prefix("bad\0name").build()),
         PoolError::InvalidName
     );
     let err = tollgate::Error::from(PoolError::ZeroThreads);

@@ -32,11 +32,12 @@ use super::{Clock, StdClock, duration_to_nanos};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{time::{ClockSource, MonotonicClock}};
+/// use tollgate::time::{ClockSource, MonotonicClock};
 ///
 /// match MonotonicClock::source() {
 ///     ClockSource::Counter => println!("the CPU's counter (TSC), as the kernel uses it"),
 ///     ClockSource::Std => println!("std::time::Instant"),
+///     other => println!("{other:?}"), // non-exhaustive: a later release may add a source
 /// }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

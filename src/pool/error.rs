@@ -54,7 +54,7 @@ impl From<PoolError> for Error {
             // The OS ran out of something (threads, memory): a resource problem, maybe passing.
             PoolError::Spawn(kind) => Error::new(ErrorKind::Backend, err.to_string())
                 .with_source(std::io::Error::from(kind)),
-            _ => Error::new(ErrorKind::InvalidArgument, err.to_string()),
+            _ => Error::new(ErrorKind::InvalidArgument, err.to_string()).with_source(err),
         }
     }
 }
