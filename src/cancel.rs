@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use crate::clock::{Clock, MonotonicClock, Wake, duration_to_nanos};
 pub use crate::error::Cause;
 use crate::slab::Slab;
-use crate::sync::{Arc, AtomicU8, AtomicUsize, DynArc, Mutex, Ordering, fence};
+use crate::sync::{Arc, AtomicU8, AtomicUsize, DynArc, Mutex, Ordering, current, fence};
 
 /// `state` of a node that has not been cancelled. Any other value is `Cause::code()`.
 const LIVE: u8 = 0;
@@ -54,8 +54,7 @@ type Callback = Box<dyn FnOnce() + Send + 'static>;
 /// * Deadlines: [`with_timeout`](Self::with_timeout), [`child_with_timeout`](Self::child_with_timeout)
 ///   and the `Instant` forms. A child's deadline is never later than its parent's.
 /// * Every pause in tollgate is a wait on a token: [`wait`](Self::wait),
-///   [`wait_timeout`](Self::wait_timeout), or a clock's
-///   [`park_until`](crate::time::Clock::park_until).
+///   [`wait_timeout`](Self::wait_timeout), or [`park_until`](Self::park_until) on any clock.
 ///
 /// # Memory ordering
 ///
@@ -564,7 +563,59 @@ impl CancelToken {
     }
 
     fn park_for(&self, at: u64) -> bool {
-        self.node.clock.park_until(at, self) == Wake::Cancelled
+        self.park_until(&*self.node.clock, at) == Wake::Cancelled
+    }
+
+    /// Parks the calling thread until `clock` reaches `at` or this token is cancelled, whichever
+    /// comes first, and says which. Never returns spuriously.
+    ///
+    /// A deadline on the token also ends the park (as [`Wake::Cancelled`]): the park is bounded
+    /// by the time the token has left, measured on the token's own clock. A park nothing should
+    /// cancel uses [`CancelToken::never`].
+    ///
+    /// # Panics
+    ///
+    /// As [`cancel`](Self::cancel) does, if noticing the token's deadline here fires an
+    /// `on_cancel` callback that panics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::CancelToken;
+    /// use tollgate::time::{ManualClock, Wake};
+    ///
+    /// let clock = ManualClock::new();
+    /// let token = CancelToken::new();
+    /// // The instant has been reached already: no park at all.
+    /// assert_eq!(token.park_until(&clock, 0), Wake::Reached);
+    /// token.cancel();
+    /// assert_eq!(token.park_until(&clock, u64::MAX), Wake::Cancelled);
+    /// ```
+    #[inline]
+    pub fn park_until<C: Clock + ?Sized>(&self, clock: &C, at: u64) -> Wake {
+        if self.is_cancelled() {
+            return Wake::Cancelled;
+        }
+        if clock.now() >= at {
+            return Wake::Reached;
+        }
+        self.park_until_slow(clock, at)
+    }
+
+    #[cold]
+    fn park_until_slow<C: Clock + ?Sized>(&self, clock: &C, at: u64) -> Wake {
+        let thread = current();
+        let _registration = self.on_cancel(move || thread.unpark());
+        loop {
+            if self.is_cancelled() {
+                return Wake::Cancelled;
+            }
+            let now = clock.now();
+            if now >= at {
+                return Wake::Reached;
+            }
+            clock.park_thread_until(at.min(self.deadline_in_clock(now)));
+        }
     }
 
     /// Runs `f` once when the token is cancelled — at once, on this thread, if it already is.

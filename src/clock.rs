@@ -1,5 +1,6 @@
-//! Time as tollgate sees it: integer nanoseconds since a clock's epoch, and timed parks that a
-//! [`CancelToken`] interrupts.
+//! Time as tollgate sees it: integer nanoseconds since a clock's epoch, and bare timed parks.
+//! Parks that a token interrupts are [`CancelToken::park_until`](crate::CancelToken::park_until):
+//! the clock knows nothing of cancellation (the token knows its clock, not the other way round).
 //!
 //! Invariants:
 //!
@@ -29,11 +30,10 @@ use std::time::{Duration, Instant};
 
 pub use monotonic::ClockSource;
 
-use crate::cancel::CancelToken;
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering, current, park, park_timeout};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, park, park_timeout};
 use crate::wait::{WaitList, Wakes};
 
-/// What ended a [`Clock::park_until`].
+/// What ended a [`CancelToken::park_until`](crate::CancelToken::park_until).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Wake {
@@ -43,7 +43,9 @@ pub enum Wake {
     Cancelled,
 }
 
-/// A source of time and of timed parks.
+/// A source of time and of bare timed parks: reading the time, and parking the calling thread
+/// until an instant (or an unpark). Waiting that a token cancels is the token's:
+/// [`CancelToken::park_until`](crate::CancelToken::park_until) takes the clock, so a clock knows nothing of cancellation.
 ///
 /// Instants are `u64` nanoseconds since the clock's epoch. The trait is object safe: tokens hold
 /// their clock as `Arc<dyn Clock>`.
@@ -52,14 +54,12 @@ pub enum Wake {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, time::{Clock, ManualClock, Wake}};
+/// use tollgate::time::{Clock, ManualClock};
 ///
 /// let clock = ManualClock::new();
-/// let token = CancelToken::new();
-/// // The instant has been reached already: no park at all.
-/// assert_eq!(clock.park_until(0, &token), Wake::Reached);
-/// token.cancel();
-/// assert_eq!(clock.park_until(u64::MAX, &token), Wake::Cancelled);
+/// clock.advance(Duration::from_nanos(10));
+/// assert_eq!(clock.now(), 10);
+/// clock.park_thread_until(5); // reached already: returns at once
 /// ```
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// Nanoseconds since this clock's epoch.
@@ -68,37 +68,6 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// Parks the calling thread until `now() >= at`, until `Thread::unpark` is called on it, or
     /// spuriously. The building block of every wait: callers loop and re-check.
     fn park_thread_until(&self, at: u64);
-
-    /// Parks the calling thread until `now() >= at` or until `token` is cancelled, whichever comes
-    /// first, and says which. Never returns spuriously.
-    ///
-    /// A deadline on `token` also ends the park (as [`Wake::Cancelled`]): the park is bounded by
-    /// the time the token has left, measured on the token's own clock.
-    fn park_until(&self, at: u64, token: &CancelToken) -> Wake {
-        if token.is_cancelled() {
-            return Wake::Cancelled;
-        }
-        if self.now() >= at {
-            return Wake::Reached;
-        }
-        park_until_slow(self, at, token)
-    }
-}
-
-#[cold]
-fn park_until_slow<C: Clock + ?Sized>(clock: &C, at: u64, token: &CancelToken) -> Wake {
-    let thread = current();
-    let _registration = token.on_cancel(move || thread.unpark());
-    loop {
-        if token.is_cancelled() {
-            return Wake::Cancelled;
-        }
-        let now = clock.now();
-        if now >= at {
-            return Wake::Reached;
-        }
-        clock.park_thread_until(at.min(token.deadline_in_clock(now)));
-    }
 }
 
 /// The default clock: monotonic, and as cheap to read as the platform allows.
@@ -238,7 +207,7 @@ pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
 /// let clock = ManualClock::new();
 /// let sleeper = {
 ///     let clock = clock.clone();
-///     std::thread::spawn(move || clock.park_until(1_000, &CancelToken::new()))
+///     std::thread::spawn(move || CancelToken::never().park_until(&clock, 1_000))
 /// };
 /// clock.advance(Duration::from_nanos(1_000));
 /// assert_eq!(sleeper.join().unwrap(), Wake::Reached);
@@ -383,6 +352,7 @@ impl fmt::Debug for ManualClock {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::cancel::CancelToken;
 
     #[test]
     fn monotonic_clock_never_goes_back() {
@@ -421,7 +391,7 @@ mod tests {
         let (start, std_start) = (MonotonicClock.now(), Instant::now());
         let at = start + 20_000_000;
         assert_eq!(
-            MonotonicClock.park_until(at, &CancelToken::new()),
+            CancelToken::never().park_until(&MonotonicClock, at),
             Wake::Reached
         );
         let std_elapsed = duration_to_nanos(std_start.elapsed());
@@ -468,7 +438,7 @@ mod tests {
     fn park_until_past_instant_returns_at_once() {
         let clock = ManualClock::starting_at(50);
         clock.park_thread_until(50);
-        assert_eq!(clock.park_until(10, &CancelToken::new()), Wake::Reached);
+        assert_eq!(CancelToken::never().park_until(&clock, 10), Wake::Reached);
         assert_eq!(clock.sleepers(), 0);
     }
 
@@ -477,7 +447,7 @@ mod tests {
         let clock = ManualClock::new();
         let spawn = |at: u64| {
             let clock = clock.clone();
-            std::thread::spawn(move || clock.park_until(at, &CancelToken::new()))
+            std::thread::spawn(move || CancelToken::never().park_until(&clock, at))
         };
         let early = spawn(10);
         let late = spawn(20);
@@ -499,7 +469,7 @@ mod tests {
         let token = CancelToken::new();
         let sleeper = {
             let (clock, token) = (clock.clone(), token.clone());
-            std::thread::spawn(move || clock.park_until(1_000, &token))
+            std::thread::spawn(move || token.park_until(&clock, 1_000))
         };
         while clock.sleepers() < 1 {
             std::thread::yield_now();
@@ -513,7 +483,7 @@ mod tests {
     fn monotonic_park_reaches_a_near_instant() {
         let clock = MonotonicClock;
         let at = clock.now() + 1_000_000;
-        assert_eq!(clock.park_until(at, &CancelToken::new()), Wake::Reached);
+        assert_eq!(CancelToken::never().park_until(&clock, at), Wake::Reached);
         assert!(clock.now() >= at);
     }
 }

@@ -45,7 +45,7 @@ fn check_child(expected: &str) {
         last = now;
     }
     let at = last + 1_000_000;
-    let wake = tollgate::time::Clock::park_until(&clock, at, &tollgate::CancelToken::new());
+    let wake = tollgate::CancelToken::never().park_until(&clock, at);
     assert_eq!(wake, tollgate::time::Wake::Reached);
     assert!(tollgate::time::Clock::now(&clock) >= at);
 }

@@ -273,7 +273,7 @@ fn a_lost_node_costs_only_its_own_keys_and_comes_back() {
     while limiter.decide(&keys[2], 1).source != Source::Redis {
         assert!(MonotonicClock.now() < deadline, "node 2 never came back");
         let at = MonotonicClock.now() + 50_000_000;
-        MonotonicClock.park_until(at, &CancelToken::new());
+        CancelToken::never().park_until(&MonotonicClock, at);
     }
     for key in &keys {
         assert_eq!(limiter.decide(key, 1).source, Source::Redis, "{key}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use loom_tests::{model, thread};
 use tollgate::{
     CancelToken,
-    time::{Clock, ManualClock, Wake},
+    time::{ManualClock, Wake},
 };
 
 #[test]
@@ -15,7 +15,7 @@ fn advance_wakes_a_parked_thread() {
         let clock = ManualClock::new();
         let sleeper = {
             let clock = clock.clone();
-            thread::spawn(move || clock.park_until(10, &CancelToken::new()))
+            thread::spawn(move || CancelToken::new().park_until(&clock, 10))
         };
         clock.advance(Duration::from_nanos(10));
         assert_eq!(sleeper.join().unwrap(), Wake::Reached);
@@ -30,7 +30,7 @@ fn cancel_or_advance_ends_a_manual_park() {
         let token = CancelToken::new();
         let sleeper = {
             let (clock, token) = (clock.clone(), token.clone());
-            thread::spawn(move || clock.park_until(10, &token))
+            thread::spawn(move || token.park_until(&clock, 10))
         };
         let advancer = {
             let clock = clock.clone();

@@ -451,7 +451,7 @@ impl RedisLimiter {
             }
             let clock = token.clock();
             let at = clock.now().saturating_add(duration_to_nanos(retry_after));
-            if clock.park_until(at, token) == Wake::Cancelled {
+            if token.park_until(clock, at) == Wake::Cancelled {
                 return Err(cancelled(token));
             }
         }

@@ -54,7 +54,7 @@ pub struct TestCluster {
 fn park(d: Duration) {
     let clock = MonotonicClock;
     let at = clock.now().saturating_add(d.as_nanos() as u64);
-    clock.park_until(at, &CancelToken::new());
+    CancelToken::never().park_until(&clock, at);
 }
 
 /// The major version `redis-server --version` reports (`Redis server v=7.0.15 …`), or `None`

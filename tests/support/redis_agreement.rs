@@ -44,7 +44,7 @@ pub fn assert_agrees_with_the_in_process_limiter(redis: &RedisLimiter) {
         } else {
             start + (tick * 200 - 100) * 1_000_000
         };
-        MonotonicClock.park_until(at, &CancelToken::new());
+        CancelToken::never().park_until(&MonotonicClock, at);
         for _ in 0..tries {
             let l = local.check();
             let d = redis.decide("exact", 1);
