@@ -10,7 +10,10 @@ use std::hint::black_box;
 use std::time::{Instant, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tollgate::{CancelToken, Clock, ManualClock, MonotonicClock};
+use tollgate::{
+    CancelToken,
+    time::{Clock, ManualClock, MonotonicClock},
+};
 
 fn clock_reads(c: &mut Criterion) {
     eprintln!("MonotonicClock source: {}", MonotonicClock::source());
@@ -21,7 +24,7 @@ fn clock_reads(c: &mut Criterion) {
         b.iter(|| black_box(clock.now()))
     });
     group.bench_function("tollgate_StdClock", |b| {
-        let clock = tollgate::StdClock;
+        let clock = tollgate::time::StdClock;
         b.iter(|| black_box(clock.now()))
     });
     let quanta = quanta::Clock::new();
@@ -29,7 +32,7 @@ fn clock_reads(c: &mut Criterion) {
     group.bench_function("quanta_raw_tsc", |b| b.iter(|| black_box(quanta.raw())));
     #[cfg(feature = "quanta")]
     group.bench_function("tollgate_TscClock", |b| {
-        let clock = tollgate::TscClock;
+        let clock = tollgate::time::TscClock;
         b.iter(|| black_box(clock.now()))
     });
     group.bench_function("std_SystemTime_now", |b| {

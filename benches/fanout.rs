@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use tollgate::{CancelToken, FanOut, Fetch, HttpFetcher, RetryPolicy};
+use tollgate::{CancelToken, FanOut, Fetch, HttpFetcher, fanout::RetryPolicy};
 
 const KEYS: u32 = 2_000;
 const IN_FLIGHT: usize = 8;

@@ -53,7 +53,7 @@ impl TscClock {
     }
 }
 
-impl tollgate::Clock for TscClock {
+impl tollgate::time::Clock for TscClock {
     #[inline]
     fn now(&self) -> u64 {
         self.clock.delta_as_nanos(self.start, self.clock.raw())
@@ -197,7 +197,7 @@ trait DecideKey: Send + Sync + 'static {
     fn decide(&self, key: &u64) -> bool;
 }
 
-impl<C: tollgate::Clock> DecideKey for tollgate::KeyedLimiter<u64, C> {
+impl<C: tollgate::time::Clock> DecideKey for tollgate::limit::KeyedLimiter<u64, C> {
     #[inline]
     fn decide(&self, key: &u64) -> bool {
         self.check(key).is_ok()
@@ -247,12 +247,12 @@ fn keyed(c: &mut Criterion) {
     let limiters: Vec<(&str, Arc<dyn DecideKey>)> = vec![
         (
             "tollgate",
-            Arc::new(tollgate::KeyedLimiter::<u64>::new(tg, 2 * KEYS as usize).unwrap()),
+            Arc::new(tollgate::limit::KeyedLimiter::<u64>::new(tg, 2 * KEYS as usize).unwrap()),
         ),
         (
             "tollgate_tsc_clock",
             Arc::new(
-                tollgate::KeyedLimiter::<u64, _>::with_clock(
+                tollgate::limit::KeyedLimiter::<u64, _>::with_clock(
                     tg,
                     2 * KEYS as usize,
                     TscClock::new(),
@@ -327,7 +327,7 @@ fn keyed(c: &mut Criterion) {
     group.finish();
 }
 
-impl<C: tollgate::Clock + Clone> Decide for tollgate::MultiLimiter<C> {
+impl<C: tollgate::time::Clock + Clone> Decide for tollgate::limit::MultiLimiter<C> {
     #[inline]
     fn decide(&self) -> bool {
         self.check().is_ok()
@@ -366,11 +366,11 @@ fn multi(c: &mut Criterion) {
     let limiters: Vec<(&str, Box<dyn Decide>)> = vec![
         (
             "tollgate",
-            Box::new(tollgate::MultiLimiter::new(tg).unwrap()),
+            Box::new(tollgate::limit::MultiLimiter::new(tg).unwrap()),
         ),
         (
             "tollgate_tsc_clock",
-            Box::new(tollgate::MultiLimiter::with_clock(tg, TscClock::new()).unwrap()),
+            Box::new(tollgate::limit::MultiLimiter::with_clock(tg, TscClock::new()).unwrap()),
         ),
         (
             "governor_two_checks",

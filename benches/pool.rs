@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use tollgate::{Supervision, WorkerPool};
+use tollgate::{WorkerPool, pool::Supervision};
 
 const THREADS: usize = 2;
 const BATCH: usize = 1000;

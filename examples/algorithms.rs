@@ -12,7 +12,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tollgate::{Clock, ManualClock, Quota, RateLimiter};
+use tollgate::{
+    Quota, RateLimiter,
+    time::{Clock, ManualClock},
+};
 
 const SEC: u64 = 1_000_000_000;
 const LIMIT: u64 = 10;

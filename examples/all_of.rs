@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tollgate::{AllOf, CancelToken, Limiter, Quota, RateLimiter};
+use tollgate::{
+    CancelToken, Quota, RateLimiter,
+    limit::{AllOf, Limiter},
+};
 
 const RUN: Duration = Duration::from_secs(3);
 

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tollgate::{CancelToken, Cause, Error, ErrorKind};
+use tollgate::{CancelToken, Error, ErrorKind, cancel::Cause};
 
 fn main() {
     println!("tollgate demo: cancellation that wakes blocked OS threads\n");

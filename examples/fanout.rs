@@ -11,7 +11,7 @@ mod server;
 
 use std::time::Instant;
 
-use tollgate::{CancelToken, FanOut, Fetch, HttpFetcher, Quota, RetryPolicy};
+use tollgate::{CancelToken, FanOut, Fetch, HttpFetcher, Quota, fanout::RetryPolicy};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys: u32 = std::env::args().nth(1).map_or(Ok(60), |n| n.parse())?;

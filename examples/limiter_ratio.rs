@@ -121,10 +121,10 @@ fn two_window_rows(rounds: usize) {
     let (tg_q, gov_q) = allow_quota();
     for threads in [1usize, 2] {
         let tg = Arc::new(
-            tollgate::KeyedLimiter::<u64>::with_quotas(
+            tollgate::limit::KeyedLimiter::<u64>::with_quotas(
                 [tg_q, tg_q],
                 2 * KEYS as usize,
-                tollgate::MonotonicClock,
+                tollgate::time::MonotonicClock,
             )
             .unwrap(),
         );
@@ -170,7 +170,7 @@ fn main() {
         .unwrap_or(31);
     println!(
         "MonotonicClock source: {}; {rounds} rounds of {BLOCK} decisions per contender",
-        tollgate::MonotonicClock::source()
+        tollgate::time::MonotonicClock::source()
     );
     println!("| case | tollgate ns | governor ns | tollgate ÷ governor (median of rounds) |");
     println!("|---|---|---|---|");
@@ -202,7 +202,7 @@ fn main() {
     }
     for threads in [1usize, 2] {
         let tg = Arc::new(
-            tollgate::KeyedLimiter::<u64>::new(
+            tollgate::limit::KeyedLimiter::<u64>::new(
                 tollgate::Quota::per_second(1_000_000_000)
                     .unwrap()
                     .burst(1_000_000)

@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use tollgate::{CancelToken, Clock, MonotonicClock, Quota, RateLimiter};
+use tollgate::{
+    CancelToken, Quota, RateLimiter,
+    time::{Clock, MonotonicClock},
+};
 
 fn main() -> Result<(), tollgate::Error> {
     let rate = 1_000u64;

@@ -25,7 +25,10 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use tollgate::redis::{Fallback, RedisLimiter};
-use tollgate::{CancelToken, Clock, MonotonicClock, Quota};
+use tollgate::{
+    CancelToken, Quota,
+    time::{Clock, MonotonicClock},
+};
 
 fn main() {
     let decisions: usize = std::env::var("DECISIONS")
@@ -238,7 +241,7 @@ fn flood(url: &str, keys: usize) {
     report(&mut conn, "right after");
     for _ in 0..20 {
         let at = MonotonicClock.now() + 500_000_000;
-        MonotonicClock.park_until(at, &CancelToken::new());
+        CancelToken::never().park_until(&MonotonicClock, at);
         let dbsize: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
         if dbsize == 0 {
             break;

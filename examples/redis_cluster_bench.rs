@@ -18,11 +18,9 @@ mod test_cluster;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-// `test_cluster.rs` parks through `crate::{CancelToken, Clock, MonotonicClock}`.
-use tollgate::Quota;
+// `test_cluster.rs` parks through `crate::{CancelToken, time::{Clock, MonotonicClock}}`.
 use tollgate::redis::{Fallback, RedisLimiter, RedisLimiterBuilder};
-#[allow(unused_imports)]
-use tollgate::{CancelToken, Clock, MonotonicClock};
+use tollgate::{CancelToken, Quota, time};
 
 fn main() {
     let decisions: usize = std::env::var("DECISIONS")

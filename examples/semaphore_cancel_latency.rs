@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tollgate::{AcquireError, CancelToken, Cause, Semaphore};
+use tollgate::{CancelToken, Semaphore, cancel::Cause, semaphore::AcquireError};
 
 const THREADS: usize = 64;
 

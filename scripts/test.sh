@@ -9,6 +9,25 @@ step() { printf '\n==> %s\n' "$*"; }
 step "format"
 cargo fmt --all --check
 
+step "dependency policy: ureq stays on its pinned minor; no ureq without the http feature"
+# ureq is pinned to one minor (Cargo.toml says why: the fetcher uses its unversioned transport
+# API). A lock file that resolved another minor means the pin was loosened by mistake.
+UREQ_MINOR="3.5"
+ureq_locked=$(awk '/^name = "ureq"$/ { getline; gsub(/version = |"/, ""); print }' Cargo.lock)
+if [ -z "$ureq_locked" ]; then
+    echo "Cargo.lock has no ureq"; exit 1
+fi
+for v in $ureq_locked; do
+    case "$v" in
+        "$UREQ_MINOR".*) ;;
+        *) echo "Cargo.lock's ureq $v left the pinned minor $UREQ_MINOR (see Cargo.toml)"; exit 1 ;;
+    esac
+done
+if cargo tree -p tollgate --no-default-features -e normal --prefix none | grep -Eq '^(ureq|rustls|ring) '; then
+    echo "default-features = false still brings ureq/rustls/ring"; exit 1
+fi
+cargo check -p tollgate --no-default-features --all-targets
+
 step "clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 

@@ -32,9 +32,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, MonotonicClock, Wake, duration_to_nanos};
-use crate::error::Cause;
+pub use crate::error::Cause;
 use crate::slab::Slab;
-use crate::sync::{Arc, AtomicU8, AtomicUsize, DynArc, Mutex, Ordering, fence};
+use crate::sync::{Arc, AtomicU8, AtomicUsize, DynArc, Mutex, Ordering, current, fence};
 
 /// `state` of a node that has not been cancelled. Any other value is `Cause::code()`.
 const LIVE: u8 = 0;
@@ -54,8 +54,7 @@ type Callback = Box<dyn FnOnce() + Send + 'static>;
 /// * Deadlines: [`with_timeout`](Self::with_timeout), [`child_with_timeout`](Self::child_with_timeout)
 ///   and the `Instant` forms. A child's deadline is never later than its parent's.
 /// * Every pause in tollgate is a wait on a token: [`wait`](Self::wait),
-///   [`wait_timeout`](Self::wait_timeout), or a clock's
-///   [`park_until`](crate::Clock::park_until).
+///   [`wait_timeout`](Self::wait_timeout), or [`park_until`](Self::park_until) on any clock.
 ///
 /// # Memory ordering
 ///
@@ -67,7 +66,7 @@ type Callback = Box<dyn FnOnce() + Send + 'static>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Cause, CancelToken};
+/// use tollgate::{CancelToken, cancel::Cause};
 ///
 /// let job = CancelToken::new();
 /// let request = job.child();
@@ -140,7 +139,7 @@ impl CancelToken {
     /// assert!(!CancelToken::never().cancel()); // a no-op: nobody else's wait is ended
     /// assert!(!CancelToken::never().is_cancelled());
     /// drop(permit);
-    /// # Ok::<(), tollgate::AcquireError>(())
+    /// # Ok::<(), tollgate::semaphore::AcquireError>(())
     /// ```
     #[cfg(not(loom))]
     pub fn never() -> &'static CancelToken {
@@ -179,7 +178,7 @@ impl CancelToken {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, Cause, ManualClock};
+    /// use tollgate::{CancelToken, cancel::Cause, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let token = CancelToken::with_clock(clock.clone()).child_with_timeout(Duration::from_secs(1));
@@ -205,7 +204,7 @@ impl CancelToken {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, Cause};
+    /// use tollgate::{CancelToken, cancel::Cause};
     ///
     /// let token = CancelToken::with_timeout(Duration::from_millis(1));
     /// assert!(token.wait_timeout(Duration::from_secs(60)));
@@ -345,6 +344,12 @@ impl CancelToken {
 
     /// Cancels the token with [`Cause::Cancelled`]. See [`cancel_with`](Self::cancel_with).
     ///
+    /// # Panics
+    ///
+    /// If an [`on_cancel`](Self::on_cancel) callback this call fires panics: every callback
+    /// still runs and every child is still cancelled, then the first callback's panic is resumed
+    /// on this thread. The token is cancelled either way.
+    ///
     /// # Examples
     ///
     /// ```
@@ -362,10 +367,14 @@ impl CancelToken {
     ///
     /// If callbacks panic, every callback still runs and the first panic is then resumed.
     ///
+    /// # Panics
+    ///
+    /// As [`cancel`](Self::cancel), if an `on_cancel` callback panics.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause};
+    /// use tollgate::{CancelToken, cancel::Cause};
     ///
     /// let token = CancelToken::new();
     /// token.cancel_with(Cause::Failed);
@@ -390,6 +399,11 @@ impl CancelToken {
     /// Whether the token is cancelled (or its deadline has passed, which cancels it now).
     ///
     /// One atomic load; one clock read more when the token has a deadline.
+    ///
+    /// # Panics
+    ///
+    /// Only when this call is the one that notices a passed deadline, and so fires the token's
+    /// callbacks: then as [`cancel`](Self::cancel) does, if an `on_cancel` callback panics.
     ///
     /// # Examples
     ///
@@ -425,7 +439,7 @@ impl CancelToken {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause};
+    /// use tollgate::{CancelToken, cancel::Cause};
     ///
     /// let token = CancelToken::new();
     /// assert_eq!(token.cause(), None);
@@ -446,7 +460,7 @@ impl CancelToken {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, ManualClock};
+    /// use tollgate::{CancelToken, time::ManualClock};
     ///
     /// let token = CancelToken::with_clock(ManualClock::starting_at(5));
     /// assert_eq!(token.deadline(), None);
@@ -488,7 +502,7 @@ impl CancelToken {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Clock, ManualClock};
+    /// use tollgate::{CancelToken, time::{Clock, ManualClock}};
     ///
     /// let token = CancelToken::with_clock(ManualClock::starting_at(3));
     /// assert_eq!(token.clock().now(), 3);
@@ -549,7 +563,59 @@ impl CancelToken {
     }
 
     fn park_for(&self, at: u64) -> bool {
-        self.node.clock.park_until(at, self) == Wake::Cancelled
+        self.park_until(&*self.node.clock, at) == Wake::Cancelled
+    }
+
+    /// Parks the calling thread until `clock` reaches `at` or this token is cancelled, whichever
+    /// comes first, and says which. Never returns spuriously.
+    ///
+    /// A deadline on the token also ends the park (as [`Wake::Cancelled`]): the park is bounded
+    /// by the time the token has left, measured on the token's own clock. A park nothing should
+    /// cancel uses [`CancelToken::never`].
+    ///
+    /// # Panics
+    ///
+    /// As [`cancel`](Self::cancel) does, if noticing the token's deadline here fires an
+    /// `on_cancel` callback that panics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::CancelToken;
+    /// use tollgate::time::{ManualClock, Wake};
+    ///
+    /// let clock = ManualClock::new();
+    /// let token = CancelToken::new();
+    /// // The instant has been reached already: no park at all.
+    /// assert_eq!(token.park_until(&clock, 0), Wake::Reached);
+    /// token.cancel();
+    /// assert_eq!(token.park_until(&clock, u64::MAX), Wake::Cancelled);
+    /// ```
+    #[inline]
+    pub fn park_until<C: Clock + ?Sized>(&self, clock: &C, at: u64) -> Wake {
+        if self.is_cancelled() {
+            return Wake::Cancelled;
+        }
+        if clock.now() >= at {
+            return Wake::Reached;
+        }
+        self.park_until_slow(clock, at)
+    }
+
+    #[cold]
+    fn park_until_slow<C: Clock + ?Sized>(&self, clock: &C, at: u64) -> Wake {
+        let thread = current();
+        let _registration = self.on_cancel(move || thread.unpark());
+        loop {
+            if self.is_cancelled() {
+                return Wake::Cancelled;
+            }
+            let now = clock.now();
+            if now >= at {
+                return Wake::Reached;
+            }
+            clock.park_thread_until(at.min(self.deadline_in_clock(now)));
+        }
     }
 
     /// Runs `f` once when the token is cancelled — at once, on this thread, if it already is.
@@ -872,6 +938,10 @@ pub struct DropGuard {
 impl DropGuard {
     /// Gives the token back without cancelling it.
     ///
+    /// # Panics
+    ///
+    /// Never: a guard holds its token until this call consumes the guard.
+    ///
     /// # Examples
     ///
     /// ```
@@ -897,7 +967,7 @@ impl Drop for DropGuard {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::ManualClock;
+    use crate::time::ManualClock;
 
     fn counter() -> (std::sync::Arc<AtomicUsize>, impl FnOnce() + Send + 'static) {
         let calls = std::sync::Arc::new(AtomicUsize::new(0));

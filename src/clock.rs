@@ -1,5 +1,6 @@
-//! Time as tollgate sees it: integer nanoseconds since a clock's epoch, and timed parks that a
-//! [`CancelToken`] interrupts.
+//! Time as tollgate sees it: integer nanoseconds since a clock's epoch, and bare timed parks.
+//! Parks that a token interrupts are [`CancelToken::park_until`](crate::CancelToken::park_until):
+//! the clock knows nothing of cancellation (the token knows its clock, not the other way round).
 //!
 //! Invariants:
 //!
@@ -29,12 +30,12 @@ use std::time::{Duration, Instant};
 
 pub use monotonic::ClockSource;
 
-use crate::cancel::CancelToken;
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering, current, park, park_timeout};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, park, park_timeout};
 use crate::wait::{WaitList, Wakes};
 
-/// What ended a [`Clock::park_until`].
+/// What ended a [`CancelToken::park_until`](crate::CancelToken::park_until).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Wake {
     /// The clock reached the instant.
     Reached,
@@ -42,7 +43,9 @@ pub enum Wake {
     Cancelled,
 }
 
-/// A source of time and of timed parks.
+/// A source of time and of bare timed parks: reading the time, and parking the calling thread
+/// until an instant (or an unpark). Waiting that a token cancels is the token's:
+/// [`CancelToken::park_until`](crate::CancelToken::park_until) takes the clock, so a clock knows nothing of cancellation.
 ///
 /// Instants are `u64` nanoseconds since the clock's epoch. The trait is object safe: tokens hold
 /// their clock as `Arc<dyn Clock>`.
@@ -51,14 +54,12 @@ pub enum Wake {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, Clock, ManualClock, Wake};
+/// use tollgate::time::{Clock, ManualClock};
 ///
 /// let clock = ManualClock::new();
-/// let token = CancelToken::new();
-/// // The instant has been reached already: no park at all.
-/// assert_eq!(clock.park_until(0, &token), Wake::Reached);
-/// token.cancel();
-/// assert_eq!(clock.park_until(u64::MAX, &token), Wake::Cancelled);
+/// clock.advance(Duration::from_nanos(10));
+/// assert_eq!(clock.now(), 10);
+/// clock.park_thread_until(5); // reached already: returns at once
 /// ```
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// Nanoseconds since this clock's epoch.
@@ -67,37 +68,6 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// Parks the calling thread until `now() >= at`, until `Thread::unpark` is called on it, or
     /// spuriously. The building block of every wait: callers loop and re-check.
     fn park_thread_until(&self, at: u64);
-
-    /// Parks the calling thread until `now() >= at` or until `token` is cancelled, whichever comes
-    /// first, and says which. Never returns spuriously.
-    ///
-    /// A deadline on `token` also ends the park (as [`Wake::Cancelled`]): the park is bounded by
-    /// the time the token has left, measured on the token's own clock.
-    fn park_until(&self, at: u64, token: &CancelToken) -> Wake {
-        if token.is_cancelled() {
-            return Wake::Cancelled;
-        }
-        if self.now() >= at {
-            return Wake::Reached;
-        }
-        park_until_slow(self, at, token)
-    }
-}
-
-#[cold]
-fn park_until_slow<C: Clock + ?Sized>(clock: &C, at: u64, token: &CancelToken) -> Wake {
-    let thread = current();
-    let _registration = token.on_cancel(move || thread.unpark());
-    loop {
-        if token.is_cancelled() {
-            return Wake::Cancelled;
-        }
-        let now = clock.now();
-        if now >= at {
-            return Wake::Reached;
-        }
-        clock.park_thread_until(at.min(token.deadline_in_clock(now)));
-    }
 }
 
 /// The default clock: monotonic, and as cheap to read as the platform allows.
@@ -114,7 +84,7 @@ fn park_until_slow<C: Clock + ?Sized>(clock: &C, at: u64, token: &CancelToken) -
 /// # Examples
 ///
 /// ```
-/// use tollgate::{Clock, MonotonicClock};
+/// use tollgate::{time::{Clock, MonotonicClock}};
 ///
 /// let clock = MonotonicClock;
 /// let a = clock.now();
@@ -132,7 +102,7 @@ impl MonotonicClock {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use tollgate::{Clock, MonotonicClock};
+    /// use tollgate::{time::{Clock, MonotonicClock}};
     ///
     /// let later = Instant::now() + Duration::from_secs(1);
     /// assert!(MonotonicClock::instant_to_nanos(later) > MonotonicClock.now());
@@ -146,7 +116,7 @@ impl MonotonicClock {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{ClockSource, MonotonicClock};
+    /// use tollgate::{time::{ClockSource, MonotonicClock}};
     /// let source = MonotonicClock::source();
     /// assert!(matches!(source, ClockSource::Counter | ClockSource::Std));
     /// ```
@@ -179,13 +149,13 @@ fn std_epoch() -> Instant {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{Clock, Quota, RateLimiter, StdClock};
+/// use tollgate::{Quota, RateLimiter, time::{Clock, StdClock}};
 ///
 /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, StdClock);
 /// assert!(limiter.check().is_ok());
 /// let earlier = limiter.clock().now();
 /// assert!(StdClock.now() >= earlier); // one epoch for every StdClock
-/// # Ok::<(), tollgate::QuotaError>(())
+/// # Ok::<(), tollgate::limit::QuotaError>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StdClock;
@@ -232,12 +202,12 @@ pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, Clock, ManualClock, Wake};
+/// use tollgate::{CancelToken, time::{Clock, ManualClock, Wake}};
 ///
 /// let clock = ManualClock::new();
 /// let sleeper = {
 ///     let clock = clock.clone();
-///     std::thread::spawn(move || clock.park_until(1_000, &CancelToken::new()))
+///     std::thread::spawn(move || CancelToken::never().park_until(&clock, 1_000))
 /// };
 /// clock.advance(Duration::from_nanos(1_000));
 /// assert_eq!(sleeper.join().unwrap(), Wake::Reached);
@@ -266,7 +236,7 @@ impl ManualClock {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Clock, ManualClock};
+    /// use tollgate::{time::{Clock, ManualClock}};
     /// assert_eq!(ManualClock::new().now(), 0);
     /// ```
     pub fn new() -> Self {
@@ -278,7 +248,7 @@ impl ManualClock {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Clock, ManualClock};
+    /// use tollgate::{time::{Clock, ManualClock}};
     /// assert_eq!(ManualClock::starting_at(42).now(), 42);
     /// ```
     pub fn starting_at(nanos: u64) -> Self {
@@ -293,7 +263,7 @@ impl ManualClock {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Clock, ManualClock};
+    /// use tollgate::{time::{Clock, ManualClock}};
     ///
     /// let clock = ManualClock::new();
     /// clock.advance(Duration::from_millis(5));
@@ -309,7 +279,7 @@ impl ManualClock {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Clock, ManualClock};
+    /// use tollgate::{time::{Clock, ManualClock}};
     ///
     /// let clock = ManualClock::new();
     /// clock.set(7);
@@ -338,7 +308,7 @@ impl ManualClock {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::ManualClock;
+    /// use tollgate::time::ManualClock;
     /// assert_eq!(ManualClock::new().sleepers(), 0);
     /// ```
     pub fn sleepers(&self) -> usize {
@@ -382,6 +352,7 @@ impl fmt::Debug for ManualClock {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::cancel::CancelToken;
 
     #[test]
     fn monotonic_clock_never_goes_back() {
@@ -420,7 +391,7 @@ mod tests {
         let (start, std_start) = (MonotonicClock.now(), Instant::now());
         let at = start + 20_000_000;
         assert_eq!(
-            MonotonicClock.park_until(at, &CancelToken::new()),
+            CancelToken::never().park_until(&MonotonicClock, at),
             Wake::Reached
         );
         let std_elapsed = duration_to_nanos(std_start.elapsed());
@@ -467,7 +438,7 @@ mod tests {
     fn park_until_past_instant_returns_at_once() {
         let clock = ManualClock::starting_at(50);
         clock.park_thread_until(50);
-        assert_eq!(clock.park_until(10, &CancelToken::new()), Wake::Reached);
+        assert_eq!(CancelToken::never().park_until(&clock, 10), Wake::Reached);
         assert_eq!(clock.sleepers(), 0);
     }
 
@@ -476,7 +447,7 @@ mod tests {
         let clock = ManualClock::new();
         let spawn = |at: u64| {
             let clock = clock.clone();
-            std::thread::spawn(move || clock.park_until(at, &CancelToken::new()))
+            std::thread::spawn(move || CancelToken::never().park_until(&clock, at))
         };
         let early = spawn(10);
         let late = spawn(20);
@@ -498,7 +469,7 @@ mod tests {
         let token = CancelToken::new();
         let sleeper = {
             let (clock, token) = (clock.clone(), token.clone());
-            std::thread::spawn(move || clock.park_until(1_000, &token))
+            std::thread::spawn(move || token.park_until(&clock, 1_000))
         };
         while clock.sleepers() < 1 {
             std::thread::yield_now();
@@ -512,7 +483,7 @@ mod tests {
     fn monotonic_park_reaches_a_near_instant() {
         let clock = MonotonicClock;
         let at = clock.now() + 1_000_000;
-        assert_eq!(clock.park_until(at, &CancelToken::new()), Wake::Reached);
+        assert_eq!(CancelToken::never().park_until(&clock, at), Wake::Reached);
         assert!(clock.now() >= at);
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{CancelToken, Cause};
+/// use tollgate::{CancelToken, cancel::Cause};
 ///
 /// let token = CancelToken::new();
 /// token.cancel_with(Cause::Failed);
@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Cause {
     /// Someone called `cancel()`.
     Cancelled = 1,
@@ -103,6 +104,9 @@ pub enum ErrorKind {
     Panicked,
     /// A shared backend (Redis) failed or is unreachable.
     Backend,
+    /// A local I/O operation failed for a reason none of the other kinds names (a file that
+    /// cannot be read, a permission…); the [`std::io::Error`] is the source.
+    Io,
 }
 
 impl ErrorKind {
@@ -125,7 +129,8 @@ impl ErrorKind {
             | ErrorKind::Closed
             | ErrorKind::BodyTooLarge
             | ErrorKind::Protocol
-            | ErrorKind::Panicked => false,
+            | ErrorKind::Panicked
+            | ErrorKind::Io => false,
         }
     }
 }
@@ -144,6 +149,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Protocol => f.write_str("protocol error"),
             ErrorKind::Panicked => f.write_str("panicked"),
             ErrorKind::Backend => f.write_str("backend unavailable"),
+            ErrorKind::Io => f.write_str("I/O error"),
         }
     }
 }
@@ -442,12 +448,59 @@ impl fmt::Debug for Error {
     }
 }
 
+// Unwind-safe whatever its source, as `anyhow::Error` is: an `Error` is immutable once built and
+// tollgate exposes its source only by shared reference, so no panic can observe it half-updated.
+// A source with interior mutability of its own is the user's type, read-only through us.
+impl std::panic::UnwindSafe for Error {}
+impl std::panic::RefUnwindSafe for Error {}
+
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.inner
             .source
             .as_deref()
             .map(|source| source as &(dyn StdError + 'static))
+    }
+}
+
+/// An I/O error as an [`Error`], the `io::Error` kept as its source. The kind follows the I/O
+/// error's kind: timeouts are [`ErrorKind::Timeout`], refused/reset/aborted/broken connections
+/// and unexpected ends of stream [`ErrorKind::Connection`] (so they count as transient), invalid
+/// input [`ErrorKind::InvalidArgument`], invalid data [`ErrorKind::Protocol`], anything else
+/// [`ErrorKind::Io`].
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use tollgate::{Error, ErrorKind};
+///
+/// fn read_keys(path: &str) -> Result<String, Error> {
+///     Ok(std::fs::read_to_string(path)?)
+/// }
+/// let err = read_keys("/no/such/file").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Io);
+/// assert!(std::error::Error::source(&err).unwrap().is::<io::Error>());
+/// let reset: Error = io::Error::from(io::ErrorKind::ConnectionReset).into();
+/// assert!(reset.is_transient());
+/// ```
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        use std::io::ErrorKind as Io;
+        let kind = match err.kind() {
+            Io::TimedOut | Io::WouldBlock => ErrorKind::Timeout,
+            Io::ConnectionRefused
+            | Io::ConnectionReset
+            | Io::ConnectionAborted
+            | Io::NotConnected
+            | Io::BrokenPipe
+            | Io::UnexpectedEof
+            | Io::AddrNotAvailable => ErrorKind::Connection,
+            Io::InvalidInput => ErrorKind::InvalidArgument,
+            Io::InvalidData => ErrorKind::Protocol,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, err.to_string()).with_source(err)
     }
 }
 

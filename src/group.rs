@@ -59,7 +59,7 @@ use crate::wait::{WAITING, WaitList, Wakes};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{CancelToken, Error, ErrorKind, Group, WorkerPool};
+/// use tollgate::{CancelToken, Error, ErrorKind, WorkerPool, pool::Group};
 ///
 /// let pool = WorkerPool::new(4).unwrap();
 /// let group = Group::new(&pool, &CancelToken::new());
@@ -87,13 +87,14 @@ pub struct Group<'pool, T> {
 ///
 /// ```
 /// use std::num::NonZeroUsize;
-/// use tollgate::{CancelToken, TrySpawnError, WorkerPool};
+/// use tollgate::{CancelToken, WorkerPool, pool::TrySpawnError};
 ///
 /// let pool = WorkerPool::new(1).unwrap();
 /// let group = pool.group_with_limit(&CancelToken::new(), NonZeroUsize::MIN);
 /// group.spawn(|token| { token.wait(); Ok(()) }).unwrap(); // holds the only place
 /// assert!(matches!(group.try_spawn(|_| Ok(())), Err(TrySpawnError::Full(_))));
 /// ```
+#[non_exhaustive]
 pub enum TrySpawnError<F> {
     /// The group is at its limit, or the pool's queue is full: the job comes back unrun.
     Full(F),
@@ -161,7 +162,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Group, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, pool::Group};
     ///
     /// let pool = WorkerPool::new(1).unwrap();
     /// let group: Group<'_, ()> = Group::new(&pool, &CancelToken::new());
@@ -181,7 +182,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// use std::num::NonZeroUsize;
     /// use std::sync::Arc;
     /// use std::sync::atomic::{AtomicUsize, Ordering};
-    /// use tollgate::{CancelToken, Group, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, pool::Group};
     ///
     /// let pool = WorkerPool::new(4).unwrap();
     /// let group = Group::with_limit(&pool, &CancelToken::new(), NonZeroUsize::new(2).unwrap());
@@ -230,7 +231,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, cancel::Cause};
     ///
     /// let pool = WorkerPool::new(1).unwrap();
     /// let caller = CancelToken::new();
@@ -246,6 +247,11 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     ///
     /// Fails — without queueing the job — once the group is cancelled, with the error
     /// [`wait`](Self::wait) will return, so a spawning loop can stop with `?`.
+    ///
+    /// # Errors
+    ///
+    /// The error [`wait`](Self::wait) will return, once the group is cancelled (a failed job, the
+    /// caller's token, or the pool refusing work); the job is then not queued.
     ///
     /// # Examples
     ///
@@ -289,11 +295,16 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// queue has room (Go's `TryGo`). Returns the spawn index, or the job back in
     /// [`TrySpawnError::Full`], or [`TrySpawnError::Stopped`] once the group is cancelled.
     ///
+    /// # Errors
+    ///
+    /// [`TrySpawnError::Full`] with the job when the group is at its limit or the pool's queue is
+    /// full; [`TrySpawnError::Stopped`] when the group is cancelled.
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::num::NonZeroUsize;
-    /// use tollgate::{CancelToken, TrySpawnError, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, pool::TrySpawnError};
     ///
     /// let pool = WorkerPool::new(2).unwrap();
     /// let group = pool.group_with_limit(&CancelToken::new(), NonZeroUsize::new(1).unwrap());
@@ -378,6 +389,13 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// Waits for every job and returns their values in spawn order — or the first error as soon
     /// as there is one (see the type's docs), or the caller's cancellation cause.
     ///
+    /// # Errors
+    ///
+    /// The first error recorded (a job's `Err`, a panic as
+    /// [`ErrorKind::Panicked`](crate::ErrorKind::Panicked), the pool refusing work), as soon as
+    /// there is one; else [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) with the cause if the
+    /// caller's token ended the group.
+    ///
     /// # Examples
     ///
     /// ```
@@ -401,6 +419,13 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// As [`wait`](Self::wait), but hands each value to `each` (with its spawn index) as soon as
     /// its job completes, in completion order, instead of collecting them: memory stays bounded
     /// by the jobs in flight. `each` runs on the calling thread.
+    ///
+    /// # Errors
+    ///
+    /// The first error recorded (a job's `Err`, a panic as
+    /// [`ErrorKind::Panicked`](crate::ErrorKind::Panicked), the pool refusing work), as soon as
+    /// there is one; else [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) with the cause if the
+    /// caller's token ended the group.
     ///
     /// # Examples
     ///
@@ -455,6 +480,10 @@ impl<T: Send + 'static> Group<'_, T> {
     ///
     /// Jobs skipped because the group was cancelled end at once when a worker reaches them; a
     /// job that ignores the token is waited for.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait), but only after every job has ended.
     ///
     /// # Examples
     ///

@@ -6,7 +6,8 @@
 //! mid-read, and comes back at once.
 //!
 //! ```no_run
-//! use tollgate::{CancelToken, FanOut, HttpFetcher, Quota, RetryPolicy};
+//! use tollgate::fanout::RetryPolicy;
+//! use tollgate::{CancelToken, FanOut, HttpFetcher, Quota};
 //!
 //! let api = HttpFetcher::builder("https://api.example.com/users/{key}/widgets").build()?;
 //! let fan_out = FanOut::builder(api)
@@ -21,24 +22,25 @@
 //! # Ok::<(), tollgate::Error>(())
 //! ```
 //!
-//! The parts, each usable alone:
+//! # Map
 //!
-//! * [`RateLimiter`]: lock-free GCRA on one atomic word, with blocking FIFO waits a token
-//!   cancels, reservations, refunds, peeking and live quota changes; [`MultiLimiter`]
-//!   (all-or-nothing over several quotas) and [`KeyedLimiter`] (per-key, bounded memory).
-//! * [`Semaphore`]: a weighted, strictly FIFO semaphore whose waits a token cancels, with
-//!   close and live resize.
-//! * [`CancelToken`]: a tree of cancellation flags with causes, deadlines and callbacks, able to
-//!   wake any thread blocked in tollgate.
-//! * [`WorkerPool`]: a fixed set of named threads behind a bounded queue; panics are caught and
-//!   reported per job. [`Group`] runs jobs on it errgroup-style: first error cancels the rest.
-//! * [`FanOut`]: all of the above over any [`Fetch`] — [`HttpFetcher`] (one pooled ureq agent,
-//!   mandatory timeouts, per-request abort) or a closure around any blocking client.
-//! * [`Clock`]: integer-nanosecond time, [`MonotonicClock`] by default and [`ManualClock`] for
-//!   deterministic tests of anything that waits.
-//! * [`Error`]: the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
-//!   and whether retrying may help.
-//! * `redis::RedisLimiter` (feature `redis`): the same limits shared by a fleet.
+//! The root holds the ten names most programs need: [`CancelToken`], [`Error`], [`ErrorKind`],
+//! [`Quota`], [`RateLimiter`], [`Semaphore`], [`WorkerPool`], [`FanOut`], [`Fetch`] and
+//! [`HttpFetcher`]. Everything else lives in the module of its part, each usable alone:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`cancel`] | [`CancelToken`]: a tree of cancellation flags with [causes](cancel::Cause), deadlines and callbacks, able to wake any thread blocked in tollgate |
+//! | [`time`] | [`Clock`](time::Clock): integer-nanosecond time, [`MonotonicClock`](time::MonotonicClock) by default, [`ManualClock`](time::ManualClock) for deterministic tests of anything that waits |
+//! | [`limit`] | [`Quota`], the lock-free GCRA [`RateLimiter`] (blocking FIFO waits a token cancels, reservations, refunds, peeking, live quota changes), [`MultiLimiter`](limit::MultiLimiter) (all or nothing over several quotas), [`KeyedLimiter`](limit::KeyedLimiter) (per key, bounded memory) and the [`Limiter`](limit::Limiter) interface |
+//! | [`semaphore`] | [`Semaphore`]: weighted, strictly FIFO, waits a token cancels, close and live resize |
+//! | [`pool`] | [`WorkerPool`]: a fixed set of named threads behind a bounded queue, panics caught and reported per job; [`Group`](pool::Group) runs jobs on it errgroup-style |
+//! | [`fanout`] | [`FanOut`]: all of the above over any [`Fetch`], with [retries](fanout::RetryPolicy), rate feedback, hedging and statistics |
+//! | [`http`] (feature `http`, on by default) | [`HttpFetcher`]: one pooled ureq agent, mandatory timeouts, per-request abort |
+//! | `redis` (feature `redis`) | `RedisLimiter`: the same limits shared by a fleet |
+//!
+//! [`Error`] is the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
+//! and whether retrying may help.
 //!
 //! `docs/architecture.md` in the repository describes the layers and their invariants.
 //!
@@ -47,7 +49,8 @@
 //! The same fan-out over a closure, runnable anywhere:
 //!
 //! ```
-//! use tollgate::{CancelToken, Error, ErrorKind, FanOut, Quota, RetryPolicy};
+//! use tollgate::fanout::RetryPolicy;
+//! use tollgate::{CancelToken, Error, ErrorKind, FanOut, Quota};
 //!
 //! let lookup = |id: &u32, _attempt: u32, _cancel: &CancelToken| match id {
 //!     13 => Err(Error::new(ErrorKind::Status(404), "no such user")),
@@ -68,7 +71,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tollgate::{CancelToken, Cause};
+//! use tollgate::CancelToken;
+//! use tollgate::cancel::Cause;
 //!
 //! let request = CancelToken::with_timeout(Duration::from_millis(20));
 //! let worker = {
@@ -82,20 +86,21 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
-mod cancel;
+pub mod cancel;
 mod clock;
 mod error;
 #[cfg(not(loom))]
-mod fanout;
+pub mod fanout;
 mod gcra;
 #[cfg(not(loom))]
 mod group;
-#[cfg(not(loom))]
-mod http;
+#[cfg(all(feature = "http", not(loom)))]
+pub mod http;
 mod limiter;
 #[cfg(not(loom))]
-mod pool;
+pub mod pool;
 /// The pool's queue slots alone, for the loom models in `loom-tests/tests/pool_slots.rs`: the
 /// pool itself is compiled out under loom. Not an API; exists only in loom builds.
 #[cfg(loom)]
@@ -106,7 +111,7 @@ mod quota;
 #[cfg(all(feature = "redis", not(loom)))]
 pub mod redis;
 mod seed;
-mod semaphore;
+pub mod semaphore;
 mod slab;
 mod sync;
 #[cfg(feature = "quanta")]
@@ -119,30 +124,55 @@ mod wait;
 #[doc(hidden)]
 pub mod wait;
 
-pub use cancel::{CancelToken, DropGuard, Registration};
-pub use clock::{Clock, ClockSource, ManualClock, MonotonicClock, StdClock, Wake};
-pub use error::{Cause, Error, ErrorKind};
+/// Time as tollgate reads it: integer nanoseconds, a [`Clock`](time::Clock) trait, the default
+/// [`MonotonicClock`](time::MonotonicClock) and the [`ManualClock`](time::ManualClock) that
+/// makes every wait testable without real time.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::time::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// clock.advance(Duration::from_millis(5));
+/// assert_eq!(clock.now(), 5_000_000);
+/// ```
+pub mod time {
+    pub use crate::clock::{Clock, ClockSource, ManualClock, MonotonicClock, StdClock, Wake};
+    #[cfg(feature = "quanta")]
+    pub use crate::tsc_clock::TscClock;
+}
+
+/// Rate limits: the [`Quota`], the lock-free GCRA
+/// [`RateLimiter`], the all-or-nothing
+/// [`MultiLimiter`](limit::MultiLimiter), the per-key [`KeyedLimiter`](limit::KeyedLimiter) and
+/// the [`Limiter`](limit::Limiter) interface they share.
+///
+/// ```
+/// use tollgate::limit::{Quota, RateLimiter};
+///
+/// let limiter = RateLimiter::new(Quota::per_second(10)?.burst(2)?);
+/// assert!(limiter.check().is_ok());
+/// assert!(limiter.check().is_ok());
+/// assert!(limiter.check().is_err()); // the burst is spent
+/// # Ok::<(), tollgate::Error>(())
+/// ```
+pub mod limit {
+    pub use crate::limiter::{
+        AllOf, BackendError, Decision, DefaultKeyHasher, Grant, KeyedLimiter, KeyedLimits,
+        LimitError, LimitState, Limiter, MultiLimiter, RateLimiter, Reservation, Source,
+        WindowState,
+    };
+    pub use crate::quota::{ParseQuotaError, Quota, QuotaError};
+}
+
+pub use cancel::CancelToken;
+pub use error::{Error, ErrorKind};
 #[cfg(not(loom))]
-pub use fanout::{
-    FanOut, FanOutBuilder, FanOutError, FanOutStats, Fetch, Jitter, JitterRng, Progress,
-    ProgressFn, RateFeedback, RetryPolicy,
-};
+pub use fanout::{FanOut, Fetch};
+#[cfg(all(feature = "http", not(loom)))]
+pub use http::HttpFetcher;
+pub use limiter::RateLimiter;
 #[cfg(not(loom))]
-pub use group::{Group, TrySpawnError};
-#[cfg(not(loom))]
-pub use http::{
-    HttpConfigError, HttpFetcher, HttpFetcherBuilder, HttpResponse, RedirectPolicy, redact_userinfo,
-};
-pub use limiter::{
-    AllOf, BackendError, Decision, DefaultKeyHasher, Grant, KeyedLimiter, KeyedLimits, LimitError,
-    LimitState, Limiter, MultiLimiter, RateLimiter, Reservation, Source, WindowState,
-};
-#[cfg(not(loom))]
-pub use pool::{
-    JobContext, JobError, JobHandle, PoolError, PoolStats, Pulse, PulseKind, Shutdown, Stall,
-    StallKind, SubmitError, Supervision, WorkerPool, WorkerPoolBuilder,
-};
-pub use quota::{ParseQuotaError, Quota, QuotaError};
-pub use semaphore::{AcquireError, OwnedPermit, Permit, ResizeError, Semaphore, TryAcquireError};
-#[cfg(feature = "quanta")]
-pub use tsc_clock::TscClock;
+pub use pool::WorkerPool;
+pub use quota::Quota;
+pub use semaphore::Semaphore;

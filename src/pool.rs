@@ -4,7 +4,7 @@
 //!
 //! 1. The threads are started by the constructor and live until shutdown; a job's panic is
 //!    caught inside the job's wrapper, so no job can end a worker.
-//! 2. Every job goes in through a queue slot ([`slots`]): take a slot (this is where `submit`
+//! 2. Every job goes in through a queue slot (`slots`): take a slot (this is where `submit`
 //!    blocks, cancellably), box the job, send. The channel holds `capacity + threads` messages,
 //!    so a send never blocks: at most `capacity` jobs are queued and at most `threads` `Stop`s.
 //! 3. A worker gives a job's slot back right after receiving it (so `queued` counts jobs not yet
@@ -45,6 +45,8 @@ pub use self::stats::PoolStats;
 pub(crate) use self::stats::{Counters, Outcome};
 use self::supervisor::Supervisor;
 pub use self::supervisor::{JobContext, Pulse, PulseKind, Stall, StallKind, Supervision};
+/// Errgroup-style jobs on a pool live with it.
+pub use crate::group::{Group, TrySpawnError};
 
 use crate::cancel::CancelToken;
 use crate::sync::{Arc, AtomicBool, CachePadded, Mutex, Ordering};
@@ -71,7 +73,7 @@ enum Message {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{Shutdown, WorkerPool};
+/// use tollgate::{WorkerPool, pool::Shutdown};
 ///
 /// let pool = WorkerPool::new(2).unwrap();
 /// let handle = pool.submit(|| 1).unwrap();
@@ -79,6 +81,7 @@ enum Message {
 /// assert_eq!(handle.join(), Ok(1));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Shutdown {
     /// Run every queued job, then stop.
     Drain,
@@ -198,6 +201,11 @@ impl WorkerPool {
 
     /// A pool of `threads` threads with the default queue capacity (twice the threads).
     ///
+    /// # Errors
+    ///
+    /// [`PoolError::ZeroThreads`] if `threads` is 0; [`PoolError::Spawn`] if the operating system
+    /// refuses a thread.
+    ///
     /// # Examples
     ///
     /// ```
@@ -206,7 +214,7 @@ impl WorkerPool {
     /// assert!(tollgate::WorkerPool::new(0).is_err());
     /// ```
     pub fn new(threads: usize) -> Result<WorkerPool, PoolError> {
-        Self::builder().threads(threads).build()
+        Self::builder().threads(threads).start()
     }
 
     /// How many jobs the queue holds before `submit` blocks.
@@ -222,6 +230,10 @@ impl WorkerPool {
     }
 
     /// Queues `job`, waiting while the queue is full. Fails only when the pool is shut down.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Closed`] with the job if the pool is shut down or shutting down.
     ///
     /// # Examples
     ///
@@ -247,7 +259,7 @@ impl WorkerPool {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Supervision, WorkerPool};
+    /// use tollgate::{WorkerPool, pool::Supervision};
     ///
     /// let pool = WorkerPool::builder()
     ///     .threads(1)
@@ -294,7 +306,7 @@ impl WorkerPool {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{PulseKind, Supervision, WorkerPool};
+    /// use tollgate::{WorkerPool, pool::{PulseKind, Supervision}};
     ///
     /// let pool = WorkerPool::builder().threads(1).supervise(Supervision::new()).build().unwrap();
     /// let pulses = pool.pulses().unwrap();
@@ -309,10 +321,15 @@ impl WorkerPool {
     /// Queues `job` if there is room now; hands it back in [`SubmitError::Full`] or
     /// [`SubmitError::Closed`] otherwise.
     ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] with the job if the queue is full; [`SubmitError::Closed`] if the
+    /// pool is shut down or shutting down.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, SubmitError, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, pool::SubmitError};
     ///
     /// let pool = WorkerPool::builder().threads(1).queue_capacity(1).build().unwrap();
     /// let release = CancelToken::new();
@@ -348,10 +365,15 @@ impl WorkerPool {
     /// Like Go's `semaphore.Acquire`, a submit that finds room succeeds even if `token` is
     /// cancelled already: the token only bounds the wait.
     ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Cancelled`] with the job and the cause if `token` is cancelled before a
+    /// queue slot frees up; [`SubmitError::Closed`] if the pool is shut down or shutting down.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause, SubmitError, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, cancel::Cause, pool::SubmitError};
     ///
     /// let pool = WorkerPool::builder().threads(1).queue_capacity(1).build().unwrap();
     /// let release = CancelToken::new();
@@ -493,7 +515,7 @@ impl WorkerPool {
     /// ```
     /// let pool = tollgate::WorkerPool::new(1).unwrap();
     /// assert!(!pool.is_shut_down());
-    /// pool.shutdown(tollgate::Shutdown::Drain);
+    /// pool.shutdown(tollgate::pool::Shutdown::Drain);
     /// assert!(pool.is_shut_down());
     /// ```
     pub fn is_shut_down(&self) -> bool {
@@ -511,7 +533,7 @@ impl WorkerPool {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, JobError, Shutdown, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, pool::{JobError, Shutdown}};
     ///
     /// let pool = WorkerPool::new(1).unwrap();
     /// let gate = CancelToken::new();

@@ -48,7 +48,7 @@ const SECOND: u64 = 1_000_000_000;
 /// assert_eq!(odd.interval(), Duration::from_millis(300));
 ///
 /// assert!(Quota::per_second(0).is_err());
-/// # Ok::<(), tollgate::QuotaError>(())
+/// # Ok::<(), tollgate::limit::QuotaError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
@@ -66,7 +66,7 @@ pub struct Quota {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Quota, QuotaError};
+/// use tollgate::{Quota, limit::QuotaError};
 ///
 /// assert_eq!(Quota::per_second(0), Err(QuotaError::ZeroRate));
 /// assert_eq!(Quota::with_period(Duration::ZERO), Err(QuotaError::ZeroPeriod));
@@ -123,12 +123,17 @@ impl From<QuotaError> for Error {
 impl Quota {
     /// `n` tokens per second, burst `n`.
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroRate`] if `n` is 0; [`QuotaError::IntervalBelowNanosecond`] if the rate is
+    /// above one token per nanosecond.
+    ///
     /// # Examples
     ///
     /// ```
     /// let q = tollgate::Quota::per_second(100)?;
     /// assert_eq!(q.burst_size(), 100);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn per_second(n: u64) -> Result<Quota, QuotaError> {
         Self::build(SECOND, n, n)
@@ -136,13 +141,18 @@ impl Quota {
 
     /// `n` tokens per minute, burst `n`.
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroRate`] if `n` is 0; [`QuotaError::IntervalBelowNanosecond`] if the rate is
+    /// above one token per nanosecond.
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
     /// let q = tollgate::Quota::per_minute(120)?;
     /// assert_eq!(q.interval(), Duration::from_millis(500));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn per_minute(n: u64) -> Result<Quota, QuotaError> {
         Self::build(60 * SECOND, n, n)
@@ -150,19 +160,30 @@ impl Quota {
 
     /// `n` tokens per hour, burst `n`.
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroRate`] if `n` is 0; [`QuotaError::IntervalBelowNanosecond`] if the rate is
+    /// above one token per nanosecond.
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
     /// let q = tollgate::Quota::per_hour(3600)?;
     /// assert_eq!(q.interval(), Duration::from_secs(1));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn per_hour(n: u64) -> Result<Quota, QuotaError> {
         Self::build(3600 * SECOND, n, n)
     }
 
     /// `count` tokens every `period` (any rational rate), burst `count`.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroRate`] if `count` is 0, [`QuotaError::ZeroPeriod`] if `period` is zero,
+    /// [`QuotaError::IntervalBelowNanosecond`] if `count` exceeds `period` in nanoseconds,
+    /// [`QuotaError::Overflow`] if `period` is beyond the limiter's 2^60 ns range.
     ///
     /// # Examples
     ///
@@ -171,7 +192,7 @@ impl Quota {
     /// let q = tollgate::Quota::per(10, Duration::from_secs(3))?;
     /// assert_eq!(q.burst_size(), 10);
     /// assert_eq!(q.interval(), Duration::from_millis(300));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn per(count: u64, period: Duration) -> Result<Quota, QuotaError> {
         if period.is_zero() {
@@ -182,13 +203,18 @@ impl Quota {
 
     /// One token every `period`, burst 1.
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroPeriod`] if `period` is zero; [`QuotaError::Overflow`] if it is beyond the
+    /// limiter's 2^60 ns range.
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
     /// let q = tollgate::Quota::with_period(Duration::from_millis(250))?;
     /// assert_eq!(q.burst_size(), 1);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_period(period: Duration) -> Result<Quota, QuotaError> {
         if period.is_zero() {
@@ -199,13 +225,18 @@ impl Quota {
 
     /// The same rate with `burst` tokens available at once.
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroBurst`] if `burst` is 0; [`QuotaError::Overflow`] if `burst × interval`
+    /// is beyond the limiter's 2^60 ns range.
+    ///
     /// # Examples
     ///
     /// ```
     /// let q = tollgate::Quota::per_second(10)?.burst(1)?;
     /// assert_eq!(q.burst_size(), 1);
-    /// assert_eq!(tollgate::Quota::per_second(10)?.burst(0), Err(tollgate::QuotaError::ZeroBurst));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// assert_eq!(tollgate::Quota::per_second(10)?.burst(0), Err(tollgate::limit::QuotaError::ZeroBurst));
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn burst(self, burst: u64) -> Result<Quota, QuotaError> {
         Self::build(self.period, self.count, burst)
@@ -244,7 +275,7 @@ impl Quota {
     ///
     /// ```
     /// assert_eq!(tollgate::Quota::per_minute(30)?.burst_size(), 30);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn burst_size(&self) -> u64 {
         self.burst
@@ -258,7 +289,7 @@ impl Quota {
     /// ```
     /// use std::time::Duration;
     /// assert_eq!(tollgate::Quota::per_second(3)?.interval(), Duration::from_nanos(333_333_333));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn interval(&self) -> Duration {
         Duration::from_nanos(self.period / self.count)
@@ -272,7 +303,7 @@ impl Quota {
     /// ```
     /// assert_eq!(tollgate::Quota::per_second(3)?.interval_ratio(), (1_000_000_000, 3));
     /// assert_eq!(tollgate::Quota::per_second(10)?.interval_ratio(), (100_000_000, 1));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn interval_ratio(&self) -> (u64, u64) {
         (self.period, self.count)

@@ -25,7 +25,7 @@
 //!    permits back under the lock before returning, so nothing leaks.
 //! 6. Every queued waiter asks for `0 < n <= capacity`; a shrink refuses the ones that no longer
 //!    fit.
-//! 7. Wake-ups: the queue is a [`WaitList`](crate::wait::WaitList). A waiter is unparked
+//! 7. Wake-ups: the queue is a `WaitList` (`crate::wait`). A waiter is unparked
 //!    individually after the lock is released, by the thread that decided its fate, or by its
 //!    token's `on_cancel` callback. It learns its fate from its `Waiter`'s status word, so
 //!    spurious wake-ups are re-checked and never seen by callers.
@@ -164,6 +164,10 @@ impl Semaphore {
     /// A semaphore with `permits` permits, or [`ResizeError::AboveMax`] if that is more than
     /// [`MAX_PERMITS`](Self::MAX_PERMITS).
     ///
+    /// # Errors
+    ///
+    /// [`ResizeError::AboveMax`] if `permits` is above [`Semaphore::MAX_PERMITS`].
+    ///
     /// # Examples
     ///
     /// ```
@@ -190,6 +194,12 @@ impl Semaphore {
     /// permits are free), with [`AcquireError::Closed`] if the semaphore is closed, and with
     /// [`AcquireError::TooLarge`] if `n` is more than the capacity. `n == 0` succeeds at once.
     ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Cancelled`] if the token is cancelled or its deadline passes first (nothing
+    /// is held); [`AcquireError::Closed`] if the semaphore is closed; [`AcquireError::TooLarge`] if
+    /// `n` exceeds the capacity (at once, or after a shrink while waiting).
+    ///
     /// # Examples
     ///
     /// ```
@@ -213,11 +223,18 @@ impl Semaphore {
     /// `AcquireError::Cancelled(Cause::DeadlineExceeded)`. A zero timeout never waits: it
     /// succeeds only if the permits are free now and nobody is queued.
     ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Cancelled`] with [`Cause::DeadlineExceeded`]
+    /// if `timeout` passes first (nothing
+    /// is held); [`AcquireError::Closed`] if the semaphore is closed; [`AcquireError::TooLarge`] if
+    /// `n` exceeds the capacity (at once, or after a shrink while waiting).
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{AcquireError, Cause, Semaphore};
+    /// use tollgate::{Semaphore, semaphore::AcquireError, cancel::Cause};
     ///
     /// let semaphore = Semaphore::new(1);
     /// let held = semaphore.acquire_timeout(1, Duration::from_secs(1)).unwrap();
@@ -235,14 +252,21 @@ impl Semaphore {
     }
 
     /// [`acquire`](Self::acquire) giving up after `timeout` measured on `token`'s clock, or when
-    /// `token` is cancelled. With a token on a [`ManualClock`](crate::ManualClock), timeouts are
+    /// `token` is cancelled. With a token on a [`ManualClock`](crate::time::ManualClock), timeouts are
     /// tested without real time.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Cancelled`] with [`Cause::DeadlineExceeded`]
+    /// if `timeout` passes first (nothing
+    /// is held); [`AcquireError::Closed`] if the semaphore is closed; [`AcquireError::TooLarge`] if
+    /// `n` exceeds the capacity (at once, or after a shrink while waiting).
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{AcquireError, CancelToken, Cause, ManualClock, Semaphore};
+    /// use tollgate::{CancelToken, Semaphore, semaphore::AcquireError, cancel::Cause, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let token = CancelToken::with_clock(clock.clone());
@@ -277,6 +301,12 @@ impl Semaphore {
     /// [`acquire`](Self::acquire) returning a permit that owns a handle on the semaphore, so it
     /// can move to another thread or outlive the borrow.
     ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Cancelled`] if the token is cancelled or its deadline passes first (nothing
+    /// is held); [`AcquireError::Closed`] if the semaphore is closed; [`AcquireError::TooLarge`] if
+    /// `n` exceeds the capacity (at once, or after a shrink while waiting).
+    ///
     /// # Examples
     ///
     /// ```
@@ -299,10 +329,16 @@ impl Semaphore {
 
     /// Takes `n` permits if they are free now and nobody is queued (it never jumps the queue).
     ///
+    /// # Errors
+    ///
+    /// [`TryAcquireError::NoPermits`] if not enough permits are free now or others queue first;
+    /// [`TryAcquireError::Closed`] if the semaphore is closed; [`TryAcquireError::TooLarge`] if `n`
+    /// exceeds the capacity.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Semaphore, TryAcquireError};
+    /// use tollgate::{Semaphore, semaphore::TryAcquireError};
     ///
     /// let semaphore = Semaphore::new(2);
     /// let permit = semaphore.try_acquire(2).unwrap();
@@ -322,6 +358,12 @@ impl Semaphore {
     }
 
     /// [`try_acquire`](Self::try_acquire) returning an [`OwnedPermit`].
+    ///
+    /// # Errors
+    ///
+    /// [`TryAcquireError::NoPermits`] if not enough permits are free now or others queue first;
+    /// [`TryAcquireError::Closed`] if the semaphore is closed; [`TryAcquireError::TooLarge`] if `n`
+    /// exceeds the capacity.
     ///
     /// # Examples
     ///
@@ -391,7 +433,7 @@ impl Semaphore {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{AcquireError, CancelToken, Semaphore};
+    /// use tollgate::{CancelToken, Semaphore, semaphore::AcquireError};
     ///
     /// let semaphore = Semaphore::new(1);
     /// let held = semaphore.try_acquire(1).unwrap();

@@ -109,7 +109,7 @@ mod loom_park {
 
 /// A mutex whose `lock()` returns the guard directly.
 #[cfg(not(loom))]
-pub(crate) use parking_lot::{Mutex, MutexGuard};
+pub(crate) use self::unwind_safe::{Mutex, MutexGuard};
 
 #[cfg(loom)]
 pub(crate) use self::loom_mutex::{Mutex, MutexGuard};
@@ -125,7 +125,81 @@ pub(crate) type HashState = foldhash::fast::FixedState;
 
 /// A reader-writer lock whose `read()`/`write()` return the guards directly.
 #[cfg(not(loom))]
-pub(crate) use parking_lot::RwLock;
+pub(crate) use self::unwind_safe::RwLock;
+
+/// parking_lot's locks, declared `UnwindSafe` and `RefUnwindSafe` (as `std::sync::Mutex` is),
+/// so that every tollgate primitive holding one can be shared across `catch_unwind` (a pool job
+/// that panics, `tests/auto_traits.rs`).
+///
+/// parking_lot does not poison, so it does not claim these traits: after a panic under the lock
+/// the protected data may be half-updated. Why that cannot leave tollgate's state broken:
+///
+/// 1. By design no tollgate critical section runs a user callback: `on_cancel` callbacks, jobs,
+///    fetches and progress callbacks run with no tollgate lock held (`cancel.rs` invariant 2,
+///    `pool.rs`, `fanout/run.rs`; wakers are unparked after the lock is released). The known
+///    exception is the `KeyedLimiter`'s shard lock, under which the key's own
+///    `Hash`/`Eq`/`Borrow`/`Clone`, the per-key quota function and the clock's `now()` may run:
+///    hashbrown leaves its table valid when a hasher or comparison panics, and at worst that one
+///    key keeps tokens it was charged (stricter, never looser).
+/// 2. tollgate's own code under a lock does not panic by design: its arithmetic saturates or is
+///    checked before the lock is taken, and its only allocations (queue nodes, map growth) abort
+///    rather than unwind on failure. A panic there would be a tollgate bug, not a state a caller
+///    can reach.
+/// 3. `#![forbid(unsafe_code)]`: whatever a panic interrupts, memory safety is not at stake,
+///    only the logical state argued above.
+#[cfg(not(loom))]
+mod unwind_safe {
+    use std::panic::{RefUnwindSafe, UnwindSafe};
+
+    pub(crate) use parking_lot::MutexGuard;
+
+    /// `parking_lot::Mutex`, `UnwindSafe` (see the module).
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T: ?Sized>(parking_lot::Mutex<T>);
+
+    impl<T: ?Sized> UnwindSafe for Mutex<T> {}
+    impl<T: ?Sized> RefUnwindSafe for Mutex<T> {}
+
+    impl<T> Mutex<T> {
+        #[inline]
+        pub(crate) const fn new(value: T) -> Self {
+            Mutex(parking_lot::Mutex::new(value))
+        }
+    }
+
+    impl<T: ?Sized> Mutex<T> {
+        #[inline]
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock()
+        }
+    }
+
+    /// `parking_lot::RwLock`, `UnwindSafe` (see the module).
+    #[derive(Debug, Default)]
+    pub(crate) struct RwLock<T: ?Sized>(parking_lot::RwLock<T>);
+
+    impl<T: ?Sized> UnwindSafe for RwLock<T> {}
+    impl<T: ?Sized> RefUnwindSafe for RwLock<T> {}
+
+    impl<T> RwLock<T> {
+        #[inline]
+        pub(crate) const fn new(value: T) -> Self {
+            RwLock(parking_lot::RwLock::new(value))
+        }
+    }
+
+    impl<T: ?Sized> RwLock<T> {
+        #[inline]
+        pub(crate) fn read(&self) -> parking_lot::RwLockReadGuard<'_, T> {
+            self.0.read()
+        }
+
+        #[inline]
+        pub(crate) fn write(&self) -> parking_lot::RwLockWriteGuard<'_, T> {
+            self.0.write()
+        }
+    }
+}
 
 #[cfg(loom)]
 pub(crate) use self::loom_mutex::RwLock;

@@ -28,12 +28,12 @@ pub(crate) fn calibrated() -> &'static (quanta::Clock, u64) {
 
 /// A clock reading the time-stamp counter unconditionally (feature `quanta`, on by default):
 /// about 10 ns a read on the reference machine against `Instant`'s 24 ns. See the module docs
-/// for when it is monotonic; [`MonotonicClock`](crate::MonotonicClock) is the safer default.
+/// for when it is monotonic; [`MonotonicClock`](crate::time::MonotonicClock) is the safer default.
 ///
 /// # Examples
 ///
 /// ```
-/// use tollgate::{Clock, TscClock};
+/// use tollgate::{time::{Clock, TscClock}};
 ///
 /// let clock = TscClock;
 /// let a = clock.now();

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tollgate::{
-    AllOf, CancelToken, Cause, Grant, LimitError, LimitState, Limiter, ManualClock, MultiLimiter,
-    Quota, RateLimiter,
+    CancelToken, Quota, RateLimiter,
+    cancel::Cause,
+    limit::{AllOf, Grant, LimitError, LimitState, Limiter, MultiLimiter},
+    time::ManualClock,
 };
 
 fn shared(clock: &ManualClock, quota: Quota) -> Arc<dyn Limiter> {

@@ -6,7 +6,11 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use tollgate::{CancelToken, Cause, Clock, ManualClock, Wake};
+use tollgate::{
+    CancelToken,
+    cancel::Cause,
+    time::{ManualClock, Wake},
+};
 
 /// Spawns a thread blocked in `wait()` and returns a handle yielding the cause it saw.
 fn blocked_waiter(token: &CancelToken) -> thread::JoinHandle<Option<Cause>> {
@@ -61,8 +65,8 @@ fn wait_wakes_on_a_manual_deadline() {
 fn a_deadline_on_a_token_wakes_a_park_on_another_clock() {
     // The clock parks until an instant that never comes; the token's real deadline ends it.
     let token = CancelToken::with_timeout(Duration::from_millis(2));
-    let clock = tollgate::MonotonicClock;
-    assert_eq!(clock.park_until(u64::MAX - 1, &token), Wake::Cancelled);
+    let clock = tollgate::time::MonotonicClock;
+    assert_eq!(token.park_until(&clock, u64::MAX - 1), Wake::Cancelled);
     assert_eq!(token.cause(), Some(Cause::DeadlineExceeded));
 }
 

@@ -6,7 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::{CancelToken, Cause, ManualClock, Registration};
+use tollgate::{
+    CancelToken,
+    cancel::{Cause, Registration},
+    time::ManualClock,
+};
 
 #[derive(Debug, Clone)]
 enum Op {

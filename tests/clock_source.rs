@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use tollgate::{ClockSource, MonotonicClock};
+use tollgate::time::{ClockSource, MonotonicClock};
 
 /// Set in the child processes this file spawns: which source the child must see.
 const EXPECT: &str = "TOLLGATE_TEST_EXPECT_SOURCE";
@@ -37,17 +37,17 @@ fn check_child(expected: &str) {
     };
     assert_eq!(MonotonicClock::source(), want);
     let clock = MonotonicClock;
-    let start = tollgate::Clock::now(&clock);
+    let start = tollgate::time::Clock::now(&clock);
     let mut last = start;
     for _ in 0..100_000 {
-        let now = tollgate::Clock::now(&clock);
+        let now = tollgate::time::Clock::now(&clock);
         assert!(now >= last);
         last = now;
     }
     let at = last + 1_000_000;
-    let wake = tollgate::Clock::park_until(&clock, at, &tollgate::CancelToken::new());
-    assert_eq!(wake, tollgate::Wake::Reached);
-    assert!(tollgate::Clock::now(&clock) >= at);
+    let wake = tollgate::CancelToken::never().park_until(&clock, at);
+    assert_eq!(wake, tollgate::time::Wake::Reached);
+    assert!(tollgate::time::Clock::now(&clock) >= at);
 }
 
 #[test]

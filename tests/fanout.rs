@@ -9,8 +9,10 @@ use std::thread;
 use std::time::Duration;
 
 use tollgate::{
-    CancelToken, Cause, Clock, Error, ErrorKind, FanOut, Jitter, ManualClock, Quota, RateLimiter,
-    RetryPolicy, WorkerPool,
+    CancelToken, Error, ErrorKind, FanOut, Quota, RateLimiter, WorkerPool,
+    cancel::Cause,
+    fanout::{Jitter, RetryPolicy},
+    time::{Clock, ManualClock},
 };
 
 fn ok_fetch(key: &u32, _attempt: u32, _cancel: &CancelToken) -> Result<u32, Error> {
@@ -674,4 +676,43 @@ fn a_zero_hedge_delay_is_rejected() {
             .build()
             .is_err()
     );
+}
+
+/// An anyhow-style report (`{:#}`: each error of the `source()` chain once, joined by ": ")
+/// names the failure exactly once: `FanOutError`'s own line leaves it to `source()`.
+#[test]
+fn fan_out_error_report_names_its_source_once() {
+    use std::error::Error as _;
+
+    let root = std::io::Error::other("disk on fire");
+    let failing = move |key: &u32, _: u32, _: &CancelToken| -> Result<u32, Error> {
+        if *key == 2 {
+            Err(Error::new(ErrorKind::Status(500), "upstream broke")
+                .with_source(std::io::Error::other(root.to_string())))
+        } else {
+            Ok(*key)
+        }
+    };
+    let fan_out = FanOut::builder(failing)
+        .max_in_flight(1)
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let err = fan_out.fetch_all(1..=3, &CancelToken::new()).unwrap_err();
+
+    let mut chain = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(e) = next {
+        chain.push(e.to_string());
+        next = e.source();
+    }
+    let report = chain.join(": ");
+    assert_eq!(
+        chain.len(),
+        3,
+        "fan-out, the failure, its io source: {report}"
+    );
+    assert_eq!(report.matches("upstream broke").count(), 1, "{report}");
+    assert_eq!(report.matches("disk on fire").count(), 1, "{report}");
+    assert!(chain[0].contains("key 2"), "{report}");
 }

@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use support::server::TestServer;
 use tollgate::{
-    CancelToken, Cause, ErrorKind, FanOut, Fetch, HttpFetcher, HttpResponse, Jitter, LimitError,
-    Quota, RateLimiter, RetryPolicy,
+    CancelToken, ErrorKind, FanOut, Fetch, HttpFetcher, Quota, RateLimiter,
+    cancel::Cause,
+    fanout::{Jitter, RetryPolicy},
+    http::HttpResponse,
+    limit::LimitError,
 };
 
 /// Bounded waits on what the server saw (never a sleep).

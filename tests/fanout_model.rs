@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::{CancelToken, Error, ErrorKind, FanOut, Jitter, RetryPolicy, WorkerPool};
+use tollgate::{
+    CancelToken, Error, ErrorKind, FanOut, WorkerPool,
+    fanout::{Jitter, RetryPolicy},
+};
 
 #[derive(Debug, Clone, Copy)]
 enum Plan {

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tollgate::{
-    CancelToken, Cause, Error, ErrorKind, Group, ManualClock, Shutdown, TrySpawnError, WorkerPool,
+    CancelToken, Error, ErrorKind, WorkerPool,
+    cancel::Cause,
+    pool::{Group, Shutdown, TrySpawnError},
+    time::ManualClock,
 };
 
 /// Occupies the one worker of `group`'s pool with a job that blocks until `gate` is cancelled;
@@ -377,9 +380,9 @@ fn a_spawn_blocked_on_a_full_queue_wakes_on_cancel() {
 fn handles_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<WorkerPool>();
-    send_sync::<tollgate::Group<'static, Vec<u8>>>();
-    send_sync::<tollgate::JobHandle<Vec<u8>>>();
-    send_sync::<tollgate::PoolStats>();
+    send_sync::<tollgate::pool::Group<'static, Vec<u8>>>();
+    send_sync::<tollgate::pool::JobHandle<Vec<u8>>>();
+    send_sync::<tollgate::pool::PoolStats>();
 }
 
 #[test]

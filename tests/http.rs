@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use support::server::TestServer;
-use tollgate::{CancelToken, Cause, Error, ErrorKind, HttpConfigError, HttpFetcher};
+use tollgate::{CancelToken, Error, ErrorKind, HttpFetcher, cancel::Cause, http::HttpConfigError};
 
 /// Generous bound for waiting on what the server saw (never reached when things work).
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -136,8 +136,8 @@ fn retry_after_is_capped() {
     assert_eq!(
         fetch_err(&default_cap, "k").retry_after(),
         Some(
-            tollgate::HttpFetcherBuilder::DEFAULT_MAX_RETRY_AFTER
-                .min(tollgate::HttpFetcherBuilder::DEFAULT_REQUEST_TIMEOUT)
+            tollgate::http::HttpFetcherBuilder::DEFAULT_MAX_RETRY_AFTER
+                .min(tollgate::http::HttpFetcherBuilder::DEFAULT_REQUEST_TIMEOUT)
         )
     );
     // A pause never outlasts the request timeout, nor the caller's deadline.
@@ -304,7 +304,7 @@ fn start_hung_fetch(
     fetcher: &HttpFetcher,
     token: &CancelToken,
     hanging_after: usize,
-) -> thread::JoinHandle<Result<tollgate::HttpResponse, Error>> {
+) -> thread::JoinHandle<Result<tollgate::http::HttpResponse, Error>> {
     let handle = {
         let (fetcher, token) = (fetcher.clone(), token.clone());
         thread::spawn(move || fetcher.fetch("hang", &token))

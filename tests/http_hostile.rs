@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::server::TestServer;
-use tollgate::{CancelToken, Error, ErrorKind, HttpFetcher, RedirectPolicy};
+use tollgate::{CancelToken, Error, ErrorKind, HttpFetcher, http::RedirectPolicy};
 
 const SECRET: &str = "s3cret-api-key";
 const PASSWORD: &str = "hunter2";
@@ -29,7 +29,7 @@ fn encode(url: &str) -> String {
 }
 
 /// A template on `server` with credentials in the userinfo and a secret header.
-fn with_credentials(server: &TestServer, path: &str) -> tollgate::HttpFetcherBuilder {
+fn with_credentials(server: &TestServer, path: &str) -> tollgate::http::HttpFetcherBuilder {
     let url = server
         .url(path)
         .replacen("http://", &format!("http://me:{PASSWORD}@"), 1);

@@ -9,7 +9,12 @@ use std::thread;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::{CancelToken, Cause, Clock, KeyedLimiter, LimitError, ManualClock, Quota};
+use tollgate::{
+    CancelToken, Quota,
+    cancel::Cause,
+    limit::{KeyedLimiter, LimitError},
+    time::{Clock, ManualClock},
+};
 
 /// Plain GCRA with a whole-nanosecond interval: Ok(new tat) or Err(retry_after).
 fn gcra(tat: u64, now: u64, interval: u64, burst: u64, n: u64) -> Result<u64, u64> {
@@ -101,7 +106,7 @@ fn full_of_busy_keys_refuses_new_keys_until_one_idles() {
 fn zero_max_keys_is_an_error() {
     assert_eq!(
         KeyedLimiter::<u8>::new(Quota::per_second(1).unwrap(), 0).err(),
-        Some(tollgate::QuotaError::ZeroMaxKeys)
+        Some(tollgate::limit::QuotaError::ZeroMaxKeys)
     );
 }
 

@@ -10,7 +10,11 @@ use std::thread;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::{CancelToken, Clock, KeyedLimiter, LimitError, ManualClock, Quota, WindowState};
+use tollgate::{
+    CancelToken, Quota,
+    limit::{KeyedLimiter, LimitError, WindowState},
+    time::{Clock, ManualClock},
+};
 
 /// One window of the model: a whole-ns interval and a burst.
 #[derive(Debug, Clone, Copy)]
@@ -332,7 +336,7 @@ fn four_threads_flooding_one_key_admit_exactly_the_smallest_remaining() {
 /// through the `KeyedLimits` trait.
 #[test]
 fn borrowed_lookups_and_bounded_keys() {
-    use tollgate::KeyedLimits;
+    use tollgate::limit::KeyedLimits;
     let clock = ManualClock::new();
     let limiter = KeyedLimiter::<String, _>::with_quotas(
         [Quota::per_second(2).unwrap(), Quota::per_minute(3).unwrap()],

@@ -6,7 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tollgate::{CancelToken, Cause, Clock, LimitError, Limiter, ManualClock, Quota, RateLimiter};
+use tollgate::{
+    CancelToken, Quota, RateLimiter,
+    cancel::Cause,
+    limit::{LimitError, Limiter},
+    time::{Clock, ManualClock},
+};
 
 const SEC: u64 = 1_000_000_000;
 

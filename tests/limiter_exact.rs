@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::{ManualClock, Quota, RateLimiter};
+use tollgate::{Quota, RateLimiter, time::ManualClock};
 
 /// Exact rational GCRA: the TAT is `x / c` ns, `T = p / c`, `tau = burst · T`.
 #[derive(Debug)]
@@ -87,7 +87,7 @@ trait NowNs {
 
 impl NowNs for ManualClock {
     fn now_ns(&self) -> u64 {
-        tollgate::Clock::now(self)
+        tollgate::time::Clock::now(self)
     }
 }
 

@@ -5,7 +5,11 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::{Clock, LimitError, ManualClock, Quota, RateLimiter, Reservation};
+use tollgate::{
+    Quota, RateLimiter,
+    limit::{LimitError, Reservation},
+    time::{Clock, ManualClock},
+};
 
 /// The range of the limiter's TAT (2^60 − 1 ns).
 const MAX: u128 = (1 << 60) - 1;

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tollgate::{
-    CancelToken, Cause, Clock, LimitError, ManualClock, MultiLimiter, Quota, RateLimiter,
+    CancelToken, Quota, RateLimiter,
+    cancel::Cause,
+    limit::{LimitError, MultiLimiter},
+    time::{Clock, ManualClock},
 };
 
 fn tiers(clock: &ManualClock) -> MultiLimiter<ManualClock> {

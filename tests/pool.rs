@@ -7,8 +7,10 @@ use std::thread;
 use std::time::Duration;
 
 use tollgate::{
-    CancelToken, Cause, DropGuard, JobError, JobHandle, ManualClock, PoolError, Shutdown,
-    SubmitError, WorkerPool,
+    CancelToken, WorkerPool,
+    cancel::{Cause, DropGuard},
+    pool::{JobError, JobHandle, PoolError, Shutdown, SubmitError},
+    time::ManualClock,
 };
 
 /// Submits a job that blocks until the returned guard is dropped (or its token cancelled), and
@@ -342,26 +344,28 @@ fn shutdown_from_inside_a_job_does_not_deadlock() {
 
 #[test]
 fn builder_rejects_bad_settings_with_clear_errors() {
+    // Every `build()` answers with an `Error` of kind InvalidArgument, the `PoolError` its source.
+    fn pool_error(result: Result<WorkerPool, tollgate::Error>) -> PoolError {
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), tollgate::ErrorKind::InvalidArgument, "{err}");
+        *std::error::Error::source(&err)
+            .and_then(|source| source.downcast_ref::<PoolError>())
+            .expect("the PoolError is the source")
+    }
     assert_eq!(
-        WorkerPool::builder().threads(0).build().unwrap_err(),
+        pool_error(WorkerPool::builder().threads(0).build()),
         PoolError::ZeroThreads
     );
     assert_eq!(
-        WorkerPool::builder().queue_capacity(0).build().unwrap_err(),
+        pool_error(WorkerPool::builder().queue_capacity(0).build()),
         PoolError::ZeroCapacity
     );
     assert_eq!(
-        WorkerPool::builder()
-            .queue_capacity(usize::MAX)
-            .build()
-            .unwrap_err(),
+        pool_error(WorkerPool::builder().queue_capacity(usize::MAX).build()),
         PoolError::CapacityTooLarge
     );
     assert_eq!(
-        WorkerPool::builder()
-            .name_prefix("bad\0name")
-            .build()
-            .unwrap_err(),
+        pool_error(WorkerPool::builder().name_prefix("bad\0name").build()),
         PoolError::InvalidName
     );
     let err = tollgate::Error::from(PoolError::ZeroThreads);
@@ -475,6 +479,7 @@ fn racing_submits_cancels_and_shutdowns_lose_no_job() {
                             Err(SubmitError::Closed(_)) => break,
                             Err(SubmitError::Cancelled(..)) => {}
                             Err(SubmitError::Full(_)) => panic!("only try_submit reports Full"),
+                            Err(other) => panic!("unexpected submit error: {other:?}"),
                         }
                     }
                     accepted.fetch_add(handles.len() as u64, Ordering::SeqCst);

@@ -8,7 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tollgate::{CancelToken, ManualClock, PulseKind, Stall, StallKind, Supervision, WorkerPool};
+use tollgate::{
+    CancelToken, WorkerPool,
+    pool::{PulseKind, Stall, StallKind, Supervision},
+    time::ManualClock,
+};
 
 /// Spins (yielding) until `ready`, failing the test after 10 s of real time instead of hanging.
 fn eventually(what: &str, ready: impl Fn() -> bool) {
@@ -99,7 +103,7 @@ fn a_hung_job_is_flagged_at_its_limit_cancelled_and_replaced() {
     assert_eq!(hung.join(), Ok("returned"));
     eventually("the stuck thread exits", || pool.stats().threads == 1);
     assert_eq!(pool.submit(|| 8).unwrap().join(), Ok(8));
-    let stats = pool.shutdown(tollgate::Shutdown::Drain);
+    let stats = pool.shutdown(tollgate::pool::Shutdown::Drain);
     assert_eq!((stats.completed, stats.stalled), (3, 1));
     assert_eq!(stalls.lock().unwrap().len(), 1); // reported once
 }
@@ -262,7 +266,7 @@ fn replacements_never_exceed_the_spare_threads() {
         handle.join().unwrap();
     }
     eventually("the replaced thread exits", || pool.stats().threads == 2);
-    let stats = pool.shutdown(tollgate::Shutdown::Drain);
+    let stats = pool.shutdown(tollgate::pool::Shutdown::Drain);
     assert_eq!((stats.completed, stats.running), (3, 0));
 }
 
@@ -284,8 +288,10 @@ fn shutdown_from_the_stall_callback_does_not_deadlock() {
                         .job_limit(Duration::from_secs(1))
                         .on_stall(move |_| {
                             gate.cancel();
-                            let stats =
-                                pool_slot.get().unwrap().shutdown(tollgate::Shutdown::Drain);
+                            let stats = pool_slot
+                                .get()
+                                .unwrap()
+                                .shutdown(tollgate::pool::Shutdown::Drain);
                             done_tx.send(stats).unwrap();
                         }),
                 )

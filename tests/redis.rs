@@ -22,7 +22,12 @@ use tollgate::redis::{
     BackendError, BreakerConfig, BreakerState, Fallback, MemoryGuard, NewKeys, RedisLimiter,
     SlowCalls, Source,
 };
-use tollgate::{CancelToken, Cause, Clock, LimitError, Limiter, MonotonicClock, Quota};
+use tollgate::{
+    CancelToken, Quota,
+    cancel::Cause,
+    limit::{LimitError, Limiter},
+    time::{Clock, MonotonicClock},
+};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -39,7 +44,7 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
 fn pause_for(d: Duration) {
     let clock = MonotonicClock;
     let at = clock.now() + d.as_nanos() as u64;
-    clock.park_until(at, &CancelToken::new());
+    CancelToken::never().park_until(&clock, at);
 }
 
 fn limiter(server: &TestServer, quota: Quota) -> tollgate::redis::RedisLimiterBuilder {
@@ -807,7 +812,7 @@ fn a_flood_of_a_million_keys_is_decided_by_redis_and_expires_by_itself() {
             break;
         }
         let at = clock.now() + 100_000_000;
-        if clock.park_until(at, &bound) == tollgate::Wake::Cancelled {
+        if bound.park_until(clock, at) == tollgate::time::Wake::Cancelled {
             break;
         }
     }
@@ -900,7 +905,7 @@ fn leases_cut_redis_calls_at_steady_load() {
                     let mut admitted = 0u64;
                     // 100 decisions/s per thread, 400/s in all: 40% of the limit.
                     for i in 0..100u64 {
-                        MonotonicClock.park_until(start + i * 10_000_000, &CancelToken::new());
+                        CancelToken::never().park_until(&MonotonicClock, start + i * 10_000_000);
                         admitted += u64::from(limiter.check().is_ok());
                     }
                     admitted
@@ -1037,7 +1042,7 @@ fn fleet_child() {
         .map(|_| {
             let limiter = Arc::clone(&limiter);
             std::thread::spawn(move || {
-                MonotonicClock.park_until(start, &CancelToken::new());
+                CancelToken::never().park_until(&MonotonicClock, start);
                 let mut admitted = 0u64;
                 // The token's deadline ends the run: a wait whose next try is past it fails fast.
                 let left = end.saturating_sub(MonotonicClock.now());

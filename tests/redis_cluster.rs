@@ -16,9 +16,10 @@ mod test_cluster;
 use std::time::Duration;
 
 use test_cluster::TestCluster;
-// `test_cluster.rs` parks through `crate::{CancelToken, Clock, MonotonicClock}`.
+// `test_cluster.rs` parks through `crate::{CancelToken, time::{Clock, MonotonicClock}}`.
 use tollgate::redis::{BackendError, BreakerState, RedisLimiter, RedisLimiterBuilder, Source};
-use tollgate::{CancelToken, Clock, ErrorKind, LimitError, MonotonicClock, Quota};
+use tollgate::time::{self, Clock, MonotonicClock};
+use tollgate::{CancelToken, ErrorKind, Quota, limit::LimitError};
 
 fn limiter(cluster: &TestCluster, quota: Quota) -> RedisLimiterBuilder {
     RedisLimiter::cluster_builder(&cluster.urls(), quota).budget(Duration::from_millis(200))
@@ -272,7 +273,7 @@ fn a_lost_node_costs_only_its_own_keys_and_comes_back() {
     while limiter.decide(&keys[2], 1).source != Source::Redis {
         assert!(MonotonicClock.now() < deadline, "node 2 never came back");
         let at = MonotonicClock.now() + 50_000_000;
-        MonotonicClock.park_until(at, &CancelToken::new());
+        CancelToken::never().park_until(&MonotonicClock, at);
     }
     for key in &keys {
         assert_eq!(limiter.decide(key, 1).source, Source::Redis, "{key}");

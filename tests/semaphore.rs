@@ -8,7 +8,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tollgate::{
-    AcquireError, CancelToken, Cause, Error, ErrorKind, ManualClock, Semaphore, TryAcquireError,
+    CancelToken, Error, ErrorKind, Semaphore,
+    cancel::Cause,
+    semaphore::{AcquireError, TryAcquireError},
+    time::ManualClock,
 };
 
 /// Waits (yielding) until `semaphore` has `n` queued waiters; fails the test after 30 s rather

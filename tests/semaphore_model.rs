@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use tollgate::{
-    AcquireError, CancelToken, Cause, OwnedPermit, ResizeError, Semaphore, TryAcquireError,
+    CancelToken, Semaphore,
+    cancel::Cause,
+    semaphore::{AcquireError, OwnedPermit, ResizeError, TryAcquireError},
 };
 
 #[derive(Debug, Clone)]

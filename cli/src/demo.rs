@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tollgate::{CancelToken, ErrorKind, FanOut, HttpFetcher, Quota, RetryPolicy};
+use tollgate::{CancelToken, ErrorKind, FanOut, HttpFetcher, Quota, fanout::RetryPolicy};
 
 use crate::Failure;
 use crate::progress;

@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tollgate::{
-    CancelToken, Error, ErrorKind, FanOut, HttpFetcher, HttpResponse, Quota, RedirectPolicy,
-    RetryPolicy,
+    CancelToken, Error, ErrorKind, FanOut, HttpFetcher, Quota,
+    fanout::RetryPolicy,
+    http::{HttpResponse, RedirectPolicy},
 };
 
 use crate::Failure;
@@ -517,7 +518,10 @@ fn decide(
     broken_pipe: bool,
     write_error: Option<String>,
     finished: Result<(), String>,
-    outcome: Result<tollgate::FanOutStats, tollgate::FanOutError<String, (HttpResponse, u32)>>,
+    outcome: Result<
+        tollgate::fanout::FanOutStats,
+        tollgate::fanout::FanOutError<String, (HttpResponse, u32)>,
+    >,
 ) -> Result<(), Failure> {
     if broken_pipe {
         return Ok(());
@@ -540,7 +544,9 @@ fn decide(
             tally.succeeded + tally.failed
         )));
     }
-    if args.deadline.is_some() && run_token.cause() == Some(tollgate::Cause::DeadlineExceeded) {
+    if args.deadline.is_some()
+        && run_token.cause() == Some(tollgate::cancel::Cause::DeadlineExceeded)
+    {
         let failed = match &outcome {
             Err(err) => tally.failed.max(err.failures.len() as u64),
             Ok(_) => tally.failed,

@@ -103,7 +103,7 @@ struct Streamed {
     keys: Receiver<Option<String>>,
     stop: CancelToken,
     /// Wakes `next` when `stop` is cancelled (dropped with the iterator).
-    _wake: tollgate::Registration,
+    _wake: tollgate::cancel::Registration,
 }
 
 impl Streamed {

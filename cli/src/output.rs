@@ -152,7 +152,7 @@ impl Output {
         if let Some(url) = record.url {
             // As in every message: no userinfo, no query (either may hold credentials).
             let without_query = url.split_once('?').map_or(url, |(path, _)| path);
-            line["url"] = json!(tollgate::redact_userinfo(without_query));
+            line["url"] = json!(tollgate::http::redact_userinfo(without_query));
         }
         if let Some(ms) = record.latency_ms {
             line["latency_ms"] = json!((ms * 1000.0).round() / 1000.0);

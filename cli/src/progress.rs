@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tollgate::Progress;
+use tollgate::fanout::Progress;
 
 /// A bar for `total` keys (unknown for streamed input); hidden unless `visible` and stderr is a
 /// terminal. Plain (no colours) unless `--color` allows them.

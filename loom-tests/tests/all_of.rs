@@ -6,7 +6,11 @@
 use std::sync::Arc as DynArc;
 
 use loom_tests::{Arc, AtomicUsize, Ordering, model, thread};
-use tollgate::{AllOf, Limiter, ManualClock, Quota, RateLimiter};
+use tollgate::{
+    Quota, RateLimiter,
+    limit::{AllOf, Limiter},
+    time::ManualClock,
+};
 
 /// Each limiter holds one token (1/h, frozen clock). Caller A wants {x, y}, caller B wants
 /// {y, x}: at most one of them wins both, and afterwards each limiter's debt is exactly the

@@ -2,7 +2,7 @@
 //! exactly once, parent/child cancellation racing.
 
 use loom_tests::{Arc, AtomicUsize, Ordering, model, thread};
-use tollgate::{CancelToken, Cause};
+use tollgate::{CancelToken, cancel::Cause};
 
 /// A thread blocked in `wait()` always wakes when another thread cancels: whatever the
 /// interleaving of the waiter's check, registration and park with the cancel.

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use loom_tests::{model, thread};
-use tollgate::{CancelToken, Clock, ManualClock, Wake};
+use tollgate::{
+    CancelToken,
+    time::{ManualClock, Wake},
+};
 
 #[test]
 fn advance_wakes_a_parked_thread() {
@@ -12,7 +15,7 @@ fn advance_wakes_a_parked_thread() {
         let clock = ManualClock::new();
         let sleeper = {
             let clock = clock.clone();
-            thread::spawn(move || clock.park_until(10, &CancelToken::new()))
+            thread::spawn(move || CancelToken::new().park_until(&clock, 10))
         };
         clock.advance(Duration::from_nanos(10));
         assert_eq!(sleeper.join().unwrap(), Wake::Reached);
@@ -27,7 +30,7 @@ fn cancel_or_advance_ends_a_manual_park() {
         let token = CancelToken::new();
         let sleeper = {
             let (clock, token) = (clock.clone(), token.clone());
-            thread::spawn(move || clock.park_until(10, &token))
+            thread::spawn(move || token.park_until(&clock, 10))
         };
         let advancer = {
             let clock = clock.clone();
@@ -58,7 +61,7 @@ fn deadline_wakes_a_waiter() {
         clock.advance(Duration::from_nanos(5));
         assert_eq!(
             waiter.join().unwrap(),
-            Some(tollgate::Cause::DeadlineExceeded)
+            Some(tollgate::cancel::Cause::DeadlineExceeded)
         );
     });
 }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use loom_tests::{Arc, AtomicUsize, Ordering, model, thread};
-use tollgate::{CancelToken, Cause, LimitError, ManualClock, Quota, RateLimiter};
+use tollgate::{
+    CancelToken, Quota, RateLimiter, cancel::Cause, limit::LimitError, time::ManualClock,
+};
 
 fn frozen(quota: Quota) -> Arc<RateLimiter<ManualClock>> {
     Arc::new(RateLimiter::with_clock(quota, ManualClock::new()))
@@ -131,7 +133,7 @@ fn waiter_wakes_on_advance_or_cancel() {
 fn multi_limiter_is_all_or_nothing_under_races() {
     model(|| {
         let limiter = Arc::new(
-            tollgate::MultiLimiter::with_clock(
+            tollgate::limit::MultiLimiter::with_clock(
                 [
                     Quota::per_hour(1).unwrap().burst(3).unwrap(),
                     Quota::per_hour(1).unwrap().burst(1).unwrap(),
@@ -168,8 +170,12 @@ fn keyed_insert_racing_sweep_loses_no_state() {
     model(|| {
         let clock = ManualClock::new();
         let limiter = Arc::new(
-            tollgate::KeyedLimiter::with_clock(Quota::per_second(1).unwrap(), 1, clock.clone())
-                .unwrap(),
+            tollgate::limit::KeyedLimiter::with_clock(
+                Quota::per_second(1).unwrap(),
+                1,
+                clock.clone(),
+            )
+            .unwrap(),
         );
         limiter.check(&1u8).unwrap();
         clock.advance(Duration::from_secs(1)); // key 1 is idle but resident
@@ -232,8 +238,12 @@ fn keyed_waiter_cancel_racing_check_never_over_admits() {
     model(|| {
         let clock = ManualClock::new();
         let limiter = Arc::new(
-            tollgate::KeyedLimiter::with_clock(Quota::per_second(1).unwrap(), 2, clock.clone())
-                .unwrap(),
+            tollgate::limit::KeyedLimiter::with_clock(
+                Quota::per_second(1).unwrap(),
+                2,
+                clock.clone(),
+            )
+            .unwrap(),
         );
         limiter.check(&0u8).unwrap(); // the next token for key 0 is due at 1 s
         let token = CancelToken::new();
@@ -268,7 +278,7 @@ fn keyed_waiter_cancel_racing_check_never_over_admits() {
 fn keyed_multi_window_takers_and_refunder_never_over_admit() {
     model(|| {
         let limiter = Arc::new(
-            tollgate::KeyedLimiter::with_quotas(
+            tollgate::limit::KeyedLimiter::with_quotas(
                 [
                     Quota::per_hour(1).unwrap().burst(2).unwrap(),
                     Quota::per_hour(1).unwrap().burst(2).unwrap(),
@@ -320,7 +330,7 @@ fn keyed_multi_window_takers_and_refunder_never_over_admit() {
 fn keyed_multi_window_refusals_change_nothing() {
     model(|| {
         let limiter = Arc::new(
-            tollgate::KeyedLimiter::with_quotas(
+            tollgate::limit::KeyedLimiter::with_quotas(
                 [
                     Quota::per_hour(1).unwrap().burst(3).unwrap(),
                     Quota::per_hour(1).unwrap().burst(1).unwrap(),

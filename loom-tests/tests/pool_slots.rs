@@ -6,7 +6,7 @@
 
 use loom_tests::{Arc, model, thread};
 use tollgate::pool_slots::{Drained, NoSlot, QueueSlots};
-use tollgate::{CancelToken, Cause};
+use tollgate::{CancelToken, cancel::Cause};
 
 /// A release always wakes a submitter blocked on a full queue.
 #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use loom_tests::{Arc, AtomicUsize, Ordering, model, spin_until, thread};
-use tollgate::{AcquireError, CancelToken, Cause, ManualClock, Semaphore};
+use tollgate::{CancelToken, Semaphore, cancel::Cause, semaphore::AcquireError, time::ManualClock};
 
 /// tokio's batch model: two threads acquire 4, 10 and 8 of 10 permits in turn; the permits in
 /// use never pass 10 and all come back.

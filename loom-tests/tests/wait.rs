@@ -8,7 +8,7 @@
 use loom::sync::Mutex;
 use loom_tests::{Arc, AtomicUsize, Ordering, model, spin_until, thread};
 use tollgate::wait::{Latch, WAITING, WaitList, Wakes};
-use tollgate::{CancelToken, Cause};
+use tollgate::{CancelToken, cancel::Cause};
 
 /// The status of a hand-off in these models.
 const GRANTED: usize = 1;

@@ -32,14 +32,16 @@ use super::{Clock, StdClock, duration_to_nanos};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{ClockSource, MonotonicClock};
+/// use tollgate::time::{ClockSource, MonotonicClock};
 ///
 /// match MonotonicClock::source() {
 ///     ClockSource::Counter => println!("the CPU's counter (TSC), as the kernel uses it"),
 ///     ClockSource::Std => println!("std::time::Instant"),
+///     other => println!("{other:?}"), // non-exhaustive: a later release may add a source
 /// }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ClockSource {
     /// The CPU's time-stamp counter, scaled to nanoseconds by quanta's calibration; used only
     /// where the kernel keeps its own time with it.

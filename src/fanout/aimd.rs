@@ -23,7 +23,7 @@ use crate::error::{Error, ErrorKind};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::RateFeedback;
+/// use tollgate::fanout::RateFeedback;
 ///
 /// let feedback = RateFeedback::default().decrease(0.25)?.floor(0.1)?;
 /// assert_eq!(feedback.cooldown_time(), Duration::from_secs(1));
@@ -66,11 +66,15 @@ fn fraction(name: &str, value: f64, zero_ok: bool) -> Result<f64, Error> {
 impl RateFeedback {
     /// The factor a throttle signal multiplies the rate by, in (0, 1].
     ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) if `factor` is not in (0, 1] (or not a number).
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// assert!(RateFeedback::default().decrease(0.7).is_ok());
     /// assert!(RateFeedback::default().decrease(0.0).is_err());
     /// # Ok::<(), tollgate::Error>(())
@@ -84,11 +88,15 @@ impl RateFeedback {
 
     /// The share of the configured rate added back per increase interval, in (0, 1].
     ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) if `share` is not in (0, 1] (or not a number).
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// assert!(RateFeedback::default().increase(0.25).is_ok());
     /// # Ok::<(), tollgate::Error>(())
     /// ```
@@ -101,11 +109,15 @@ impl RateFeedback {
 
     /// The lowest rate, as a share of the configured one, in (0, 1].
     ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) if `share` is not in (0, 1] (or not a number).
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// assert!(RateFeedback::default().floor(0.5).is_ok());
     /// # Ok::<(), tollgate::Error>(())
     /// ```
@@ -122,7 +134,7 @@ impl RateFeedback {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// let f = RateFeedback::default().cooldown(Duration::from_millis(500));
     /// assert_eq!(f.cooldown_time(), Duration::from_millis(500));
     /// # Ok::<(), tollgate::Error>(())
@@ -137,7 +149,7 @@ impl RateFeedback {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// let _every_two_seconds = RateFeedback::default().increase_interval(Duration::from_secs(2));
     /// # Ok::<(), tollgate::Error>(())
     /// ```
@@ -154,7 +166,7 @@ impl RateFeedback {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::RateFeedback;
+    /// use tollgate::fanout::RateFeedback;
     /// assert_eq!(RateFeedback::default().cooldown_time(), Duration::from_secs(1));
     /// # Ok::<(), tollgate::Error>(())
     /// ```

@@ -23,7 +23,7 @@ use crate::sync::{AtomicBool, Mutex};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, Error, FanOut, Quota, RetryPolicy};
+/// use tollgate::{CancelToken, Error, FanOut, Quota, fanout::RetryPolicy};
 ///
 /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
 ///     .quota(Quota::per_second(10)?.burst(20)?) // seed 000: 10/s, bursts of 20
@@ -51,6 +51,10 @@ pub struct FanOutBuilder<F> {
     heartbeat: Duration,
     progress: Option<Arc<ProgressFn>>,
 }
+
+// As unwind-safe as its fetcher, for the reasons given at `FanOut`'s impls.
+impl<F: std::panic::UnwindSafe> std::panic::UnwindSafe for FanOutBuilder<F> {}
+impl<F: std::panic::RefUnwindSafe> std::panic::RefUnwindSafe for FanOutBuilder<F> {}
 
 impl<F> FanOutBuilder<F> {
     pub(crate) fn new(fetcher: F) -> Self {
@@ -90,7 +94,7 @@ impl<F> FanOutBuilder<F> {
         self
     }
 
-    /// Adds a limiter every attempt must also pass (a shared one, a [`MultiLimiter`](crate::MultiLimiter), a
+    /// Adds a limiter every attempt must also pass (a shared one, a [`MultiLimiter`](crate::limit::MultiLimiter), a
     /// Redis one…). `Retry-After` answers pause it through [`Limiter::penalize`].
     ///
     /// # Examples
@@ -99,6 +103,7 @@ impl<F> FanOutBuilder<F> {
     /// use std::sync::Arc;
     /// use std::time::Duration;
     /// use tollgate::*;
+    /// use tollgate::limit::Limiter;
     /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
     /// // One limit shared by two fan-outs (or a MultiLimiter, or a Redis limiter).
     /// let shared: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(50)?));
@@ -213,6 +218,7 @@ impl<F> FanOutBuilder<F> {
     /// use std::sync::Arc;
     /// use std::time::Duration;
     /// use tollgate::*;
+    /// use tollgate::fanout::RetryPolicy;
     /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
     /// let fan_out = FanOut::builder(echo).retry(RetryPolicy::never()).build()?;
     /// assert_eq!(fan_out.fetch_all([1u32], &CancelToken::new()).map_err(|e| e.error)?[&1], 1);
@@ -232,6 +238,7 @@ impl<F> FanOutBuilder<F> {
     /// use std::sync::Arc;
     /// use std::time::Duration;
     /// use tollgate::*;
+    /// use tollgate::fanout::RetryPolicy;
     /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
     /// let picky = |k: &u32, _: u32, _: &CancelToken| {
     ///     if k % 2 == 0 { Ok(*k) } else { Err(Error::new(ErrorKind::Status(404), "odd")) }

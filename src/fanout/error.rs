@@ -12,7 +12,7 @@ use crate::error::Error;
 /// # Examples
 ///
 /// ```
-/// use tollgate::{CancelToken, Error, ErrorKind, FanOut, RetryPolicy};
+/// use tollgate::{CancelToken, Error, ErrorKind, FanOut, fanout::RetryPolicy};
 ///
 /// let fetch = |key: &u32, _: u32, _: &CancelToken| {
 ///     if *key == 3 { Err(Error::new(ErrorKind::Status(404), "no such user")) } else { Ok(*key) }
@@ -59,17 +59,14 @@ impl<K: fmt::Debug, T> fmt::Display for FanOutError<K, T> {
         match &self.key {
             Some(key) => write!(
                 f,
-                "fan-out stopped: key {key:?} failed after {} attempt(s): ",
+                "fan-out stopped: key {key:?} failed after {} attempt(s); ",
                 self.attempts
             )?,
-            None => f.write_str("fan-out stopped: ")?,
+            None => f.write_str("fan-out stopped by its caller; ")?,
         }
-        write!(
-            f,
-            "{} ({} results gathered)",
-            self.error,
-            self.partial.len()
-        )
+        // The failure itself is the `source()`, not part of this line: reports that walk the
+        // chain (anyhow's `{:#}`, `{:?}`) print it once.
+        write!(f, "{} results gathered", self.partial.len())
     }
 }
 

@@ -30,6 +30,12 @@ pub trait Fetch<K>: Send + Sync + 'static {
     type Output: Send + 'static;
 
     /// Fetches `key`; `attempt` is 1 for the first try.
+    ///
+    /// # Errors
+    ///
+    /// Any [`Error`] the fetch ends with; its [`kind`](Error::kind) and
+    /// [`is_transient`](Error::is_transient) decide whether the fan-out retries. A fetch that
+    /// notices `cancel` should return [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
     fn fetch(&self, key: &K, attempt: u32, cancel: &CancelToken) -> Result<Self::Output, Error>;
 }
 

@@ -65,6 +65,7 @@ pub type ProgressFn = dyn Fn(&Progress) + Send + Sync;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct FanOut<F> {
+    // See the `UnwindSafe` impls below the struct.
     fetcher: Arc<F>,
     limiters: Vec<Arc<dyn Limiter>>,
     adaptive: Option<Arc<run::AdaptiveRate>>,
@@ -77,6 +78,13 @@ pub struct FanOut<F> {
     progress: Option<Arc<ProgressFn>>,
     last_stats: Mutex<Option<FanOutStats>>,
 }
+
+// As unwind-safe as its fetcher. The extra limiters and the progress callback are user trait
+// objects that do not say so; the fan-out calls them only by shared reference, with no tollgate
+// lock held, and none of its own invariants rests on their state (a limiter left odd by a panic
+// decides odd, as it would for any other caller).
+impl<F: std::panic::RefUnwindSafe> std::panic::UnwindSafe for FanOut<F> {}
+impl<F: std::panic::RefUnwindSafe> std::panic::RefUnwindSafe for FanOut<F> {}
 
 impl<F> FanOut<F> {
     /// Starts configuring a fan-out over `fetcher`.

@@ -19,6 +19,7 @@ use crate::error::{Error, ErrorKind};
 
 /// How jitter spreads the backoff (AWS Architecture Blog, "Exponential Backoff And Jitter").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Jitter {
     /// A uniform delay in `[0, envelope]`: the fewest collisions between clients.
     #[default]
@@ -35,14 +36,14 @@ pub enum Jitter {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Jitter, RetryPolicy};
+/// use tollgate::{fanout::{Jitter, RetryPolicy}};
 ///
 /// let policy = RetryPolicy::new(4)?
 ///     .backoff(Duration::from_millis(100), Duration::from_secs(2))?
 ///     .jitter(Jitter::None);
 /// assert_eq!(policy.max_attempts(), 4);
 /// // Deterministic without jitter: 100 ms, 200 ms, 400 ms, … capped at 2 s.
-/// let mut rng = tollgate::JitterRng::seeded(1);
+/// let mut rng = tollgate::fanout::JitterRng::seeded(1);
 /// assert_eq!(policy.delay(1, None, &mut rng), Duration::from_millis(100));
 /// assert_eq!(policy.delay(3, None, &mut rng), Duration::from_millis(400));
 /// assert_eq!(policy.delay(30, None, &mut rng), Duration::from_secs(2));
@@ -81,7 +82,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// use tollgate::{fanout::{Jitter, JitterRng, RetryPolicy}};
     /// assert_eq!(RetryPolicy::new(5)?.max_attempts(), 5);
     /// assert!(RetryPolicy::new(0).is_err());
     /// # Ok::<(), tollgate::Error>(())
@@ -104,7 +105,7 @@ impl RetryPolicy {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tollgate::RetryPolicy::never().max_attempts(), 1);
+    /// assert_eq!(tollgate::fanout::RetryPolicy::never().max_attempts(), 1);
     /// ```
     pub fn never() -> Self {
         RetryPolicy {
@@ -123,7 +124,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let bad = tollgate::RetryPolicy::default().backoff(Duration::from_secs(2), Duration::from_secs(1));
+    /// let bad = tollgate::fanout::RetryPolicy::default().backoff(Duration::from_secs(2), Duration::from_secs(1));
     /// assert!(bad.is_err());
     /// ```
     pub fn backoff(self, base: Duration, cap: Duration) -> Result<Self, Error> {
@@ -142,7 +143,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// use tollgate::{fanout::{Jitter, JitterRng, RetryPolicy}};
     /// let exact = RetryPolicy::default().jitter(Jitter::None);
     /// assert_eq!(exact.delay(2, None, &mut JitterRng::seeded(1)), Duration::from_millis(200));
     /// # Ok::<(), tollgate::Error>(())
@@ -157,7 +158,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// use tollgate::{fanout::{Jitter, JitterRng, RetryPolicy}};
     ///
     /// let policy = RetryPolicy::default().jitter(Jitter::None).max_retry_after(Duration::from_secs(5));
     /// let day = Duration::from_secs(86_400);
@@ -176,7 +177,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// use tollgate::{fanout::{Jitter, JitterRng, RetryPolicy}};
     /// assert_eq!(RetryPolicy::default().max_attempts(), 3);
     /// # Ok::<(), tollgate::Error>(())
     /// ```
@@ -189,7 +190,7 @@ impl RetryPolicy {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Error, ErrorKind, RetryPolicy};
+    /// use tollgate::{Error, ErrorKind, fanout::RetryPolicy};
     ///
     /// let policy = RetryPolicy::new(2)?;
     /// let busy = Error::new(ErrorKind::Status(503), "busy");
@@ -209,7 +210,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// use tollgate::{fanout::{Jitter, JitterRng, RetryPolicy}};
     /// let policy = RetryPolicy::default().jitter(Jitter::None);
     /// // The server's Retry-After is a floor on the backoff.
     /// assert_eq!(policy.delay(1, Some(Duration::from_secs(3)), &mut JitterRng::seeded(0)), Duration::from_secs(3));
@@ -250,8 +251,8 @@ impl RetryPolicy {
 ///
 /// ```
 /// use std::time::Duration;
-/// let mut a = tollgate::JitterRng::seeded(7);
-/// let mut b = tollgate::JitterRng::seeded(7);
+/// let mut a = tollgate::fanout::JitterRng::seeded(7);
+/// let mut b = tollgate::fanout::JitterRng::seeded(7);
 /// assert_eq!(a.below(Duration::from_secs(1)), b.below(Duration::from_secs(1)));
 /// ```
 #[derive(Debug, Clone)]
@@ -266,7 +267,7 @@ impl JitterRng {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// use tollgate::{fanout::{Jitter, JitterRng, RetryPolicy}};
     /// assert!(JitterRng::seeded(9).below(Duration::from_secs(1)) <= Duration::from_secs(1));
     /// # Ok::<(), tollgate::Error>(())
     /// ```
@@ -280,7 +281,7 @@ impl JitterRng {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// use tollgate::{fanout::{Jitter, JitterRng, RetryPolicy}};
     /// assert!(JitterRng::from_entropy().below(Duration::from_millis(5)) <= Duration::from_millis(5));
     /// # Ok::<(), tollgate::Error>(())
     /// ```
@@ -300,7 +301,7 @@ impl JitterRng {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Jitter, JitterRng, RetryPolicy};
+    /// use tollgate::{fanout::{Jitter, JitterRng, RetryPolicy}};
     /// assert_eq!(JitterRng::seeded(3).below(Duration::ZERO), Duration::ZERO);
     /// # Ok::<(), tollgate::Error>(())
     /// ```

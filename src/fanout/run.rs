@@ -391,7 +391,7 @@ impl<F> FanOut<F> {
             let job = runner(shared.clone(), key_receiver.clone(), outcome_sender.clone());
             match self.pool.submit_cancellable(job, &group) {
                 Ok(_detached) => {}
-                Err(crate::SubmitError::Closed(_)) => {
+                Err(crate::pool::SubmitError::Closed(_)) => {
                     let error = Error::new(ErrorKind::Closed, "the worker pool is shut down");
                     return Err(fail(error, None, 0, Vec::new()));
                 }

@@ -197,7 +197,7 @@ fn per_second(count: u64, elapsed: Duration) -> f64 {
 /// # Examples
 ///
 /// ```
-/// let progress = tollgate::Progress::default();
+/// let progress = tollgate::fanout::Progress::default();
 /// assert_eq!(progress.done + progress.failed, 0);
 /// assert_eq!(progress.fraction(), None);
 /// ```
@@ -228,7 +228,7 @@ impl Progress {
     /// # Examples
     ///
     /// ```
-    /// let mut progress = tollgate::Progress::default();
+    /// let mut progress = tollgate::fanout::Progress::default();
     /// progress.total = Some(4);
     /// progress.done = 1;
     /// assert_eq!(progress.fraction(), Some(0.25));
@@ -244,7 +244,7 @@ impl Progress {
 /// # Examples
 ///
 /// ```
-/// let stats = tollgate::FanOutStats::default();
+/// let stats = tollgate::fanout::FanOutStats::default();
 /// assert_eq!(stats.requests, 0);
 /// assert!(stats.latency_p99.is_none());
 /// ```
@@ -261,7 +261,7 @@ pub struct FanOutStats {
     pub retries: u64,
     /// Responses that asked us to slow down (429/503).
     pub throttled: u64,
-    /// Hedged copies sent (see [`FanOutBuilder::hedge_after`](crate::FanOutBuilder::hedge_after)).
+    /// Hedged copies sent (see [`FanOutBuilder::hedge_after`](crate::fanout::FanOutBuilder::hedge_after)).
     pub hedges: u64,
     /// The most requests in flight at once, as counted by the fan-out (hedges included).
     pub max_in_flight: u64,

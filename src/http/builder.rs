@@ -26,7 +26,7 @@ type UreqConfigFn = dyn Fn(ConfigBuilder<AgentScope>) -> ConfigBuilder<AgentScop
 /// # Examples
 ///
 /// ```
-/// use tollgate::{HttpConfigError, HttpFetcher};
+/// use tollgate::{HttpFetcher, http::HttpConfigError};
 ///
 /// let err = HttpFetcher::builder("http://api.example.com/users").build().unwrap_err();
 /// let source = std::error::Error::source(&err).unwrap();
@@ -124,6 +124,12 @@ pub struct HttpFetcherBuilder {
     max_redirects: u32,
     ureq_config: Option<Arc<UreqConfigFn>>,
 }
+
+// Unwind-safe although the user's `ureq_config` function does not say so: the builder only
+// calls it once, by shared reference, in `build`, and keeps no state that a panic there could
+// leave half-updated.
+impl std::panic::UnwindSafe for HttpFetcherBuilder {}
+impl std::panic::RefUnwindSafe for HttpFetcherBuilder {}
 
 impl fmt::Debug for HttpFetcherBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -412,7 +418,7 @@ impl HttpFetcherBuilder {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{HttpFetcher, RedirectPolicy};
+    /// use tollgate::{HttpFetcher, http::RedirectPolicy};
     /// let b = HttpFetcher::builder("http://h/{key}").redirects(RedirectPolicy::None);
     /// assert!(b.build().is_ok());
     /// ```

@@ -120,6 +120,13 @@ pub struct HttpFetcher {
     inner: DynArc<FetcherInner>,
 }
 
+// Unwind-safe although ureq's agent and rustls' provider hold trait objects that do not say so:
+// the agent's configuration (TLS provider, resolver, connector, middleware) is immutable once
+// built, and its connection pool takes back only connections whose response was read to the
+// end, so a panic mid-request drops that connection instead of pooling it half-read.
+impl std::panic::UnwindSafe for HttpFetcher {}
+impl std::panic::RefUnwindSafe for HttpFetcher {}
+
 struct FetcherInner {
     agent: ureq::Agent,
     template: UrlTemplate,
@@ -207,7 +214,7 @@ impl HttpFetcher {
     /// A token cancelled before the call returns at once, without touching the network:
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause, ErrorKind, HttpFetcher};
+    /// use tollgate::{CancelToken, ErrorKind, HttpFetcher, cancel::Cause};
     ///
     /// let fetcher = HttpFetcher::builder("http://127.0.0.1:9/{key}").build()?;
     /// let token = CancelToken::new();
@@ -233,7 +240,7 @@ impl HttpFetcher {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause, ErrorKind, HttpFetcher};
+    /// use tollgate::{CancelToken, ErrorKind, HttpFetcher, cancel::Cause};
     ///
     /// let fetcher = HttpFetcher::builder("http://127.0.0.1:9/jobs/{key}")
     ///     .header("Content-Type", "application/json")

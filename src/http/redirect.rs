@@ -20,7 +20,7 @@ use std::fmt;
 use ureq::http::Uri;
 
 /// Which redirects an [`HttpFetcher`](crate::HttpFetcher) follows, set with
-/// [`HttpFetcherBuilder::redirects`](crate::HttpFetcherBuilder::redirects).
+/// [`HttpFetcherBuilder::redirects`](crate::http::HttpFetcherBuilder::redirects).
 ///
 /// Whatever the policy, the builder's headers (API keys, cookies, `Authorization`, the
 /// template's `user:password@`) are only ever sent to the template's origin (scheme, host and
@@ -30,7 +30,7 @@ use ureq::http::Uri;
 /// # Examples
 ///
 /// ```
-/// use tollgate::RedirectPolicy;
+/// use tollgate::http::RedirectPolicy;
 ///
 /// assert_eq!(RedirectPolicy::default(), RedirectPolicy::SameOrigin);
 /// assert_eq!("follow-stripped".parse::<RedirectPolicy>(), Ok(RedirectPolicy::FollowStripped));
@@ -167,8 +167,8 @@ pub(crate) fn resolve(base: &str, location: &str) -> Option<String> {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tollgate::redact_userinfo("https://me:hunter2@h.example/x?y"), "https://***@h.example/x?y");
-/// assert_eq!(tollgate::redact_userinfo("https://h.example/a@b"), "https://h.example/a@b");
+/// assert_eq!(tollgate::http::redact_userinfo("https://me:hunter2@h.example/x?y"), "https://***@h.example/x?y");
+/// assert_eq!(tollgate::http::redact_userinfo("https://h.example/a@b"), "https://h.example/a@b");
 /// ```
 pub fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

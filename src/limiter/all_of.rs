@@ -53,7 +53,7 @@ use super::{Grant, LimitError, LimitState, Limiter, Ticket};
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use tollgate::{AllOf, LimitError, Limiter, ManualClock, Quota, RateLimiter};
+/// use tollgate::{Quota, RateLimiter, limit::{AllOf, LimitError, Limiter}, time::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let api: Arc<dyn Limiter> = Arc::new(RateLimiter::with_clock(Quota::per_second(10)?, clock.clone()));
@@ -79,12 +79,12 @@ impl AllOf<MonotonicClock> {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use tollgate::{AllOf, Limiter, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, limit::{AllOf, Limiter}};
     ///
     /// let network: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(100)?));
     /// let both = AllOf::new([network.clone(), Arc::new(RateLimiter::new(Quota::per_second(5)?))]);
     /// assert!(both.check().is_ok());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn new(members: impl IntoIterator<Item = Arc<dyn Limiter>>) -> Self {
         AllOf::with_clock(members, MonotonicClock)
@@ -99,13 +99,13 @@ impl<C: Clock> AllOf<C> {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use tollgate::{AllOf, Limiter, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, limit::{AllOf, Limiter}, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let one: Arc<dyn Limiter> = Arc::new(RateLimiter::with_clock(Quota::per_second(1)?, clock.clone()));
     /// let all = AllOf::with_clock([one], clock);
     /// assert_eq!(all.members().len(), 1);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_clock(members: impl IntoIterator<Item = Arc<dyn Limiter>>, clock: C) -> Self {
         let mut members: Vec<_> = members.into_iter().enumerate().collect();
@@ -120,12 +120,12 @@ impl<C: Clock> AllOf<C> {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use tollgate::{AllOf, Limiter, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, limit::{AllOf, Limiter}};
     ///
     /// let a: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(1)?));
     /// let all = AllOf::new([a.clone()]);
     /// assert!(Arc::ptr_eq(&all.members()[0], &a));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn members(&self) -> Vec<Arc<dyn Limiter>> {
         let mut given = self.members.clone();
@@ -144,7 +144,7 @@ impl<C: Clock> AllOf<C> {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use tollgate::{AllOf, LimitError, Limiter, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, limit::{AllOf, LimitError, Limiter}, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let calls: Arc<dyn Limiter> = Arc::new(RateLimiter::with_clock(Quota::per_second(5)?, clock.clone()));
@@ -172,7 +172,7 @@ impl<C: Clock> AllOf<C> {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use tollgate::{AllOf, CancelToken, Limiter, Quota, RateLimiter};
+    /// use tollgate::{CancelToken, Quota, RateLimiter, limit::{AllOf, Limiter}};
     ///
     /// let calls: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(5)?));
     /// let mib: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(100)?));

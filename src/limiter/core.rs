@@ -269,7 +269,7 @@ pub(crate) fn wait_slot<C: Clock + ?Sized>(
     token: &CancelToken,
     refund: impl FnOnce(),
 ) -> Result<(), LimitError> {
-    match clock.park_until(at, token) {
+    match token.park_until(clock, at) {
         Wake::Reached => Ok(()),
         // Cancelled as the slot came due (a deadline equal to the slot, say): the tokens are the
         // caller's already — a refund would give nothing back — so the wait succeeds.

@@ -76,7 +76,7 @@ impl Record {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{KeyedLimiter, ManualClock, Quota};
+/// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
 ///
 /// let limiter = KeyedLimiter::with_clock(Quota::per_second(10)?, 100, ManualClock::new())?;
 /// let decision = limiter.decide("alice", 4);
@@ -105,13 +105,14 @@ pub struct WindowState {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{BackendError, ErrorKind};
+/// use tollgate::{ErrorKind, limit::BackendError};
 ///
 /// let err: tollgate::Error = BackendError::Timeout.into();
 /// assert_eq!(err.kind(), ErrorKind::Timeout);
 /// assert!(err.is_transient());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BackendError {
     /// The call ran out of its budget (connect, read or write timeout). The script may still have
     /// run: it is never retried.
@@ -157,13 +158,14 @@ impl From<BackendError> for Error {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{BackendError, Source};
+/// use tollgate::{limit::{BackendError, Source}};
 ///
 /// assert!(Source::Redis.is_redis());
 /// assert!(!Source::Fallback(BackendError::BreakerOpen).is_redis());
 /// assert!(!Source::Memory.is_redis());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Source {
     /// An in-process limiter.
     Memory,
@@ -182,7 +184,7 @@ impl Source {
     /// # Examples
     ///
     /// ```
-    /// assert!(tollgate::Source::Redis.is_redis());
+    /// assert!(tollgate::limit::Source::Redis.is_redis());
     /// ```
     pub fn is_redis(&self) -> bool {
         matches!(self, Source::Redis)
@@ -250,8 +252,8 @@ impl SightsBuilder {
 /// One decision — allowed or refused — with every window's state as that same decision saw it:
 /// limit, remaining, reset-after, retry-after, and which window refused.
 ///
-/// Returned by [`KeyedLimiter::decide`](crate::KeyedLimiter::decide), the
-/// [`KeyedLimits`](crate::KeyedLimits) trait and `redis::RedisLimiter::decide`. Response headers
+/// Returned by [`KeyedLimiter::decide`](crate::limit::KeyedLimiter::decide), the
+/// [`KeyedLimits`](crate::limit::KeyedLimits) trait and `redis::RedisLimiter::decide`. Response headers
 /// built from one decision are consistent by construction: a refusal's refusing window says
 /// `remaining < n` (0 for one token) and `retry_after > 0`; `remaining` never exceeds the burst.
 ///
@@ -259,7 +261,7 @@ impl SightsBuilder {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{KeyedLimiter, ManualClock, Quota};
+/// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
 ///
 /// let limiter = KeyedLimiter::with_quotas(
 ///     [Quota::per_second(5)?, Quota::per_minute(7)?],
@@ -323,10 +325,10 @@ impl Decision {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 10)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 10)?;
     /// assert!(limiter.decide(&7, 1).is_allowed());
     /// assert!(!limiter.decide(&7, 1).is_allowed());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     #[inline]
     pub fn is_allowed(&self) -> bool {
@@ -339,7 +341,7 @@ impl Decision {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(9)?, Quota::per_minute(1)?], 10, ManualClock::new())?;
     /// assert_eq!(limiter.decide(&1, 1).refused_by(), None);
     /// assert_eq!(limiter.decide(&1, 1).refused_by(), Some(1));
@@ -359,7 +361,7 @@ impl Decision {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(9)?, Quota::per_minute(90)?], 10, ManualClock::new())?;
     /// assert_eq!(limiter.decide(&1, 1).len(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -373,9 +375,9 @@ impl Decision {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 10)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 10)?;
     /// assert!(!limiter.decide(&7, 1).is_empty());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -386,9 +388,9 @@ impl Decision {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_second(3)?, 10)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_second(3)?, 10)?;
     /// assert_eq!(limiter.decide("a", 1).window(0).map(|w| w.remaining), Some(2));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn window(&self, i: usize) -> Option<WindowState> {
         self.sights
@@ -402,7 +404,7 @@ impl Decision {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(9)?, Quota::per_minute(90)?], 10, ManualClock::new())?;
     /// let limits: Vec<u64> = limiter.decide(&1, 1).windows().map(|w| w.limit).collect();
     /// assert_eq!(limits, [9, 90]);
@@ -421,7 +423,7 @@ impl Decision {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(9)?, Quota::per_minute(3)?], 10, ManualClock::new())?;
     /// let decision = limiter.decide(&1, 2);
     /// assert_eq!(decision.tightest().map(|(i, w)| (i, w.remaining)), Some((1, 1)));
@@ -442,9 +444,9 @@ impl Decision {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_second(3)?, 10)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_second(3)?, 10)?;
     /// assert_eq!(limiter.decide("a", 2).remaining(), 1);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn remaining(&self) -> u64 {
         self.windows().map(|w| w.remaining).min().unwrap_or(0)
@@ -456,10 +458,10 @@ impl Decision {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(2)?, 10, ManualClock::new())?;
     /// assert_eq!(limiter.decide("a", 1).reset_after(), Duration::from_millis(500));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn reset_after(&self) -> Duration {
         self.windows()

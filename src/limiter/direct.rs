@@ -120,7 +120,7 @@ impl QuotaSlot {
 /// * [`state`](Self::state): remaining tokens, retry_after, reset_after — without taking any.
 /// * [`set_quota`](Self::set_quota): change the quota live, keeping the tokens owed.
 ///
-/// The default clock is [`MonotonicClock`]; tests use [`ManualClock`](crate::ManualClock).
+/// The default clock is [`MonotonicClock`]; tests use [`ManualClock`](crate::time::ManualClock).
 ///
 /// # Memory ordering
 ///
@@ -141,7 +141,7 @@ impl QuotaSlot {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, LimitError, ManualClock, Quota, RateLimiter};
+/// use tollgate::{CancelToken, Quota, RateLimiter, limit::LimitError, time::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let limiter = RateLimiter::with_clock(Quota::per_second(5)?.burst(2)?, clock.clone());
@@ -173,7 +173,7 @@ impl RateLimiter<MonotonicClock> {
     /// ```
     /// let limiter = tollgate::RateLimiter::new(tollgate::Quota::per_second(100)?);
     /// assert!(limiter.check().is_ok());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn new(quota: Quota) -> Self {
         Self::with_clock(quota, MonotonicClock)
@@ -186,11 +186,11 @@ impl<C: Clock> RateLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     /// let limiter = RateLimiter::with_clock(Quota::per_minute(1)?, ManualClock::new());
     /// assert!(limiter.check().is_ok());
     /// assert!(limiter.check().is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_clock(quota: Quota, clock: C) -> Self {
         let slots: [QuotaSlot; SLOTS] = Default::default();
@@ -208,10 +208,10 @@ impl<C: Clock> RateLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Clock, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::{Clock, ManualClock}};
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::starting_at(9));
     /// assert_eq!(limiter.clock().now(), 9);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn clock(&self) -> &C {
         &self.clock
@@ -225,7 +225,7 @@ impl<C: Clock> RateLimiter<C> {
     /// use tollgate::{Quota, RateLimiter};
     /// let quota = Quota::per_second(3)?;
     /// assert_eq!(RateLimiter::new(quota).quota(), quota);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn quota(&self) -> Quota {
         Quota::from_rate(&self.load().1)
@@ -252,13 +252,17 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Takes one token now, or says when.
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the token is not available now (nothing is taken).
+    ///
     /// # Examples
     ///
     /// ```
     /// let limiter = tollgate::RateLimiter::new(tollgate::Quota::per_hour(1)?);
     /// assert!(limiter.check().is_ok());
     /// assert!(limiter.check().is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     #[inline]
     pub fn check(&self) -> Result<(), LimitError> {
@@ -268,10 +272,15 @@ impl<C: Clock> RateLimiter<C> {
     /// Takes `n` tokens now if all are available (all or nothing), or says when they will be.
     /// `n = 0` always passes. `n > burst` is [`LimitError::InsufficientCapacity`].
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{LimitError, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, limit::LimitError, time::ManualClock};
     ///
     /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, ManualClock::new());
     /// limiter.check_n(7)?;
@@ -299,11 +308,15 @@ impl<C: Clock> RateLimiter<C> {
     /// Errors: `n > burst` ([`LimitError::InsufficientCapacity`]); a slot more than 36 years
     /// ahead ([`LimitError::NotUntil`] with the largest wait).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     ///
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
     /// let now = limiter.reserve(1)?;
@@ -347,6 +360,11 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Blocks until one token is granted or `token` is cancelled. See [`wait_n`](Self::wait_n).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline.
+    ///
     /// # Examples
     ///
     /// ```
@@ -377,11 +395,17 @@ impl<C: Clock> RateLimiter<C> {
     ///   Cancelled (or its deadline reached) at the instant the slot comes due: the slot wins and
     ///   the wait succeeds, since nothing could be given back.
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, LimitError, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{CancelToken, Quota, RateLimiter, limit::LimitError, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, clock.clone());
@@ -410,7 +434,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     ///
     /// let limiter = RateLimiter::with_clock(Quota::per_second(2)?, ManualClock::new());
     /// limiter.check_n(2)?;
@@ -432,7 +456,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, clock.clone());
@@ -456,7 +480,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?.burst(2)?, clock.clone());

@@ -28,7 +28,7 @@ use super::core::Held;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Limiter, ManualClock, Quota, RateLimiter};
+/// use tollgate::{Quota, RateLimiter, limit::Limiter, time::ManualClock};
 ///
 /// let limiter = RateLimiter::with_clock(Quota::per_second(2)?, ManualClock::new());
 /// let grant = limiter.reserve_n(2, Duration::ZERO)?;
@@ -75,7 +75,7 @@ impl Grant {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Limiter, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, limit::Limiter, time::ManualClock};
     ///
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
     /// let _now = limiter.reserve_n(1, Duration::ZERO)?;

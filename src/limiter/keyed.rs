@@ -72,7 +72,15 @@ const PROBED: usize = 8;
 /// Default [`KeyedLimiter::max_key_bytes`].
 const DEFAULT_MAX_KEY_BYTES: usize = 256;
 
-type QuotasFor<K> = Box<dyn Fn(&K) -> Option<Vec<Quota>> + Send + Sync>;
+/// The per-key quota function. Declared unwind-safe: tollgate only ever calls it (by shared
+/// reference); if it panics, the key is not inserted and the shard stays valid (`sync.rs`,
+/// `unwind_safe`, point 1), so a limiter shared across `catch_unwind` stays usable.
+struct QuotasFor<K>(Box<QuotasFn<K>>);
+
+type QuotasFn<K> = dyn Fn(&K) -> Option<Vec<Quota>> + Send + Sync;
+
+impl<K> std::panic::UnwindSafe for QuotasFor<K> {}
+impl<K> std::panic::RefUnwindSafe for QuotasFor<K> {}
 
 /// One shard: the keys whose hash picks it, each with its state, and the default rates they are
 /// measured in (invariant 4). A `HashTable` takes the hash from us, so a key is hashed once for
@@ -253,7 +261,7 @@ impl Cell for KeyCell<'_> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{KeyedLimiter, LimitError, ManualClock, Quota};
+/// use tollgate::{Quota, limit::{KeyedLimiter, LimitError}, time::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let limiter = KeyedLimiter::with_clock(Quota::per_second(2)?, 10_000, clock.clone())?
@@ -264,7 +272,7 @@ impl Cell for KeyCell<'_> {
 /// assert!(limiter.check(&"bob").is_ok()); // a different key
 /// assert!(limiter.check_n(&"premium", 50).is_ok());
 /// assert_eq!(limiter.len(), 3);
-/// # Ok::<(), tollgate::QuotaError>(())
+/// # Ok::<(), tollgate::limit::QuotaError>(())
 /// ```
 pub struct KeyedLimiter<K, C: Clock = MonotonicClock, S = DefaultKeyHasher> {
     shards: Box<[CachePadded<Shard<K>>]>,
@@ -301,13 +309,17 @@ impl<K: Hash + Eq> KeyedLimiter<K, MonotonicClock> {
     /// A keyed limiter giving every key `quota`, holding at most `max_keys` keys
     /// (`max_keys = 0` is [`QuotaError::ZeroMaxKeys`]).
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroMaxKeys`] if `max_keys` is 0.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter};
     /// let per_ip = KeyedLimiter::new(Quota::per_minute(60)?, 100_000)?;
     /// assert!(per_ip.check(&[127, 0, 0, 1]).is_ok());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn new(quota: Quota, max_keys: usize) -> Result<Self, QuotaError> {
         Self::with_clock(quota, max_keys, MonotonicClock)
@@ -317,14 +329,18 @@ impl<K: Hash + Eq> KeyedLimiter<K, MonotonicClock> {
 impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     /// As [`new`](KeyedLimiter::new), measuring time on `clock`.
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroMaxKeys`] if `max_keys` is 0.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::<u64, _>::with_clock(Quota::per_second(1)?, 10, ManualClock::new())?;
     /// assert!(limiter.check(&7).is_ok());
     /// assert!(limiter.check(&7).is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_clock(quota: Quota, max_keys: usize, clock: C) -> Result<Self, QuotaError> {
         Self::with_quotas([quota], max_keys, clock)
@@ -334,11 +350,16 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     /// nothing (invariant 5), measuring time on `clock`. An empty list is
     /// [`QuotaError::NoQuotas`]; `max_keys = 0` is [`QuotaError::ZeroMaxKeys`].
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::NoQuotas`] if `quotas` is empty; [`QuotaError::ZeroMaxKeys`] if `max_keys` is
+    /// 0.
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, LimitError, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::{KeyedLimiter, LimitError}, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let per_client = KeyedLimiter::with_quotas(
@@ -390,11 +411,11 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::hash::RandomState;
-    /// use tollgate::{KeyedLimiter, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter};
     ///
     /// let per_token = KeyedLimiter::new(Quota::per_second(5)?, 10_000)?.with_hasher(RandomState::new());
     /// assert!(per_token.check(&"api-token-1").is_ok());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_hasher<H: BuildHasher>(self, hasher: H) -> KeyedLimiter<K, C, H> {
         let rates = self.shards[0].read().rates.clone();
@@ -433,14 +454,14 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::collections::HashMap;
-    /// use tollgate::{KeyedLimiter, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter};
     ///
     /// let premium: HashMap<String, Quota> = [("acme".to_string(), Quota::per_second(100)?)].into();
     /// let limiter = KeyedLimiter::new(Quota::per_second(1)?, 1_000)?
     ///     .with_quota_for(move |key: &String| premium.get(key).copied());
     /// assert!(limiter.check_n("acme", 100).is_ok());
     /// assert!(limiter.check_n("other", 2).is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_quota_for(self, f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static) -> Self {
         self.with_quotas_for(move |key| f(key).map(|quota| vec![quota]))
@@ -454,18 +475,18 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(1)?, Quota::per_hour(10)?], 100, ManualClock::new())?
     ///     .with_quotas_for(|key: &String| (key == "vip").then(|| vec![Quota::per_second(50).unwrap(), Quota::per_hour(500).unwrap()]));
     /// assert!(limiter.check_n("vip", 50).is_ok());
     /// assert!(limiter.check_n("anyone", 2).is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_quotas_for(
         mut self,
         f: impl Fn(&K) -> Option<Vec<Quota>> + Send + Sync + 'static,
     ) -> Self {
-        self.quotas_for = Some(Box::new(f));
+        self.quotas_for = Some(QuotasFor(Box::new(f)));
         self
     }
 
@@ -483,12 +504,12 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, KeyedLimits, Quota};
+    /// use tollgate::{Quota, limit::{KeyedLimiter, KeyedLimits}};
     /// let limiter = KeyedLimiter::<String>::new(Quota::per_second(1)?, 100)?.max_key_bytes(64);
     /// let huge = "k".repeat(15_000);
     /// assert!(limiter.check_key(&huge, 1).is_ok());
     /// assert!(limiter.check_key(&huge, 1).is_err()); // the same key, digested the same way
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn max_key_bytes(mut self, bytes: usize) -> Self {
         self.max_key_bytes = bytes;
@@ -517,10 +538,10 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter};
     /// let limiter = KeyedLimiter::<u8>::new(Quota::per_second(3)?, 10)?;
     /// assert_eq!(limiter.quotas(), [Quota::per_second(3)?]);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn quotas(&self) -> Vec<Quota> {
         self.shards[0]
@@ -534,11 +555,15 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// Replaces the default quota of a one-window limiter, live, keeping every key's state. See
     /// [`set_quotas`](Self::set_quotas).
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::WindowsMismatch`] if the limiter has more than one window.
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(1)?.burst(2)?, 10, ManualClock::new())?;
     /// limiter.check_n("a", 2)?; // owes 2 tokens = 2 s
     /// limiter.set_quota(Quota::per_second(10)?.burst(2)?)?;
@@ -557,10 +582,14 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// cannot change ([`QuotaError::WindowsMismatch`]). Slots reserved by waiting callers before
     /// the change are not refunded if cancelled (they count as used).
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::WindowsMismatch`] if `quotas` does not hold one quota per window.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota, QuotaError};
+    /// use tollgate::{Quota, limit::{KeyedLimiter, QuotaError}, time::ManualClock};
     /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(5)?, Quota::per_minute(50)?], 10, ManualClock::new())?;
     /// limiter.check_n("a", 5)?;
     /// limiter.set_quotas([Quota::per_second(10)?, Quota::per_minute(60)?])?;
@@ -607,7 +636,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
 
     /// A new key's own rates, if it has any.
     fn own_rates(&self, key: &K, defaults: &[Rate]) -> Option<Box<[Rate]>> {
-        let quotas = self.quotas_for.as_ref()?(key)?;
+        let quotas = (self.quotas_for.as_ref()?.0)(key)?;
         Some(
             defaults
                 .iter()
@@ -619,13 +648,17 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
 
     /// Takes one token for `key`, or says when. See [`check_n`](Self::check_n).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the token is not available now (nothing is taken); [`LimitError::TooManyKeys`] if the key is new and `max_keys` busy keys fill the limiter.
+    ///
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_hour(1)?, 10)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_hour(1)?, 10)?;
     /// assert!(limiter.check(&"k").is_ok());
     /// assert!(limiter.check(&"k").is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     #[inline]
     pub fn check<Q>(&self, key: &Q) -> Result<(), LimitError>
@@ -641,10 +674,15 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// [`LimitError::InsufficientCapacity`] (`n` over the key's smallest burst),
     /// [`LimitError::TooManyKeys`] (a new key while `max_keys` busy keys are resident).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass); [`LimitError::TooManyKeys`] if the key is new and `max_keys` busy keys fill the limiter.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, LimitError, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::{KeyedLimiter, LimitError}, time::ManualClock};
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(5)?, 1, ManualClock::new())?;
     /// limiter.check_n(&1, 5)?;
     /// // Key 1 is busy and the limiter holds one key: a new key is refused, not key 1 evicted.
@@ -678,7 +716,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_quotas([Quota::per_second(2)?, Quota::per_minute(30)?], 10, ManualClock::new())?;
     /// let first = limiter.decide("a", 2);
     /// assert!(first.is_allowed());
@@ -687,7 +725,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// assert_eq!(refused.refused_by(), Some(0));
     /// assert_eq!(refused.window(0).unwrap().remaining, 0);
     /// assert_eq!(refused.window(0).unwrap().retry_after, Duration::from_millis(500));
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     #[inline]
     pub fn decide<Q>(&self, key: &Q, n: u64) -> Decision
@@ -724,10 +762,15 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// Blocks until one token for `key` is granted or `token` is cancelled. See
     /// [`wait_n`](Self::wait_n).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline; [`LimitError::TooManyKeys`] if the key is new and `max_keys` busy keys fill the limiter.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, KeyedLimiter, Quota};
+    /// use tollgate::{CancelToken, Quota, limit::KeyedLimiter};
     /// let per_host = KeyedLimiter::new(Quota::per_second(1_000)?, 100)?;
     /// let token = CancelToken::new();
     /// for _ in 0..1_005 {
@@ -759,11 +802,17 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///   their slots) and the result is [`LimitError::Cancelled`]. Cancelled (or its deadline
     ///   reached) at the instant the slots come due: the slots win, the wait succeeds.
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass); [`LimitError::TooManyKeys`] if the key is new and `max_keys` busy keys fill the limiter.
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, KeyedLimiter, LimitError, ManualClock, Quota};
+    /// use tollgate::{CancelToken, Quota, limit::{KeyedLimiter, LimitError}, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(2)?, 100, clock.clone())?;
@@ -802,7 +851,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let per_host = KeyedLimiter::with_clock(Quota::per_second(10)?, 100, clock.clone())?;
@@ -963,14 +1012,14 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let clock = ManualClock::new();
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(1)?, 100, clock.clone())?;
     /// limiter.check(&"a").unwrap();
     /// clock.advance(Duration::from_secs(1));
     /// assert_eq!(limiter.sweep(), 1);
     /// assert!(limiter.is_empty());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn sweep(&self) -> usize {
         self.sweep_at(self.clock.now())
@@ -981,13 +1030,13 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 100)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 100)?;
     /// for key in 0..10u32 {
     ///     limiter.check(&key).unwrap();
     /// }
     /// limiter.retain(|key| key % 2 == 0);
     /// assert_eq!(limiter.len(), 5);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn retain(&self, mut keep: impl FnMut(&K) -> bool) {
         for shard in self.shards.iter() {
@@ -1005,10 +1054,10 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 100)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_second(1)?, 100)?;
     /// limiter.check(&"x").unwrap();
     /// assert_eq!(limiter.len(), 1);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn len(&self) -> usize {
         // Relaxed: a snapshot of a counter.
@@ -1022,7 +1071,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let clock = ManualClock::new();
     /// let limiter = KeyedLimiter::with_clock(Quota::per_second(1)?, 2, clock.clone())?;
     /// limiter.check(&1).unwrap();
@@ -1032,7 +1081,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// limiter.sweep(); // and any idle key left goes now
     /// assert_eq!(limiter.evictions(), 2);
     /// assert_eq!(limiter.len(), 1);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn evictions(&self) -> u64 {
         // Relaxed: a snapshot of a counter.
@@ -1044,9 +1093,9 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::<u8>::new(tollgate::Quota::per_second(1)?, 100)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::<u8>::new(tollgate::Quota::per_second(1)?, 100)?;
     /// assert!(limiter.is_empty());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -1058,11 +1107,11 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::KeyedLimiter::new(tollgate::Quota::per_second(3)?, 100)?;
+    /// let limiter = tollgate::limit::KeyedLimiter::new(tollgate::Quota::per_second(3)?, 100)?;
     /// limiter.check(&"k").unwrap();
     /// assert_eq!(limiter.state(&"k").remaining, 2);
     /// assert_eq!(limiter.state(&"new").remaining, 3);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn state<Q>(&self, key: &Q) -> LimitState
     where

@@ -51,7 +51,7 @@ pub use reservation::Reservation;
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, Limiter, ManualClock, Quota, RateLimiter};
+/// use tollgate::{CancelToken, Quota, RateLimiter, limit::Limiter, time::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let limiter: Arc<dyn Limiter> =
@@ -73,9 +73,18 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     ///
     /// Errors: [`LimitError::NotUntil`] (try again later), [`LimitError::InsufficientCapacity`]
     /// (`n` exceeds the burst: can never pass).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
     fn check_n(&self, n: u64) -> Result<(), LimitError>;
 
     /// [`check_n(1)`](Self::check_n).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the token is not available now (nothing is taken).
     #[inline]
     fn check(&self) -> Result<(), LimitError> {
         self.check_n(1)
@@ -88,9 +97,20 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     /// Order among waiters is the implementation's: the in-process limiters reserve slots, so
     /// their waiters are served first come, first served; a shared limiter (Redis) cannot order
     /// waiters in other processes and retries at the slot it was told.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
     fn wait_n(&self, n: u64, token: &CancelToken) -> Result<(), LimitError>;
 
     /// [`wait_n(1, token)`](Self::wait_n).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline.
     #[inline]
     fn wait(&self, token: &CancelToken) -> Result<(), LimitError> {
         self.wait_n(1, token)
@@ -119,7 +139,7 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{LimitError, Limiter, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, limit::{LimitError, Limiter}, time::ManualClock};
     ///
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
     /// let now = limiter.reserve_n(1, Duration::ZERO)?;
@@ -148,7 +168,7 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Limiter, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, limit::Limiter, time::ManualClock};
     ///
     /// let a = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
     /// let b = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
@@ -169,9 +189,9 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Limiter, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, limit::Limiter};
     /// assert!(RateLimiter::new(Quota::per_second(1)?).can_refund());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     fn can_refund(&self) -> bool {
         false
@@ -192,7 +212,7 @@ pub trait Limiter: Send + Sync + fmt::Debug {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use tollgate::{KeyedLimiter, KeyedLimits, ManualClock, Quota};
+/// use tollgate::{Quota, limit::{KeyedLimiter, KeyedLimits}, time::ManualClock};
 ///
 /// let limits: Arc<dyn KeyedLimits> = Arc::new(KeyedLimiter::<String, _>::with_quotas(
 ///     [Quota::per_second(2)?, Quota::per_minute(3)?],
@@ -213,12 +233,24 @@ pub trait KeyedLimits: Send + Sync + fmt::Debug {
     fn decide(&self, key: &str, n: u64) -> Decision;
 
     /// [`decide`](Self::decide)`(key, n).result`, without the window state where that is cheaper.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass);
+    /// [`LimitError::TooManyKeys`] if an in-process limiter is full of busy keys.
     fn check_key(&self, key: &str, n: u64) -> Result<(), LimitError> {
         self.decide(key, n).result
     }
 
     /// Blocks until `key` gets `n` tokens, or `token` is cancelled (the in-process limiter
     /// reserves FIFO slots and refunds on cancel; Redis retries at the instant it was told).
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
     fn wait_key(&self, key: &str, n: u64, token: &CancelToken) -> Result<(), LimitError>;
 
     /// Peeks at `key`'s windows without taking anything.
@@ -237,7 +269,7 @@ pub trait KeyedLimits: Send + Sync + fmt::Debug {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{ErrorKind, LimitError, ManualClock, Quota, RateLimiter};
+/// use tollgate::{ErrorKind, Quota, RateLimiter, limit::LimitError, time::ManualClock};
 ///
 /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
 /// limiter.check()?;
@@ -303,7 +335,7 @@ impl LimitError {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Cause, LimitError};
+    /// use tollgate::{cancel::Cause, limit::LimitError};
     ///
     /// assert_eq!(LimitError::Cancelled(Cause::Cancelled).retry_after(), None);
     /// ```
@@ -373,7 +405,7 @@ impl From<LimitError> for Error {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Limiter, ManualClock, Quota, RateLimiter};
+/// use tollgate::{Quota, RateLimiter, limit::Limiter, time::ManualClock};
 ///
 /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?, ManualClock::new());
 /// limiter.check_n(4)?;

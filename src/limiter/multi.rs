@@ -46,7 +46,7 @@ use super::{Grant, LimitError, LimitState, Limiter, Ticket};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{LimitError, ManualClock, MultiLimiter, Quota};
+/// use tollgate::{Quota, limit::{LimitError, MultiLimiter}, time::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let limiter = MultiLimiter::with_clock([Quota::per_second(2)?, Quota::per_minute(3)?], clock.clone())?;
@@ -74,10 +74,14 @@ impl MultiLimiter<MonotonicClock> {
     /// One limiter over all of `quotas`, on the monotonic clock. An empty list is
     /// [`QuotaError::NoQuotas`].
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::NoQuotas`] if `quotas` is empty.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{MultiLimiter, Quota, QuotaError};
+    /// use tollgate::{Quota, limit::{MultiLimiter, QuotaError}};
     /// let tiers = MultiLimiter::new([Quota::per_second(2)?, Quota::per_minute(10)?, Quota::per_hour(100)?])?;
     /// assert!(tiers.check().is_ok());
     /// assert_eq!(MultiLimiter::new([]).err(), Some(QuotaError::NoQuotas));
@@ -91,14 +95,18 @@ impl MultiLimiter<MonotonicClock> {
 impl<C: Clock + Clone> MultiLimiter<C> {
     /// One limiter over all of `quotas`, measuring time on `clock`.
     ///
+    /// # Errors
+    ///
+    /// [`QuotaError::NoQuotas`] if `quotas` is empty.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{ManualClock, MultiLimiter, Quota};
+    /// use tollgate::{Quota, time::ManualClock, limit::MultiLimiter};
     /// let limiter = MultiLimiter::with_clock([Quota::per_second(1)?], ManualClock::new())?;
     /// assert!(limiter.check().is_ok());
     /// assert!(limiter.check().is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_clock(
         quotas: impl IntoIterator<Item = Quota>,
@@ -119,11 +127,11 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{MultiLimiter, Quota};
+    /// use tollgate::{Quota, limit::MultiLimiter};
     /// let limiter = MultiLimiter::new([Quota::per_second(5)?, Quota::per_minute(50)?])?;
     /// limiter.limiters()[1].set_quota(Quota::per_minute(60)?);
     /// assert_eq!(limiter.limiters()[1].quota(), Quota::per_minute(60)?);
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn limiters(&self) -> &[RateLimiter<C>] {
         &self.limiters
@@ -157,10 +165,15 @@ impl<C: Clock + Clone> MultiLimiter<C> {
 
     /// Takes `n` tokens from every quota now, or from none.
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when any quota has not the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass). `quota` names the quota that refused.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{ManualClock, MultiLimiter, Quota};
+    /// use tollgate::{Quota, time::ManualClock, limit::MultiLimiter};
     /// let limiter = MultiLimiter::with_clock([Quota::per_second(3)?, Quota::per_second(5)?], ManualClock::new())?;
     /// limiter.check_n(3)?;
     /// assert!(limiter.check().is_err());
@@ -234,11 +247,17 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     /// nothing, if `n` exceeds the smallest burst or the latest slot is after the token's
     /// deadline.
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass).
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, LimitError, ManualClock, MultiLimiter, Quota};
+    /// use tollgate::{CancelToken, Quota, limit::{LimitError, MultiLimiter}, time::ManualClock};
     ///
     /// let clock = ManualClock::new();
     /// let limiter = MultiLimiter::with_clock([Quota::per_second(10)?, Quota::per_minute(1)?], clock.clone())?;
@@ -287,7 +306,7 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, MultiLimiter, Quota};
+    /// use tollgate::{Quota, time::ManualClock, limit::MultiLimiter};
     /// let limiter = MultiLimiter::with_clock([Quota::per_second(4)?, Quota::per_minute(6)?], ManualClock::new())?;
     /// limiter.check_n(3)?;
     /// let state = limiter.state();
@@ -319,11 +338,11 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{MultiLimiter, Quota};
+    /// use tollgate::{Quota, limit::MultiLimiter};
     /// let limiter = MultiLimiter::new([Quota::per_second(5)?])?;
     /// limiter.penalize(Duration::from_secs(60));
     /// assert!(limiter.check().is_err());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn penalize(&self, pause: Duration) {
         for limiter in &self.limiters {
@@ -333,12 +352,16 @@ impl<C: Clock + Clone> MultiLimiter<C> {
 
     /// [`check_n(1)`](Self::check_n).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the token is not available now (nothing is taken).
+    ///
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::MultiLimiter::new([tollgate::Quota::per_hour(1)?])?;
+    /// let limiter = tollgate::limit::MultiLimiter::new([tollgate::Quota::per_hour(1)?])?;
     /// assert!(limiter.check().is_ok());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn check(&self) -> Result<(), LimitError> {
         self.check_n(1)
@@ -346,10 +369,15 @@ impl<C: Clock + Clone> MultiLimiter<C> {
 
     /// [`wait_n(1, token)`](Self::wait_n).
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline.
+    ///
     /// # Examples
     ///
     /// ```
-    /// let limiter = tollgate::MultiLimiter::new([tollgate::Quota::per_hour(1)?])?;
+    /// let limiter = tollgate::limit::MultiLimiter::new([tollgate::Quota::per_hour(1)?])?;
     /// assert!(limiter.wait(&tollgate::CancelToken::new()).is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -30,7 +30,7 @@ use super::direct::RateLimiter;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{CancelToken, ManualClock, Quota, RateLimiter};
+/// use tollgate::{CancelToken, Quota, RateLimiter, time::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, clock.clone());
@@ -59,7 +59,7 @@ impl<'a, C: Clock> Reservation<'a, C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::starting_at(5));
     /// assert_eq!(limiter.reserve(1)?.ready_at(), 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -74,7 +74,7 @@ impl<'a, C: Clock> Reservation<'a, C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     /// let limiter = RateLimiter::with_clock(Quota::per_second(2)?.burst(1)?, ManualClock::new());
     /// let _first = limiter.reserve(1)?;
     /// assert_eq!(limiter.reserve(1)?.delay(), Duration::from_millis(500));
@@ -90,7 +90,7 @@ impl<'a, C: Clock> Reservation<'a, C> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{ManualClock, Quota, RateLimiter};
+    /// use tollgate::{Quota, RateLimiter, time::ManualClock};
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
     /// let due = limiter.reserve(1)?;
     /// assert!(!due.cancel()); // due at once: counts as used
@@ -125,10 +125,16 @@ impl<'a, C: Clock> Reservation<'a, C> {
     /// Parks until the tokens are due (returns at once if they are), or until `token` is
     /// cancelled: then cancels the reservation and returns [`LimitError::Cancelled`].
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled before the slot (the tokens are given
+    /// back); [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's
+    /// deadline.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause, LimitError, ManualClock, Quota, RateLimiter};
+    /// use tollgate::{CancelToken, Quota, RateLimiter, cancel::Cause, limit::LimitError, time::ManualClock};
     ///
     /// let limiter = RateLimiter::with_clock(Quota::per_second(1)?, ManualClock::new());
     /// limiter.check()?;

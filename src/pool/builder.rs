@@ -5,6 +5,7 @@ use std::thread;
 use super::slots::QueueSlots;
 use super::supervisor::{self, Lane, Supervision, Supervisor};
 use super::{Counters, MAX_QUEUE_CAPACITY, Message, PoolError, Shared, WorkerPool, work};
+use crate::error::Error;
 use crate::sync::{Arc, AtomicBool, CachePadded, Mutex};
 use crate::wait::Latch;
 
@@ -95,7 +96,7 @@ impl WorkerPoolBuilder {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{Supervision, WorkerPool};
+    /// use tollgate::{WorkerPool, pool::Supervision};
     /// let pool = WorkerPool::builder()
     ///     .threads(2)
     ///     .supervise(Supervision::new().job_limit(Duration::from_secs(60)))
@@ -108,18 +109,35 @@ impl WorkerPoolBuilder {
         self
     }
 
-    /// Checks the settings and starts the threads. Bad settings are a [`PoolError`], never a
-    /// panic; if the OS refuses a thread, the ones already started are stopped and joined.
+    /// Checks the settings and starts the threads. Bad settings are an [`Error`] of kind
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) — as from every `build()` in tollgate — with the
+    /// [`PoolError`] as its source, never a panic; if the OS refuses a thread, the ones already
+    /// started are stopped and joined.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) with [`PoolError::ZeroThreads`],
+    /// [`PoolError::ZeroCapacity`], [`PoolError::CapacityTooLarge`] or [`PoolError::InvalidName`]
+    /// as the source for a setting that can never work; [`ErrorKind::Backend`](crate::ErrorKind::Backend) with the I/O error
+    /// kind as the source if the operating system refuses a thread.
     ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{PoolError, WorkerPool};
+    /// use tollgate::{ErrorKind, WorkerPool, pool::PoolError};
     ///
     /// assert!(WorkerPool::builder().threads(2).build().is_ok());
-    /// assert_eq!(WorkerPool::builder().name_prefix("a\0b").build().unwrap_err(), PoolError::InvalidName);
+    /// let err = WorkerPool::builder().name_prefix("a\0b").build().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    /// let source = std::error::Error::source(&err).unwrap();
+    /// assert_eq!(source.downcast_ref::<PoolError>(), Some(&PoolError::InvalidName));
     /// ```
-    pub fn build(self) -> Result<WorkerPool, PoolError> {
+    pub fn build(self) -> Result<WorkerPool, Error> {
+        self.start().map_err(Error::from)
+    }
+
+    /// `build` with the small error, for [`WorkerPool::new`].
+    pub(crate) fn start(self) -> Result<WorkerPool, PoolError> {
         if self.threads == 0 {
             return Err(PoolError::ZeroThreads);
         }

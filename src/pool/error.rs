@@ -9,7 +9,7 @@ use crate::error::{Cause, Error, ErrorKind};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{PoolError, WorkerPool};
+/// use tollgate::{WorkerPool, pool::PoolError};
 ///
 /// assert_eq!(WorkerPool::builder().threads(0).build().unwrap_err(), PoolError::ZeroThreads);
 /// assert_eq!(WorkerPool::builder().queue_capacity(0).build().unwrap_err(), PoolError::ZeroCapacity);
@@ -54,7 +54,7 @@ impl From<PoolError> for Error {
             // The OS ran out of something (threads, memory): a resource problem, maybe passing.
             PoolError::Spawn(kind) => Error::new(ErrorKind::Backend, err.to_string())
                 .with_source(std::io::Error::from(kind)),
-            _ => Error::new(ErrorKind::InvalidArgument, err.to_string()),
+            _ => Error::new(ErrorKind::InvalidArgument, err.to_string()).with_source(err),
         }
     }
 }
@@ -64,16 +64,17 @@ impl From<PoolError> for Error {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{SubmitError, WorkerPool};
+/// use tollgate::{WorkerPool, pool::SubmitError};
 ///
 /// let pool = WorkerPool::new(1).unwrap();
-/// pool.shutdown(tollgate::Shutdown::Drain);
+/// pool.shutdown(tollgate::pool::Shutdown::Drain);
 /// match pool.try_submit(|| 1) {
 ///     Err(SubmitError::Closed(job)) => assert_eq!(job(), 1), // the job came back
 ///     other => panic!("unexpected: {other:?}"),
 /// }
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubmitError<F> {
     /// The queue is full (only from [`try_submit`](crate::WorkerPool::try_submit)).
     Full(F),
@@ -89,7 +90,7 @@ impl<F> SubmitError<F> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::SubmitError;
+    /// use tollgate::pool::SubmitError;
     ///
     /// let err = SubmitError::Full(7);
     /// assert_eq!(err.into_job(), 7);

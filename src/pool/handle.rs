@@ -24,7 +24,7 @@ use crate::sync::{Arc, Mutex, Thread, current, park};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{JobError, WorkerPool};
+/// use tollgate::{WorkerPool, pool::JobError};
 ///
 /// let pool = WorkerPool::new(1).unwrap();
 /// let handle = pool.submit(|| -> u32 { panic!("bad input") }).unwrap();
@@ -36,7 +36,7 @@ pub enum JobError {
     /// The job panicked; this is the payload's message (`&str` or `String` payloads, else a
     /// placeholder). The worker thread survived.
     Panicked(String),
-    /// The job was dropped without running: [`Shutdown::Abort`](crate::Shutdown::Abort), or
+    /// The job was dropped without running: [`Shutdown::Abort`](crate::pool::Shutdown::Abort), or
     /// skipped because its group was cancelled before it started.
     Cancelled,
     /// [`JobHandle::join_cancellable`]'s token ended the wait first (the job itself may still
@@ -192,6 +192,11 @@ impl<T> JobHandle<T> {
 
     /// Blocks until the job has run and returns its value, or why there is none.
     ///
+    /// # Errors
+    ///
+    /// [`JobError::Panicked`] with the panic's message if the job panicked;
+    /// [`JobError::Cancelled`] if it was dropped without running.
+    ///
     /// # Examples
     ///
     /// ```
@@ -206,10 +211,15 @@ impl<T> JobHandle<T> {
     /// first, with [`JobError::WaitCancelled`]. The job is not stopped by that: pass it a token
     /// of its own for that.
     ///
+    /// # Errors
+    ///
+    /// As [`join`](Self::join), and [`JobError::WaitCancelled`] if `token` ends the wait first
+    /// (the job may still run; its result is discarded).
+    ///
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{CancelToken, Cause, JobError, WorkerPool};
+    /// use tollgate::{CancelToken, WorkerPool, cancel::Cause, pool::JobError};
     ///
     /// let pool = WorkerPool::new(1).unwrap();
     /// let release = CancelToken::new();

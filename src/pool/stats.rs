@@ -32,7 +32,7 @@ pub struct PoolStats {
     pub completed: u64,
     /// Jobs that panicked.
     pub panicked: u64,
-    /// Jobs dropped without running: by [`Shutdown::Abort`](crate::Shutdown::Abort) or skipped by their cancelled group.
+    /// Jobs dropped without running: by [`Shutdown::Abort`](crate::pool::Shutdown::Abort) or skipped by their cancelled group.
     pub cancelled: u64,
     /// Jobs a supervisor flagged as stalled (ran past their limit or went silent); their tokens
     /// were cancelled.

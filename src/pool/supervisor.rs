@@ -49,7 +49,7 @@ type StallCallback = DynArc<dyn Fn(&Stall) + Send + Sync>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Supervision, WorkerPool};
+/// use tollgate::{WorkerPool, pool::Supervision};
 ///
 /// let pool = WorkerPool::builder()
 ///     .threads(2)
@@ -76,7 +76,7 @@ impl Supervision {
     /// # Examples
     ///
     /// ```
-    /// let _ = tollgate::Supervision::new();
+    /// let _ = tollgate::pool::Supervision::new();
     /// ```
     pub fn new() -> Self {
         Supervision {
@@ -94,7 +94,7 @@ impl Supervision {
     /// # Examples
     ///
     /// ```
-    /// let _ = tollgate::Supervision::new().job_limit(std::time::Duration::from_secs(60));
+    /// let _ = tollgate::pool::Supervision::new().job_limit(std::time::Duration::from_secs(60));
     /// ```
     pub fn job_limit(mut self, limit: Duration) -> Self {
         self.job_limit = Some(limit);
@@ -107,7 +107,7 @@ impl Supervision {
     /// # Examples
     ///
     /// ```
-    /// let _ = tollgate::Supervision::new().heartbeat(std::time::Duration::from_secs(5));
+    /// let _ = tollgate::pool::Supervision::new().heartbeat(std::time::Duration::from_secs(5));
     /// ```
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.heartbeat = Some(interval);
@@ -120,7 +120,7 @@ impl Supervision {
     /// # Examples
     ///
     /// ```
-    /// let _ = tollgate::Supervision::new().spare_threads(4);
+    /// let _ = tollgate::pool::Supervision::new().spare_threads(4);
     /// ```
     pub fn spare_threads(mut self, spare: usize) -> Self {
         self.spare_threads = spare;
@@ -133,7 +133,7 @@ impl Supervision {
     /// # Examples
     ///
     /// ```
-    /// let _ = tollgate::Supervision::new().pulse_capacity(16);
+    /// let _ = tollgate::pool::Supervision::new().pulse_capacity(16);
     /// ```
     pub fn pulse_capacity(mut self, capacity: usize) -> Self {
         self.pulse_capacity = capacity.max(1);
@@ -145,7 +145,7 @@ impl Supervision {
     /// # Examples
     ///
     /// ```
-    /// let _ = tollgate::Supervision::new().clock(tollgate::ManualClock::new());
+    /// let _ = tollgate::pool::Supervision::new().clock(tollgate::time::ManualClock::new());
     /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = DynArc::new(clock);
@@ -157,13 +157,20 @@ impl Supervision {
     /// # Examples
     ///
     /// ```
-    /// let _ = tollgate::Supervision::new().on_stall(|stall| eprintln!("{stall}"));
+    /// let _ = tollgate::pool::Supervision::new().on_stall(|stall| eprintln!("{stall}"));
     /// ```
     pub fn on_stall(mut self, callback: impl Fn(&Stall) + Send + Sync + 'static) -> Self {
         self.on_stall = Some(DynArc::new(callback));
         self
     }
 }
+
+// Unwind-safe although the clock and the callback are trait objects that do not say so: the
+// clock is only read, and the callback runs only on the supervisor thread, where its panics are
+// caught (`report`), so no panic of either crosses into a caller's `catch_unwind` and no state a
+// caller can observe is left half-updated by one.
+impl std::panic::UnwindSafe for Supervision {}
+impl std::panic::RefUnwindSafe for Supervision {}
 
 impl Default for Supervision {
     fn default() -> Self {
@@ -200,7 +207,7 @@ pub enum StallKind {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Stall, StallKind};
+/// use tollgate::{pool::{Stall, StallKind}};
 /// fn log(stall: &Stall) {
 ///     if stall.kind == StallKind::Overran {
 ///         eprintln!("worker {} ran {:?}", stall.worker, stall.running_for);
@@ -272,7 +279,7 @@ pub struct Pulse {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{Supervision, WorkerPool};
+/// use tollgate::{WorkerPool, pool::Supervision};
 /// let pool = WorkerPool::builder().threads(1).supervise(Supervision::new()).build().unwrap();
 /// let done = pool.submit_supervised(|job| {
 ///     for _ in 0..3 {
@@ -568,7 +575,9 @@ fn check_lane(
     }
     supervisor.stalled.fetch_add(1, Ordering::Relaxed);
     if let Some(callback) = &config.on_stall {
-        callback(&stall);
+        // A panicking callback must not end supervision: caught here, on the supervisor thread,
+        // and dropped (the stall is counted above whatever the callback does).
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(&stall)));
     }
     None
 }

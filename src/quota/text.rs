@@ -79,7 +79,7 @@ impl ParseQuotaError {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{Quota, QuotaError};
+    /// use tollgate::{Quota, limit::QuotaError};
     /// assert_eq!("0/s".parse::<Quota>().unwrap_err().quota_error(), Some(QuotaError::ZeroRate));
     /// assert_eq!("x".parse::<Quota>().unwrap_err().quota_error(), None);
     /// ```

@@ -121,7 +121,7 @@ impl RedisLimiterBuilder {
         self
     }
 
-    /// The limit's name (default `default`): the key the [`Limiter`](crate::Limiter) methods use, and the scope
+    /// The limit's name (default `default`): the key the [`Limiter`](crate::limit::Limiter) methods use, and the scope
     /// of the keyed methods (`name:key`). Long or unusual names are hashed into the key.
     ///
     /// # Examples
@@ -292,6 +292,12 @@ impl RedisLimiterBuilder {
     /// whose `burst × interval` exceeds 35 years in µs, or a fallback share that overflows; in
     /// cluster mode also no node, a node URL that is not plain TCP or names a database other
     /// than 0, and [`coalesce`](Self::coalesce)`(true)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for any of the settings
+    /// above that can never work. No connection is made here, so an unreachable server is not an
+    /// error of `build`.
     ///
     /// # Examples
     ///

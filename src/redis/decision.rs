@@ -1,6 +1,6 @@
 //! What one Redis-backed decision says, and where it came from: the crate's [`Decision`],
 //! [`Source`] and [`BackendError`] (shared with the in-process keyed limiter through
-//! [`KeyedLimits`](crate::KeyedLimits)), and how a `redis` error is classified.
+//! [`KeyedLimits`](crate::limit::KeyedLimits)), and how a `redis` error is classified.
 
 pub use crate::limiter::{BackendError, Decision, Source};
 

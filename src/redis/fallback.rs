@@ -50,6 +50,7 @@ pub(crate) const MAX_LOCAL_KEYS: usize = 10_000;
 /// # let _ = (fleet_of_four, Fallback::FailOpen, Fallback::FailClosed);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Fallback {
     /// Admit everything (Envoy's choice): availability over the limit.
     FailOpen,

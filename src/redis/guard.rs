@@ -28,7 +28,7 @@ use crate::sync::{AtomicBool, AtomicU64, Ordering};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NewKeys {
-    /// Refuse the request ([`LimitError::TooManyKeys`](crate::LimitError::TooManyKeys) with
+    /// Refuse the request ([`LimitError::TooManyKeys`](crate::limit::LimitError::TooManyKeys) with
     /// `max_keys: 0`, [`Source::Redis`](super::Source::Redis)).
     Refuse,
     /// Let the [`Fallback`](super::Fallback) decide it (reported as

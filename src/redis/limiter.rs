@@ -93,7 +93,7 @@ use crate::sync::Mutex;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{Limiter, Quota};
+/// use tollgate::{Quota, limit::Limiter};
 /// use tollgate::redis::{BackendError, Fallback, RedisLimiter, Source};
 ///
 /// // Nothing listens on port 1: every call fails, the fallback decides.
@@ -243,7 +243,7 @@ impl RedisLimiter {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{LimitError, Quota, redis::RedisLimiter};
+    /// use tollgate::{Quota, redis::RedisLimiter, limit::LimitError};
     /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(5)?).build()?;
     /// let d = limiter.decide("carol", 6);
     /// assert!(matches!(d.result, Err(LimitError::InsufficientCapacity { requested: 6, burst: 5 })));
@@ -254,6 +254,12 @@ impl RedisLimiter {
     }
 
     /// [`decide`](Self::decide)`(key, n).result`.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError::NotUntil`] when the tokens are not available now (nothing is taken);
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass). A Redis failure is decided by the fallback (see
+    /// [`Fallback`](super::Fallback)).
     ///
     /// # Examples
     ///
@@ -273,11 +279,17 @@ impl RedisLimiter {
     /// Errors: [`LimitError::InsufficientCapacity`] at once; [`LimitError::WouldExceedDeadline`]
     /// when the next try is later than the token's deadline; [`LimitError::Cancelled`].
     ///
+    /// # Errors
+    ///
+    /// [`LimitError::Cancelled`] if `token` is cancelled first (nothing is taken);
+    /// [`LimitError::WouldExceedDeadline`] at once if the slot lies beyond the token's deadline;
+    /// [`LimitError::InsufficientCapacity`] if `n` exceeds the burst (it never can pass). A Redis failure is decided by the fallback.
+    ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{CancelToken, LimitError, Quota, redis::RedisLimiter};
+    /// use tollgate::{CancelToken, Quota, redis::RedisLimiter, limit::LimitError};
     /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_minute(1)?).build()?;
     /// limiter.wait_key("erin", 1, &CancelToken::new())?;
     /// let hurry = CancelToken::with_timeout(Duration::from_millis(10));
@@ -582,7 +594,7 @@ impl RedisLimiter {
             }
             let clock = token.clock();
             let at = clock.now().saturating_add(duration_to_nanos(retry_after));
-            if clock.park_until(at, token) == Wake::Cancelled {
+            if token.park_until(clock, at) == Wake::Cancelled {
                 return Err(cancelled(token));
             }
         }

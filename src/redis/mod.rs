@@ -14,7 +14,7 @@
 //! * `lease.rs`: lease mode, tokens taken ahead and spent locally, and a negative cache.
 //! * `builder.rs`: [`RedisLimiterBuilder`], the checked configuration.
 //! * `coalesce.rs`: concurrent callers' calls sent as pipelines (up to two in flight).
-//! * `limiter.rs`: [`RedisLimiter`], tying them together, and its [`Limiter`](crate::Limiter)
+//! * `limiter.rs`: [`RedisLimiter`], tying them together, and its [`Limiter`](crate::limit::Limiter)
 //!   implementation.
 //! * `decision.rs`, `stats.rs`: what a decision reports, and the counters.
 //! * `connection.rs`: where the script runs — one server, or a Redis Cluster; `cluster.rs` and
@@ -23,7 +23,7 @@
 //! # Cluster mode (feature `redis-cluster`)
 //!
 //! `RedisLimiter::cluster_builder` takes one or more nodes of a Redis Cluster instead of one
-//! URL; everything else — windows, fallback, breaker, lease mode, the [`Limiter`](crate::Limiter)
+//! URL; everything else — windows, fallback, breaker, lease mode, the [`Limiter`](crate::limit::Limiter)
 //! methods — is the same.
 //!
 //! * **Slot placement.** A limit's keys are `{prefix:name:key}:w<i>`: the braces are a hash tag,

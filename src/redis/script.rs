@@ -226,7 +226,7 @@ impl Reply {
     }
 }
 
-/// The windows of a reply as a [`Decision`](crate::Decision) records them: each window's debt in
+/// The windows of a reply as a [`Decision`](crate::limit::Decision) records them: each window's debt in
 /// its own whole-µs rate, in ns, at instant 0 (so the derived `remaining`, `reset_after` and
 /// `retry_after` are exactly the script's).
 pub(crate) fn sights_of(reply: &Reply, windows: &[Window]) -> crate::limiter::SightsBuilder {

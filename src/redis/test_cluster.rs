@@ -24,7 +24,10 @@
 use std::time::Duration;
 
 use super::test_server::TestServer;
-use crate::{CancelToken, Clock, MonotonicClock};
+use crate::{
+    CancelToken,
+    time::{Clock, MonotonicClock},
+};
 
 /// The slots of each master.
 pub const RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
@@ -51,7 +54,7 @@ pub struct TestCluster {
 fn park(d: Duration) {
     let clock = MonotonicClock;
     let at = clock.now().saturating_add(d.as_nanos() as u64);
-    clock.park_until(at, &CancelToken::new());
+    CancelToken::never().park_until(&clock, at);
 }
 
 /// The major version `redis-server --version` reports (`Redis server v=7.0.15 …`), or `None`

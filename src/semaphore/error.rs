@@ -10,7 +10,7 @@ use crate::error::{Cause, Error, ErrorKind};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{AcquireError, CancelToken, Cause, Semaphore};
+/// use tollgate::{CancelToken, Semaphore, semaphore::AcquireError, cancel::Cause};
 ///
 /// let semaphore = Semaphore::new(2);
 /// let token = CancelToken::new();
@@ -22,6 +22,7 @@ use crate::error::{Cause, Error, ErrorKind};
 /// assert_eq!(semaphore.acquire(1, &token).unwrap_err(), AcquireError::Cancelled(Cause::Cancelled));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AcquireError {
     /// The token was cancelled (or its deadline passed — `Cause::DeadlineExceeded`, which is how
     /// a timeout is reported) before the permits were granted.
@@ -43,7 +44,7 @@ pub enum AcquireError {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{Semaphore, TryAcquireError};
+/// use tollgate::{Semaphore, semaphore::TryAcquireError};
 ///
 /// let semaphore = Semaphore::new(1);
 /// let _held = semaphore.try_acquire(1).unwrap();
@@ -52,6 +53,7 @@ pub enum AcquireError {
 /// assert_eq!(semaphore.try_acquire(1).unwrap_err(), TryAcquireError::Closed);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TryAcquireError {
     /// Not enough permits are free right now, or other threads are queued first.
     NoPermits,
@@ -74,7 +76,7 @@ pub enum TryAcquireError {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{ResizeError, Semaphore};
+/// use tollgate::{Semaphore, semaphore::ResizeError};
 ///
 /// let semaphore = Semaphore::new(3);
 /// assert_eq!(
@@ -88,6 +90,7 @@ pub enum TryAcquireError {
 /// assert_eq!(semaphore.capacity(), 3);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ResizeError {
     /// The new capacity would pass [`Semaphore::MAX_PERMITS`](super::Semaphore::MAX_PERMITS).
     AboveMax {

@@ -94,6 +94,10 @@ impl<'a> Permit<'a> {
     /// Adds `other`'s permits to this one. Fails, giving `other` back, if it comes from another
     /// semaphore.
     ///
+    /// # Errors
+    ///
+    /// `other` back, unmerged, if it belongs to another semaphore.
+    ///
     /// # Examples
     ///
     /// ```
@@ -211,6 +215,10 @@ impl OwnedPermit {
 
     /// Adds `other`'s permits to this one. Fails, giving `other` back, if it comes from another
     /// semaphore.
+    ///
+    /// # Errors
+    ///
+    /// `other` back, unmerged, if it belongs to another semaphore.
     ///
     /// # Examples
     ///

@@ -10,6 +10,11 @@ impl Semaphore {
     /// Fails with [`ResizeError::AboveMax`] (changing nothing) if the capacity would pass
     /// [`MAX_PERMITS`](Self::MAX_PERMITS).
     ///
+    /// # Errors
+    ///
+    /// [`ResizeError::AboveMax`] if the capacity would pass [`Semaphore::MAX_PERMITS`]; nothing
+    /// changes.
+    ///
     /// # Examples
     ///
     /// ```
@@ -41,6 +46,10 @@ impl Semaphore {
     ///
     /// Fails with [`ResizeError::BelowZero`] (changing nothing) if `n` is more than the capacity.
     ///
+    /// # Errors
+    ///
+    /// [`ResizeError::BelowZero`] if `n` is more than the capacity; nothing changes.
+    ///
     /// # Examples
     ///
     /// ```
@@ -69,6 +78,11 @@ impl Semaphore {
 
     /// Sets the capacity to `permits`, growing now or shrinking as permits come back (see
     /// [`add_permits`](Self::add_permits) and [`remove_permits`](Self::remove_permits)).
+    ///
+    /// # Errors
+    ///
+    /// [`ResizeError::AboveMax`] if `permits` is above [`Semaphore::MAX_PERMITS`]; nothing
+    /// changes.
     ///
     /// # Examples
     ///

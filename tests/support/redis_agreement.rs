@@ -12,7 +12,10 @@
 use std::time::Duration;
 
 use tollgate::redis::{RedisLimiter, Source};
-use tollgate::{CancelToken, Clock, MonotonicClock, Quota, RateLimiter};
+use tollgate::{
+    CancelToken, Quota, RateLimiter,
+    time::{Clock, MonotonicClock},
+};
 
 /// The quota the schedule is built for.
 pub fn quota() -> Quota {
@@ -41,7 +44,7 @@ pub fn assert_agrees_with_the_in_process_limiter(redis: &RedisLimiter) {
         } else {
             start + (tick * 200 - 100) * 1_000_000
         };
-        MonotonicClock.park_until(at, &CancelToken::new());
+        CancelToken::never().park_until(&MonotonicClock, at);
         for _ in 0..tries {
             let l = local.check();
             let d = redis.decide("exact", 1);

@@ -33,7 +33,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tollgate::redis::RedisStats;
-use tollgate::{KeyedLimiter, LimitError, Quota, RateLimiter};
+use tollgate::{
+    Quota, RateLimiter,
+    limit::{KeyedLimiter, LimitError},
+};
 
 use super::metrics::Policy;
 use super::store::{RedisParams, Source, Store};

@@ -35,7 +35,7 @@
 use std::time::Duration;
 
 use tollgate::redis::{BreakerState, Fallback, RedisLimiter, RedisStats};
-use tollgate::{LimitError, Quota, RateLimiter};
+use tollgate::{Quota, RateLimiter, limit::LimitError};
 
 use super::limits::{Decision, RouteName, Window, WindowParams, Windows, new_client};
 use super::metrics::Policy;

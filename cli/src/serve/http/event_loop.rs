@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use tollgate::{CancelToken, SubmitError, WorkerPool};
+use tollgate::{CancelToken, WorkerPool, pool::SubmitError};
 
 use super::conn::{Conn, Ctx, Drive};
 use super::parse::{After, write_response};

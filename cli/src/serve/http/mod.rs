@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tollgate::{CancelToken, Shutdown, WorkerPool};
+use tollgate::{CancelToken, WorkerPool, pool::Shutdown};
 
 /// One parsed request.
 #[derive(Debug)]
@@ -258,7 +258,7 @@ pub struct HttpServer {
     loops: Vec<JoinHandle<()>>,
     pool: Arc<WorkerPool>,
     /// Wakes every loop when `shutdown` is cancelled.
-    _wake_on_cancel: tollgate::Registration,
+    _wake_on_cancel: tollgate::cancel::Registration,
 }
 
 impl std::fmt::Debug for HttpServer {
