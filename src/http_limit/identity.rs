@@ -43,11 +43,15 @@ impl IpNet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -83,7 +87,12 @@ impl std::str::FromStr for IpNet {
         let addr = canonical(addr.trim().parse::<IpAddr>().map_err(|_| err())?);
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(err)?,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(err)?,
             None => max,
         };
         Ok(IpNet { addr, prefix })
@@ -234,7 +243,10 @@ impl IdentityConfig {
             ("x-forwarded-for", parse_hop),
         ] {
             let mut hops: Vec<&str> = Vec::new();
-            for (_, value) in headers.clone().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            for (_, value) in headers
+                .clone()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
                 let value = std::str::from_utf8(value).unwrap_or("\u{0}");
                 hops.extend(value.split(','));
             }
@@ -338,7 +350,10 @@ fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
             _ => return None,
         }))
     }
-    let input = input.strip_suffix(b"==").or_else(|| input.strip_suffix(b"=")).unwrap_or(input);
+    let input = input
+        .strip_suffix(b"==")
+        .or_else(|| input.strip_suffix(b"="))
+        .unwrap_or(input);
     if input.len() % 4 == 1 || input.len() > 4 * MAX_ID_BYTES {
         return None;
     }

@@ -195,9 +195,10 @@ impl HttpLimiterBuilder {
     pub fn build(self) -> Result<HttpLimiter, BuildError> {
         let backend = match self.backend {
             Some(b) => b,
-            None => HttpLimiter::builder().memory(MonotonicClock::default(), 100_000).backend.ok_or_else(
-                || BuildError("no backend".into()),
-            )?,
+            None => HttpLimiter::builder()
+                .memory(MonotonicClock, 100_000)
+                .backend
+                .ok_or_else(|| BuildError("no backend".into()))?,
         };
         let make = |name: &str, quotas: &[Quota]| {
             backend(name, quotas).map_err(|e| BuildError(format!("rule {name:?}: {e}")))
@@ -233,9 +234,8 @@ impl HttpLimiterBuilder {
             secret: identity::hmac_key(&secret),
         };
         let ms = Quota::per(1, Duration::from_millis(1)).map_err(|e| BuildError(e.to_string()))?;
-        let abusive = !self.decoy_paths.is_empty()
-            || !self.decoy_keys.is_empty()
-            || self.threshold.is_some();
+        let abusive =
+            !self.decoy_paths.is_empty() || !self.decoy_keys.is_empty() || self.threshold.is_some();
         let guard = match self.guard {
             Some((quota, remember)) => Some(Guard {
                 known: make("~known", &[ms])?,
@@ -378,7 +378,10 @@ impl fmt::Debug for HttpLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpLimiter")
             .field("identity", &self.identity)
-            .field("rules", &self.rules.iter().map(|c| &c.rule).collect::<Vec<_>>())
+            .field(
+                "rules",
+                &self.rules.iter().map(|c| &c.rule).collect::<Vec<_>>(),
+            )
             .field("dry_run", &self.dry_run)
             .finish_non_exhaustive()
     }
@@ -672,9 +675,9 @@ impl HttpLimiter {
                 if !d.is_allowed() {
                     self.counts.guard_refused.fetch_add(1, Ordering::Relaxed); // Relaxed: a counter only
                     verdict.refusal = Some(Refusal::NewClient);
-                    verdict.retry_after = d.tightest().map_or(Duration::from_secs(1), |(_, w)| {
-                        w.retry_after
-                    });
+                    verdict.retry_after = d
+                        .tightest()
+                        .map_or(Duration::from_secs(1), |(_, w)| w.retry_after);
                     self.refused(&addr_key);
                     if self.dry_run {
                         // Dry run never refuses: go on to the rules and report what they say.
@@ -741,7 +744,8 @@ impl HttpLimiter {
             verdict.names.push(Arc::from(compiled.rule.name.as_str()));
             for (w, state) in decision.windows().enumerate() {
                 let length = compiled.rule.quotas.get(w).map_or(Duration::ZERO, |q| {
-                    q.interval().saturating_mul(u32::try_from(q.burst_size()).unwrap_or(u32::MAX))
+                    q.interval()
+                        .saturating_mul(u32::try_from(q.burst_size()).unwrap_or(u32::MAX))
                 });
                 verdict.windows.push(RuleWindow {
                     rule: slot,
@@ -752,8 +756,9 @@ impl HttpLimiter {
             }
             if Some(i) == refused_at {
                 let refusing = decision.refused_by().unwrap_or(0);
-                let focus = verdict.windows.len() - decision.len() + refusing.min(decision.len().saturating_sub(1));
-                verdict.focus = (decision.len() > 0).then_some(focus);
+                let focus = verdict.windows.len() - decision.len()
+                    + refusing.min(decision.len().saturating_sub(1));
+                verdict.focus = (!decision.is_empty()).then_some(focus);
                 verdict.retry_after = decision
                     .window(refusing)
                     .map_or(Duration::from_secs(1), |w| w.retry_after);
@@ -784,17 +789,21 @@ impl HttpLimiter {
     fn ban(&self, abuse: &Abuse, addr_key: &str, why: &str) {
         self.counts.banned.fetch_add(1, Ordering::Relaxed); // Relaxed: a counter only
         abuse.deny.penalize_key(addr_key, abuse.ban);
-        tracing::warn!(client = addr_key, reason = why, ban_secs = abuse.ban.as_secs(), "client banned");
+        tracing::warn!(
+            client = addr_key,
+            reason = why,
+            ban_secs = abuse.ban.as_secs(),
+            "client banned"
+        );
     }
 
     /// Counts a refusal of `addr_key` against the threshold; bans past it.
     fn refused(&self, addr_key: &str) {
-        if let Some(abuse) = &self.abuse {
-            if let Some(refusals) = &abuse.refusals {
-                if refusals.check_key(addr_key, 1).is_err() {
-                    self.ban(abuse, addr_key, "refusal threshold");
-                }
-            }
+        if let Some(abuse) = &self.abuse
+            && let Some(refusals) = &abuse.refusals
+            && refusals.check_key(addr_key, 1).is_err()
+        {
+            self.ban(abuse, addr_key, "refusal threshold");
         }
     }
 

@@ -393,7 +393,8 @@ impl Decision {
             .filter(move |_| allowed)
             .map(move |record| {
                 let rate = Rate::new(record.period, record.count, record.burst);
-                let cost = u128::from(self.n) * u128::from(record.period) / u128::from(record.count);
+                let cost =
+                    u128::from(self.n) * u128::from(record.period) / u128::from(record.count);
                 let slot = gcra::Slot {
                     tat: record.tat,
                     at: self.now,
