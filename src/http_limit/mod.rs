@@ -23,6 +23,8 @@
 //!    same backend as the rules, so with a shared backend (Redis) the fleet shares it. A ban is a
 //!    `penalize_key` of `ban` on a 1-per-ms quota: banned while its remaining is 0.
 
+#[cfg(feature = "http")]
+mod adapter;
 mod identity;
 mod rule;
 
