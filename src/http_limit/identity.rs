@@ -242,27 +242,29 @@ impl IdentityConfig {
             ("forwarded", forwarded_for as fn(&str) -> Option<IpAddr>),
             ("x-forwarded-for", parse_hop),
         ] {
-            let mut hops: Vec<&str> = Vec::new();
-            for (_, value) in headers
+            let mut lines = headers
                 .clone()
                 .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            {
-                let value = std::str::from_utf8(value).unwrap_or("\u{0}");
-                hops.extend(value.split(','));
-            }
-            if hops.is_empty() {
+                .peekable();
+            if lines.peek().is_none() {
                 continue;
             }
+            // Lines are read last to first, and each line's hops right to left: one list in
+            // order (invariant 1), without collecting it.
+            let lines: Vec<&[u8]> = lines.map(|(_, v)| v).collect();
             let mut client = peer;
-            for hop in hops.iter().rev() {
-                match parse(hop) {
-                    Some(ip) => {
-                        client = ip;
-                        if !self.trusted(ip) {
-                            break;
+            'walk: for value in lines.iter().rev() {
+                let value = std::str::from_utf8(value).unwrap_or("\u{0}");
+                for hop in value.rsplit(',') {
+                    match parse(hop) {
+                        Some(ip) => {
+                            client = ip;
+                            if !self.trusted(ip) {
+                                break 'walk;
+                            }
                         }
+                        None => break 'walk, // garbage: stop at the last trusted hop
                     }
-                    None => break, // garbage: stop at the last trusted hop
                 }
             }
             return client;

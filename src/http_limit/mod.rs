@@ -272,6 +272,10 @@ impl HttpLimiterBuilder {
         };
         Ok(HttpLimiter {
             identity,
+            names: rules
+                .iter()
+                .map(|c| c.rule.name.clone().into_boxed_str())
+                .collect(),
             rules,
             dry_run: self.dry_run,
             guard,
@@ -370,6 +374,7 @@ struct Abuse {
 pub struct HttpLimiter {
     identity: IdentityConfig,
     rules: Vec<Compiled>,
+    names: Arc<[Box<str>]>,
     dry_run: bool,
     guard: Option<Guard>,
     abuse: Option<Abuse>,
@@ -408,7 +413,7 @@ pub enum Refusal {
 /// One window of one rule as the verdict saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleWindow {
-    /// Index of the rule in the limiter.
+    /// Index of the rule in the limiter (its order in [`HttpLimiter::rules`]).
     pub rule: usize,
     /// Index of the window in the rule.
     pub window: usize,
@@ -424,11 +429,31 @@ pub struct Verdict {
     identity: Identity,
     refusal: Option<Refusal>,
     dry_run: bool,
-    names: Vec<Arc<str>>,
+    /// Every rule's name, shared with the limiter (indexed by `RuleWindow::rule`).
+    names: Arc<[Box<str>]>,
     windows: Vec<RuleWindow>,
     /// The window the `X-RateLimit-*` headers describe (invariant 2).
     focus: Option<usize>,
     retry_after: Duration,
+}
+
+/// A `u64` in decimal without allocating.
+#[derive(Default)]
+struct Digits([u8; 20]);
+
+impl Digits {
+    fn of(&mut self, mut n: u64) -> &str {
+        let mut at = self.0.len();
+        loop {
+            at -= 1;
+            self.0[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        std::str::from_utf8(&self.0[at..]).unwrap_or("0")
+    }
 }
 
 /// Seconds, rounded up.
@@ -502,13 +527,14 @@ impl Verdict {
             f("RateLimit-Policy", &policy);
             f("RateLimit", &state);
         }
+        let mut digits = Digits::default();
         if let Some(focus) = self.focus.map(|i| &self.windows[i].state) {
-            f("X-RateLimit-Limit", &focus.limit.to_string());
-            f("X-RateLimit-Remaining", &focus.remaining.to_string());
-            f("X-RateLimit-Reset", &secs_up(focus.reset_after).to_string());
+            f("X-RateLimit-Limit", digits.of(focus.limit));
+            f("X-RateLimit-Remaining", digits.of(focus.remaining));
+            f("X-RateLimit-Reset", digits.of(secs_up(focus.reset_after)));
         }
         if !self.is_allowed() {
-            f("Retry-After", &secs_up(self.retry_after).max(1).to_string());
+            f("Retry-After", digits.of(secs_up(self.retry_after).max(1)));
             f("Content-Type", "application/json");
         }
     }
@@ -641,12 +667,17 @@ impl HttpLimiter {
             identity,
             refusal: None,
             dry_run: self.dry_run,
-            names: Vec::new(),
+            names: Arc::clone(&self.names),
             windows: Vec::new(),
             focus: None,
             retry_after: Duration::ZERO,
         };
-        let addr_key = format!("ip:{}", verdict.identity.addr());
+        // Only the abuse state is keyed by address alone; skip the allocation without it.
+        let addr_key = if self.abuse.is_some() || self.guard.is_some() {
+            format!("ip:{}", verdict.identity.addr())
+        } else {
+            String::new()
+        };
         if let Some(abuse) = &self.abuse {
             if let Some(wait) = self.banned(abuse, &addr_key) {
                 self.counts.denied.fetch_add(1, Ordering::Relaxed); // Relaxed: a counter only
@@ -668,10 +699,9 @@ impl HttpLimiter {
             }
         }
         // The enumeration guard (invariant 4): known clients skip it untouched.
-        let client_key = verdict.identity.key().to_owned();
         let mut new_client = false;
         if let Some(guard) = &self.guard {
-            new_client = guard.known.state_key(&client_key).remaining > 0;
+            new_client = guard.known.state_key(verdict.identity.key()).remaining > 0;
             if new_client {
                 let d = guard.new_per_addr.decide(&addr_key, 1);
                 if !d.is_allowed() {
@@ -694,7 +724,9 @@ impl HttpLimiter {
         if verdict.refusal.is_some() && !guard_refused {
             self.refused(&addr_key);
         } else if let (true, Some(guard)) = (new_client, &self.guard) {
-            guard.known.penalize_key(&client_key, guard.remember);
+            guard
+                .known
+                .penalize_key(verdict.identity.key(), guard.remember);
         }
         verdict
     }
@@ -742,8 +774,7 @@ impl HttpLimiter {
             } else if refused_at.is_none() {
                 counts.allowed.fetch_add(1, Ordering::Relaxed);
             }
-            let slot = verdict.names.len();
-            verdict.names.push(Arc::from(compiled.rule.name.as_str()));
+            let slot = *index;
             for (w, state) in decision.windows().enumerate() {
                 let length = compiled.rule.quotas.get(w).map_or(Duration::ZERO, |q| {
                     q.interval()
