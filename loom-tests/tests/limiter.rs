@@ -395,6 +395,9 @@ fn keyed_undo_racing_takers_never_over_admits() {
         let kept = taker.join().unwrap() + usize::from(here.is_allowed());
         assert!(kept <= 2);
         let remaining = limiter.state(&0u8).remaining as usize;
-        assert!(remaining + kept <= 2, "{remaining} remain after {kept} kept, burst 2");
+        assert!(
+            remaining + kept <= 2,
+            "{remaining} remain after {kept} kept, burst 2"
+        );
     });
 }
