@@ -93,7 +93,6 @@ mod gcra;
 mod group;
 #[cfg(not(loom))]
 mod http;
-/// Per-client HTTP limiting: identity, rules, headers, dry run, abuse detection.
 #[cfg(not(loom))]
 pub mod http_limit;
 mod limiter;
