@@ -578,3 +578,92 @@ fn clock_now(clock: &ManualClock) -> u64 {
     use tollgate::Clock;
     clock.now()
 }
+
+/// Seed 004's shape in process: 1,000 users over 10 endpoints with different rules, four threads
+/// racing on the same keys while the clock is frozen, then the clock advances and they race
+/// again. Every user's admitted count per endpoint is exactly B + R·T (the threads flood every
+/// phase to exhaustion), and the global scope on the last endpoint admits exactly its budget.
+#[test]
+fn a_thousand_users_over_ten_endpoints_get_exactly_b_plus_rt() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const USERS: usize = 1_000;
+    const ENDPOINTS: usize = 10;
+    const WORKERS: usize = 4;
+    let clock = ManualClock::new();
+    let rate = |e: usize| 1 + (e % 3) as u64;
+    let burst = |e: usize| 3 + (e % 4) as u64;
+    let mut builder = HttpLimiter::builder()
+        .memory(clock.clone(), 100_000)
+        .key_source(KeySource::Header("x-user".into()));
+    for e in 0..ENDPOINTS {
+        let quota = Quota::per_second(rate(e)).unwrap().burst(burst(e)).unwrap();
+        builder = builder
+            .rule(Rule::new(&format!("e{e}"), &format!("/e{e}"), [quota], Scope::Client).unwrap());
+    }
+    let global = 500;
+    builder = builder.rule(
+        Rule::new(
+            "e9-global",
+            "/e9",
+            [Quota::per_hour(global).unwrap()],
+            Scope::Global,
+        )
+        .unwrap(),
+    );
+    let limiter = Arc::new(builder.build().unwrap());
+    let admitted: Arc<Vec<AtomicU32>> =
+        Arc::new((0..USERS * ENDPOINTS).map(|_| AtomicU32::new(0)).collect());
+    let phases = 3; // t = 0 s, 1 s, 2 s
+    for phase in 0..phases {
+        if phase > 0 {
+            clock.advance(Duration::from_secs(1));
+        }
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let (limiter, admitted) = (limiter.clone(), admitted.clone());
+                std::thread::spawn(move || {
+                    let peer = IpAddr::from([192, 0, 2, w as u8 + 1]);
+                    for i in 0..USERS {
+                        // Each worker walks the users in its own order: keys are shared.
+                        let user = (i * 7 + w * 250) % USERS;
+                        let name = format!("user-{user}");
+                        let headers = [("x-user", name.as_bytes())];
+                        for e in 0..ENDPOINTS {
+                            let path = format!("/e{e}");
+                            for _ in 0..3 {
+                                let v = limiter.decide("GET", &path, peer, headers);
+                                assert!(v.status() == 200 || v.status() == 429);
+                                if v.is_allowed() {
+                                    admitted[user * ENDPOINTS + e].fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    }
+    let t = (phases - 1) as u64;
+    for user in 0..USERS {
+        for e in 0..ENDPOINTS - 1 {
+            let got = u64::from(admitted[user * ENDPOINTS + e].load(Ordering::Relaxed));
+            let want = burst(e) + rate(e) * t;
+            assert!(
+                got.abs_diff(want) <= 1,
+                "user {user} /e{e}: {got}, want {want} ± 1"
+            );
+            assert_eq!(got, want, "user {user} /e{e}");
+        }
+    }
+    let e9: u64 = (0..USERS)
+        .map(|u| u64::from(admitted[u * ENDPOINTS + 9].load(Ordering::Relaxed)))
+        .sum();
+    assert_eq!(e9, global, "the global scope admits exactly its budget");
+    let stats = limiter.stats();
+    assert_eq!(stats.rules[10].allowed, global);
+}
