@@ -35,7 +35,7 @@ enum Command {
     /// Start a local server and fan out over it: progress, a summary, then a fail-fast round.
     Demo(demo::DemoArgs),
     /// Fetch a URL template for many keys with a rate limit and a cap on requests in flight.
-    Fetch(fetch::FetchArgs),
+    Fetch(Box<fetch::FetchArgs>),
     /// Serve a rate-limited HTTP API with fault injection (for demos, tests and load tests).
     Serve(Box<serve::ServeArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.

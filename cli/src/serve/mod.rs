@@ -94,6 +94,11 @@ pub struct ServeArgs {
     /// The header naming the client with `--limit-by header`.
     #[arg(long, env = "TOLLGATE_KEY_HEADER", default_value = "X-API-Key")]
     pub key_header: String,
+    /// The secret Bearer tokens are keyed with (HMAC-SHA1) under `--limit-by user`: give every
+    /// instance of a fleet the same one so they share a Bearer client's budget (default: a
+    /// random secret per process). Best set through `TOLLGATE_BEARER_SECRET`, not the command line.
+    #[arg(long, env = "TOLLGATE_BEARER_SECRET", hide_env_values = true)]
+    pub bearer_secret: Option<String>,
     /// A proxy whose X-Forwarded-For is believed (repeatable).
     #[arg(
         long = "trusted-proxy",
@@ -130,7 +135,7 @@ pub struct ServeArgs {
     pub missing: Vec<String>,
     /// Keep the per-client windows in Redis (redis://HOST:PORT/DB), shared by every instance
     /// pointing at it. Redis down at start: serve starts anyway, on the fallback. Bearer-token
-    /// keys are hashed per process, so they are not shared (IP, header and Basic users are).
+    /// keys are shared only with the same `--bearer-secret` (IP, header and Basic users always are).
     #[arg(long, env = "TOLLGATE_REDIS", value_name = "URL")]
     pub redis: Option<String>,
     /// What decides while Redis fails or is slow (20 ms budget per call): `local` windows at
@@ -234,11 +239,12 @@ impl Settings {
         Ok(Settings {
             redis: limits.is_some() && args.redis.is_some(),
             limits,
-            rule: ClientRule {
-                limit_by: args.limit_by,
-                key_header: args.key_header.clone(),
-                trusted_proxies: args.trusted_proxies.clone(),
-            },
+            rule: ClientRule::new(
+                args.limit_by,
+                &args.key_header,
+                &args.trusted_proxies,
+                args.bearer_secret.as_deref(),
+            )?,
             faults,
         })
     }
@@ -452,7 +458,7 @@ fn handle(state: &State, request: &Request) -> Response {
     // The key is needed for the limits, and for the 401 when keyed by user (even unlimited).
     let needs_key = settings.limits.is_some() || settings.rule.limit_by == LimitBy::User;
     let key = if needs_key {
-        settings.rule.key(request.peer, |name| request.header(name))
+        settings.rule.key(request.peer, &request.headers)
     } else {
         Some(String::new())
     };
