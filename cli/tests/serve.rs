@@ -280,6 +280,37 @@ fn a_flood_of_new_clients_is_throttled_as_a_group() {
 }
 
 #[test]
+fn a_known_client_whose_window_refilled_is_unaffected_by_an_enumeration_flood() {
+    // Issue 12: at a rate whose window refills between two requests, a known client looked new
+    // and was refused with the flood. Now it is known because it was served.
+    let server = Serve::start(&[
+        "--rate",
+        "1000000",
+        "--burst",
+        "1",
+        "--limit-by",
+        "header",
+        "--new-clients-per-second",
+        "1",
+    ]);
+    let known = [("X-API-Key", "known")];
+    assert_eq!(get(&server.addr, "/ping", &known).status, 200);
+    let mut flood_refused = 0;
+    for i in 0..40 {
+        let key = format!("fresh-{i}");
+        let resp = get(&server.addr, "/ping", &[("X-API-Key", key.as_str())]);
+        flood_refused += usize::from(resp.status == 429);
+        let mine = get(&server.addr, "/ping", &known);
+        assert!(
+            !(mine.status == 429 && mine.body.contains("new-clients")),
+            "round {i}: {}",
+            mine.body
+        );
+    }
+    assert!(flood_refused > 0, "the flood shares one budget of 1/s");
+}
+
+#[test]
 fn idle_clients_evicted_at_the_key_cap_are_counted() {
     // Burst 1 at 1000/s: a client is idle (indistinguishable from new) 1 ms after its request.
     let server = Serve::start(&[
