@@ -98,6 +98,8 @@ mod gcra;
 mod group;
 #[cfg(all(feature = "http", not(loom)))]
 pub mod http;
+#[cfg(not(loom))]
+pub mod http_limit;
 mod limiter;
 #[cfg(not(loom))]
 pub mod pool;

@@ -72,6 +72,36 @@ fn a_client_over_its_limit_gets_429_and_another_client_does_not() {
 }
 
 #[test]
+fn every_flag_can_come_from_a_tollgate_environment_variable_and_a_flag_wins() {
+    let env = [
+        ("TOLLGATE_RATE", "1"),
+        ("TOLLGATE_BURST", "2"),
+        ("TOLLGATE_LIMIT_BY", "header"),
+    ];
+    let server = Serve::start_with_env(&[], &env);
+    let a = [("X-API-Key", "client-a")];
+    assert_eq!(get(&server.addr, "/ping", &a).status, 200);
+    assert_eq!(get(&server.addr, "/ping", &a).status, 200);
+    let refused = get(&server.addr, "/ping", &a);
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("X-RateLimit-Limit"), Some("2"));
+    // A flag on the command line beats its environment variable.
+    let server = Serve::start_with_env(&["--burst", "5"], &env);
+    for _ in 0..5 {
+        assert_eq!(get(&server.addr, "/ping", &a).status, 200);
+    }
+    assert_eq!(get(&server.addr, "/ping", &a).status, 429);
+    // A bad value from the environment is a usage error naming the variable's flag.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TOLLGATE_RATE", "fast")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
+}
+
+#[test]
 fn forwarded_for_counts_only_from_trusted_proxies() {
     let limits = ["--rate", "1", "--burst", "1", "--per-minute", "1"];
     let trusting = Serve::start(&[&limits[..], &["--trusted-proxy", "127.0.0.1"]].concat());
@@ -247,6 +277,37 @@ fn a_flood_of_new_clients_is_throttled_as_a_group() {
         ),
         refused as f64
     );
+}
+
+#[test]
+fn a_known_client_whose_window_refilled_is_unaffected_by_an_enumeration_flood() {
+    // Issue 12: at a rate whose window refills between two requests, a known client looked new
+    // and was refused with the flood. Now it is known because it was served.
+    let server = Serve::start(&[
+        "--rate",
+        "1000000",
+        "--burst",
+        "1",
+        "--limit-by",
+        "header",
+        "--new-clients-per-second",
+        "1",
+    ]);
+    let known = [("X-API-Key", "known")];
+    assert_eq!(get(&server.addr, "/ping", &known).status, 200);
+    let mut flood_refused = 0;
+    for i in 0..40 {
+        let key = format!("fresh-{i}");
+        let resp = get(&server.addr, "/ping", &[("X-API-Key", key.as_str())]);
+        flood_refused += usize::from(resp.status == 429);
+        let mine = get(&server.addr, "/ping", &known);
+        assert!(
+            !(mine.status == 429 && mine.body.contains("new-clients")),
+            "round {i}: {}",
+            mine.body
+        );
+    }
+    assert!(flood_refused > 0, "the flood shares one budget of 1/s");
 }
 
 #[test]

@@ -311,3 +311,36 @@ fn sighup_moves_the_limits_into_redis() {
     assert_eq!(statuses, [200, 200, 429, 429]);
     let _ = std::fs::remove_file(&path);
 }
+
+/// Two instances given the same `--bearer-secret` (here through `TOLLGATE_BEARER_SECRET`) key a
+/// Bearer token alike, so the client has one budget across them; an instance with another
+/// secret keys it differently (issue 12: the per-process secret split a fleet's Bearer clients).
+#[test]
+fn instances_with_a_shared_bearer_secret_share_a_bearer_clients_budget() {
+    let Some(redis) = TestServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let flags = [
+        "--redis",
+        &url,
+        "--rate",
+        "1",
+        "--burst",
+        "4",
+        "--per-minute",
+        "4",
+        "--limit-by",
+        "user",
+    ];
+    let env = [("TOLLGATE_BEARER_SECRET", "fleet secret")];
+    let a = Serve::start_with_env(&flags, &env);
+    let b = Serve::start_with_env(&flags, &env);
+    let bearer = [("Authorization", "Bearer tok-1")];
+    let statuses: Vec<u16> = (0..6)
+        .map(|i| get(&[&a, &b][i % 2].addr, "/ping", &bearer).status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+    let c = Serve::start_with_env(&flags, &[("TOLLGATE_BEARER_SECRET", "another")]);
+    assert_eq!(get(&c.addr, "/ping", &bearer).status, 200);
+}

@@ -367,3 +367,47 @@ fn keyed_multi_window_refusals_change_nothing() {
         assert_eq!(before, after);
     });
 }
+
+/// `KeyedLimiter::undo` (the HTTP layer's all-or-nothing across rules) racing other takers of
+/// the same key: one thread takes a token and undoes it (another rule refused its request), two
+/// others take and keep theirs. Whatever the interleaving, the kept tokens plus what remains
+/// never exceed the burst (an undo stacked under later charges gives back less: strict), and a
+/// refusal's refusing window says no token remains.
+#[test]
+fn keyed_undo_racing_takers_never_over_admits() {
+    model(|| {
+        let limiter = Arc::new(
+            tollgate::limit::KeyedLimiter::with_clock(
+                Quota::per_hour(1).unwrap().burst(2).unwrap(),
+                2,
+                ManualClock::new(),
+            )
+            .unwrap(),
+        );
+        let undoer = {
+            let limiter = limiter.clone();
+            thread::spawn(move || {
+                let decision = limiter.decide(&0u8, 1);
+                if decision.is_allowed() {
+                    limiter.undo(&0u8, &decision);
+                }
+            })
+        };
+        let taker = {
+            let limiter = limiter.clone();
+            thread::spawn(move || usize::from(limiter.decide(&0u8, 1).is_allowed()))
+        };
+        let here = limiter.decide(&0u8, 1);
+        if let Some(i) = here.refused_by() {
+            assert_eq!(here.window(i).unwrap().remaining, 0, "{here:?}");
+        }
+        undoer.join().unwrap();
+        let kept = taker.join().unwrap() + usize::from(here.is_allowed());
+        assert!(kept <= 2);
+        let remaining = limiter.state(&0u8).remaining as usize;
+        assert!(
+            remaining + kept <= 2,
+            "{remaining} remain after {kept} kept, burst 2"
+        );
+    });
+}

@@ -383,6 +383,29 @@ impl Decision {
         self.len() == 0
     }
 
+    /// Per window, what this decision charged if it was allowed: the window's rate and the
+    /// slot to take back with `gcra::undo` — the TAT the decision stored and the cost of `n`
+    /// tokens rounded down to whole ns (an undo may leave up to 1 ns of a charge: strict, never
+    /// loose). Empty for a refusal or a decision without window state.
+    pub(crate) fn charges(&self) -> impl Iterator<Item = (Rate, gcra::Slot)> + '_ {
+        let allowed = self.result.is_ok() && self.n > 0;
+        self.sights
+            .as_slice()
+            .iter()
+            .filter(move |_| allowed)
+            .map(move |record| {
+                let rate = Rate::new(record.period, record.count, record.burst);
+                let cost =
+                    u128::from(self.n) * u128::from(record.period) / u128::from(record.count);
+                let slot = gcra::Slot {
+                    tat: record.tat,
+                    at: self.now,
+                    cost: u64::try_from(cost).unwrap_or(u64::MAX),
+                };
+                (rate, slot)
+            })
+    }
+
     /// Window `i`'s state as this decision saw it.
     ///
     /// # Examples

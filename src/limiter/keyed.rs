@@ -842,6 +842,57 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         core::wait_slot(&self.clock, at, token, || self.refund(key, &held))
     }
 
+    /// Takes back what an allowed [`decide`](Self::decide) for `key` charged, because the
+    /// request it admitted was refused elsewhere (another limiter of an all-or-nothing set) and
+    /// never ran. Whatever later requests charged on top keeps its slot (`gcra::undo`); a window
+    /// whose quota changed since (`set_quotas`) keeps the charge (strict, invariant 4). Whether
+    /// anything came back. A refused decision charged nothing: `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// let limiter = KeyedLimiter::with_clock(Quota::per_hour(1)?, 10, ManualClock::new())?;
+    /// let taken = limiter.decide("k", 1);
+    /// assert!(taken.is_allowed());
+    /// assert!(limiter.undo("k", &taken));
+    /// assert!(limiter.decide("k", 1).is_allowed());
+    /// # Ok::<(), tollgate::QuotaError>(())
+    /// ```
+    pub fn undo<Q>(&self, key: &Q, decision: &Decision) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (hash, shard) = self.shard(key);
+        let data = shard.read();
+        let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) else {
+            return false; // removed, debt and all (invariant 2: only idle keys are swept)
+        };
+        let view = entry.view(&data.rates, data.epoch);
+        let mut gave = false;
+        for (i, (rate, slot)) in decision.charges().enumerate() {
+            if i >= view.tats.len() {
+                break;
+            }
+            let cell = view.cell(i);
+            let mut seen = cell.read();
+            if seen.rate != rate {
+                continue; // re-rated since the decision: keep the charge (invariant 4)
+            }
+            while let Some(tat) = gcra::undo(seen.tat, &slot) {
+                match cell.replace(&seen, tat) {
+                    Ok(()) => {
+                        gave = true;
+                        break;
+                    }
+                    Err(current) => seen = current,
+                }
+            }
+        }
+        gave
+    }
+
     /// Lets nothing pass for `key` for `pause` from now in any window, then resumes from an
     /// empty burst (a 429's `Retry-After` for one host or client). Never loosens a key that owes
     /// more. A new key is inserted to hold the pause (at the key cap with every key busy, the
@@ -1317,6 +1368,10 @@ where
 
     fn penalize_key(&self, key: &str, pause: Duration) {
         KeyedLimiter::penalize(self, &*self.bounded(key), pause)
+    }
+
+    fn undo_key(&self, key: &str, decision: &Decision) -> bool {
+        KeyedLimiter::undo(self, &*self.bounded(key), decision)
     }
 }
 

@@ -259,6 +259,17 @@ pub trait KeyedLimits: Send + Sync + fmt::Debug {
     /// 429 feedback for `key`: nothing passes for `pause`, then the rate resumes from an empty
     /// burst. Never loosens.
     fn penalize_key(&self, key: &str, pause: Duration);
+
+    /// Takes back what an allowed [`decide`](Self::decide)`(key, …)` charged, because the
+    /// request it admitted was refused by another limiter of an all-or-nothing set and never
+    /// ran; later charges keep their slots. Whether anything came back.
+    ///
+    /// The default gives nothing back (`false`): the charge stays, so a backend without undo
+    /// errs strict, never loose. The in-process [`KeyedLimiter`] undoes exactly.
+    fn undo_key(&self, key: &str, decision: &Decision) -> bool {
+        let _ = (key, decision);
+        false
+    }
 }
 
 /// Why a limiter said no.

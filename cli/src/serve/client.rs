@@ -1,18 +1,23 @@
-//! Who a request comes from: the key its limits are counted under.
+//! Who a request comes from: the key its limits are counted under — configuration over the
+//! library's identity extraction (`tollgate::http_limit`).
 //!
-//! `X-Forwarded-For` is believed only when the connection comes from a trusted proxy, and then
-//! only up to the first address (from the right) that is not itself a trusted proxy: a client
-//! can prepend anything it likes to the header, but it cannot forge what our proxy appended.
+//! `X-Forwarded-For` (and `Forwarded`) is believed only when the connection comes from a trusted
+//! proxy; every line of the header counts, in order, and the client is the right-most hop that is
+//! not itself a trusted proxy: a client can prepend anything it likes, but it cannot forge what
+//! our proxy appended (on the same line or on a line of its own, as HAProxy's `option
+//! forwardfor` does).
 //!
 //! `--limit-by user` keys by the identity in `Authorization`: the user name of `Basic`
-//! credentials, or a hash of a `Bearer` token (keyed by a per-process secret, so the limiter
-//! never holds the token and a key cannot be turned back into it). The password or token is
-//! not verified: authentication is the upstream's job; this only keys on the identity. A
-//! request without usable credentials has no key (the server answers 401).
+//! credentials, or an HMAC of a `Bearer` token under `--bearer-secret` (every instance given the
+//! same secret keys a token alike, so a fleet shares its budget; without one, a random
+//! per-process secret). The limiter never holds the token. The password or token is not
+//! verified: authentication is the upstream's job; this only keys on the identity. A request
+//! without usable credentials has no key (the server answers 401).
 
-use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use tollgate::http_limit::{HttpLimiter, KeySource};
 
 /// What the limits are keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -22,7 +27,7 @@ pub enum LimitBy {
     Ip,
     /// A header (`--key-header`, default `X-API-Key`); requests without it fall back to the IP.
     Header,
-    /// The user of `Authorization: Basic` (or a hash of a `Bearer` token); none: 401.
+    /// The user of `Authorization: Basic` (or an HMAC of a `Bearer` token); none: 401.
     User,
 }
 
@@ -31,164 +36,125 @@ pub enum LimitBy {
 pub struct ClientRule {
     /// What the limits are keyed by.
     pub limit_by: LimitBy,
-    /// The header naming the client when keyed by header.
-    pub key_header: String,
-    /// Peers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    identity: Arc<HttpLimiter>,
+}
+
+/// The per-process Bearer secret when none is configured: one per process (not per reload), so
+/// a SIGHUP keeps every Bearer client's key.
+fn process_secret() -> &'static [u8] {
+    static SECRET: OnceLock<Vec<u8>> = OnceLock::new();
+    SECRET.get_or_init(|| {
+        use std::hash::{BuildHasher, RandomState};
+        (0u64..4)
+            .flat_map(|i| RandomState::new().hash_one(i).to_le_bytes())
+            .collect()
+    })
 }
 
 impl ClientRule {
-    /// The limiter key for a request from `peer` with `header(name)` lookups; `None` when keyed
-    /// by user and the request has no usable credentials.
-    pub fn key<'a>(
-        &self,
-        peer: Option<IpAddr>,
-        header: impl Fn(&str) -> Option<&'a str>,
-    ) -> Option<String> {
-        if self.limit_by == LimitBy::User {
-            return header("Authorization").and_then(user_key);
+    /// The rule for these settings.
+    pub fn new(
+        limit_by: LimitBy,
+        key_header: &str,
+        trusted_proxies: &[IpAddr],
+        bearer_secret: Option<&str>,
+    ) -> Result<ClientRule, String> {
+        let mut builder = HttpLimiter::builder().secret(match bearer_secret {
+            Some(secret) if !secret.is_empty() => secret.as_bytes(),
+            _ => process_secret(),
+        });
+        for proxy in trusted_proxies {
+            builder = builder.trusted_proxy(proxy.to_string().parse().map_err(|e| format!("{e}"))?);
         }
-        if self.limit_by == LimitBy::Header
-            && let Some(value) = header(&self.key_header)
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        {
-            return Some(format!("key:{value}"));
-        }
-        Some(match self.client_ip(peer, header("X-Forwarded-For")) {
-            Some(ip) => format!("ip:{ip}"),
-            None => "ip:unknown".to_string(),
+        builder = match limit_by {
+            LimitBy::Ip => builder,
+            LimitBy::Header => builder.key_source(KeySource::Header(key_header.to_owned())),
+            LimitBy::User => builder
+                .key_source(KeySource::BasicUser)
+                .key_source(KeySource::Bearer),
+        };
+        Ok(ClientRule {
+            limit_by,
+            identity: Arc::new(builder.build().map_err(|e| e.to_string())?),
         })
     }
 
-    /// The client's address: the peer, or the right-most untrusted `X-Forwarded-For` entry when
-    /// the peer is a trusted proxy.
-    pub fn client_ip(&self, peer: Option<IpAddr>, forwarded: Option<&str>) -> Option<IpAddr> {
-        let peer = peer?;
-        if !self.trusted_proxies.contains(&peer) {
-            return Some(peer);
-        }
-        let Some(forwarded) = forwarded else {
-            return Some(peer);
+    /// The limiter key for a request from `peer` with `headers` (every line, in order); `None`
+    /// when keyed by user and the request has no usable credentials.
+    pub fn key(&self, peer: Option<IpAddr>, headers: &[(String, String)]) -> Option<String> {
+        let Some(peer) = peer else {
+            return (self.limit_by != LimitBy::User).then(|| "ip:unknown".to_owned());
         };
-        let mut client = peer;
-        for hop in forwarded.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = ip;
-                    if !self.trusted_proxies.contains(&ip) {
-                        break;
-                    }
-                }
-                // Garbage in the header: stop at the last address we could verify.
-                Err(_) => break,
-            }
-        }
-        Some(client)
-    }
-}
-
-/// The key for an `Authorization` value: `user:NAME` for Basic, `token:HASH` for Bearer.
-fn user_key(authorization: &str) -> Option<String> {
-    let (scheme, credentials) = authorization.trim().split_once(' ')?;
-    let credentials = credentials.trim();
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = String::from_utf8(decode_base64(credentials)?).ok()?;
-        let (user, _password) = decoded.split_once(':')?;
-        (!user.is_empty()).then(|| format!("user:{user}"))
-    } else if scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty() {
-        // Two keyed 64-bit hashes: 128 bits, so distinct tokens do not share a budget.
-        static SECRET: OnceLock<(RandomState, RandomState)> = OnceLock::new();
-        let (a, b) = SECRET.get_or_init(|| (RandomState::new(), RandomState::new()));
-        Some(format!(
-            "token:{:016x}{:016x}",
-            a.hash_one(credentials),
-            b.hash_one(credentials)
-        ))
-    } else {
-        None
-    }
-}
-
-/// Standard base64 (RFC 4648, padding optional); `None` on anything else.
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut bits, mut count) = (0u32, 0);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(v);
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
+        let lines = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+        let identity = self.identity.identify(peer, lines);
+        match (identity.user(), self.limit_by) {
+            (None, LimitBy::User) => None,
+            (None, _) => Some(identity.key().to_owned()),
+            // The library's `h:` / `u:` / `b:` prefixes as serve has always named them.
+            (Some(user), _) => Some(match user.split_at_checked(2) {
+                Some(("h:", rest)) => format!("key:{rest}"),
+                Some(("u:", rest)) => format!("user:{rest}"),
+                Some(("b:", rest)) => format!("token:{rest}"),
+                _ => user.to_owned(),
+            }),
         }
     }
-    // A single leftover character (6 bits) cannot end valid base64.
-    (count < 6).then_some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rule(trusted: &[&str]) -> ClientRule {
-        ClientRule {
-            limit_by: LimitBy::Ip,
-            key_header: "X-API-Key".into(),
-            trusted_proxies: trusted.iter().map(|s| s.parse().unwrap()).collect(),
-        }
+    fn rule(by: LimitBy, trusted: &[&str]) -> ClientRule {
+        let trusted: Vec<IpAddr> = trusted.iter().map(|s| s.parse().unwrap()).collect();
+        ClientRule::new(by, "X-API-Key", &trusted, None).unwrap()
+    }
+
+    fn h(lines: &[(&str, &str)]) -> Vec<(String, String)> {
+        lines
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    fn forwarded_for_is_believed_only_from_trusted_proxies_over_every_line() {
         let peer = Some("10.0.0.9".parse().unwrap());
-        let xff = Some("1.1.1.1, 2.2.2.2");
-        assert_eq!(rule(&[]).client_ip(peer, xff), peer);
+        let xff = h(&[("X-Forwarded-For", "1.1.1.1, 2.2.2.2")]);
+        let key = |trusted: &[&str], headers: &[(String, String)]| {
+            rule(LimitBy::Ip, trusted).key(peer, headers).unwrap()
+        };
+        assert_eq!(key(&[], &xff), "ip:10.0.0.9");
+        assert_eq!(key(&["10.0.0.9"], &xff), "ip:2.2.2.2");
+        assert_eq!(key(&["10.0.0.9", "2.2.2.2"], &xff), "ip:1.1.1.1");
         assert_eq!(
-            rule(&["10.0.0.9"]).client_ip(peer, xff),
-            Some("2.2.2.2".parse().unwrap())
+            key(&["10.0.0.9"], &h(&[("X-Forwarded-For", "junk")])),
+            "ip:10.0.0.9"
         );
-        assert_eq!(
-            rule(&["10.0.0.9", "2.2.2.2"]).client_ip(peer, xff),
-            Some("1.1.1.1".parse().unwrap())
-        );
-        assert_eq!(rule(&["10.0.0.9"]).client_ip(peer, Some("junk")), peer);
+        // The proxy's own line, appended after the client's (the bug of issue 12).
+        let two = h(&[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-For", "3.3.3.3"),
+        ]);
+        assert_eq!(key(&["10.0.0.9"], &two), "ip:3.3.3.3");
     }
 
     #[test]
     fn header_keys_fall_back_to_the_ip() {
-        let mut r = rule(&[]);
-        r.limit_by = LimitBy::Header;
+        let r = rule(LimitBy::Header, &[]);
         let peer = Some("127.0.0.1".parse().unwrap());
-        assert_eq!(r.key(peer, |_| Some("abc")).unwrap(), "key:abc");
-        assert_eq!(r.key(peer, |_| None).unwrap(), "ip:127.0.0.1");
+        assert_eq!(r.key(peer, &h(&[("x-api-key", "abc")])).unwrap(), "key:abc");
+        assert_eq!(r.key(peer, &[]).unwrap(), "ip:127.0.0.1");
     }
 
     #[test]
-    fn base64_decodes() {
-        assert_eq!(decode_base64("YWxpY2U6c2VjcmV0").unwrap(), b"alice:secret");
-        assert_eq!(decode_base64("YQ==").unwrap(), b"a");
-        assert_eq!(decode_base64("YWI").unwrap(), b"ab");
-        assert_eq!(decode_base64("").unwrap(), b"");
-        assert!(decode_base64("Y").is_none());
-        assert!(decode_base64("a*b=").is_none());
-    }
-
-    #[test]
-    fn user_keys_come_from_basic_or_a_hashed_bearer_token() {
-        let mut r = rule(&[]);
-        r.limit_by = LimitBy::User;
+    fn user_keys_come_from_basic_or_an_hmac_of_a_bearer_token() {
+        let r = rule(LimitBy::User, &[]);
         let peer = Some("127.0.0.1".parse().unwrap());
-        let key = |auth: Option<&'static str>| r.key(peer, move |_| auth);
+        let key = |auth: Option<&str>| {
+            let headers = auth.map(|a| h(&[("Authorization", a)])).unwrap_or_default();
+            r.key(peer, &headers)
+        };
         assert_eq!(
             key(Some("Basic YWxpY2U6c2VjcmV0")).as_deref(),
             Some("user:alice")
@@ -211,5 +177,21 @@ mod tests {
         ] {
             assert_eq!(key(bad), None, "{bad:?}");
         }
+        // A reload (a new rule) keeps the per-process secret; a shared secret is the same in
+        // every process.
+        assert_eq!(
+            rule(LimitBy::User, &[])
+                .key(peer, &h(&[("Authorization", "Bearer s3cr3t-token")]))
+                .unwrap(),
+            token
+        );
+        let fleet = |secret| {
+            ClientRule::new(LimitBy::User, "X-API-Key", &[], Some(secret))
+                .unwrap()
+                .key(peer, &h(&[("Authorization", "Bearer t")]))
+                .unwrap()
+        };
+        assert_eq!(fleet("s"), fleet("s"));
+        assert_ne!(fleet("s"), fleet("other"));
     }
 }

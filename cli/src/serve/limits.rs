@@ -14,11 +14,14 @@
 //!    busy is refused (429, policy `max-keys`), never admitted by forgetting a busy one. Each
 //!    set of windows has its own cap, so at most `(routes with limits + 1) · max_keys` keys
 //!    are resident.
-//! 3. Enumeration floods: with `new_clients`, a request from a client whose per-second window is
-//!    full (a new client, or one idle long enough to be indistinguishable from new) first takes
-//!    a token from one global limiter, so millions of fresh keys are throttled as a group. Only
-//!    the server's clock is used; nothing the client sends says how old it is. The global
-//!    limiter is shared by every route.
+//! 3. Enumeration floods: with `new_clients`, a request from a client not served within the
+//!    last `REMEMBER` (a "known" mark: a keyed limiter whose key is penalized for `REMEMBER` each
+//!    time its client is served, known while its remaining is 0) first takes a token from one
+//!    global limiter, so millions of fresh keys are throttled as a group. A known client never
+//!    touches that budget, however slowly it paces (issue 12: the old test, "the per-second
+//!    window is full", took a client pacing at half its rate for a new one). Only the server's
+//!    clock is used; nothing the client sends says how old it is. The global limiter and the
+//!    marks are shared by every route and stay per process (also with `--redis`).
 //! 4. Per-route limits: a route with its own limits has its own keyed limiters, so its key is
 //!    in effect (route, client): traffic on one route never spends another route's budget.
 //!    Routes without their own limits share the default windows (when `--rate` is set; else
@@ -246,7 +249,7 @@ impl Windows {
         &self,
         client: &String,
         scope: Option<RouteName>,
-        new_clients: Option<&RateLimiter>,
+        new_clients: Option<&NewClients>,
     ) -> Decision {
         let windows = self;
         // Invariant 1: with two windows, this key's decisions one at a time.
@@ -258,12 +261,9 @@ impl Windows {
         });
         // Invariant 3.
         if refused.is_none()
-            && let Some(global) = new_clients
+            && let Some(guard) = new_clients
         {
-            let state = windows.per_second.state(client);
-            if state.remaining == state.burst {
-                refused = new_client(global);
-            }
+            refused = guard.admit(client);
         }
         if refused.is_none() {
             refused = check(&windows.per_second, client, Policy::PerSecond);
@@ -276,6 +276,11 @@ impl Windows {
         }
         // The headers' snapshot below needs no lock.
         drop(guard);
+        if refused.is_none()
+            && let Some(guard) = new_clients
+        {
+            guard.served(client);
+        }
         let (refused_by, retry_after) = match refused {
             Some((policy, wait)) => (Some(policy), wait),
             None => (None, Duration::ZERO),
@@ -325,7 +330,7 @@ pub struct Limits {
     default: Option<Store>,
     routes: Vec<(RouteName, Store)>,
     max_keys: usize,
-    new_clients: Option<RateLimiter>,
+    new_clients: Option<NewClients>,
     /// What it was built from, to keep it across reloads.
     params: Params,
 }
@@ -335,11 +340,7 @@ impl Limits {
     pub fn new(params: Params) -> Result<Limits, String> {
         let new_clients = params
             .new_clients
-            .map(|n| {
-                Quota::per_second(n)
-                    .map(RateLimiter::new)
-                    .map_err(|e| format!("--new-clients-per-second {n}: {e}"))
-            })
+            .map(|n| NewClients::new(n, params.max_keys))
             .transpose()?;
         let store = |p: WindowParams, route: Option<RouteName>| {
             Store::new(p, params.max_keys, route, params.redis.as_ref())
@@ -417,12 +418,46 @@ impl Limits {
     }
 }
 
-/// Takes one token from the global new-clients budget (invariant 3).
-pub(super) fn new_client(global: &RateLimiter) -> Option<(Policy, Duration)> {
-    match global.check() {
-        Ok(()) => None,
-        Err(LimitError::NotUntil { retry_after, .. }) => Some((Policy::NewClients, retry_after)),
-        Err(_) => Some((Policy::NewClients, Duration::from_secs(1))),
+/// How long a served client stays known to the enumeration guard (invariant 3).
+const REMEMBER: Duration = Duration::from_secs(3_600);
+
+/// The enumeration guard: a global budget for new clients and the marks of known ones
+/// (invariant 3).
+#[derive(Debug)]
+pub(super) struct NewClients {
+    global: RateLimiter,
+    known: KeyedLimiter<String>,
+}
+
+impl NewClients {
+    fn new(per_second: u64, max_keys: usize) -> Result<NewClients, String> {
+        let global = Quota::per_second(per_second)
+            .map(RateLimiter::new)
+            .map_err(|e| format!("--new-clients-per-second {per_second}: {e}"))?;
+        let mark = Quota::per(1, Duration::from_millis(1)).map_err(|e| e.to_string())?;
+        let known =
+            KeyedLimiter::new(mark, max_keys).map_err(|e| format!("--max-keys {max_keys}: {e}"))?;
+        Ok(NewClients { global, known })
+    }
+
+    /// `None` for a known client (nothing touched); else a token from the global budget.
+    pub(super) fn admit(&self, client: &str) -> Option<(Policy, Duration)> {
+        if self.known.state(client).remaining == 0 {
+            return None;
+        }
+        match self.global.check() {
+            Ok(()) => None,
+            Err(LimitError::NotUntil { retry_after, .. }) => {
+                Some((Policy::NewClients, retry_after))
+            }
+            Err(_) => Some((Policy::NewClients, Duration::from_secs(1))),
+        }
+    }
+
+    /// Marks `client` known for `REMEMBER` (at the key cap with every mark live, the mark is
+    /// dropped: the client keeps paying the new-client budget, never evicting another's mark).
+    pub(super) fn served(&self, client: &str) {
+        self.known.penalize(client, REMEMBER);
     }
 }
 
@@ -550,8 +585,23 @@ mod tests {
         assert!(decide(&limits, "a").refused_by.is_none());
         assert!(decide(&limits, "b").refused_by.is_none());
         assert_eq!(decide(&limits, "c").refused_by, Some(Policy::NewClients));
-        // `a` is known (its window is not full): it does not need the new-client budget.
+        // `a` is known (served before): it does not need the new-client budget.
         assert!(decide(&limits, "a").refused_by.is_none());
+    }
+
+    #[test]
+    fn a_known_client_pacing_slowly_never_pays_the_new_client_budget() {
+        // Issue 12: a client whose window refilled between requests was taken for a new one.
+        // 1 per µs, burst 1: the known client's window is full again by its next request.
+        let limits = Limits::new(params(1_000_000, 1, None, Some(1))).unwrap();
+        assert!(decide(&limits, "known").refused_by.is_none());
+        for i in 0..50 {
+            // The new-client budget is spent by a flood of fresh keys ...
+            let _ = decide(&limits, &format!("fresh-{i}"));
+            // ... and the known client, its window full again, is still served.
+            let known = decide(&limits, "known").refused_by;
+            assert_ne!(known, Some(Policy::NewClients), "round {i}");
+        }
     }
 
     #[test]

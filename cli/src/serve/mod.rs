@@ -43,101 +43,115 @@ use crate::duration::parse_duration;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (printed on start).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Worker threads for requests that block (simulated latency, hangs, Redis decisions).
-    #[arg(long, default_value_t = 16, value_parser = flags::workers)]
+    #[arg(long, env = "TOLLGATE_WORKERS", default_value_t = 16, value_parser = flags::workers)]
     pub workers: usize,
     /// Event-loop threads accepting, reading and writing connections (default: one per core).
-    #[arg(long, value_parser = flags::loop_threads)]
+    #[arg(long, env = "TOLLGATE_LOOP_THREADS", value_parser = flags::loop_threads)]
     pub loop_threads: Option<usize>,
     /// Most open client connections (default: 10,000, or less to fit the open-file limit).
-    #[arg(long, value_parser = flags::connections)]
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", value_parser = flags::connections)]
     pub max_connections: Option<usize>,
     /// Most open connections from one client IP; past it that client is refused, not others.
-    #[arg(long, default_value_t = 1_024, value_parser = flags::connections)]
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 1_024, value_parser = flags::connections)]
     pub max_connections_per_ip: usize,
     /// Time from a request head's first byte (or the connection's accept) to its end.
-    #[arg(long, value_parser = flags::timeout, default_value = "10s")]
+    #[arg(long, env = "TOLLGATE_HEAD_TIMEOUT", value_parser = flags::timeout, default_value = "10s")]
     pub head_timeout: Duration,
     /// Time from a request head's end to its body's end.
-    #[arg(long, value_parser = flags::timeout, default_value = "10s")]
+    #[arg(long, env = "TOLLGATE_BODY_TIMEOUT", value_parser = flags::timeout, default_value = "10s")]
     pub body_timeout: Duration,
     /// Time a keep-alive connection may wait for its next request.
-    #[arg(long, value_parser = flags::timeout, default_value = "60s")]
+    #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT", value_parser = flags::timeout, default_value = "60s")]
     pub idle_timeout: Duration,
     /// Time a client may leave answers unread before it is dropped.
-    #[arg(long, value_parser = flags::timeout, default_value = "10s")]
+    #[arg(long, env = "TOLLGATE_WRITE_TIMEOUT", value_parser = flags::timeout, default_value = "10s")]
     pub write_timeout: Duration,
     /// Longest shutdown: requests already read are answered within it, then every connection
     /// is closed.
-    #[arg(long, value_parser = flags::drain_timeout, default_value = "5s")]
+    #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT", value_parser = flags::drain_timeout, default_value = "5s")]
     pub drain_timeout: Duration,
     /// Per-client requests per second (no limits without it).
-    #[arg(long)]
+    #[arg(long, env = "TOLLGATE_RATE")]
     pub rate: Option<u64>,
     /// Per-client burst (default: the rate).
-    #[arg(long, requires = "rate")]
+    #[arg(long, env = "TOLLGATE_BURST", requires = "rate")]
     pub burst: Option<u64>,
     /// A second per-client window: requests per minute.
-    #[arg(long, requires = "rate")]
+    #[arg(long, env = "TOLLGATE_PER_MINUTE", requires = "rate")]
     pub per_minute: Option<u64>,
     /// A route's own limits, counted per (route, client): ROUTE=RATE[:BURST[:PER_MINUTE]], ROUTE
     /// `ping` or `widgets` (repeatable). The per-minute default is --per-minute. Routes without
     /// one use --rate/--burst/--per-minute (or are not limited without --rate).
-    #[arg(long = "route-limit", value_name = "ROUTE=RATE[:BURST]", value_parser = parse_route_limit)]
+    #[arg(long = "route-limit", env = "TOLLGATE_ROUTE_LIMIT", value_name = "ROUTE=RATE[:BURST]", value_parser = parse_route_limit)]
     pub route_limits: Vec<RouteLimit>,
     /// What clients are told apart by. `user`: the user of `Authorization: Basic` or a hash of
     /// a `Bearer` token (not verified: authentication is the upstream's job); none: 401.
-    #[arg(long, value_enum, default_value = "ip")]
+    #[arg(long, env = "TOLLGATE_LIMIT_BY", value_enum, default_value = "ip")]
     pub limit_by: LimitBy,
     /// The header naming the client with `--limit-by header`.
-    #[arg(long, default_value = "X-API-Key")]
+    #[arg(long, env = "TOLLGATE_KEY_HEADER", default_value = "X-API-Key")]
     pub key_header: String,
+    /// The secret Bearer tokens are keyed with (HMAC-SHA1) under `--limit-by user`: give every
+    /// instance of a fleet the same one so they share a Bearer client's budget (default: a
+    /// random secret per process). Best set through `TOLLGATE_BEARER_SECRET`, not the command line.
+    #[arg(long, env = "TOLLGATE_BEARER_SECRET", hide_env_values = true)]
+    pub bearer_secret: Option<String>,
     /// A proxy whose X-Forwarded-For is believed (repeatable).
-    #[arg(long = "trusted-proxy", value_name = "IP")]
+    #[arg(
+        long = "trusted-proxy",
+        env = "TOLLGATE_TRUSTED_PROXY",
+        value_name = "IP"
+    )]
     pub trusted_proxies: Vec<IpAddr>,
     /// Global budget for new (or fully idle) clients per second, against enumeration floods.
-    #[arg(long, requires = "rate")]
+    #[arg(long, env = "TOLLGATE_NEW_CLIENTS_PER_SECOND", requires = "rate")]
     pub new_clients_per_second: Option<u64>,
     /// Most clients tracked at once; new clients past it get 429 while all are busy.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = 100_000)]
     pub max_keys: usize,
     /// Delay before each /users answer (e.g. 20ms, 1s).
-    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    #[arg(long, env = "TOLLGATE_LATENCY", value_parser = parse_duration, default_value = "0ms")]
     pub latency: Duration,
     /// Same as --latency, in milliseconds.
-    #[arg(long, conflicts_with = "latency")]
+    #[arg(long, env = "TOLLGATE_LATENCY_MS", conflicts_with = "latency")]
     pub latency_ms: Option<u64>,
     /// Share of ids (0..1) answered 500.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    #[arg(long, env = "TOLLGATE_ERROR_RATE", default_value_t = 0.0, value_parser = parse_share)]
     pub error_rate: f64,
     /// Share of ids (0..1) that hang for --hang before answering.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    #[arg(long, env = "TOLLGATE_HANG_RATE", default_value_t = 0.0, value_parser = parse_share)]
     pub hang_rate: f64,
     /// How long a hanging request hangs.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, env = "TOLLGATE_HANG", value_parser = parse_duration, default_value = "30s")]
     pub hang: Duration,
     /// Share of ids (0..1) answered 429 by the application.
-    #[arg(long = "429-rate", default_value_t = 0.0, value_parser = parse_share)]
+    #[arg(long = "429-rate", env = "TOLLGATE_429_RATE", default_value_t = 0.0, value_parser = parse_share)]
     pub too_many_rate: f64,
     /// An id answered 404 (repeatable).
-    #[arg(long = "missing-id", value_name = "ID")]
+    #[arg(long = "missing-id", env = "TOLLGATE_MISSING_ID", value_name = "ID")]
     pub missing: Vec<String>,
     /// Keep the per-client windows in Redis (redis://HOST:PORT/DB), shared by every instance
     /// pointing at it. Redis down at start: serve starts anyway, on the fallback. Bearer-token
-    /// keys are hashed per process, so they are not shared (IP, header and Basic users are).
-    #[arg(long, value_name = "URL")]
+    /// keys are shared only with the same `--bearer-secret` (IP, header and Basic users always are).
+    #[arg(long, env = "TOLLGATE_REDIS", value_name = "URL")]
     pub redis: Option<String>,
     /// What decides while Redis fails or is slow (20 ms budget per call): `local` windows at
     /// 1/--redis-instances of the limits, `open` (admit all) or `closed` (429 all).
-    #[arg(long, value_enum, default_value = "local")]
+    #[arg(
+        long,
+        env = "TOLLGATE_REDIS_FALLBACK",
+        value_enum,
+        default_value = "local"
+    )]
     pub redis_fallback: RedisFallback,
     /// Instances sharing the Redis limits: the `local` fallback's share is 1/N of them.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "TOLLGATE_REDIS_INSTANCES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub redis_instances: u32,
     /// A TOML file of settings laid over these flags; reloaded on SIGHUP.
-    #[arg(long)]
+    #[arg(long, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
 }
 
@@ -225,11 +239,12 @@ impl Settings {
         Ok(Settings {
             redis: limits.is_some() && args.redis.is_some(),
             limits,
-            rule: ClientRule {
-                limit_by: args.limit_by,
-                key_header: args.key_header.clone(),
-                trusted_proxies: args.trusted_proxies.clone(),
-            },
+            rule: ClientRule::new(
+                args.limit_by,
+                &args.key_header,
+                &args.trusted_proxies,
+                args.bearer_secret.as_deref(),
+            )?,
             faults,
         })
     }
@@ -443,7 +458,7 @@ fn handle(state: &State, request: &Request) -> Response {
     // The key is needed for the limits, and for the 401 when keyed by user (even unlimited).
     let needs_key = settings.limits.is_some() || settings.rule.limit_by == LimitBy::User;
     let key = if needs_key {
-        settings.rule.key(request.peer, |name| request.header(name))
+        settings.rule.key(request.peer, &request.headers)
     } else {
         Some(String::new())
     };

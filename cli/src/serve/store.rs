@@ -21,8 +21,9 @@
 //!    tokens, and at least `R`; it reports the larger of the two (exact for the tightest
 //!    window), and `min(T, refill)` as its reset.
 //! 5. New clients (`--new-clients-per-second`) in Redis: a client whose windows were all full
-//!    before this request (Redis's `remaining` after taking one is `burst − 1`) takes a token from
-//!    the global budget, which is this process's own. If that budget refuses, the client's token
+//!    before this request (Redis's `remaining` after taking one is `burst − 1`) and that this
+//!    process has not served within the guard's memory (a known client never pays: see
+//!    `limits.rs` invariant 3) takes a token from the global budget, which is this process's own. If that budget refuses, the client's token
 //!    is already spent in Redis (the script has no refund): the one exception to "a refused
 //!    request spends nothing", and it only touches a client that had a full burst. Fallback
 //!    decisions skip the check (an outage is not the time to tighten).
@@ -35,9 +36,9 @@
 use std::time::Duration;
 
 use tollgate::redis::{BreakerState, Fallback, RedisLimiter, RedisStats};
-use tollgate::{Quota, RateLimiter, limit::LimitError};
+use tollgate::{Quota, limit::LimitError};
 
-use super::limits::{Decision, RouteName, Window, WindowParams, Windows, new_client};
+use super::limits::{Decision, NewClients, RouteName, Window, WindowParams, Windows};
 use super::metrics::Policy;
 
 /// The Redis key prefix of `serve`'s limits (keys look like `{tollgate-serve:default:CLIENT}:w0`).
@@ -110,7 +111,7 @@ impl Store {
         &self,
         client: &String,
         scope: Option<RouteName>,
-        new_clients: Option<&RateLimiter>,
+        new_clients: Option<&NewClients>,
     ) -> Decision {
         match self {
             Store::Local(windows) => windows.decide(client, scope, new_clients),
@@ -246,7 +247,7 @@ impl RedisWindows {
         &self,
         client: &str,
         scope: Option<RouteName>,
-        new_clients: Option<&RateLimiter>,
+        new_clients: Option<&NewClients>,
     ) -> Decision {
         let decision = self.limiter.decide(client, 1);
         let source = if decision.source.is_redis() {
@@ -270,10 +271,14 @@ impl RedisWindows {
         // Invariant 5.
         if refused.is_none()
             && source == Source::Redis
-            && decision.remaining() + 1 >= self.burst
-            && let Some(global) = new_clients
+            && let Some(guard) = new_clients
         {
-            refused = new_client(global);
+            if decision.remaining() + 1 >= self.burst {
+                refused = guard.admit(client);
+            }
+            if refused.is_none() {
+                guard.served(client);
+            }
         }
         let (refused_by, retry_after) = match refused {
             Some((policy, wait)) => (Some(policy), wait),

@@ -18,18 +18,24 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(args: &[&str]) -> Serve {
-        Serve::spawn(args, Stdio::null())
+        Serve::spawn(args, &[], Stdio::null())
+    }
+
+    /// As `start`, with these environment variables (`TOLLGATE_…` settings).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        Serve::spawn(args, env, Stdio::null())
     }
 
     /// As `start`, keeping stderr for [`terminate_with_stderr`](Self::terminate_with_stderr).
     pub fn start_with_stderr(args: &[&str]) -> Serve {
-        Serve::spawn(args, Stdio::piped())
+        Serve::spawn(args, &[], Stdio::piped())
     }
 
-    fn spawn(args: &[&str], stderr: Stdio) -> Serve {
+    fn spawn(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Serve {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -46,6 +46,7 @@ pub struct Request {
 
 impl Request {
     /// The first header named `name` (case-insensitive).
+    #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

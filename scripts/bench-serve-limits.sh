@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `tollgate serve` /ping with limits on (--rate 1e8: every request allowed) against limits off,
+# alternating `wrk -t1 -c32` rounds (one loop thread each), with the server CPU time per request
+# from /proc/PID/stat. Usage: scripts/bench-serve-limits.sh [ROUNDS=3] [SECONDS=3]
+set -u
+cd "$(dirname "$0")/.."
+cargo build --release -p tollgate-cli --quiet
+BIN=${BIN:-target/release/tollgate}
+ROUNDS=${1:-3}; SECS=${2:-3}
+setsid $BIN serve --listen 127.0.0.1:18091 --loop-threads 1 --rate 100000000 --burst 100000000 >/dev/null 2>&1 & ON=$!
+setsid $BIN serve --listen 127.0.0.1:18092 --loop-threads 1 >/dev/null 2>&1 & OFF=$!
+sleep 1
+cpu() { awk '{print $14+$15}' /proc/$1/stat; }
+run() { # port pid
+  c0=$(cpu $2); out=$(wrk -t1 -c32 -d${SECS}s http://127.0.0.1:$1/ping); c1=$(cpu $2)
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}'); n=$(echo "$out" | awk '/requests in/ {print $1}')
+  echo "$rps $(python3 -c "print(($c1-$c0)*1e4/$n)")"
+}
+for r in $(seq $ROUNDS); do
+  read a ac <<<"$(run 18091 $ON)"; read b bc <<<"$(run 18092 $OFF)"
+  echo "round $r: on $a req/s ($ac us/req cpu) | off $b req/s ($bc us/req cpu) | on/off $(python3 -c "print(round($a/$b,3))")"
+done
+kill $ON $OFF

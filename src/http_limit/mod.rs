@@ -1,0 +1,886 @@
+//! Per-client HTTP limiting as a library layer: (method, path, headers, peer address) in, a
+//! [`Verdict`] out that renders the answer (429, `Retry-After`, `RateLimit-Policy`, `RateLimit`,
+//! `X-RateLimit-*`, a JSON body). Framework-agnostic and synchronous: any server that can hand
+//! over a method, a path, its header lines and the peer's address calls [`HttpLimiter::decide`].
+//!
+//! Invariants:
+//!
+//! 1. Every rule that matches a request must allow it, all or nothing across rules: rules are
+//!    decided in order, and when one refuses, the charges of the rules before it are undone
+//!    through [`KeyedLimits::undo_key`] (a backend without undo keeps them: strict, never loose).
+//! 2. A verdict's headers come from the per-window states of the decisions that made it, so a
+//!    429 always names a refusing window whose remaining is 0 (for one token) and a positive
+//!    retry-after.
+//! 3. Dry run decides and charges exactly as enforcing would (so its counts are the counts
+//!    enforcing would produce) and sets the same rate-limit headers, but its verdict always
+//!    allows; what it would have refused is counted apart.
+//! 4. The enumeration guard reads a client's "known" mark first and, for a known client, touches
+//!    nothing else: only clients never served before (or forgotten after `remember`) spend the
+//!    per-address budget for new clients.
+//! 5. Every key handed to a backend is bounded: identity values are bounded by the identity
+//!    module (invariant 3 there), a concrete path by the keyed limiter's digest of long keys.
+//! 6. Abuse state (known marks, refusal counts, the deny list) lives in keyed limiters from the
+//!    same backend as the rules, so with a shared backend (Redis) the fleet shares it. A ban is a
+//!    `penalize_key` of `ban` on a 1-per-ms quota: banned while its remaining is 0.
+
+#[cfg(feature = "http-types")]
+mod adapter;
+mod identity;
+mod rule;
+
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use identity::{Identity, IpNet, KeySource, MAX_ID_BYTES, ParseIpNetError};
+pub use rule::{PathPattern, Rule, RuleError, Scope};
+
+use identity::IdentityConfig;
+
+use crate::clock::{Clock, MonotonicClock};
+use crate::limiter::{Decision, KeyedLimiter, KeyedLimits, Source, WindowState};
+use crate::quota::Quota;
+use crate::sync::{AtomicU64, Ordering};
+
+/// Makes the keyed limiter of one rule (or of the abuse state) from its name and windows.
+pub type BackendFn =
+    dyn Fn(&str, &[Quota]) -> Result<Arc<dyn KeyedLimits>, String> + Send + Sync + 'static;
+
+/// Configures an [`HttpLimiter`].
+///
+/// # Examples
+///
+/// ```
+/// use tollgate::{Quota, time::ManualClock};
+/// use tollgate::http_limit::{HttpLimiter, KeySource, Rule, Scope};
+///
+/// let limiter = HttpLimiter::builder()
+///     .memory(ManualClock::new(), 10_000)
+///     .trusted_proxy("10.0.0.0/8".parse()?)
+///     .key_source(KeySource::Header("x-api-key".into()))
+///     .rule(Rule::new("api", "/api/*", [Quota::per_second(1)?], Scope::Client)?)
+///     .build()?;
+/// let peer = "10.0.0.1".parse()?;
+/// let headers = [("X-Forwarded-For", &b"198.51.100.7"[..])];
+/// assert!(limiter.decide("GET", "/api/x", peer, headers).is_allowed());
+/// let refused = limiter.decide("GET", "/api/y", peer, headers);
+/// assert_eq!(refused.status(), 429);
+/// assert_eq!(refused.identity().key(), "ip:198.51.100.7");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct HttpLimiterBuilder {
+    rules: Vec<Rule>,
+    trusted: Vec<IpNet>,
+    sources: Vec<KeySource>,
+    secret: Option<Vec<u8>>,
+    backend: Option<Box<BackendFn>>,
+    dry_run: bool,
+    guard: Option<(Quota, Duration)>,
+    decoy_paths: Vec<PathPattern>,
+    decoy_keys: Vec<String>,
+    threshold: Option<Quota>,
+    ban: Duration,
+}
+
+impl fmt::Debug for HttpLimiterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpLimiterBuilder")
+            .field("rules", &self.rules)
+            .field("trusted", &self.trusted)
+            .field("sources", &self.sources)
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an [`HttpLimiter`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError(String);
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl HttpLimiterBuilder {
+    /// Keeps every rule's state in process: a [`KeyedLimiter`] per rule on `clock`, each holding
+    /// at most `max_keys` busy keys (a new client beyond that is refused, never a busy one
+    /// forgotten). The default backend is this on the monotonic clock with 100,000 keys.
+    pub fn memory<C: Clock + Clone>(mut self, clock: C, max_keys: usize) -> Self {
+        self.backend = Some(Box::new(move |_, quotas| {
+            KeyedLimiter::<String, C>::with_quotas(quotas.iter().copied(), max_keys, clock.clone())
+                .map(|l| Arc::new(l) as Arc<dyn KeyedLimits>)
+                .map_err(|e| e.to_string())
+        }));
+        self
+    }
+
+    /// Any keyed backend (a `redis::RedisLimiter` per rule, for a fleet): called once per rule
+    /// with the rule's name and windows, and for the abuse state (names starting with `~`).
+    pub fn backend(
+        mut self,
+        make: impl Fn(&str, &[Quota]) -> Result<Arc<dyn KeyedLimits>, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.backend = Some(Box::new(make));
+        self
+    }
+
+    /// Adds a rule; rules are decided in the order added.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Believes `X-Forwarded-For` / `Forwarded` from peers in `net`.
+    pub fn trusted_proxy(mut self, net: IpNet) -> Self {
+        self.trusted.push(net);
+        self
+    }
+
+    /// Adds a source of the client's key, tried in the order added before the address.
+    pub fn key_source(mut self, source: KeySource) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// The secret Bearer tokens (and over-long identity values) are keyed with. Give every
+    /// instance of a fleet the same one so they share a client's budget; without it, each process
+    /// draws its own at random and [`build`](Self::build) logs a warning when Bearer is a source.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(secret.as_ref().to_vec());
+        self
+    }
+
+    /// Decide, count and set headers, never refuse (invariant 3).
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// The enumeration guard: a client never served before spends one token of `new_clients`
+    /// (per address); a client served within `remember` is known and never touches it.
+    pub fn new_clients(mut self, new_clients: Quota, remember: Duration) -> Self {
+        self.guard = Some((new_clients, remember));
+        self
+    }
+
+    /// A honeypot path: whoever requests it is banned.
+    pub fn decoy_path(mut self, pattern: PathPattern) -> Self {
+        self.decoy_paths.push(pattern);
+        self
+    }
+
+    /// A honeypot credential (a header value, Basic user or Bearer token no real client has):
+    /// whoever presents it is banned.
+    pub fn decoy_key(mut self, key: impl Into<String>) -> Self {
+        self.decoy_keys.push(key.into());
+        self
+    }
+
+    /// An address refused more often than `refusals` allows is banned.
+    pub fn refusal_threshold(mut self, refusals: Quota) -> Self {
+        self.threshold = Some(refusals);
+        self
+    }
+
+    /// How long a ban lasts (default 10 minutes).
+    pub fn ban(mut self, ban: Duration) -> Self {
+        self.ban = ban;
+        self
+    }
+
+    /// Builds the limiter: one keyed limiter per rule from the backend.
+    pub fn build(self) -> Result<HttpLimiter, BuildError> {
+        let backend = match self.backend {
+            Some(b) => b,
+            None => HttpLimiter::builder()
+                .memory(MonotonicClock, 100_000)
+                .backend
+                .ok_or_else(|| BuildError("no backend".into()))?,
+        };
+        let make = |name: &str, quotas: &[Quota]| {
+            backend(name, quotas).map_err(|e| BuildError(format!("rule {name:?}: {e}")))
+        };
+        let mut names = std::collections::HashSet::new();
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for rule in self.rules {
+            if !names.insert(rule.name.clone()) {
+                return Err(BuildError(format!("two rules are named {:?}", rule.name)));
+            }
+            let limits = make(&rule.name, &rule.quotas)?;
+            rules.push(Compiled {
+                counts: RuleCounts::default(),
+                limits,
+                rule,
+            });
+        }
+        let secret = match self.secret {
+            Some(s) if !s.is_empty() => s,
+            _ => {
+                if self.sources.contains(&KeySource::Bearer) {
+                    tracing::warn!(
+                        "Bearer tokens are keyed with a per-process secret: instances of a fleet \
+                         will not share a Bearer client's budget; configure a shared secret"
+                    );
+                }
+                random_secret()
+            }
+        };
+        let identity = IdentityConfig {
+            trusted: self.trusted,
+            sources: self.sources,
+            secret: identity::hmac_key(&secret),
+        };
+        let ms = Quota::per(1, Duration::from_millis(1)).map_err(|e| BuildError(e.to_string()))?;
+        let abusive =
+            !self.decoy_paths.is_empty() || !self.decoy_keys.is_empty() || self.threshold.is_some();
+        let guard = match self.guard {
+            Some((quota, remember)) => Some(Guard {
+                known: make("~known", &[ms])?,
+                new_per_addr: make("~new", &[quota])?,
+                remember,
+            }),
+            None => None,
+        };
+        let abuse = if abusive || guard.is_some() {
+            Some(Abuse {
+                deny: make("~deny", &[ms])?,
+                refusals: match self.threshold {
+                    Some(q) => Some(make("~refusals", &[q])?),
+                    None => None,
+                },
+                decoy_paths: self.decoy_paths,
+                decoy_keys: self
+                    .decoy_keys
+                    .iter()
+                    .flat_map(|k| {
+                        [
+                            format!("h:{k}"),
+                            format!("u:{k}"),
+                            format!("b:{}", hex(&identity.hmac(k.as_bytes()))),
+                        ]
+                    })
+                    .collect(),
+                ban: self.ban,
+            })
+        } else {
+            None
+        };
+        Ok(HttpLimiter {
+            identity,
+            names: rules
+                .iter()
+                .map(|c| c.rule.name.clone().into_boxed_str())
+                .collect(),
+            rules,
+            dry_run: self.dry_run,
+            guard,
+            abuse,
+            counts: Counts::default(),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// A per-process secret when none is configured (std's randomly seeded hasher: not guessable
+/// from outside the process, which is all a key digest needs).
+fn random_secret() -> Vec<u8> {
+    use std::hash::{BuildHasher, RandomState};
+    let mut secret = Vec::with_capacity(32);
+    for i in 0u64..4 {
+        secret.extend_from_slice(&RandomState::new().hash_one(i).to_le_bytes());
+    }
+    secret
+}
+
+struct Compiled {
+    rule: Rule,
+    limits: Arc<dyn KeyedLimits>,
+    counts: RuleCounts,
+}
+
+#[derive(Default)]
+struct RuleCounts {
+    allowed: AtomicU64,
+    refused: AtomicU64,
+    dry_run_refused: AtomicU64,
+    memory: AtomicU64,
+    redis: AtomicU64,
+    fallback: AtomicU64,
+    lease: AtomicU64,
+}
+
+#[derive(Default)]
+struct Counts {
+    banned: AtomicU64,
+    denied: AtomicU64,
+    guard_refused: AtomicU64,
+    decoys: AtomicU64,
+}
+
+struct Guard {
+    known: Arc<dyn KeyedLimits>,
+    new_per_addr: Arc<dyn KeyedLimits>,
+    remember: Duration,
+}
+
+struct Abuse {
+    deny: Arc<dyn KeyedLimits>,
+    refusals: Option<Arc<dyn KeyedLimits>>,
+    decoy_paths: Vec<PathPattern>,
+    decoy_keys: Vec<String>,
+    ban: Duration,
+}
+
+/// Per-client HTTP limits: identity, rules, dry run, enumeration guard and abuse detection over
+/// keyed limiters (in memory or Redis). See the [module docs](self) for the invariants.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{Quota, time::ManualClock};
+/// use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+///
+/// let clock = ManualClock::new();
+/// let limiter = HttpLimiter::builder()
+///     .memory(clock.clone(), 1_000)
+///     .rule(Rule::new("items", "/items/{id}", [Quota::per_second(2)?], Scope::Client)?)
+///     .rule(Rule::new("all", "/*", [Quota::per_second(100)?], Scope::Global)?)
+///     .build()?;
+/// let peer = "192.0.2.9".parse()?;
+/// let no_headers: [(&str, &[u8]); 0] = [];
+/// for _ in 0..2 {
+///     assert!(limiter.decide("GET", "/items/1", peer, no_headers).is_allowed());
+/// }
+/// let refused = limiter.decide("GET", "/items/2", peer, no_headers);
+/// assert_eq!(refused.status(), 429);
+/// assert_eq!(refused.header("x-ratelimit-remaining").as_deref(), Some("0"));
+/// assert_eq!(refused.header("retry-after").as_deref(), Some("1"));
+/// clock.advance(Duration::from_millis(500));
+/// assert!(limiter.decide("GET", "/items/2", peer, no_headers).is_allowed());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct HttpLimiter {
+    identity: IdentityConfig,
+    rules: Vec<Compiled>,
+    names: Arc<[Box<str>]>,
+    dry_run: bool,
+    guard: Option<Guard>,
+    abuse: Option<Abuse>,
+    counts: Counts,
+}
+
+impl fmt::Debug for HttpLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpLimiter")
+            .field("identity", &self.identity)
+            .field(
+                "rules",
+                &self.rules.iter().map(|c| &c.rule).collect::<Vec<_>>(),
+            )
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A rule's window refused.
+    Rule {
+        /// The rule's name.
+        rule: String,
+        /// The refusing window's index in the rule.
+        window: usize,
+    },
+    /// A new client while the address's budget for new clients is spent.
+    NewClient,
+    /// The client is on the deny list.
+    Banned,
+}
+
+/// One window of one rule as the verdict saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleWindow {
+    /// Index of the rule in the limiter (its order in [`HttpLimiter::rules`]).
+    pub rule: usize,
+    /// Index of the window in the rule.
+    pub window: usize,
+    /// The window's state after the decision.
+    pub state: WindowState,
+    /// The window's length (burst × interval), for `RateLimit-Policy`'s `w`.
+    pub length: Duration,
+}
+
+/// The answer to one request: allowed or refused, with everything a response needs.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    identity: Identity,
+    refusal: Option<Refusal>,
+    dry_run: bool,
+    /// Every rule's name, shared with the limiter (indexed by `RuleWindow::rule`).
+    names: Arc<[Box<str>]>,
+    windows: Vec<RuleWindow>,
+    /// The window the `X-RateLimit-*` headers describe (invariant 2).
+    focus: Option<usize>,
+    retry_after: Duration,
+}
+
+/// A `u64` in decimal without allocating.
+#[derive(Default)]
+struct Digits([u8; 20]);
+
+impl Digits {
+    fn of(&mut self, mut n: u64) -> &str {
+        let mut at = self.0.len();
+        loop {
+            at -= 1;
+            self.0[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        std::str::from_utf8(&self.0[at..]).unwrap_or("0")
+    }
+}
+
+/// Seconds, rounded up.
+fn secs_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl Verdict {
+    /// Whether the request may proceed (always, in dry run).
+    #[inline]
+    pub fn is_allowed(&self) -> bool {
+        self.refusal.is_none() || self.dry_run
+    }
+
+    /// What refused the request (or would have, in dry run).
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.refusal.as_ref()
+    }
+
+    /// Whether dry run let through a request it would have refused.
+    pub fn would_refuse(&self) -> bool {
+        self.dry_run && self.refusal.is_some()
+    }
+
+    /// The client as identified.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Every decided window.
+    pub fn windows(&self) -> &[RuleWindow] {
+        &self.windows
+    }
+
+    /// 200 to proceed, 429 to refuse (a ban is a 429 too, with the ban's `Retry-After`).
+    pub fn status(&self) -> u16 {
+        if self.is_allowed() { 200 } else { 429 }
+    }
+
+    /// How long until the refused request could pass (zero when allowed).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// Calls `f(name, value)` for every response header: `RateLimit-Policy` and `RateLimit`
+    /// (draft-ietf-httpapi-ratelimit-headers: `"name";q=..;w=..` and `"name";r=..;t=..`), the
+    /// `X-RateLimit-Limit/Remaining/Reset` of the focus window, and on a 429 `Retry-After` (whole
+    /// seconds, rounded up, at least 1) and `Content-Type: application/json`.
+    pub fn write_headers(&self, mut f: impl FnMut(&str, &str)) {
+        if !self.windows.is_empty() {
+            let mut policy = String::new();
+            let mut state = String::new();
+            for (i, w) in self.windows.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                let name = &self.names[w.rule];
+                let _ = write!(
+                    policy,
+                    "{sep}\"{name}.{}\";q={};w={}",
+                    w.window,
+                    w.state.limit,
+                    secs_up(w.length).max(1)
+                );
+                let _ = write!(
+                    state,
+                    "{sep}\"{name}.{}\";r={};t={}",
+                    w.window,
+                    w.state.remaining,
+                    secs_up(w.state.reset_after)
+                );
+            }
+            f("RateLimit-Policy", &policy);
+            f("RateLimit", &state);
+        }
+        let mut digits = Digits::default();
+        if let Some(focus) = self.focus.map(|i| &self.windows[i].state) {
+            f("X-RateLimit-Limit", digits.of(focus.limit));
+            f("X-RateLimit-Remaining", digits.of(focus.remaining));
+            f("X-RateLimit-Reset", digits.of(secs_up(focus.reset_after)));
+        }
+        if !self.is_allowed() {
+            f("Retry-After", digits.of(secs_up(self.retry_after).max(1)));
+            f("Content-Type", "application/json");
+        }
+    }
+
+    /// The value `write_headers` gives header `name` (case-insensitive), if any.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let mut found = None;
+        self.write_headers(|n, v| {
+            if found.is_none() && n.eq_ignore_ascii_case(name) {
+                found = Some(v.to_owned());
+            }
+        });
+        found
+    }
+
+    /// Every response header as owned pairs.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        self.write_headers(|n, v| out.push((n.to_owned(), v.to_owned())));
+        out
+    }
+
+    /// The 429's JSON body (`None` when allowed).
+    pub fn body(&self) -> Option<String> {
+        if self.is_allowed() {
+            return None;
+        }
+        let retry_ms = self.retry_after.as_millis();
+        Some(match &self.refusal {
+            Some(Refusal::Rule { rule, window }) => format!(
+                "{{\"error\":\"too_many_requests\",\"rule\":\"{rule}\",\"window\":{window},\"retry_after_ms\":{retry_ms}}}"
+            ),
+            Some(Refusal::NewClient) => format!(
+                "{{\"error\":\"too_many_requests\",\"reason\":\"new_client\",\"retry_after_ms\":{retry_ms}}}"
+            ),
+            Some(Refusal::Banned) => format!(
+                "{{\"error\":\"too_many_requests\",\"reason\":\"banned\",\"retry_after_ms\":{retry_ms}}}"
+            ),
+            None => return None,
+        })
+    }
+}
+
+/// One rule's counters (for `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleStats {
+    /// The rule's name.
+    pub name: String,
+    /// Requests the rule allowed.
+    pub allowed: u64,
+    /// Requests the rule refused (enforcing).
+    pub refused: u64,
+    /// Requests the rule would have refused in dry run.
+    pub dry_run_refused: u64,
+    /// Decisions per source: in-process, Redis, fallback (Redis did not decide), lease.
+    pub by_source: [(&'static str, u64); 4],
+}
+
+/// Counters of the whole limiter (for `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Per rule.
+    pub rules: Vec<RuleStats>,
+    /// Clients put on the deny list.
+    pub banned: u64,
+    /// Requests refused because their client was on the deny list.
+    pub denied: u64,
+    /// New clients refused by the enumeration guard.
+    pub new_client_refused: u64,
+    /// Requests that touched a decoy path or key.
+    pub decoys: u64,
+}
+
+impl HttpLimiter {
+    /// A builder with no rules, the in-memory backend, no trusted proxy, the address as key.
+    pub fn builder() -> HttpLimiterBuilder {
+        HttpLimiterBuilder {
+            rules: Vec::new(),
+            trusted: Vec::new(),
+            sources: Vec::new(),
+            secret: None,
+            backend: None,
+            dry_run: false,
+            guard: None,
+            decoy_paths: Vec::new(),
+            decoy_keys: Vec::new(),
+            threshold: None,
+            ban: Duration::from_secs(600),
+        }
+    }
+
+    /// The rules, in decision order.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|c| &c.rule)
+    }
+
+    /// Rule `name`'s keyed limiter (to change its quota in place: `KeyedLimiter::set_quotas`
+    /// keeps every client's state).
+    pub fn limits(&self, name: &str) -> Option<&Arc<dyn KeyedLimits>> {
+        self.rules
+            .iter()
+            .find(|c| c.rule.name == name)
+            .map(|c| &c.limits)
+    }
+
+    /// The client of a request, as [`decide`](Self::decide) keys it.
+    pub fn identify<'h, H>(&self, peer: IpAddr, headers: H) -> Identity
+    where
+        H: IntoIterator<Item = (&'h str, &'h [u8])>,
+        H::IntoIter: Clone,
+    {
+        self.identity.identify(peer, headers.into_iter())
+    }
+
+    /// Decides one request: identity, deny list, decoys, enumeration guard, then every matching
+    /// rule all or nothing (invariant 1). Takes header lines as (name, value) pairs, every line
+    /// separately (repeated names are all read).
+    pub fn decide<'h, H>(&self, method: &str, path: &str, peer: IpAddr, headers: H) -> Verdict
+    where
+        H: IntoIterator<Item = (&'h str, &'h [u8])>,
+        H::IntoIter: Clone,
+    {
+        let identity = self.identity.identify(peer, headers.into_iter());
+        self.decide_for(identity, method, path)
+    }
+
+    /// [`decide`](Self::decide) for a client already identified.
+    pub fn decide_for(&self, identity: Identity, method: &str, path: &str) -> Verdict {
+        let mut verdict = Verdict {
+            identity,
+            refusal: None,
+            dry_run: self.dry_run,
+            names: Arc::clone(&self.names),
+            windows: Vec::new(),
+            focus: None,
+            retry_after: Duration::ZERO,
+        };
+        // Only the abuse state is keyed by address alone; skip the allocation without it.
+        let addr_key = if self.abuse.is_some() || self.guard.is_some() {
+            format!("ip:{}", verdict.identity.addr())
+        } else {
+            String::new()
+        };
+        if let Some(abuse) = &self.abuse {
+            if let Some(wait) = self.banned(abuse, &addr_key) {
+                self.counts.denied.fetch_add(1, Ordering::Relaxed); // Relaxed: a counter only
+                verdict.refusal = Some(Refusal::Banned);
+                verdict.retry_after = wait;
+                return verdict;
+            }
+            let decoy = abuse.decoy_paths.iter().any(|p| p.matches(path))
+                || verdict
+                    .identity
+                    .user()
+                    .is_some_and(|u| abuse.decoy_keys.iter().any(|k| k == u));
+            if decoy {
+                self.counts.decoys.fetch_add(1, Ordering::Relaxed); // Relaxed: a counter only
+                self.ban(abuse, &addr_key, "decoy");
+                verdict.refusal = Some(Refusal::Banned);
+                verdict.retry_after = abuse.ban;
+                return verdict;
+            }
+        }
+        // The enumeration guard (invariant 4): known clients skip it untouched.
+        let mut new_client = false;
+        if let Some(guard) = &self.guard {
+            new_client = guard.known.state_key(verdict.identity.key()).remaining > 0;
+            if new_client {
+                let d = guard.new_per_addr.decide(&addr_key, 1);
+                if !d.is_allowed() {
+                    self.counts.guard_refused.fetch_add(1, Ordering::Relaxed); // Relaxed: a counter only
+                    verdict.refusal = Some(Refusal::NewClient);
+                    verdict.retry_after = d
+                        .tightest()
+                        .map_or(Duration::from_secs(1), |(_, w)| w.retry_after);
+                    self.refused(&addr_key);
+                    if self.dry_run {
+                        // Dry run never refuses: go on to the rules and report what they say.
+                    } else {
+                        return verdict;
+                    }
+                }
+            }
+        }
+        let guard_refused = verdict.refusal.is_some();
+        self.decide_rules(&mut verdict, method, path);
+        if verdict.refusal.is_some() && !guard_refused {
+            self.refused(&addr_key);
+        } else if let (true, Some(guard)) = (new_client, &self.guard) {
+            guard
+                .known
+                .penalize_key(verdict.identity.key(), guard.remember);
+        }
+        verdict
+    }
+
+    /// Every matching rule, all or nothing (invariant 1).
+    #[inline]
+    fn decide_rules(&self, verdict: &mut Verdict, method: &str, path: &str) {
+        let mut taken: Vec<(usize, String, Decision)> = Vec::new();
+        let mut refused_at = None;
+        for (index, compiled) in self.rules.iter().enumerate() {
+            if !compiled.rule.applies(method, path) {
+                continue;
+            }
+            let key = scoped_key(compiled, &verdict.identity, path);
+            let decision = compiled.limits.decide(&key, 1);
+            let counts = &compiled.counts;
+            // Relaxed (all counters here): counters only, read by `stats`.
+            match decision.source {
+                Source::Memory => counts.memory.fetch_add(1, Ordering::Relaxed),
+                Source::Redis => counts.redis.fetch_add(1, Ordering::Relaxed),
+                Source::Fallback(_) => counts.fallback.fetch_add(1, Ordering::Relaxed),
+                Source::Lease => counts.lease.fetch_add(1, Ordering::Relaxed),
+            };
+            let allowed = decision.is_allowed();
+            taken.push((index, key, decision));
+            if !allowed {
+                refused_at = Some(taken.len() - 1);
+                break;
+            }
+        }
+        if let Some(at) = refused_at {
+            for (index, key, decision) in &taken[..at] {
+                self.rules[*index].limits.undo_key(key, decision);
+            }
+        }
+        for (i, (index, _, decision)) in taken.iter().enumerate() {
+            let compiled = &self.rules[*index];
+            let counts = &compiled.counts;
+            if Some(i) == refused_at {
+                if self.dry_run {
+                    counts.dry_run_refused.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    counts.refused.fetch_add(1, Ordering::Relaxed);
+                }
+            } else if refused_at.is_none() {
+                counts.allowed.fetch_add(1, Ordering::Relaxed);
+            }
+            let slot = *index;
+            for (w, state) in decision.windows().enumerate() {
+                let length = compiled.rule.quotas.get(w).map_or(Duration::ZERO, |q| {
+                    q.interval()
+                        .saturating_mul(u32::try_from(q.burst_size()).unwrap_or(u32::MAX))
+                });
+                verdict.windows.push(RuleWindow {
+                    rule: slot,
+                    window: w,
+                    state,
+                    length,
+                });
+            }
+            if Some(i) == refused_at {
+                let refusing = decision.refused_by().unwrap_or(0);
+                let focus = verdict.windows.len() - decision.len()
+                    + refusing.min(decision.len().saturating_sub(1));
+                verdict.focus = (!decision.is_empty()).then_some(focus);
+                verdict.retry_after = decision
+                    .window(refusing)
+                    .map_or(Duration::from_secs(1), |w| w.retry_after);
+                if verdict.refusal.is_none() {
+                    verdict.refusal = Some(Refusal::Rule {
+                        rule: compiled.rule.name.clone(),
+                        window: refusing,
+                    });
+                }
+            }
+        }
+        if verdict.focus.is_none() {
+            verdict.focus = verdict
+                .windows
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, w)| (w.state.remaining, std::cmp::Reverse(w.state.reset_after)))
+                .map(|(i, _)| i);
+        }
+    }
+
+    /// `Some(time left)` if `addr_key` is banned (invariant 6).
+    fn banned(&self, abuse: &Abuse, addr_key: &str) -> Option<Duration> {
+        let state = abuse.deny.state_key(addr_key);
+        (state.remaining == 0).then_some(state.retry_after)
+    }
+
+    fn ban(&self, abuse: &Abuse, addr_key: &str, why: &str) {
+        self.counts.banned.fetch_add(1, Ordering::Relaxed); // Relaxed: a counter only
+        abuse.deny.penalize_key(addr_key, abuse.ban);
+        tracing::warn!(
+            client = addr_key,
+            reason = why,
+            ban_secs = abuse.ban.as_secs(),
+            "client banned"
+        );
+    }
+
+    /// Counts a refusal of `addr_key` against the threshold; bans past it.
+    fn refused(&self, addr_key: &str) {
+        if let Some(abuse) = &self.abuse
+            && let Some(refusals) = &abuse.refusals
+            && refusals.check_key(addr_key, 1).is_err()
+        {
+            self.ban(abuse, addr_key, "refusal threshold");
+        }
+    }
+
+    /// Every counter.
+    pub fn stats(&self) -> Stats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed); // Relaxed: counters only
+        Stats {
+            rules: self
+                .rules
+                .iter()
+                .map(|c| RuleStats {
+                    name: c.rule.name.clone(),
+                    allowed: get(&c.counts.allowed),
+                    refused: get(&c.counts.refused),
+                    dry_run_refused: get(&c.counts.dry_run_refused),
+                    by_source: [
+                        ("memory", get(&c.counts.memory)),
+                        ("redis", get(&c.counts.redis)),
+                        ("fallback", get(&c.counts.fallback)),
+                        ("lease", get(&c.counts.lease)),
+                    ],
+                })
+                .collect(),
+            banned: get(&self.counts.banned),
+            denied: get(&self.counts.denied),
+            new_client_refused: get(&self.counts.guard_refused),
+            decoys: get(&self.counts.decoys),
+        }
+    }
+}
+
+/// The backend key of a rule's scope (invariant 5).
+#[inline]
+fn scoped_key(compiled: &Compiled, identity: &Identity, path: &str) -> String {
+    match compiled.rule.scope {
+        Scope::Client => identity.key().to_owned(),
+        Scope::ClientRoute => {
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            format!("{}|{}", identity.key(), path)
+        }
+        Scope::UserIp => match identity.user() {
+            Some(user) => format!("{}|{}", user, identity.addr()),
+            None => format!("ip:{}", identity.addr()),
+        },
+        Scope::Global => String::from("*"),
+    }
+}
