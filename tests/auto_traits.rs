@@ -7,6 +7,7 @@ use std::panic::{RefUnwindSafe, UnwindSafe};
 
 use tollgate::cancel::*;
 use tollgate::fanout::*;
+#[cfg(feature = "http")]
 use tollgate::http::*;
 use tollgate::limit::*;
 use tollgate::pool::*;
