@@ -255,6 +255,11 @@ impl WorkerPool {
     /// full, as [`submit`](Self::submit). In an unsupervised pool the token is never cancelled
     /// and pulses do nothing.
     ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit): the job comes back in a [`SubmitError`] when the pool is
+    /// shut down.
+    ///
     /// # Examples
     ///
     /// ```

@@ -194,6 +194,10 @@ impl HttpLimiterBuilder {
     }
 
     /// Builds the limiter: one keyed limiter per rule from the backend.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] when the configuration can never work (see its variants).
     pub fn build(self) -> Result<HttpLimiter, BuildError> {
         let backend = match self.backend {
             Some(b) => b,

@@ -179,8 +179,12 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// A rule for every method on `pattern`. Errors: a bad pattern, no quota, or a name that is
-    /// empty or not a header token (it is quoted in `RateLimit-Policy`).
+    /// A rule for every method on `pattern`.
+    ///
+    /// # Errors
+    ///
+    /// [`RuleError`] for a bad pattern, no quota, or a name that is empty or not a header token
+    /// (it is quoted in `RateLimit-Policy`).
     pub fn new(
         name: &str,
         pattern: &str,

@@ -137,8 +137,10 @@ impl<C: Clock> AllOf<C> {
     /// members that count different things (one API call, 4 MiB of disk, 4 MiB of network). A
     /// refusal is the first refusing member's, as [`check_n`](Limiter::check_n)'s.
     ///
-    /// Errors: as `check_n`, and [`LimitError::CostsMismatch`] when `costs` does not hold one
-    /// cost per member (nothing taken).
+    /// # Errors
+    ///
+    /// As `check_n`, and [`LimitError::CostsMismatch`] when `costs` does not hold one cost per
+    /// member (nothing taken).
     ///
     /// # Examples
     ///
@@ -167,6 +169,11 @@ impl<C: Clock> AllOf<C> {
 
     /// Blocks until every member grants its cost (`costs[i]` for the member given `i`-th), as
     /// [`wait_n`](Limiter::wait_n) does for one `n`.
+    ///
+    /// # Errors
+    ///
+    /// As `wait_n` (every grant already taken is refunded), and [`LimitError::CostsMismatch`]
+    /// when `costs` does not hold one cost per member (nothing taken).
     ///
     /// # Examples
     ///

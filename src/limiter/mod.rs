@@ -128,8 +128,10 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     /// limiters, [`AllOf`]). Later requests queue behind the slot. **Dropping the grant keeps
     /// the tokens.**
     ///
-    /// Errors: [`LimitError::WouldExceedDeadline`] (the slot is later than `within`, nothing
-    /// taken), [`LimitError::InsufficientCapacity`], or what the limiter's backend says.
+    /// # Errors
+    ///
+    /// [`LimitError::WouldExceedDeadline`] (the slot is later than `within`, nothing taken),
+    /// [`LimitError::InsufficientCapacity`], or what the limiter's backend says.
     ///
     /// The default takes the tokens for good through [`check_n`](Self::check_n) (`within`
     /// unused): a limiter that cannot give tokens back says so through

@@ -339,7 +339,9 @@ impl RedisLimiter {
     /// fallback state, and this instance's local fallback windows, are not reset (they refill on
     /// their own at the instance's share of the rate).
     ///
-    /// Errors: [`BackendError`] as for a decision (`BreakerOpen`, `Timeout`, `Connection`…).
+    /// # Errors
+    ///
+    /// [`BackendError`] as for a decision (`BreakerOpen`, `Timeout`, `Connection`…).
     ///
     /// # Examples
     ///
