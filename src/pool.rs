@@ -17,7 +17,7 @@
 //!    [`JobError::Cancelled`].
 //! 5. Counters are updated by a job's wrapper before it completes the job's handle, so a thread
 //!    that joined a job sees that job in [`WorkerPool::stats`].
-//! 6. Supervision (opt-in, [`supervisor`]): a worker whose stuck job was replaced exits when the
+//! 6. Supervision (opt-in, `supervisor.rs`): a worker whose stuck job was replaced exits when the
 //!    job returns, without taking a `Stop`; the workers that take `Stop`s stay exactly
 //!    `threads`. Shutdown stops the supervisor thread before it joins any worker, so no
 //!    replacement starts during or after shutdown; it then joins the replacements too.
