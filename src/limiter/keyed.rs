@@ -851,13 +851,13 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Quota, limit::KeyedLimiter, time::ManualClock};
     /// let limiter = KeyedLimiter::with_clock(Quota::per_hour(1)?, 10, ManualClock::new())?;
     /// let taken = limiter.decide("k", 1);
     /// assert!(taken.is_allowed());
     /// assert!(limiter.undo("k", &taken));
     /// assert!(limiter.decide("k", 1).is_allowed());
-    /// # Ok::<(), tollgate::QuotaError>(())
+    /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn undo<Q>(&self, key: &Q, decision: &Decision) -> bool
     where

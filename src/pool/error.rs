@@ -9,10 +9,15 @@ use crate::error::{Cause, Error, ErrorKind};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{WorkerPool, pool::PoolError};
+/// use std::error::Error as _;
+/// use tollgate::{ErrorKind, WorkerPool, pool::PoolError};
 ///
-/// assert_eq!(WorkerPool::builder().threads(0).build().unwrap_err(), PoolError::ZeroThreads);
-/// assert_eq!(WorkerPool::builder().queue_capacity(0).build().unwrap_err(), PoolError::ZeroCapacity);
+/// assert_eq!(WorkerPool::new(0).unwrap_err(), PoolError::ZeroThreads);
+/// // A builder's mistake is the crate's one configuration error, with the `PoolError` as source.
+/// let err = WorkerPool::builder().queue_capacity(0).build().unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+/// let source = err.source().and_then(|s| s.downcast_ref::<PoolError>());
+/// assert_eq!(source, Some(&PoolError::ZeroCapacity));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
