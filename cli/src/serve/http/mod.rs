@@ -137,15 +137,10 @@ impl ConnStats {
 
     /// Prometheus text for the connection counters.
     pub fn render(&self) -> String {
-        use std::fmt::Write as _;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
+            super::metrics::write_metric(&mut out, name, kind, help, samples);
         };
         metric(
             "tollgate_connections_open",
