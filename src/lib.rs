@@ -39,6 +39,35 @@
 //! | [`http`] (feature `http`, on by default) | [`HttpFetcher`]: one pooled ureq agent, mandatory timeouts, per-request abort |
 //! | `redis` (feature `redis`) | `RedisLimiter`: the same limits shared by a fleet |
 //!
+//! # Blocking calls
+//!
+//! One rule for every call that may block (`docs/architecture.md`, "One way to block"):
+//!
+//! * it takes `token: &CancelToken` last and returns early, with the token's
+//!   [`Cause`](cancel::Cause), when the token is cancelled or its deadline passes;
+//! * deadlines ride on the token — [`CancelToken::with_timeout`],
+//!   [`child_with_timeout`](CancelToken::child_with_timeout) — so there are no `_timeout` or
+//!   `_cancellable` variants;
+//! * a caller that needs no cancellation passes [`CancelToken::never()`], which allocates nothing;
+//! * a token already cancelled fails a call that would take something (a permit, a queue slot, a
+//!   rate slot) at once; `try_` calls never block;
+//! * a [`Group`](pool::Group) is bounded by the token it was made with, and teardown
+//!   ([`WorkerPool::shutdown`], `Group::join`) waits for running jobs, which their tokens stop.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tollgate::{CancelToken, Semaphore, WorkerPool};
+//!
+//! let pool = WorkerPool::new(2).unwrap();
+//! let job = pool.submit(|| 6 * 7, CancelToken::never()).unwrap(); // no cancellation wanted
+//! assert_eq!(job.join(&CancelToken::with_timeout(Duration::from_secs(5))), Ok(42));
+//!
+//! let semaphore = Semaphore::new(1);
+//! let _held = semaphore.try_acquire(1).unwrap(); // `try_` never blocks
+//! let hurry = CancelToken::with_timeout(Duration::from_millis(1));
+//! assert!(semaphore.acquire(1, &hurry).is_err()); // the deadline ends the wait
+//! ```
+//!
 //! [`Error`] is the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
 //! and whether retrying may help.
 //!

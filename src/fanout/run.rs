@@ -389,7 +389,7 @@ impl<F> FanOut<F> {
         let runners = self.runner_count(total);
         for _ in 0..runners {
             let job = runner(shared.clone(), key_receiver.clone(), outcome_sender.clone());
-            match self.pool.submit_cancellable(job, &group) {
+            match self.pool.submit(job, &group) {
                 Ok(_detached) => {}
                 Err(crate::pool::SubmitError::Closed(_)) => {
                     let error = Error::new(ErrorKind::Closed, "the worker pool is shut down");
