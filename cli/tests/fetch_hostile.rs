@@ -1,13 +1,10 @@
-//! `tollgate fetch` end to end against the hostile test server (`tests/support/server.rs`, two
+//! `tollgate fetch` end to end against the hostile test server (`tollgate_testkit::http`, two
 //! loopback listeners being two origins): redirects never leak, hostile answers end with the
 //! documented error and exit code, piped input is streamed in bounded memory, body files never
 //! merge or get overwritten, lines are on disk as each key completes, secrets are never printed,
 //! and a closed stdout ends the run with exit 0. Behaviour only: the time bounds asserted are
 //! hang checks, many times the timeouts involved.
 
-#[path = "../../tests/support/server.rs"]
-#[allow(dead_code)]
-mod server;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use server::TestServer;
 use support::{BIN, signal, wait_for};
+use tollgate_testkit::http::{self as server, TestServer};
 
 const SECRET: &str = "s3cret-api-key";
 const PASSWORD: &str = "hunter2";

@@ -8,7 +8,7 @@
 //! * `pool_roundtrip`: submit one job, wait for it, repeat — latency of one dispatch.
 //! * `pool_batch_1000`: submit 1000 jobs, then wait for all — throughput per job.
 //!
-//! Run: `cargo bench --bench pool -- --warm-up-time 1 --measurement-time 3`
+//! Run: `cargo bench -p tollgate-bench --bench pool -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 use std::thread;
