@@ -132,7 +132,7 @@ pub struct FetchArgs {
     pub quiet: bool,
 }
 
-fn parse_quota(s: &str) -> Result<Quota, String> {
+pub(crate) fn parse_quota(s: &str) -> Result<Quota, String> {
     s.parse::<Quota>().map_err(|e| e.to_string())
 }
 
