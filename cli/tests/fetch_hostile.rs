@@ -278,6 +278,7 @@ fn body_files_never_merge_and_map_back_to_their_keys() {
     let long = "k".repeat(300);
     let keys = [
         "a/b",
+        "A/b", // a case-insensitive file system must not merge it with "a/b"
         "a_b",
         "a b",
         "a?b",
@@ -311,6 +312,22 @@ fn body_files_never_merge_and_map_back_to_their_keys() {
         let name = file.file_name().unwrap().to_str().unwrap();
         if key.len() < 100 {
             assert_eq!(percent_decode(name), key, "{name} maps back to its key");
+            // Outside its `%XX` escapes a name has no upper case: names of two keys never
+            // differ only in case (one file on macOS or Windows).
+            let bytes = name.as_bytes();
+            let (mut i, mut literal) = (0, String::new());
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    i += 3;
+                } else {
+                    literal.push(char::from(bytes[i]));
+                    i += 1;
+                }
+            }
+            assert!(
+                !literal.chars().any(|c| c.is_ascii_uppercase()),
+                "{name}: upper case outside escapes"
+            );
         } else {
             assert!(name.len() <= 200 && name.contains('~'), "{name}");
         }
