@@ -727,10 +727,12 @@ fn keys_from_an_idle_channel_still_deliver_results() {
     let (results_tx, results) = std::sync::mpsc::channel();
     thread::scope(|s| {
         let run = s.spawn(|| {
-            fan_out.fetch_each_from(arrivals, &CancelToken::new(), move |key, result| {
-                results_tx.send((key, result.unwrap())).unwrap();
-                true
-            })
+            fan_out
+                .fetch_each_from(arrivals, &CancelToken::new(), move |key, result| {
+                    results_tx.send((key, result.unwrap())).unwrap();
+                    true
+                })
+                .map_err(|e| e.error)
         });
         for key in 1..=3 {
             keys.send(key).unwrap();

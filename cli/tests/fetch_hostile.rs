@@ -544,3 +544,64 @@ fn ctrl_c_ends_a_run_waiting_on_idle_input() {
     assert!(stdout.contains("\"key\":\"first\""), "{stdout}");
     drop(stdin);
 }
+
+/// Keys from a pipe that stays open and idle: each key's line is written as it completes, not
+/// when the next line of input comes, and a failure ends a fail-fast run (exit 1) while the
+/// input is still open.
+#[test]
+fn an_idle_input_holds_up_neither_results_nor_a_failure() {
+    let server = TestServer::start();
+    let mut child = Command::new(BIN)
+        .args(["fetch", "--url", &server.url("/status/{key}/k"), "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Lines as they come, read on a thread so that a missing line fails instead of hanging.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    stdin.write_all(b"200\n").unwrap();
+    stdin.flush().unwrap();
+    // The input is open and idle now: the line must come anyway.
+    let line = lines
+        .recv_timeout(HANG)
+        .expect("the first key's line while the input is idle");
+    let first: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (&first["key"], &first["status"]),
+        (&"200".into(), &200.into())
+    );
+
+    stdin.write_all(b"500\n").unwrap();
+    stdin.flush().unwrap();
+    // Still open: the failure alone must end the run.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < HANG,
+            "fetch still runs on an idle input after a failure"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(1));
+    let line = lines.recv_timeout(HANG).expect("the failed key's line");
+    let failed: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (&failed["key"], &failed["status"]),
+        (&"500".into(), &500.into())
+    );
+    reader.join().unwrap();
+    drop(stdin);
+}

@@ -521,11 +521,13 @@ impl<F> FanOut<F> {
                     Ok(outcome) => stopped = matches!(collector.deliver(outcome), Flow::Stop),
                     Err(_) => break, // every runner has gone
                 },
-                recv(arrivals) -> key => match key {
-                    Ok(key) => pending = Some(key),
-                    // Disconnected: the fill above sees it (`try_next`) and ends the source.
-                    Err(_) => {}
-                },
+                recv(arrivals) -> key => {
+                    // Disconnected (`Err`): the fill above sees it (`try_next`) and ends the
+                    // source.
+                    if let Ok(key) = key {
+                        pending = Some(key);
+                    }
+                }
                 recv(woken) -> _ => {}
                 default(beat) => collector.beat(),
             }
