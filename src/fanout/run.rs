@@ -404,10 +404,8 @@ impl<F> FanOut<F> {
         let started = Instant::now();
         let counters = Arc::new(Counters::new());
         let total = keys.total();
-        // A channel source's wait (invariant 6); `never` for an iterator, or while the key
-        // channel is full.
+        // A channel source's wait (invariant 6); `None` for an iterator.
         let key_arrivals = keys.channel();
-        let no_arrivals = crossbeam_channel::never::<K>();
         let group = caller.child();
         // Invariant 2: however this function returns, the run's waiters and fetches stop.
         let _stop_everything = group.clone().drop_guard();
@@ -511,25 +509,41 @@ impl<F> FanOut<F> {
             let beat = group
                 .remaining()
                 .map_or(self.heartbeat, |left| left.min(self.heartbeat));
-            // Invariant 6: wait for a key too, but only with room for it (no key pending).
-            let arrivals = match &key_arrivals {
-                Some(arrivals) if pending.is_none() && keys.may_have_more() => arrivals,
-                _ => &no_arrivals,
-            };
-            crossbeam_channel::select! {
-                recv(outcomes) -> outcome => match outcome {
-                    Ok(outcome) => stopped = matches!(collector.deliver(outcome), Flow::Stop),
-                    Err(_) => break, // every runner has gone
-                },
-                recv(arrivals) -> key => {
-                    // Disconnected (`Err`): the fill above sees it (`try_next`) and ends the
-                    // source.
-                    if let Ok(key) = key {
-                        pending = Some(key);
+            // Invariant 6: a channel source's wait includes its keys, but only with room for one
+            // (no key pending). An iterator's run keeps the three-way wait (no extra operand on
+            // the hot path).
+            let outcome = match &key_arrivals {
+                Some(arrivals) if pending.is_none() && keys.may_have_more() => {
+                    crossbeam_channel::select! {
+                        recv(outcomes) -> outcome => Some(outcome),
+                        recv(arrivals) -> key => {
+                            // Disconnected (`Err`): the fill above sees it (`try_next`) and
+                            // ends the source.
+                            if let Ok(key) = key {
+                                pending = Some(key);
+                            }
+                            None
+                        }
+                        recv(woken) -> _ => None,
+                        default(beat) => {
+                            collector.beat();
+                            None
+                        }
                     }
                 }
-                recv(woken) -> _ => {}
-                default(beat) => collector.beat(),
+                _ => crossbeam_channel::select! {
+                    recv(outcomes) -> outcome => Some(outcome),
+                    recv(woken) -> _ => None,
+                    default(beat) => {
+                        collector.beat();
+                        None
+                    }
+                },
+            };
+            match outcome {
+                Some(Ok(outcome)) => stopped = matches!(collector.deliver(outcome), Flow::Stop),
+                Some(Err(_)) => break, // every runner has gone
+                None => {}
             }
         }
         // Invariant 3: a failure that cancelled the group, or whose runner then left (closing
