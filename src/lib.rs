@@ -15,7 +15,7 @@
 //!     .max_in_flight(8)                          // at most 8 requests at once
 //!     .retry(RetryPolicy::new(3)?)               // 3 attempts, jittered backoff, Retry-After
 //!     .build()?;
-//! match fan_out.fetch_all(1..=500, &CancelToken::new()) {
+//! match fan_out.fetch_all(1..=500, CancelToken::never()) {
 //!     Ok(responses) => println!("{} widgets lists", responses.len()),
 //!     Err(failure) => eprintln!("{}", failure.error.user_message()), // key, kind, retry advice, id
 //! }
@@ -90,8 +90,8 @@
 //!     .max_in_flight(4)
 //!     .retry(RetryPolicy::never())
 //!     .build()?;
-//! assert_eq!(fan_out.fetch_all(1..=12, &CancelToken::new()).map_err(|e| e.error)?.len(), 12);
-//! let failure = fan_out.fetch_all(1..=20, &CancelToken::new()).unwrap_err();
+//! assert_eq!(fan_out.fetch_all(1..=12, CancelToken::never()).map_err(|e| e.error)?.len(), 12);
+//! let failure = fan_out.fetch_all(1..=20, CancelToken::never()).unwrap_err();
 //! assert_eq!(failure.key, Some(13));
 //! # Ok::<(), tollgate::Error>(())
 //! ```

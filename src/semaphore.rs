@@ -234,7 +234,7 @@ impl Semaphore {
     /// use tollgate::{CancelToken, Semaphore};
     ///
     /// let semaphore = Arc::new(Semaphore::new(2));
-    /// let permit = semaphore.acquire_owned(2, &CancelToken::new()).unwrap();
+    /// let permit = semaphore.acquire_owned(2, CancelToken::never()).unwrap();
     /// std::thread::spawn(move || drop(permit)).join().unwrap();
     /// assert_eq!(semaphore.available(), 2);
     /// ```
@@ -359,7 +359,7 @@ impl Semaphore {
     /// let held = semaphore.try_acquire(1).unwrap();
     /// assert!(semaphore.close());
     /// assert!(!semaphore.close());
-    /// assert_eq!(semaphore.acquire(1, &CancelToken::new()).unwrap_err(), AcquireError::Closed);
+    /// assert_eq!(semaphore.acquire(1, CancelToken::never()).unwrap_err(), AcquireError::Closed);
     /// drop(held);
     /// assert_eq!(semaphore.available(), 1);
     /// ```

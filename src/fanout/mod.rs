@@ -59,7 +59,7 @@ pub type ProgressFn = dyn Fn(&Progress) + Send + Sync;
 ///     .quota(Quota::per_second(1_000)?.burst(50)?)
 ///     .max_in_flight(4)
 ///     .build()?;
-/// let results = fan_out.fetch_all(1..=100, &CancelToken::new()).map_err(|e| e.error)?;
+/// let results = fan_out.fetch_all(1..=100, CancelToken::never()).map_err(|e| e.error)?;
 /// assert_eq!(results.len(), 100);
 /// assert_eq!(results[&7], 70);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -119,7 +119,7 @@ impl<F> FanOut<F> {
     /// ```
     /// use tollgate::{CancelToken, Error, FanOut};
     /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(k + 1)).build()?;
-    /// let results = fan_out.fetch_all(vec![1, 2, 3], &CancelToken::new()).map_err(|e| e.error)?;
+    /// let results = fan_out.fetch_all(vec![1, 2, 3], CancelToken::never()).map_err(|e| e.error)?;
     /// assert_eq!(results[&3], 4);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -165,7 +165,7 @@ impl<F> FanOut<F> {
     ///     .max_in_flight(2)
     ///     .build()?;
     /// let mut sum = 0;
-    /// fan_out.fetch_each(1..=10u64, &CancelToken::new(), |_key, result| {
+    /// fan_out.fetch_each(1..=10u64, CancelToken::never(), |_key, result| {
     ///     sum += result.unwrap();
     ///     true
     /// }).map_err(|e| e.error)?;
@@ -228,7 +228,7 @@ impl<F> FanOut<F> {
     ///     }
     /// }); // dropping `keys` ends the run once the last key is done
     /// let mut sum = 0;
-    /// fan_out.fetch_each_from(arrivals, &CancelToken::new(), |_key, result| {
+    /// fan_out.fetch_each_from(arrivals, CancelToken::never(), |_key, result| {
     ///     sum += result.unwrap();
     ///     true
     /// }).map_err(|e| e.error)?;
@@ -301,7 +301,7 @@ impl<F> FanOut<F> {
     ///     .build()
     ///     .unwrap();
     /// assert!(fan_out.last_stats().is_none());
-    /// fan_out.fetch_all(0..10u32, &CancelToken::new()).unwrap();
+    /// fan_out.fetch_all(0..10u32, CancelToken::never()).unwrap();
     /// assert_eq!(fan_out.last_stats().unwrap().succeeded, 10);
     /// ```
     pub fn last_stats(&self) -> Option<FanOutStats> {

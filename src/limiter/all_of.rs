@@ -190,7 +190,7 @@ impl<C: Clock> AllOf<C> {
     ///
     /// let calls: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(5)?));
     /// let mib: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(100)?));
-    /// AllOf::new([calls, mib]).wait_costs(&[1, 40], &CancelToken::new())?;
+    /// AllOf::new([calls, mib]).wait_costs(&[1, 40], CancelToken::never())?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_costs(&self, costs: &[u64], token: &CancelToken) -> Result<(), LimitError> {
