@@ -7,22 +7,19 @@
 //!
 //! `cargo bench --bench fanout`
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../tests/support/server.rs"]
-mod server;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tollgate::{CancelToken, FanOut, Fetch, HttpFetcher, fanout::RetryPolicy};
+use tollgate_testkit::http::TestServer;
 
 const KEYS: u32 = 2_000;
 const IN_FLIGHT: usize = 8;
 
 fn orchestration(c: &mut Criterion) {
-    let api = server::TestServer::start();
+    let api = TestServer::start();
     let template = api.url("/ok/{key}");
     let mut group = c.benchmark_group("fanout_orchestration_2000_keys");
     group
@@ -82,7 +79,7 @@ fn orchestration(c: &mut Criterion) {
 }
 
 fn fail_fast(c: &mut Criterion) {
-    let api = server::TestServer::start();
+    let api = TestServer::start();
     let hang = HttpFetcher::builder(&api.url("/hang/{key}"))
         .build()
         .unwrap();

@@ -10,18 +10,14 @@
 //! Groups: `http_fetch_1_thread` (sequential) and `http_fetch_4_threads` (four threads released
 //! by a Barrier, `iter_custom`, throughput = threads × requests).
 
-#[path = "../tests/support/server.rs"]
-#[allow(dead_code)]
-mod server;
-
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use server::TestServer;
 use tollgate::{CancelToken, HttpFetcher};
+use tollgate_testkit::http::TestServer;
 
 const THREADS: usize = 4;
 

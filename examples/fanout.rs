@@ -5,17 +5,14 @@
 //! `cargo run --release --example fanout [keys]` (default 60 keys: about 4 s at 10/s after the
 //! burst of 20). The API is the test server on 127.0.0.1, answering after 20 ms.
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../tests/support/server.rs"]
-mod server;
-
 use std::time::Instant;
 
 use tollgate::{CancelToken, FanOut, Fetch, HttpFetcher, Quota, fanout::RetryPolicy};
+use tollgate_testkit::http::TestServer;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys: u32 = std::env::args().nth(1).map_or(Ok(60), |n| n.parse())?;
-    let api = server::TestServer::start();
+    let api = TestServer::start();
     let fetcher = HttpFetcher::builder(&api.url("/slow/20/{key}")).build()?;
 
     let fan_out = FanOut::builder(fetcher)

@@ -17,9 +17,6 @@
 //! The `redis-benchmark` command sends the limiter's exact arguments for `per_second(1_000_000)`:
 //! `EVALSHA <sha> 1 <key> 1 0 0 1 1 1000000` (n, pause, now = TIME, want, interval µs, tau µs).
 
-#[path = "../src/redis/test_server.rs"]
-mod test_server;
-
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -29,6 +26,7 @@ use tollgate::{
     CancelToken, Quota,
     time::{Clock, MonotonicClock},
 };
+use tollgate_testkit::redis::TestServer;
 
 fn main() {
     let decisions: usize = std::env::var("DECISIONS")
@@ -38,7 +36,7 @@ fn main() {
     let (_server, port) = match std::env::args().nth(1) {
         Some(port) => (None, port.parse::<u16>().expect("port")),
         None => {
-            let server = test_server::TestServer::start().expect("redis-server not installed");
+            let server = TestServer::start().expect("redis-server not installed");
             let port = server.port();
             (Some(server), port)
         }

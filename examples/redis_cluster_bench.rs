@@ -9,26 +9,21 @@
 //! Env: `DECISIONS` (default 20000 per configuration). Each thread cycles over 100 keys of its
 //! own, so the calls spread over all three masters; quota `per_second(1_000_000)` admits all.
 
-#[path = "../src/redis/test_server.rs"]
-mod test_server;
-
-#[path = "../src/redis/test_cluster.rs"]
-mod test_cluster;
-
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-// `test_cluster.rs` parks through `crate::{CancelToken, time::{Clock, MonotonicClock}}`.
+use tollgate::Quota;
 use tollgate::redis::{Fallback, RedisLimiter, RedisLimiterBuilder};
-use tollgate::{CancelToken, Quota, time};
+use tollgate_testkit::redis::TestServer;
+use tollgate_testkit::redis_cluster::TestCluster;
 
 fn main() {
     let decisions: usize = std::env::var("DECISIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let cluster = test_cluster::TestCluster::start().expect("redis-server not installed");
-    let single = test_server::TestServer::start().expect("redis-server not installed");
+    let cluster = TestCluster::start().expect("redis-server not installed");
+    let single = TestServer::start().expect("redis-server not installed");
     let quota = Quota::per_second(1_000_000).unwrap();
     println!(
         "load: {}",

@@ -171,6 +171,14 @@ impl CancelToken {
         self.node.never
     }
 
+    /// The token a wait must watch: `None` for [`never`](Self::never)'s token, which can never
+    /// end a wait, so blocking calls given it skip registering a wake-up.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn waitable(&self) -> Option<&CancelToken> {
+        if self.is_never() { None } else { Some(self) }
+    }
+
     /// A new root token whose deadlines and waits use `clock` (a `ManualClock` in tests).
     /// Children inherit the clock.
     ///

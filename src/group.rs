@@ -62,13 +62,13 @@ use crate::wait::{WAITING, WaitList, Wakes};
 /// use tollgate::{CancelToken, Error, ErrorKind, WorkerPool, pool::Group};
 ///
 /// let pool = WorkerPool::new(4).unwrap();
-/// let group = Group::new(&pool, &CancelToken::new());
+/// let group = Group::new(&pool, CancelToken::never());
 /// for n in 1..=3u32 {
 ///     group.spawn(move |_token| Ok(n * 10)).unwrap();
 /// }
 /// assert_eq!(group.wait().unwrap(), vec![10, 20, 30]);
 ///
-/// let group = pool.group(&CancelToken::new());
+/// let group = pool.group(CancelToken::never());
 /// group.spawn(|token| { token.wait(); Ok(1) }).unwrap(); // stopped by the failure below
 /// group.spawn(|_| Err::<u32, _>(Error::new(ErrorKind::Status(404), "no such user"))).unwrap();
 /// assert_eq!(group.wait().unwrap_err().kind(), ErrorKind::Status(404));
@@ -90,7 +90,7 @@ pub struct Group<'pool, T> {
 /// use tollgate::{CancelToken, WorkerPool, pool::TrySpawnError};
 ///
 /// let pool = WorkerPool::new(1).unwrap();
-/// let group = pool.group_with_limit(&CancelToken::new(), NonZeroUsize::MIN);
+/// let group = pool.group_with_limit(CancelToken::never(), NonZeroUsize::MIN);
 /// group.spawn(|token| { token.wait(); Ok(()) }).unwrap(); // holds the only place
 /// assert!(matches!(group.try_spawn(|_| Ok(())), Err(TrySpawnError::Full(_))));
 /// ```
@@ -165,7 +165,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// use tollgate::{CancelToken, WorkerPool, pool::Group};
     ///
     /// let pool = WorkerPool::new(1).unwrap();
-    /// let group: Group<'_, ()> = Group::new(&pool, &CancelToken::new());
+    /// let group: Group<'_, ()> = Group::new(&pool, CancelToken::never());
     /// assert_eq!(group.wait().unwrap(), vec![]);
     /// ```
     pub fn new(pool: &'pool WorkerPool, parent: &CancelToken) -> Self {
@@ -185,7 +185,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// use tollgate::{CancelToken, WorkerPool, pool::Group};
     ///
     /// let pool = WorkerPool::new(4).unwrap();
-    /// let group = Group::with_limit(&pool, &CancelToken::new(), NonZeroUsize::new(2).unwrap());
+    /// let group = Group::with_limit(&pool, CancelToken::never(), NonZeroUsize::new(2).unwrap());
     /// let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     /// for _ in 0..8 {
     ///     let (running, most) = (running.clone(), most.clone());
@@ -307,7 +307,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// use tollgate::{CancelToken, WorkerPool, pool::TrySpawnError};
     ///
     /// let pool = WorkerPool::new(2).unwrap();
-    /// let group = pool.group_with_limit(&CancelToken::new(), NonZeroUsize::new(1).unwrap());
+    /// let group = pool.group_with_limit(CancelToken::never(), NonZeroUsize::new(1).unwrap());
     /// let release = CancelToken::new();
     /// let held = release.clone();
     /// assert_eq!(group.try_spawn(move |_| { held.wait(); Ok(1) }).unwrap(), 0);
@@ -402,7 +402,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// use tollgate::{CancelToken, ErrorKind, WorkerPool};
     ///
     /// let pool = WorkerPool::new(2).unwrap();
-    /// let group = pool.group(&CancelToken::new());
+    /// let group = pool.group(CancelToken::never());
     /// group.spawn(|_| Ok(1)).unwrap();
     /// group.spawn(|_| -> Result<i32, tollgate::Error> { panic!("bug") }).unwrap();
     /// let err = group.wait().unwrap_err();
@@ -433,7 +433,7 @@ impl<'pool, T: Send + 'static> Group<'pool, T> {
     /// use tollgate::{CancelToken, WorkerPool};
     ///
     /// let pool = WorkerPool::new(2).unwrap();
-    /// let group = pool.group(&CancelToken::new());
+    /// let group = pool.group(CancelToken::never());
     /// for n in 0..5u64 {
     ///     group.spawn(move |_| Ok(n)).unwrap();
     /// }
@@ -493,7 +493,7 @@ impl<T: Send + 'static> Group<'_, T> {
     /// use tollgate::{CancelToken, Error, ErrorKind, WorkerPool};
     ///
     /// let pool = WorkerPool::new(2).unwrap();
-    /// let group = pool.group(&CancelToken::new());
+    /// let group = pool.group(CancelToken::never());
     /// let cleaned_up = Arc::new(AtomicBool::new(false));
     /// let flag = cleaned_up.clone();
     /// group.spawn(move |token| { token.wait(); flag.store(true, Ordering::SeqCst); Ok(()) }).unwrap();
@@ -557,7 +557,7 @@ impl WorkerPool {
     /// use tollgate::{CancelToken, WorkerPool};
     ///
     /// let pool = WorkerPool::new(2).unwrap();
-    /// let group = pool.group(&CancelToken::new());
+    /// let group = pool.group(CancelToken::never());
     /// group.spawn(|_| Ok(5)).unwrap();
     /// assert_eq!(group.wait().unwrap(), vec![5]);
     /// ```
@@ -575,7 +575,7 @@ impl WorkerPool {
     /// use tollgate::{CancelToken, WorkerPool};
     ///
     /// let pool = WorkerPool::new(4).unwrap();
-    /// let group = pool.group_with_limit(&CancelToken::new(), NonZeroUsize::new(2).unwrap());
+    /// let group = pool.group_with_limit(CancelToken::never(), NonZeroUsize::new(2).unwrap());
     /// for n in 0..10u32 {
     ///     group.spawn(move |_| Ok(n)).unwrap();
     /// }

@@ -15,7 +15,7 @@
 //!     .max_in_flight(8)                          // at most 8 requests at once
 //!     .retry(RetryPolicy::new(3)?)               // 3 attempts, jittered backoff, Retry-After
 //!     .build()?;
-//! match fan_out.fetch_all(1..=500, &CancelToken::new()) {
+//! match fan_out.fetch_all(1..=500, CancelToken::never()) {
 //!     Ok(responses) => println!("{} widgets lists", responses.len()),
 //!     Err(failure) => eprintln!("{}", failure.error.user_message()), // key, kind, retry advice, id
 //! }
@@ -39,6 +39,35 @@
 //! | [`http`] (feature `http`, on by default) | [`HttpFetcher`]: one pooled ureq agent, mandatory timeouts, per-request abort |
 //! | `redis` (feature `redis`) | `RedisLimiter`: the same limits shared by a fleet |
 //!
+//! # Blocking calls
+//!
+//! One rule for every call that may block (`docs/architecture.md`, "One way to block"):
+//!
+//! * it takes `token: &CancelToken` last and returns early, with the token's
+//!   [`Cause`](cancel::Cause), when the token is cancelled or its deadline passes;
+//! * deadlines ride on the token — [`CancelToken::with_timeout`],
+//!   [`child_with_timeout`](CancelToken::child_with_timeout) — so there are no `_timeout` or
+//!   `_cancellable` variants;
+//! * a caller that needs no cancellation passes [`CancelToken::never()`], which allocates nothing;
+//! * a token already cancelled fails a call that would take something (a permit, a queue slot, a
+//!   rate slot) at once; `try_` calls never block;
+//! * a [`Group`](pool::Group) is bounded by the token it was made with, and teardown
+//!   ([`WorkerPool::shutdown`], `Group::join`) waits for running jobs, which their tokens stop.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tollgate::{CancelToken, Semaphore, WorkerPool};
+//!
+//! let pool = WorkerPool::new(2).unwrap();
+//! let job = pool.submit(|| 6 * 7, CancelToken::never()).unwrap(); // no cancellation wanted
+//! assert_eq!(job.join(&CancelToken::with_timeout(Duration::from_secs(5))), Ok(42));
+//!
+//! let semaphore = Semaphore::new(1);
+//! let _held = semaphore.try_acquire(1).unwrap(); // `try_` never blocks
+//! let hurry = CancelToken::with_timeout(Duration::from_millis(1));
+//! assert!(semaphore.acquire(1, &hurry).is_err()); // the deadline ends the wait
+//! ```
+//!
 //! [`Error`] is the one rich error users see — kind, key, UTC time, id, backtrace, source chain,
 //! and whether retrying may help.
 //!
@@ -61,8 +90,8 @@
 //!     .max_in_flight(4)
 //!     .retry(RetryPolicy::never())
 //!     .build()?;
-//! assert_eq!(fan_out.fetch_all(1..=12, &CancelToken::new()).map_err(|e| e.error)?.len(), 12);
-//! let failure = fan_out.fetch_all(1..=20, &CancelToken::new()).unwrap_err();
+//! assert_eq!(fan_out.fetch_all(1..=12, CancelToken::never()).map_err(|e| e.error)?.len(), 12);
+//! let failure = fan_out.fetch_all(1..=20, CancelToken::never()).unwrap_err();
 //! assert_eq!(failure.key, Some(13));
 //! # Ok::<(), tollgate::Error>(())
 //! ```
@@ -84,6 +113,16 @@
 //! };
 //! assert_eq!(worker.join().unwrap(), Some(Cause::DeadlineExceeded));
 //! ```
+// Without the `http` feature the fetcher is not compiled, so the map's links to it point at the
+// published docs instead of failing the doc build (`scripts/test.sh` builds the docs both ways).
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[`HttpFetcher`]: https://docs.rs/tollgate/latest/tollgate/http/struct.HttpFetcher.html"
+)]
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[`http`]: https://docs.rs/tollgate/latest/tollgate/http/index.html"
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]

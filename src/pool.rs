@@ -73,12 +73,12 @@ enum Message {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{WorkerPool, pool::Shutdown};
+/// use tollgate::{CancelToken, WorkerPool, pool::Shutdown};
 ///
 /// let pool = WorkerPool::new(2).unwrap();
-/// let handle = pool.submit(|| 1).unwrap();
+/// let handle = pool.submit(|| 1, CancelToken::never()).unwrap();
 /// pool.shutdown(Shutdown::Drain);
-/// assert_eq!(handle.join(), Ok(1));
+/// assert_eq!(handle.join(CancelToken::never()), Ok(1));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -145,9 +145,8 @@ impl Shared {
 
 /// A fixed number of named OS threads running submitted jobs from a bounded queue.
 ///
-/// * [`submit`](Self::submit) blocks while the queue is full, [`try_submit`](Self::try_submit)
-///   does not, [`submit_cancellable`](Self::submit_cancellable) gives up when a token is
-///   cancelled. A job not accepted is handed back in the [`SubmitError`].
+/// * [`submit`](Self::submit) blocks while the queue is full until its token is cancelled,
+///   [`try_submit`](Self::try_submit) never blocks. A job not accepted is handed back in the [`SubmitError`].
 /// * Each accepted job has a [`JobHandle`]; a panic in the job is caught and reported there as
 ///   [`JobError::Panicked`], and the worker goes on with the next job.
 /// * [`shutdown`](Self::shutdown) with [`Shutdown::Drain`] or [`Shutdown::Abort`].
@@ -156,7 +155,7 @@ impl Shared {
 ///   `shutdown(Shutdown::Abort)` first to drop queued work instead.
 ///
 /// A job that blocks on `submit` to its own pool can deadlock once every worker does so: use
-/// `try_submit` or `submit_cancellable` from inside jobs.
+/// `try_submit`, or `submit` with the job's own token, from inside jobs.
 ///
 /// Not available under `cfg(loom)` (loom does not model OS threads and channels).
 ///
@@ -169,11 +168,11 @@ impl Shared {
 /// # Examples
 ///
 /// ```
-/// use tollgate::WorkerPool;
+/// use tollgate::{CancelToken, WorkerPool};
 ///
 /// let pool = WorkerPool::new(4).unwrap();
-/// let handles: Vec<_> = (0..10u64).map(|i| pool.submit(move || i * i).unwrap()).collect();
-/// let squares: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+/// let handles: Vec<_> = (0..10u64).map(|i| pool.submit(move || i * i, CancelToken::never()).unwrap()).collect();
+/// let squares: Vec<u64> = handles.into_iter().map(|h| h.join(CancelToken::never()).unwrap()).collect();
 /// assert_eq!(squares[9], 81);
 /// ```
 pub struct WorkerPool {
@@ -229,42 +228,72 @@ impl WorkerPool {
         self.capacity
     }
 
-    /// Queues `job`, waiting while the queue is full. Fails only when the pool is shut down.
+    /// Queues `job`, waiting while the queue is full until a slot frees up or `token` is
+    /// cancelled (or its deadline passes): then the job comes back in
+    /// [`SubmitError::Cancelled`] with the cause. A caller that needs no cancellation passes
+    /// [`CancelToken::never`].
+    ///
+    /// A `token` cancelled before the call fails it at once, even if there is room (as
+    /// [`Semaphore::acquire`](crate::Semaphore::acquire) and Go's `semaphore.Acquire`): a
+    /// cancelled caller starts nothing new.
     ///
     /// # Errors
     ///
-    /// [`SubmitError::Closed`] with the job if the pool is shut down or shutting down.
+    /// [`SubmitError::Cancelled`] with the job and the cause if `token` is cancelled before the
+    /// call or before a queue slot frees up; [`SubmitError::Closed`] with the job if the pool is
+    /// shut down or shutting down.
     ///
     /// # Examples
     ///
     /// ```
-    /// let pool = tollgate::WorkerPool::new(1).unwrap();
-    /// let handle = pool.submit(|| "hello".len()).unwrap();
-    /// assert_eq!(handle.join(), Ok(5));
+    /// use tollgate::{CancelToken, WorkerPool, cancel::Cause, pool::SubmitError};
+    ///
+    /// let pool = WorkerPool::builder().threads(1).queue_capacity(1).build().unwrap();
+    /// let handle = pool.submit(|| "hello".len(), CancelToken::never()).unwrap();
+    /// assert_eq!(handle.join(CancelToken::never()), Ok(5));
+    ///
+    /// let release = CancelToken::new();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let busy = {
+    ///     let release = release.clone();
+    ///     pool.submit(move || { started_tx.send(()).unwrap(); release.wait() }, CancelToken::never())
+    ///         .unwrap()
+    /// };
+    /// started.recv().unwrap(); // the only worker is busy
+    /// let queued = pool.submit(|| (), CancelToken::never()).unwrap(); // the queue is full now
+    /// // The queue is full: this submit waits, and the deadline ends the wait.
+    /// let token = CancelToken::with_timeout(std::time::Duration::from_millis(5));
+    /// match pool.submit(|| 7, &token) {
+    ///     Err(SubmitError::Cancelled(job, Cause::DeadlineExceeded)) => assert_eq!(job(), 7),
+    ///     other => panic!("unexpected: {other:?}"),
+    /// }
+    /// release.cancel();
+    /// busy.join(CancelToken::never()).unwrap();
+    /// queued.join(CancelToken::never()).unwrap();
     /// ```
-    pub fn submit<F, T>(&self, job: F) -> Result<JobHandle<T>, SubmitError<F>>
+    pub fn submit<F, T>(&self, job: F, token: &CancelToken) -> Result<JobHandle<T>, SubmitError<F>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.submit_with(job, None)
+        self.submit_with(job, token.waitable())
     }
 
     /// Queues a job that sees its [`JobContext`]: a token the supervisor cancels when the job
     /// stalls, and a [`pulse`](JobContext::pulse) to say it is alive. Waits while the queue is
-    /// full, as [`submit`](Self::submit). In an unsupervised pool the token is never cancelled
+    /// full until `token` is cancelled, as [`submit`](Self::submit). In an unsupervised pool the token is never cancelled
     /// and pulses do nothing.
     ///
     /// # Errors
     ///
-    /// As [`submit`](Self::submit): the job comes back in a [`SubmitError`] when the pool is
-    /// shut down.
+    /// As [`submit`](Self::submit): the job comes back in a [`SubmitError`] when `token` ends
+    /// the wait or the pool is shut down.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tollgate::{WorkerPool, pool::Supervision};
+    /// use tollgate::{CancelToken, WorkerPool, pool::Supervision};
     ///
     /// let pool = WorkerPool::builder()
     ///     .threads(1)
@@ -273,15 +302,22 @@ impl WorkerPool {
     ///     .unwrap();
     /// let sum = pool.submit_supervised(|job| {
     ///     (0..100u64).map(|i| { job.pulse(); i }).sum::<u64>()
-    /// }).unwrap();
-    /// assert_eq!(sum.join(), Ok(4950));
+    /// }, CancelToken::never()).unwrap();
+    /// assert_eq!(sum.join(CancelToken::never()), Ok(4950));
     /// ```
-    pub fn submit_supervised<F, T>(&self, job: F) -> Result<JobHandle<T>, SubmitError<F>>
+    pub fn submit_supervised<F, T>(
+        &self,
+        job: F,
+        token: &CancelToken,
+    ) -> Result<JobHandle<T>, SubmitError<F>>
     where
         F: FnOnce(&JobContext<'_>) -> T + Send + 'static,
         T: Send + 'static,
     {
-        if let Err(no_slot) = self.shared.slots.take(None) {
+        if let Some(cause) = token.cause() {
+            return Err(SubmitError::Cancelled(job, cause));
+        }
+        if let Err(no_slot) = self.shared.slots.take(token.waitable()) {
             return Err(rejected(job, no_slot));
         }
         let (handle, completer) = handle::pair();
@@ -311,11 +347,11 @@ impl WorkerPool {
     /// # Examples
     ///
     /// ```
-    /// use tollgate::{WorkerPool, pool::{PulseKind, Supervision}};
+    /// use tollgate::{CancelToken, WorkerPool, pool::{PulseKind, Supervision}};
     ///
     /// let pool = WorkerPool::builder().threads(1).supervise(Supervision::new()).build().unwrap();
     /// let pulses = pool.pulses().unwrap();
-    /// pool.submit(|| ()).unwrap().join().unwrap();
+    /// pool.submit(|| (), CancelToken::never()).unwrap().join(CancelToken::never()).unwrap();
     /// assert_eq!(pulses.recv().unwrap().kind, PulseKind::Start);
     /// assert_eq!(pulses.recv().unwrap().kind, PulseKind::End);
     /// ```
@@ -341,7 +377,7 @@ impl WorkerPool {
     /// let (started_tx, started) = std::sync::mpsc::channel();
     /// let busy = {
     ///     let release = release.clone();
-    ///     pool.submit(move || { started_tx.send(()).unwrap(); release.wait() }).unwrap()
+    ///     pool.submit(move || { started_tx.send(()).unwrap(); release.wait() }, CancelToken::never()).unwrap()
     /// };
     /// started.recv().unwrap(); // the only worker is busy
     /// let queued = pool.try_submit(|| 1).unwrap(); // takes the one queue slot
@@ -350,8 +386,8 @@ impl WorkerPool {
     ///     other => panic!("unexpected: {other:?}"),
     /// }
     /// release.cancel();
-    /// busy.join().unwrap();
-    /// assert_eq!(queued.join(), Ok(1));
+    /// busy.join(CancelToken::never()).unwrap();
+    /// assert_eq!(queued.join(CancelToken::never()), Ok(1));
     /// ```
     pub fn try_submit<F, T>(&self, job: F) -> Result<JobHandle<T>, SubmitError<F>>
     where
@@ -364,53 +400,6 @@ impl WorkerPool {
         }
     }
 
-    /// Queues `job`, waiting while the queue is full until `token` is cancelled (or its deadline
-    /// passes): then the job comes back in [`SubmitError::Cancelled`] with the cause.
-    ///
-    /// Like Go's `semaphore.Acquire`, a submit that finds room succeeds even if `token` is
-    /// cancelled already: the token only bounds the wait.
-    ///
-    /// # Errors
-    ///
-    /// [`SubmitError::Cancelled`] with the job and the cause if `token` is cancelled before a
-    /// queue slot frees up; [`SubmitError::Closed`] if the pool is shut down or shutting down.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tollgate::{CancelToken, WorkerPool, cancel::Cause, pool::SubmitError};
-    ///
-    /// let pool = WorkerPool::builder().threads(1).queue_capacity(1).build().unwrap();
-    /// let release = CancelToken::new();
-    /// let (started_tx, started) = std::sync::mpsc::channel();
-    /// let busy = {
-    ///     let release = release.clone();
-    ///     pool.submit(move || { started_tx.send(()).unwrap(); release.wait() }).unwrap()
-    /// };
-    /// started.recv().unwrap(); // the only worker is busy
-    /// let queued = pool.submit(|| ()).unwrap(); // the queue is full now
-    /// // The queue is full: this submit waits, and the deadline ends the wait.
-    /// let token = CancelToken::with_timeout(std::time::Duration::from_millis(5));
-    /// match pool.submit_cancellable(|| 7, &token) {
-    ///     Err(SubmitError::Cancelled(job, Cause::DeadlineExceeded)) => assert_eq!(job(), 7),
-    ///     other => panic!("unexpected: {other:?}"),
-    /// }
-    /// release.cancel();
-    /// busy.join().unwrap();
-    /// queued.join().unwrap();
-    /// ```
-    pub fn submit_cancellable<F, T>(
-        &self,
-        job: F,
-        token: &CancelToken,
-    ) -> Result<JobHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        self.submit_with(job, Some(token))
-    }
-
     fn submit_with<F, T>(
         &self,
         job: F,
@@ -420,6 +409,9 @@ impl WorkerPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        if let Some(cause) = token.and_then(CancelToken::cause) {
+            return Err(SubmitError::Cancelled(job, cause));
+        }
         match self.shared.slots.take(token) {
             Ok(()) => Ok(self.send_job(job)),
             Err(no_slot) => Err(rejected(job, no_slot)),
@@ -490,8 +482,10 @@ impl WorkerPool {
     /// # Examples
     ///
     /// ```
+    /// use tollgate::CancelToken;
+    ///
     /// let pool = tollgate::WorkerPool::new(1).unwrap();
-    /// let _ = pool.submit(|| panic!("boom")).unwrap().join();
+    /// let _ = pool.submit(|| panic!("boom"), CancelToken::never()).unwrap().join(CancelToken::never());
     /// assert_eq!(pool.stats().panicked, 1);
     /// ```
     pub fn stats(&self) -> PoolStats {
@@ -545,14 +539,14 @@ impl WorkerPool {
     /// let (started_tx, started) = std::sync::mpsc::channel();
     /// let first = {
     ///     let gate = gate.clone();
-    ///     pool.submit(move || { started_tx.send(()).unwrap(); gate.wait(); "first" }).unwrap()
+    ///     pool.submit(move || { started_tx.send(()).unwrap(); gate.wait(); "first" }, CancelToken::never()).unwrap()
     /// };
     /// started.recv().unwrap(); // the only worker is busy: the next job waits in the queue
-    /// let queued = pool.submit(|| "second").unwrap();
+    /// let queued = pool.submit(|| "second", CancelToken::never()).unwrap();
     /// // Once the abort has dropped the queued job, let the running one finish.
-    /// let watcher = std::thread::spawn(move || { let result = queued.join(); gate.cancel(); result });
+    /// let watcher = std::thread::spawn(move || { let result = queued.join(CancelToken::never()); gate.cancel(); result });
     /// let stats = pool.shutdown(Shutdown::Abort);
-    /// assert_eq!(first.join(), Ok("first")); // running jobs finish
+    /// assert_eq!(first.join(CancelToken::never()), Ok("first")); // running jobs finish
     /// assert_eq!(watcher.join().unwrap(), Err(JobError::Cancelled));
     /// assert_eq!((stats.completed, stats.cancelled), (1, 1));
     /// ```

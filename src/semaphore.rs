@@ -39,7 +39,6 @@ pub use error::{AcquireError, ResizeError, TryAcquireError};
 pub use permit::{OwnedPermit, Permit};
 
 use std::fmt;
-use std::time::Duration;
 
 use crate::cancel::CancelToken;
 use crate::error::Cause;
@@ -219,85 +218,6 @@ impl Semaphore {
         Ok(Permit::new(self, n))
     }
 
-    /// [`acquire`](Self::acquire) giving up after `timeout` (on the monotonic clock) with
-    /// `AcquireError::Cancelled(Cause::DeadlineExceeded)`. A zero timeout never waits: it
-    /// succeeds only if the permits are free now and nobody is queued.
-    ///
-    /// # Errors
-    ///
-    /// [`AcquireError::Cancelled`] with [`Cause::DeadlineExceeded`]
-    /// if `timeout` passes first (nothing
-    /// is held); [`AcquireError::Closed`] if the semaphore is closed; [`AcquireError::TooLarge`] if
-    /// `n` exceeds the capacity (at once, or after a shrink while waiting).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tollgate::{Semaphore, semaphore::AcquireError, cancel::Cause};
-    ///
-    /// let semaphore = Semaphore::new(1);
-    /// let held = semaphore.acquire_timeout(1, Duration::from_secs(1)).unwrap();
-    /// assert_eq!(
-    ///     semaphore.acquire_timeout(1, Duration::from_millis(5)).unwrap_err(),
-    ///     AcquireError::Cancelled(Cause::DeadlineExceeded),
-    /// );
-    /// drop(held);
-    /// ```
-    pub fn acquire_timeout(&self, n: usize, timeout: Duration) -> Result<Permit<'_>, AcquireError> {
-        if self.try_fast(n) {
-            return Ok(Permit::new(self, n));
-        }
-        self.acquire(n, &CancelToken::with_timeout(timeout))
-    }
-
-    /// [`acquire`](Self::acquire) giving up after `timeout` measured on `token`'s clock, or when
-    /// `token` is cancelled. With a token on a [`ManualClock`](crate::time::ManualClock), timeouts are
-    /// tested without real time.
-    ///
-    /// # Errors
-    ///
-    /// [`AcquireError::Cancelled`] with [`Cause::DeadlineExceeded`]
-    /// if `timeout` passes first (nothing
-    /// is held); [`AcquireError::Closed`] if the semaphore is closed; [`AcquireError::TooLarge`] if
-    /// `n` exceeds the capacity (at once, or after a shrink while waiting).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tollgate::{CancelToken, Semaphore, semaphore::AcquireError, cancel::Cause, time::ManualClock};
-    ///
-    /// let clock = ManualClock::new();
-    /// let token = CancelToken::with_clock(clock.clone());
-    /// let semaphore = Semaphore::new(1);
-    /// let _held = semaphore.try_acquire(1).unwrap();
-    /// std::thread::scope(|s| {
-    ///     let waiter = s.spawn(|| {
-    ///         semaphore.acquire_timeout_with(1, Duration::from_secs(5), &token).map(|_| ())
-    ///     });
-    ///     while clock.sleepers() == 0 {
-    ///         std::thread::yield_now();
-    ///     }
-    ///     clock.advance(Duration::from_secs(5));
-    ///     assert_eq!(waiter.join().unwrap(), Err(AcquireError::Cancelled(Cause::DeadlineExceeded)));
-    /// });
-    /// ```
-    pub fn acquire_timeout_with(
-        &self,
-        n: usize,
-        timeout: Duration,
-        token: &CancelToken,
-    ) -> Result<Permit<'_>, AcquireError> {
-        if token.is_cancelled() {
-            return Err(cancelled(token));
-        }
-        if self.try_fast(n) {
-            return Ok(Permit::new(self, n));
-        }
-        self.acquire(n, &token.child_with_timeout(timeout))
-    }
-
     /// [`acquire`](Self::acquire) returning a permit that owns a handle on the semaphore, so it
     /// can move to another thread or outlive the borrow.
     ///
@@ -314,7 +234,7 @@ impl Semaphore {
     /// use tollgate::{CancelToken, Semaphore};
     ///
     /// let semaphore = Arc::new(Semaphore::new(2));
-    /// let permit = semaphore.acquire_owned(2, &CancelToken::new()).unwrap();
+    /// let permit = semaphore.acquire_owned(2, CancelToken::never()).unwrap();
     /// std::thread::spawn(move || drop(permit)).join().unwrap();
     /// assert_eq!(semaphore.available(), 2);
     /// ```
@@ -439,7 +359,7 @@ impl Semaphore {
     /// let held = semaphore.try_acquire(1).unwrap();
     /// assert!(semaphore.close());
     /// assert!(!semaphore.close());
-    /// assert_eq!(semaphore.acquire(1, &CancelToken::new()).unwrap_err(), AcquireError::Closed);
+    /// assert_eq!(semaphore.acquire(1, CancelToken::never()).unwrap_err(), AcquireError::Closed);
     /// drop(held);
     /// assert_eq!(semaphore.available(), 1);
     /// ```

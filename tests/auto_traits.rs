@@ -50,6 +50,18 @@ fn primitives_are_shareable_across_threads_and_panics() {
     shareable::<AcquireError>();
     shareable::<TryAcquireError>();
     shareable::<ResizeError>();
+    shareable::<ParseQuotaError>();
+    shareable::<AllOf>();
+    shareable::<AllOf<ManualClock>>();
+    shareable::<Grant>();
+    shareable::<Reservation<'static>>();
+    shareable::<Reservation<'static, ManualClock>>();
+    shareable::<WindowState>();
+    shareable::<Decision>();
+    shareable::<Source>();
+    shareable::<BackendError>();
+    shareable::<DefaultKeyHasher>();
+    shareable::<Box<dyn KeyedLimits + UnwindSafe + RefUnwindSafe>>();
     // A trait object is exactly as unwind-safe as its implementor, which is the user's type:
     // the traits require `Send + Sync`, checked here, and compose with the unwind traits.
     shareable::<Box<dyn Limiter + UnwindSafe + RefUnwindSafe>>();
@@ -57,6 +69,7 @@ fn primitives_are_shareable_across_threads_and_panics() {
     fn send_sync<T: ?Sized + Send + Sync>() {}
     send_sync::<dyn Limiter>();
     send_sync::<dyn Clock>();
+    send_sync::<dyn KeyedLimits>();
 }
 
 #[test]
@@ -71,12 +84,19 @@ fn pools_groups_and_fan_outs_are_shareable() {
     sendable::<JobHandle<u32>>();
     shareable::<Group<'static, u32>>();
     shareable::<TrySpawnError<Job>>();
+    shareable::<Supervision>();
+    shareable::<Stall>();
+    shareable::<StallKind>();
+    shareable::<Pulse>();
+    shareable::<PulseKind>();
+    shareable::<JobContext<'static>>();
     shareable::<FanOut<Lookup>>();
     shareable::<FanOutBuilder<Lookup>>();
     shareable::<FanOutError<u32, String>>();
     shareable::<FanOutStats>();
     shareable::<RetryPolicy>();
     shareable::<Jitter>();
+    shareable::<JitterRng>();
     shareable::<Progress>();
     shareable::<RateFeedback>();
 }
@@ -100,20 +120,46 @@ fn the_counter_clock_is_shareable() {
 #[cfg(feature = "redis")]
 #[test]
 fn the_redis_limiter_is_shareable() {
-    use tollgate::limit::{BackendError, Decision, Source};
     use tollgate::redis::{
-        BreakerConfig, BreakerState, BreakerStats, Fallback, LatencyStats, RedisLimiter,
-        RedisLimiterBuilder, RedisStats,
+        BreakerConfig, BreakerState, BreakerStats, Fallback, LatencyStats, MemoryGuard, NewKeys,
+        RedisLimiter, RedisLimiterBuilder, RedisStats, SlowCalls,
     };
     shareable::<RedisLimiter>();
     shareable::<RedisLimiterBuilder>();
-    shareable::<Decision>();
-    shareable::<Source>();
-    shareable::<BackendError>();
+    shareable::<MemoryGuard>();
+    shareable::<NewKeys>();
+    shareable::<SlowCalls>();
     shareable::<Fallback>();
     shareable::<BreakerConfig>();
     shareable::<BreakerState>();
     shareable::<BreakerStats>();
     shareable::<RedisStats>();
     shareable::<LatencyStats>();
+}
+
+#[test]
+fn the_http_limiter_is_shareable() {
+    use tollgate::http_limit::{
+        BackendFn, BuildError, HttpLimiter, HttpLimiterBuilder, Identity, IpNet, KeySource,
+        ParseIpNetError, PathPattern, Refusal, Rule, RuleError, RuleStats, RuleWindow, Scope,
+        Stats, Verdict,
+    };
+    shareable::<HttpLimiter>();
+    shareable::<HttpLimiterBuilder>();
+    shareable::<BuildError>();
+    fn send_sync<T: ?Sized + Send + Sync>() {}
+    send_sync::<BackendFn>();
+    shareable::<Identity>();
+    shareable::<IpNet>();
+    shareable::<KeySource>();
+    shareable::<ParseIpNetError>();
+    shareable::<PathPattern>();
+    shareable::<Rule>();
+    shareable::<RuleError>();
+    shareable::<Scope>();
+    shareable::<Refusal>();
+    shareable::<RuleWindow>();
+    shareable::<Verdict>();
+    shareable::<RuleStats>();
+    shareable::<Stats>();
 }

@@ -716,3 +716,81 @@ fn fan_out_error_report_names_its_source_once() {
     assert_eq!(report.matches("disk on fire").count(), 1, "{report}");
     assert!(chain[0].contains("key 2"), "{report}");
 }
+
+/// Keys from a channel that stays open (a pipe whose writer is idle): a finished key's result
+/// reaches `each` while no next key comes, and only then is the next key sent; dropping the
+/// sender ends the run.
+#[test]
+fn keys_from_an_idle_channel_still_deliver_results() {
+    let fan_out = FanOut::builder(ok_fetch).max_in_flight(2).build().unwrap();
+    let (keys, arrivals) = crossbeam_channel::bounded::<u32>(1);
+    let (results_tx, results) = std::sync::mpsc::channel();
+    thread::scope(|s| {
+        let run = s.spawn(|| {
+            fan_out
+                .fetch_each_from(arrivals, &CancelToken::new(), move |key, result| {
+                    results_tx.send((key, result.unwrap())).unwrap();
+                    true
+                })
+                .map_err(|e| e.error)
+        });
+        for key in 1..=3 {
+            keys.send(key).unwrap();
+            // The sender stays open and idle: the result must come anyway.
+            let got = results.recv_timeout(Duration::from_secs(20));
+            assert_eq!(
+                got,
+                Ok((key, key * 2)),
+                "key {key}'s result while the input is idle"
+            );
+        }
+        drop(keys);
+        let stats = run.join().unwrap().unwrap();
+        assert_eq!(stats.succeeded, 3);
+    });
+}
+
+/// A failure ends a fail-fast run at once while the key channel is open and idle; so does a
+/// cancel of the caller's token.
+#[test]
+fn an_idle_key_channel_does_not_hold_up_a_failure_or_a_stop() {
+    let fetch = |key: &u32, _: u32, _: &CancelToken| match key {
+        13 => Err(Error::new(ErrorKind::Status(500), "boom")),
+        _ => Ok(*key),
+    };
+    let fan_out = FanOut::builder(fetch).max_in_flight(2).build().unwrap();
+    let (keys, arrivals) = crossbeam_channel::bounded::<u32>(4);
+    keys.send(1).unwrap();
+    keys.send(13).unwrap();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    thread::scope(|s| {
+        s.spawn(|| {
+            let result = fan_out.fetch_each_from(arrivals, &CancelToken::new(), |_, _| true);
+            done_tx
+                .send(result.map(|_| ()).map_err(|e| (e.key, e.error.kind())))
+                .unwrap();
+        });
+        // `keys` is still open: the run must end on the failure alone.
+        let ended = done.recv_timeout(Duration::from_secs(20));
+        assert_eq!(ended, Ok(Err((Some(13), ErrorKind::Status(500)))));
+        drop(keys);
+    });
+
+    let fan_out = FanOut::builder(ok_fetch).max_in_flight(2).build().unwrap();
+    let (keys, arrivals) = crossbeam_channel::bounded::<u32>(4);
+    let stop = CancelToken::new();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    thread::scope(|s| {
+        s.spawn(|| {
+            let result = fan_out.fetch_each_from(arrivals, &stop, |_, _| true);
+            done_tx
+                .send(result.map(|_| ()).map_err(|e| e.error.kind()))
+                .unwrap();
+        });
+        keys.send(1).unwrap();
+        stop.cancel();
+        let ended = done.recv_timeout(Duration::from_secs(20));
+        assert_eq!(ended, Ok(Err(ErrorKind::Cancelled(Cause::Cancelled))));
+        drop(keys);
+    });
+}

@@ -3,13 +3,10 @@
 //! caller's cancel, retries of flaky keys, and `Retry-After` pausing the limiter. Behaviour only:
 //! no assertion about how long anything took.
 
-mod support;
-
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use support::server::TestServer;
 use tollgate::{
     CancelToken, ErrorKind, FanOut, Fetch, HttpFetcher, Quota, RateLimiter,
     cancel::Cause,
@@ -17,6 +14,7 @@ use tollgate::{
     http::HttpResponse,
     limit::LimitError,
 };
+use tollgate_testkit::http::{TestServer, refused_template};
 
 /// Bounded waits on what the server saw (never a sleep).
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -201,9 +199,7 @@ fn retry_after_pauses_the_shared_limiter() {
 
 #[test]
 fn a_refused_connection_is_a_transient_failure_with_its_key() {
-    let fetcher = HttpFetcher::builder(&support::refused_template())
-        .build()
-        .unwrap();
+    let fetcher = HttpFetcher::builder(&refused_template()).build().unwrap();
     let retry = RetryPolicy::new(2)
         .unwrap()
         .backoff(Duration::from_millis(1), Duration::from_millis(1))

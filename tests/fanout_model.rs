@@ -129,4 +129,67 @@ proptest! {
         }
         prop_assert!(quiet(&fan_out), "permits or jobs were not released");
     }
+
+    /// The same model with keys arriving on a bounded channel from another thread
+    /// (`fetch_each_from`): every result handed to `each` is the model's, and the run ends as
+    /// `fetch_all`'s would.
+    #[test]
+    fn fetch_each_from_matches_the_model(
+        plans in proptest::collection::vec(plan(), 0..40),
+        fail_fast in any::<bool>(),
+        in_flight in 1usize..6,
+        capacity in 0usize..4,
+    ) {
+        let pool = Arc::new(WorkerPool::new(3).unwrap());
+        let must_fail = failing(&plans);
+        let n = plans.len() as u32;
+        let plans = Arc::new(plans);
+        let fan_out = fan_out(plans.clone(), pool, fail_fast, in_flight, false);
+        let expected: HashMap<u32, u64> =
+            (0..n).filter(|k| !must_fail.contains(k)).map(|k| (k, u64::from(k) * 3)).collect();
+        let (keys, arrivals) = crossbeam_channel::bounded::<u32>(capacity);
+        // Sends until the run stops taking keys (a fail-fast end drops the receiver).
+        let producer = std::thread::spawn(move || {
+            for key in 0..n {
+                if keys.send(key).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut delivered = HashMap::new();
+        let mut failed = HashSet::new();
+        let outcome = fan_out.fetch_each_from(arrivals, &CancelToken::new(), |key, result| {
+            match result {
+                Ok(value) => {
+                    delivered.insert(key, value);
+                }
+                Err(_) => {
+                    failed.insert(key);
+                }
+            }
+            true
+        });
+        producer.join().unwrap();
+        for (k, v) in &delivered {
+            prop_assert_eq!(expected.get(k), Some(v));
+        }
+        prop_assert!(failed.is_subset(&must_fail));
+        match outcome {
+            Ok(stats) => {
+                prop_assert!(must_fail.is_empty(), "succeeded although {:?} must fail", must_fail);
+                prop_assert_eq!(&delivered, &expected);
+                prop_assert_eq!(stats.succeeded, u64::from(n));
+            }
+            Err(err) => {
+                prop_assert!(!must_fail.is_empty(), "failed with {} although nothing must", err.error);
+                let key = err.key.unwrap_or_else(|| panic!("a failure names its key: {}", err.error));
+                prop_assert!(must_fail.contains(&key), "key {} should not fail", key);
+                if !fail_fast {
+                    prop_assert_eq!(&failed, &must_fail);
+                    prop_assert_eq!(&delivered, &expected);
+                }
+            }
+        }
+        prop_assert!(quiet(&fan_out), "permits or jobs were not released");
+    }
 }

@@ -180,7 +180,12 @@ fn panics_become_errors() {
     assert_eq!(err.kind(), ErrorKind::Panicked);
     assert_eq!(err.message(), "job 3 broke");
     // The workers survived.
-    assert_eq!(pool.submit(|| 1).unwrap().join(), Ok(1));
+    assert_eq!(
+        pool.submit(|| 1, CancelToken::never())
+            .unwrap()
+            .join(CancelToken::never()),
+        Ok(1)
+    );
 }
 
 #[test]

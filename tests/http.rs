@@ -3,15 +3,13 @@
 //! validation, connection failures, and cancellation that aborts one request and leaves the
 //! fetcher usable. Behaviour only: no assertion on how fast anything is.
 
-mod support;
-
 use std::error::Error as _;
 use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
-use support::server::TestServer;
 use tollgate::{CancelToken, Error, ErrorKind, HttpFetcher, cancel::Cause, http::HttpConfigError};
+use tollgate_testkit::http::{TestServer, refused_template};
 
 /// Generous bound for waiting on what the server saw (never reached when things work).
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -267,9 +265,7 @@ fn empty_key_is_refused() {
 
 #[test]
 fn connection_refused_is_transient() {
-    let fetcher = HttpFetcher::builder(&support::refused_template())
-        .build()
-        .unwrap();
+    let fetcher = HttpFetcher::builder(&refused_template()).build().unwrap();
     let err = fetch_err(&fetcher, "k");
     assert_eq!(err.kind(), ErrorKind::Connection, "{err:?}");
     assert!(err.is_transient());

@@ -1,17 +1,15 @@
 #![cfg(not(loom))]
-//! `HttpFetcher` against a hostile server on loopback (`tests/support/server.rs`): redirects to
+//! `HttpFetcher` against a hostile server on loopback (`tollgate_testkit::http`): redirects to
 //! another origin (a second listener: another port is another origin), redirect loops, huge and
 //! malformed `Retry-After`, hangs, trickles, resets, a 2 GB `Content-Length`, invalid chunking,
 //! invalid header bytes. Each case ends with its documented error kind, without a panic, within
 //! its timeouts (the bounds asserted are hang checks, many times the timeout, not speed), and
 //! without reading what the server announces.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::server::TestServer;
 use tollgate::{CancelToken, Error, ErrorKind, HttpFetcher, http::RedirectPolicy};
+use tollgate_testkit::http::{TestServer, refused_template};
 
 const SECRET: &str = "s3cret-api-key";
 const PASSWORD: &str = "hunter2";
@@ -370,7 +368,7 @@ fn a_users_ureq_config_is_used_and_timeouts_stay_mandatory() {
     // The user's proxy: every request goes to it (here a test server standing in for one; the
     // target itself is a closed port).
     let proxy = TestServer::start();
-    let fetcher = HttpFetcher::builder(&support::refused_template())
+    let fetcher = HttpFetcher::builder(&refused_template())
         .ureq_config({
             let proxy = ureq::Proxy::new(&proxy.url("")).unwrap();
             move |config| config.proxy(Some(proxy.clone()))

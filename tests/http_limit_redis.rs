@@ -5,17 +5,14 @@
 
 #![cfg(all(feature = "redis", not(loom)))]
 
-#[path = "../src/redis/test_server.rs"]
-mod test_server;
-
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use test_server::TestServer;
 use tollgate::http_limit::{HttpLimiter, KeySource, Refusal, Rule, Scope};
 use tollgate::redis::{Fallback, RedisLimiter};
 use tollgate::{Quota, limit::KeyedLimits};
+use tollgate_testkit::redis::TestServer;
 
 fn instance(server: &TestServer, prefix: &str, secret: &str) -> HttpLimiter {
     let url = server.url();

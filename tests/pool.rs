@@ -21,10 +21,13 @@ fn occupy_worker(pool: &WorkerPool) -> (JobHandle<()>, DropGuard) {
     let (started_tx, started) = mpsc::channel();
     let handle = {
         let gate = gate.clone();
-        pool.submit(move || {
-            started_tx.send(()).unwrap();
-            gate.wait();
-        })
+        pool.submit(
+            move || {
+                started_tx.send(()).unwrap();
+                gate.wait();
+            },
+            CancelToken::never(),
+        )
         .unwrap()
     };
     started.recv().unwrap();
@@ -51,9 +54,12 @@ fn yield_until(cond: impl Fn() -> bool) {
 fn jobs_return_their_values() {
     let pool = WorkerPool::new(3).unwrap();
     let handles: Vec<_> = (0..100u64)
-        .map(|i| pool.submit(move || i * 2).unwrap())
+        .map(|i| pool.submit(move || i * 2, CancelToken::never()).unwrap())
         .collect();
-    let values: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let values: Vec<u64> = handles
+        .into_iter()
+        .map(|h| h.join(CancelToken::never()).unwrap())
+        .collect();
     assert_eq!(values, (0..100).map(|i| i * 2).collect::<Vec<_>>());
     assert_eq!(pool.stats().completed, 100);
 }
@@ -66,17 +72,23 @@ fn threads_are_named_with_the_prefix() {
         .build()
         .unwrap();
     let name = pool
-        .submit(|| thread::current().name().map(str::to_string))
+        .submit(
+            || thread::current().name().map(str::to_string),
+            CancelToken::never(),
+        )
         .unwrap()
-        .join()
+        .join(CancelToken::never())
         .unwrap()
         .unwrap();
     assert!(name == "named-0" || name == "named-1", "{name}");
     let default = WorkerPool::new(1).unwrap();
     let name = default
-        .submit(|| thread::current().name().map(str::to_string))
+        .submit(
+            || thread::current().name().map(str::to_string),
+            CancelToken::never(),
+        )
         .unwrap()
-        .join()
+        .join(CancelToken::never())
         .unwrap();
     assert_eq!(name.as_deref(), Some("tollgate-worker-0"));
 }
@@ -85,31 +97,42 @@ fn threads_are_named_with_the_prefix() {
 fn panics_are_reported_and_the_worker_survives() {
     let pool = single_worker(4);
     let worker = pool
-        .submit(|| thread::current().id())
+        .submit(|| thread::current().id(), CancelToken::never())
         .unwrap()
-        .join()
+        .join(CancelToken::never())
         .unwrap();
-    let str_panic = pool.submit(|| -> u8 { panic!("static message") }).unwrap();
+    let str_panic = pool
+        .submit(|| -> u8 { panic!("static message") }, CancelToken::never())
+        .unwrap();
     let string_panic = pool
-        .submit(|| -> u8 { panic!("formatted {}", 42) })
+        .submit(
+            || -> u8 { panic!("formatted {}", 42) },
+            CancelToken::never(),
+        )
         .unwrap();
     let other_panic = pool
-        .submit(|| -> u8 { std::panic::panic_any(7_u32) })
+        .submit(
+            || -> u8 { std::panic::panic_any(7_u32) },
+            CancelToken::never(),
+        )
         .unwrap();
     assert_eq!(
-        str_panic.join(),
+        str_panic.join(CancelToken::never()),
         Err(JobError::Panicked("static message".into()))
     );
     assert_eq!(
-        string_panic.join(),
+        string_panic.join(CancelToken::never()),
         Err(JobError::Panicked("formatted 42".into()))
     );
-    assert!(matches!(other_panic.join(), Err(JobError::Panicked(_))));
+    assert!(matches!(
+        other_panic.join(CancelToken::never()),
+        Err(JobError::Panicked(_))
+    ));
     // The same (only) worker thread goes on with the next job.
     let after = pool
-        .submit(|| thread::current().id())
+        .submit(|| thread::current().id(), CancelToken::never())
         .unwrap()
-        .join()
+        .join(CancelToken::never())
         .unwrap();
     assert_eq!(after, worker);
     let stats = pool.stats();
@@ -123,13 +146,15 @@ fn panics_are_reported_and_the_worker_survives() {
 fn drain_runs_every_queued_job() {
     let pool = single_worker(8);
     let (blocker, release) = occupy_worker(&pool);
-    let queued: Vec<_> = (0..8).map(|i| pool.submit(move || i).unwrap()).collect();
+    let queued: Vec<_> = (0..8)
+        .map(|i| pool.submit(move || i, CancelToken::never()).unwrap())
+        .collect();
     assert_eq!(pool.stats().queued, 8);
     drop(release);
     let stats = pool.shutdown(Shutdown::Drain);
-    assert_eq!(blocker.join(), Ok(()));
+    assert_eq!(blocker.join(CancelToken::never()), Ok(()));
     for (i, handle) in queued.into_iter().enumerate() {
-        assert_eq!(handle.join(), Ok(i));
+        assert_eq!(handle.join(CancelToken::never()), Ok(i));
     }
     assert_eq!((stats.completed, stats.cancelled, stats.queued), (9, 0, 0));
 }
@@ -138,20 +163,22 @@ fn drain_runs_every_queued_job() {
 fn abort_drops_queued_jobs_and_tells_their_waiters() {
     let pool = single_worker(8);
     let (blocker, release) = occupy_worker(&pool);
-    let mut queued: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
+    let mut queued: Vec<_> = (0..5)
+        .map(|i| pool.submit(move || i, CancelToken::never()).unwrap())
+        .collect();
     // Release the running job only once the abort has dropped the queued ones: the worker
     // cannot have started any of them.
     let last = queued.pop().unwrap();
     let watcher = thread::spawn(move || {
-        let result = last.join();
+        let result = last.join(CancelToken::never());
         drop(release);
         result
     });
     let stats = pool.shutdown(Shutdown::Abort);
-    assert_eq!(blocker.join(), Ok(()));
+    assert_eq!(blocker.join(CancelToken::never()), Ok(()));
     assert_eq!(watcher.join().unwrap(), Err(JobError::Cancelled));
     for handle in queued {
-        assert_eq!(handle.join(), Err(JobError::Cancelled));
+        assert_eq!(handle.join(CancelToken::never()), Err(JobError::Cancelled));
     }
     assert_eq!((stats.completed, stats.cancelled, stats.queued), (1, 5, 0));
 }
@@ -160,12 +187,14 @@ fn abort_drops_queued_jobs_and_tells_their_waiters() {
 fn dropping_the_pool_drains_it() {
     let pool = single_worker(4);
     let (blocker, release) = occupy_worker(&pool);
-    let queued: Vec<_> = (0..4).map(|i| pool.submit(move || i).unwrap()).collect();
+    let queued: Vec<_> = (0..4)
+        .map(|i| pool.submit(move || i, CancelToken::never()).unwrap())
+        .collect();
     drop(release);
     drop(pool);
-    assert_eq!(blocker.join(), Ok(()));
+    assert_eq!(blocker.join(CancelToken::never()), Ok(()));
     for (i, handle) in queued.into_iter().enumerate() {
-        assert_eq!(handle.join(), Ok(i));
+        assert_eq!(handle.join(CancelToken::never()), Ok(i));
     }
 }
 
@@ -181,32 +210,45 @@ fn try_submit_hands_the_job_back_when_full() {
     }
     assert_eq!(pool.stats().queued, 2);
     drop(release);
-    assert_eq!((a.join(), b.join()), (Ok('a'), Ok('b')));
+    assert_eq!(
+        (a.join(CancelToken::never()), b.join(CancelToken::never())),
+        (Ok('a'), Ok('b'))
+    );
 }
 
 #[test]
 fn blocked_submit_proceeds_when_a_slot_frees() {
     let pool = single_worker(1);
     let (blocker, release) = occupy_worker(&pool);
-    let queued = pool.submit(|| 1).unwrap();
+    let queued = pool.submit(|| 1, CancelToken::never()).unwrap();
     thread::scope(|s| {
-        let submitter = s.spawn(|| pool.submit(|| 2).unwrap().join());
+        let submitter = s.spawn(|| {
+            pool.submit(|| 2, CancelToken::never())
+                .unwrap()
+                .join(CancelToken::never())
+        });
         drop(release); // the worker finishes, takes `queued`, and frees the slot
         assert_eq!(submitter.join().unwrap(), Ok(2));
     });
-    assert_eq!((blocker.join(), queued.join()), (Ok(()), Ok(1)));
+    assert_eq!(
+        (
+            blocker.join(CancelToken::never()),
+            queued.join(CancelToken::never())
+        ),
+        (Ok(()), Ok(1))
+    );
 }
 
 #[test]
-fn cancellable_submit_wakes_on_cancel_while_full() {
+fn submit_wakes_on_cancel_while_full() {
     let pool = single_worker(1);
     let (_blocker, _release) = occupy_worker(&pool);
-    let _queued = pool.submit(|| ()).unwrap();
+    let _queued = pool.submit(|| (), CancelToken::never()).unwrap();
     // A token on a ManualClock: `sleepers()` shows when the submitter is parked.
     let clock = ManualClock::new();
     let token = CancelToken::with_clock(clock.clone());
     thread::scope(|s| {
-        let submitter = s.spawn(|| pool.submit_cancellable(|| 9, &token));
+        let submitter = s.spawn(|| pool.submit(|| 9, &token));
         yield_until(|| clock.sleepers() == 1);
         token.cancel();
         match submitter.join().unwrap() {
@@ -217,14 +259,14 @@ fn cancellable_submit_wakes_on_cancel_while_full() {
 }
 
 #[test]
-fn cancellable_submit_gives_up_at_the_deadline() {
+fn submit_gives_up_at_the_deadline() {
     let pool = single_worker(1);
     let (_blocker, _release) = occupy_worker(&pool);
-    let _queued = pool.submit(|| ()).unwrap();
+    let _queued = pool.submit(|| (), CancelToken::never()).unwrap();
     let clock = ManualClock::new();
     let token = CancelToken::with_clock(clock.clone()).child_with_timeout(Duration::from_secs(5));
     thread::scope(|s| {
-        let submitter = s.spawn(|| pool.submit_cancellable(|| 9, &token));
+        let submitter = s.spawn(|| pool.submit(|| 9, &token));
         yield_until(|| clock.sleepers() == 1);
         clock.advance(Duration::from_secs(5));
         let err = submitter.join().unwrap().unwrap_err();
@@ -239,15 +281,44 @@ fn cancellable_submit_gives_up_at_the_deadline() {
     });
 }
 
+/// The convention's rule 4 (docs/architecture.md, "One way to block"): a cancelled token fails a
+/// call that would take something — here a free queue slot — at once; a join finds a result that
+/// is already there.
+#[test]
+fn a_cancelled_token_fails_submit_at_once_but_join_returns_a_finished_result() {
+    let pool = single_worker(4);
+    let cancelled = CancelToken::new();
+    cancelled.cancel_with(Cause::Failed);
+    match pool.submit(|| 1, &cancelled) {
+        Err(SubmitError::Cancelled(job, Cause::Failed)) => assert_eq!(job(), 1),
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    match pool.submit_supervised(|_| 2, &cancelled) {
+        Err(SubmitError::Cancelled(job, Cause::Failed)) => {
+            let handle = pool.submit_supervised(job, CancelToken::never()).unwrap();
+            assert_eq!(handle.join(CancelToken::never()), Ok(2));
+        }
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert_eq!(pool.stats().completed, 1, "the refused jobs never ran");
+    let done = pool.submit(|| 3, CancelToken::never()).unwrap();
+    while !done.is_finished() {
+        thread::yield_now();
+    }
+    assert_eq!(done.join(&cancelled), Ok(3));
+    // `never()` is one shared token: blocking calls given it leave nothing on it.
+    assert_eq!(CancelToken::never().children(), 0);
+}
+
 #[test]
 fn shutdown_wakes_blocked_submitters_with_closed() {
     let pool = single_worker(1);
     let (blocker, release) = occupy_worker(&pool);
-    let queued = pool.submit(|| 1).unwrap();
+    let queued = pool.submit(|| 1, CancelToken::never()).unwrap();
     let clock = ManualClock::new();
     let token = CancelToken::with_clock(clock.clone());
     thread::scope(|s| {
-        let submitter = s.spawn(|| pool.submit_cancellable(|| 2, &token));
+        let submitter = s.spawn(|| pool.submit(|| 2, &token));
         yield_until(|| clock.sleepers() == 1);
         let shutdown = s.spawn(|| pool.shutdown(Shutdown::Drain));
         match submitter.join().unwrap() {
@@ -258,8 +329,17 @@ fn shutdown_wakes_blocked_submitters_with_closed() {
         let stats = shutdown.join().unwrap();
         assert_eq!(stats.completed, 2);
     });
-    assert_eq!((blocker.join(), queued.join()), (Ok(()), Ok(1)));
-    assert!(matches!(pool.submit(|| 3), Err(SubmitError::Closed(_))));
+    assert_eq!(
+        (
+            blocker.join(CancelToken::never()),
+            queued.join(CancelToken::never())
+        ),
+        (Ok(()), Ok(1))
+    );
+    assert!(matches!(
+        pool.submit(|| 3, CancelToken::never()),
+        Err(SubmitError::Closed(_))
+    ));
     assert!(matches!(pool.try_submit(|| 3), Err(SubmitError::Closed(_))));
 }
 
@@ -272,17 +352,19 @@ fn stats_follow_the_jobs() {
         .unwrap();
     let (first, release_first) = occupy_worker(&pool);
     let (second, release_second) = occupy_worker(&pool);
-    let queued: Vec<_> = (0..3).map(|i| pool.submit(move || i).unwrap()).collect();
+    let queued: Vec<_> = (0..3)
+        .map(|i| pool.submit(move || i, CancelToken::never()).unwrap())
+        .collect();
     let busy = pool.stats();
     assert_eq!(
         (busy.threads, busy.running, busy.queued, busy.completed),
         (2, 2, 3, 0)
     );
     drop((release_first, release_second));
-    first.join().unwrap();
-    second.join().unwrap();
+    first.join(CancelToken::never()).unwrap();
+    second.join(CancelToken::never()).unwrap();
     for handle in queued {
-        handle.join().unwrap();
+        handle.join(CancelToken::never()).unwrap();
     }
     let idle = pool.stats();
     assert_eq!(
@@ -292,14 +374,14 @@ fn stats_follow_the_jobs() {
 }
 
 #[test]
-fn join_cancellable_gives_up_but_the_job_still_runs() {
+fn join_gives_up_at_the_deadline_but_the_job_still_runs() {
     let pool = single_worker(1);
     let (blocker, release) = occupy_worker(&pool);
-    let queued = pool.submit(|| 5).unwrap();
+    let queued = pool.submit(|| 5, CancelToken::never()).unwrap();
     let clock = ManualClock::new();
     let token = CancelToken::with_clock(clock.clone()).child_with_timeout(Duration::from_secs(1));
     thread::scope(|s| {
-        let joiner = s.spawn(|| queued.join_cancellable(&token));
+        let joiner = s.spawn(|| queued.join(&token));
         yield_until(|| clock.sleepers() == 1);
         clock.advance(Duration::from_secs(1));
         assert_eq!(
@@ -308,7 +390,7 @@ fn join_cancellable_gives_up_but_the_job_still_runs() {
         );
     });
     drop(release);
-    blocker.join().unwrap();
+    blocker.join(CancelToken::never()).unwrap();
     assert_eq!(pool.shutdown(Shutdown::Drain).completed, 2);
 }
 
@@ -324,7 +406,7 @@ fn shutdown_is_idempotent_and_concurrent() {
         assert_eq!(a.completed, 1);
         assert_eq!(b.completed, 1);
     });
-    blocker.join().unwrap();
+    blocker.join(CancelToken::never()).unwrap();
     assert_eq!(pool.shutdown(Shutdown::Abort).completed, 1);
 }
 
@@ -333,12 +415,15 @@ fn shutdown_from_inside_a_job_does_not_deadlock() {
     let pool = Arc::new(single_worker(2));
     let inner = pool.clone();
     let handle = pool
-        .submit(move || {
-            inner.shutdown(Shutdown::Drain);
-            inner.is_shut_down()
-        })
+        .submit(
+            move || {
+                inner.shutdown(Shutdown::Drain);
+                inner.is_shut_down()
+            },
+            CancelToken::never(),
+        )
         .unwrap();
-    assert_eq!(handle.join(), Ok(true));
+    assert_eq!(handle.join(CancelToken::never()), Ok(true));
     drop(pool); // the last handle may be dropped on the worker or here: neither hangs
 }
 
@@ -403,24 +488,28 @@ fn no_thread_leaks_over_many_pools() {
             let jobs: Vec<_> = (0..3)
                 .map(|_| {
                     let all = all.clone();
-                    pool.submit(move || {
-                        all.wait();
-                    })
+                    pool.submit(
+                        move || {
+                            all.wait();
+                        },
+                        CancelToken::never(),
+                    )
                     .unwrap()
                 })
                 .collect();
             all.wait();
             assert_eq!(threads_named("leakchk"), 3);
-            jobs.into_iter().for_each(|job| job.join().unwrap());
+            jobs.into_iter()
+                .for_each(|job| job.join(CancelToken::never()).unwrap());
         }
-        let handle = pool.submit(move || cycle).unwrap();
+        let handle = pool.submit(move || cycle, CancelToken::never()).unwrap();
         match cycle % 3 {
             0 => drop(pool.shutdown(Shutdown::Drain)),
             1 => drop(pool.shutdown(Shutdown::Abort)),
             _ => drop(pool),
         }
         // Abort may drop the job before it runs; either way the handle resolves.
-        assert!(matches!(handle.join(), Ok(c) if c == cycle) || cycle % 3 == 1);
+        assert!(matches!(handle.join(CancelToken::never()), Ok(c) if c == cycle) || cycle % 3 == 1);
     }
     // `join` returns when the kernel clears the thread's id, a moment before it removes the
     // thread from /proc: give it that moment (a leak would be up to 300 threads, forever).
@@ -470,9 +559,9 @@ fn racing_submits_cancels_and_shutdowns_lose_no_job() {
                             ran.fetch_add(1, Ordering::SeqCst);
                         };
                         let submitted = if submitter == 0 {
-                            pool.submit(job)
+                            pool.submit(job, CancelToken::never())
                         } else {
-                            pool.submit_cancellable(job, token)
+                            pool.submit(job, token)
                         };
                         match submitted {
                             Ok(handle) => handles.push(handle),
@@ -484,7 +573,7 @@ fn racing_submits_cancels_and_shutdowns_lose_no_job() {
                     }
                     accepted.fetch_add(handles.len() as u64, Ordering::SeqCst);
                     for handle in handles {
-                        match handle.join() {
+                        match handle.join(CancelToken::never()) {
                             Ok(()) => joined_ok.fetch_add(1, Ordering::SeqCst),
                             Err(JobError::Cancelled) => {
                                 joined_cancelled.fetch_add(1, Ordering::SeqCst)

@@ -67,11 +67,14 @@ fn a_hung_job_is_flagged_at_its_limit_cancelled_and_replaced() {
     let (token_tx, token_rx) = mpsc::channel();
     let hung = {
         let gate = gate.clone();
-        pool.submit_supervised(move |job| {
-            token_tx.send(job.token().clone()).unwrap();
-            gate.wait();
-            "returned"
-        })
+        pool.submit_supervised(
+            move |job| {
+                token_tx.send(job.token().clone()).unwrap();
+                gate.wait();
+                "returned"
+            },
+            CancelToken::never(),
+        )
         .unwrap()
     };
     let job_token = token_rx.recv().unwrap();
@@ -95,14 +98,24 @@ fn a_hung_job_is_flagged_at_its_limit_cancelled_and_replaced() {
     assert_eq!((stats.threads, stats.replaced, stats.running), (2, 1, 1));
 
     // Full capacity while the hung job still runs: the replacement takes new work.
-    assert_eq!(pool.submit(|| 7).unwrap().join(), Ok(7));
+    assert_eq!(
+        pool.submit(|| 7, CancelToken::never())
+            .unwrap()
+            .join(CancelToken::never()),
+        Ok(7)
+    );
     assert!(!hung.is_finished());
 
     // The stuck thread exits when its job returns: back to one thread.
     gate.cancel();
-    assert_eq!(hung.join(), Ok("returned"));
+    assert_eq!(hung.join(CancelToken::never()), Ok("returned"));
     eventually("the stuck thread exits", || pool.stats().threads == 1);
-    assert_eq!(pool.submit(|| 8).unwrap().join(), Ok(8));
+    assert_eq!(
+        pool.submit(|| 8, CancelToken::never())
+            .unwrap()
+            .join(CancelToken::never()),
+        Ok(8)
+    );
     let stats = pool.shutdown(tollgate::pool::Shutdown::Drain);
     assert_eq!((stats.completed, stats.stalled), (3, 1));
     assert_eq!(stalls.lock().unwrap().len(), 1); // reported once
@@ -121,15 +134,18 @@ fn a_silent_job_is_flagged_one_heartbeat_after_its_last_pulse() {
     let (pulse_tx, pulse_rx) = mpsc::channel::<bool>();
     let (ack_tx, ack_rx) = mpsc::channel();
     let job = pool
-        .submit_supervised(move |job| {
-            ack_tx.send(()).unwrap();
-            // `true`: pulse; `false`: return.
-            while pulse_rx.recv().unwrap() {
-                job.pulse();
+        .submit_supervised(
+            move |job| {
                 ack_tx.send(()).unwrap();
-            }
-            job.token().is_cancelled()
-        })
+                // `true`: pulse; `false`: return.
+                while pulse_rx.recv().unwrap() {
+                    job.pulse();
+                    ack_tx.send(()).unwrap();
+                }
+                job.token().is_cancelled()
+            },
+            CancelToken::never(),
+        )
         .unwrap();
     ack_rx.recv().unwrap();
     for _ in 0..3 {
@@ -155,7 +171,7 @@ fn a_silent_job_is_flagged_one_heartbeat_after_its_last_pulse() {
     assert!(!stall.replaced); // no spare thread allowed
     assert_eq!(pool.stats().threads, 1);
     pulse_tx.send(false).unwrap();
-    assert_eq!(job.join(), Ok(true)); // it saw its token cancelled
+    assert_eq!(job.join(CancelToken::never()), Ok(true)); // it saw its token cancelled
 }
 
 #[test]
@@ -165,15 +181,18 @@ fn a_pulse_stream_nobody_reads_never_blocks() {
     let _listener = pool.pulses().unwrap(); // held, never read
     let handles: Vec<_> = (0..100)
         .map(|i| {
-            pool.submit_supervised(move |job| {
-                job.pulse();
-                i
-            })
+            pool.submit_supervised(
+                move |job| {
+                    job.pulse();
+                    i
+                },
+                CancelToken::never(),
+            )
             .unwrap()
         })
         .collect();
     for (i, handle) in handles.into_iter().enumerate() {
-        assert_eq!(handle.join(), Ok(i));
+        assert_eq!(handle.join(CancelToken::never()), Ok(i));
     }
     // 100 × (start, beat, end) pulses, one fits: the rest were dropped, not waited for.
     eventually("every end pulse is sent", || {
@@ -186,9 +205,9 @@ fn pulses_say_start_beat_end_in_order() {
     let clock = ManualClock::starting_at(5);
     let (pool, _) = supervised(&clock, 1, Supervision::new());
     let pulses = pool.pulses().unwrap();
-    pool.submit_supervised(|job| job.pulse())
+    pool.submit_supervised(|job| job.pulse(), CancelToken::never())
         .unwrap()
-        .join()
+        .join(CancelToken::never())
         .unwrap();
     let kinds: Vec<_> = (0..3).map(|_| pulses.recv().unwrap()).collect();
     assert_eq!(
@@ -203,12 +222,15 @@ fn an_unsupervised_pool_has_no_pulses_and_jobs_get_an_inert_context() {
     let pool = WorkerPool::new(1).unwrap();
     assert!(pool.pulses().is_none());
     let cancelled = pool
-        .submit_supervised(|job| {
-            job.pulse();
-            job.token().is_cancelled()
-        })
+        .submit_supervised(
+            |job| {
+                job.pulse();
+                job.token().is_cancelled()
+            },
+            CancelToken::never(),
+        )
         .unwrap();
-    assert_eq!(cancelled.join(), Ok(false));
+    assert_eq!(cancelled.join(CancelToken::never()), Ok(false));
     assert_eq!(pool.stats().stalled, 0);
 }
 
@@ -228,10 +250,13 @@ fn replacements_never_exceed_the_spare_threads() {
     let hung: Vec<_> = (0..2)
         .map(|_| {
             let (gate, started_tx) = (gate.clone(), started_tx.clone());
-            pool.submit(move || {
-                started_tx.send(()).unwrap();
-                gate.wait();
-            })
+            pool.submit(
+                move || {
+                    started_tx.send(()).unwrap();
+                    gate.wait();
+                },
+                CancelToken::never(),
+            )
             .unwrap()
         })
         .collect();
@@ -248,10 +273,13 @@ fn replacements_never_exceed_the_spare_threads() {
     // A third hung job on the replacement, flagged too: no spare left, still 3 threads.
     let third = {
         let (gate, started_tx) = (gate.clone(), started_tx.clone());
-        pool.submit(move || {
-            started_tx.send(()).unwrap();
-            gate.wait();
-        })
+        pool.submit(
+            move || {
+                started_tx.send(()).unwrap();
+                gate.wait();
+            },
+            CancelToken::never(),
+        )
         .unwrap()
     };
     started.recv().unwrap();
@@ -263,7 +291,7 @@ fn replacements_never_exceed_the_spare_threads() {
     assert_eq!(pool.stats().threads, 3);
     gate.cancel();
     for handle in hung.into_iter().chain([third]) {
-        handle.join().unwrap();
+        handle.join(CancelToken::never()).unwrap();
     }
     eventually("the replaced thread exits", || pool.stats().threads == 2);
     let stats = pool.shutdown(tollgate::pool::Shutdown::Drain);
@@ -303,10 +331,13 @@ fn shutdown_from_the_stall_callback_does_not_deadlock() {
     let (started_tx, started) = mpsc::channel();
     let hung = {
         let gate = gate.clone();
-        pool.submit(move || {
-            started_tx.send(()).unwrap();
-            gate.wait();
-        })
+        pool.submit(
+            move || {
+                started_tx.send(()).unwrap();
+                gate.wait();
+            },
+            CancelToken::never(),
+        )
         .unwrap()
     };
     started.recv().unwrap();
@@ -315,6 +346,6 @@ fn shutdown_from_the_stall_callback_does_not_deadlock() {
         .recv_timeout(Duration::from_secs(10))
         .expect("shutdown hung");
     assert_eq!((stats.stalled, stats.completed), (1, 1));
-    hung.join().unwrap();
+    hung.join(CancelToken::never()).unwrap();
     assert!(pool.is_shut_down());
 }

@@ -7,17 +7,13 @@
 //! nothing unless `TOLLGATE_FLEET` is set).
 #![cfg(all(feature = "redis", not(loom)))]
 
-#[path = "../src/redis/test_server.rs"]
-mod test_server;
-
-#[path = "support/redis_agreement.rs"]
-mod redis_agreement;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use test_server::TestServer;
+use support::redis_agreement;
 use tollgate::redis::{
     BackendError, BreakerConfig, BreakerState, Fallback, MemoryGuard, NewKeys, RedisLimiter,
     SlowCalls, Source,
@@ -28,6 +24,7 @@ use tollgate::{
     limit::{LimitError, Limiter},
     time::{Clock, MonotonicClock},
 };
+use tollgate_testkit::redis::TestServer;
 
 const MS: Duration = Duration::from_millis(1);
 

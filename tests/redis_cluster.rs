@@ -1,25 +1,18 @@
 //! `RedisLimiter` in cluster mode against a real three-master Redis Cluster that each test spawns
-//! on its own loopback ports (see `src/redis/test_cluster.rs`). Without `redis-server` on PATH the
+//! on its own loopback ports (see `testkit/src/redis_cluster.rs`). Without `redis-server` on PATH the
 //! tests print "SKIPPED: redis-server not installed" and pass — unless
 //! `TOLLGATE_REQUIRE_REDIS=1` (CI), which makes them fail.
 #![cfg(all(feature = "redis-cluster", not(loom)))]
 
-#[path = "../src/redis/test_server.rs"]
-mod test_server;
-
-#[path = "support/redis_agreement.rs"]
-mod redis_agreement;
-
-#[path = "../src/redis/test_cluster.rs"]
-mod test_cluster;
+mod support;
 
 use std::time::Duration;
 
-use test_cluster::TestCluster;
-// `test_cluster.rs` parks through `crate::{CancelToken, time::{Clock, MonotonicClock}}`.
+use support::redis_agreement;
 use tollgate::redis::{BackendError, BreakerState, RedisLimiter, RedisLimiterBuilder, Source};
-use tollgate::time::{self, Clock, MonotonicClock};
+use tollgate::time::{Clock, MonotonicClock};
 use tollgate::{CancelToken, ErrorKind, Quota, limit::LimitError};
+use tollgate_testkit::redis_cluster::TestCluster;
 
 fn limiter(cluster: &TestCluster, quota: Quota) -> RedisLimiterBuilder {
     RedisLimiter::cluster_builder(&cluster.urls(), quota).budget(Duration::from_millis(200))

@@ -15,12 +15,13 @@ pub struct DemoArgs {
     /// Keys to fetch (200 at the default rate take about 18 s).
     #[arg(long, default_value_t = 200)]
     pub keys: u64,
-    /// Requests per second.
-    #[arg(long, default_value_t = 10)]
-    pub rate: u64,
-    /// Burst.
-    #[arg(long, default_value_t = 20)]
-    pub burst: u64,
+    /// Rate limit: COUNT/PERIOD[:BURST], as `fetch --rate` (10/s, 100/min, 1/500ms, 10/s:20; a
+    /// bare number is per second).
+    #[arg(long, default_value = "10/s:20", value_parser = crate::fetch::parse_quota)]
+    pub rate: Quota,
+    /// Burst (overrides the rate's).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub burst: Option<u64>,
     /// Most requests in flight.
     #[arg(long, default_value_t = 8)]
     pub max_in_flight: usize,
@@ -51,9 +52,19 @@ pub fn run(args: &DemoArgs, stop: &CancelToken) -> Result<(), Failure> {
     if args.keys == 0 {
         return Err(Failure::Usage("--keys must be at least 1".into()));
     }
-    let quota = Quota::per_second(args.rate)
-        .and_then(|q| q.burst(args.burst))
-        .map_err(|e| Failure::Usage(format!("--rate/--burst: {e}")))?;
+    let quota = match args.burst {
+        Some(burst) => args
+            .rate
+            .burst(burst)
+            .map_err(|e| Failure::Usage(format!("--burst: {e}")))?,
+        None => args.rate,
+    };
+    let burst = quota.burst_size();
+    // Tokens per second, for the summary's law `burst + rate·t`.
+    let per_second = {
+        let (period_ns, count) = quota.interval_ratio();
+        count as f64 * 1e9 / period_ns as f64
+    };
     let server = Server::start(&server_args(
         args.latency_ms,
         Vec::new(),
@@ -66,10 +77,8 @@ pub fn run(args: &DemoArgs, stop: &CancelToken) -> Result<(), Failure> {
         args.latency_ms
     );
     crate::outln!(
-        "fetching {} keys at {}/s, burst {}, at most {} in flight",
+        "fetching {} keys at {quota} (burst {burst}), at most {} in flight",
         args.keys,
-        args.rate,
-        args.burst,
         args.max_in_flight
     );
 
@@ -106,8 +115,8 @@ pub fn run(args: &DemoArgs, stop: &CancelToken) -> Result<(), Failure> {
         return Err(Failure::Failed(err.error.user_message()));
     }
     let secs = elapsed.as_secs_f64();
-    let law = args.burst as f64 + args.rate as f64 * secs;
-    let law_time = (args.keys.saturating_sub(args.burst)) as f64 / args.rate as f64;
+    let law = burst as f64 + per_second * secs;
+    let law_time = (args.keys.saturating_sub(burst)) as f64 / per_second;
     let rows = [
         (
             "requests",
@@ -120,8 +129,13 @@ pub fn run(args: &DemoArgs, stop: &CancelToken) -> Result<(), Failure> {
         (
             "achieved rate",
             format!(
-                "{:.2} req/s; the law allows {} + {}·t = {law:.0} requests in {secs:.2} s",
-                stats.achieved_rate, args.burst, args.rate
+                "{:.2} req/s; the law allows {burst} + {}·t = {law:.0} requests in {secs:.2} s",
+                stats.achieved_rate,
+                if per_second.fract() == 0.0 {
+                    format!("{per_second}")
+                } else {
+                    format!("{per_second:.3}")
+                }
             ),
         ),
         (

@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,7 @@ use tollgate::{
 
 use crate::Failure;
 use crate::duration::{parse_duration, parse_positive_duration};
-use crate::keys::InputError;
+use crate::keys::{InputError, Source};
 use crate::output::{LineError, Output, Record};
 use crate::progress;
 
@@ -132,7 +133,7 @@ pub struct FetchArgs {
     pub quiet: bool,
 }
 
-fn parse_quota(s: &str) -> Result<Quota, String> {
+pub(crate) fn parse_quota(s: &str) -> Result<Quota, String> {
     s.parse::<Quota>().map_err(|e| e.to_string())
 }
 
@@ -305,13 +306,9 @@ pub fn run(args: &FetchArgs, stop: &CancelToken) -> Result<(), Failure> {
     let mut tally = Tally::default();
     let fail_fast = !args.no_fail_fast;
     // Keys taken from the input so far (an empty stream is bad usage, like no keys at all).
-    let taken = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    let counted = {
-        let taken = taken.clone();
-        keys.into_iter(input_error.clone(), &run_token)
-            .inspect(move |_| taken.set(taken.get() + 1))
-    };
-    let outcome = fan_out.fetch_each(counted, &run_token, |key, result| {
+    let taken = Arc::new(AtomicU64::new(0));
+    let source = keys.into_source(input_error.clone(), taken.clone());
+    let each = |key: String, result: Result<(HttpResponse, u32), Error>| {
         // Cancelled keys of a stopped run are not results: leave them out of the output.
         if matches!(&result, Err(e) if matches!(e.kind(), ErrorKind::Cancelled(_))) {
             return true;
@@ -375,16 +372,24 @@ pub fn run(args: &FetchArgs, stop: &CancelToken) -> Result<(), Failure> {
         // A body file error fails the run like a failed request (but only with fail-fast
         // does it stop the others).
         !(fail_fast && file_failed)
-    });
+    };
+    // Keys from a file or stdin arrive when they arrive: the fan-out waits for them together
+    // with results, failures and a stop, so an idle input holds up none of those.
+    let outcome = match source {
+        Source::Ready(keys) => fan_out.fetch_each(keys, &run_token, each),
+        Source::Arriving(keys) => fan_out.fetch_each_from(keys, &run_token, each),
+    };
     bar.finish_and_clear();
     let finished = output.finish();
     let stats = match &outcome {
         Ok(stats) => *stats,
         Err(err) => err.stats,
     };
-    let exit = if taken.get() == 0
+    // Relaxed: the reader's count, read after the run (its last key reached us through the
+    // channel, or it is still blocked on an input that gave nothing).
+    let exit = if taken.load(Ordering::Relaxed) == 0
         && input_error.lock().map_or(true, |e| e.is_none())
-        && !stop.is_cancelled()
+        && !run_token.is_cancelled()
     {
         Err(Failure::Usage(
             "no keys: the input had none (give keys or a range as arguments, --keys-file, or pipe them to stdin)".into(),

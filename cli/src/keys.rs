@@ -1,11 +1,13 @@
 //! Where `fetch` gets its keys: arguments (a `1..=500` or `1..500` argument is a range), a
 //! file (`--keys-file PATH`, `-` for stdin), or stdin when it is not a terminal.
 //!
-//! Keys are streamed: a file or stdin is read one line at a time, by a reader thread feeding a
-//! channel of [`READ_AHEAD`] keys, as the fan-out asks for the next key; so memory stays bounded
-//! by what is in flight whatever the input's size, and a stop (Ctrl-C, a failure) ends the keys
-//! even while the input is idle (`tail -f keys | tollgate fetch …`). Ranges are expanded lazily
-//! and counted exactly (`0..=18446744073709551615` is 2^64 keys, as a `u128`).
+//! Keys are streamed: a file or stdin is read one line at a time by a reader thread that feeds
+//! a bounded channel of [`READ_AHEAD`] keys, which the fan-out takes from as capacity frees
+//! (`FanOut::fetch_each_from`); so memory stays bounded by what is in flight whatever the
+//! input's size. The fan-out never blocks on that channel alone: while the input is idle
+//! (`tail -f keys | tollgate fetch …`) finished results are still written, a failure still
+//! stops a fail-fast run and a stop (Ctrl-C, `--deadline`) still ends it. Ranges are expanded
+//! lazily and counted exactly (`0..=18446744073709551615` is 2^64 keys, as a `u128`).
 //!
 //! Files: one key per line (at most [`MAX_KEY_BYTES`]); blank lines and lines starting with `#`
 //! are skipped; surrounding whitespace is trimmed. A line that is too long or not UTF-8 ends the
@@ -13,10 +15,8 @@
 
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-use tollgate::CancelToken;
 
 /// Longest key line read from a file or stdin.
 pub const MAX_KEY_BYTES: usize = 64 * 1024;
@@ -49,8 +49,18 @@ pub enum Part {
     Range(u64, u64),
 }
 
-/// Where a streamed input's error is left for the caller (the iterator ends at the error).
+/// Where a streamed input's error is left for the caller (the keys end at the error).
 pub type InputError = Arc<Mutex<Option<String>>>;
+
+/// How the fan-out takes the keys.
+pub enum Source {
+    /// Arguments only: computed, never waited for (`FanOut::fetch_each`).
+    Ready(Box<dyn Iterator<Item = String>>),
+    /// A file or stdin is involved: keys arrive on a channel as the reader thread reads them
+    /// (`FanOut::fetch_each_from`); the channel disconnects at the end of the input or at an
+    /// error.
+    Arriving(crossbeam_channel::Receiver<String>),
+}
 
 impl Keys {
     /// How many keys there are, exactly; `None` when they come from a file or stdin (not read
@@ -70,85 +80,56 @@ impl Keys {
         )
     }
 
-    /// Every key, in order, read lazily; a read error ends the keys and is left in `error`;
-    /// `stop` being cancelled ends them at once, even while a file or stdin is idle.
-    pub fn into_iter(self, error: InputError, stop: &CancelToken) -> impl Iterator<Item = String> {
-        let parts = self
-            .parts
-            .into_iter()
-            .flat_map(|p| -> Box<dyn Iterator<Item = String>> {
-                match p {
-                    Part::Literal(k) => Box::new(std::iter::once(k)),
-                    Part::Range(a, b) => Box::new((a..=b).map(|k| k.to_string())),
-                }
-            });
-        let stop = stop.clone();
-        let lines = self.lines.into_iter().flat_map(move |(reader, name)| {
-            let keys = LineKeys {
-                reader,
-                name,
-                line: 0,
-                error: error.clone(),
-                buf: Vec::new(),
-                done: false,
-            };
-            Streamed::start(keys, &stop)
-        });
-        parts.chain(lines)
-    }
-}
-
-/// Keys read on a thread of their own, so that waiting for input never blocks a stop.
-struct Streamed {
-    keys: Receiver<Option<String>>,
-    stop: CancelToken,
-    /// Wakes `next` when `stop` is cancelled (dropped with the iterator).
-    _wake: tollgate::cancel::Registration,
-}
-
-impl Streamed {
-    fn start(mut lines: LineKeys, stop: &CancelToken) -> Streamed {
-        let error = lines.error.clone();
-        let (sender, keys) = sync_channel::<Option<String>>(READ_AHEAD);
-        let wake: SyncSender<Option<String>> = sender.clone();
-        // The reader ends at the end of the input, at an error, or when nobody takes keys any
-        // more (the run ended); until then it blocks on the input or on a full channel.
+    /// Every key, in order, read lazily; `taken` counts the keys handed out. A read error ends
+    /// the keys and is left in `error`.
+    pub fn into_source(self, error: InputError, taken: Arc<AtomicU64>) -> Source {
+        let parts =
+            self.parts
+                .into_iter()
+                .flat_map(|p| -> Box<dyn Iterator<Item = String> + Send> {
+                    match p {
+                        Part::Literal(k) => Box::new(std::iter::once(k)),
+                        Part::Range(a, b) => Box::new((a..=b).map(|k| k.to_string())),
+                    }
+                });
+        let Some((reader, name)) = self.lines else {
+            // Relaxed: a count read after the run, whose end orders it (thread join or the
+            // fan-out's channel).
+            return Source::Ready(Box::new(parts.inspect(move |_| {
+                taken.fetch_add(1, Ordering::Relaxed);
+            })));
+        };
+        let lines = LineKeys {
+            reader,
+            name,
+            line: 0,
+            error: error.clone(),
+            buf: Vec::new(),
+            done: false,
+        };
+        let (sender, keys) = crossbeam_channel::bounded::<String>(READ_AHEAD);
+        // The reader ends at the end of the input, at an error, or when the run stops taking
+        // keys (the receiver is dropped); until then it blocks on the input or on a full
+        // channel. A run that ends while the input is idle leaves it blocked in a read, which
+        // the process's exit ends.
         let spawned = std::thread::Builder::new()
             .name("tollgate-keys".into())
             .spawn(move || {
-                for key in lines.by_ref() {
-                    if sender.send(Some(key)).is_err() {
+                for key in parts.chain(lines) {
+                    // Relaxed: as above.
+                    taken.fetch_add(1, Ordering::Relaxed);
+                    if sender.send(key).is_err() {
                         return;
                     }
                 }
-                let _ = sender.send(None);
             });
         if let Err(e) = spawned {
-            // Without a thread, no keys: say why (the run then ends with exit 2).
+            // Without a thread, no keys (the sender went with the closure): say why; the run
+            // then ends with exit 2.
             *error.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(format!("cannot start the key reader: {e}"));
-            let _ = wake.try_send(None);
         }
-        // A stop sends the end marker; if the channel is full, `next` sees the stop itself.
-        let registration = stop.on_cancel(move || {
-            let _ = wake.try_send(None);
-        });
-        Streamed {
-            keys,
-            stop: stop.clone(),
-            _wake: registration,
-        }
-    }
-}
-
-impl Iterator for Streamed {
-    type Item = String;
-
-    fn next(&mut self) -> Option<String> {
-        if self.stop.is_cancelled() {
-            return None;
-        }
-        self.keys.recv().ok().flatten()
+        Source::Arriving(keys)
     }
 }
 
@@ -281,7 +262,10 @@ mod tests {
         };
         assert_eq!(keys.count(), None);
         let error = InputError::default();
-        let got = keys.into_iter(error.clone(), &CancelToken::new()).collect();
+        let Source::Arriving(arriving) = keys.into_source(error.clone(), Arc::default()) else {
+            panic!("a reader's keys arrive on a channel");
+        };
+        let got = arriving.iter().collect();
         let error = error.lock().unwrap().clone();
         (got, error)
     }
@@ -299,10 +283,13 @@ mod tests {
             lines: None,
         };
         assert_eq!(keys.count(), Some(4));
-        let all: Vec<String> = keys
-            .into_iter(InputError::default(), &CancelToken::new())
-            .collect();
+        let taken = Arc::new(AtomicU64::new(0));
+        let Source::Ready(ready) = keys.into_source(InputError::default(), taken.clone()) else {
+            panic!("arguments alone are ready");
+        };
+        let all: Vec<String> = ready.collect();
         assert_eq!(all, ["x", "5", "6", "7"]);
+        assert_eq!(taken.load(Ordering::Relaxed), 4);
     }
 
     #[test]
@@ -312,10 +299,10 @@ mod tests {
             lines: None,
         };
         assert_eq!(keys.count(), Some(2 * (1u128 << 64)));
-        let first: Vec<String> = keys
-            .into_iter(InputError::default(), &CancelToken::new())
-            .take(2)
-            .collect();
+        let Source::Ready(ready) = keys.into_source(InputError::default(), Arc::default()) else {
+            panic!("arguments alone are ready");
+        };
+        let first: Vec<String> = ready.take(2).collect();
         assert_eq!(first, ["0", "1"]);
     }
 
@@ -338,27 +325,43 @@ mod tests {
         assert!(error.unwrap().contains("longer than"));
     }
 
+    /// An idle input (a pipe whose writer is quiet) never blocks whoever takes the keys: the
+    /// channel is simply empty until a line comes; arguments come first, then the lines.
     #[test]
-    fn a_stop_ends_keys_from_an_idle_input() {
-        // A reader that never answers (an idle pipe).
-        struct Idle;
+    fn an_idle_input_leaves_the_channel_empty_not_blocked() {
+        struct Idle(std::sync::mpsc::Receiver<&'static [u8]>);
         impl Read for Idle {
-            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-                std::thread::park();
-                Ok(0)
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                match self.0.recv() {
+                    Ok(bytes) => {
+                        buf[..bytes.len()].copy_from_slice(bytes);
+                        Ok(bytes.len())
+                    }
+                    Err(_) => Ok(0),
+                }
             }
         }
+        let (write, input) = std::sync::mpsc::channel();
         let keys = Keys {
-            parts: vec![],
-            lines: Some((Box::new(BufReader::new(Idle)), "idle".into())),
+            parts: vec![Part::Literal("first".into())],
+            lines: Some((Box::new(BufReader::new(Idle(input))), "pipe".into())),
         };
-        let stop = CancelToken::new();
-        let mut iter = keys.into_iter(InputError::default(), &stop);
-        let stopper = {
-            let stop = stop.clone();
-            std::thread::spawn(move || stop.cancel())
+        let taken = Arc::new(AtomicU64::new(0));
+        let Source::Arriving(arriving) = keys.into_source(InputError::default(), taken.clone())
+        else {
+            panic!("a reader's keys arrive on a channel");
         };
-        assert_eq!(iter.next(), None);
-        stopper.join().unwrap();
+        let timeout = std::time::Duration::from_secs(20);
+        assert_eq!(arriving.recv_timeout(timeout).as_deref(), Ok("first"));
+        assert_eq!(
+            arriving.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Empty),
+            "nothing yet, and no wait"
+        );
+        write.send(b"second\n").unwrap();
+        assert_eq!(arriving.recv_timeout(timeout).as_deref(), Ok("second"));
+        drop(write); // end of input: the channel disconnects
+        assert!(arriving.recv_timeout(timeout).is_err());
+        assert_eq!(taken.load(Ordering::Relaxed), 2);
     }
 }

@@ -7,10 +7,13 @@
 //!    as its key completes, so what is on disk or in the pipe is always whole lines, however the
 //!    run ends (a SIGKILL loses at most the line being written). `--output` is synced at exit.
 //! 2. A body file's name is the key, percent-encoded ([`file_name`]): every byte but
-//!    `A-Z a-z 0-9 - _` and a `.` that does not start the name becomes `%XX`, so two keys never
-//!    share a name and [`key_of`] gives the key back. A name longer than [`MAX_NAME`] keeps the
-//!    start of the encoding plus `~` and a 128-bit hash of the whole key (its JSON line says which
-//!    key it holds).
+//!    `a-z 0-9 - _` and a `.` that does not start the name becomes `%XX` (upper-case hex), so
+//!    two keys never share a name and [`key_of`] gives the key back. Upper-case letters are
+//!    encoded too, so names stay distinct on a case-insensitive file system: a name's only
+//!    letters are literal lower-case ones and the hex digits of escapes, which always follow a
+//!    `%` (never literal), so two names that differ fold to two names that differ. A name longer
+//!    than [`MAX_NAME`] keeps the start of the encoding plus `~` and a 128-bit hash of the whole
+//!    key in lower-case hex (its JSON line says which key it holds).
 //! 3. A body file is never overwritten unless asked (`--overwrite`): an existing file is that
 //!    key's error. Any file error is that key's failure, reported in its line, not the run's.
 //! 4. Nothing else is printed from the response but what the line's fields say; URLs in lines
@@ -210,7 +213,13 @@ impl Output {
 pub fn file_name(key: &str) -> String {
     let mut name = String::with_capacity(key.len());
     for (i, &b) in key.as_bytes().iter().enumerate() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0) {
+        // Not upper-case letters: see invariant 2 (case-insensitive file systems).
+        let literal = b.is_ascii_lowercase()
+            || b.is_ascii_digit()
+            || b == b'-'
+            || b == b'_'
+            || (b == b'.' && i > 0);
+        if literal {
             name.push(b as char);
         } else {
             name.push_str(&format!("%{b:02X}"));
@@ -281,6 +290,41 @@ mod tests {
         assert_eq!(unique.len(), names.len());
         assert_eq!(file_name("a/b"), "a%2Fb");
         assert_eq!(file_name(".."), "%2E.");
+        assert_eq!(file_name("Ab"), "%41b");
+    }
+
+    /// On a case-insensitive file system (macOS, Windows) two names that differ only in case are
+    /// one file: no two keys may get such names, however they are cased.
+    #[test]
+    fn names_stay_distinct_when_case_is_folded() {
+        let keys = [
+            "a", "A", "ab", "aB", "Ab", "AB", "%41", "%61", "J", "j", "%4A", "%4a", "Z", "z", "é",
+            "É", "straße", "STRASSE", "K", "\u{212A}", "x~y", "X~Y",
+        ];
+        let mut folded: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                let name = file_name(k);
+                assert_eq!(key_of(&name).as_deref(), Some(*k), "{name} maps back");
+                name.to_lowercase()
+            })
+            .collect();
+        folded.sort();
+        folded.dedup();
+        assert_eq!(
+            folded.len(),
+            keys.len(),
+            "two keys share a case-folded name"
+        );
+        // Exhaustively over every one- and two-byte ASCII key: no two fold together.
+        let ascii: Vec<String> = (0u8..128)
+            .flat_map(|a| (0u8..128).map(move |b| String::from_utf8(vec![a, b]).unwrap()))
+            .chain((0u8..128).map(|a| String::from_utf8(vec![a]).unwrap()))
+            .collect();
+        let mut folded: Vec<String> = ascii.iter().map(|k| file_name(k).to_lowercase()).collect();
+        folded.sort();
+        folded.dedup();
+        assert_eq!(folded.len(), ascii.len());
     }
 
     #[test]

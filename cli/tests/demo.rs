@@ -39,3 +39,43 @@ fn demo_prints_a_summary_and_a_fail_fast_round() {
         assert!(stdout.contains(needle), "{needle} missing in:\n{stdout}");
     }
 }
+
+/// `--rate` takes quota text as `fetch --rate` does; a bad one is a usage error (exit 2).
+#[test]
+fn demo_takes_quota_text_and_rejects_a_bad_rate() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "demo",
+            "--keys",
+            "12",
+            "--rate",
+            "12000/min:10",
+            "--latency-ms",
+            "1",
+            "--no-fail-fast-round",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("at 200/s:10 (burst 10)"),
+        "the quota as understood:\n{stdout}"
+    );
+    assert!(stdout.contains("the law allows 10 + 200·t"), "{stdout}");
+
+    for bad in ["0/s", "ten/s", "10/fortnight"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["demo", "--rate", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--rate {bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--rate"), "--rate {bad}: {stderr}");
+        assert!(!stderr.contains("panicked"), "--rate {bad}: {stderr}");
+    }
+}

@@ -1,13 +1,10 @@
-//! `tollgate fetch` end to end against the hostile test server (`tests/support/server.rs`, two
+//! `tollgate fetch` end to end against the hostile test server (`tollgate_testkit::http`, two
 //! loopback listeners being two origins): redirects never leak, hostile answers end with the
 //! documented error and exit code, piped input is streamed in bounded memory, body files never
 //! merge or get overwritten, lines are on disk as each key completes, secrets are never printed,
 //! and a closed stdout ends the run with exit 0. Behaviour only: the time bounds asserted are
 //! hang checks, many times the timeouts involved.
 
-#[path = "../../tests/support/server.rs"]
-#[allow(dead_code)]
-mod server;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use server::TestServer;
 use support::{BIN, signal, wait_for};
+use tollgate_testkit::http::{self as server, TestServer};
 
 const SECRET: &str = "s3cret-api-key";
 const PASSWORD: &str = "hunter2";
@@ -281,6 +278,7 @@ fn body_files_never_merge_and_map_back_to_their_keys() {
     let long = "k".repeat(300);
     let keys = [
         "a/b",
+        "A/b", // a case-insensitive file system must not merge it with "a/b"
         "a_b",
         "a b",
         "a?b",
@@ -314,6 +312,22 @@ fn body_files_never_merge_and_map_back_to_their_keys() {
         let name = file.file_name().unwrap().to_str().unwrap();
         if key.len() < 100 {
             assert_eq!(percent_decode(name), key, "{name} maps back to its key");
+            // Outside its `%XX` escapes a name has no upper case: names of two keys never
+            // differ only in case (one file on macOS or Windows).
+            let bytes = name.as_bytes();
+            let (mut i, mut literal) = (0, String::new());
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    i += 3;
+                } else {
+                    literal.push(char::from(bytes[i]));
+                    i += 1;
+                }
+            }
+            assert!(
+                !literal.chars().any(|c| c.is_ascii_uppercase()),
+                "{name}: upper case outside escapes"
+            );
         } else {
             assert!(name.len() <= 200 && name.contains('~'), "{name}");
         }
@@ -528,5 +542,66 @@ fn ctrl_c_ends_a_run_waiting_on_idle_input() {
         .read_to_string(&mut stdout)
         .unwrap();
     assert!(stdout.contains("\"key\":\"first\""), "{stdout}");
+    drop(stdin);
+}
+
+/// Keys from a pipe that stays open and idle: each key's line is written as it completes, not
+/// when the next line of input comes, and a failure ends a fail-fast run (exit 1) while the
+/// input is still open.
+#[test]
+fn an_idle_input_holds_up_neither_results_nor_a_failure() {
+    let server = TestServer::start();
+    let mut child = Command::new(BIN)
+        .args(["fetch", "--url", &server.url("/status/{key}/k"), "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Lines as they come, read on a thread so that a missing line fails instead of hanging.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    stdin.write_all(b"200\n").unwrap();
+    stdin.flush().unwrap();
+    // The input is open and idle now: the line must come anyway.
+    let line = lines
+        .recv_timeout(HANG)
+        .expect("the first key's line while the input is idle");
+    let first: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (&first["key"], &first["status"]),
+        (&"200".into(), &200.into())
+    );
+
+    stdin.write_all(b"500\n").unwrap();
+    stdin.flush().unwrap();
+    // Still open: the failure alone must end the run.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < HANG,
+            "fetch still runs on an idle input after a failure"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(1));
+    let line = lines.recv_timeout(HANG).expect("the failed key's line");
+    let failed: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (&failed["key"], &failed["status"]),
+        (&"500".into(), &500.into())
+    );
+    reader.join().unwrap();
     drop(stdin);
 }

@@ -1,19 +1,16 @@
 //! `tollgate serve --redis`: several server processes sharing per-client limits in one real
-//! `redis-server` that each test spawns on its own loopback port (`src/redis/test_server.rs`).
+//! `redis-server` that each test spawns on its own loopback port (`tollgate_testkit::redis`).
 //! Without `redis-server` on PATH the tests print "SKIPPED: redis-server not installed" and pass
 //! — unless `TOLLGATE_REQUIRE_REDIS=1` (CI), which makes them fail.
 
 mod support;
-
-#[path = "../../src/redis/test_server.rs"]
-mod test_server;
 
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::Instant;
 
 use support::{BIN, Serve, get, metric, wait_for};
-use test_server::TestServer;
+use tollgate_testkit::redis::TestServer;
 
 const REDIS_DECISIONS: &str = "tollgate_redis_decisions_total{source=\"redis\"}";
 const FALLBACK_DECISIONS: &str = "tollgate_redis_decisions_total{source=\"fallback\"}";

@@ -131,7 +131,7 @@ fn timeout_racing_release() {
             thread::spawn(move || {
                 let token = CancelToken::with_clock(clock);
                 semaphore
-                    .acquire_timeout_with(1, Duration::from_nanos(10), &token)
+                    .acquire(1, &token.child_with_timeout(Duration::from_nanos(10)))
                     .map(|permit| permit.count())
             })
         };

@@ -109,7 +109,7 @@ impl<F> FanOutBuilder<F> {
     /// let shared: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(50)?));
     /// let a = FanOut::builder(echo).limiter(shared.clone()).build()?;
     /// let b = FanOut::builder(echo).limiter(shared).build()?;
-    /// assert!(a.fetch_all(0..5u32, &CancelToken::new()).is_ok() && b.fetch_all(0..5u32, &CancelToken::new()).is_ok());
+    /// assert!(a.fetch_all(0..5u32, CancelToken::never()).is_ok() && b.fetch_all(0..5u32, CancelToken::never()).is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn limiter(mut self, limiter: Arc<dyn Limiter>) -> Self {
@@ -221,7 +221,7 @@ impl<F> FanOutBuilder<F> {
     /// use tollgate::fanout::RetryPolicy;
     /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
     /// let fan_out = FanOut::builder(echo).retry(RetryPolicy::never()).build()?;
-    /// assert_eq!(fan_out.fetch_all([1u32], &CancelToken::new()).map_err(|e| e.error)?[&1], 1);
+    /// assert_eq!(fan_out.fetch_all([1u32], CancelToken::never()).map_err(|e| e.error)?[&1], 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
@@ -244,7 +244,7 @@ impl<F> FanOutBuilder<F> {
     ///     if k % 2 == 0 { Ok(*k) } else { Err(Error::new(ErrorKind::Status(404), "odd")) }
     /// };
     /// let fan_out = FanOut::builder(picky).fail_fast(false).retry(RetryPolicy::never()).build()?;
-    /// let err = fan_out.fetch_all(0..10u32, &CancelToken::new()).unwrap_err();
+    /// let err = fan_out.fetch_all(0..10u32, CancelToken::never()).unwrap_err();
     /// assert_eq!((err.failures.len(), err.partial.len()), (5, 5));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -270,7 +270,7 @@ impl<F> FanOutBuilder<F> {
     ///     .max_in_flight(8)
     ///     .hedge_after(Duration::from_millis(250))
     ///     .build()?;
-    /// assert_eq!(fan_out.fetch_all(0..10u32, &CancelToken::new()).map_err(|e| e.error)?.len(), 10);
+    /// assert_eq!(fan_out.fetch_all(0..10u32, CancelToken::never()).map_err(|e| e.error)?.len(), 10);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn hedge_after(mut self, delay: Duration) -> Self {
@@ -296,7 +296,7 @@ impl<F> FanOutBuilder<F> {
     /// let fan_out = FanOut::builder(echo)
     ///     .on_progress(|p| eprintln!("{}/{:?} done, {} in flight", p.done, p.total, p.in_flight))
     ///     .build()?;
-    /// fan_out.fetch_all(0..3u32, &CancelToken::new()).map_err(|e| e.error)?;
+    /// fan_out.fetch_all(0..3u32, CancelToken::never()).map_err(|e| e.error)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn on_progress(mut self, progress: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
@@ -314,7 +314,7 @@ impl<F> FanOutBuilder<F> {
     /// use tollgate::*;
     /// let echo = |k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k);
     /// let fan_out = FanOut::builder(echo).heartbeat(Duration::from_millis(250)).build()?;
-    /// assert!(fan_out.fetch_all(0..3u32, &CancelToken::new()).is_ok());
+    /// assert!(fan_out.fetch_all(0..3u32, CancelToken::never()).is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn heartbeat(mut self, every: Duration) -> Self {

@@ -18,7 +18,7 @@ use crate::error::Error;
 ///     if *key == 3 { Err(Error::new(ErrorKind::Status(404), "no such user")) } else { Ok(*key) }
 /// };
 /// let fan_out = FanOut::builder(fetch).max_in_flight(1).retry(RetryPolicy::never()).build()?;
-/// let err = fan_out.fetch_all(1..=5, &CancelToken::new()).unwrap_err();
+/// let err = fan_out.fetch_all(1..=5, CancelToken::never()).unwrap_err();
 /// assert_eq!(err.key, Some(3));
 /// assert_eq!(err.attempts, 1);
 /// assert_eq!(err.error.kind(), ErrorKind::Status(404));

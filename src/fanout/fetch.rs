@@ -23,7 +23,7 @@ use crate::error::Error;
 /// let double = |key: &u32, _attempt: u32, _cancel: &CancelToken| -> Result<u32, Error> {
 ///     key.checked_mul(2).ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "too big"))
 /// };
-/// assert_eq!(double.fetch(&21, 1, &CancelToken::new()).unwrap(), 42);
+/// assert_eq!(double.fetch(&21, 1, CancelToken::never()).unwrap(), 42);
 /// ```
 pub trait Fetch<K>: Send + Sync + 'static {
     /// What one key yields.

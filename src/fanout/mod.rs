@@ -59,7 +59,7 @@ pub type ProgressFn = dyn Fn(&Progress) + Send + Sync;
 ///     .quota(Quota::per_second(1_000)?.burst(50)?)
 ///     .max_in_flight(4)
 ///     .build()?;
-/// let results = fan_out.fetch_all(1..=100, &CancelToken::new()).map_err(|e| e.error)?;
+/// let results = fan_out.fetch_all(1..=100, CancelToken::never()).map_err(|e| e.error)?;
 /// assert_eq!(results.len(), 100);
 /// assert_eq!(results[&7], 70);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -119,7 +119,7 @@ impl<F> FanOut<F> {
     /// ```
     /// use tollgate::{CancelToken, Error, FanOut};
     /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(k + 1)).build()?;
-    /// let results = fan_out.fetch_all(vec![1, 2, 3], &CancelToken::new()).map_err(|e| e.error)?;
+    /// let results = fan_out.fetch_all(vec![1, 2, 3], CancelToken::never()).map_err(|e| e.error)?;
     /// assert_eq!(results[&3], 4);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -138,6 +138,7 @@ impl<F> FanOut<F> {
         I: IntoIterator<Item = K>,
     {
         let mut results = HashMap::new();
+        let keys = run::IterSource(keys.into_iter().peekable());
         let outcome = self.drive(keys, cancel, |outcome| {
             if let Ok(output) = outcome.result {
                 results.insert(outcome.key, output);
@@ -164,7 +165,7 @@ impl<F> FanOut<F> {
     ///     .max_in_flight(2)
     ///     .build()?;
     /// let mut sum = 0;
-    /// fan_out.fetch_each(1..=10u64, &CancelToken::new(), |_key, result| {
+    /// fan_out.fetch_each(1..=10u64, CancelToken::never(), |_key, result| {
     ///     sum += result.unwrap();
     ///     true
     /// }).map_err(|e| e.error)?;
@@ -186,6 +187,70 @@ impl<F> FanOut<F> {
         K: Hash + Eq + Clone + Send + fmt::Debug + 'static,
         I: IntoIterator<Item = K>,
     {
+        let keys = run::IterSource(keys.into_iter().peekable());
+        let outcome = self.drive(keys, cancel, |outcome| {
+            if each(outcome.key, outcome.result) {
+                run::Flow::Continue
+            } else {
+                run::Flow::Stop
+            }
+        });
+        self.finish(outcome, HashMap::new()).map(|(_, stats)| stats)
+    }
+
+    /// As [`fetch_each`](Self::fetch_each), with keys that arrive on a channel when they arrive
+    /// (lines read from a pipe, messages from another thread): the run takes each key as it
+    /// comes and capacity frees up, and ends once the channel is disconnected (every sender
+    /// dropped) and every key taken is done.
+    ///
+    /// The calling thread never blocks on the channel alone: while no key comes it still hands
+    /// finished results to `each`, a fail-fast failure still ends the run at once, and so does
+    /// `cancel`. Keys still in the channel when the run ends are left there. Memory stays
+    /// bounded by what is in flight: a bounded channel makes its senders wait while the run is
+    /// busy.
+    ///
+    /// # Errors
+    ///
+    /// As [`fetch_each`](Self::fetch_each).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut};
+    ///
+    /// let fan_out = FanOut::builder(|k: &u64, _: u32, _: &CancelToken| Ok::<_, Error>(k * 2))
+    ///     .max_in_flight(2)
+    ///     .build()?;
+    /// let (keys, arrivals) = crossbeam_channel::bounded(4);
+    /// let producer = std::thread::spawn(move || {
+    ///     for key in 1..=10u64 {
+    ///         keys.send(key).unwrap(); // waits while the run is busy
+    ///     }
+    /// }); // dropping `keys` ends the run once the last key is done
+    /// let mut sum = 0;
+    /// fan_out.fetch_each_from(arrivals, CancelToken::never(), |_key, result| {
+    ///     sum += result.unwrap();
+    ///     true
+    /// }).map_err(|e| e.error)?;
+    /// producer.join().unwrap();
+    /// assert_eq!(sum, 110);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(
+        clippy::result_large_err,
+        reason = "returned once per run, not on a hot path; boxing would only add an allocation"
+    )]
+    pub fn fetch_each_from<K>(
+        &self,
+        keys: crossbeam_channel::Receiver<K>,
+        cancel: &CancelToken,
+        mut each: impl FnMut(K, Result<F::Output, Error>) -> bool,
+    ) -> Result<FanOutStats, FanOutError<K, F::Output>>
+    where
+        F: Fetch<K>,
+        K: Hash + Eq + Clone + Send + fmt::Debug + 'static,
+    {
+        let keys = run::ChannelSource { keys, ended: false };
         let outcome = self.drive(keys, cancel, |outcome| {
             if each(outcome.key, outcome.result) {
                 run::Flow::Continue
@@ -236,7 +301,7 @@ impl<F> FanOut<F> {
     ///     .build()
     ///     .unwrap();
     /// assert!(fan_out.last_stats().is_none());
-    /// fan_out.fetch_all(0..10u32, &CancelToken::new()).unwrap();
+    /// fan_out.fetch_all(0..10u32, CancelToken::never()).unwrap();
     /// assert_eq!(fan_out.last_stats().unwrap().succeeded, 10);
     /// ```
     pub fn last_stats(&self) -> Option<FanOutStats> {

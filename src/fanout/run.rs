@@ -27,6 +27,13 @@
 //!    runners on a full outcome channel rather than letting outcomes pile up.
 //! 5. Each attempt of a key costs one limiter token; a retry waits out its backoff on the group
 //!    token (interruptible) before taking its token.
+//! 6. The caller never blocks on its key source. An iterator is taken to be ready (its keys are
+//!    computed, not awaited). A channel source (`fetch_each_from`) is only ever `try_recv`ed, and
+//!    while no key is pending the caller's one wait (`select!`) includes the key channel next to
+//!    the outcomes, the cancel wake-up and the heartbeat: so whichever comes first — a key, an
+//!    outcome, a failure's cancel, a stop — wakes it, and outcomes are delivered and a
+//!    fail-fast failure ends the run while the input is idle. A key that arrives is held as the
+//!    one pending key until the key channel has room (invariant 4's bound is unchanged).
 
 use std::hash::Hash;
 use std::sync::Arc;
@@ -307,6 +314,75 @@ impl<K: Clone, T, S: FnMut(Outcome<K, T>) -> Flow> Collector<'_, K, T, S> {
     }
 }
 
+/// Where a run takes its keys from (invariant 6).
+pub(crate) trait KeySource<K> {
+    /// The next key if one is there now; `None` if none is there now (the source may have ended,
+    /// see [`may_have_more`](Self::may_have_more)). An iterator is taken to be ready: its `next`
+    /// may compute, but is not expected to wait.
+    fn try_next(&mut self) -> Option<K>;
+    /// Whether more keys may come.
+    fn may_have_more(&mut self) -> bool;
+    /// The channel a key arrives on, for a source whose keys come when they come; the run's
+    /// wait includes it, so an idle source never holds up outcomes or a stop.
+    fn channel(&self) -> Option<crossbeam_channel::Receiver<K>>;
+    /// How many keys there are, when that is known exactly.
+    fn total(&self) -> Option<u64>;
+}
+
+/// Keys from an iterator (`fetch_all`, `fetch_each`).
+pub(crate) struct IterSource<I: Iterator>(pub(crate) std::iter::Peekable<I>);
+
+impl<K, I: Iterator<Item = K>> KeySource<K> for IterSource<I> {
+    #[inline]
+    fn try_next(&mut self) -> Option<K> {
+        self.0.next()
+    }
+    fn may_have_more(&mut self) -> bool {
+        self.0.peek().is_some()
+    }
+    fn channel(&self) -> Option<crossbeam_channel::Receiver<K>> {
+        None
+    }
+    fn total(&self) -> Option<u64> {
+        match self.0.size_hint() {
+            (low, Some(high)) if low == high => Some(low as u64),
+            _ => None,
+        }
+    }
+}
+
+/// Keys from a channel (`fetch_each_from`): taken as they arrive, until it is disconnected.
+pub(crate) struct ChannelSource<K> {
+    pub(crate) keys: crossbeam_channel::Receiver<K>,
+    pub(crate) ended: bool,
+}
+
+impl<K> KeySource<K> for ChannelSource<K> {
+    #[inline]
+    fn try_next(&mut self) -> Option<K> {
+        if self.ended {
+            return None;
+        }
+        match self.keys.try_recv() {
+            Ok(key) => Some(key),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                self.ended = true;
+                None
+            }
+        }
+    }
+    fn may_have_more(&mut self) -> bool {
+        !self.ended
+    }
+    fn channel(&self) -> Option<crossbeam_channel::Receiver<K>> {
+        (!self.ended).then(|| self.keys.clone())
+    }
+    fn total(&self) -> Option<u64> {
+        None
+    }
+}
+
 impl<F> FanOut<F> {
     /// One run (invariants 1–4). `sink` sees every outcome on the calling thread; the first
     /// failure of a fail-fast run ends it.
@@ -314,24 +390,22 @@ impl<F> FanOut<F> {
         clippy::result_large_err,
         reason = "returned once per run, not on a hot path; boxing would only add an allocation"
     )]
-    pub(crate) fn drive<K, I>(
+    pub(crate) fn drive<K, S>(
         &self,
-        keys: I,
+        mut keys: S,
         caller: &CancelToken,
         sink: impl FnMut(Outcome<K, F::Output>) -> Flow,
     ) -> Result<FanOutStats, RunFailure<K>>
     where
         K: Hash + Eq + Clone + Send + std::fmt::Debug + 'static,
-        I: IntoIterator<Item = K>,
+        S: KeySource<K>,
         F: Fetch<K>,
     {
         let started = Instant::now();
         let counters = Arc::new(Counters::new());
-        let mut keys = keys.into_iter().peekable();
-        let total = match keys.size_hint() {
-            (low, Some(high)) if low == high => Some(low as u64),
-            _ => None,
-        };
+        let total = keys.total();
+        // A channel source's wait (invariant 6); `None` for an iterator.
+        let key_arrivals = keys.channel();
         let group = caller.child();
         // Invariant 2: however this function returns, the run's waiters and fetches stop.
         let _stop_everything = group.clone().drop_guard();
@@ -370,7 +444,7 @@ impl<F> FanOut<F> {
                 failures,
                 stats: counters.stats(started.elapsed()),
             };
-        if keys.peek().is_none() {
+        if key_arrivals.is_none() && !keys.may_have_more() {
             return Ok(counters.stats(started.elapsed()));
         }
 
@@ -389,7 +463,7 @@ impl<F> FanOut<F> {
         let runners = self.runner_count(total);
         for _ in 0..runners {
             let job = runner(shared.clone(), key_receiver.clone(), outcome_sender.clone());
-            match self.pool.submit_cancellable(job, &group) {
+            match self.pool.submit(job, &group) {
                 Ok(_detached) => {}
                 Err(crate::pool::SubmitError::Closed(_)) => {
                     let error = Error::new(ErrorKind::Closed, "the worker pool is shut down");
@@ -410,7 +484,7 @@ impl<F> FanOut<F> {
             // full channel empties only as runners take keys, and every key taken comes back
             // as an outcome, which wakes the wait below — so keys and outcomes share one
             // wake-up instead of costing one each.
-            while let Some(key) = pending.take().or_else(|| keys.next()) {
+            while let Some(key) = pending.take().or_else(|| keys.try_next()) {
                 match key_sender.try_send(key) {
                     Ok(()) => sent += 1,
                     Err(crossbeam_channel::TrySendError::Full(key)) => {
@@ -428,20 +502,48 @@ impl<F> FanOut<F> {
                     break 'run;
                 }
             }
-            let keys_left = pending.is_some() || keys.peek().is_some();
+            let keys_left = pending.is_some() || keys.may_have_more();
             if !keys_left && collector.received >= sent {
                 break;
             }
             let beat = group
                 .remaining()
                 .map_or(self.heartbeat, |left| left.min(self.heartbeat));
-            crossbeam_channel::select! {
-                recv(outcomes) -> outcome => match outcome {
-                    Ok(outcome) => stopped = matches!(collector.deliver(outcome), Flow::Stop),
-                    Err(_) => break, // every runner has gone
+            // Invariant 6: a channel source's wait includes its keys, but only with room for one
+            // (no key pending). An iterator's run keeps the three-way wait (no extra operand on
+            // the hot path).
+            let outcome = match &key_arrivals {
+                Some(arrivals) if pending.is_none() && keys.may_have_more() => {
+                    crossbeam_channel::select! {
+                        recv(outcomes) -> outcome => Some(outcome),
+                        recv(arrivals) -> key => {
+                            // Disconnected (`Err`): the fill above sees it (`try_next`) and
+                            // ends the source.
+                            if let Ok(key) = key {
+                                pending = Some(key);
+                            }
+                            None
+                        }
+                        recv(woken) -> _ => None,
+                        default(beat) => {
+                            collector.beat();
+                            None
+                        }
+                    }
+                }
+                _ => crossbeam_channel::select! {
+                    recv(outcomes) -> outcome => Some(outcome),
+                    recv(woken) -> _ => None,
+                    default(beat) => {
+                        collector.beat();
+                        None
+                    }
                 },
-                recv(woken) -> _ => {}
-                default(beat) => collector.beat(),
+            };
+            match outcome {
+                Some(Ok(outcome)) => stopped = matches!(collector.deliver(outcome), Flow::Stop),
+                Some(Err(_)) => break, // every runner has gone
+                None => {}
             }
         }
         // Invariant 3: a failure that cancelled the group, or whose runner then left (closing
@@ -474,7 +576,7 @@ impl<F> FanOut<F> {
             // The caller's sink asked to stop: not a failure.
             return Ok(counters.stats(started.elapsed()));
         }
-        if received < sent || pending.is_some() || keys.peek().is_some() {
+        if received < sent || pending.is_some() || keys.may_have_more() {
             // Only a cancelled group leaves keys or outcomes behind; report its cause.
             return Err(fail(cancelled(&group), None, 0, failures));
         }

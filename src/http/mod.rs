@@ -108,7 +108,7 @@ const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// #     socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello").unwrap();
 /// # });
 /// let fetcher = HttpFetcher::builder(&format!("http://127.0.0.1:{port}/users/{{key}}")).build()?;
-/// let response = fetcher.fetch("42", &CancelToken::new())?;
+/// let response = fetcher.fetch("42", CancelToken::never())?;
 /// assert_eq!(response.status(), 200);
 /// assert_eq!(response.body(), b"hello");
 /// println!("{} bytes in {:?}", response.body().len(), response.latency());

@@ -27,7 +27,7 @@ use ureq::http::HeaderMap;
 /// #     socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello").unwrap();
 /// # });
 /// let fetcher = HttpFetcher::builder(&format!("http://127.0.0.1:{port}/users/{{key}}")).build()?;
-/// let response = fetcher.fetch("42", &CancelToken::new())?;
+/// let response = fetcher.fetch("42", CancelToken::never())?;
 /// assert_eq!(response.status(), 200);
 /// assert_eq!(response.header("Content-Type"), Some("text/plain"));
 /// assert!(response.headers().any(|(name, value)| name == "content-length" && value == "5"));
@@ -86,7 +86,7 @@ impl HttpResponse {
     /// #     socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap();
     /// # });
     /// let fetcher = HttpFetcher::builder(&format!("http://me:secret@127.0.0.1:{port}/u/{{key}}")).build()?;
-    /// let response = fetcher.fetch("7", &CancelToken::new())?;
+    /// let response = fetcher.fetch("7", CancelToken::never())?;
     /// assert_eq!(response.url(), format!("http://127.0.0.1:{port}/u/7"));
     /// # server.join().unwrap();
     /// # Ok::<(), tollgate::Error>(())

@@ -83,6 +83,11 @@ pub struct HttpLimiterBuilder {
     ban: Duration,
 }
 
+// Unwind-safe although the backend factory is a user closure that does not say so: the builder
+// only calls it from `build`, by shared reference, and keeps nothing it returned on failure.
+impl std::panic::UnwindSafe for HttpLimiterBuilder {}
+impl std::panic::RefUnwindSafe for HttpLimiterBuilder {}
+
 impl fmt::Debug for HttpLimiterBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpLimiterBuilder")
@@ -384,6 +389,13 @@ pub struct HttpLimiter {
     abuse: Option<Abuse>,
     counts: Counts,
 }
+
+// Unwind-safe although its keyed backends (`Arc<dyn KeyedLimits>`, possibly a user's) do not say
+// so: the limiter takes no lock of its own and calls them only by shared reference; none of its
+// invariants rests on their state (a backend left odd by a panic decides odd, as it would for any
+// other caller). The counters are atomics. As `FanOut` (src/fanout/mod.rs).
+impl std::panic::UnwindSafe for HttpLimiter {}
+impl std::panic::RefUnwindSafe for HttpLimiter {}
 
 impl fmt::Debug for HttpLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -72,6 +72,13 @@ pub struct AllOf<C: Clock = MonotonicClock> {
     clock: C,
 }
 
+// As unwind-safe as its clock, although its members (`Arc<dyn Limiter>`, shared elsewhere and
+// possibly a user's) do not say so: `AllOf` holds no lock and no state of its own beyond the list,
+// and calls the members only by shared reference; a member left odd by a panic decides odd, as it
+// would for any other caller. As `FanOut` (src/fanout/mod.rs).
+impl<C: Clock + std::panic::RefUnwindSafe> std::panic::UnwindSafe for AllOf<C> {}
+impl<C: Clock + std::panic::RefUnwindSafe> std::panic::RefUnwindSafe for AllOf<C> {}
+
 impl AllOf<MonotonicClock> {
     /// All of `members`, waiting on the monotonic clock (the members' clock).
     ///
@@ -183,7 +190,7 @@ impl<C: Clock> AllOf<C> {
     ///
     /// let calls: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(5)?));
     /// let mib: Arc<dyn Limiter> = Arc::new(RateLimiter::new(Quota::per_second(100)?));
-    /// AllOf::new([calls, mib]).wait_costs(&[1, 40], &CancelToken::new())?;
+    /// AllOf::new([calls, mib]).wait_costs(&[1, 40], CancelToken::never())?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_costs(&self, costs: &[u64], token: &CancelToken) -> Result<(), LimitError> {

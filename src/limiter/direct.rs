@@ -152,7 +152,7 @@ impl QuotaSlot {
 ///     other => panic!("{other:?}"),
 /// }
 /// clock.advance(Duration::from_millis(200));
-/// limiter.wait(&CancelToken::new())?; // passes at once now
+/// limiter.wait(CancelToken::never())?; // passes at once now
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RateLimiter<C: Clock = MonotonicClock> {

@@ -821,7 +821,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// let hurried = CancelToken::with_clock(clock.clone()).child_with_timeout(Duration::from_millis(100));
     /// assert!(matches!(limiter.wait(&"a", &hurried), Err(LimitError::WouldExceedDeadline { .. })));
     /// // Another key does not wait at all.
-    /// limiter.wait(&"b", &CancelToken::new())?;
+    /// limiter.wait(&"b", CancelToken::never())?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_n<Q>(&self, key: &Q, n: u64, token: &CancelToken) -> Result<(), LimitError>

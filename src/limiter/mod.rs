@@ -64,7 +64,7 @@ pub use reservation::Reservation;
 /// clock.advance(Duration::from_millis(2_999));
 /// assert!(limiter.check().is_err());
 /// clock.advance(Duration::from_millis(1));
-/// limiter.wait(&CancelToken::new())?;
+/// limiter.wait(CancelToken::never())?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait Limiter: Send + Sync + fmt::Debug {

@@ -378,7 +378,7 @@ impl<C: Clock + Clone> MultiLimiter<C> {
     ///
     /// ```
     /// let limiter = tollgate::limit::MultiLimiter::new([tollgate::Quota::per_hour(1)?])?;
-    /// assert!(limiter.wait(&tollgate::CancelToken::new()).is_ok());
+    /// assert!(limiter.wait(tollgate::CancelToken::never()).is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait(&self, token: &CancelToken) -> Result<(), LimitError> {

@@ -38,7 +38,7 @@ use super::direct::RateLimiter;
 /// let next = limiter.reserve(1)?;
 /// assert_eq!(next.ready_at(), 1_000_000_000);
 /// clock.advance(Duration::from_secs(1));
-/// next.wait(&CancelToken::new())?; // due: returns at once
+/// next.wait(CancelToken::never())?; // due: returns at once
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[must_use = "dropping a reservation keeps its tokens; call cancel() to give them back"]

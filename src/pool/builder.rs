@@ -14,14 +14,16 @@ use crate::wait::Latch;
 /// # Examples
 ///
 /// ```
+/// use tollgate::CancelToken;
+///
 /// let pool = tollgate::WorkerPool::builder()
 ///     .threads(3)
 ///     .queue_capacity(16)
 ///     .name_prefix("fetch")
 ///     .build()
 ///     .unwrap();
-/// let name = pool.submit(|| std::thread::current().name().unwrap().to_string()).unwrap();
-/// assert!(name.join().unwrap().starts_with("fetch-"));
+/// let name = pool.submit(|| std::thread::current().name().unwrap().to_string(), CancelToken::never()).unwrap();
+/// assert!(name.join(CancelToken::never()).unwrap().starts_with("fetch-"));
 /// assert_eq!(pool.stats().threads, 3);
 /// ```
 #[derive(Debug, Clone)]
@@ -77,9 +79,11 @@ impl WorkerPoolBuilder {
     /// # Examples
     ///
     /// ```
+    /// use tollgate::CancelToken;
+    ///
     /// let pool = tollgate::WorkerPool::builder().threads(1).name_prefix("io").build().unwrap();
-    /// let name = pool.submit(|| std::thread::current().name().map(String::from)).unwrap();
-    /// assert_eq!(name.join().unwrap().as_deref(), Some("io-0"));
+    /// let name = pool.submit(|| std::thread::current().name().map(String::from), CancelToken::never()).unwrap();
+    /// assert_eq!(name.join(CancelToken::never()).unwrap().as_deref(), Some("io-0"));
     /// ```
     pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.name_prefix = prefix.into();

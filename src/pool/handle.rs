@@ -24,11 +24,11 @@ use crate::sync::{Arc, Mutex, Thread, current, park};
 /// # Examples
 ///
 /// ```
-/// use tollgate::{WorkerPool, pool::JobError};
+/// use tollgate::{CancelToken, WorkerPool, pool::JobError};
 ///
 /// let pool = WorkerPool::new(1).unwrap();
-/// let handle = pool.submit(|| -> u32 { panic!("bad input") }).unwrap();
-/// assert_eq!(handle.join(), Err(JobError::Panicked("bad input".to_string())));
+/// let handle = pool.submit(|| -> u32 { panic!("bad input") }, CancelToken::never()).unwrap();
+/// assert_eq!(handle.join(CancelToken::never()), Err(JobError::Panicked("bad input".to_string())));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -39,7 +39,7 @@ pub enum JobError {
     /// The job was dropped without running: [`Shutdown::Abort`](crate::pool::Shutdown::Abort), or
     /// skipped because its group was cancelled before it started.
     Cancelled,
-    /// [`JobHandle::join_cancellable`]'s token ended the wait first (the job itself may still
+    /// [`JobHandle::join`]'s token ended the wait first (the job itself may still
     /// run; its result is discarded).
     WaitCancelled(Cause),
 }
@@ -145,9 +145,11 @@ fn finish<T>(shared: &Shared<T>, result: Result<T, JobError>) {
 /// # Examples
 ///
 /// ```
+/// use tollgate::CancelToken;
+///
 /// let pool = tollgate::WorkerPool::new(2).unwrap();
-/// let handle = pool.submit(|| 6 * 7).unwrap();
-/// assert_eq!(handle.join(), Ok(42));
+/// let handle = pool.submit(|| 6 * 7, CancelToken::never()).unwrap();
+/// assert_eq!(handle.join(CancelToken::never()), Ok(42));
 /// ```
 pub struct JobHandle<T> {
     shared: Arc<Shared<T>>,
@@ -180,41 +182,26 @@ impl<T> JobHandle<T> {
     /// let release = CancelToken::new();
     /// let handle = {
     ///     let release = release.clone();
-    ///     pool.submit(move || release.wait()).unwrap()
+    ///     pool.submit(move || release.wait(), CancelToken::never()).unwrap()
     /// };
     /// assert!(!handle.is_finished());
     /// release.cancel();
-    /// assert_eq!(handle.join(), Ok(()));
+    /// assert_eq!(handle.join(CancelToken::never()), Ok(()));
     /// ```
     pub fn is_finished(&self) -> bool {
         !matches!(*self.shared.state.lock(), State::Pending { .. })
     }
 
-    /// Blocks until the job has run and returns its value, or why there is none.
+    /// Blocks until the job has run and returns its value, or why there is none; gives up when
+    /// `token` is cancelled (or its deadline passes) first, with [`JobError::WaitCancelled`].
+    /// The job is not stopped by that: pass it a token of its own for that. A caller that needs
+    /// no cancellation passes [`CancelToken::never`].
     ///
     /// # Errors
     ///
     /// [`JobError::Panicked`] with the panic's message if the job panicked;
-    /// [`JobError::Cancelled`] if it was dropped without running.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let pool = tollgate::WorkerPool::new(1).unwrap();
-    /// assert_eq!(pool.submit(|| "done").unwrap().join(), Ok("done"));
-    /// ```
-    pub fn join(self) -> Result<T, JobError> {
-        self.wait(None)
-    }
-
-    /// As [`join`](Self::join), but gives up when `token` is cancelled (or its deadline passes)
-    /// first, with [`JobError::WaitCancelled`]. The job is not stopped by that: pass it a token
-    /// of its own for that.
-    ///
-    /// # Errors
-    ///
-    /// As [`join`](Self::join), and [`JobError::WaitCancelled`] if `token` ends the wait first
-    /// (the job may still run; its result is discarded).
+    /// [`JobError::Cancelled`] if it was dropped without running; [`JobError::WaitCancelled`] if
+    /// `token` ends the wait first (the job may still run; its result is discarded).
     ///
     /// # Examples
     ///
@@ -222,18 +209,21 @@ impl<T> JobHandle<T> {
     /// use tollgate::{CancelToken, WorkerPool, cancel::Cause, pool::JobError};
     ///
     /// let pool = WorkerPool::new(1).unwrap();
+    /// let done = pool.submit(|| "done", CancelToken::never()).unwrap();
+    /// assert_eq!(done.join(CancelToken::never()), Ok("done"));
+    ///
     /// let release = CancelToken::new();
     /// let blocked = {
     ///     let release = release.clone();
-    ///     pool.submit(move || release.wait()).unwrap()
+    ///     pool.submit(move || release.wait(), CancelToken::never()).unwrap()
     /// };
     /// let impatient = CancelToken::new();
     /// impatient.cancel();
-    /// assert_eq!(blocked.join_cancellable(&impatient), Err(JobError::WaitCancelled(Cause::Cancelled)));
+    /// assert_eq!(blocked.join(&impatient), Err(JobError::WaitCancelled(Cause::Cancelled)));
     /// release.cancel();
     /// ```
-    pub fn join_cancellable(self, token: &CancelToken) -> Result<T, JobError> {
-        self.wait(Some(token))
+    pub fn join(self, token: &CancelToken) -> Result<T, JobError> {
+        self.wait(token.waitable())
     }
 
     fn wait(self, token: Option<&CancelToken>) -> Result<T, JobError> {

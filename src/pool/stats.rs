@@ -13,8 +13,10 @@ use super::supervisor::Lane;
 /// # Examples
 ///
 /// ```
+/// use tollgate::CancelToken;
+///
 /// let pool = tollgate::WorkerPool::new(2).unwrap();
-/// pool.submit(|| ()).unwrap().join().unwrap();
+/// pool.submit(|| (), CancelToken::never()).unwrap().join(CancelToken::never()).unwrap();
 /// let stats = pool.stats();
 /// assert_eq!((stats.threads, stats.completed, stats.queued, stats.running), (2, 1, 0, 0));
 /// ```

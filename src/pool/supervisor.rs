@@ -49,15 +49,15 @@ type StallCallback = DynArc<dyn Fn(&Stall) + Send + Sync>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{WorkerPool, pool::Supervision};
+/// use tollgate::{CancelToken, WorkerPool, pool::Supervision};
 ///
 /// let pool = WorkerPool::builder()
 ///     .threads(2)
 ///     .supervise(Supervision::new().job_limit(Duration::from_secs(30)).spare_threads(2))
 ///     .build()
 ///     .unwrap();
-/// let handle = pool.submit_supervised(|job| { job.pulse(); job.token().is_cancelled() }).unwrap();
-/// assert_eq!(handle.join(), Ok(false));
+/// let handle = pool.submit_supervised(|job| { job.pulse(); job.token().is_cancelled() }, CancelToken::never()).unwrap();
+/// assert_eq!(handle.join(CancelToken::never()), Ok(false));
 /// ```
 #[derive(Clone)]
 #[must_use]
@@ -279,7 +279,7 @@ pub struct Pulse {
 /// # Examples
 ///
 /// ```
-/// use tollgate::{WorkerPool, pool::Supervision};
+/// use tollgate::{CancelToken, WorkerPool, pool::Supervision};
 /// let pool = WorkerPool::builder().threads(1).supervise(Supervision::new()).build().unwrap();
 /// let done = pool.submit_supervised(|job| {
 ///     for _ in 0..3 {
@@ -287,8 +287,8 @@ pub struct Pulse {
 ///         job.pulse(); // a unit of work done
 ///     }
 ///     true
-/// }).unwrap();
-/// assert_eq!(done.join(), Ok(true));
+/// }, CancelToken::never()).unwrap();
+/// assert_eq!(done.join(CancelToken::never()), Ok(true));
 /// ```
 pub struct JobContext<'a> {
     lane: &'a Lane,

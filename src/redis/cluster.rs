@@ -665,7 +665,7 @@ mod tests {
     /// Our slot function and the server's `CLUSTER KEYSLOT` agree, tags and odd bytes included.
     #[test]
     fn slots_agree_with_cluster_keyslot() {
-        use crate::redis::test_cluster::TestCluster;
+        use tollgate_testkit::redis_cluster::TestCluster;
 
         let Some(server) = TestCluster::start_node() else {
             return;

@@ -291,7 +291,7 @@ impl RedisLimiter {
     /// use std::time::Duration;
     /// use tollgate::{CancelToken, Quota, redis::RedisLimiter, limit::LimitError};
     /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_minute(1)?).build()?;
-    /// limiter.wait_key("erin", 1, &CancelToken::new())?;
+    /// limiter.wait_key("erin", 1, CancelToken::never())?;
     /// let hurry = CancelToken::with_timeout(Duration::from_millis(10));
     /// assert!(matches!(limiter.wait_key("erin", 1, &hurry), Err(LimitError::WouldExceedDeadline { .. })));
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -76,10 +76,6 @@ mod script;
 #[cfg(feature = "redis-cluster")]
 mod slot;
 mod stats;
-#[cfg(all(test, feature = "redis-cluster"))]
-mod test_cluster;
-#[cfg(test)]
-mod test_server;
 
 pub use breaker::{BreakerConfig, BreakerState, BreakerStats, SlowCalls};
 pub use builder::RedisLimiterBuilder;

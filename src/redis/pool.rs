@@ -213,7 +213,7 @@ pub(crate) fn connection_survives(err: &::redis::RedisError) -> bool {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::redis::test_server::TestServer;
+    use tollgate_testkit::redis::TestServer;
 
     fn pool(server: &TestServer, io: Duration) -> Pool {
         let client = ::redis::Client::open(server.url()).unwrap();

@@ -354,7 +354,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::redis::test_server::TestServer;
+    use tollgate_testkit::redis::TestServer;
 
     const DAY_US: u64 = 86_400_000_000;
 

@@ -139,7 +139,7 @@ impl fmt::Debug for Permit<'_> {
 /// use tollgate::{CancelToken, Semaphore};
 ///
 /// let semaphore = Arc::new(Semaphore::new(1));
-/// let permit = semaphore.acquire_owned(1, &CancelToken::new()).unwrap();
+/// let permit = semaphore.acquire_owned(1, CancelToken::never()).unwrap();
 /// let worker = std::thread::spawn(move || {
 ///     let _permit = permit; // released when the work is done
 /// });

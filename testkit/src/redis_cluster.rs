@@ -1,7 +1,7 @@
 //! A throwaway three-master Redis Cluster for tests: three [`TestServer`]s (own loopback port, own
 //! temp dir, no persistence, killed on drop) started with `--cluster-enabled yes`, the 16384 slots
-//! split evenly (`CLUSTER ADDSLOTSRANGE`), introduced with `CLUSTER MEET`, and waited for — parked
-//! through tollgate's clock, at most 20 s — until every node reports `cluster_state:ok`, all slots
+//! split evenly (`CLUSTER ADDSLOTSRANGE`), introduced with `CLUSTER MEET`, and waited for — polled
+//! every 50 ms, at most 20 s — until every node reports `cluster_state:ok`, all slots
 //! assigned and three known nodes. Each node's `nodes.conf` lives in its own temp dir (the
 //! server's working dir).
 //!
@@ -14,20 +14,12 @@
 //! slots when one is killed (the default, `yes`, stops the whole cluster once the dead node is
 //! marked failed).
 //!
-//! Shared by the unit tests and `tests/redis_cluster.rs` (included by path), next to
-//! `test_server.rs`; the skip rule is [`TestServer::start`]'s. It names `crate::{CancelToken,
-//! Clock, MonotonicClock}`: tollgate's own in the unit tests; the integration test imports them
-//! at its root.
+//! Used by the library's unit tests (`tollgate::redis`'s cluster client), `tests/redis_cluster.rs`
+//! and `examples/redis_cluster_bench.rs`; the skip rule is [`TestServer::start`]'s.
 
-#![allow(dead_code, unreachable_pub)]
+use std::time::{Duration, Instant};
 
-use std::time::Duration;
-
-use super::test_server::TestServer;
-use crate::{
-    CancelToken,
-    time::{Clock, MonotonicClock},
-};
+use crate::redis::TestServer;
 
 /// The slots of each master.
 pub const RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
@@ -51,10 +43,10 @@ pub struct TestCluster {
     nodes: Vec<TestServer>,
 }
 
+/// Test tooling, not library code: a plain sleep between polls of the cluster's state (the
+/// library's rule against `thread::sleep` is about waits a caller must be able to cancel).
 fn park(d: Duration) {
-    let clock = MonotonicClock;
-    let at = clock.now().saturating_add(d.as_nanos() as u64);
-    CancelToken::never().park_until(&clock, at);
+    std::thread::sleep(d);
 }
 
 /// The major version `redis-server --version` reports (`Redis server v=7.0.15 …`), or `None`
@@ -138,7 +130,7 @@ impl TestCluster {
     }
 
     fn wait_until_ok(&self) {
-        let deadline = MonotonicClock.now() + 20_000_000_000;
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ready = (0..self.nodes.len()).all(|i| {
                 let info = self.info(i);
@@ -150,7 +142,7 @@ impl TestCluster {
                 return;
             }
             assert!(
-                MonotonicClock.now() < deadline,
+                Instant::now() < deadline,
                 "the test cluster did not converge in 20 s: {:?}",
                 (0..self.nodes.len())
                     .map(|i| self.info(i))

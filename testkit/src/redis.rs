@@ -1,11 +1,10 @@
 //! A throwaway `redis-server` for tests: its own loopback port, its own temp dir, no persistence,
-//! killed on drop. Shared by the unit tests (`crate::redis`) and `tests/redis.rs` (included there
-//! by path), so it uses nothing but std and the `redis` crate.
+//! killed on drop. Used by the library's unit tests (`tollgate::redis`), `tests/redis.rs`,
+//! `tests/redis_cluster.rs`, `tests/http_limit_redis.rs`, the CLI's `serve_redis` tests and the
+//! Redis bench examples; it uses nothing but std and the `redis` crate.
 //!
 //! When `redis-server` is not on `PATH`, [`TestServer::start`] prints a loud skip notice and
 //! returns `None` — unless `TOLLGATE_REQUIRE_REDIS=1`, which turns the skip into a failure (CI).
-
-#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;

@@ -8,7 +8,7 @@
 //! * `pool_roundtrip`: submit one job, wait for it, repeat — latency of one dispatch.
 //! * `pool_batch_1000`: submit 1000 jobs, then wait for all — throughput per job.
 //!
-//! Run: `cargo bench --bench pool -- --warm-up-time 1 --measurement-time 3`
+//! Run: `cargo bench -p tollgate-bench --bench pool -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 use std::thread;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use tollgate::{WorkerPool, pool::Supervision};
+use tollgate::{CancelToken, WorkerPool, pool::Supervision};
 
 const THREADS: usize = 2;
 const BATCH: usize = 1000;
@@ -88,7 +88,12 @@ fn roundtrip(c: &mut Criterion) {
         .build()
         .unwrap();
     group.bench_function(BenchmarkId::new("tollgate", THREADS), |b| {
-        b.iter(|| pool.submit(|| black_box(1u64)).unwrap().join().unwrap())
+        b.iter(|| {
+            pool.submit(|| black_box(1u64), CancelToken::never())
+                .unwrap()
+                .join(CancelToken::never())
+                .unwrap()
+        })
     });
 
     // The same pool supervised (job limit and heartbeat on, pulse stream nobody reads): the
@@ -106,9 +111,9 @@ fn roundtrip(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("tollgate_supervised", THREADS), |b| {
         b.iter(|| {
             supervised
-                .submit(|| black_box(1u64))
+                .submit(|| black_box(1u64), CancelToken::never())
                 .unwrap()
-                .join()
+                .join(CancelToken::never())
                 .unwrap()
         })
     });
@@ -140,9 +145,15 @@ fn batch(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("tollgate", THREADS), |b| {
         b.iter(|| {
             let handles: Vec<_> = (0..BATCH as u64)
-                .map(|i| pool.submit(move || black_box(i)).unwrap())
+                .map(|i| {
+                    pool.submit(move || black_box(i), CancelToken::never())
+                        .unwrap()
+                })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+            handles
+                .into_iter()
+                .map(|h| h.join(CancelToken::never()).unwrap())
+                .sum::<u64>()
         })
     });
 

@@ -704,3 +704,13 @@ pub fn imf_fixdate(at: SystemTime) -> String {
         rem % 60
     )
 }
+
+/// A URL template on a loopback port where nothing listens (bound, then released), so a
+/// request to it is refused at once.
+pub fn refused_template() -> String {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.local_addr().expect("local address").port()
+    };
+    format!("http://127.0.0.1:{port}/{{key}}")
+}

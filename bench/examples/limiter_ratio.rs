@@ -3,7 +3,7 @@
 //! C, …), so a noisy neighbour hits all of them alike; the report is the median over rounds of
 //! ns per decision and of tollgate ÷ governor within each round.
 //!
-//! `cargo run --release --example limiter_ratio` (ROUNDS=… to change the 31 rounds).
+//! `cargo run --release -p tollgate-bench --example limiter_ratio` (ROUNDS=… to change the 31 rounds).
 //!
 //! Contenders, each on its crate's default clock: tollgate's `RateLimiter` and `KeyedLimiter`
 //! (`MonotonicClock`), governor 0.10's direct and keyed limiters (quanta). Allow = 1 token/ns

@@ -6,7 +6,7 @@
 //! ns per op), `keyed_check_10k` (one thread cycling over 10,000 resident keys; governor's
 //! DashMap keyed limiter and a `Mutex<HashMap>` as peers).
 //!
-//! Run: `cargo bench --bench limiter -- --warm-up-time 1 --measurement-time 3`
+//! Run: `cargo bench -p tollgate-bench --bench limiter -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
