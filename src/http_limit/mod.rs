@@ -39,7 +39,7 @@ pub use rule::{PathPattern, Rule, RuleError, Scope};
 use identity::IdentityConfig;
 
 use crate::clock::{Clock, MonotonicClock};
-use crate::limiter::{Decision, KeyedLimiter, KeyedLimits, Source, WindowState};
+use crate::limiter::{Decision, KeyedLimiter, KeyedLimits, LimitError, Source, WindowState};
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -276,10 +276,17 @@ impl HttpLimiterBuilder {
         };
         Ok(HttpLimiter {
             identity,
-            names: rules
+            labels: rules
                 .iter()
-                .map(|c| c.rule.name.clone().into_boxed_str())
+                .map(|c| {
+                    c.rule
+                        .labels
+                        .iter()
+                        .map(|l| l.clone().into_boxed_str())
+                        .collect()
+                })
                 .collect(),
+            has_default: rules.iter().any(|c| c.rule.default),
             rules,
             dry_run: self.dry_run,
             guard,
@@ -378,7 +385,10 @@ struct Abuse {
 pub struct HttpLimiter {
     identity: IdentityConfig,
     rules: Vec<Compiled>,
-    names: Arc<[Box<str>]>,
+    /// Every rule's window labels (indexed by rule, then window).
+    labels: Arc<[Box<[Box<str>]>]>,
+    /// Whether some rule applies only where no other does.
+    has_default: bool,
     dry_run: bool,
     guard: Option<Guard>,
     abuse: Option<Abuse>,
@@ -412,6 +422,12 @@ pub enum Refusal {
     NewClient,
     /// The client is on the deny list.
     Banned,
+    /// A rule's in-process limiter holds `max_keys` busy clients and this one is new: refused
+    /// rather than a busy client forgotten (transient: clients go idle).
+    KeyCap {
+        /// The rule's name.
+        rule: String,
+    },
 }
 
 /// One window of one rule as the verdict saw it.
@@ -433,8 +449,9 @@ pub struct Verdict {
     identity: Identity,
     refusal: Option<Refusal>,
     dry_run: bool,
-    /// Every rule's name, shared with the limiter (indexed by `RuleWindow::rule`).
-    names: Arc<[Box<str>]>,
+    /// Every rule's window labels, shared with the limiter (indexed by `RuleWindow::rule`, then
+    /// `RuleWindow::window`).
+    labels: Arc<[Box<[Box<str>]>]>,
     windows: Vec<RuleWindow>,
     /// The window the `X-RateLimit-*` headers describe (invariant 2).
     focus: Option<usize>,
@@ -506,24 +523,22 @@ impl Verdict {
     /// (draft-ietf-httpapi-ratelimit-headers: `"name";q=..;w=..` and `"name";r=..;t=..`), the
     /// `X-RateLimit-Limit/Remaining/Reset` of the focus window, and on a 429 `Retry-After` (whole
     /// seconds, rounded up, at least 1) and `Content-Type: application/json`.
-    pub fn write_headers(&self, mut f: impl FnMut(&str, &str)) {
+    pub fn write_headers(&self, mut f: impl FnMut(&'static str, &str)) {
         if !self.windows.is_empty() {
             let mut policy = String::new();
             let mut state = String::new();
             for (i, w) in self.windows.iter().enumerate() {
                 let sep = if i == 0 { "" } else { ", " };
-                let name = &self.names[w.rule];
+                let name = self.label(w);
                 let _ = write!(
                     policy,
-                    "{sep}\"{name}.{}\";q={};w={}",
-                    w.window,
+                    "{sep}\"{name}\";q={};w={}",
                     w.state.limit,
                     secs_up(w.length).max(1)
                 );
                 let _ = write!(
                     state,
-                    "{sep}\"{name}.{}\";r={};t={}",
-                    w.window,
+                    "{sep}\"{name}\";r={};t={}",
                     w.state.remaining,
                     secs_up(w.state.reset_after)
                 );
@@ -541,6 +556,19 @@ impl Verdict {
             f("Retry-After", digits.of(secs_up(self.retry_after).max(1)));
             f("Content-Type", "application/json");
         }
+    }
+
+    /// A window's label in the headers (`rule.index`, or as the rule names it).
+    pub fn label(&self, window: &RuleWindow) -> &str {
+        self.labels
+            .get(window.rule)
+            .and_then(|l| l.get(window.window))
+            .map_or("", |l| l)
+    }
+
+    /// The window the `X-RateLimit-*` headers describe: on a refusal, the refusing one.
+    pub fn focus(&self) -> Option<&RuleWindow> {
+        self.focus.and_then(|i| self.windows.get(i))
     }
 
     /// The value `write_headers` gives header `name` (case-insensitive), if any.
@@ -576,6 +604,9 @@ impl Verdict {
             ),
             Some(Refusal::Banned) => format!(
                 "{{\"error\":\"too_many_requests\",\"reason\":\"banned\",\"retry_after_ms\":{retry_ms}}}"
+            ),
+            Some(Refusal::KeyCap { rule }) => format!(
+                "{{\"error\":\"too_many_requests\",\"rule\":\"{rule}\",\"reason\":\"max_keys\",\"retry_after_ms\":{retry_ms}}}"
             ),
             None => return None,
         })
@@ -671,7 +702,7 @@ impl HttpLimiter {
             identity,
             refusal: None,
             dry_run: self.dry_run,
-            names: Arc::clone(&self.names),
+            labels: Arc::clone(&self.labels),
             windows: Vec::new(),
             focus: None,
             retry_after: Duration::ZERO,
@@ -740,8 +771,14 @@ impl HttpLimiter {
     fn decide_rules(&self, verdict: &mut Verdict, method: &str, path: &str) {
         let mut taken: Vec<(usize, String, Decision)> = Vec::new();
         let mut refused_at = None;
+        // Default rules apply only where no other rule does.
+        let specific = self.has_default
+            && self
+                .rules
+                .iter()
+                .any(|c| !c.rule.default && c.rule.applies(method, path));
         for (index, compiled) in self.rules.iter().enumerate() {
-            if !compiled.rule.applies(method, path) {
+            if (compiled.rule.default && specific) || !compiled.rule.applies(method, path) {
                 continue;
             }
             let key = scoped_key(compiled, &verdict.identity, path);
@@ -800,10 +837,18 @@ impl HttpLimiter {
                     .window(refusing)
                     .map_or(Duration::from_secs(1), |w| w.retry_after);
                 if verdict.refusal.is_none() {
-                    verdict.refusal = Some(Refusal::Rule {
-                        rule: compiled.rule.name.clone(),
-                        window: refusing,
-                    });
+                    verdict.refusal = Some(
+                        if matches!(decision.result, Err(LimitError::TooManyKeys { .. })) {
+                            Refusal::KeyCap {
+                                rule: compiled.rule.name.clone(),
+                            }
+                        } else {
+                            Refusal::Rule {
+                                rule: compiled.rule.name.clone(),
+                                window: refusing,
+                            }
+                        },
+                    );
                 }
             }
         }
