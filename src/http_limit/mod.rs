@@ -558,6 +558,74 @@ impl Verdict {
         }
     }
 
+    /// Appends every header [`write_headers`](Self::write_headers) gives as `Name: value\r\n`
+    /// lines to `out`, formatted in place (no allocation when `out` has room): for servers that
+    /// write the response head themselves.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, time::ManualClock};
+    /// use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+    /// let limiter = HttpLimiter::builder()
+    ///     .memory(ManualClock::new(), 10)
+    ///     .rule(Rule::new("api", "/*", [Quota::per_second(2)?], Scope::Client)?)
+    ///     .build()?;
+    /// let none: [(&str, &[u8]); 0] = [];
+    /// let verdict = limiter.decide("GET", "/", "192.0.2.1".parse()?, none);
+    /// let mut head = String::with_capacity(256);
+    /// verdict.write_head(&mut head);
+    /// let mut lines = String::new();
+    /// verdict.write_headers(|n, v| lines.push_str(&format!("{n}: {v}\r\n")));
+    /// assert_eq!(head, lines);
+    /// assert!(head.starts_with("RateLimit-Policy: \"api.0\";q=2;w=1\r\n"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_head(&self, out: &mut String) {
+        if !self.windows.is_empty() {
+            out.push_str("RateLimit-Policy: ");
+            for (i, w) in self.windows.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                let _ = write!(
+                    out,
+                    "{sep}\"{}\";q={};w={}",
+                    self.label(w),
+                    w.state.limit,
+                    secs_up(w.length).max(1)
+                );
+            }
+            out.push_str("\r\nRateLimit: ");
+            for (i, w) in self.windows.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                let _ = write!(
+                    out,
+                    "{sep}\"{}\";r={};t={}",
+                    self.label(w),
+                    w.state.remaining,
+                    secs_up(w.state.reset_after)
+                );
+            }
+            out.push_str("\r\n");
+        }
+        let mut digits = Digits::default();
+        if let Some(focus) = self.focus.map(|i| &self.windows[i].state) {
+            for (name, n) in [
+                ("X-RateLimit-Limit: ", focus.limit),
+                ("X-RateLimit-Remaining: ", focus.remaining),
+                ("X-RateLimit-Reset: ", secs_up(focus.reset_after)),
+            ] {
+                out.push_str(name);
+                out.push_str(digits.of(n));
+                out.push_str("\r\n");
+            }
+        }
+        if !self.is_allowed() {
+            out.push_str("Retry-After: ");
+            out.push_str(digits.of(secs_up(self.retry_after).max(1)));
+            out.push_str("\r\nContent-Type: application/json\r\n");
+        }
+    }
+
     /// A window's label in the headers (`rule.index`, or as the rule names it).
     pub fn label(&self, window: &RuleWindow) -> &str {
         self.labels

@@ -504,6 +504,7 @@ fn handle(state: &State, request: &Request) -> Response {
         return Response {
             status: 200,
             headers: vec![("Content-Type", "text/plain; version=0.0.4".into())],
+            head: String::new(),
             body,
         };
     }
@@ -514,6 +515,8 @@ fn handle(state: &State, request: &Request) -> Response {
         _ => None,
     };
     let mut headers = vec![("Content-Type", "application/json".to_string())];
+    // The limits' headers, rendered in place.
+    let mut head = String::new();
     // The client is needed for the limits, and for the 401 when keyed by user (even unlimited).
     let by_user = limits.limit_by() == LimitBy::User;
     let mut refused = None;
@@ -530,6 +533,7 @@ fn handle(state: &State, request: &Request) -> Response {
             return Response {
                 status: 401,
                 headers,
+                head,
                 body: routes::error_body(
                     401,
                     "credentials required (Authorization: Basic or Bearer); limits are per user",
@@ -538,13 +542,16 @@ fn handle(state: &State, request: &Request) -> Response {
         }
         if limits.deciding() {
             let verdict = limits.decide(identity, &request.method, &request.url);
-            verdict.write_headers(|name, value| {
-                // serve sets its own Content-Type.
-                if name != "Content-Type" {
-                    headers.push((name, value.to_owned()));
-                }
-            });
-            if !verdict.is_allowed() {
+            if verdict.is_allowed() {
+                head.reserve(256);
+                verdict.write_head(&mut head);
+            } else {
+                // serve sets its own Content-Type (and body) on a refusal.
+                verdict.write_headers(|name, value| {
+                    if name != "Content-Type" {
+                        headers.push((name, value.to_owned()));
+                    }
+                });
                 refused = Some(limits::policy(&verdict));
             }
         }
@@ -557,6 +564,7 @@ fn handle(state: &State, request: &Request) -> Response {
             Response {
                 status: 429,
                 headers,
+                head,
                 body,
             }
         }
@@ -567,6 +575,7 @@ fn handle(state: &State, request: &Request) -> Response {
             Response {
                 status,
                 headers,
+                head,
                 body,
             }
         }
