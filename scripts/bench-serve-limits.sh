@@ -16,8 +16,22 @@ run() { # port pid
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}'); n=$(echo "$out" | awk '/requests in/ {print $1}')
   echo "$rps $(python3 -c "print(($c1-$c0)*1e4/$n)")"
 }
+RATIOS=""
 for r in $(seq $ROUNDS); do
-  read a ac <<<"$(run 18091 $ON)"; read b bc <<<"$(run 18092 $OFF)"
+  # Alternate which side goes first, so a load change inside a round hits both alike.
+  if [ $((r % 2)) -eq 1 ]; then
+    read a ac <<<"$(run 18091 $ON)"; read b bc <<<"$(run 18092 $OFF)"
+  else
+    read b bc <<<"$(run 18092 $OFF)"; read a ac <<<"$(run 18091 $ON)"
+  fi
   echo "round $r: on $a req/s ($ac us/req cpu) | off $b req/s ($bc us/req cpu) | on/off $(python3 -c "print(round($a/$b,3))")"
+  RATIOS="$RATIOS $a/$b:$ac/$bc"
 done
 kill $ON $OFF
+python3 - $RATIOS <<'PY'
+import statistics, sys
+rps = [eval(x.split(':')[0]) for x in sys.argv[1:]]
+cpu = [eval(x.split(':')[1]) for x in sys.argv[1:]]
+print(f"median over {len(rps)} rounds: req/s on/off {statistics.median(rps):.3f}, "
+      f"CPU per request on/off {statistics.median(cpu):.3f}")
+PY

@@ -28,6 +28,7 @@ mod adapter;
 mod identity;
 mod rule;
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -582,28 +583,30 @@ impl Verdict {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_head(&self, out: &mut String) {
+        let mut digits = Digits::default();
+        // Numbers through `Digits`, not `fmt`: this runs on every request.
+        let mut item =
+            |out: &mut String, i: usize, w: &RuleWindow, a: &str, x: u64, b: &str, y: u64| {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push('"');
+                out.push_str(self.label(w));
+                out.push_str(a);
+                out.push_str(digits.of(x));
+                out.push_str(b);
+                out.push_str(digits.of(y));
+            };
         if !self.windows.is_empty() {
             out.push_str("RateLimit-Policy: ");
             for (i, w) in self.windows.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                let _ = write!(
-                    out,
-                    "{sep}\"{}\";q={};w={}",
-                    self.label(w),
-                    w.state.limit,
-                    secs_up(w.length).max(1)
-                );
+                let length = secs_up(w.length).max(1);
+                item(out, i, w, "\";q=", w.state.limit, ";w=", length);
             }
             out.push_str("\r\nRateLimit: ");
             for (i, w) in self.windows.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                let _ = write!(
-                    out,
-                    "{sep}\"{}\";r={};t={}",
-                    self.label(w),
-                    w.state.remaining,
-                    secs_up(w.state.reset_after)
-                );
+                let reset = secs_up(w.state.reset_after);
+                item(out, i, w, "\";r=", w.state.remaining, ";t=", reset);
             }
             out.push_str("\r\n");
         }
@@ -777,7 +780,7 @@ impl HttpLimiter {
         };
         // Only the abuse state is keyed by address alone; skip the allocation without it.
         let addr_key = if self.abuse.is_some() || self.guard.is_some() {
-            format!("ip:{}", verdict.identity.addr())
+            identity::ip_key(verdict.identity.addr())
         } else {
             String::new()
         };
@@ -837,7 +840,8 @@ impl HttpLimiter {
     /// Every matching rule, all or nothing (invariant 1).
     #[inline]
     fn decide_rules(&self, verdict: &mut Verdict, method: &str, path: &str) {
-        let mut taken: Vec<(usize, String, Decision)> = Vec::new();
+        let identity = &verdict.identity;
+        let mut taken: Vec<(usize, Cow<'_, str>, Decision)> = Vec::new();
         let mut refused_at = None;
         // Default rules apply only where no other rule does.
         let specific = self.has_default
@@ -849,7 +853,7 @@ impl HttpLimiter {
             if (compiled.rule.default && specific) || !compiled.rule.applies(method, path) {
                 continue;
             }
-            let key = scoped_key(compiled, &verdict.identity, path);
+            let key = scoped_key(compiled, identity, path);
             let decision = compiled.limits.decide(&key, 1);
             let counts = &compiled.counts;
             // Relaxed (all counters here): counters only, read by `stats`.
@@ -985,19 +989,19 @@ impl HttpLimiter {
     }
 }
 
-/// The backend key of a rule's scope (invariant 5).
+/// The backend key of a rule's scope (invariant 5); borrowed where it is the client's key.
 #[inline]
-fn scoped_key(compiled: &Compiled, identity: &Identity, path: &str) -> String {
+fn scoped_key<'a>(compiled: &Compiled, identity: &'a Identity, path: &str) -> Cow<'a, str> {
     match compiled.rule.scope {
-        Scope::Client => identity.key().to_owned(),
+        Scope::Client => Cow::Borrowed(identity.key()),
         Scope::ClientRoute => {
             let path = path.split_once('?').map_or(path, |(p, _)| p);
-            format!("{}|{}", identity.key(), path)
+            Cow::Owned(format!("{}|{}", identity.key(), path))
         }
         Scope::UserIp => match identity.user() {
-            Some(user) => format!("{}|{}", user, identity.addr()),
-            None => format!("ip:{}", identity.addr()),
+            Some(user) => Cow::Owned(format!("{}|{}", user, identity.addr())),
+            None => Cow::Owned(identity::ip_key(identity.addr())),
         },
-        Scope::Global => String::from("*"),
+        Scope::Global => Cow::Borrowed("*"),
     }
 }
