@@ -478,6 +478,24 @@ impl Digits {
     }
 }
 
+/// Appends `n` in decimal to `out` (no `fmt`, no UTF-8 check: every byte is an ASCII digit).
+#[inline]
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[at..] {
+        out.push(char::from(b));
+    }
+}
+
 /// Seconds, rounded up.
 fn secs_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -583,9 +601,8 @@ impl Verdict {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_head(&self, out: &mut String) {
-        let mut digits = Digits::default();
-        // Numbers through `Digits`, not `fmt`: this runs on every request.
-        let mut item =
+        // Numbers through `push_u64`, not `fmt`: this runs on every request.
+        let item =
             |out: &mut String, i: usize, w: &RuleWindow, a: &str, x: u64, b: &str, y: u64| {
                 if i > 0 {
                     out.push_str(", ");
@@ -593,9 +610,9 @@ impl Verdict {
                 out.push('"');
                 out.push_str(self.label(w));
                 out.push_str(a);
-                out.push_str(digits.of(x));
+                push_u64(out, x);
                 out.push_str(b);
-                out.push_str(digits.of(y));
+                push_u64(out, y);
             };
         if !self.windows.is_empty() {
             out.push_str("RateLimit-Policy: ");
@@ -610,7 +627,6 @@ impl Verdict {
             }
             out.push_str("\r\n");
         }
-        let mut digits = Digits::default();
         if let Some(focus) = self.focus.map(|i| &self.windows[i].state) {
             for (name, n) in [
                 ("X-RateLimit-Limit: ", focus.limit),
@@ -618,13 +634,13 @@ impl Verdict {
                 ("X-RateLimit-Reset: ", secs_up(focus.reset_after)),
             ] {
                 out.push_str(name);
-                out.push_str(digits.of(n));
+                push_u64(out, n);
                 out.push_str("\r\n");
             }
         }
         if !self.is_allowed() {
             out.push_str("Retry-After: ");
-            out.push_str(digits.of(secs_up(self.retry_after).max(1)));
+            push_u64(out, secs_up(self.retry_after).max(1));
             out.push_str("\r\nContent-Type: application/json\r\n");
         }
     }
