@@ -574,6 +574,70 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Default rules (`Rule::as_default`) against the model: a default rule applies only to
+    /// requests no other rule matches, and then like any rule.
+    #[test]
+    fn default_rules_equal_a_model(
+        steps in prop::collection::vec((0usize..3, 0usize..4, 0u64..400), 1..200),
+    ) {
+        let clock = ManualClock::new();
+        // (name, pattern, per-second count, burst, scope, default)
+        let spec: [(&str, &str, u64, u64, Scope, bool); 3] = [
+            ("items", "/items/{id}", 4, 2, Scope::Client, false),
+            ("rest", "/*", 2, 3, Scope::Client, true),
+            ("sub", "/items/*", 10, 4, Scope::Global, false),
+        ];
+        let mut builder = HttpLimiter::builder().memory(clock.clone(), 1_000);
+        for (name, pattern, count, burst, scope, default) in spec {
+            let quota = Quota::per_second(count).unwrap().burst(burst).unwrap();
+            let rule = Rule::new(name, pattern, [quota], scope).unwrap();
+            builder = builder.rule(if default { rule.as_default() } else { rule });
+        }
+        let limiter = builder.build().unwrap();
+        let paths = ["/items/1", "/items/", "/items", "/other"];
+        let matches = |pattern: &str, path: &str| {
+            pattern.parse::<tollgate::http_limit::PathPattern>().unwrap().matches(path)
+        };
+        let mut model = Model::default();
+        for (client, path, advance) in steps {
+            clock.advance(Duration::from_millis(advance));
+            let now = clock_now(&clock);
+            let peer = IpAddr::from([192, 0, 2, client as u8 + 1]);
+            let path = paths[path];
+            let verdict = limiter.decide("GET", path, peer, NONE);
+            let specific = spec.iter().any(|r| !r.5 && matches(r.1, path));
+            let mut next = Vec::new();
+            let mut allowed = true;
+            let mut decided = 0;
+            for (i, (_, pattern, count, burst, scope, default)) in spec.iter().enumerate() {
+                if (*default && specific) || !matches(pattern, path) {
+                    continue;
+                }
+                decided += 1;
+                let t = 1_000_000_000 / count;
+                let key = match scope {
+                    Scope::Global => String::new(),
+                    _ => client.to_string(),
+                };
+                let tat = model.tats.get(&(i, 0, key.clone())).copied().unwrap_or(0);
+                let new = tat.max(now) + t;
+                if new - now > burst * t {
+                    allowed = false;
+                    break;
+                }
+                next.push(((i, 0, key), new));
+            }
+            if allowed {
+                model.tats.extend(next);
+                prop_assert_eq!(verdict.windows().len(), decided);
+            }
+            prop_assert_eq!(verdict.is_allowed(), allowed);
+        }
+    }
+}
+
 fn clock_now(clock: &ManualClock) -> u64 {
     use tollgate::time::Clock;
     clock.now()
