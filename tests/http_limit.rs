@@ -731,3 +731,58 @@ fn a_thousand_users_over_ten_endpoints_get_exactly_b_plus_rt() {
     let stats = limiter.stats();
     assert_eq!(stats.rules[10].allowed, global);
 }
+
+/// A shadow rule (`Rule::dry_run`) decides, charges and counts, never refuses and adds no window
+/// to the headers; when an enforcing rule refuses, the shadow's charge is undone like any other.
+#[test]
+fn a_shadow_rule_counts_without_refusing_or_showing() {
+    let clock = ManualClock::new();
+    let limiter = HttpLimiter::builder()
+        .memory(clock.clone(), 100)
+        .rule(
+            Rule::new(
+                "trial",
+                "/*",
+                [Quota::per_minute(5).unwrap().burst(1).unwrap()],
+                Scope::Client,
+            )
+            .unwrap()
+            .dry_run(true),
+        )
+        .rule(Rule::new("api", "/*", [Quota::per_minute(2).unwrap()], Scope::Client).unwrap())
+        .build()
+        .unwrap();
+    let peer = IpAddr::from([192, 0, 2, 1]);
+    let first = limiter.decide("GET", "/", peer, NONE);
+    assert!(first.is_allowed());
+    assert_eq!(first.windows().len(), 1, "only the enforcing rule shows");
+    assert_eq!(
+        first.header("ratelimit-policy").as_deref(),
+        Some("\"api.0\";q=2;w=60")
+    );
+    let second = limiter.decide("GET", "/", peer, NONE);
+    assert!(second.is_allowed(), "the shadow would refuse; it does not");
+    let third = limiter.decide("GET", "/", peer, NONE);
+    assert_eq!(
+        third.refusal(),
+        Some(&Refusal::Rule {
+            rule: "api".into(),
+            window: 0
+        })
+    );
+    let stats = limiter.stats();
+    let (trial, api) = (&stats.rules[0], &stats.rules[1]);
+    assert_eq!(
+        (trial.allowed, trial.dry_run_refused, trial.refused),
+        (1, 2, 0)
+    );
+    assert_eq!((api.allowed, api.refused), (2, 1));
+
+    // Undo: the shadow allows (a token back after 12 s), the enforcing rule refuses: the
+    // shadow's charge is given back, so it still has its token.
+    clock.advance(Duration::from_secs(12));
+    let refused = limiter.decide("GET", "/", peer, NONE);
+    assert!(!refused.is_allowed());
+    let trial_state = limiter.limits("trial").unwrap().state_key("ip:192.0.2.1");
+    assert_eq!(trial_state.remaining, 1, "{trial_state:?}");
+}

@@ -449,6 +449,39 @@ fn dry_run_never_refuses_and_counts_what_it_would_have_refused() {
     assert_eq!(metric(&server.addr, "tollgate_allowed_total"), 6.0);
 }
 
+/// A shadow `[[rule]]` (`dry-run = true`) counts what it would refuse, never refuses, and shows
+/// no headers; the enforcing rules beside it work as ever.
+#[test]
+fn a_shadow_rule_in_the_config_counts_and_never_refuses() {
+    let config = ConfigFile::new(
+        "shadow",
+        "limit-by = \"header\"\n\n[[rule]]\nname = \"trial\"\npath = \"/ping\"\nlimits = [\"1/h\"]\ndry-run = true\n\n[[rule]]\nname = \"api\"\npath = \"/*\"\nlimits = [\"3/h\"]\n",
+    );
+    let server = Serve::start(&["--config", config.arg()]);
+    let mut conn = Conn::open("127.0.5.2", &server.addr);
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| conn.get("/ping", &[("X-API-Key", "a")]).status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "only the enforcing rule (3/h) refuses"
+    );
+    let answer = conn.get("/ping", &[("X-API-Key", "b")]);
+    assert!(!answer.header("RateLimit-Policy").unwrap().contains("trial"));
+    let rule = |name: &str, result: &str| {
+        metric(
+            &server.addr,
+            &format!("tollgate_rule_requests_total{{rule=\"{name}\",result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(rule("trial", "allowed"), 2.0);
+    assert_eq!(rule("trial", "dry_run_refused"), 3.0);
+    assert_eq!(rule("trial", "refused"), 0.0);
+    assert_eq!(rule("api", "allowed"), 4.0);
+    assert_eq!(rule("api", "refused"), 1.0);
+}
+
 /// SIGHUP with a changed quota keeps every client's state (what it spent still counts, against
 /// the new quota); a rule added starts limiting, a rule removed stops; a bad file keeps the old
 /// config and says why on stderr; counters never go back.

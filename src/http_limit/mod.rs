@@ -13,7 +13,9 @@
 //!    retry-after.
 //! 3. Dry run decides and charges exactly as enforcing would (so its counts are the counts
 //!    enforcing would produce) and sets the same rate-limit headers, but its verdict always
-//!    allows; what it would have refused is counted apart.
+//!    allows; what it would have refused is counted apart. A shadow rule (`Rule::dry_run`) is
+//!    dry run for that rule alone: it decides, charges and counts, never refuses, and adds no
+//!    window to the headers (clients see no change while it is trialled).
 //! 4. The enumeration guard reads a client's "known" mark first and, for a known client, touches
 //!    nothing else: only clients never served before (or forgotten after `remember`) spend the
 //!    per-address budget for new clients.
@@ -881,19 +883,31 @@ impl HttpLimiter {
             };
             let allowed = decision.is_allowed();
             taken.push((index, key, decision));
-            if !allowed {
+            // A shadow rule (per-rule dry run) never refuses.
+            if !allowed && !compiled.rule.dry_run {
                 refused_at = Some(taken.len() - 1);
                 break;
             }
         }
         if let Some(at) = refused_at {
             for (index, key, decision) in &taken[..at] {
-                self.rules[*index].limits.undo_key(key, decision);
+                if decision.is_allowed() {
+                    self.rules[*index].limits.undo_key(key, decision);
+                }
             }
         }
         for (i, (index, _, decision)) in taken.iter().enumerate() {
             let compiled = &self.rules[*index];
             let counts = &compiled.counts;
+            if compiled.rule.dry_run {
+                // Counted as enforcing would count it; no window in the headers.
+                if !decision.is_allowed() {
+                    counts.dry_run_refused.fetch_add(1, Ordering::Relaxed);
+                } else if refused_at.is_none() {
+                    counts.allowed.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
             if Some(i) == refused_at {
                 if self.dry_run {
                     counts.dry_run_refused.fetch_add(1, Ordering::Relaxed);

@@ -181,6 +181,7 @@ pub struct Rule {
     pub(crate) scope: Scope,
     pub(crate) labels: Vec<String>,
     pub(crate) default: bool,
+    pub(crate) dry_run: bool,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -220,6 +221,7 @@ impl Rule {
             quotas,
             scope,
             default: false,
+            dry_run: false,
         })
     }
 
@@ -287,6 +289,38 @@ impl Rule {
     pub fn as_default(mut self) -> Rule {
         self.default = true;
         self
+    }
+
+    /// Makes this rule a shadow (per-rule dry run, as Envoy's shadow mode or nginx's
+    /// `limit_req_dry_run` in one location): it decides and charges as if it enforced, counts
+    /// what it would have refused (`RuleStats::dry_run_refused`), but never refuses and adds no
+    /// window to the verdict's headers, so clients see no change while a new rule is trialled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, time::ManualClock};
+    /// use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+    /// let limiter = HttpLimiter::builder()
+    ///     .memory(ManualClock::new(), 100)
+    ///     .rule(Rule::new("trial", "/*", [Quota::per_minute(1)?], Scope::Client)?.dry_run(true))
+    ///     .build()?;
+    /// let none: [(&str, &[u8]); 0] = [];
+    /// let peer = "192.0.2.1".parse()?;
+    /// for _ in 0..3 {
+    ///     assert!(limiter.decide("GET", "/", peer, none).is_allowed());
+    /// }
+    /// assert_eq!(limiter.stats().rules[0].dry_run_refused, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dry_run(mut self, dry_run: bool) -> Rule {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Whether this rule is a shadow ([`dry_run`](Self::dry_run)).
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
     }
 
     /// Whether this is a default rule ([`as_default`](Self::as_default)).

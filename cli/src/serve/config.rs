@@ -31,6 +31,7 @@
 //! methods = ["POST"]     # default: every method
 //! limits = ["5/min", "1/s:3"]   # windows, all must allow
 //! scope = "client"       # or "client+route", "user+ip", "global"
+//! dry-run = false        # true: a shadow rule (decides and counts, never refuses)
 //!
 //! [routes.widgets]       # a built-in route's own limits, counted per (route, client)
 //! rate = 2
@@ -122,6 +123,9 @@ struct FileRule {
     #[serde(default)]
     labels: Vec<String>,
     scope: Option<String>,
+    /// A shadow rule: decides and counts, never refuses.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 impl FileRule {
@@ -144,6 +148,7 @@ impl FileRule {
             labels: self.labels.clone(),
             scope,
             default: false,
+            dry_run: self.dry_run,
         };
         // Every mistake now, with the rule's name, rather than at build time.
         let _ = tollgate::http_limit::Rule::new(

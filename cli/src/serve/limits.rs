@@ -134,6 +134,8 @@ pub struct RuleSpec {
     pub scope: Scope,
     /// A default rule: only where no other rule applies (invariant 1).
     pub default: bool,
+    /// A shadow rule: decides and counts, never refuses, adds no headers.
+    pub dry_run: bool,
 }
 
 impl RuleSpec {
@@ -153,6 +155,7 @@ impl RuleSpec {
                 .window_labels(self.labels.iter().cloned())
                 .map_err(|e| e.to_string())?;
         }
+        let rule = rule.dry_run(self.dry_run);
         Ok(if self.default {
             rule.as_default()
         } else {
@@ -204,6 +207,7 @@ impl RuleSpec {
             labels,
             scope: Scope::Client,
             default: false,
+            dry_run: false,
         })
     }
 
