@@ -323,15 +323,47 @@ struct Compiled {
     counts: RuleCounts,
 }
 
+/// A rule's decisions by result (allowed, refused, dry-run refused, undone) and source
+/// (memory, Redis, fallback, lease): one increment per decision, sums read by `stats`.
 #[derive(Default)]
 struct RuleCounts {
-    allowed: AtomicU64,
-    refused: AtomicU64,
-    dry_run_refused: AtomicU64,
-    memory: AtomicU64,
-    redis: AtomicU64,
-    fallback: AtomicU64,
-    lease: AtomicU64,
+    cells: [[AtomicU64; 4]; 4],
+}
+
+const ALLOWED: usize = 0;
+const REFUSED: usize = 1;
+const DRY_RUN_REFUSED: usize = 2;
+/// Taken, then given back because a later rule refused.
+const UNDONE: usize = 3;
+
+impl RuleCounts {
+    #[inline]
+    fn count(&self, result: usize, source: Source) {
+        let source = match source {
+            Source::Memory => 0,
+            Source::Redis => 1,
+            Source::Fallback(_) => 2,
+            Source::Lease => 3,
+        };
+        // Relaxed: a counter only, read by `stats`.
+        self.cells[result][source].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn result(&self, result: usize) -> u64 {
+        // Relaxed: counters only.
+        self.cells[result]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn source(&self, source: usize) -> u64 {
+        // Relaxed: counters only.
+        self.cells
+            .iter()
+            .map(|r| r[source].load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 #[derive(Default)]
@@ -873,14 +905,6 @@ impl HttpLimiter {
             }
             let key = scoped_key(compiled, identity, path);
             let decision = compiled.limits.decide(&key, 1);
-            let counts = &compiled.counts;
-            // Relaxed (all counters here): counters only, read by `stats`.
-            match decision.source {
-                Source::Memory => counts.memory.fetch_add(1, Ordering::Relaxed),
-                Source::Redis => counts.redis.fetch_add(1, Ordering::Relaxed),
-                Source::Fallback(_) => counts.fallback.fetch_add(1, Ordering::Relaxed),
-                Source::Lease => counts.lease.fetch_add(1, Ordering::Relaxed),
-            };
             let allowed = decision.is_allowed();
             taken.push((index, key, decision));
             // A shadow rule (per-rule dry run) never refuses.
@@ -899,23 +923,23 @@ impl HttpLimiter {
         for (i, (index, _, decision)) in taken.iter().enumerate() {
             let compiled = &self.rules[*index];
             let counts = &compiled.counts;
-            if compiled.rule.dry_run {
-                // Counted as enforcing would count it; no window in the headers.
-                if !decision.is_allowed() {
-                    counts.dry_run_refused.fetch_add(1, Ordering::Relaxed);
-                } else if refused_at.is_none() {
-                    counts.allowed.fetch_add(1, Ordering::Relaxed);
-                }
-                continue;
-            }
-            if Some(i) == refused_at {
+            let result = if compiled.rule.dry_run && !decision.is_allowed() {
+                DRY_RUN_REFUSED
+            } else if Some(i) == refused_at {
                 if self.dry_run {
-                    counts.dry_run_refused.fetch_add(1, Ordering::Relaxed);
+                    DRY_RUN_REFUSED
                 } else {
-                    counts.refused.fetch_add(1, Ordering::Relaxed);
+                    REFUSED
                 }
             } else if refused_at.is_none() {
-                counts.allowed.fetch_add(1, Ordering::Relaxed);
+                ALLOWED
+            } else {
+                UNDONE
+            };
+            counts.count(result, decision.source);
+            if compiled.rule.dry_run {
+                // Counted as enforcing would count it; no window in the headers.
+                continue;
             }
             let slot = *index;
             for (w, state) in decision.windows().enumerate() {
@@ -1000,14 +1024,14 @@ impl HttpLimiter {
                 .iter()
                 .map(|c| RuleStats {
                     name: c.rule.name.clone(),
-                    allowed: get(&c.counts.allowed),
-                    refused: get(&c.counts.refused),
-                    dry_run_refused: get(&c.counts.dry_run_refused),
+                    allowed: c.counts.result(ALLOWED),
+                    refused: c.counts.result(REFUSED),
+                    dry_run_refused: c.counts.result(DRY_RUN_REFUSED),
                     by_source: [
-                        ("memory", get(&c.counts.memory)),
-                        ("redis", get(&c.counts.redis)),
-                        ("fallback", get(&c.counts.fallback)),
-                        ("lease", get(&c.counts.lease)),
+                        ("memory", c.counts.source(0)),
+                        ("redis", c.counts.source(1)),
+                        ("fallback", c.counts.source(2)),
+                        ("lease", c.counts.source(3)),
                     ],
                 })
                 .collect(),
