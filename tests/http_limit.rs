@@ -574,6 +574,70 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Default rules (`Rule::as_default`) against the model: a default rule applies only to
+    /// requests no other rule matches, and then like any rule.
+    #[test]
+    fn default_rules_equal_a_model(
+        steps in prop::collection::vec((0usize..3, 0usize..4, 0u64..400), 1..200),
+    ) {
+        let clock = ManualClock::new();
+        // (name, pattern, per-second count, burst, scope, default)
+        let spec: [(&str, &str, u64, u64, Scope, bool); 3] = [
+            ("items", "/items/{id}", 4, 2, Scope::Client, false),
+            ("rest", "/*", 2, 3, Scope::Client, true),
+            ("sub", "/items/*", 10, 4, Scope::Global, false),
+        ];
+        let mut builder = HttpLimiter::builder().memory(clock.clone(), 1_000);
+        for (name, pattern, count, burst, scope, default) in spec {
+            let quota = Quota::per_second(count).unwrap().burst(burst).unwrap();
+            let rule = Rule::new(name, pattern, [quota], scope).unwrap();
+            builder = builder.rule(if default { rule.as_default() } else { rule });
+        }
+        let limiter = builder.build().unwrap();
+        let paths = ["/items/1", "/items/", "/items", "/other"];
+        let matches = |pattern: &str, path: &str| {
+            pattern.parse::<tollgate::http_limit::PathPattern>().unwrap().matches(path)
+        };
+        let mut model = Model::default();
+        for (client, path, advance) in steps {
+            clock.advance(Duration::from_millis(advance));
+            let now = clock_now(&clock);
+            let peer = IpAddr::from([192, 0, 2, client as u8 + 1]);
+            let path = paths[path];
+            let verdict = limiter.decide("GET", path, peer, NONE);
+            let specific = spec.iter().any(|r| !r.5 && matches(r.1, path));
+            let mut next = Vec::new();
+            let mut allowed = true;
+            let mut decided = 0;
+            for (i, (_, pattern, count, burst, scope, default)) in spec.iter().enumerate() {
+                if (*default && specific) || !matches(pattern, path) {
+                    continue;
+                }
+                decided += 1;
+                let t = 1_000_000_000 / count;
+                let key = match scope {
+                    Scope::Global => String::new(),
+                    _ => client.to_string(),
+                };
+                let tat = model.tats.get(&(i, 0, key.clone())).copied().unwrap_or(0);
+                let new = tat.max(now) + t;
+                if new - now > burst * t {
+                    allowed = false;
+                    break;
+                }
+                next.push(((i, 0, key), new));
+            }
+            if allowed {
+                model.tats.extend(next);
+                prop_assert_eq!(verdict.windows().len(), decided);
+            }
+            prop_assert_eq!(verdict.is_allowed(), allowed);
+        }
+    }
+}
+
 fn clock_now(clock: &ManualClock) -> u64 {
     use tollgate::time::Clock;
     clock.now()
@@ -666,4 +730,59 @@ fn a_thousand_users_over_ten_endpoints_get_exactly_b_plus_rt() {
     assert_eq!(e9, global, "the global scope admits exactly its budget");
     let stats = limiter.stats();
     assert_eq!(stats.rules[10].allowed, global);
+}
+
+/// A shadow rule (`Rule::dry_run`) decides, charges and counts, never refuses and adds no window
+/// to the headers; when an enforcing rule refuses, the shadow's charge is undone like any other.
+#[test]
+fn a_shadow_rule_counts_without_refusing_or_showing() {
+    let clock = ManualClock::new();
+    let limiter = HttpLimiter::builder()
+        .memory(clock.clone(), 100)
+        .rule(
+            Rule::new(
+                "trial",
+                "/*",
+                [Quota::per_minute(5).unwrap().burst(1).unwrap()],
+                Scope::Client,
+            )
+            .unwrap()
+            .dry_run(true),
+        )
+        .rule(Rule::new("api", "/*", [Quota::per_minute(2).unwrap()], Scope::Client).unwrap())
+        .build()
+        .unwrap();
+    let peer = IpAddr::from([192, 0, 2, 1]);
+    let first = limiter.decide("GET", "/", peer, NONE);
+    assert!(first.is_allowed());
+    assert_eq!(first.windows().len(), 1, "only the enforcing rule shows");
+    assert_eq!(
+        first.header("ratelimit-policy").as_deref(),
+        Some("\"api.0\";q=2;w=60")
+    );
+    let second = limiter.decide("GET", "/", peer, NONE);
+    assert!(second.is_allowed(), "the shadow would refuse; it does not");
+    let third = limiter.decide("GET", "/", peer, NONE);
+    assert_eq!(
+        third.refusal(),
+        Some(&Refusal::Rule {
+            rule: "api".into(),
+            window: 0
+        })
+    );
+    let stats = limiter.stats();
+    let (trial, api) = (&stats.rules[0], &stats.rules[1]);
+    assert_eq!(
+        (trial.allowed, trial.dry_run_refused, trial.refused),
+        (1, 2, 0)
+    );
+    assert_eq!((api.allowed, api.refused), (2, 1));
+
+    // Undo: the shadow allows (a token back after 12 s), the enforcing rule refuses: the
+    // shadow's charge is given back, so it still has its token.
+    clock.advance(Duration::from_secs(12));
+    let refused = limiter.decide("GET", "/", peer, NONE);
+    assert!(!refused.is_allowed());
+    let trial_state = limiter.limits("trial").unwrap().state_key("ip:192.0.2.1");
+    assert_eq!(trial_state.remaining, 1, "{trial_state:?}");
 }

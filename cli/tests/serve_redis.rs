@@ -341,3 +341,39 @@ fn instances_with_a_shared_bearer_secret_share_a_bearer_clients_budget() {
     let c = Serve::start_with_env(&flags, &[("TOLLGATE_BEARER_SECRET", "another")]);
     assert_eq!(get(&c.addr, "/ping", &bearer).status, 200);
 }
+
+/// With `--redis`, the deny list lives in Redis: a client that touches a decoy on one instance
+/// is refused by every instance until the ban expires; other clients are not.
+#[test]
+fn a_ban_on_one_instance_holds_on_every_instance() {
+    let Some(redis) = TestServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let flags = [
+        "--redis",
+        &url,
+        "--rate",
+        "100/min",
+        "--limit-by",
+        "header",
+        "--decoy-path",
+        "/wp-admin/*",
+        "--ban",
+        "1h",
+    ];
+    let (a, b) = (Serve::start(&flags), Serve::start(&flags));
+    let as_x = |server: &Serve, path: &str, from: &str| {
+        get(&server.addr, path, &[("X-Forwarded-For", from)]).status
+    };
+    // No trusted proxy: every request is 127.0.0.1's. The decoy bans that address.
+    assert_eq!(as_x(&a, "/ping", "-"), 200);
+    let decoy = get(&a.addr, "/wp-admin/setup.php", &[]);
+    assert_eq!(decoy.status, 429);
+    assert!(decoy.body.contains("(banned)"), "{}", decoy.body);
+    let other = get(&b.addr, "/ping", &[("X-API-Key", "someone-else")]);
+    assert_eq!(other.status, 429, "the address is banned on b too");
+    assert!(other.body.contains("(banned)"), "{}", other.body);
+    assert_eq!(metric(&a.addr, "tollgate_clients_banned_total"), 1.0);
+    assert_eq!(metric(&b.addr, "tollgate_denied_total"), 1.0);
+}

@@ -13,7 +13,9 @@
 //!    retry-after.
 //! 3. Dry run decides and charges exactly as enforcing would (so its counts are the counts
 //!    enforcing would produce) and sets the same rate-limit headers, but its verdict always
-//!    allows; what it would have refused is counted apart.
+//!    allows; what it would have refused is counted apart. A shadow rule (`Rule::dry_run`) is
+//!    dry run for that rule alone: it decides, charges and counts, never refuses, and adds no
+//!    window to the headers (clients see no change while it is trialled).
 //! 4. The enumeration guard reads a client's "known" mark first and, for a known client, touches
 //!    nothing else: only clients never served before (or forgotten after `remember`) spend the
 //!    per-address budget for new clients.
@@ -28,6 +30,7 @@ mod adapter;
 mod identity;
 mod rule;
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -39,7 +42,7 @@ pub use rule::{PathPattern, Rule, RuleError, Scope};
 use identity::IdentityConfig;
 
 use crate::clock::{Clock, MonotonicClock};
-use crate::limiter::{Decision, KeyedLimiter, KeyedLimits, Source, WindowState};
+use crate::limiter::{Decision, KeyedLimiter, KeyedLimits, LimitError, Source, WindowState};
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -281,10 +284,17 @@ impl HttpLimiterBuilder {
         };
         Ok(HttpLimiter {
             identity,
-            names: rules
+            labels: rules
                 .iter()
-                .map(|c| c.rule.name.clone().into_boxed_str())
+                .map(|c| {
+                    c.rule
+                        .labels
+                        .iter()
+                        .map(|l| l.clone().into_boxed_str())
+                        .collect()
+                })
                 .collect(),
+            has_default: rules.iter().any(|c| c.rule.default),
             rules,
             dry_run: self.dry_run,
             guard,
@@ -318,15 +328,47 @@ struct Compiled {
     counts: RuleCounts,
 }
 
+/// A rule's decisions by result (allowed, refused, dry-run refused, undone) and source
+/// (memory, Redis, fallback, lease): one increment per decision, sums read by `stats`.
 #[derive(Default)]
 struct RuleCounts {
-    allowed: AtomicU64,
-    refused: AtomicU64,
-    dry_run_refused: AtomicU64,
-    memory: AtomicU64,
-    redis: AtomicU64,
-    fallback: AtomicU64,
-    lease: AtomicU64,
+    cells: [[AtomicU64; 4]; 4],
+}
+
+const ALLOWED: usize = 0;
+const REFUSED: usize = 1;
+const DRY_RUN_REFUSED: usize = 2;
+/// Taken, then given back because a later rule refused.
+const UNDONE: usize = 3;
+
+impl RuleCounts {
+    #[inline]
+    fn count(&self, result: usize, source: Source) {
+        let source = match source {
+            Source::Memory => 0,
+            Source::Redis => 1,
+            Source::Fallback(_) => 2,
+            Source::Lease => 3,
+        };
+        // Relaxed: a counter only, read by `stats`.
+        self.cells[result][source].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn result(&self, result: usize) -> u64 {
+        // Relaxed: counters only.
+        self.cells[result]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn source(&self, source: usize) -> u64 {
+        // Relaxed: counters only.
+        self.cells
+            .iter()
+            .map(|r| r[source].load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 #[derive(Default)]
@@ -383,7 +425,10 @@ struct Abuse {
 pub struct HttpLimiter {
     identity: IdentityConfig,
     rules: Vec<Compiled>,
-    names: Arc<[Box<str>]>,
+    /// Every rule's window labels (indexed by rule, then window).
+    labels: Arc<[Box<[Box<str>]>]>,
+    /// Whether some rule applies only where no other does.
+    has_default: bool,
     dry_run: bool,
     guard: Option<Guard>,
     abuse: Option<Abuse>,
@@ -424,6 +469,12 @@ pub enum Refusal {
     NewClient,
     /// The client is on the deny list.
     Banned,
+    /// A rule's in-process limiter holds `max_keys` busy clients and this one is new: refused
+    /// rather than a busy client forgotten (transient: clients go idle).
+    KeyCap {
+        /// The rule's name.
+        rule: String,
+    },
 }
 
 /// One window of one rule as the verdict saw it.
@@ -445,8 +496,9 @@ pub struct Verdict {
     identity: Identity,
     refusal: Option<Refusal>,
     dry_run: bool,
-    /// Every rule's name, shared with the limiter (indexed by `RuleWindow::rule`).
-    names: Arc<[Box<str>]>,
+    /// Every rule's window labels, shared with the limiter (indexed by `RuleWindow::rule`, then
+    /// `RuleWindow::window`).
+    labels: Arc<[Box<[Box<str>]>]>,
     windows: Vec<RuleWindow>,
     /// The window the `X-RateLimit-*` headers describe (invariant 2).
     focus: Option<usize>,
@@ -469,6 +521,24 @@ impl Digits {
             }
         }
         std::str::from_utf8(&self.0[at..]).unwrap_or("0")
+    }
+}
+
+/// Appends `n` in decimal to `out` (no `fmt`, no UTF-8 check: every byte is an ASCII digit).
+#[inline]
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[at..] {
+        out.push(char::from(b));
     }
 }
 
@@ -518,24 +588,22 @@ impl Verdict {
     /// (draft-ietf-httpapi-ratelimit-headers: `"name";q=..;w=..` and `"name";r=..;t=..`), the
     /// `X-RateLimit-Limit/Remaining/Reset` of the focus window, and on a 429 `Retry-After` (whole
     /// seconds, rounded up, at least 1) and `Content-Type: application/json`.
-    pub fn write_headers(&self, mut f: impl FnMut(&str, &str)) {
+    pub fn write_headers(&self, mut f: impl FnMut(&'static str, &str)) {
         if !self.windows.is_empty() {
             let mut policy = String::new();
             let mut state = String::new();
             for (i, w) in self.windows.iter().enumerate() {
                 let sep = if i == 0 { "" } else { ", " };
-                let name = &self.names[w.rule];
+                let name = self.label(w);
                 let _ = write!(
                     policy,
-                    "{sep}\"{name}.{}\";q={};w={}",
-                    w.window,
+                    "{sep}\"{name}\";q={};w={}",
                     w.state.limit,
                     secs_up(w.length).max(1)
                 );
                 let _ = write!(
                     state,
-                    "{sep}\"{name}.{}\";r={};t={}",
-                    w.window,
+                    "{sep}\"{name}\";r={};t={}",
                     w.state.remaining,
                     secs_up(w.state.reset_after)
                 );
@@ -553,6 +621,87 @@ impl Verdict {
             f("Retry-After", digits.of(secs_up(self.retry_after).max(1)));
             f("Content-Type", "application/json");
         }
+    }
+
+    /// Appends every header [`write_headers`](Self::write_headers) gives as `Name: value\r\n`
+    /// lines to `out`, formatted in place (no allocation when `out` has room): for servers that
+    /// write the response head themselves.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, time::ManualClock};
+    /// use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+    /// let limiter = HttpLimiter::builder()
+    ///     .memory(ManualClock::new(), 10)
+    ///     .rule(Rule::new("api", "/*", [Quota::per_second(2)?], Scope::Client)?)
+    ///     .build()?;
+    /// let none: [(&str, &[u8]); 0] = [];
+    /// let verdict = limiter.decide("GET", "/", "192.0.2.1".parse()?, none);
+    /// let mut head = String::with_capacity(256);
+    /// verdict.write_head(&mut head);
+    /// let mut lines = String::new();
+    /// verdict.write_headers(|n, v| lines.push_str(&format!("{n}: {v}\r\n")));
+    /// assert_eq!(head, lines);
+    /// assert!(head.starts_with("RateLimit-Policy: \"api.0\";q=2;w=1\r\n"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_head(&self, out: &mut String) {
+        // Numbers through `push_u64`, not `fmt`: this runs on every request.
+        let item =
+            |out: &mut String, i: usize, w: &RuleWindow, a: &str, x: u64, b: &str, y: u64| {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push('"');
+                out.push_str(self.label(w));
+                out.push_str(a);
+                push_u64(out, x);
+                out.push_str(b);
+                push_u64(out, y);
+            };
+        if !self.windows.is_empty() {
+            out.push_str("RateLimit-Policy: ");
+            for (i, w) in self.windows.iter().enumerate() {
+                let length = secs_up(w.length).max(1);
+                item(out, i, w, "\";q=", w.state.limit, ";w=", length);
+            }
+            out.push_str("\r\nRateLimit: ");
+            for (i, w) in self.windows.iter().enumerate() {
+                let reset = secs_up(w.state.reset_after);
+                item(out, i, w, "\";r=", w.state.remaining, ";t=", reset);
+            }
+            out.push_str("\r\n");
+        }
+        if let Some(focus) = self.focus.map(|i| &self.windows[i].state) {
+            for (name, n) in [
+                ("X-RateLimit-Limit: ", focus.limit),
+                ("X-RateLimit-Remaining: ", focus.remaining),
+                ("X-RateLimit-Reset: ", secs_up(focus.reset_after)),
+            ] {
+                out.push_str(name);
+                push_u64(out, n);
+                out.push_str("\r\n");
+            }
+        }
+        if !self.is_allowed() {
+            out.push_str("Retry-After: ");
+            push_u64(out, secs_up(self.retry_after).max(1));
+            out.push_str("\r\nContent-Type: application/json\r\n");
+        }
+    }
+
+    /// A window's label in the headers (`rule.index`, or as the rule names it).
+    pub fn label(&self, window: &RuleWindow) -> &str {
+        self.labels
+            .get(window.rule)
+            .and_then(|l| l.get(window.window))
+            .map_or("", |l| l)
+    }
+
+    /// The window the `X-RateLimit-*` headers describe: on a refusal, the refusing one.
+    pub fn focus(&self) -> Option<&RuleWindow> {
+        self.focus.and_then(|i| self.windows.get(i))
     }
 
     /// The value `write_headers` gives header `name` (case-insensitive), if any.
@@ -588,6 +737,9 @@ impl Verdict {
             ),
             Some(Refusal::Banned) => format!(
                 "{{\"error\":\"too_many_requests\",\"reason\":\"banned\",\"retry_after_ms\":{retry_ms}}}"
+            ),
+            Some(Refusal::KeyCap { rule }) => format!(
+                "{{\"error\":\"too_many_requests\",\"rule\":\"{rule}\",\"reason\":\"max_keys\",\"retry_after_ms\":{retry_ms}}}"
             ),
             None => return None,
         })
@@ -683,14 +835,14 @@ impl HttpLimiter {
             identity,
             refusal: None,
             dry_run: self.dry_run,
-            names: Arc::clone(&self.names),
+            labels: Arc::clone(&self.labels),
             windows: Vec::new(),
             focus: None,
             retry_after: Duration::ZERO,
         };
         // Only the abuse state is keyed by address alone; skip the allocation without it.
         let addr_key = if self.abuse.is_some() || self.guard.is_some() {
-            format!("ip:{}", verdict.identity.addr())
+            identity::ip_key(verdict.identity.addr())
         } else {
             String::new()
         };
@@ -750,45 +902,56 @@ impl HttpLimiter {
     /// Every matching rule, all or nothing (invariant 1).
     #[inline]
     fn decide_rules(&self, verdict: &mut Verdict, method: &str, path: &str) {
-        let mut taken: Vec<(usize, String, Decision)> = Vec::new();
+        let identity = &verdict.identity;
+        let mut taken: Vec<(usize, Cow<'_, str>, Decision)> = Vec::new();
         let mut refused_at = None;
+        // Default rules apply only where no other rule does.
+        let specific = self.has_default
+            && self
+                .rules
+                .iter()
+                .any(|c| !c.rule.default && c.rule.applies(method, path));
         for (index, compiled) in self.rules.iter().enumerate() {
-            if !compiled.rule.applies(method, path) {
+            if (compiled.rule.default && specific) || !compiled.rule.applies(method, path) {
                 continue;
             }
-            let key = scoped_key(compiled, &verdict.identity, path);
+            let key = scoped_key(compiled, identity, path);
             let decision = compiled.limits.decide(&key, 1);
-            let counts = &compiled.counts;
-            // Relaxed (all counters here): counters only, read by `stats`.
-            match decision.source {
-                Source::Memory => counts.memory.fetch_add(1, Ordering::Relaxed),
-                Source::Redis => counts.redis.fetch_add(1, Ordering::Relaxed),
-                Source::Fallback(_) => counts.fallback.fetch_add(1, Ordering::Relaxed),
-                Source::Lease => counts.lease.fetch_add(1, Ordering::Relaxed),
-            };
             let allowed = decision.is_allowed();
             taken.push((index, key, decision));
-            if !allowed {
+            // A shadow rule (per-rule dry run) never refuses.
+            if !allowed && !compiled.rule.dry_run {
                 refused_at = Some(taken.len() - 1);
                 break;
             }
         }
         if let Some(at) = refused_at {
             for (index, key, decision) in &taken[..at] {
-                self.rules[*index].limits.undo_key(key, decision);
+                if decision.is_allowed() {
+                    self.rules[*index].limits.undo_key(key, decision);
+                }
             }
         }
         for (i, (index, _, decision)) in taken.iter().enumerate() {
             let compiled = &self.rules[*index];
             let counts = &compiled.counts;
-            if Some(i) == refused_at {
+            let result = if compiled.rule.dry_run && !decision.is_allowed() {
+                DRY_RUN_REFUSED
+            } else if Some(i) == refused_at {
                 if self.dry_run {
-                    counts.dry_run_refused.fetch_add(1, Ordering::Relaxed);
+                    DRY_RUN_REFUSED
                 } else {
-                    counts.refused.fetch_add(1, Ordering::Relaxed);
+                    REFUSED
                 }
             } else if refused_at.is_none() {
-                counts.allowed.fetch_add(1, Ordering::Relaxed);
+                ALLOWED
+            } else {
+                UNDONE
+            };
+            counts.count(result, decision.source);
+            if compiled.rule.dry_run {
+                // Counted as enforcing would count it; no window in the headers.
+                continue;
             }
             let slot = *index;
             for (w, state) in decision.windows().enumerate() {
@@ -812,10 +975,18 @@ impl HttpLimiter {
                     .window(refusing)
                     .map_or(Duration::from_secs(1), |w| w.retry_after);
                 if verdict.refusal.is_none() {
-                    verdict.refusal = Some(Refusal::Rule {
-                        rule: compiled.rule.name.clone(),
-                        window: refusing,
-                    });
+                    verdict.refusal = Some(
+                        if matches!(decision.result, Err(LimitError::TooManyKeys { .. })) {
+                            Refusal::KeyCap {
+                                rule: compiled.rule.name.clone(),
+                            }
+                        } else {
+                            Refusal::Rule {
+                                rule: compiled.rule.name.clone(),
+                                window: refusing,
+                            }
+                        },
+                    );
                 }
             }
         }
@@ -865,14 +1036,14 @@ impl HttpLimiter {
                 .iter()
                 .map(|c| RuleStats {
                     name: c.rule.name.clone(),
-                    allowed: get(&c.counts.allowed),
-                    refused: get(&c.counts.refused),
-                    dry_run_refused: get(&c.counts.dry_run_refused),
+                    allowed: c.counts.result(ALLOWED),
+                    refused: c.counts.result(REFUSED),
+                    dry_run_refused: c.counts.result(DRY_RUN_REFUSED),
                     by_source: [
-                        ("memory", get(&c.counts.memory)),
-                        ("redis", get(&c.counts.redis)),
-                        ("fallback", get(&c.counts.fallback)),
-                        ("lease", get(&c.counts.lease)),
+                        ("memory", c.counts.source(0)),
+                        ("redis", c.counts.source(1)),
+                        ("fallback", c.counts.source(2)),
+                        ("lease", c.counts.source(3)),
                     ],
                 })
                 .collect(),
@@ -884,19 +1055,19 @@ impl HttpLimiter {
     }
 }
 
-/// The backend key of a rule's scope (invariant 5).
+/// The backend key of a rule's scope (invariant 5); borrowed where it is the client's key.
 #[inline]
-fn scoped_key(compiled: &Compiled, identity: &Identity, path: &str) -> String {
+fn scoped_key<'a>(compiled: &Compiled, identity: &'a Identity, path: &str) -> Cow<'a, str> {
     match compiled.rule.scope {
-        Scope::Client => identity.key().to_owned(),
+        Scope::Client => Cow::Borrowed(identity.key()),
         Scope::ClientRoute => {
             let path = path.split_once('?').map_or(path, |(p, _)| p);
-            format!("{}|{}", identity.key(), path)
+            Cow::Owned(format!("{}|{}", identity.key(), path))
         }
         Scope::UserIp => match identity.user() {
-            Some(user) => format!("{}|{}", user, identity.addr()),
-            None => format!("ip:{}", identity.addr()),
+            Some(user) => Cow::Owned(format!("{}|{}", user, identity.addr())),
+            None => Cow::Owned(identity::ip_key(identity.addr())),
         },
-        Scope::Global => String::from("*"),
+        Scope::Global => Cow::Borrowed("*"),
     }
 }

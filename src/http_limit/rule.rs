@@ -8,6 +8,9 @@
 //!    pattern) matches the rest, including nothing. Matching never allocates.
 //! 2. A rule's methods are compared case-sensitively (RFC 9110 §9.1); no method listed means every
 //!    method.
+//! 3. A window's label (in `RateLimit-Policy` / `RateLimit`) is `rule.index` unless the rule names
+//!    its windows; labels use the same characters as rule names, so they never break the quoted
+//!    header syntax.
 
 use std::fmt;
 
@@ -176,6 +179,16 @@ pub struct Rule {
     pub(crate) pattern: PathPattern,
     pub(crate) quotas: Vec<Quota>,
     pub(crate) scope: Scope,
+    pub(crate) labels: Vec<String>,
+    pub(crate) default: bool,
+    pub(crate) dry_run: bool,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 impl Rule {
@@ -191,11 +204,7 @@ impl Rule {
         quotas: impl IntoIterator<Item = Quota>,
         scope: Scope,
     ) -> Result<Rule, RuleError> {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        if !valid_name(name) {
             return Err(RuleError(format!(
                 "rule name {name:?}: use letters, digits, '-', '_' or '.'"
             )));
@@ -208,9 +217,120 @@ impl Rule {
             name: name.to_owned(),
             methods: Vec::new(),
             pattern: pattern.parse()?,
+            labels: (0..quotas.len()).map(|i| format!("{name}.{i}")).collect(),
             quotas,
             scope,
+            default: false,
+            dry_run: false,
         })
+    }
+
+    /// Names the rule's windows in the rate-limit headers, in order (default: `name.0`,
+    /// `name.1`, ...; invariant 3).
+    ///
+    /// # Errors
+    ///
+    /// [`RuleError`] if the count differs from the rule's windows or a label is empty or not a
+    /// header token.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::Quota;
+    /// use tollgate::http_limit::{Rule, Scope};
+    /// let rule = Rule::new("api", "/*", [Quota::per_second(10)?, Quota::per_minute(300)?], Scope::Client)?
+    ///     .window_labels(["per-second", "per-minute"])?;
+    /// assert_eq!(rule.labels(), ["per-second", "per-minute"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn window_labels<S: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = S>,
+    ) -> Result<Rule, RuleError> {
+        let labels: Vec<String> = labels.into_iter().map(Into::into).collect();
+        if labels.len() != self.quotas.len() {
+            return Err(RuleError(format!(
+                "rule {:?}: {} labels for {} windows",
+                self.name,
+                labels.len(),
+                self.quotas.len()
+            )));
+        }
+        if let Some(bad) = labels.iter().find(|l| !valid_name(l)) {
+            return Err(RuleError(format!(
+                "window label {bad:?}: use letters, digits, '-', '_' or '.'"
+            )));
+        }
+        self.labels = labels;
+        Ok(self)
+    }
+
+    /// Makes this a default rule: it applies only to requests that no other (non-default) rule
+    /// matches. nginx's `limit_req` inheritance: a location with limits of its own does not also
+    /// pay the server-wide ones.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, time::ManualClock};
+    /// use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+    /// let limiter = HttpLimiter::builder()
+    ///     .memory(ManualClock::new(), 100)
+    ///     .rule(Rule::new("login", "/login", [Quota::per_minute(1)?], Scope::Client)?)
+    ///     .rule(Rule::new("rest", "/*", [Quota::per_minute(100)?], Scope::Client)?.as_default())
+    ///     .build()?;
+    /// let peer = "192.0.2.1".parse()?;
+    /// let none: [(&str, &[u8]); 0] = [];
+    /// let login = limiter.decide("POST", "/login", peer, none);
+    /// assert_eq!(login.windows().len(), 1, "only the login rule");
+    /// assert_eq!(limiter.decide("GET", "/x", peer, none).header("x-ratelimit-limit").as_deref(), Some("100"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_default(mut self) -> Rule {
+        self.default = true;
+        self
+    }
+
+    /// Makes this rule a shadow (per-rule dry run, as Envoy's shadow mode or nginx's
+    /// `limit_req_dry_run` in one location): it decides and charges as if it enforced, counts
+    /// what it would have refused (`RuleStats::dry_run_refused`), but never refuses and adds no
+    /// window to the verdict's headers, so clients see no change while a new rule is trialled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, time::ManualClock};
+    /// use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+    /// let limiter = HttpLimiter::builder()
+    ///     .memory(ManualClock::new(), 100)
+    ///     .rule(Rule::new("trial", "/*", [Quota::per_minute(1)?], Scope::Client)?.dry_run(true))
+    ///     .build()?;
+    /// let none: [(&str, &[u8]); 0] = [];
+    /// let peer = "192.0.2.1".parse()?;
+    /// for _ in 0..3 {
+    ///     assert!(limiter.decide("GET", "/", peer, none).is_allowed());
+    /// }
+    /// assert_eq!(limiter.stats().rules[0].dry_run_refused, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dry_run(mut self, dry_run: bool) -> Rule {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Whether this rule is a shadow ([`dry_run`](Self::dry_run)).
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Whether this is a default rule ([`as_default`](Self::as_default)).
+    pub fn is_default(&self) -> bool {
+        self.default
+    }
+
+    /// The windows' labels in the rate-limit headers.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
     }
 
     /// Restricts the rule to these methods (invariant 2).

@@ -1373,6 +1373,10 @@ where
     fn undo_key(&self, key: &str, decision: &Decision) -> bool {
         KeyedLimiter::undo(self, &*self.bounded(key), decision)
     }
+
+    fn set_quotas(&self, quotas: &[Quota]) -> Result<bool, QuotaError> {
+        KeyedLimiter::set_quotas(self, quotas.iter().copied()).map(|()| true)
+    }
 }
 
 impl<K, C: Clock, S> fmt::Debug for KeyedLimiter<K, C, S> {

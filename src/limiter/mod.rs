@@ -272,6 +272,33 @@ pub trait KeyedLimits: Send + Sync + fmt::Debug {
         let _ = (key, decision);
         false
     }
+
+    /// Changes every window's quota in place, keeping every key's state (each key's debt
+    /// converted to the new rates, as [`KeyedLimiter::set_quotas`]): `Ok(true)`. `Ok(false)`
+    /// when this backend cannot change in place (the default): the caller builds a new one
+    /// (a Redis limiter keeps its state in Redis, so a new one with the same name reads it).
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::WindowsMismatch`](crate::limit::QuotaError::WindowsMismatch) when
+    /// `quotas` has another number of windows than the limiter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tollgate::{Quota, limit::{KeyedLimiter, KeyedLimits}, time::ManualClock};
+    /// let limits: Arc<dyn KeyedLimits> =
+    ///     Arc::new(KeyedLimiter::<String, _>::with_quotas([Quota::per_second(2)?], 10, ManualClock::new())?);
+    /// limits.check_key("a", 2)?;
+    /// assert_eq!(limits.set_quotas(&[Quota::per_second(4)?]), Ok(true));
+    /// assert_eq!(limits.state_key("a").remaining, 2, "still owes 2, now of 4");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn set_quotas(&self, quotas: &[crate::quota::Quota]) -> Result<bool, crate::quota::QuotaError> {
+        let _ = quotas;
+        Ok(false)
+    }
 }
 
 /// Why a limiter said no.

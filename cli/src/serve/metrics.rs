@@ -5,14 +5,19 @@
 //!    `max_in_flight` is never below any value `in_flight` has had.
 //! 2. `requests = allowed + limited (all policies) + unauthorized` for limited routes once they
 //!    have answered.
+//! 3. Counters never go back: the limiter's own per-rule and abuse counters restart with each
+//!    limiter a reload builds, so the old one's are added to `retired` first (by rule name).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tollgate::http_limit::{RuleStats, Stats};
 use tollgate::redis::{BreakerState, RedisStats};
 
 use super::limits::RouteName;
-use super::store::{Source, breaker_name};
+use super::store::breaker_name;
 
 /// Counters shared by every request handler.
 #[derive(Debug, Default)]
@@ -23,6 +28,8 @@ pub struct Metrics {
     limited_minute: AtomicU64,
     limited_keys: AtomicU64,
     limited_new: AtomicU64,
+    limited_banned: AtomicU64,
+    limited_rule: AtomicU64,
     /// 429s by the request's route (`/ping`, `/users/{id}/widgets`), whichever limits decided.
     limited_ping: AtomicU64,
     limited_widgets: AtomicU64,
@@ -36,35 +43,17 @@ pub struct Metrics {
     reloads_rejected: AtomicU64,
     /// Evictions counted by limiters a reload replaced (so the total never goes back).
     evictions_retired: AtomicU64,
-    /// Decisions Redis made (`--redis`).
-    redis_decisions: AtomicU64,
-    /// Decisions Redis's fallback made (`--redis`, Redis failing, slow, or behind the breaker).
-    fallback_decisions: AtomicU64,
+    /// The limiter's counters from limiters reloads replaced (invariant 3).
+    retired: Mutex<Retired>,
 }
 
-/// Which policy refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// The per-second window (rate and burst).
-    PerSecond,
-    /// The optional per-minute window.
-    PerMinute,
-    /// The key cap: a new client while every tracked client is busy.
-    Keys,
-    /// The global budget for new (or fully idle) clients: enumeration floods.
-    NewClients,
-}
-
-impl Policy {
-    /// The policy's name in headers and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Policy::PerSecond => "per-second",
-            Policy::PerMinute => "per-minute",
-            Policy::Keys => "max-keys",
-            Policy::NewClients => "new-clients",
-        }
-    }
+#[derive(Debug, Default)]
+struct Retired {
+    rules: BTreeMap<String, RuleStats>,
+    banned: u64,
+    denied: u64,
+    new_client_refused: u64,
+    decoys: u64,
 }
 
 /// An injected fault.
@@ -97,14 +86,16 @@ impl Metrics {
         self.allowed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The limiter refused a request to `route` (`None`: a route without limits, which cannot
-    /// be refused; kept total for safety).
-    pub fn limited(&self, policy: Policy, route: Option<RouteName>) {
+    /// The limiter refused a request to `route` (`None`: another path) for `policy`
+    /// (`limits::policy`'s kind).
+    pub fn limited(&self, policy: &str, route: Option<RouteName>) {
         let counter = match policy {
-            Policy::PerSecond => &self.limited_second,
-            Policy::PerMinute => &self.limited_minute,
-            Policy::Keys => &self.limited_keys,
-            Policy::NewClients => &self.limited_new,
+            "per-second" => &self.limited_second,
+            "per-minute" => &self.limited_minute,
+            "max-keys" => &self.limited_keys,
+            "new-clients" => &self.limited_new,
+            "banned" => &self.limited_banned,
+            _ => &self.limited_rule,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         let by_route = match route {
@@ -115,14 +106,128 @@ impl Metrics {
         by_route.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The limits decided a request (counted by source with `--redis`).
-    pub fn decided(&self, source: Source) {
-        let counter = match source {
-            Source::Local => return,
-            Source::Redis => &self.redis_decisions,
-            Source::Fallback => &self.fallback_decisions,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// A reload replaced the limiter whose counters are `stats` (invariant 3).
+    pub fn retire_rules(&self, stats: &Stats) {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        for rule in &stats.rules {
+            let total = retired
+                .rules
+                .entry(rule.name.clone())
+                .or_insert_with(|| RuleStats {
+                    name: rule.name.clone(),
+                    allowed: 0,
+                    refused: 0,
+                    dry_run_refused: 0,
+                    by_source: rule.by_source.map(|(s, _)| (s, 0)),
+                });
+            total.allowed += rule.allowed;
+            total.refused += rule.refused;
+            total.dry_run_refused += rule.dry_run_refused;
+            for (sum, (_, n)) in total.by_source.iter_mut().zip(rule.by_source) {
+                sum.1 += n;
+            }
+        }
+        retired.banned += stats.banned;
+        retired.denied += stats.denied;
+        retired.new_client_refused += stats.new_client_refused;
+        retired.decoys += stats.decoys;
+    }
+
+    /// `stats` with the retired counters added (invariant 3): every rule ever configured.
+    fn totals(&self, stats: &Stats) -> Stats {
+        let retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rules: BTreeMap<String, RuleStats> = retired.rules.clone();
+        for rule in &stats.rules {
+            match rules.get_mut(&rule.name) {
+                Some(total) => {
+                    total.allowed += rule.allowed;
+                    total.refused += rule.refused;
+                    total.dry_run_refused += rule.dry_run_refused;
+                    for (sum, (_, n)) in total.by_source.iter_mut().zip(rule.by_source) {
+                        sum.1 += n;
+                    }
+                }
+                None => {
+                    rules.insert(rule.name.clone(), rule.clone());
+                }
+            }
+        }
+        Stats {
+            rules: rules.into_values().collect(),
+            banned: retired.banned + stats.banned,
+            denied: retired.denied + stats.denied,
+            new_client_refused: retired.new_client_refused + stats.new_client_refused,
+            decoys: retired.decoys + stats.decoys,
+        }
+    }
+
+    /// The limiter's part of `/metrics`: per rule (decisions by result and by source) and the
+    /// abuse counters.
+    pub fn render_limits(&self, stats: &Stats) -> String {
+        let stats = self.totals(stats);
+        let mut out = String::new();
+        let name = "tollgate_rule_requests_total";
+        head(
+            &mut out,
+            name,
+            "counter",
+            "Requests each rule decided, by result (dry_run_refused: would have been refused).",
+        );
+        for rule in &stats.rules {
+            let r = &rule.name;
+            for (result, n) in [
+                ("allowed", rule.allowed),
+                ("refused", rule.refused),
+                ("dry_run_refused", rule.dry_run_refused),
+            ] {
+                let _ = writeln!(out, "{name}{{rule=\"{r}\",result=\"{result}\"}} {n}");
+            }
+        }
+        let name = "tollgate_rule_decisions_total";
+        head(
+            &mut out,
+            name,
+            "counter",
+            "Decisions each rule's limiter made, by source: memory, redis, fallback (Redis did not decide), lease.",
+        );
+        for rule in &stats.rules {
+            for (source, n) in rule.by_source {
+                let _ = writeln!(
+                    out,
+                    "{name}{{rule=\"{}\",source=\"{source}\"}} {n}",
+                    rule.name
+                );
+            }
+        }
+        write_metric(
+            &mut out,
+            "tollgate_clients_banned_total",
+            "counter",
+            "Clients put on the deny list (a decoy, or past the refusal threshold).",
+            &[("", stats.banned)],
+        );
+        write_metric(
+            &mut out,
+            "tollgate_denied_total",
+            "counter",
+            "Requests refused because their client was on the deny list.",
+            &[("", stats.denied)],
+        );
+        write_metric(
+            &mut out,
+            "tollgate_new_clients_refused_total",
+            "counter",
+            "New clients the enumeration guard refused (in dry run: would have).",
+            &[("", stats.new_client_refused)],
+        );
+        write_metric(
+            &mut out,
+            "tollgate_decoys_total",
+            "counter",
+            "Requests that touched a decoy path or key.",
+            &[("", stats.decoys)],
+        );
+        out
     }
 
     /// A request keyed by user came without credentials (401).
@@ -189,6 +294,8 @@ impl Metrics {
                 ("{policy=\"per-minute\"}", get(&self.limited_minute)),
                 ("{policy=\"max-keys\"}", get(&self.limited_keys)),
                 ("{policy=\"new-clients\"}", get(&self.limited_new)),
+                ("{policy=\"banned\"}", get(&self.limited_banned)),
+                ("{policy=\"rule\"}", get(&self.limited_rule)),
             ],
         );
         metric(
@@ -258,10 +365,20 @@ impl Metrics {
         out
     }
 
-    /// The `--redis` part of `/metrics`: decisions by source, and each limit's breaker (`limits`:
-    /// each Redis-backed set of windows' name and counters).
-    pub fn render_redis(&self, limits: &[(&str, RedisStats)]) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    /// The `--redis` part of `/metrics`: decisions by source (summed over rules, so a request
+    /// two rules decide counts twice), and each rule's breaker (`limits`: each Redis-backed
+    /// rule's name and counters).
+    pub fn render_redis(&self, stats: &Stats, limits: &[(&str, RedisStats)]) -> String {
+        let stats = self.totals(stats);
+        let sum = |source: &str| -> u64 {
+            stats
+                .rules
+                .iter()
+                .flat_map(|r| r.by_source)
+                .filter(|(s, _)| *s == source)
+                .map(|(_, n)| n)
+                .sum()
+        };
         let mut out = String::new();
         let name = "tollgate_redis_decisions_total";
         head(
@@ -270,8 +387,8 @@ impl Metrics {
             "counter",
             "Limit decisions with --redis, by source: Redis, or the fallback (Redis failed, was slow, or the breaker was open).",
         );
-        let redis = get(&self.redis_decisions);
-        let fallback = get(&self.fallback_decisions);
+        let redis = sum("redis") + sum("lease");
+        let fallback = sum("fallback");
         let _ = writeln!(out, "{name}{{source=\"redis\"}} {redis}");
         let _ = writeln!(out, "{name}{{source=\"fallback\"}} {fallback}");
         let name = "tollgate_redis_breaker_state";

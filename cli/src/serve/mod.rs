@@ -11,7 +11,6 @@
 mod client;
 mod config;
 mod flags;
-mod headers;
 mod http;
 mod limits;
 mod metrics;
@@ -23,16 +22,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tollgate::{CancelToken, WorkerPool};
+use tollgate::{CancelToken, Quota, WorkerPool};
 
-pub use self::client::{ClientRule, LimitBy};
+pub use self::client::LimitBy;
 pub use self::metrics::Metrics;
 pub use self::routes::Faults;
 pub use self::store::RedisFallback;
 
 use self::http::{ConnStats, HttpServer, Request, Response, Service};
 use self::limits::{
-    Decision, Limits, Params, RouteLimit, RouteName, WindowParams, parse_route_limit, policy_name,
+    AbuseParams, IdentityParams, Limits, Params, RouteLimit, RouteName, RuleSpec, parse_rate,
+    parse_route_limit,
 };
 use self::metrics::Fault;
 use self::routes::{Plan, Route};
@@ -73,9 +73,10 @@ pub struct ServeArgs {
     /// is closed.
     #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT", value_parser = flags::drain_timeout, default_value = "5s")]
     pub drain_timeout: Duration,
-    /// Per-client requests per second (no limits without it).
-    #[arg(long, env = "TOLLGATE_RATE")]
-    pub rate: Option<u64>,
+    /// Per-client rate: requests per second (`10`) or a quota as text (`10/s`, `100/min`,
+    /// `10/s:20` with its burst). No default limits without it.
+    #[arg(long, env = "TOLLGATE_RATE", value_parser = parse_rate)]
+    pub rate: Option<Quota>,
     /// Per-client burst (default: the rate).
     #[arg(long, env = "TOLLGATE_BURST", requires = "rate")]
     pub burst: Option<u64>,
@@ -106,9 +107,39 @@ pub struct ServeArgs {
         value_name = "IP"
     )]
     pub trusted_proxies: Vec<IpAddr>,
-    /// Global budget for new (or fully idle) clients per second, against enumeration floods.
+    /// Budget of new clients per second per address, against enumeration floods: a client
+    /// not served within the last hour spends one token of its address's budget; known clients
+    /// never do.
     #[arg(long, env = "TOLLGATE_NEW_CLIENTS_PER_SECOND", requires = "rate")]
     pub new_clients_per_second: Option<u64>,
+    /// Decide, count and send the rate-limit headers, but never refuse (shadow mode).
+    #[arg(long, env = "TOLLGATE_DRY_RUN")]
+    pub dry_run: bool,
+    /// A honeypot path pattern (`/wp-admin/*`): whoever requests it is banned (repeatable).
+    #[arg(
+        long = "decoy-path",
+        env = "TOLLGATE_DECOY_PATH",
+        value_name = "PATTERN"
+    )]
+    pub decoy_paths: Vec<String>,
+    /// A honeypot credential (API key, Basic user or Bearer token): whoever presents it is
+    /// banned (repeatable).
+    #[arg(
+        long = "decoy-key",
+        env = "TOLLGATE_DECOY_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub decoy_keys: Vec<String>,
+    /// An address refused more often than this (a quota: `50/min`) is banned.
+    #[arg(long, env = "TOLLGATE_REFUSAL_THRESHOLD", value_parser = parse_rate, value_name = "QUOTA")]
+    pub refusal_threshold: Option<Quota>,
+    /// How long a ban lasts.
+    #[arg(long, env = "TOLLGATE_BAN", value_parser = flags::timeout, default_value = "10m")]
+    pub ban: Duration,
+    /// `[[rule]]`s from the config file (not a flag).
+    #[arg(skip)]
+    pub rules: Vec<RuleSpec>,
     /// Most clients tracked at once; new clients past it get 429 while all are busy.
     #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = 100_000)]
     pub max_keys: usize,
@@ -162,12 +193,14 @@ pub(crate) fn parse_share(s: &str) -> Result<f64, String> {
     }
 }
 
+/// How long a served client stays known to the enumeration guard.
+const REMEMBER: Duration = Duration::from_secs(3_600);
+
 /// The settings a reload replaces (all at once: a request sees the old or the new, never a mix).
 struct Settings {
-    limits: Option<Arc<Limits>>,
+    limits: Arc<Limits>,
     /// Limit decisions may wait on Redis (up to its budget): they go to the pool.
     redis: bool,
-    rule: ClientRule,
     faults: Faults,
 }
 
@@ -175,54 +208,23 @@ impl Settings {
     /// Settings from `args`, keeping `previous`'s limiter (and so every client's state) when the
     /// limits did not change.
     fn new(args: &ServeArgs, previous: Option<&Settings>) -> Result<Settings, String> {
-        let default = args.rate.map(|rate| WindowParams {
-            rate,
-            burst: args.burst.unwrap_or(rate),
-            per_minute: args.per_minute,
-        });
-        // One entry per route, the last given winning, in a fixed order.
-        let routes: std::collections::BTreeMap<RouteName, WindowParams> = args
-            .route_limits
-            .iter()
-            .map(|r| {
-                let params = WindowParams {
-                    rate: r.rate,
-                    burst: r.burst.unwrap_or(r.rate),
-                    per_minute: r.per_minute.or(args.per_minute),
-                };
-                (r.route, params)
-            })
-            .collect();
-        let params = Params {
-            default,
-            routes: routes.into_iter().collect(),
-            max_keys: args.max_keys,
-            new_clients: args.new_clients_per_second,
-            redis: args.redis.as_ref().map(|url| RedisParams {
-                url: url.clone(),
-                fallback: args.redis_fallback,
-                instances: args.redis_instances,
-            }),
-        };
-        let limits = if params.default.is_none() && params.routes.is_empty() {
-            None
-        } else {
-            match previous.and_then(|p| p.limits.as_ref()) {
-                Some(old) if old.built_from(&params) => Some(Arc::clone(old)),
-                _ => {
-                    let url = params.redis.as_ref().map(|r| r.url.clone());
-                    let limits = Limits::new(params)?;
-                    if let Some(url) = url
-                        && !limits.reachable()
-                    {
-                        // Not fatal: the breaker and the fallback are there for this.
-                        eprintln!(
-                            "warning: Redis at {url} does not answer; deciding with the fallback \
-                             until it does"
-                        );
-                    }
-                    Some(Arc::new(limits))
+        let params = params(args)?;
+        let limits = match previous.map(|p| &p.limits) {
+            Some(old) if old.built_from(&params) => Arc::clone(old),
+            old => {
+                let url = params.redis.as_ref().map(|r| r.url.clone());
+                let limits = Limits::new(params, old.map(|o| &**o))?;
+                if let Some(url) = url
+                    && limits.deciding()
+                    && !limits.reachable()
+                {
+                    // Not fatal: the breaker and the fallback are there for this.
+                    eprintln!(
+                        "warning: Redis at {url} does not answer; deciding with the fallback \
+                         until it does"
+                    );
                 }
+                Arc::new(limits)
             }
         };
         let mut faults = Faults {
@@ -237,17 +239,70 @@ impl Settings {
             faults.latency = Duration::from_millis(ms);
         }
         Ok(Settings {
-            redis: limits.is_some() && args.redis.is_some(),
+            redis: limits.redis(),
             limits,
-            rule: ClientRule::new(
-                args.limit_by,
-                &args.key_header,
-                &args.trusted_proxies,
-                args.bearer_secret.as_deref(),
-            )?,
             faults,
         })
     }
+}
+
+/// The limits' parameters from the flags (with the config file laid over them).
+fn params(args: &ServeArgs) -> Result<Params, String> {
+    // Rules in decision order (limits.rs invariant 1): the file's, the routes', the default.
+    let mut rules = args.rules.clone();
+    // One entry per route, the last given winning, in a fixed order.
+    let routes: std::collections::BTreeMap<RouteName, &RouteLimit> =
+        args.route_limits.iter().map(|r| (r.route, r)).collect();
+    for r in routes.values() {
+        rules.push(RuleSpec::route(r, args.per_minute)?);
+    }
+    if let Some(rate) = args.rate {
+        let rate = match args.burst {
+            Some(b) => rate.burst(b).map_err(|e| format!("--burst {b}: {e}"))?,
+            None => rate,
+        };
+        let mut default = RuleSpec::classic("default", "/*", rate, args.per_minute, "")?;
+        default.default = true;
+        rules.push(default);
+    }
+    let mut names = std::collections::HashSet::new();
+    if let Some(dup) = rules.iter().find(|r| !names.insert(r.name.as_str())) {
+        return Err(format!(
+            "two rules are named {:?} (`default`, `ping` and `widgets` are taken by --rate and --route-limit)",
+            dup.name
+        ));
+    }
+    let new_clients = args
+        .new_clients_per_second
+        .map(|n| {
+            Quota::per_second(n)
+                .map(|q| (q, REMEMBER))
+                .map_err(|e| format!("--new-clients-per-second {n}: {e}"))
+        })
+        .transpose()?;
+    Ok(Params {
+        rules,
+        max_keys: args.max_keys,
+        identity: IdentityParams {
+            limit_by: args.limit_by,
+            key_header: args.key_header.clone(),
+            trusted: args.trusted_proxies.clone(),
+            secret: args.bearer_secret.clone(),
+        },
+        new_clients,
+        abuse: AbuseParams {
+            decoy_paths: args.decoy_paths.clone(),
+            decoy_keys: args.decoy_keys.clone(),
+            threshold: args.refusal_threshold,
+            ban: args.ban,
+        },
+        dry_run: args.dry_run,
+        redis: args.redis.as_ref().map(|url| RedisParams {
+            url: url.clone(),
+            fallback: args.redis_fallback,
+            instances: args.redis_instances,
+        }),
+    })
 }
 
 struct State {
@@ -268,7 +323,14 @@ impl State {
 /// The flags with the config file (if any) laid over them.
 fn effective(flags: &ServeArgs) -> Result<ServeArgs, String> {
     match &flags.config {
-        Some(path) => config::load(path)?.apply(flags),
+        Some(path) => {
+            let file = config::load(path)?;
+            let args = file.apply(flags)?;
+            for warning in file.deprecations() {
+                eprintln!("warning: {warning}");
+            }
+            Ok(args)
+        }
         None => Ok(flags.clone()),
     }
 }
@@ -304,16 +366,14 @@ impl Reloader {
                         .unwrap_or_else(|p| p.into_inner()),
                     Arc::new(settings),
                 );
-                // Limiters the reload replaced: keep their evictions in the total. (A request
-                // still deciding on them may evict a few more; those go uncounted.)
+                // Limiters the reload dropped: keep their evictions and counts in the totals. (A
+                // request still deciding on them may count a few more; those go uncounted.)
                 let new = self.state.settings();
-                if let Some(old_limits) = &old.limits
-                    && !new
-                        .limits
-                        .as_ref()
-                        .is_some_and(|l| Arc::ptr_eq(l, old_limits))
-                {
-                    self.state.metrics.retire_evictions(old_limits.evictions());
+                if !Arc::ptr_eq(&new.limits, &old.limits) {
+                    self.state
+                        .metrics
+                        .retire_evictions(old.limits.evictions_dropped_by(&new.limits));
+                    self.state.metrics.retire_rules(&old.limits.stats());
                 }
                 self.state.metrics.reloaded(true);
                 Ok(())
@@ -428,24 +488,23 @@ impl Service for Handler {
 
 fn handle(state: &State, request: &Request) -> Response {
     let settings = state.settings();
+    let limits = &settings.limits;
     let route = routes::route(&request.method, &request.url);
     if route == Route::Metrics {
-        let (keys, max_keys, evictions) = settings.limits.as_ref().map_or((0, 0, 0), |l| {
-            (l.keys_tracked(), l.max_keys(), l.evictions())
-        });
-        let redis = settings
-            .limits
-            .as_ref()
-            .map(|l| l.redis_stats())
-            .unwrap_or_default();
-        let mut body = state.metrics.render(keys, max_keys, evictions);
+        let mut body =
+            state
+                .metrics
+                .render(limits.keys_tracked(), limits.max_keys(), limits.evictions());
+        body.push_str(&state.metrics.render_limits(&limits.stats()));
         body.push_str(&state.connections.render());
+        let redis = limits.redis_stats();
         if !redis.is_empty() {
-            body.push_str(&state.metrics.render_redis(&redis));
+            body.push_str(&state.metrics.render_redis(&limits.stats(), &redis));
         }
         return Response {
             status: 200,
             headers: vec![("Content-Type", "text/plain; version=0.0.4".into())],
+            head: String::new(),
             body,
         };
     }
@@ -455,62 +514,57 @@ fn handle(state: &State, request: &Request) -> Response {
         Route::Widgets(_) => Some(RouteName::Widgets),
         _ => None,
     };
-    // The key is needed for the limits, and for the 401 when keyed by user (even unlimited).
-    let needs_key = settings.limits.is_some() || settings.rule.limit_by == LimitBy::User;
-    let key = if needs_key {
-        settings.rule.key(request.peer, &request.headers)
-    } else {
-        Some(String::new())
-    };
-    let Some(key) = key else {
-        // Keyed by user and no usable credentials.
-        state.metrics.unauthorized();
-        state.metrics.end();
-        return Response {
-            status: 401,
-            headers: vec![
-                ("Content-Type", "application/json".to_string()),
-                (
-                    "WWW-Authenticate",
-                    r#"Basic realm="tollgate", Bearer realm="tollgate""#.to_string(),
-                ),
-            ],
-            body: routes::error_body(
-                401,
-                "credentials required (Authorization: Basic or Bearer); limits are per user",
-            ),
-        };
-    };
-    let decision = settings
-        .limits
-        .as_ref()
-        .and_then(|limits| limits.decide(route_name, &key));
-    if let Some(decision) = &decision {
-        state.metrics.decided(decision.source);
-    }
     let mut headers = vec![("Content-Type", "application/json".to_string())];
-    headers.extend(
-        decision
-            .as_ref()
-            .map(headers::rate_limit_headers)
-            .unwrap_or_default(),
-    );
-    let refused = decision
-        .as_ref()
-        .and_then(|d: &Decision| d.refused_by.map(|p| (p, d.route)));
-    let response = match refused {
-        Some((policy, route)) => {
-            state.metrics.limited(policy, route_name);
-            let body = routes::error_body(
-                429,
-                &format!(
-                    "rate limit exceeded ({}); retry later",
-                    policy_name(policy, route)
+    // The limits' headers, rendered in place.
+    let mut head = String::new();
+    // The client is needed for the limits, and for the 401 when keyed by user (even unlimited).
+    let by_user = limits.limit_by() == LimitBy::User;
+    let mut refused = None;
+    if limits.deciding() || by_user {
+        let identity = limits.identify(request.peer, &request.headers);
+        if by_user && identity.user().is_none() {
+            // Keyed by user and no usable credentials.
+            state.metrics.unauthorized();
+            state.metrics.end();
+            headers.push((
+                "WWW-Authenticate",
+                r#"Basic realm="tollgate", Bearer realm="tollgate""#.to_string(),
+            ));
+            return Response {
+                status: 401,
+                headers,
+                head,
+                body: routes::error_body(
+                    401,
+                    "credentials required (Authorization: Basic or Bearer); limits are per user",
                 ),
-            );
+            };
+        }
+        if limits.deciding() {
+            let verdict = limits.decide(identity, &request.method, &request.url);
+            if verdict.is_allowed() {
+                head.reserve(256);
+                verdict.write_head(&mut head);
+            } else {
+                // serve sets its own Content-Type (and body) on a refusal.
+                verdict.write_headers(|name, value| {
+                    if name != "Content-Type" {
+                        headers.push((name, value.to_owned()));
+                    }
+                });
+                refused = Some(limits::policy(&verdict));
+            }
+        }
+    }
+    let response = match refused {
+        Some((kind, label)) => {
+            state.metrics.limited(kind, route_name);
+            let body =
+                routes::error_body(429, &format!("rate limit exceeded ({label}); retry later"));
             Response {
                 status: 429,
                 headers,
+                head,
                 body,
             }
         }
@@ -521,6 +575,7 @@ fn handle(state: &State, request: &Request) -> Response {
             Response {
                 status,
                 headers,
+                head,
                 body,
             }
         }

@@ -62,6 +62,9 @@ pub struct Response {
     pub status: u16,
     /// Headers (Content-Length and Connection are added).
     pub headers: Vec<(&'static str, String)>,
+    /// More header lines, each `Name: value\r\n`, written as they are (the limits' headers,
+    /// rendered in place).
+    pub head: String,
     /// Body.
     pub body: String,
 }
@@ -368,6 +371,7 @@ pub fn error(status: u16, message: &str) -> Response {
     Response {
         status,
         headers: vec![("Content-Type", "application/json".into())],
+        head: String::new(),
         body: super::routes::error_body(status, message),
     }
 }

@@ -201,6 +201,7 @@ pub fn write_response(out: &mut Vec<u8>, response: &Response, after: After) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(response.head.as_bytes());
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(decimal(response.body.len() as u64, &mut number));
     out.extend_from_slice(match after {
@@ -328,6 +329,7 @@ mod tests {
         let response = Response {
             status: 200,
             headers: vec![("Content-Type", "application/json".into())],
+            head: String::new(),
             body: "{}".into(),
         };
         write_response(&mut out, &response, After::Close);
