@@ -931,6 +931,62 @@ fn leases_cut_redis_calls_at_steady_load() {
     assert_eq!(leased.fallback_decisions + exact.fallback_decisions, 0);
 }
 
+/// Single flight: 8 threads miss one key at once, over and over; one refill per key is in
+/// flight at a time and the others wait for it, so Redis sees exactly one call per `k` decisions
+/// (each refill is granted `k` tokens, and a refill starts only once the lease is empty). Without
+/// single flight every caller that misses at once makes its own call.
+#[test]
+fn one_refill_per_key_in_flight_serves_every_caller() {
+    let _alone = alone();
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    const K: u64 = 10;
+    const PER_THREAD: u64 = 500;
+    const THREADS: u64 = 8;
+    let limiter = Arc::new(
+        RedisLimiter::builder(
+            &server.url(),
+            Quota::per_second(1_000_000)
+                .unwrap()
+                .burst(1_000_000)
+                .unwrap(),
+        )
+        .name("single-flight")
+        .lease(K)
+        // Generous: a waiter that ran out of budget would be a fallback decision (counted below).
+        .budget(Duration::from_secs(5))
+        .fallback(Fallback::FailClosed)
+        .build()
+        .unwrap(),
+    );
+    let barrier = Arc::new(std::sync::Barrier::new(THREADS as usize));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (limiter, barrier) = (Arc::clone(&limiter), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..PER_THREAD)
+                    .filter(|_| limiter.decide("hot", 1).is_allowed())
+                    .count() as u64
+            })
+        })
+        .collect();
+    let admitted: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let stats = limiter.stats();
+    eprintln!(
+        "single flight: {admitted} admitted, {} Redis calls, {} from the lease",
+        stats.redis_decisions, stats.lease_decisions
+    );
+    assert_eq!(admitted, THREADS * PER_THREAD);
+    assert_eq!(stats.fallback_decisions, 0);
+    assert_eq!(stats.redis_decisions, (THREADS * PER_THREAD).div_ceil(K));
+    assert_eq!(
+        stats.redis_decisions + stats.lease_decisions,
+        THREADS * PER_THREAD
+    );
+}
+
 const PROCS: usize = 4;
 const THREADS: usize = 8;
 

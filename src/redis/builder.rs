@@ -9,7 +9,7 @@ use super::coalesce::Coalescer;
 use super::connection::Backend;
 use super::fallback::{Fallback, LocalLimits, Owed, share};
 use super::guard::{Guard, MemoryGuard};
-use super::lease::Leases;
+use super::lease_table::LeaseTable;
 use super::limiter::RedisLimiter;
 use super::pool::Pool;
 use super::script::{self, GCRA_LUA, Keys, MAX_WINDOWS, Window};
@@ -383,7 +383,7 @@ impl RedisLimiterBuilder {
             counters: Counters::default(),
             clock: MonotonicClock,
             lease: self.lease,
-            leases: Leases::default(),
+            leases: LeaseTable::new(),
             coalescer: self.coalesce.then(Coalescer::default),
             budget: self.budget,
             owed: Owed::default(),

@@ -25,7 +25,7 @@ use super::connection::Backend;
 use super::decision::{BackendError, Decision, Source};
 use super::fallback::{Fallback, LocalLimits, Owed};
 use super::guard::{Guard, NewKeys};
-use super::lease::Leases;
+use super::lease_table::LeaseTable;
 use super::script::{self, GCRA_LUA, Keys, Op, Reply, Window};
 use super::stats::{Counters, RedisStats};
 use crate::cancel::CancelToken;
@@ -125,7 +125,7 @@ pub struct RedisLimiter {
     pub(super) clock: MonotonicClock,
     /// Tokens per Redis call in lease mode (1: exact mode).
     pub(super) lease: u64,
-    pub(super) leases: Leases,
+    pub(super) leases: LeaseTable,
     /// Coalesce concurrent calls into pipelines (`coalesce.rs`), when set.
     pub(super) coalescer: Option<Coalescer>,
     /// `DEL` of a key's windows, as a script so cluster routing and the deadline are the

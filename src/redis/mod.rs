@@ -11,7 +11,8 @@
 //! * `fallback.rs`: what decides when Redis cannot ([`Fallback`]).
 //! * `guard.rs`: the memory guard ([`MemoryGuard`]): `INFO memory` sampled now and then, new
 //!   keys refused or sent to the fallback above a threshold.
-//! * `lease.rs`: lease mode, tokens taken ahead and spent locally, and a negative cache.
+//! * `lease.rs`, `lease_table.rs`: lease mode, tokens taken ahead and spent locally, a negative
+//!   cache, and one refill per key in flight at a time (the others wait for it, bounded).
 //! * `builder.rs`: [`RedisLimiterBuilder`], the checked configuration.
 //! * `coalesce.rs`: concurrent callers' calls sent as pipelines (up to two in flight).
 //! * `limiter.rs`: [`RedisLimiter`], tying them together, and its [`Limiter`](crate::limit::Limiter)
@@ -70,6 +71,7 @@ mod decision;
 mod fallback;
 mod guard;
 mod lease;
+mod lease_table;
 mod limiter;
 mod pool;
 mod script;
