@@ -10,9 +10,10 @@
 //! configurations with those thread counts (and no redis-benchmark); `FLOOD=N` additionally sends N distinct
 //! keys (64 coalesced threads) and reports Redis's memory and key count until they expire
 //! (`FLOOD_TTL_S=s`: keys that live `s` seconds instead of 100 ms). `LEASE=k` runs only the lease
-//! bench: 4 threads on one key, lease mode (`k` tokens per call) against exact mode, first under
-//! a limit they never reach (decisions/s and the share of decisions that reached Redis), then
-//! 2 s at a binding 20 000/s limit (admitted against `B + R·T`, lease vs exact).
+//! bench: threads on one key (`LEASE_THREADS`, default `4,16`), lease mode (`k` tokens per call)
+//! alternating with exact mode, first under a limit they never reach (decisions/s and the share
+//! of decisions that reached Redis), then 2 s at a binding `LEASE_RATE`/s (default 5 000, burst
+//! a tenth of it): admitted against `B + R·T` and lease against exact.
 //!
 //! The `redis-benchmark` command sends the limiter's exact arguments for `per_second(1_000_000)`:
 //! `EVALSHA <sha> 1 <key> 1 0 0 1 1 1000000` (n, pause, now = TIME, want, interval µs, tau µs).
@@ -250,22 +251,38 @@ fn flood(url: &str, keys: usize) {
     report(&mut conn, "after expiry");
 }
 
-/// `LEASE=k`: throughput and Redis share below the limit, then over-admission at a binding one.
+/// `LEASE=k`: throughput and Redis share below the limit, then over-admission at a binding one,
+/// lease mode against exact mode, the two alternating (exact, lease, exact, lease...) so the
+/// box's load falls on both. Threads on one hot key: `LEASE_THREADS` (default `4,16`); binding
+/// limit `LEASE_RATE`/s with a burst of a tenth of it (default 5 000/s), for 2 s per run;
+/// `ROUNDS` alternations (default 2).
 fn lease_bench(url: &str, k: u64, decisions: usize) {
-    const THREADS: usize = 4;
-    let run = |lease: u64, quota: Quota, name: &str, until: Option<Duration>| {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let threads: Vec<usize> = std::env::var("LEASE_THREADS")
+        .unwrap_or_else(|_| "4,16".into())
+        .split(',')
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    let rate = env("LEASE_RATE", 5_000);
+    let rounds = env("ROUNDS", 2);
+    let run = |threads: usize, lease: u64, quota: Quota, name: &str, until: Option<Duration>| {
         let limiter = Arc::new(
             RedisLimiter::builder(url, quota)
                 .name(name)
                 .lease(lease)
                 .budget(Duration::from_millis(200))
                 .fallback(Fallback::FailClosed)
-                .max_idle(THREADS)
+                .max_idle(threads)
                 .build()
                 .unwrap(),
         );
-        let barrier = Arc::new(Barrier::new(THREADS + 1));
-        let workers: Vec<_> = (0..THREADS)
+        let barrier = Arc::new(Barrier::new(threads + 1));
+        let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let (limiter, barrier) = (Arc::clone(&limiter), Arc::clone(&barrier));
                 std::thread::spawn(move || {
@@ -276,7 +293,7 @@ fn lease_bench(url: &str, k: u64, decisions: usize) {
                     loop {
                         match until {
                             Some(d) if start.elapsed() >= d => break,
-                            None if made >= decisions / THREADS => break,
+                            None if made >= decisions / threads => break,
                             _ => {}
                         }
                         made += 1;
@@ -299,28 +316,53 @@ fn lease_bench(url: &str, k: u64, decisions: usize) {
         (made, admitted, took, stats)
     };
     let free = Quota::per_second(10_000_000).unwrap();
-    for lease in [1, k] {
-        let (made, _, took, stats) = run(lease, free, &format!("lease-free-{lease}"), None);
-        println!(
-            "lease {lease:>3}, {THREADS} threads, one key, below the limit: {:>8.0} decisions/s, {:.1} % reached Redis ({} calls for {made})",
-            made as f64 / took.as_secs_f64(),
-            100.0 * stats.redis_decisions as f64 / made as f64,
-            stats.redis_decisions,
-        );
-    }
-    let rate = 20_000u64;
-    let binding = Quota::per_second(rate).unwrap();
-    for lease in [1, k] {
-        let (made, admitted, took, _) = run(
-            lease,
-            binding,
-            &format!("lease-bind-{lease}"),
-            Some(Duration::from_secs(2)),
-        );
-        let bound = binding.burst_size() as f64 + rate as f64 * took.as_secs_f64();
-        println!(
-            "lease {lease:>3}, {THREADS} threads, one key, 20 000/s for {took:.2?}: admitted {admitted} of {made} (B + R·T = {bound:.0}, {:+.2} %)",
-            100.0 * (admitted as f64 - bound) / bound,
-        );
+    let binding = Quota::per_second(rate)
+        .unwrap()
+        .burst((rate / 10).max(1))
+        .unwrap();
+    for &t in &threads {
+        for round in 0..rounds {
+            for lease in [1, k] {
+                let (made, _, took, stats) = run(
+                    t,
+                    lease,
+                    free,
+                    &format!("lease-free-{t}-{lease}-{round}"),
+                    None,
+                );
+                println!(
+                    "lease {lease:>3}, {t:>2} threads, one key, below the limit: {:>8.0} decisions/s, {:.1} % reached Redis ({} calls for {made}), {} fallback",
+                    made as f64 / took.as_secs_f64(),
+                    100.0 * stats.redis_decisions as f64 / made as f64,
+                    stats.redis_decisions,
+                    stats.fallback_decisions,
+                );
+            }
+        }
+        for round in 0..rounds {
+            let mut admitted_by = [0u64; 2];
+            for (i, lease) in [1, k].into_iter().enumerate() {
+                let (made, admitted, took, stats) = run(
+                    t,
+                    lease,
+                    binding,
+                    &format!("lease-bind-{t}-{lease}-{round}"),
+                    Some(Duration::from_secs(2)),
+                );
+                let bound = binding.burst_size() as f64 + rate as f64 * took.as_secs_f64();
+                admitted_by[i] = admitted;
+                println!(
+                    "lease {lease:>3}, {t:>2} threads, one key, {rate}/s burst {} for {took:.2?}: admitted {admitted} of {made} (B + R·T = {bound:.0}, {:+.2} %), {:.1} % reached Redis, {} fallback",
+                    binding.burst_size(),
+                    100.0 * (admitted as f64 - bound) / bound,
+                    100.0 * stats.redis_decisions as f64 / made as f64,
+                    stats.fallback_decisions,
+                );
+            }
+            println!(
+                "  lease {k} against exact, {t} threads, round {round}: {:+.2} % admitted",
+                100.0 * (admitted_by[1] as f64 - admitted_by[0] as f64) / admitted_by[0] as f64
+            );
+        }
     }
 }

@@ -7,9 +7,10 @@
 //! 1. Every token spent locally was charged in Redis first (a refill is a script call that took
 //!    up to `k` tokens atomically), so over any period *starting when no lease is held* the
 //!    fleet admits no more than the exact limiter would. Over a period starting at `t`, the extra
-//!    admissions are at most the tokens leased before `t` and still unspent: per instance at most
-//!    `k − 1` per key (one refill per key at a time). Unspent tokens at the end are
-//!    under-admission, never lost over-admission.
+//!    admissions are at most the tokens leased before `t` and still unspent: per instance and
+//!    key at most `k − 1 + k·d`, where `d` ≤ 15 is the number of callers that waited on the key's
+//!    previous refill (invariant 5). Unspent tokens at the end are under-admission, never lost
+//!    over-admission.
 //! 2. A key Redis denied is denied locally, without a call, until the instant Redis said it would
 //!    pass (measured on the local clock from the reply's arrival, so never earlier than Redis's
 //!    own instant), plus up to a tenth of the wait more ([`jittered`]: a hash of the key and the
@@ -23,6 +24,10 @@
 //!    takes at most one budget of waiting plus one call of its own.
 //! 4. Only the table's bound applies (`lease_table.rs` invariant 5): a key that finds the table
 //!    full of refills is decided by one plain call, as in exact mode, without caching.
+//! 5. A refill asks Redis for `k` tokens for its caller and `k` more for each caller that waited
+//!    on the key's previous refill (at most 15, `lease_table.rs` invariant 7): a hot key shared by
+//!    many threads makes one call per round of them instead of a convoy of refills, one per `k`.
+//!    Redis grants what the limit allows, never more.
 
 use std::time::Duration;
 
@@ -91,9 +96,14 @@ impl RedisLimiter {
             Take::Refill(refill) => Some(refill),
             Take::Untracked => None,
         };
+        // Invariant 5: a lease for this caller and one for each caller that waited last time.
+        let demand = refill.as_ref().map_or(0, |refill| refill.demand());
         let op = Op::Lease {
             n,
-            want: self.lease.max(n),
+            want: self
+                .lease
+                .max(n)
+                .saturating_add(self.lease.saturating_mul(demand)),
         };
         match self.call(keys, op) {
             Ok(reply) if reply.new_key_refused => {

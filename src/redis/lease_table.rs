@@ -28,6 +28,9 @@
 //!    the caller asks Redis on its own ([`Take::Untracked`]).
 //! 6. A [`forget`](LeaseTable::forget) or [`pause`](LeaseTable::pause) during a refill makes that
 //!    refill's outcome be dropped (its tokens were taken before the reset or the pause).
+//! 7. A refill knows how many callers waited on the key's previous refill ([`Refill::demand`],
+//!    at most [`MAX_DEMAND`]), so its caller can ask Redis for their share too in the same call
+//!    instead of making them refill one after another.
 // `pub` items so that loom builds can export this module; `len` and `Spent`'s count serve the
 // models.
 #![cfg_attr(not(loom), allow(unreachable_pub, dead_code))]
@@ -46,6 +49,9 @@ const REFILLED: usize = 0;
 /// A waiter's status: the refill failed with code `status - FAILED`.
 const FAILED: usize = 1;
 
+/// Most callers a refill's [`demand`](Refill::demand) counts (invariant 7).
+pub const MAX_DEMAND: u64 = 15;
+
 #[derive(Debug, Default)]
 struct Lease {
     /// Tokens granted by Redis and not yet spent.
@@ -58,6 +64,8 @@ struct Lease {
     stale: bool,
     /// Callers waiting for the refill (invariant 4: empty unless `refilling`).
     waiters: WaitList<()>,
+    /// How many callers the last refill's end found waiting, at most [`MAX_DEMAND`].
+    demand: u64,
 }
 
 impl Lease {
@@ -144,7 +152,7 @@ impl LeaseTable {
                         }
                         if !lease.refilling {
                             lease.refilling = true;
-                            return Take::Refill(self.refill(key));
+                            return Take::Refill(self.refill(key, lease.demand));
                         }
                         // Invariant 3: registered under the lock the refill's end takes.
                         lease.waiters.register(())
@@ -160,7 +168,7 @@ impl LeaseTable {
                                 ..Lease::default()
                             },
                         );
-                        return Take::Refill(self.refill(key));
+                        return Take::Refill(self.refill(key, 0));
                     }
                 }
             };
@@ -188,10 +196,11 @@ impl LeaseTable {
         }
     }
 
-    fn refill(&self, key: &str) -> Refill<'_> {
+    fn refill(&self, key: &str, demand: u64) -> Refill<'_> {
         Refill {
             table: self,
             key: key.to_owned(),
+            demand,
             outcome: None,
         }
     }
@@ -261,10 +270,18 @@ enum Outcome {
 pub struct Refill<'a> {
     table: &'a LeaseTable,
     key: String,
+    /// Callers that waited on the key's previous refill (invariant 7).
+    demand: u64,
     outcome: Option<Outcome>,
 }
 
 impl Refill<'_> {
+    /// How many callers waited on this key's previous refill (at most [`MAX_DEMAND`]): the
+    /// demand beyond this caller's own that the refill may ask Redis for (invariant 7).
+    pub fn demand(&self) -> u64 {
+        self.demand
+    }
+
     /// Redis granted `extra` tokens beyond what this caller used.
     pub fn granted(mut self, extra: u64) {
         self.outcome = Some(Outcome::Granted(extra));
@@ -307,6 +324,7 @@ impl Drop for Refill<'_> {
                 _ => REFILLED,
             };
             lease.refilling = false;
+            lease.demand = (lease.waiters.len() as u64).min(MAX_DEMAND);
             lease.waiters.notify_all(status, &mut wakes);
         }
         wakes.unpark();
@@ -314,4 +332,5 @@ impl Drop for Refill<'_> {
 }
 
 #[cfg(all(test, not(loom)))]
+#[path = "lease_table/tests.rs"]
 mod tests;
