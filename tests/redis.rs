@@ -582,6 +582,33 @@ fn reset_key_fills_the_limit_again_for_every_instance() {
     assert_eq!(exists, 0);
 }
 
+/// `reset_key` also resets this instance's local fallback windows for the key (and only for
+/// it), even when Redis cannot be reached to reset its own.
+#[test]
+fn reset_key_resets_the_local_fallback_windows() {
+    // Nothing listens on port 1: every decision is the local fallback's.
+    let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_hour(2).unwrap())
+        .budget(Duration::from_millis(200))
+        .fallback(Fallback::Local { instances: 1 })
+        .build()
+        .unwrap();
+    for key in ["k", "other"] {
+        assert!(limiter.decide(key, 2).is_allowed());
+        let denied = limiter.decide(key, 1);
+        assert!(!denied.is_allowed());
+        assert!(matches!(denied.source, Source::Fallback(_)));
+    }
+    assert!(limiter.reset_key("k").is_err(), "Redis is unreachable");
+    let again = limiter.decide("k", 2);
+    assert!(again.is_allowed(), "a full local burst after the reset");
+    assert!(matches!(again.source, Source::Fallback(_)));
+    assert!(!limiter.decide("k", 1).is_allowed());
+    assert!(
+        !limiter.decide("other", 1).is_allowed(),
+        "other keys keep their local state"
+    );
+}
+
 /// Issue 17, memory guard: with Redis over the threshold (`maxmemory` set to 50× the server's
 /// `used_memory`, a 1 % threshold), keys that exist keep working while new keys are refused, or decided by the fallback; below
 /// the threshold (the default 80 %) new keys pass.

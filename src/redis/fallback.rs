@@ -159,6 +159,12 @@ impl<C: Clock> LocalLimits<C> {
         self.keyed.penalize_key(key, pause);
     }
 
+    /// Forgets `key`'s windows: its next decision starts from a full burst (a reset). Walks the
+    /// local table once (a rare, administrative call; at most `MAX_LOCAL_KEYS` entries).
+    pub(crate) fn reset(&self, key: &str) {
+        self.keyed.retain(|resident| resident != key);
+    }
+
     /// Keys with local state.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

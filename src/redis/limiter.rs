@@ -332,12 +332,13 @@ impl RedisLimiter {
     }
 
     /// Resets `key`'s limit to full: deletes its windows in Redis (for every instance sharing
-    /// it) and forgets what this instance holds for it — its lease and cached denial, and the
-    /// tokens its fallback admitted and still owed to Redis. One call through the breaker, with
-    /// the same budget as a decision; on failure nothing in Redis changed (or the reset may have
-    /// run: the call is not retried) and the error says why. Other instances' leases and local
-    /// fallback state, and this instance's local fallback windows, are not reset (they refill on
-    /// their own at the instance's share of the rate).
+    /// it) and forgets what this instance holds for it — its lease and cached denial, the
+    /// tokens its fallback admitted and still owed to Redis, and its local fallback windows
+    /// (the next fallback decision starts from a full local burst). One call through the
+    /// breaker, with the same budget as a decision; on failure nothing in Redis changed (or the
+    /// reset may have run: the call is not retried) and the error says why — this instance's
+    /// own state is reset either way. Other instances' leases and local fallback state are not
+    /// reset (they refill on their own at the instance's share of the rate).
     ///
     /// # Errors
     ///
@@ -355,6 +356,9 @@ impl RedisLimiter {
     pub fn reset_key(&self, key: &str) -> Result<(), BackendError> {
         self.leases.forget(key);
         let _ = self.owed.take(key);
+        if let Some(local) = &self.local {
+            local.reset(key);
+        }
         let keys = self.keys(key);
         let ticket = self.breaker.lock().admit(self.clock.now());
         if let Admit::Reject(_) = ticket {
