@@ -609,6 +609,106 @@ fn reset_key_resets_the_local_fallback_windows() {
     );
 }
 
+/// `undo_key` on Redis: an admitted decision's charge comes off every window on Redis's clock
+/// (exactly: the key is as if the request never came), a later decision of another instance
+/// keeps its slot, a refusal gives nothing, a lease-spent token goes back to the lease.
+#[test]
+fn undo_key_takes_back_exactly_what_a_decision_charged() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let build = |lease: u64| {
+        limiter(&server, Quota::per_hour(3).unwrap())
+            .name("undo")
+            .window(Quota::per(5, Duration::from_secs(86_400)).unwrap())
+            .lease(lease)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(1), build(1));
+    let full = a.state_key("k");
+    let first = a.decide("k", 2);
+    assert!(first.is_allowed());
+    assert_eq!(first.source, Source::Redis);
+    assert!(a.undo_key("k", &first));
+    assert_eq!(a.state_key("k"), full, "as if it never came");
+    let mut conn = server.connection();
+    let exists: u64 = ::redis::cmd("EXISTS")
+        .arg(a.keys_for("k"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 0, "a full window is deleted, not kept at now");
+    // A later decision (another instance) keeps its slot: undoing the earlier one of the same
+    // size gives nothing back; undoing the later one does.
+    let earlier = a.decide("k", 1);
+    let later = b.decide("k", 1);
+    assert!(earlier.is_allowed() && later.is_allowed());
+    assert!(!a.undo_key("k", &earlier));
+    assert_eq!(a.state_key("k").remaining, 1);
+    assert!(b.undo_key("k", &later));
+    assert_eq!(a.state_key("k").remaining, 2);
+    // A refusal charged nothing.
+    assert!(a.decide("k", 2).is_allowed());
+    let refused = a.decide("k", 1);
+    assert!(!refused.is_allowed());
+    assert!(!a.undo_key("k", &refused));
+    // Lease mode: a token spent from the lease goes back to it.
+    let leased = build(3);
+    assert!(leased.decide("l", 1).is_allowed()); // Redis: 3 taken, 2 leased
+    let spent = leased.decide("l", 1);
+    assert_eq!(spent.source, Source::Lease);
+    assert!(leased.undo_key("l", &spent));
+    assert!(leased.decide("l", 1).is_allowed());
+    assert!(leased.decide("l", 1).is_allowed());
+    assert!(!leased.decide("l", 1).is_allowed(), "3 per hour in all");
+}
+
+/// Issue 12's all-or-nothing across rules, with Redis: an earlier rule keeps no charge when a
+/// later rule refuses the request.
+#[test]
+fn an_earlier_rule_keeps_no_charge_when_a_later_rule_refuses() {
+    use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+    use tollgate::limit::KeyedLimits;
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let limits = HttpLimiter::builder()
+        .backend(move |name, quotas| {
+            let mut builder = RedisLimiter::builder(&url, quotas[0])
+                .prefix("all-or-nothing")
+                .name(name)
+                .budget(Duration::from_millis(500))
+                .fallback(Fallback::FailClosed);
+            for quota in &quotas[1..] {
+                builder = builder.window(*quota);
+            }
+            builder
+                .build()
+                .map(|l| Arc::new(l) as Arc<dyn KeyedLimits>)
+                .map_err(|e| e.to_string())
+        })
+        .rule(Rule::new("all", "/*", [Quota::per_hour(5).unwrap()], Scope::Client).unwrap())
+        .rule(Rule::new("x", "/x", [Quota::per_hour(1).unwrap()], Scope::Client).unwrap())
+        .build()
+        .unwrap();
+    let peer: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let none: [(&str, &[u8]); 0] = [];
+    assert!(limits.decide("GET", "/x", peer, none).is_allowed());
+    for _ in 0..3 {
+        // "all" admits and charges, "x" refuses: "all" must give its charge back.
+        assert_eq!(limits.decide("GET", "/x", peer, none).status(), 429);
+    }
+    // "all" was charged once: 4 more pass, the fifth does not.
+    for i in 0..4 {
+        assert!(
+            limits.decide("GET", "/y", peer, none).is_allowed(),
+            "request {i} to /y"
+        );
+    }
+    assert_eq!(limits.decide("GET", "/y", peer, none).status(), 429);
+}
+
 /// Issue 17, memory guard: with Redis over the threshold (`maxmemory` set to 50× the server's
 /// `used_memory`, a 1 % threshold), keys that exist keep working while new keys are refused, or decided by the fallback; below
 /// the threshold (the default 80 %) new keys pass.

@@ -388,6 +388,7 @@ impl RedisLimiterBuilder {
             budget: self.budget,
             owed: Owed::default(),
             reset_script: ::redis::Script::new(script::RESET_LUA),
+            undo_script: ::redis::Script::new(script::UNDO_LUA),
             guard: self.guard.map(Guard::new),
         })
     }

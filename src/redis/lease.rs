@@ -38,7 +38,7 @@ use super::script::{Keys, Op};
 use super::stats::Counters;
 use crate::cancel::CancelToken;
 use crate::clock::Clock;
-use crate::limiter::LimitError;
+use crate::limiter::{LimitError, SightsBuilder};
 
 /// `wait` ns plus a jitter in `[0, wait / 10]` from `key` and `now` (invariant 2).
 pub(crate) fn jittered(wait: u64, key: &str, now: u64) -> u64 {
@@ -72,7 +72,8 @@ impl RedisLimiter {
     pub(super) fn decide_leased(&self, keys: &Keys, local_key: &str, n: u64) -> Decision {
         let cached = |result| {
             Counters::bump(&self.counters.lease_decisions);
-            Decision::without_windows(result, Source::Lease)
+            // No windows, but the count, so `undo_key` can give the tokens back to the lease.
+            Decision::new(result, Source::Lease, n, 0, SightsBuilder::with_capacity(0))
         };
         let budget = self.budget;
         let take = self.leases.take(

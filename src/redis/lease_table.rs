@@ -233,6 +233,20 @@ impl LeaseTable {
         lease.stale |= lease.refilling;
     }
 
+    /// Gives `n` tokens spent from `key`'s lease back to it (the request they admitted never
+    /// ran): `false` when the key's lease is gone or was reset meanwhile (the tokens then stay
+    /// charged: strict).
+    pub fn give_back(&self, key: &str, n: u64) -> bool {
+        let mut map = self.by_key.lock();
+        match map.get_mut(key) {
+            Some(lease) if !lease.stale && lease.denied_until == 0 => {
+                lease.tokens = lease.tokens.saturating_add(n);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// How many keys the table holds.
     pub fn len(&self) -> usize {
         self.by_key.lock().len()

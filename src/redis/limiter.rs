@@ -131,6 +131,8 @@ pub struct RedisLimiter {
     /// `DEL` of a key's windows, as a script so cluster routing and the deadline are the
     /// decisions' own (`reset_key`).
     pub(super) reset_script: ::redis::Script,
+    /// `undo_key`'s script (`script::UNDO_LUA`).
+    pub(super) undo_script: ::redis::Script,
     /// The memory guard, when configured (`guard.rs`).
     pub(super) guard: Option<Guard>,
     /// Tokens the local fallback admitted, owed to Redis (`fallback.rs` invariant 4).
@@ -385,6 +387,86 @@ impl RedisLimiter {
         }
     }
 
+    /// Takes back what an allowed [`decide`](Self::decide)`(key, …)` charged, because the request
+    /// it admitted never ran (another limit of an all-or-nothing set refused it): whether
+    /// anything came back.
+    ///
+    /// * Decided by Redis: one script call (through the breaker, within the budget) takes the
+    ///   decision's cost off every window on Redis's clock, less whatever later decisions — of
+    ///   any instance — charged on top (they keep their slots), exactly as the in-process
+    ///   [`KeyedLimiter::undo`](crate::limit::KeyedLimiter::undo) does. A window that is full
+    ///   again gives nothing. If the call fails, the charge stays (strict, never loose).
+    /// * Spent from this instance's lease: the tokens go back to the lease (they are still
+    ///   charged in Redis, for this instance to spend).
+    /// * Admitted by the local fallback: taken back from the local windows and from what this
+    ///   instance owes Redis for the outage (a debt already paid stays charged in Redis).
+    /// * A refusal, or a `FailOpen`/`FailClosed` fallback decision, charged nothing: `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// // Nothing listens on port 1: the local fallback decides, and its charge is undone.
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_hour(1)?).build()?;
+    /// let taken = limiter.decide("k", 1);
+    /// assert!(taken.is_allowed());
+    /// assert!(limiter.undo_key("k", &taken));
+    /// assert!(limiter.decide("k", 1).is_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn undo_key(&self, key: &str, decision: &Decision) -> bool {
+        if !decision.is_allowed() || decision.tokens() == 0 {
+            return false;
+        }
+        match decision.source {
+            Source::Redis => self.undo_in_redis(&self.keys(key), decision),
+            Source::Lease => self.leases.give_back(key, decision.tokens()),
+            Source::Fallback(_) => match &self.local {
+                Some(local) if local.undo(key, decision) => {
+                    self.owed.forgive(key, decision.tokens());
+                    true
+                }
+                _ => false,
+            },
+            Source::Memory => false,
+        }
+    }
+
+    /// `undo_key` for a decision Redis made: one `UNDO_LUA` call through the breaker.
+    fn undo_in_redis(&self, keys: &Keys, decision: &Decision) -> bool {
+        let mut args = vec![decision.origin()];
+        for (_, slot) in decision.charges() {
+            // The sights are in ns at instant 0 of the reply (`decision_of`): back to µs.
+            args.extend([slot.tat / 1_000, slot.cost / 1_000]);
+        }
+        if args.len() != 1 + 2 * keys.as_slice().len() {
+            return false; // not a decision of this limiter's windows
+        }
+        let ticket = self.breaker.lock().admit(self.clock.now());
+        if let Admit::Reject(_) = ticket {
+            return false;
+        }
+        let started = Instant::now();
+        let result = self.backend.invoke(
+            &self.undo_script,
+            keys.as_slice(),
+            &args,
+            started + self.budget,
+        );
+        match result {
+            Ok(gave) => {
+                self.breaker.lock().success(ticket);
+                gave.first().is_some_and(|&windows| windows > 0)
+            }
+            Err(_) => {
+                if self.breaker.lock().failure(ticket, self.clock.now()) {
+                    self.backend.clear();
+                }
+                false
+            }
+        }
+    }
+
     /// A snapshot of the counters and the breaker.
     ///
     /// # Examples
@@ -576,7 +658,8 @@ impl RedisLimiter {
             })
         };
         let sights = script::sights_of(reply, &self.windows);
-        Decision::new(result, Source::Redis, n, 0, sights)
+        // Instant 0 is the reply's Redis time, so `undo_key` can find the TATs it stored.
+        Decision::new(result, Source::Redis, n, 0, sights).with_origin(reply.now)
     }
 
     fn wait_with(
@@ -684,6 +767,10 @@ impl KeyedLimits for RedisLimiter {
 
     fn penalize_key(&self, key: &str, pause: Duration) {
         RedisLimiter::penalize_key(self, key, pause)
+    }
+
+    fn undo_key(&self, key: &str, decision: &Decision) -> bool {
+        RedisLimiter::undo_key(self, key, decision)
     }
 }
 

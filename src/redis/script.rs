@@ -123,6 +123,40 @@ pub(crate) const MAX_CHARGE: u64 = 1 << 20;
 /// `reset_key`: deletes every window of one limit; replies `{deleted}`.
 pub(crate) const RESET_LUA: &str = "return {redis.call('DEL', unpack(KEYS))}";
 
+/// `undo_key`: takes back what one admitted decision charged, on Redis's clock. `KEYS[i]` is
+/// window `i`'s TAT; `ARGV[1]` = the decision's Redis time (µs), then per window `interval`
+/// (µs), the decision's debt (µs after its time: the TAT it stored is `time + debt`) and the
+/// cost it charged (µs). Per window, as `gcra::undo`: the cost, less what later decisions
+/// charged on top of the stored TAT (they keep their slots), comes off the current TAT; a TAT
+/// that reaches `now` means full and the key is deleted; a window already full (or gone) gives
+/// nothing. Replies `{windows that gave something back}`.
+pub(crate) const UNDO_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local origin = tonumber(ARGV[1])
+local gave = 0
+for i = 1, #KEYS do
+  local debt = tonumber(ARGV[2 * i])
+  local cost = tonumber(ARGV[2 * i + 1])
+  local stored = origin + debt
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local later = tat - stored
+  if later < 0 then later = 0 end
+  local give = cost - later
+  if give > 0 and tat > now then
+    local new = tat - give
+    if new > now then
+      redis.call('SET', KEYS[i], string.format('%d', new),
+        'PX', string.format('%d', math.ceil((new - now) / 1000)))
+    else
+      redis.call('DEL', KEYS[i])
+    end
+    gave = gave + 1
+  end
+end
+return {gave}
+"#;
+
 /// Largest number of windows one limit may have.
 pub(crate) const MAX_WINDOWS: usize = 8;
 

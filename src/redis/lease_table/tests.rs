@@ -40,6 +40,10 @@ enum Op {
         key: u8,
         for_ns: u8,
     },
+    GiveBack {
+        key: u8,
+        n: u8,
+    },
     Advance(u8),
 }
 
@@ -53,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|at| Op::Abandon { at }),
         1 => key.clone().prop_map(|key| Op::Forget { key }),
         1 => (key, 1u8..50).prop_map(|(key, for_ns)| Op::Pause { key, for_ns }),
+        1 => (0u8..4, 1u8..3).prop_map(|(key, n)| Op::GiveBack { key, n }),
         2 => (0u8..30).prop_map(Op::Advance),
     ]
 }
@@ -175,6 +180,17 @@ proptest! {
                     m.tokens = 0;
                     m.denied_until = m.denied_until.max(until);
                     m.stale |= m.refilling;
+                }
+                Op::GiveBack { key, n } => {
+                    let gave = table.give_back(&key.to_string(), u64::from(n));
+                    let expected = match model.get_mut(&key) {
+                        Some(m) if !m.stale && m.denied_until == 0 => {
+                            m.tokens += u64::from(n);
+                            true
+                        }
+                        _ => false,
+                    };
+                    prop_assert_eq!(gave, expected);
                 }
                 Op::Advance(ns) => now += u64::from(ns),
             }
