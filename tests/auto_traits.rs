@@ -102,9 +102,10 @@ fn the_counter_clock_is_shareable() {
 fn the_redis_limiter_is_shareable() {
     use tollgate::limit::{BackendError, Decision, Source};
     use tollgate::redis::{
-        BreakerConfig, BreakerState, BreakerStats, Fallback, LatencyStats, RedisLimiter,
+        Algorithm, BreakerConfig, BreakerState, BreakerStats, Fallback, LatencyStats, RedisLimiter,
         RedisLimiterBuilder, RedisStats,
     };
+    shareable::<Algorithm>();
     shareable::<RedisLimiter>();
     shareable::<RedisLimiterBuilder>();
     shareable::<Decision>();

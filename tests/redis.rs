@@ -709,6 +709,49 @@ fn an_earlier_rule_keeps_no_charge_when_a_later_rule_refuses() {
     assert_eq!(limits.decide("GET", "/y", peer, none).status(), 429);
 }
 
+/// The sliding-window algorithm behind the same limiter: per-window decision states with the
+/// window's exact `remaining`, all-or-nothing windows, lease mode, `undo_key` and `reset_key`,
+/// on Redis's clock.
+#[test]
+fn the_sliding_window_decides_behind_the_same_limiter() {
+    use tollgate::redis::Algorithm;
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let build = |lease: u64| {
+        limiter(&server, Quota::per_hour(3).unwrap())
+            .name("sliding")
+            .window(Quota::per(5, Duration::from_secs(86_400)).unwrap())
+            .algorithm(Algorithm::SlidingWindow)
+            .lease(lease)
+            .build()
+            .unwrap()
+    };
+    let a = build(1);
+    assert_eq!(a.keys_for("k")[0], "{tollgate:sliding:k}:s0");
+    let first = a.decide("k", 2);
+    assert!(first.is_allowed());
+    let windows: Vec<_> = first.windows().map(|w| (w.limit, w.remaining)).collect();
+    assert_eq!(windows, [(3, 1), (5, 3)]);
+    assert!(!a.decide("k", 2).is_allowed(), "the hour has 1 left");
+    assert!(a.undo_key("k", &first));
+    assert_eq!(a.state_key("k").remaining, 3);
+    let taken = a.decide("k", 3);
+    assert!(taken.is_allowed());
+    let refused = a.decide("k", 1);
+    assert!(!refused.is_allowed());
+    assert_eq!(refused.refused_by(), Some(0));
+    a.reset_key("k").unwrap();
+    assert!(a.decide("k", 3).is_allowed(), "full after a reset");
+    // Lease mode: one call takes 3 (the hour's room), two are spent locally.
+    let leased = build(3);
+    assert!(leased.decide("l", 1).is_allowed());
+    assert_eq!(leased.decide("l", 1).source, Source::Lease);
+    assert_eq!(leased.decide("l", 1).source, Source::Lease);
+    assert!(!leased.decide("l", 1).is_allowed());
+    assert_eq!(leased.stats().redis_decisions, 2);
+}
+
 /// Issue 17, memory guard: with Redis over the threshold (`maxmemory` set to 50× the server's
 /// `used_memory`, a 1 % threshold), keys that exist keep working while new keys are refused, or decided by the fallback; below
 /// the threshold (the default 80 %) new keys pass.

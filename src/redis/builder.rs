@@ -52,6 +52,41 @@ pub struct RedisLimiterBuilder {
     lease: u64,
     coalesce: bool,
     guard: Option<MemoryGuard>,
+    algorithm: Algorithm,
+}
+
+/// How a [`RedisLimiter`] counts: which script decides in Redis.
+///
+/// * [`Gcra`](Algorithm::Gcra) (the default): the token bucket as a meter, one TAT per window;
+///   exact at every instant, bursts of up to the quota's burst, then its rate.
+/// * [`SlidingWindow`](Algorithm::SlidingWindow): the sliding-window counter — at most the
+///   quota's burst `L` per `L × interval` (for `Quota::per_minute(100)`: 100 in any minute,
+///   estimated from the current and previous fixed minute, the previous weighted by how much of
+///   it the sliding minute still covers). What users who think "100 per minute" expect; lets a
+///   whole window's worth through at once; approximate at window edges (see
+///   `docs/algorithms.md`, which measures both). `L² × interval` must stay below 2^52 µs.
+///
+/// Both decide every window atomically on Redis's clock and report the same decision states;
+/// the local fallback is GCRA in either case.
+///
+/// # Examples
+///
+/// ```
+/// use tollgate::{Quota, redis::{Algorithm, RedisLimiter}};
+/// let limiter = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_minute(100)?)
+///     .algorithm(Algorithm::SlidingWindow)
+///     .build()?;
+/// assert_eq!(limiter.keys_for("bob"), ["{tollgate:default:bob}:s0"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// GCRA (token bucket as a meter).
+    #[default]
+    Gcra,
+    /// The sliding-window counter.
+    SlidingWindow,
 }
 
 /// Where the limiter's Redis is.
@@ -88,7 +123,24 @@ impl RedisLimiterBuilder {
             lease: 1,
             coalesce: false,
             guard: None,
+            algorithm: Algorithm::Gcra,
         }
+    }
+
+    /// The algorithm (default [`Algorithm::Gcra`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::{Algorithm, RedisLimiter}};
+    /// // 10 000 per day as a sliding window: 10 000² × 8.64 s is past the exact range.
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per(10_000, std::time::Duration::from_secs(86_400))?);
+    /// assert!(b.algorithm(Algorithm::SlidingWindow).build().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
     }
 
     /// Adds another window: a request passes only if every window has room, and then is charged
@@ -332,6 +384,27 @@ impl RedisLimiterBuilder {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if self.algorithm == Algorithm::SlidingWindow {
+            for (w, q) in windows.iter().zip(&self.quotas) {
+                if u128::from(w.burst) * u128::from(w.tau) >= script::MAX_SLIDING_PRODUCT {
+                    return Err(invalid(format!(
+                        "quota {q} is too large for the sliding window (burst² × interval ≥ 2^52 µs)"
+                    )));
+                }
+            }
+        }
+        let (script, undo, own_keys) = match self.algorithm {
+            Algorithm::Gcra => (
+                GCRA_LUA,
+                script::UNDO_LUA,
+                Keys::new(&self.prefix, &self.name, windows.len()),
+            ),
+            Algorithm::SlidingWindow => (
+                script::SLIDING_LUA,
+                script::UNDO_SLIDING_LUA,
+                Keys::sliding(&self.prefix, &self.name, windows.len()),
+            ),
+        };
         let local = match self.fallback {
             Fallback::Local { instances } => Some(LocalLimits::new(
                 self.quotas
@@ -371,8 +444,9 @@ impl RedisLimiterBuilder {
         };
         Ok(RedisLimiter {
             backend,
-            script: ::redis::Script::new(GCRA_LUA),
-            own_keys: Keys::new(&self.prefix, &self.name, windows.len()),
+            script: ::redis::Script::new(script),
+            own_keys,
+            algorithm: self.algorithm,
             burst: windows.iter().map(|w| w.burst).min().unwrap_or(0),
             windows,
             prefix: self.prefix,
@@ -388,7 +462,7 @@ impl RedisLimiterBuilder {
             budget: self.budget,
             owed: Owed::default(),
             reset_script: ::redis::Script::new(script::RESET_LUA),
-            undo_script: ::redis::Script::new(script::UNDO_LUA),
+            undo_script: ::redis::Script::new(undo),
             guard: self.guard.map(Guard::new),
         })
     }

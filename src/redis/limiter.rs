@@ -17,7 +17,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::builder::RedisLimiterBuilder;
+use super::builder::{Algorithm, RedisLimiterBuilder};
 
 use super::breaker::{Admit, Breaker, BreakerState};
 use super::coalesce::Coalescer;
@@ -113,6 +113,8 @@ pub struct RedisLimiter {
     pub(super) script: ::redis::Script,
     /// Keys of the limit's own name (the [`Limiter`] methods).
     pub(super) own_keys: Keys,
+    /// Which script decides (`script.rs`).
+    pub(super) algorithm: Algorithm,
     pub(super) windows: Vec<Window>,
     /// The smallest burst over the windows: more can never pass.
     pub(super) burst: u64,
@@ -230,11 +232,11 @@ impl RedisLimiter {
     }
 
     fn keys(&self, key: &str) -> Keys {
-        Keys::new(
-            &self.prefix,
-            &format!("{}:{key}", self.name),
-            self.windows.len(),
-        )
+        let name = format!("{}:{key}", self.name);
+        match self.algorithm {
+            Algorithm::Gcra => Keys::new(&self.prefix, &name, self.windows.len()),
+            Algorithm::SlidingWindow => Keys::sliding(&self.prefix, &name, self.windows.len()),
+        }
     }
 
     /// Decides whether `key` may take `n` tokens now, and says who decided.
@@ -435,11 +437,28 @@ impl RedisLimiter {
     /// `undo_key` for a decision Redis made: one `UNDO_LUA` call through the breaker.
     fn undo_in_redis(&self, keys: &Keys, decision: &Decision) -> bool {
         let mut args = vec![decision.origin()];
-        for (_, slot) in decision.charges() {
-            // The sights are in ns at instant 0 of the reply (`decision_of`): back to µs.
-            args.extend([slot.tat / 1_000, slot.cost / 1_000]);
+        match self.algorithm {
+            Algorithm::Gcra => {
+                for (_, slot) in decision.charges() {
+                    // The sights are in ns at instant 0 of the reply (`decision_of`): back to µs.
+                    args.extend([slot.tat / 1_000, slot.cost / 1_000]);
+                }
+            }
+            Algorithm::SlidingWindow => {
+                if decision.charges().count() != self.windows.len() {
+                    return false; // not a decision of this limiter's windows
+                }
+                args.push(decision.tokens());
+                for window in &self.windows {
+                    args.extend([window.interval, window.tau]);
+                }
+            }
         }
-        if args.len() != 1 + 2 * keys.as_slice().len() {
+        let expected = match self.algorithm {
+            Algorithm::Gcra => 1 + 2 * keys.as_slice().len(),
+            Algorithm::SlidingWindow => 2 + 2 * keys.as_slice().len(),
+        };
+        if args.len() != expected {
             return false; // not a decision of this limiter's windows
         }
         let ticket = self.breaker.lock().admit(self.clock.now());

@@ -84,7 +84,7 @@ mod test_cluster;
 mod test_server;
 
 pub use breaker::{BreakerConfig, BreakerState, BreakerStats, SlowCalls};
-pub use builder::RedisLimiterBuilder;
+pub use builder::{Algorithm, RedisLimiterBuilder};
 pub use decision::{BackendError, Decision, Source};
 pub use fallback::Fallback;
 pub use guard::{MemoryGuard, NewKeys};
