@@ -89,6 +89,26 @@ pub enum Algorithm {
     SlidingWindow,
 }
 
+impl Algorithm {
+    /// The Lua source this algorithm's decisions run (both take the same arguments and answer
+    /// alike: see [`RedisLimiter::script_source`](super::RedisLimiter::script_source)), e.g. to
+    /// run it on explicit instants in a benchmark.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::redis::Algorithm;
+    /// assert!(Algorithm::SlidingWindow.script_source().contains("sliding-window"));
+    /// assert_eq!(Algorithm::Gcra.script_source(), tollgate::redis::RedisLimiter::script_source());
+    /// ```
+    pub fn script_source(self) -> &'static str {
+        match self {
+            Algorithm::Gcra => GCRA_LUA,
+            Algorithm::SlidingWindow => script::SLIDING_LUA,
+        }
+    }
+}
+
 /// Where the limiter's Redis is.
 #[derive(Debug, Clone)]
 enum Target {

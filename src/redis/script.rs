@@ -124,8 +124,10 @@ return reply
 /// quota's burst) over any `P = tau` µs, estimated from two fixed windows of length `P`:
 /// `prev · (P − e) / P + cur`, where `cur` counts the current fixed window (`now ÷ P`), `prev`
 /// the one before, and `e` is the time since the current one began. A request of `n` passes
-/// when `prev·(P − e) + (cur + n)·P ≤ L·P` in every window (exact integer maths: `L·P < 2^53`,
-/// checked by the builder). `KEYS[i]` holds `"c prev cur blocked"` (the fixed window's index,
+/// when the estimate before its last token is below `L` — `prev·(P − e) + (cur + n − 1)·P <
+/// L·P` — in every window (Cloudflare's rule: a saturated window admits `L` per fixed window,
+/// where "estimate + n ≤ L" would admit `L − 1`; a fixed window never admits more than `L`).
+/// Exact integer maths: `L·P < 2^52`, checked by the builder. `KEYS[i]` holds `"c prev cur blocked"` (the fixed window's index,
 /// the two counts, and the instant a pause ends), expiring when the estimate reaches 0. A pause
 /// refuses everything until its end, then the counts decide. A reconciliation charge is added
 /// to `cur` (at most `L`). The reply's per-window "debt" is `(L − remaining) · interval`: the
@@ -148,12 +150,13 @@ local charge = tonumber(ARGV[5 + 2 * windows] or '0') or 0
 local guard = tonumber(ARGV[6 + 2 * windows] or '0') or 0
 local exists = false
 local Is, Ps, Ls, cs, es, prevs, curs, blocks = {}, {}, {}, {}, {}, {}, {}, {}
+-- The most tokens that pass now: largest m with prev*(P-e) + (cur+m-1)*P < L*P.
 local function fits(i, cur)
   if blocks[i] > now then return 0 end
   local P = Ps[i]
   local free = Ls[i] * P - prevs[i] * (P - es[i]) - cur * P
   if free <= 0 then return 0 end
-  return math.floor(free / P)
+  return math.ceil(free / P)
 end
 local room = -1
 for i = 1, windows do
@@ -188,15 +191,16 @@ local take = n
 if want > n and room > n then take = math.min(want, room) end
 local cost = take
 if cost == 0 then cost = 1 end
+-- µs until m more pass: the first e' with prev*(P-e') < (L-cur-m+1)*P, in this fixed window
+-- or (when cur+m > L) the next one, where cur has become prev.
 local function wait_for(i, m)
   local P, L, e, prev, cur = Ps[i], Ls[i], es[i], prevs[i], curs[i]
   local w = 0
-  if prev * (P - e) + (cur + m) * P > L * P then
+  if prev * (P - e) + (cur + m - 1) * P >= L * P then
     if cur + m <= L then
-      w = P - math.floor((L - m - cur) * P / prev) - e
+      w = P - math.ceil((L - cur - m + 1) * P / prev) + 1 - e
     else
-      local next = P
-      if cur > 0 then next = P - math.floor((L - m) * P / cur) end
+      local next = P - math.ceil((L - m + 1) * P / cur) + 1
       if next < 0 then next = 0 end
       w = (P - e) + next
     end

@@ -75,43 +75,48 @@ impl Model {
         self.c = c;
     }
 
-    /// `L·P − prev·(P − e) − cur·P`: the room, in token·µs.
+    /// `L·P − prev·(P − e) − (cur + extra)·P`: the room, in token·µs.
     fn free(&self, now: u64, extra: u64) -> i128 {
         let e = i128::from(now - self.c * self.p);
         let p = i128::from(self.p);
         i128::from(self.l) * p - i128::from(self.prev) * (p - e) - i128::from(self.cur + extra) * p
     }
 
-    fn fits(&self, now: u64) -> u64 {
-        if self.blocked > now {
-            return 0;
-        }
-        let free = self.free(now, 0);
-        if free <= 0 {
-            0
-        } else {
-            (free / i128::from(self.p)) as u64
-        }
+    /// Whether `m` more pass now: the estimate before the last of them is below `L`.
+    fn passes(&self, now: u64, m: u64) -> bool {
+        self.blocked <= now && self.free(now, m - 1) > 0
     }
 
-    /// µs until `m` more fit (the definition: the first instant the estimate leaves room).
+    /// The most that pass now, by the definition (counting up, not by a formula).
+    fn fits(&self, now: u64) -> u64 {
+        (1..=self.l).take_while(|&m| self.passes(now, m)).count() as u64
+    }
+
+    /// µs until `m` more pass, by the definition: the first instant (to the µs) at which they
+    /// would with the counts as they are, searched over this fixed window and the next (where
+    /// `cur` has become `prev`); the estimate only falls as time passes.
     fn wait_for(&self, now: u64, m: u64) -> u64 {
-        let mut w = 0;
-        if self.free(now, m) < 0 {
-            let e = now - self.c * self.p;
-            if self.cur + m <= self.l {
-                // Smallest e' with prev·(P − e') ≤ (L − m − cur)·P.
-                let allowed = (self.l - m - self.cur) * self.p / self.prev;
-                w = self.p - allowed - e;
+        let blocked = self.blocked.saturating_sub(now);
+        if self.free(now, m - 1) > 0 {
+            return blocked;
+        }
+        let e = now - self.c * self.p;
+        let passes_after = |t: u64| -> bool {
+            let mut later = *self;
+            later.roll(now + t);
+            later.free(now + t, m - 1) > 0
+        };
+        let (mut lo, mut hi) = (0, 2 * self.p - e);
+        assert!(passes_after(hi), "empty after two fixed windows");
+        while lo + 1 < hi {
+            let mid = (lo + hi) / 2;
+            if passes_after(mid) {
+                hi = mid;
             } else {
-                // Next fixed window: smallest e'' with cur·(P − e'') ≤ (L − m)·P.
-                let next = ((self.l - m) * self.p)
-                    .checked_div(self.cur)
-                    .map_or(self.p, |fit| self.p.saturating_sub(fit));
-                w = (self.p - e) + next;
+                lo = mid;
             }
         }
-        w.max(self.blocked.saturating_sub(now))
+        hi.max(blocked)
     }
 
     fn until_empty(&self, now: u64) -> u64 {
@@ -288,8 +293,8 @@ fn the_script_matches_the_sliding_window_model() {
 }
 
 /// The estimate at a window edge: 10 per second, 10 taken at the end of one fixed second; a
-/// quarter into the next, 75 % of them still count, so 2 pass (10·0.75 + 2 ≤ 10 < 10·0.75 + 3),
-/// and the third waits until the weight falls far enough.
+/// quarter into the next, 75 % of them still count (7.5), so 3 pass (the estimate before each
+/// is 7.5, 8.5, 9.5: below 10), and the fourth waits until the weight falls far enough.
 #[test]
 fn the_previous_window_counts_by_its_share_of_the_sliding_one() {
     let Some(mut f) = fixture() else { return };
@@ -299,14 +304,17 @@ fn the_previous_window_counts_by_its_share_of_the_sliding_one() {
     let end_of_first = start + 999_000;
     assert!(f.call(&keys, Op::Take(10), &w, end_of_first).allowed);
     let quarter = start + 1_250_000;
-    assert!(f.call(&keys, Op::Take(1), &w, quarter).allowed);
-    assert!(f.call(&keys, Op::Take(1), &w, quarter).allowed);
-    let third = f.call(&keys, Op::Take(1), &w, quarter);
-    assert!(!third.allowed);
-    // 10·(1 − e) + 3 ≤ 10 ⇔ e ≥ 0.3: 50 ms after the quarter.
-    assert_eq!(third.retry_after, 50_000);
+    for _ in 0..3 {
+        assert!(f.call(&keys, Op::Take(1), &w, quarter).allowed);
+    }
+    let fourth = f.call(&keys, Op::Take(1), &w, quarter);
+    assert!(!fourth.allowed);
+    // Passes once the estimate before it is below 10: 10·(1 − e) + 3 < 10 ⇔ e > 0.3, the
+    // first whole µs after 50 ms past the quarter.
+    assert_eq!(fourth.retry_after, 50_001);
+    assert!(!f.call(&keys, Op::Take(1), &w, quarter + 50_000).allowed);
     assert!(
-        f.call(&keys, Op::Take(1), &w, quarter + 50_000).allowed,
+        f.call(&keys, Op::Take(1), &w, quarter + 50_001).allowed,
         "passes when told"
     );
 }
