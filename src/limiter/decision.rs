@@ -314,17 +314,20 @@ impl Decision {
     }
 
     /// The same decision, with instant 0 at `origin` on the decider's own clock.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn with_origin(mut self, origin: u64) -> Decision {
         self.origin = origin;
         self
     }
 
     /// Where instant 0 lies on a remote decider's clock (see the field).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn origin(&self) -> u64 {
         self.origin
     }
 
     /// Tokens asked for (0 for a decision that carries no window state and no count).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn tokens(&self) -> u64 {
         self.n
     }

@@ -64,7 +64,7 @@
 //!   `a_killed_master_is_replaced_by_its_replica_without_a_restart`: Redis decided again 1.5 s
 //!   after the promotion, with the limit's state carried over by replication). Writes acknowledged
 //!   by the old master but not yet replicated are lost with it: those admissions are forgotten
-//!   (the limit under-counts them once).
+//!   (the fleet may over-admit by what the old master had not yet replicated).
 //!
 //! # Sentinel
 //!

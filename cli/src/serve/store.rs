@@ -215,12 +215,18 @@ impl RedisWindows {
             RedisFallback::Open => Fallback::FailOpen,
             RedisFallback::Closed => Fallback::FailClosed,
         };
-        let mut builder = RedisLimiter::builder(&redis.url, per_second)
-            .prefix(PREFIX)
-            .name(&name)
-            .fallback(fallback)
+        // A comma-separated list names Redis Cluster nodes (no coalescing there: one pipeline
+        // runs on one node, and clients' keys live on different ones).
+        let nodes: Vec<&str> = redis.url.split(',').map(str::trim).collect();
+        let mut builder = if nodes.len() > 1 {
+            RedisLimiter::cluster_builder(&nodes, per_second)
+        } else {
             // The workers decide concurrently: one round trip carries many decisions.
-            .coalesce(true);
+            RedisLimiter::builder(&redis.url, per_second).coalesce(true)
+        }
+        .prefix(PREFIX)
+        .name(&name)
+        .fallback(fallback);
         if let Some(n) = p.per_minute {
             let quota =
                 Quota::per_minute(n).map_err(|e| format!("{} {n}: {e}", flag("per-minute")))?;
