@@ -107,7 +107,7 @@ fn main() {
             let target = targets[t % targets.len()].clone();
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1) * 0x1000_0000_01b3);
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1000_0000_01b3));
                 let mut tally = Tally::default();
                 let mut conn = connect(&target);
                 let per_thread = rate / threads as f64;
