@@ -153,9 +153,12 @@ impl RedisLimiterBuilder {
     ///
     /// ```
     /// use tollgate::{Quota, redis::{Algorithm, RedisLimiter}};
-    /// // 10 000 per day as a sliding window: 10 000² × 8.64 s is past the exact range.
-    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per(10_000, std::time::Duration::from_secs(86_400))?);
+    /// let day = std::time::Duration::from_secs(86_400);
+    /// // 100 000 per day as a sliding window: 100 000² × 0.864 s is past the exact range.
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per(100_000, day)?.burst(100_000)?);
     /// assert!(b.algorithm(Algorithm::SlidingWindow).build().is_err());
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per(10_000, day)?.burst(10_000)?);
+    /// assert!(b.algorithm(Algorithm::SlidingWindow).build().is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {

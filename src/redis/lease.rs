@@ -97,14 +97,17 @@ impl RedisLimiter {
             Take::Refill(refill) => Some(refill),
             Take::Untracked => None,
         };
-        // Invariant 5: a lease for this caller and one for each caller that waited last time.
-        let demand = refill.as_ref().map_or(0, |refill| refill.demand());
-        let op = Op::Lease {
-            n,
-            want: self
-                .lease
-                .max(n)
-                .saturating_add(self.lease.saturating_mul(demand)),
+        let op = match &refill {
+            // Invariant 5: a lease for this caller and one for each caller that waited last time.
+            Some(refill) => Op::Lease {
+                n,
+                want: self
+                    .lease
+                    .max(n)
+                    .saturating_add(self.lease.saturating_mul(refill.demand())),
+            },
+            // Invariant 4: nowhere to keep a lease, so take only what this caller needs.
+            None => Op::Take(n),
         };
         match self.call(keys, op) {
             Ok(reply) if reply.new_key_refused => {
