@@ -139,6 +139,13 @@ mod group;
 pub mod http;
 #[cfg(not(loom))]
 pub mod http_limit;
+/// The Redis lease table alone (single-flight refills), for the loom models in
+/// `loom-tests/tests/lease_table.rs`: the Redis module is compiled out under loom. Not an API;
+/// exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+#[path = "redis/lease_table.rs"]
+pub mod lease_table;
 mod limiter;
 #[cfg(not(loom))]
 pub mod pool;

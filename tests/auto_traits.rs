@@ -121,9 +121,10 @@ fn the_counter_clock_is_shareable() {
 #[test]
 fn the_redis_limiter_is_shareable() {
     use tollgate::redis::{
-        BreakerConfig, BreakerState, BreakerStats, Fallback, LatencyStats, MemoryGuard, NewKeys,
+        Algorithm, BreakerConfig, BreakerState, BreakerStats, Fallback, LatencyStats, MemoryGuard, NewKeys,
         RedisLimiter, RedisLimiterBuilder, RedisStats, SlowCalls,
     };
+    shareable::<Algorithm>();
     shareable::<RedisLimiter>();
     shareable::<RedisLimiterBuilder>();
     shareable::<MemoryGuard>();

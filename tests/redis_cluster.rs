@@ -287,6 +287,82 @@ fn a_lost_node_costs_only_its_own_keys_and_comes_back() {
     );
 }
 
+/// Failover: 3 masters + 3 replicas; a master is killed and its replica promoted (`CLUSTER
+/// FAILOVER TAKEOVER`); the limiter, without a restart, first decides that master's keys by the
+/// fallback (the other masters' keys by Redis throughout), then by Redis again on the promoted
+/// replica once its slot-map refresh finds it — within a bounded time — with the limit's state
+/// carried over by replication.
+#[test]
+fn a_killed_master_is_replaced_by_its_replica_without_a_restart() {
+    let Some(mut cluster) = TestCluster::start_with_replicas() else {
+        return;
+    };
+    // FailClosed: nothing is admitted outside Redis, so the counts below are Redis's alone
+    // (a local fallback's admissions would be charged back on recovery, as they should).
+    let limiter = limiter(&cluster, Quota::per_hour(3).unwrap())
+        .budget(Duration::from_millis(100))
+        .fallback(tollgate::redis::Fallback::FailClosed)
+        .name("failover")
+        .build()
+        .unwrap();
+    let keys = key_on_each_node(&cluster, &limiter);
+    // Node 2's key spends 2 of its 3 per hour on the master; replication copies the TAT.
+    for _ in 0..2 {
+        let d = limiter.decide(&keys[2], 1);
+        assert_eq!((d.is_allowed(), d.source), (true, Source::Redis));
+    }
+    for key in &keys[..2] {
+        assert_eq!(limiter.decide(key, 1).source, Source::Redis, "{key}");
+    }
+    let ::redis::Value::Int(_) = ::redis::cmd("WAIT")
+        .arg(1)
+        .arg(2_000)
+        .query::<::redis::Value>(&mut cluster.connection(2))
+        .expect("WAIT")
+    else {
+        panic!("WAIT answers an integer");
+    };
+    let killed = MonotonicClock.now();
+    cluster.node_mut(2).kill();
+    let d = limiter.decide(&keys[2], 1);
+    assert!(matches!(d.source, Source::Fallback(_)), "{:?}", d.source);
+    for key in &keys[..2] {
+        assert_eq!(limiter.decide(key, 1).source, Source::Redis, "{key}");
+    }
+    cluster.promote(5);
+    let promoted = MonotonicClock.now();
+    // Bounded: the limiter finds the new master by itself (slot map re-read after a node
+    // failure, at most once a second; the dead node's breaker only concerns the dead node).
+    let deadline = promoted + 10_000_000_000;
+    let recovered = loop {
+        let d = limiter.decide(&keys[2], 1);
+        if d.source == Source::Redis {
+            break d;
+        }
+        assert!(!d.is_allowed(), "FailClosed admits nothing");
+        assert!(
+            MonotonicClock.now() < deadline,
+            "the limiter never reached the promoted replica: {:?}",
+            d.source
+        );
+        let at = MonotonicClock.now() + 20_000_000;
+        CancelToken::never().park_until(&MonotonicClock, at);
+    };
+    let now = MonotonicClock.now();
+    eprintln!(
+        "failover: promoted {:?} after the kill, Redis decided again {:?} after the promotion",
+        Duration::from_nanos(promoted - killed),
+        Duration::from_nanos(now - promoted)
+    );
+    // The replica had the master's state: the third of the hour, then no more.
+    assert!(recovered.is_allowed(), "{recovered:?}");
+    let over = limiter.decide(&keys[2], 1);
+    assert_eq!((over.is_allowed(), over.source), (false, Source::Redis));
+    for key in &keys[..2] {
+        assert_eq!(limiter.decide(key, 1).source, Source::Redis, "{key}");
+    }
+}
+
 #[test]
 fn bad_cluster_configurations_are_refused() {
     let quota = Quota::per_second(5).unwrap();

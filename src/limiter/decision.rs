@@ -288,6 +288,9 @@ pub struct Decision {
     /// The instant the windows are measured at (ns on the decider's clock).
     now: u64,
     sights: Sights,
+    /// Where instant 0 of `now` and the windows lies on a remote decider's own clock (Redis
+    /// `TIME`, µs), so the decision can be undone there; 0 for an in-process decision.
+    origin: u64,
 }
 
 impl Decision {
@@ -306,7 +309,27 @@ impl Decision {
             n,
             now,
             sights: sights.sights,
+            origin: 0,
         }
+    }
+
+    /// The same decision, with instant 0 at `origin` on the decider's own clock.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn with_origin(mut self, origin: u64) -> Decision {
+        self.origin = origin;
+        self
+    }
+
+    /// Where instant 0 lies on a remote decider's clock (see the field).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    /// Tokens asked for (0 for a decision that carries no window state and no count).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn tokens(&self) -> u64 {
+        self.n
     }
 
     /// A decision that carries no window state (invariant 3).
@@ -317,6 +340,7 @@ impl Decision {
             n: 0,
             now: 0,
             sights: Sights::Inline(0, [Record::EMPTY; INLINE]),
+            origin: 0,
         }
     }
 

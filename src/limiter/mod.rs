@@ -267,7 +267,8 @@ pub trait KeyedLimits: Send + Sync + fmt::Debug {
     /// ran; later charges keep their slots. Whether anything came back.
     ///
     /// The default gives nothing back (`false`): the charge stays, so a backend without undo
-    /// errs strict, never loose. The in-process [`KeyedLimiter`] undoes exactly.
+    /// errs strict, never loose. The in-process [`KeyedLimiter`] undoes exactly, and so does
+    /// `RedisLimiter` (feature `redis`: in Lua, on Redis's clock).
     fn undo_key(&self, key: &str, decision: &Decision) -> bool {
         let _ = (key, decision);
         false

@@ -9,7 +9,7 @@ use super::coalesce::Coalescer;
 use super::connection::Backend;
 use super::fallback::{Fallback, LocalLimits, Owed, share};
 use super::guard::{Guard, MemoryGuard};
-use super::lease::Leases;
+use super::lease_table::LeaseTable;
 use super::limiter::RedisLimiter;
 use super::pool::Pool;
 use super::script::{self, GCRA_LUA, Keys, MAX_WINDOWS, Window};
@@ -52,6 +52,61 @@ pub struct RedisLimiterBuilder {
     lease: u64,
     coalesce: bool,
     guard: Option<MemoryGuard>,
+    algorithm: Algorithm,
+}
+
+/// How a [`RedisLimiter`] counts: which script decides in Redis.
+///
+/// * [`Gcra`](Algorithm::Gcra) (the default): the token bucket as a meter, one TAT per window;
+///   exact at every instant, bursts of up to the quota's burst, then its rate.
+/// * [`SlidingWindow`](Algorithm::SlidingWindow): the sliding-window counter — at most the
+///   quota's burst `L` per `L × interval` (for `Quota::per_minute(100)`: 100 in any minute,
+///   estimated from the current and previous fixed minute, the previous weighted by how much of
+///   it the sliding minute still covers). What users who think "100 per minute" expect; lets a
+///   whole window's worth through at once; approximate at window edges (see
+///   `docs/algorithms.md`, which measures both). `L² × interval` must stay below 2^52 µs.
+///
+/// Both decide every window atomically on Redis's clock and report the same decision states;
+/// the local fallback is GCRA in either case.
+///
+/// # Examples
+///
+/// ```
+/// use tollgate::{Quota, redis::{Algorithm, RedisLimiter}};
+/// let limiter = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_minute(100)?)
+///     .algorithm(Algorithm::SlidingWindow)
+///     .build()?;
+/// assert_eq!(limiter.keys_for("bob"), ["{tollgate:default:bob}:s0"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// GCRA (token bucket as a meter).
+    #[default]
+    Gcra,
+    /// The sliding-window counter.
+    SlidingWindow,
+}
+
+impl Algorithm {
+    /// The Lua source this algorithm's decisions run (both take the same arguments and answer
+    /// alike: see [`RedisLimiter::script_source`](super::RedisLimiter::script_source)), e.g. to
+    /// run it on explicit instants in a benchmark.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::redis::Algorithm;
+    /// assert!(Algorithm::SlidingWindow.script_source().contains("sliding-window"));
+    /// assert_eq!(Algorithm::Gcra.script_source(), tollgate::redis::RedisLimiter::script_source());
+    /// ```
+    pub fn script_source(self) -> &'static str {
+        match self {
+            Algorithm::Gcra => GCRA_LUA,
+            Algorithm::SlidingWindow => script::SLIDING_LUA,
+        }
+    }
 }
 
 /// Where the limiter's Redis is.
@@ -88,7 +143,27 @@ impl RedisLimiterBuilder {
             lease: 1,
             coalesce: false,
             guard: None,
+            algorithm: Algorithm::Gcra,
         }
+    }
+
+    /// The algorithm (default [`Algorithm::Gcra`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::{Algorithm, RedisLimiter}};
+    /// let day = std::time::Duration::from_secs(86_400);
+    /// // 100 000 per day as a sliding window: 100 000² × 0.864 s is past the exact range.
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per(100_000, day)?.burst(100_000)?);
+    /// assert!(b.algorithm(Algorithm::SlidingWindow).build().is_err());
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", Quota::per(10_000, day)?.burst(10_000)?);
+    /// assert!(b.algorithm(Algorithm::SlidingWindow).build().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
     }
 
     /// Adds another window: a request passes only if every window has room, and then is charged
@@ -332,6 +407,27 @@ impl RedisLimiterBuilder {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if self.algorithm == Algorithm::SlidingWindow {
+            for (w, q) in windows.iter().zip(&self.quotas) {
+                if u128::from(w.burst) * u128::from(w.tau) >= script::MAX_SLIDING_PRODUCT {
+                    return Err(invalid(format!(
+                        "quota {q} is too large for the sliding window (burst² × interval ≥ 2^52 µs)"
+                    )));
+                }
+            }
+        }
+        let (script, undo, own_keys) = match self.algorithm {
+            Algorithm::Gcra => (
+                GCRA_LUA,
+                script::UNDO_LUA,
+                Keys::new(&self.prefix, &self.name, windows.len()),
+            ),
+            Algorithm::SlidingWindow => (
+                script::SLIDING_LUA,
+                script::UNDO_SLIDING_LUA,
+                Keys::sliding(&self.prefix, &self.name, windows.len()),
+            ),
+        };
         let local = match self.fallback {
             Fallback::Local { instances } => Some(LocalLimits::new(
                 self.quotas
@@ -371,8 +467,9 @@ impl RedisLimiterBuilder {
         };
         Ok(RedisLimiter {
             backend,
-            script: ::redis::Script::new(GCRA_LUA),
-            own_keys: Keys::new(&self.prefix, &self.name, windows.len()),
+            script: ::redis::Script::new(script),
+            own_keys,
+            algorithm: self.algorithm,
             burst: windows.iter().map(|w| w.burst).min().unwrap_or(0),
             windows,
             prefix: self.prefix,
@@ -383,11 +480,12 @@ impl RedisLimiterBuilder {
             counters: Counters::default(),
             clock: MonotonicClock,
             lease: self.lease,
-            leases: Leases::default(),
+            leases: LeaseTable::new(),
             coalescer: self.coalesce.then(Coalescer::default),
             budget: self.budget,
             owed: Owed::default(),
             reset_script: ::redis::Script::new(script::RESET_LUA),
+            undo_script: ::redis::Script::new(undo),
             guard: self.guard.map(Guard::new),
         })
     }

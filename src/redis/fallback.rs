@@ -97,6 +97,19 @@ impl Owed {
         true
     }
 
+    /// Forgives up to `n` of `key`'s debt (an admission undone before it was charged to Redis).
+    pub(crate) fn forgive(&self, key: &str, n: u64) {
+        let mut debts = self.debts.lock();
+        if let Some(debt) = debts.get_mut(key) {
+            *debt = debt.saturating_sub(n);
+            if *debt == 0 {
+                debts.remove(key);
+                // Relaxed: the hint again (see `owe`).
+                self.keys.store(debts.len(), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Takes `key`'s whole debt (0 when none).
     #[inline]
     pub(crate) fn take(&self, key: &str) -> u64 {
@@ -157,6 +170,17 @@ impl<C: Clock> LocalLimits<C> {
     /// Pauses every window of `key`.
     pub(crate) fn penalize(&self, key: &str, pause: Duration) {
         self.keyed.penalize_key(key, pause);
+    }
+
+    /// Forgets `key`'s windows: its next decision starts from a full burst (a reset). Walks the
+    /// local table once (a rare, administrative call; at most `MAX_LOCAL_KEYS` entries).
+    pub(crate) fn reset(&self, key: &str) {
+        self.keyed.retain(|resident| resident != key);
+    }
+
+    /// Takes back what an allowed local `decide(key, …)` charged (`KeyedLimiter::undo`).
+    pub(crate) fn undo(&self, key: &str, decision: &Decision) -> bool {
+        self.keyed.undo(key, decision)
     }
 
     /// Keys with local state.

@@ -1,117 +1,44 @@
-//! The lease cache: tokens taken from Redis ahead of need and spent locally, and denials
-//! remembered until Redis's `retry_after`; and the limiter's lease-mode decision path.
+//! Lease mode: the limiter's decision path over the lease table (`lease_table.rs`): tokens
+//! taken from Redis ahead of need and spent locally, denials remembered until Redis's
+//! `retry_after`, and one Redis call per key at a time when a lease runs out (single flight).
 //!
-//! Invariants:
+//! Invariants (the table's own are in `lease_table.rs`):
 //!
-//! 1. Every token spent locally was charged in Redis first (a lease is a script call that took
+//! 1. Every token spent locally was charged in Redis first (a refill is a script call that took
 //!    up to `k` tokens atomically), so over any period *starting when no lease is held* the
 //!    fleet admits no more than the exact limiter would. Over a period starting at `t`, the extra
-//!    admissions are at most the tokens leased before `t` and still unspent: per instance at most
-//!    `(k − 1)` × the callers that missed at once for that key. Unspent tokens at the end are
-//!    under-admission, never lost over-admission.
+//!    admissions are at most the tokens leased before `t` and still unspent: per instance and
+//!    key at most `k − 1 + k·d`, where `d` ≤ 15 is the number of callers that waited on the key's
+//!    previous refill (invariant 5). Unspent tokens at the end are under-admission, never lost
+//!    over-admission.
 //! 2. A key Redis denied is denied locally, without a call, until the instant Redis said it would
 //!    pass (measured on the local clock from the reply's arrival, so never earlier than Redis's
-//!    own instant).
-//!    A cached denial lasts Redis's `retry_after` plus up to a tenth of it more ([`jittered`]:
-//!    a hash of the key and the instant), so the callers and instances that were denied together
-//!    do not all come back to Redis at the same instant. Longer, never shorter: only under-admits.
-//! 3. At most [`MAX_LEASE_KEYS`] keys are tracked; when full, empty entries go first, then all
-//!    (dropping leased tokens only under-admits).
+//!    own instant), plus up to a tenth of the wait more ([`jittered`]: a hash of the key and the
+//!    instant), so the callers and instances that were denied together do not all come back to
+//!    Redis at the same instant. Longer, never shorter: only under-admits.
+//! 3. Single flight: while one caller refills a key, the others for that key wait for its answer
+//!    at most one budget (their deadline is their own start plus the budget), then spend from the
+//!    new lease, honour the new denial, or refill in turn; a refill that failed sends its waiters
+//!    to the fallback at once with the refill's error (nobody queues behind a dead Redis), and a
+//!    waiter whose budget ran out is decided by the fallback (`Timeout`). A decision therefore
+//!    takes at most one budget of waiting plus one call of its own.
+//! 4. Only the table's bound applies (`lease_table.rs` invariant 5): a key that finds the table
+//!    full of refills is decided by one plain call, as in exact mode, without caching.
+//! 5. A refill asks Redis for `k` tokens for its caller and `k` more for each caller that waited
+//!    on the key's previous refill (at most 15, `lease_table.rs` invariant 7): a hot key shared by
+//!    many threads makes one call per round of them instead of a convoy of refills, one per `k`.
+//!    Redis grants what the limit allows, never more.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use super::decision::{Decision, Source};
+use super::decision::{BackendError, Decision, Source};
+use super::lease_table::Take;
 use super::limiter::RedisLimiter;
 use super::script::{Keys, Op};
 use super::stats::Counters;
+use crate::cancel::CancelToken;
 use crate::clock::Clock;
-use crate::limiter::LimitError;
-use crate::sync::Mutex;
-
-/// Most keys with a lease or a cached denial at once (invariant 3).
-pub(crate) const MAX_LEASE_KEYS: usize = 10_000;
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Lease {
-    /// Tokens taken from Redis and not yet spent.
-    tokens: u64,
-    /// Local clock instant (ns) before which the key is denied without asking Redis.
-    denied_until: u64,
-}
-
-/// What the cache can say on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cached {
-    /// Spent from the lease; this many are left.
-    Spent(u64),
-    /// Denied until this local instant (ns).
-    DeniedUntil(u64),
-    /// Ask Redis.
-    Miss,
-}
-
-/// Leases by key.
-#[derive(Debug, Default)]
-pub(crate) struct Leases {
-    by_key: Mutex<HashMap<String, Lease>>,
-}
-
-impl Leases {
-    /// Spends `n` leased tokens of `key`, or reports a cached denial, or a miss.
-    #[inline]
-    pub(crate) fn try_spend(&self, key: &str, n: u64, now: u64) -> Cached {
-        let mut map = self.by_key.lock();
-        let Some(lease) = map.get_mut(key) else {
-            return Cached::Miss;
-        };
-        if lease.tokens >= n {
-            lease.tokens -= n;
-            Cached::Spent(lease.tokens)
-        } else if lease.denied_until > now {
-            Cached::DeniedUntil(lease.denied_until)
-        } else {
-            Cached::Miss
-        }
-    }
-
-    /// Redis granted `extra` tokens beyond what the caller used.
-    pub(crate) fn add(&self, key: &str, extra: u64, now: u64) {
-        self.update(key, now, |lease| {
-            lease.tokens = lease.tokens.saturating_add(extra);
-            lease.denied_until = 0;
-        });
-    }
-
-    /// Redis denied `key` until `until` (local ns).
-    pub(crate) fn deny(&self, key: &str, until: u64, now: u64) {
-        self.update(key, now, |lease| lease.denied_until = until);
-    }
-
-    /// A pause: forget the lease and deny until `until`.
-    pub(crate) fn pause(&self, key: &str, until: u64, now: u64) {
-        self.update(key, now, |lease| {
-            lease.tokens = 0;
-            lease.denied_until = lease.denied_until.max(until);
-        });
-    }
-
-    /// Forgets `key`'s lease and cached denial (a reset).
-    pub(crate) fn forget(&self, key: &str) {
-        self.by_key.lock().remove(key);
-    }
-
-    fn update(&self, key: &str, now: u64, f: impl FnOnce(&mut Lease)) {
-        let mut map = self.by_key.lock();
-        if !map.contains_key(key) && map.len() >= MAX_LEASE_KEYS {
-            map.retain(|_, l| l.tokens > 0 || l.denied_until > now);
-            if map.len() >= MAX_LEASE_KEYS {
-                map.clear();
-            }
-        }
-        f(map.entry(key.to_owned()).or_default());
-    }
-}
+use crate::limiter::{LimitError, SightsBuilder};
 
 /// `wait` ns plus a jitter in `[0, wait / 10]` from `key` and `now` (invariant 2).
 pub(crate) fn jittered(wait: u64, key: &str, now: u64) -> u64 {
@@ -122,45 +49,91 @@ pub(crate) fn jittered(wait: u64, key: &str, now: u64) -> u64 {
     wait.saturating_add(h.finish() % (wait / 10 + 1))
 }
 
+/// A refill's error as the table carries it to the waiters (`Take::Failed`), and back.
+const ERRORS: [BackendError; 5] = [
+    BackendError::Timeout,
+    BackendError::Connection,
+    BackendError::Server,
+    BackendError::Protocol,
+    BackendError::BreakerOpen,
+];
+
+fn code_of(why: BackendError) -> usize {
+    ERRORS.iter().position(|e| *e == why).unwrap_or(0)
+}
+
+fn error_of(code: usize) -> BackendError {
+    ERRORS.get(code).copied().unwrap_or(BackendError::Protocol)
+}
+
 impl RedisLimiter {
-    /// Lease mode (`lease.rs`): spend a leased token or honour a cached denial; otherwise one
-    /// call that takes up to `lease` tokens.
+    /// Lease mode: spend a leased token or honour a cached denial; otherwise refill (one call
+    /// that takes up to `lease` tokens) or wait for the refill in flight (invariant 3).
     pub(super) fn decide_leased(&self, keys: &Keys, local_key: &str, n: u64) -> Decision {
-        let now = self.clock.now();
         let cached = |result| {
             Counters::bump(&self.counters.lease_decisions);
-            Decision::without_windows(result, Source::Lease)
+            // No windows, but the count, so `undo_key` can give the tokens back to the lease.
+            Decision::new(result, Source::Lease, n, 0, SightsBuilder::with_capacity(0))
         };
-        match self.leases.try_spend(local_key, n, now) {
-            Cached::Spent(_) => return cached(Ok(())),
-            Cached::DeniedUntil(until) => {
+        let budget = self.budget;
+        let take = self.leases.take(
+            local_key,
+            n,
+            || self.clock.now(),
+            || CancelToken::with_timeout(budget),
+        );
+        let refill = match take {
+            Take::Spent(_) => return cached(Ok(())),
+            Take::DeniedUntil(until) => {
+                let now = self.clock.now();
                 return cached(Err(LimitError::NotUntil {
-                    retry_after: Duration::from_nanos(until - now),
+                    retry_after: Duration::from_nanos(until.saturating_sub(now)),
                     earliest: until,
                     quota: 0,
                 }));
             }
-            Cached::Miss => {}
-        }
-        let op = Op::Lease {
-            n,
-            want: self.lease.max(n),
+            Take::Failed(code) => return self.fall_back(local_key, n, error_of(code)),
+            Take::TimedOut => return self.fall_back(local_key, n, BackendError::Timeout),
+            Take::Refill(refill) => Some(refill),
+            Take::Untracked => None,
+        };
+        let op = match &refill {
+            // Invariant 5: a lease for this caller and one for each caller that waited last time.
+            Some(refill) => Op::Lease {
+                n,
+                want: self
+                    .lease
+                    .max(n)
+                    .saturating_add(self.lease.saturating_mul(refill.demand())),
+            },
+            // Invariant 4: nowhere to keep a lease, so take only what this caller needs.
+            None => Op::Take(n),
         };
         match self.call(keys, op) {
-            Ok(reply) if reply.new_key_refused => self.refuse_new_key(local_key, n),
+            Ok(reply) if reply.new_key_refused => {
+                drop(refill); // nothing learnt: the waiters look again
+                self.refuse_new_key(local_key, n)
+            }
             Ok(reply) => {
-                // Measured from after the reply: never earlier than Redis's own instant.
-                let now = self.clock.now();
-                if reply.allowed {
-                    self.leases
-                        .add(local_key, reply.granted.saturating_sub(n), now);
-                } else {
-                    let wait = jittered(reply.retry_after.saturating_mul(1_000), local_key, now);
-                    self.leases.deny(local_key, now.saturating_add(wait), now);
+                if let Some(refill) = refill {
+                    // Measured from after the reply: never earlier than Redis's own instant.
+                    let now = self.clock.now();
+                    if reply.allowed {
+                        refill.granted(reply.granted.saturating_sub(n));
+                    } else {
+                        let wait =
+                            jittered(reply.retry_after.saturating_mul(1_000), local_key, now);
+                        refill.denied(now.saturating_add(wait));
+                    }
                 }
                 self.decision_of(&reply, n)
             }
-            Err(why) => self.fall_back(local_key, n, why),
+            Err(why) => {
+                if let Some(refill) = refill {
+                    refill.failed(code_of(why));
+                }
+                self.fall_back(local_key, n, why)
+            }
         }
     }
 }
@@ -168,22 +141,6 @@ impl RedisLimiter {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spends_then_misses_and_remembers_denials() {
-        let leases = Leases::default();
-        assert_eq!(leases.try_spend("a", 1, 0), Cached::Miss);
-        leases.add("a", 3, 0);
-        assert_eq!(leases.try_spend("a", 2, 0), Cached::Spent(1));
-        assert_eq!(leases.try_spend("a", 2, 0), Cached::Miss);
-        leases.deny("a", 100, 0);
-        assert_eq!(leases.try_spend("a", 2, 50), Cached::DeniedUntil(100));
-        assert_eq!(leases.try_spend("a", 1, 50), Cached::Spent(0));
-        assert_eq!(leases.try_spend("a", 1, 100), Cached::Miss);
-        leases.add("a", 5, 100);
-        leases.pause("a", 500, 100);
-        assert_eq!(leases.try_spend("a", 1, 200), Cached::DeniedUntil(500));
-    }
 
     #[test]
     fn denials_are_jittered_up_to_a_tenth_longer() {
@@ -199,11 +156,10 @@ mod tests {
     }
 
     #[test]
-    fn the_map_is_bounded() {
-        let leases = Leases::default();
-        for i in 0..MAX_LEASE_KEYS + 5 {
-            leases.add(&i.to_string(), 1, 0);
+    fn errors_survive_the_trip_through_the_table() {
+        for why in ERRORS {
+            assert_eq!(error_of(code_of(why)), why);
         }
-        assert!(leases.by_key.lock().len() <= MAX_LEASE_KEYS);
+        assert_eq!(error_of(99), BackendError::Protocol);
     }
 }

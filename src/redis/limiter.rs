@@ -17,7 +17,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::builder::RedisLimiterBuilder;
+use super::builder::{Algorithm, RedisLimiterBuilder};
 
 use super::breaker::{Admit, Breaker, BreakerState};
 use super::coalesce::Coalescer;
@@ -25,7 +25,7 @@ use super::connection::Backend;
 use super::decision::{BackendError, Decision, Source};
 use super::fallback::{Fallback, LocalLimits, Owed};
 use super::guard::{Guard, NewKeys};
-use super::lease::Leases;
+use super::lease_table::LeaseTable;
 use super::script::{self, GCRA_LUA, Keys, Op, Reply, Window};
 use super::stats::{Counters, RedisStats};
 use crate::cancel::CancelToken;
@@ -113,6 +113,8 @@ pub struct RedisLimiter {
     pub(super) script: ::redis::Script,
     /// Keys of the limit's own name (the [`Limiter`] methods).
     pub(super) own_keys: Keys,
+    /// Which script decides (`script.rs`).
+    pub(super) algorithm: Algorithm,
     pub(super) windows: Vec<Window>,
     /// The smallest burst over the windows: more can never pass.
     pub(super) burst: u64,
@@ -125,12 +127,14 @@ pub struct RedisLimiter {
     pub(super) clock: MonotonicClock,
     /// Tokens per Redis call in lease mode (1: exact mode).
     pub(super) lease: u64,
-    pub(super) leases: Leases,
+    pub(super) leases: LeaseTable,
     /// Coalesce concurrent calls into pipelines (`coalesce.rs`), when set.
     pub(super) coalescer: Option<Coalescer>,
     /// `DEL` of a key's windows, as a script so cluster routing and the deadline are the
     /// decisions' own (`reset_key`).
     pub(super) reset_script: ::redis::Script,
+    /// `undo_key`'s script (`script::UNDO_LUA`).
+    pub(super) undo_script: ::redis::Script,
     /// The memory guard, when configured (`guard.rs`).
     pub(super) guard: Option<Guard>,
     /// Tokens the local fallback admitted, owed to Redis (`fallback.rs` invariant 4).
@@ -228,11 +232,11 @@ impl RedisLimiter {
     }
 
     fn keys(&self, key: &str) -> Keys {
-        Keys::new(
-            &self.prefix,
-            &format!("{}:{key}", self.name),
-            self.windows.len(),
-        )
+        let name = format!("{}:{key}", self.name);
+        match self.algorithm {
+            Algorithm::Gcra => Keys::new(&self.prefix, &name, self.windows.len()),
+            Algorithm::SlidingWindow => Keys::sliding(&self.prefix, &name, self.windows.len()),
+        }
     }
 
     /// Decides whether `key` may take `n` tokens now, and says who decided.
@@ -332,12 +336,13 @@ impl RedisLimiter {
     }
 
     /// Resets `key`'s limit to full: deletes its windows in Redis (for every instance sharing
-    /// it) and forgets what this instance holds for it — its lease and cached denial, and the
-    /// tokens its fallback admitted and still owed to Redis. One call through the breaker, with
-    /// the same budget as a decision; on failure nothing in Redis changed (or the reset may have
-    /// run: the call is not retried) and the error says why. Other instances' leases and local
-    /// fallback state, and this instance's local fallback windows, are not reset (they refill on
-    /// their own at the instance's share of the rate).
+    /// it) and forgets what this instance holds for it — its lease and cached denial, the
+    /// tokens its fallback admitted and still owed to Redis, and its local fallback windows
+    /// (the next fallback decision starts from a full local burst). One call through the
+    /// breaker, with the same budget as a decision; on failure nothing in Redis changed (or the
+    /// reset may have run: the call is not retried) and the error says why — this instance's
+    /// own state is reset either way. Other instances' leases and local fallback state are not
+    /// reset (they refill on their own at the instance's share of the rate).
     ///
     /// # Errors
     ///
@@ -355,6 +360,9 @@ impl RedisLimiter {
     pub fn reset_key(&self, key: &str) -> Result<(), BackendError> {
         self.leases.forget(key);
         let _ = self.owed.take(key);
+        if let Some(local) = &self.local {
+            local.reset(key);
+        }
         let keys = self.keys(key);
         let ticket = self.breaker.lock().admit(self.clock.now());
         if let Admit::Reject(_) = ticket {
@@ -377,6 +385,103 @@ impl RedisLimiter {
                     self.backend.clear();
                 }
                 Err(why)
+            }
+        }
+    }
+
+    /// Takes back what an allowed [`decide`](Self::decide)`(key, …)` charged, because the request
+    /// it admitted never ran (another limit of an all-or-nothing set refused it): whether
+    /// anything came back.
+    ///
+    /// * Decided by Redis: one script call (through the breaker, within the budget) takes the
+    ///   decision's cost off every window on Redis's clock, less whatever later decisions — of
+    ///   any instance — charged on top (they keep their slots), exactly as the in-process
+    ///   [`KeyedLimiter::undo`](crate::limit::KeyedLimiter::undo) does. A window that is full
+    ///   again gives nothing. If the call fails, the charge stays (strict, never loose).
+    /// * Spent from this instance's lease: the tokens go back to the lease (they are still
+    ///   charged in Redis, for this instance to spend).
+    /// * Admitted by the local fallback: taken back from the local windows and from what this
+    ///   instance owes Redis for the outage (a debt already paid stays charged in Redis).
+    /// * A refusal, or a `FailOpen`/`FailClosed` fallback decision, charged nothing: `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// // Nothing listens on port 1: the local fallback decides, and its charge is undone.
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_hour(1)?).build()?;
+    /// let taken = limiter.decide("k", 1);
+    /// assert!(taken.is_allowed());
+    /// assert!(limiter.undo_key("k", &taken));
+    /// assert!(limiter.decide("k", 1).is_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn undo_key(&self, key: &str, decision: &Decision) -> bool {
+        if !decision.is_allowed() || decision.tokens() == 0 {
+            return false;
+        }
+        match decision.source {
+            Source::Redis => self.undo_in_redis(&self.keys(key), decision),
+            Source::Lease => self.leases.give_back(key, decision.tokens()),
+            Source::Fallback(_) => match &self.local {
+                Some(local) if local.undo(key, decision) => {
+                    self.owed.forgive(key, decision.tokens());
+                    true
+                }
+                _ => false,
+            },
+            Source::Memory => false,
+        }
+    }
+
+    /// `undo_key` for a decision Redis made: one `UNDO_LUA` call through the breaker.
+    fn undo_in_redis(&self, keys: &Keys, decision: &Decision) -> bool {
+        let mut args = vec![decision.origin()];
+        match self.algorithm {
+            Algorithm::Gcra => {
+                for (_, slot) in decision.charges() {
+                    // The sights are in ns at instant 0 of the reply (`decision_of`): back to µs.
+                    args.extend([slot.tat / 1_000, slot.cost / 1_000]);
+                }
+            }
+            Algorithm::SlidingWindow => {
+                if decision.charges().count() != self.windows.len() {
+                    return false; // not a decision of this limiter's windows
+                }
+                args.push(decision.tokens());
+                for window in &self.windows {
+                    args.extend([window.interval, window.tau]);
+                }
+            }
+        }
+        let expected = match self.algorithm {
+            Algorithm::Gcra => 1 + 2 * keys.as_slice().len(),
+            Algorithm::SlidingWindow => 2 + 2 * keys.as_slice().len(),
+        };
+        if args.len() != expected {
+            return false; // not a decision of this limiter's windows
+        }
+        let ticket = self.breaker.lock().admit(self.clock.now());
+        if let Admit::Reject(_) = ticket {
+            return false;
+        }
+        let started = Instant::now();
+        let result = self.backend.invoke(
+            &self.undo_script,
+            keys.as_slice(),
+            &args,
+            started + self.budget,
+        );
+        match result {
+            Ok(gave) => {
+                self.breaker.lock().success(ticket);
+                gave.first().is_some_and(|&windows| windows > 0)
+            }
+            Err(_) => {
+                if self.breaker.lock().failure(ticket, self.clock.now()) {
+                    self.backend.clear();
+                }
+                false
             }
         }
     }
@@ -572,7 +677,8 @@ impl RedisLimiter {
             })
         };
         let sights = script::sights_of(reply, &self.windows);
-        Decision::new(result, Source::Redis, n, 0, sights)
+        // Instant 0 is the reply's Redis time, so `undo_key` can find the TATs it stored.
+        Decision::new(result, Source::Redis, n, 0, sights).with_origin(reply.now)
     }
 
     fn wait_with(
@@ -680,6 +786,10 @@ impl KeyedLimits for RedisLimiter {
 
     fn penalize_key(&self, key: &str, pause: Duration) {
         RedisLimiter::penalize_key(self, key, pause)
+    }
+
+    fn undo_key(&self, key: &str, decision: &Decision) -> bool {
+        RedisLimiter::undo_key(self, key, decision)
     }
 }
 

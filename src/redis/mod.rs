@@ -11,7 +11,8 @@
 //! * `fallback.rs`: what decides when Redis cannot ([`Fallback`]).
 //! * `guard.rs`: the memory guard ([`MemoryGuard`]): `INFO memory` sampled now and then, new
 //!   keys refused or sent to the fallback above a threshold.
-//! * `lease.rs`: lease mode, tokens taken ahead and spent locally, and a negative cache.
+//! * `lease.rs`, `lease_table.rs`: lease mode, tokens taken ahead and spent locally, a negative
+//!   cache, and one refill per key in flight at a time (the others wait for it, bounded).
 //! * `builder.rs`: [`RedisLimiterBuilder`], the checked configuration.
 //! * `coalesce.rs`: concurrent callers' calls sent as pipelines (up to two in flight).
 //! * `limiter.rs`: [`RedisLimiter`], tying them together, and its [`Limiter`](crate::limit::Limiter)
@@ -57,6 +58,25 @@
 //!   command after an I/O error (a script that may have run would run twice) and sends
 //!   `SCRIPT LOAD` to all nodes at once. The routing here is ~300 lines on the existing pool.
 //!
+//! * **Failover.** With replicas, a master's death costs its keys the fallback until a replica is
+//!   promoted; the next slot-map read (after a node failure, at most once a second) routes them
+//!   to the new master, with no restart (`tests/redis_cluster.rs`,
+//!   `a_killed_master_is_replaced_by_its_replica_without_a_restart`: Redis decided again 1.5 s
+//!   after the promotion, with the limit's state carried over by replication). Writes acknowledged
+//!   by the old master but not yet replicated are lost with it: those admissions are forgotten
+//!   (the fleet may over-admit by what the old master had not yet replicated).
+//!
+//! # Sentinel
+//!
+//! Not supported. The `redis` crate's synchronous API has Sentinel discovery (feature
+//! `sentinel`: `redis::sentinel::Sentinel::master_for`, `SentinelClient::get_connection`), but in
+//! 1.8 it connects to sentinels and to the discovered master with `Client::get_connection()` —
+//! no connect deadline and no read timeout — and re-sends a sentinel command after an I/O error,
+//! so a stalled sentinel or master would block a decision past any budget. A Sentinel backend
+//! here would ask `SENTINEL get-master-addr-by-name` over this module's own pool (budgeted
+//! connects and reads) and re-ask after a failure; until it exists, point the limiter at an
+//! address that follows the primary (a proxy or a DNS name), or use cluster mode.
+//!
 //! Not compiled under loom: there is nothing here for a model checker (one mutex around a pure
 //! state machine, and the network).
 
@@ -70,6 +90,7 @@ mod decision;
 mod fallback;
 mod guard;
 mod lease;
+mod lease_table;
 mod limiter;
 mod pool;
 mod script;
@@ -78,7 +99,7 @@ mod slot;
 mod stats;
 
 pub use breaker::{BreakerConfig, BreakerState, BreakerStats, SlowCalls};
-pub use builder::RedisLimiterBuilder;
+pub use builder::{Algorithm, RedisLimiterBuilder};
 pub use decision::{BackendError, Decision, Source};
 pub use fallback::Fallback;
 pub use guard::{MemoryGuard, NewKeys};

@@ -116,12 +116,237 @@ for i = 1, windows do reply[7 + i] = state[i] - now end
 return reply
 "#;
 
+/// The sliding-window counter (Cloudflare's estimate), every window of one limit at once, with
+/// the GCRA script's calling convention and reply (so everything around the script — breaker,
+/// fallback, leases, coalescing, cluster routing — is the same).
+///
+/// Window `i` (`interval`, `tau` as for GCRA) admits at most `L = tau / interval` tokens (the
+/// quota's burst) over any `P = tau` µs, estimated from two fixed windows of length `P`:
+/// `prev · (P − e) / P + cur`, where `cur` counts the current fixed window (`now ÷ P`), `prev`
+/// the one before, and `e` is the time since the current one began. A request of `n` passes
+/// when the estimate before its last token is below `L` — `prev·(P − e) + (cur + n − 1)·P <
+/// L·P` — in every window (Cloudflare's rule: a saturated window admits `L` per fixed window,
+/// where "estimate + n ≤ L" would admit `L − 1`; a fixed window never admits more than `L`).
+/// Exact integer maths: `L·P < 2^52`, checked by the builder. `KEYS[i]` holds `"c prev cur blocked"` (the fixed window's index,
+/// the two counts, and the instant a pause ends), expiring when the estimate reaches 0. A pause
+/// refuses everything until its end, then the counts decide. A reconciliation charge is added
+/// to `cur` (at most `L`). The reply's per-window "debt" is `(L − remaining) · interval`: the
+/// GCRA debt with the same `remaining`, so a decision's per-window state reports the window's
+/// exact `remaining` (its `reset_after` and `retry_after` are that GCRA's, not the counter's:
+/// the decision's own `retry_after` is the counter's, exact).
+pub(crate) const SLIDING_LUA: &str = r#"
+-- tollgate sliding-window counter, every window of one limit at once (all charge or none).
+-- Same ARGV and reply as the GCRA script. KEYS[i]: "c prev cur blocked".
+local n = tonumber(ARGV[1])
+local pause = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local windows = #KEYS
+local charge = tonumber(ARGV[5 + 2 * windows] or '0') or 0
+local guard = tonumber(ARGV[6 + 2 * windows] or '0') or 0
+local exists = false
+local Is, Ps, Ls, cs, es, prevs, curs, blocks = {}, {}, {}, {}, {}, {}, {}, {}
+-- The most tokens that pass now: largest m with prev*(P-e) + (cur+m-1)*P < L*P.
+local function fits(i, cur)
+  if blocks[i] > now then return 0 end
+  local P = Ps[i]
+  local free = Ls[i] * P - prevs[i] * (P - es[i]) - cur * P
+  if free <= 0 then return 0 end
+  return math.ceil(free / P)
+end
+local room = -1
+for i = 1, windows do
+  local I = tonumber(ARGV[3 + 2 * i])
+  local P = tonumber(ARGV[4 + 2 * i])
+  Is[i] = I; Ps[i] = P; Ls[i] = math.floor(P / I)
+  local c = math.floor(now / P)
+  cs[i] = c; es[i] = now - c * P
+  local prev, cur, blocked = 0, 0, 0
+  local stored = redis.call('GET', KEYS[i])
+  if stored then
+    exists = true
+    local sc, sp, su, sb = string.match(stored, '^(%d+) (%d+) (%d+) (%d+)$')
+    sc = tonumber(sc or '0') or 0
+    sp = tonumber(sp or '0') or 0
+    su = tonumber(su or '0') or 0
+    blocked = tonumber(sb or '0') or 0
+    if sc == c then prev = sp; cur = su elseif sc == c - 1 then prev = su end
+  end
+  if charge > 0 then
+    cur = cur + charge
+    if cur > Ls[i] then cur = Ls[i] end
+  end
+  prevs[i] = prev; curs[i] = cur; blocks[i] = blocked
+  local r = fits(i, cur)
+  if room < 0 or r < room then room = r end
+end
+if guard > 0 and not exists and pause == 0 and n > 0 and charge == 0 then
+  return {0, 0, 0, 0, -1, now, 0}
+end
+local take = n
+if want > n and room > n then take = math.min(want, room) end
+local cost = take
+if cost == 0 then cost = 1 end
+-- µs until m more pass: the first e' with prev*(P-e') < (L-cur-m+1)*P, in this fixed window
+-- or (when cur+m > L) the next one, where cur has become prev.
+local function wait_for(i, m)
+  local P, L, e, prev, cur = Ps[i], Ls[i], es[i], prevs[i], curs[i]
+  local w = 0
+  if prev * (P - e) + (cur + m - 1) * P >= L * P then
+    if cur + m <= L then
+      w = P - math.ceil((L - cur - m + 1) * P / prev) + 1 - e
+    else
+      local next = P - math.ceil((L - m + 1) * P / cur) + 1
+      if next < 0 then next = 0 end
+      w = (P - e) + next
+    end
+  end
+  if blocks[i] - now > w then w = blocks[i] - now end
+  return w
+end
+local retry, limiting = 0, 0
+if pause == 0 then
+  for i = 1, windows do
+    local w = wait_for(i, cost)
+    if w > retry then retry = w; limiting = i end
+  end
+end
+local admitted = pause > 0 or (take > 0 and retry <= 0)
+if admitted then
+  for i = 1, windows do
+    if pause > 0 then
+      if now + pause > blocks[i] then blocks[i] = now + pause end
+    else
+      curs[i] = curs[i] + take
+    end
+  end
+end
+local write = admitted or charge > 0
+local remaining, reset = -1, 0
+local debts = {}
+for i = 1, windows do
+  local P, c, prev, cur = Ps[i], cs[i], prevs[i], curs[i]
+  local r = fits(i, cur)
+  if remaining < 0 or r < remaining then remaining = r end
+  local empty = 0
+  if cur > 0 then empty = (c + 2) * P - now elseif prev > 0 then empty = (c + 1) * P - now end
+  if blocks[i] - now > empty then empty = blocks[i] - now end
+  if empty > reset then reset = empty end
+  if write then
+    if empty > 0 then
+      redis.call('SET', KEYS[i], string.format('%d %d %d %d', c, prev, cur, blocks[i]),
+        'PX', string.format('%d', math.ceil(empty / 1000)))
+    else
+      redis.call('DEL', KEYS[i])
+    end
+  end
+  debts[i] = (Ls[i] - r) * Is[i]
+end
+local allowed, granted = 0, 0
+if retry <= 0 then allowed = 1; retry = 0; granted = take end
+if pause > 0 then allowed = 1; retry = pause; granted = 0 end
+local reply = {allowed, remaining, retry, reset, limiting, now, granted}
+for i = 1, windows do reply[7 + i] = debts[i] end
+return reply
+"#;
+
+/// `undo_key` for the sliding-window counter: `ARGV[1]` = the decision's Redis time (µs),
+/// `ARGV[2]` = its `n`, then `interval, tau` per window. Per window, `n` comes off the count of
+/// the fixed window the decision was counted in, if that is still the current or the previous
+/// one on Redis's clock now (an older one no longer counts: nothing to give). Replies
+/// `{windows that gave back}`.
+pub(crate) const UNDO_SLIDING_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local origin = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local gave = 0
+for i = 1, #KEYS do
+  local P = tonumber(ARGV[2 + 2 * i])
+  local stored = redis.call('GET', KEYS[i])
+  if stored then
+    local sc, sp, su, sb = string.match(stored, '^(%d+) (%d+) (%d+) (%d+)$')
+    sc = tonumber(sc or '0') or 0
+    sp = tonumber(sp or '0') or 0
+    su = tonumber(su or '0') or 0
+    sb = tonumber(sb or '0') or 0
+    local cd = math.floor(origin / P)
+    local c = math.floor(now / P)
+    local changed = false
+    if cd < c - 1 then
+      changed = false
+    elseif cd == sc and su > 0 then
+      su = su - n; if su < 0 then su = 0 end; changed = true
+    elseif cd == sc - 1 and sp > 0 then
+      sp = sp - n; if sp < 0 then sp = 0 end; changed = true
+    end
+    if changed then
+      local prev, cur = 0, 0
+      if sc == c then prev = sp; cur = su elseif sc == c - 1 then prev = su end
+      local empty = 0
+      if cur > 0 then empty = (c + 2) * P - now elseif prev > 0 then empty = (c + 1) * P - now end
+      if sb - now > empty then empty = sb - now end
+      if empty > 0 then
+        redis.call('SET', KEYS[i], string.format('%d %d %d %d', c, prev, cur, sb),
+          'PX', string.format('%d', math.ceil(empty / 1000)))
+      else
+        redis.call('DEL', KEYS[i])
+      end
+      gave = gave + 1
+    end
+  end
+end
+return {gave}
+"#;
+
+/// Largest `L · P` of a sliding window (`burst² · interval`): the script's products stay exact
+/// in Lua's doubles.
+pub(crate) const MAX_SLIDING_PRODUCT: u128 = 1 << 52;
+
 /// Most tokens one reconciliation charges (`charge · interval` stays exact next to a Unix time
 /// in µs: the fallback admits far fewer per key between two Redis decisions).
 pub(crate) const MAX_CHARGE: u64 = 1 << 20;
 
 /// `reset_key`: deletes every window of one limit; replies `{deleted}`.
 pub(crate) const RESET_LUA: &str = "return {redis.call('DEL', unpack(KEYS))}";
+
+/// `undo_key`: takes back what one admitted decision charged, on Redis's clock. `KEYS[i]` is
+/// window `i`'s TAT; `ARGV[1]` = the decision's Redis time (µs), then per window `interval`
+/// (µs), the decision's debt (µs after its time: the TAT it stored is `time + debt`) and the
+/// cost it charged (µs). Per window, as `gcra::undo`: the cost, less what later decisions
+/// charged on top of the stored TAT (they keep their slots), comes off the current TAT; a TAT
+/// that reaches `now` means full and the key is deleted; a window already full (or gone) gives
+/// nothing. Replies `{windows that gave something back}`.
+pub(crate) const UNDO_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local origin = tonumber(ARGV[1])
+local gave = 0
+for i = 1, #KEYS do
+  local debt = tonumber(ARGV[2 * i])
+  local cost = tonumber(ARGV[2 * i + 1])
+  local stored = origin + debt
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local later = tat - stored
+  if later < 0 then later = 0 end
+  local give = cost - later
+  if give > 0 and tat > now then
+    local new = tat - give
+    if new > now then
+      redis.call('SET', KEYS[i], string.format('%d', new),
+        'PX', string.format('%d', math.ceil((new - now) / 1000)))
+    else
+      redis.call('DEL', KEYS[i])
+    end
+    gave = gave + 1
+  end
+end
+return {gave}
+"#;
 
 /// Largest number of windows one limit may have.
 pub(crate) const MAX_WINDOWS: usize = 8;
@@ -315,6 +540,15 @@ impl Keys {
         let tag = format!("{{{prefix}:{}}}", safe_name(name));
         Keys {
             keys: (0..windows).map(|i| format!("{tag}:w{i}")).collect(),
+        }
+    }
+
+    /// The keys of a sliding-window limit: `…:s<i>`, never the GCRA's `…:w<i>` (the two
+    /// algorithms' states are different, and a limit renamed between them starts afresh).
+    pub(crate) fn sliding(prefix: &str, name: &str, windows: usize) -> Keys {
+        let tag = format!("{{{prefix}:{}}}", safe_name(name));
+        Keys {
+            keys: (0..windows).map(|i| format!("{tag}:s{i}")).collect(),
         }
     }
 
@@ -786,3 +1020,6 @@ mod tests {
         assert_eq!(f.call(&keys, Op::Take(1), &w, now + 100_000).granted, 1);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod sliding_tests;

@@ -94,6 +94,103 @@ impl TestCluster {
         Some(cluster)
     }
 
+    /// Starts three masters and one replica of each (nodes 3, 4, 5 replicate 0, 1, 2), and waits
+    /// — at most 20 s more — until every replica's link to its master is up; or `None` when
+    /// `redis-server` is not installed.
+    pub fn start_with_replicas() -> Option<TestCluster> {
+        let mut nodes = Vec::with_capacity(6);
+        for _ in 0..6 {
+            nodes.push(Self::start_node()?);
+        }
+        let cluster = TestCluster { nodes };
+        for (i, &(start, end)) in RANGES.iter().enumerate() {
+            cluster.add_slots(i, start, end);
+        }
+        let mut first = cluster.connection(0);
+        for i in 1..cluster.nodes.len() {
+            let (_, bus): (String, u16) = ::redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("cluster-port")
+                .query(&mut cluster.connection(i))
+                .expect("CONFIG GET cluster-port");
+            ::redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(cluster.nodes[i].port())
+                .arg(bus)
+                .query::<()>(&mut first)
+                .expect("CLUSTER MEET");
+        }
+        cluster.wait_until_ok();
+        for replica in 3..6 {
+            let master = cluster.id(replica - 3);
+            ::redis::cmd("CLUSTER")
+                .arg("REPLICATE")
+                .arg(&master)
+                .query::<()>(&mut cluster.connection(replica))
+                .expect("CLUSTER REPLICATE");
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let linked = (3..6).all(|replica| {
+                cluster
+                    .replication(replica)
+                    .contains("master_link_status:up")
+            });
+            if linked {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replicas did not link in 20 s"
+            );
+            park(Duration::from_millis(50));
+        }
+        cluster.wait_until_ok();
+        Some(cluster)
+    }
+
+    /// `INFO replication` of node `i`.
+    pub fn replication(&self, i: usize) -> String {
+        ::redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut self.connection(i))
+            .expect("INFO replication")
+    }
+
+    /// Promotes replica `i` at once (`CLUSTER FAILOVER TAKEOVER`: no vote, for a master that is
+    /// dead), and waits — at most 20 s — until every live node maps its slots to it.
+    pub fn promote(&self, i: usize) {
+        ::redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .arg("TAKEOVER")
+            .query::<()>(&mut self.connection(i))
+            .expect("CLUSTER FAILOVER TAKEOVER");
+        let port = self.nodes[i].port();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let everywhere = (0..self.nodes.len())
+                .filter(|&n| self.nodes[n].pid().is_some())
+                .all(|n| {
+                    let nodes: String = ::redis::cmd("CLUSTER")
+                        .arg("NODES")
+                        .query(&mut self.connection(n))
+                        .expect("CLUSTER NODES");
+                    nodes
+                        .lines()
+                        .any(|line| line.contains(&format!(":{port}@")) && line.contains("master"))
+                });
+            if everywhere {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} was not promoted everywhere in 20 s"
+            );
+            park(Duration::from_millis(50));
+        }
+    }
+
     /// One cluster-enabled server that has joined nothing yet, with its own bus port; `None`
     /// (after a loud notice) when `redis-server` is missing or older than 7.
     pub fn start_node() -> Option<TestServer> {

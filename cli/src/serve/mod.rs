@@ -164,8 +164,8 @@ pub struct ServeArgs {
     /// An id answered 404 (repeatable).
     #[arg(long = "missing-id", env = "TOLLGATE_MISSING_ID", value_name = "ID")]
     pub missing: Vec<String>,
-    /// Keep the per-client windows in Redis (redis://HOST:PORT/DB), shared by every instance
-    /// pointing at it. Redis down at start: serve starts anyway, on the fallback. Bearer-token
+    /// Keep the per-client windows in Redis (redis://HOST:PORT/DB, or a comma-separated list of
+    /// Redis Cluster nodes), shared by every instance pointing at it. Redis down at start: serve starts anyway, on the fallback. Bearer-token
     /// keys are shared only with the same `--bearer-secret` (IP, header and Basic users always are).
     #[arg(long, env = "TOLLGATE_REDIS", value_name = "URL")]
     pub redis: Option<String>,

@@ -64,12 +64,18 @@ pub fn redis_backend(
         RedisFallback::Open => Fallback::FailOpen,
         RedisFallback::Closed => Fallback::FailClosed,
     };
-    let mut builder = RedisLimiter::builder(&redis.url, *first)
-        .prefix(PREFIX)
-        .name(name)
-        .fallback(fallback)
+    // A comma-separated list names Redis Cluster nodes (no coalescing there: one pipeline
+    // runs on one node, and clients' keys live on different ones).
+    let nodes: Vec<&str> = redis.url.split(',').map(str::trim).collect();
+    let mut builder = if nodes.len() > 1 {
+        RedisLimiter::cluster_builder(&nodes, *first)
+    } else {
         // The workers decide concurrently: one round trip carries many decisions.
-        .coalesce(true);
+        RedisLimiter::builder(&redis.url, *first).coalesce(true)
+    }
+    .prefix(PREFIX)
+    .name(name)
+    .fallback(fallback);
     for quota in rest {
         builder = builder.window(*quota);
     }
