@@ -101,6 +101,7 @@ pub mod http;
 #[cfg(not(loom))]
 pub mod http_limit;
 mod limiter;
+mod obs;
 #[cfg(not(loom))]
 pub mod pool;
 /// The pool's queue slots alone, for the loom models in `loom-tests/tests/pool_slots.rs`: the

@@ -755,6 +755,7 @@ impl HttpLimiter {
                 Source::Lease => counts.lease.fetch_add(1, Ordering::Relaxed),
             };
             let allowed = decision.is_allowed();
+            crate::obs::limiter_decision(&compiled.rule.name, allowed);
             taken.push((index, key, decision));
             if !allowed {
                 refused_at = Some(taken.len() - 1);
