@@ -117,6 +117,8 @@ mod seed;
 pub mod semaphore;
 mod slab;
 mod sync;
+#[cfg(not(loom))]
+mod trace_context;
 #[cfg(feature = "quanta")]
 mod tsc_clock;
 #[cfg(not(loom))]

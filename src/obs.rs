@@ -310,11 +310,18 @@ impl Drop for InUse {
 }
 
 #[cfg(not(loom))]
-/// The span of one fan-out run (`tollgate.fanout`, INFO): keys when known; the summary event at
-/// its end is [`run_ended`].
+/// The span of one fan-out run (`tollgate.fanout`, INFO): keys when known and the run's trace
+/// id; the summary event at its end is [`run_ended`].
 #[inline]
-pub(crate) fn run_span(keys: Option<u64>) -> tracing::Span {
-    tracing::info_span!("tollgate.fanout", keys)
+pub(crate) fn run_span(
+    keys: Option<u64>,
+    trace: &crate::trace_context::TraceContext,
+) -> tracing::Span {
+    let span = tracing::info_span!("tollgate.fanout", keys, trace_id = tracing::field::Empty);
+    if !span.is_disabled() {
+        span.record("trace_id", trace.trace_id());
+    }
+    span
 }
 
 #[cfg(not(loom))]

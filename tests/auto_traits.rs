@@ -78,6 +78,10 @@ fn pools_groups_and_fan_outs_are_shareable() {
     shareable::<RetryPolicy>();
     shareable::<Jitter>();
     shareable::<Progress>();
+    shareable::<TraceContext>();
+    // A scope restores its thread's previous context: it stays on that thread (not `Send`).
+    fn unwind_safe<T: UnwindSafe + RefUnwindSafe>() {}
+    unwind_safe::<TraceScope>();
     shareable::<RateFeedback>();
 }
 

@@ -80,7 +80,9 @@ pub(super) struct Shared<F> {
     hedge_after: Option<Duration>,
     pub(super) group: CancelToken,
     /// The run's span (`obs::run_span`): the runners enter it on their worker threads.
-    span: tracing::Span,
+    pub(super) span: tracing::Span,
+    /// The run's trace (`trace_context` invariant 2): the runners enter it once per job.
+    pub(super) trace: crate::trace_context::TraceContext,
 }
 
 /// The fan-out's own rate limiter, whose rate the AIMD controller moves.
@@ -331,12 +333,16 @@ impl<F> FanOut<F> {
         F: Fetch<K>,
     {
         let keys = keys.into_iter();
-        let span = crate::obs::run_span(match keys.size_hint() {
-            (low, Some(high)) if low == high => Some(low as u64),
-            _ => None,
-        });
+        let trace = crate::trace_context::for_run();
+        let span = crate::obs::run_span(
+            match keys.size_hint() {
+                (low, Some(high)) if low == high => Some(low as u64),
+                _ => None,
+            },
+            &trace,
+        );
         let _entered = span.enter();
-        let result = self.drive_run(keys, caller, sink, &span);
+        let result = self.drive_run(keys, caller, sink, (&span, trace));
         match &result {
             Ok(stats) => crate::obs::run_ended(stats, None),
             Err(failure) => crate::obs::run_ended(&failure.stats, Some(&failure.error)),
@@ -355,7 +361,7 @@ impl<F> FanOut<F> {
         keys: I,
         caller: &CancelToken,
         sink: impl FnMut(Outcome<K, F::Output>) -> Flow,
-        span: &tracing::Span,
+        (span, trace): (&tracing::Span, crate::trace_context::TraceContext),
     ) -> Result<FanOutStats, RunFailure<K>>
     where
         K: Hash + Eq + Clone + Send + std::fmt::Debug + 'static,
@@ -384,6 +390,7 @@ impl<F> FanOut<F> {
             hedge_after: self.hedge_after,
             group: group.clone(),
             span: span.clone(),
+            trace,
         });
         // Off the dispatch loop: a slow listener never holds up keys or outcomes.
         let relay = self.progress.clone().map(ProgressRelay::start);
@@ -549,6 +556,7 @@ where
 {
     move || {
         let _run = shared.span.enter();
+        let _trace = shared.trace.enter();
         let mut rng = JitterRng::from_entropy();
         while let Ok(key) = keys.recv() {
             let Ok(permit) = shared.semaphore.acquire(1, &shared.group) else {

@@ -142,6 +142,8 @@ struct FetcherInner {
     request_timeout: Duration,
     max_body_bytes: u64,
     max_retry_after: Duration,
+    /// Send `traceparent` (`HttpFetcherBuilder::propagate_trace_context`).
+    propagate_trace: bool,
     /// Pauses other origins asked for (a redirect target's 429/503 `Retry-After`): no request
     /// goes to such an origin before its instant (invariant 6). At most
     /// [`MAX_FOREIGN_PAUSES`] origins; expired entries are dropped first.
@@ -334,6 +336,9 @@ impl HttpFetcher {
                 for (name, value) in &inner.headers {
                     request = request.header(name, value);
                 }
+            }
+            if inner.propagate_trace {
+                request = request.header("traceparent", crate::trace_context::outgoing());
             }
             // The agent's own timeout is the request timeout: a first hop with the whole budget
             // needs no per-request config (which costs ureq a config copy and, measured, a
