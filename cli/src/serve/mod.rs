@@ -8,6 +8,7 @@
 //! read finish (waits for latency and hangs end at once because they wait on the same token) and
 //! are answered with `Connection: close`, all within `--drain-timeout`; then the pool drains.
 
+mod access_log;
 mod client;
 mod config;
 mod flags;
@@ -404,7 +405,10 @@ struct Handler(Arc<State>);
 
 impl Service for Handler {
     fn call(&self, request: &Request) -> Response {
-        handle(&self.0, request)
+        let entry = access_log::start(request);
+        let response = handle(&self.0, request);
+        entry.finish(request, &response);
+        response
     }
 
     fn may_block(&self, request: &Request) -> bool {
@@ -462,6 +466,9 @@ fn handle(state: &State, request: &Request) -> Response {
     } else {
         Some(String::new())
     };
+    if let Some(key) = &key {
+        access_log::note_key(key);
+    }
     let Some(key) = key else {
         // Keyed by user and no usable credentials.
         state.metrics.unauthorized();
@@ -487,6 +494,7 @@ fn handle(state: &State, request: &Request) -> Response {
         .and_then(|limits| limits.decide(route_name, &key));
     if let Some(decision) = &decision {
         state.metrics.decided(decision.source);
+        access_log::note_decision(decision);
     }
     let mut headers = vec![("Content-Type", "application/json".to_string())];
     headers.extend(
