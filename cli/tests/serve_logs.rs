@@ -87,3 +87,38 @@ fn quiet_serves_without_an_access_log() {
     assert!(status.success());
     assert!(access_lines(&stderr).is_empty(), "{stderr}");
 }
+
+#[test]
+fn metrics_have_a_request_latency_histogram() {
+    let server = Serve::start(&[]);
+    for _ in 0..3 {
+        assert_eq!(get(&server.addr, "/ping", &[]).status, 200);
+    }
+    let text = get(&server.addr, "/metrics", &[]).body;
+    assert!(
+        text.contains("# TYPE tollgate_request_duration_seconds histogram\n"),
+        "{text}"
+    );
+    let value = |prefix: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+    };
+    // The three pings; this scrape is timed after it renders.
+    assert_eq!(value("tollgate_request_duration_seconds_count "), 3);
+    assert_eq!(
+        value("tollgate_request_duration_seconds_bucket{le=\"+Inf\"} "),
+        3
+    );
+    let mut last = 0;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("tollgate_request_duration_seconds_bucket"))
+    {
+        let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= last, "cumulative: {text}");
+        last = n;
+    }
+}

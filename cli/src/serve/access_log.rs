@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tollgate::fanout::TraceContext;
 
@@ -104,12 +104,14 @@ pub fn note_decision(decision: &Decision) {
 }
 
 impl Entry {
-    /// Logs the request with `response` (one line).
-    pub fn finish(self, request: &Request, response: &Response) {
+    /// Logs the request with `response` (one line); returns the time since [`start`] for the
+    /// latency histogram.
+    pub fn finish(self, request: &Request, response: &Response) -> Duration {
+        let took = self.started.elapsed();
         if !self.enabled {
-            return;
+            return took;
         }
-        let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let note = NOTE.with(|note| std::mem::take(&mut *note.borrow_mut()));
         let path: String = request.url.chars().take(MAX_PATH).collect();
         let trace = request
@@ -138,6 +140,7 @@ impl Entry {
             parent_id = trace.map(|t| t.span_id()).as_deref().unwrap_or("-"),
             "access"
         );
+        took
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Metrics {
     redis_decisions: AtomicU64,
     /// Decisions Redis's fallback made (`--redis`, Redis failing, slow, or behind the breaker).
     fallback_decisions: AtomicU64,
+    /// Time per request (`latency.rs`), rendered beside these counters.
+    pub latency: super::latency::Histogram,
 }
 
 /// Which policy refused a request.

@@ -14,6 +14,7 @@ mod config;
 mod flags;
 mod headers;
 mod http;
+mod latency;
 mod limits;
 mod metrics;
 mod routes;
@@ -407,7 +408,10 @@ impl Service for Handler {
     fn call(&self, request: &Request) -> Response {
         let entry = access_log::start(request);
         let response = handle(&self.0, request);
-        entry.finish(request, &response);
+        self.0
+            .metrics
+            .latency
+            .observe(entry.finish(request, &response));
         response
     }
 
@@ -447,6 +451,12 @@ fn handle(state: &State, request: &Request) -> Response {
         if !redis.is_empty() {
             body.push_str(&state.metrics.render_redis(&redis));
         }
+        latency::render_redis(&mut body, &redis);
+        state.metrics.latency.render(
+            &mut body,
+            "tollgate_request_duration_seconds",
+            "Time from a parsed request to its response built (every route, /metrics too).",
+        );
         return Response {
             status: 200,
             headers: vec![("Content-Type", "text/plain; version=0.0.4".into())],
