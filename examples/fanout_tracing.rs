@@ -36,7 +36,12 @@ fn child(mode: &str) -> f64 {
     let runs = env("RUNS", 20);
     let fetch = |key: &u64, _: u32, _: &CancelToken| -> Result<u64, Error> { Ok(*key) };
     let fan_out = FanOut::builder(fetch)
-        .quota(Quota::per_second(1_000_000_000).unwrap().burst(1_000_000).unwrap())
+        .quota(
+            Quota::per_second(1_000_000_000)
+                .unwrap()
+                .burst(1_000_000)
+                .unwrap(),
+        )
         .max_in_flight(4)
         .workers(2)
         .retry(RetryPolicy::never())
@@ -61,14 +66,22 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(mode) = args.iter().position(|a| a == "--child").map(|i| &args[i + 1]) {
+    if let Some(mode) = args
+        .iter()
+        .position(|a| a == "--child")
+        .map(|i| &args[i + 1])
+    {
         println!("{}", child(mode));
         return;
     }
     let exe = std::env::current_exe().unwrap();
     let run = |mode: &str| -> f64 {
         let out = Command::new(&exe).args(["--child", mode]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     };
     let rounds = env("ROUNDS", 9);
@@ -82,7 +95,10 @@ fn main() {
             let b = run("info");
             (run("none"), b)
         };
-        println!("round {round}: none {a:.0} ns/key, info {b:.0} ns/key, ratio {:.3}", b / a);
+        println!(
+            "round {round}: none {a:.0} ns/key, info {b:.0} ns/key, ratio {:.3}",
+            b / a
+        );
         none.push(a);
         info.push(b);
         ratio.push(b / a);

@@ -15,8 +15,8 @@
 //!    `RUST_LIB_BACKTRACE` ask for one.
 //! 2. [`Error::record`] emits one `tracing` event per error, however many clones and boundaries it
 //!    crosses: the flag lives in the shared inner value, and clones made before or after share it.
-//!    tollgate records an error where it leaves the crate (a fan-out's failures, a Redis
-//!    limiter's backend errors), so the id in a user message finds exactly one log record.
+//!    The fan-out records the errors it hands out, so the id in its user message finds exactly
+//!    one log record.
 //! 3. The fingerprint depends only on the error's kind, the source location that created it and
 //!    (when captured) the function names of its backtrace: never on the message, key, time or
 //!    addresses, so like failures group together across runs of one build.
@@ -512,9 +512,10 @@ impl Error {
     /// of it); later calls do nothing (module invariant 2). Bugs are recorded at `ERROR`, other
     /// failures at `WARN`, cancellations at `DEBUG`, all with target `tollgate::error`.
     ///
-    /// tollgate records the errors it hands out at its boundaries (a fan-out's failures, a
-    /// Redis limiter's backend errors); an application that creates its own `Error`s, or wants
-    /// one logged where it surfaces, calls this.
+    /// The fan-out records the errors it hands out (each key's final failure, the error a run
+    /// ends with). Errors returned straight from other calls (`HttpFetcher::fetch`, builders,
+    /// `WorkerPool::new`) are the caller's to record where they surface: an application that
+    /// logs one, or creates its own, calls this.
     ///
     /// # Examples
     ///

@@ -77,6 +77,7 @@ const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// | a redirect to another origin under [`RedirectPolicy::SameOrigin`], more than [`max_redirects`](HttpFetcherBuilder::max_redirects), a `Location` that is not an http(s) URL | [`ErrorKind::Protocol`] | no |
 /// | a redirect under [`RedirectPolicy::None`] | [`ErrorKind::Status`] naming the `Location` | no |
 /// | token cancelled (before, during or after) | [`ErrorKind::Cancelled`] with the token's cause | no |
+/// | an error ureq itself leaves unnamed (`ureq::Error::Other`) | [`ErrorKind::Internal`]: a bug to report ([`Error::is_bug`]) | no |
 ///
 /// # Cancellation
 ///
@@ -622,6 +623,9 @@ fn transport_error(e: ureq::Error, target: Target<'_>) -> Error {
         | ureq::Error::ConnectionFailed
         | ureq::Error::ConnectProxyFailed(_) => ErrorKind::Connection,
         ureq::Error::BodyExceedsLimit(_) => ErrorKind::BodyTooLarge,
+        // An error ureq itself could not name: nothing here knows whether a retry may help, so
+        // it is a bug to report (`Error::is_bug`), not a guess.
+        ureq::Error::Other(_) => ErrorKind::Internal,
         _ => ErrorKind::Protocol,
     };
     Error::new(kind, format!("{target}: {e}")).with_source(e)
