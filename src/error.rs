@@ -513,7 +513,7 @@ impl Error {
     /// failures at `WARN`, cancellations at `DEBUG`, all with target `tollgate::error`.
     ///
     /// The fan-out records the errors it hands out (each key's final failure, the error a run
-    /// ends with). Errors returned straight from other calls (`HttpFetcher::fetch`, builders,
+    /// ends with), and a pool `Group` the error its `wait`/`join` return. Errors returned straight from other calls (`HttpFetcher::fetch`, builders,
     /// `WorkerPool::new`) are the caller's to record where they surface: an application that
     /// logs one, or creates its own, calls this.
     ///

@@ -12,6 +12,9 @@
 //!    static strings or the user's own names (a rule's, a limiter's), never a key: a label per
 //!    key would grow the exporter's memory with the key count.
 
+// Under loom the pool, the fan-out and the HTTP limiter are compiled out: their hooks go unused.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
+
 use std::time::{Duration, Instant};
 
 /// Which blocking wait a [`WaitSpan`] times.

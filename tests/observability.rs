@@ -416,3 +416,16 @@ fn waits_that_block_have_a_span_and_fast_paths_none() {
         Some("pool_submit")
     );
 }
+
+/// A group's error (the one `wait` returns) is recorded once too.
+#[test]
+fn a_group_error_finds_one_record() {
+    let _ = captured();
+    let pool = tollgate::WorkerPool::new(2).unwrap();
+    let group = pool.group(&CancelToken::new());
+    group
+        .spawn(|_| -> Result<u32, Error> { Err(Error::new(ErrorKind::Status(500), "upstream")) })
+        .unwrap();
+    let error = group.wait().unwrap_err();
+    assert_eq!(records_with("error.id", error.id()).len(), 1);
+}
