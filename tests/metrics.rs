@@ -115,7 +115,42 @@ fn a_fan_out_with_a_retry_a_429_a_panic_and_a_cancel() {
     assert!(limiter.decide("GET", "/x", peer, none).is_allowed());
     assert!(limiter.decide("GET", "/x", peer, none).status() == 429);
 
+    // A Redis limit whose Redis refuses connections: the fallback decides, the breaker opens
+    // after its threshold of failed calls, and the calls still cost a measured round trip.
+    #[cfg(feature = "redis")]
+    {
+        use tollgate::redis::{BreakerConfig, BreakerState, RedisLimiter};
+        let redis = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(100).unwrap())
+            .breaker(BreakerConfig {
+                threshold: 2,
+                backoff: Duration::from_secs(3_600),
+                ..BreakerConfig::default()
+            })
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            assert!(redis.decide("k", 1).is_allowed());
+        }
+        assert_eq!(redis.breaker_state(), BreakerState::Open);
+    }
+
     let all = snapshot(&snapshotter);
+    #[cfg(feature = "redis")]
+    {
+        assert_eq!(
+            counter(
+                &all,
+                "tollgate_redis_decisions_total{decision=allowed,source=fallback}"
+            ),
+            3
+        );
+        assert_eq!(
+            counter(&all, "tollgate_redis_breaker_transitions_total{to=open}"),
+            1
+        );
+        // Two calls went out (the third met the open breaker).
+        assert_eq!(samples(&all, "tollgate_redis_call_seconds{}"), 2);
+    }
     assert_eq!(
         counter(&all, "tollgate_fanout_attempts_total{outcome=ok}"),
         3

@@ -429,3 +429,35 @@ fn a_group_error_finds_one_record() {
     let error = group.wait().unwrap_err();
     assert_eq!(records_with("error.id", error.id()).len(), 1);
 }
+
+/// A Redis-backed decision has its span: who decided, the verdict, the breaker's state.
+#[cfg(feature = "redis")]
+#[test]
+fn a_redis_decision_has_its_span() {
+    let _ = captured();
+    let redis = tollgate::redis::RedisLimiter::builder(
+        "redis://127.0.0.1:1/",
+        Quota::per_second(10).unwrap(),
+    )
+    .build()
+    .unwrap();
+    tracing::debug_span!("probe.redis").in_scope(|| {
+        assert!(redis.decide("k", 1).is_allowed());
+    });
+    let spans: Vec<HashMap<String, String>> = captured()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.target == "span-close" && c.field("name") == Some("tollgate.redis"))
+        .filter(|c| c.spans.iter().any(|(name, _)| name == "probe.redis"))
+        .map(|c| c.fields.clone())
+        .collect();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].get("source").map(String::as_str), Some("fallback"));
+    assert_eq!(spans[0].get("allowed").map(String::as_str), Some("true"));
+    assert_eq!(spans[0].get("breaker").map(String::as_str), Some("Closed"));
+    assert!(
+        spans[0].contains_key("latency_us"),
+        "the refused call was timed"
+    );
+}
