@@ -7,11 +7,28 @@
 //! `RUST_BACKTRACE`), the source chain, whether retrying may help ([`Error::is_transient`]), and
 //! one friendly line for people ([`Error::user_message`]). Errors from dependencies are wrapped as
 //! the source of an `Error`; they never escape the crate on their own.
+//!
+//! Invariants:
+//!
+//! 1. A bug ([`Error::is_bug`]: a panic, a broken invariant, a dependency error tollgate could not
+//!    classify) always carries a captured backtrace; an edge case only when `RUST_BACKTRACE` /
+//!    `RUST_LIB_BACKTRACE` ask for one.
+//! 2. [`Error::record`] emits one `tracing` event per error, however many clones and boundaries it
+//!    crosses: the flag lives in the shared inner value, and clones made before or after share it.
+//!    The fan-out records the errors it hands out, so the id in its user message finds exactly
+//!    one log record.
+//! 3. The fingerprint depends only on the error's kind, the source location that created it and
+//!    (when captured) the function names of its backtrace: never on the message, key, time or
+//!    addresses, so like failures group together across runs of one build.
 
 use std::backtrace::{Backtrace, BacktraceStatus};
 use std::error::Error as StdError;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::panic::Location;
 use std::sync::Arc;
+
+use crate::sync::{Ordering, StdAtomicBool};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a [`CancelToken`](crate::CancelToken) was cancelled. The first cause wins.
@@ -107,6 +124,9 @@ pub enum ErrorKind {
     /// A local I/O operation failed for a reason none of the other kinds names (a file that
     /// cannot be read, a permission…); the [`std::io::Error`] is the source.
     Io,
+    /// A bug: a broken invariant, or a dependency's error tollgate did not know how to classify.
+    /// Always carries a backtrace; [`Error::user_message`] asks to report it.
+    Internal,
 }
 
 impl ErrorKind {
@@ -130,8 +150,24 @@ impl ErrorKind {
             | ErrorKind::BodyTooLarge
             | ErrorKind::Protocol
             | ErrorKind::Panicked
-            | ErrorKind::Io => false,
+            | ErrorKind::Io
+            | ErrorKind::Internal => false,
         }
+    }
+
+    /// Whether this kind of failure is a bug (a panic, a broken invariant, an unclassified
+    /// dependency error) rather than a known edge case (a timeout, a 404, a cancel…).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::ErrorKind;
+    /// assert!(ErrorKind::Panicked.is_bug());
+    /// assert!(ErrorKind::Internal.is_bug());
+    /// assert!(!ErrorKind::Status(404).is_bug());
+    /// ```
+    pub fn is_bug(self) -> bool {
+        matches!(self, ErrorKind::Panicked | ErrorKind::Internal)
     }
 }
 
@@ -150,6 +186,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Panicked => f.write_str("panicked"),
             ErrorKind::Backend => f.write_str("backend unavailable"),
             ErrorKind::Io => f.write_str("I/O error"),
+            ErrorKind::Internal => f.write_str("internal error"),
         }
     }
 }
@@ -190,12 +227,18 @@ struct Inner {
     id: String,
     retry_after: Option<Duration>,
     backtrace: Arc<Backtrace>,
+    /// Where `Error::new` (or a `From` conversion) was called: the cheap half of the fingerprint.
+    location: &'static Location<'static>,
+    /// Set by the first `record` (invariant 2). Shared by every clone, also those a builder
+    /// method's copy-on-write made: one error, one record.
+    recorded: Arc<StdAtomicBool>,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
 
 impl Error {
-    /// A new error of `kind`, stamped with the current UTC time, a fresh id and a backtrace
-    /// (captured only when `RUST_BACKTRACE`/`RUST_LIB_BACKTRACE` ask for one).
+    /// A new error of `kind`, stamped with the current UTC time, a fresh id, the caller's source
+    /// location and a backtrace: always for a bug ([`ErrorKind::is_bug`]), otherwise only when
+    /// `RUST_BACKTRACE`/`RUST_LIB_BACKTRACE` ask for one.
     ///
     /// # Examples
     ///
@@ -205,7 +248,14 @@ impl Error {
     /// assert_eq!(err.kind(), ErrorKind::Status(503));
     /// ```
     #[cold]
+    #[track_caller]
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        // Invariant 1: a bug is worth a backtrace whatever the environment says.
+        let backtrace = if kind.is_bug() {
+            Backtrace::force_capture()
+        } else {
+            Backtrace::capture()
+        };
         Error {
             inner: Arc::new(Inner {
                 kind,
@@ -214,7 +264,9 @@ impl Error {
                 at: SystemTime::now(),
                 id: next_id(),
                 retry_after: None,
-                backtrace: Arc::new(Backtrace::capture()),
+                backtrace: Arc::new(backtrace),
+                location: Location::caller(),
+                recorded: Arc::new(StdAtomicBool::new(false)),
                 source: None,
             }),
         }
@@ -364,7 +416,8 @@ impl Error {
         self.inner.retry_after
     }
 
-    /// The backtrace captured at creation (empty unless `RUST_BACKTRACE` asked for one).
+    /// The backtrace captured at creation: always for a bug, otherwise only when
+    /// `RUST_BACKTRACE` asked for one.
     ///
     /// # Examples
     ///
@@ -390,6 +443,145 @@ impl Error {
         self.inner.kind.is_transient()
     }
 
+    /// Whether this is a bug — a panic, a broken invariant, a dependency error tollgate did not
+    /// classify — rather than a known edge case (a timeout, a 404, a rate limit, a cancel). A
+    /// bug's [`user_message`](Self::user_message) asks to report its id, and it always carries a
+    /// backtrace.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let bug = Error::new(ErrorKind::Panicked, "fetch panicked: index out of bounds");
+    /// assert!(bug.is_bug());
+    /// assert!(bug.user_message().contains("please report it"));
+    /// assert!(!Error::new(ErrorKind::Status(404), "not found").is_bug());
+    /// ```
+    pub fn is_bug(&self) -> bool {
+        self.inner.kind.is_bug()
+    }
+
+    /// Where in the source this error was created (the caller of [`Error::new`] or of the `From`
+    /// conversion).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = tollgate::Error::new(tollgate::ErrorKind::Timeout, "slow");
+    /// assert_eq!(err.location().line(), line!() - 1);
+    /// ```
+    pub fn location(&self) -> &'static Location<'static> {
+        self.inner.location
+    }
+
+    /// A short (8 hex digits) fingerprint grouping like failures: the kind, the source location
+    /// that created the error and, when a backtrace was captured, its function names. Message,
+    /// key, time and addresses do not count, so a thousand timeouts from one place share one
+    /// fingerprint; stable across runs of the same build, not across builds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let make = |key: u32| Error::new(ErrorKind::Timeout, format!("key {key} slow"));
+    /// assert_eq!(make(1).fingerprint(), make(2).fingerprint());
+    /// assert_ne!(make(1).fingerprint(), Error::new(ErrorKind::Timeout, "other").fingerprint());
+    /// ```
+    pub fn fingerprint(&self) -> String {
+        // FNV-1a: fixed, so the value is the same in every process of one build (std's
+        // `DefaultHasher` promises no such thing).
+        let mut hasher = Fnv1a::default();
+        kind_tag(self.inner.kind).hash(&mut hasher);
+        self.inner.location.file().hash(&mut hasher);
+        self.inner.location.line().hash(&mut hasher);
+        if self.inner.backtrace.status() == BacktraceStatus::Captured {
+            // Frame lines carry `N: function`; the `at file:line` lines follow them. Addresses
+            // (and so ASLR) appear in neither.
+            for line in self.inner.backtrace.to_string().lines() {
+                let line = line.trim_start();
+                if let Some((_, function)) = line.split_once(": ") {
+                    function.hash(&mut hasher);
+                }
+            }
+        }
+        format!("{:08x}", hasher.finish() as u32)
+    }
+
+    /// Emits this error's record — a `tracing` event with its id, UTC time, kind, key, message,
+    /// source chain and fingerprint — the first time it is called for this error (or any clone
+    /// of it); later calls do nothing (module invariant 2). Bugs are recorded at `ERROR`, other
+    /// failures at `WARN`, cancellations at `DEBUG`, all with target `tollgate::error`.
+    ///
+    /// The fan-out records the errors it hands out (each key's final failure, the error a run
+    /// ends with), and a pool `Group` the error its `wait`/`join` return. Errors returned straight from other calls (`HttpFetcher::fetch`, builders,
+    /// `WorkerPool::new`) are the caller's to record where they surface: an application that
+    /// logs one, or creates its own, calls this.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Status(404), "no such user").with_key("7");
+    /// assert!(err.record()); // the first record
+    /// assert!(!err.clone().record()); // recorded already
+    /// ```
+    pub fn record(&self) -> bool {
+        // Relaxed: the flag only elects one recorder among racing threads; the swap is atomic,
+        // so exactly one of them reads `false`. It orders nothing else.
+        if self.inner.recorded.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        self.emit();
+        true
+    }
+
+    #[cold]
+    fn emit(&self) {
+        let inner = &*self.inner;
+        let key = inner.key.as_deref().unwrap_or("");
+        let chain = self.source_chain();
+        macro_rules! event {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "tollgate::error",
+                    $level,
+                    error.id = %inner.id,
+                    error.time = %self.timestamp(),
+                    error.kind = %inner.kind,
+                    error.key = key,
+                    error.message = %inner.message,
+                    error.source = %chain,
+                    error.fingerprint = %self.fingerprint(),
+                    error.location = %inner.location,
+                    error.bug = inner.kind.is_bug(),
+                    "{}",
+                    self.user_message()
+                )
+            };
+        }
+        if inner.kind.is_bug() {
+            event!(tracing::Level::ERROR);
+        } else if matches!(inner.kind, ErrorKind::Cancelled(_)) {
+            event!(tracing::Level::DEBUG);
+        } else {
+            event!(tracing::Level::WARN);
+        }
+    }
+
+    /// The source chain, outermost first, joined by `": "` (empty without a source).
+    fn source_chain(&self) -> String {
+        let mut chain = String::new();
+        let mut next = StdError::source(self);
+        while let Some(source) = next {
+            if !chain.is_empty() {
+                chain.push_str(": ");
+            }
+            chain.push_str(&source.to_string());
+            next = source.source();
+        }
+        chain
+    }
+
     /// One friendly line for people: what failed, where, whether retrying may help, and the id.
     ///
     /// # Examples
@@ -408,6 +600,12 @@ impl Error {
             Some(key) => format!("key {key}: "),
             None => String::new(),
         };
+        if self.is_bug() {
+            return format!(
+                "{place}{}: {} — something unexpected happened (a bug); please report it with error id {}",
+                self.inner.kind, self.inner.message, self.inner.id
+            );
+        }
         let advice = if self.is_transient() {
             "retrying may help"
         } else {
@@ -440,6 +638,7 @@ impl fmt::Debug for Error {
             .field("at", &self.timestamp())
             .field("id", &self.inner.id)
             .field("retry_after", &self.inner.retry_after)
+            .field("location", &self.inner.location)
             .field("source", &self.inner.source);
         if self.inner.backtrace.status() == BacktraceStatus::Captured {
             debug.field("backtrace", &self.inner.backtrace);
@@ -485,6 +684,7 @@ impl StdError for Error {
 /// assert!(reset.is_transient());
 /// ```
 impl From<std::io::Error> for Error {
+    #[track_caller]
     fn from(err: std::io::Error) -> Self {
         use std::io::ErrorKind as Io;
         let kind = match err.kind() {
@@ -505,8 +705,50 @@ impl From<std::io::Error> for Error {
 }
 
 impl From<Cause> for Error {
+    #[track_caller]
     fn from(cause: Cause) -> Self {
         Error::new(ErrorKind::Cancelled(cause), cause.to_string())
+    }
+}
+
+/// A stable discriminant of `kind` for the fingerprint (the status code counts: a 404 and a 503
+/// are different failures).
+fn kind_tag(kind: ErrorKind) -> (u8, u16) {
+    match kind {
+        ErrorKind::InvalidArgument => (1, 0),
+        ErrorKind::Cancelled(cause) => (2, u16::from(cause.code())),
+        ErrorKind::RateLimited => (3, 0),
+        ErrorKind::Closed => (4, 0),
+        ErrorKind::Timeout => (5, 0),
+        ErrorKind::Connection => (6, 0),
+        ErrorKind::Status(code) => (7, code),
+        ErrorKind::BodyTooLarge => (8, 0),
+        ErrorKind::Protocol => (9, 0),
+        ErrorKind::Panicked => (10, 0),
+        ErrorKind::Backend => (11, 0),
+        ErrorKind::Io => (12, 0),
+        ErrorKind::Internal => (13, 0),
+    }
+}
+
+/// 64-bit FNV-1a.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
     }
 }
 

@@ -660,7 +660,7 @@ where
 
 /// Records how job `index` ended and wakes the waiter (invariants 2 and 3).
 fn end<T>(shared: &Shared<T>, token: &CancelToken, index: usize, ending: Ending<T>) {
-    let mut first_failure = false;
+    let mut first_failure = None;
     let mut unwanted = None;
     let mut wakes = Wakes::default();
     {
@@ -673,15 +673,18 @@ fn end<T>(shared: &Shared<T>, token: &CancelToken, index: usize, ending: Ending<
             Ending::Value(value) => unwanted = Some(value),
             Ending::Failed(err) => {
                 if state.first_error.is_none() {
+                    first_failure = Some(err.clone());
                     state.first_error = Some(err);
-                    first_failure = true;
                 }
             }
             Ending::Skipped => state.skipped += 1,
         }
         state.waiters.notify_all(ENDED, &mut wakes);
     }
-    if first_failure {
+    if let Some(error) = first_failure {
+        // The group's error, the one `wait`/`join` return: its log record, outside the lock and
+        // before the cancel below lets `wait` return it.
+        error.record();
         // Invariant 3: after the error is recorded. Wakes the waiter too (it registered on the
         // token), and every job waiting on the token.
         token.cancel_with(Cause::Failed);

@@ -147,6 +147,7 @@ pub mod http_limit;
 #[path = "redis/lease_table.rs"]
 pub mod lease_table;
 mod limiter;
+mod obs;
 #[cfg(not(loom))]
 pub mod pool;
 /// The pool's queue slots alone, for the loom models in `loom-tests/tests/pool_slots.rs`: the
@@ -162,6 +163,8 @@ mod seed;
 pub mod semaphore;
 mod slab;
 mod sync;
+#[cfg(not(loom))]
+mod trace_context;
 #[cfg(feature = "quanta")]
 mod tsc_clock;
 #[cfg(not(loom))]

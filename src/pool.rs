@@ -466,6 +466,7 @@ impl WorkerPool {
 
     /// Sends a task for which a slot is held (invariant 2).
     fn send_task(&self, task: Task) {
+        crate::obs::pool_queue_depth(self.shared.slots.taken());
         if let Err(err) = self.shared.sender.try_send(Message::Run(task)) {
             // Unreachable by invariant 2. If it ever happens, give the slot back and drop the
             // job, which tells its handle `Cancelled`: no hang, no lost waiter.
@@ -638,6 +639,7 @@ fn work(shared: &Shared, index: usize) {
         shared.release_slot();
         // Job panics are caught by the task itself; this catches what its wrapper might let
         // through (a panicking `Drop` of a value being discarded) so the worker survives.
+        let _timer = crate::obs::JobTimer::start();
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| task(counters))) {
             drop_payload(payload);
         }

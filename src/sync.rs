@@ -35,6 +35,11 @@ pub(crate) use loom::sync::{
 /// distinct numbers — nothing a model needs to explore.
 pub(crate) use std::sync::atomic::AtomicU64 as StaticAtomicU64;
 
+/// `std`'s `AtomicBool` even under loom, for the once-only flag of an `Error`'s log record: errors
+/// are built outside models too (loom's atomics panic there), and electing the one recorder
+/// among clones is not a protocol a model needs to explore.
+pub(crate) use std::sync::atomic::AtomicBool as StdAtomicBool;
+
 /// `std`'s `Arc`, even under loom, for trait objects (`Arc<dyn Clock>`): loom's `Arc` cannot
 /// unsize, and what it would model — the reference count of an immutable clock — is not where
 /// tollgate's races are.

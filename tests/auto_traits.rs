@@ -98,6 +98,10 @@ fn pools_groups_and_fan_outs_are_shareable() {
     shareable::<Jitter>();
     shareable::<JitterRng>();
     shareable::<Progress>();
+    shareable::<TraceContext>();
+    // A scope restores its thread's previous context: it stays on that thread (not `Send`).
+    fn unwind_safe<T: UnwindSafe + RefUnwindSafe>() {}
+    unwind_safe::<TraceScope>();
     shareable::<RateFeedback>();
 }
 
@@ -121,8 +125,8 @@ fn the_counter_clock_is_shareable() {
 #[test]
 fn the_redis_limiter_is_shareable() {
     use tollgate::redis::{
-        Algorithm, BreakerConfig, BreakerState, BreakerStats, Fallback, LatencyStats, MemoryGuard, NewKeys,
-        RedisLimiter, RedisLimiterBuilder, RedisStats, SlowCalls,
+        Algorithm, BreakerConfig, BreakerState, BreakerStats, Fallback, LatencyStats, MemoryGuard,
+        NewKeys, RedisLimiter, RedisLimiterBuilder, RedisStats, SlowCalls,
     };
     shareable::<Algorithm>();
     shareable::<RedisLimiter>();

@@ -128,8 +128,9 @@ pub struct FetchArgs {
     /// Write a JSON summary of the run to this file at exit (`-` for stderr).
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
-    /// No progress bar or summary line even on a terminal.
-    #[arg(long, short = 'q')]
+    /// No progress bar or summary line even on a terminal: the global `-q`/`--quiet`, which
+    /// also silences the logs (set by `main`).
+    #[arg(skip)]
     pub quiet: bool,
 }
 

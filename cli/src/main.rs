@@ -8,6 +8,7 @@ mod demo;
 mod duration;
 mod fetch;
 mod keys;
+mod logging;
 mod output;
 mod progress;
 mod serve;
@@ -26,6 +27,17 @@ struct Cli {
     /// When to colour messages and the progress bar.
     #[arg(long, global = true, value_enum, default_value_t = term::ColorChoice::Auto)]
     color: term::ColorChoice,
+    /// More log detail on stderr: -v error records and summaries, -vv attempts and waits,
+    /// -vvv everything. `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Quiet: no log lines (not even `serve`'s access log), and no progress bar or summary line
+    /// from `fetch`.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,16 +71,20 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     term::set_color(cli.color);
+    logging::init(cli.verbose, cli.quiet, cli.log_format);
     // SIGINT and SIGTERM cancel this token; every command watches it.
     let stop = CancelToken::new();
     if let Err(e) = signals::cancel_on_interrupt(&stop) {
         eprintln!("warning: cannot catch SIGINT/SIGTERM: {e}");
     }
-    let outcome = match &cli.command {
+    let outcome = match &mut cli.command {
         Command::Demo(args) => demo::run(args, &stop),
-        Command::Fetch(args) => fetch::run(args, &stop),
+        Command::Fetch(args) => {
+            args.quiet = cli.quiet;
+            fetch::run(args, &stop)
+        }
         Command::Serve(args) => serve::run(args, &stop).map_err(Failure::Usage),
         Command::Completions { shell } => generated(|out| {
             clap_complete::generate(*shell, &mut Cli::command(), "tollgate", out);

@@ -114,6 +114,7 @@ where
     move || {
         // Always signal the end, so a primary waiting on a running hedge wakes (invariant 2).
         let _signal = race.finished.clone().drop_guard();
+        let _obs = (shared.span.enter(), shared.trace.enter());
         if hedge.wait_timeout(after) {
             return; // the primary is done, or the run is over
         }

@@ -20,6 +20,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::trace_context::{TraceContext, TraceScope};
 pub use aimd::RateFeedback;
 pub use builder::FanOutBuilder;
 pub use error::FanOutError;

@@ -86,6 +86,10 @@ pub(super) struct Shared<F> {
     pub(super) semaphore: Arc<crate::Semaphore>,
     hedge_after: Option<Duration>,
     pub(super) group: CancelToken,
+    /// The run's span (`obs::run_span`): the runners enter it on their worker threads.
+    pub(super) span: tracing::Span,
+    /// The run's trace (`trace_context` invariant 2): the runners enter it once per job.
+    pub(super) trace: crate::trace_context::TraceContext,
 }
 
 /// The fan-out's own rate limiter, whose rate the AIMD controller moves.
@@ -199,37 +203,37 @@ where
             return (attempt - 1, Err(cancelled(&shared.group)));
         }
         shared.counters.start_request();
+        let span = crate::obs::attempt_span(key, attempt);
+        let entered = span.enter();
         let started = Instant::now();
         let result = match shared.hedge_after {
             Some(after) => super::hedge::fetch_hedged(shared, key, attempt, after),
             None => shared.fetcher.fetch(key, attempt, &shared.group),
         };
         let latency = started.elapsed();
+        drop(entered);
         shared.counters.end_request(latency);
         let error = match result {
             Ok(output) => {
                 if let Some(adaptive) = &shared.adaptive {
                     adaptive.on_success();
                 }
-                tracing::debug!(key = ?key, attempt, latency_ms = latency.as_millis() as u64, outcome = "ok");
+                crate::obs::attempt_ended(&span, "ok", latency, None);
                 return (attempt, Ok(output));
             }
             // A shut socket can look like any error, or a clean EOF: a cancelled run reports
             // its cause, not what the fetch made of the abort.
             Err(_) if shared.group.is_cancelled() => {
-                return (attempt, Err(cancelled(&shared.group)));
+                let error = cancelled(&shared.group);
+                crate::obs::attempt_ended(&span, "cancelled", latency, Some(&error));
+                return (attempt, Err(error));
             }
             Err(error) => error,
         };
-        tracing::debug!(
-            key = ?key,
-            attempt,
-            latency_ms = latency.as_millis() as u64,
-            status = %error.kind(),
-            outcome = "error",
-        );
+        crate::obs::attempt_ended(&span, "error", latency, Some(&error));
         if is_throttle(&error) {
             Counters::add(&shared.counters.throttled);
+            crate::obs::fanout_throttled(error.kind());
             if let Some(pause) = error.retry_after() {
                 shared.penalize(pause);
             }
@@ -248,6 +252,7 @@ where
             return (attempt, Err(stopped));
         }
         Counters::add(&shared.counters.retries);
+        crate::obs::fanout_retry();
         attempt += 1;
     }
 }
@@ -286,6 +291,8 @@ impl<K: Clone, T, S: FnMut(Outcome<K, T>) -> Flow> Collector<'_, K, T, S> {
             // A key cut short by the run's cancellation is not a failure of its own.
             Err(error) if matches!(error.kind(), ErrorKind::Cancelled(_)) => {}
             Err(error) => {
+                // The key's error leaves the crate here (to the sink, and maybe as the run's).
+                error.record();
                 failed = true;
                 Counters::add(&self.counters.failed);
                 if self.first_failure.is_none() {
@@ -384,17 +391,46 @@ impl<K> KeySource<K> for ChannelSource<K> {
 }
 
 impl<F> FanOut<F> {
-    /// One run (invariants 1–4). `sink` sees every outcome on the calling thread; the first
-    /// failure of a fail-fast run ends it.
+    /// One run in its span (`tollgate.fanout`), ending with its summary event and its error's
+    /// record: see [`drive_run`](Self::drive_run).
     #[allow(
         clippy::result_large_err,
         reason = "returned once per run, not on a hot path; boxing would only add an allocation"
     )]
     pub(crate) fn drive<K, S>(
         &self,
+        keys: S,
+        caller: &CancelToken,
+        sink: impl FnMut(Outcome<K, F::Output>) -> Flow,
+    ) -> Result<FanOutStats, RunFailure<K>>
+    where
+        K: Hash + Eq + Clone + Send + std::fmt::Debug + 'static,
+        S: KeySource<K>,
+        F: Fetch<K>,
+    {
+        let trace = crate::trace_context::for_run();
+        let span = crate::obs::run_span(keys.total(), &trace);
+        let _entered = span.enter();
+        let result = self.drive_run(keys, caller, sink, (&span, trace));
+        match &result {
+            Ok(stats) => crate::obs::run_ended(stats, None),
+            Err(failure) => crate::obs::run_ended(&failure.stats, Some(&failure.error)),
+        }
+        result
+    }
+
+    /// One run (invariants 1–4). `sink` sees every outcome on the calling thread; the first
+    /// failure of a fail-fast run ends it.
+    #[allow(
+        clippy::result_large_err,
+        reason = "returned once per run, not on a hot path; boxing would only add an allocation"
+    )]
+    fn drive_run<K, S>(
+        &self,
         mut keys: S,
         caller: &CancelToken,
         sink: impl FnMut(Outcome<K, F::Output>) -> Flow,
+        (span, trace): (&tracing::Span, crate::trace_context::TraceContext),
     ) -> Result<FanOutStats, RunFailure<K>>
     where
         K: Hash + Eq + Clone + Send + std::fmt::Debug + 'static,
@@ -420,6 +456,8 @@ impl<F> FanOut<F> {
             semaphore: self.semaphore.clone(),
             hedge_after: self.hedge_after,
             group: group.clone(),
+            span: span.clone(),
+            trace,
         });
         // Off the dispatch loop: a slow listener never holds up keys or outcomes.
         let relay = self.progress.clone().map(ProgressRelay::start);
@@ -612,11 +650,14 @@ where
     F: Fetch<K>,
 {
     move || {
+        let _run = shared.span.enter();
+        let _trace = shared.trace.enter();
         let mut rng = JitterRng::from_entropy();
         while let Ok(key) = keys.recv() {
             let Ok(permit) = shared.semaphore.acquire(1, &shared.group) else {
                 return; // the run is over; the keys still queued are skipped
             };
+            let in_use = crate::obs::InUse::start();
             if shared.wait_for_slot().is_err() {
                 return;
             }
@@ -625,12 +666,15 @@ where
                     run_key(&shared, &key, &mut rng)
                 })) {
                     Ok(done) => done,
-                    Err(payload) => (1, Err(with_key_of(panic_error(&*payload), &key))),
+                    Err(payload) => {
+                        crate::obs::attempt_panicked();
+                        (1, Err(with_key_of(panic_error(&*payload), &key)))
+                    }
                 };
             let failed = matches!(&result, Err(e) if !matches!(e.kind(), ErrorKind::Cancelled(_)));
             // The request is over: its permit goes back before its outcome is reported, so a
             // run that has every outcome holds no permit.
-            drop(permit);
+            drop((permit, in_use));
             if outcomes
                 .send(Outcome {
                     key,

@@ -123,6 +123,7 @@ pub struct HttpFetcherBuilder {
     redirects: RedirectPolicy,
     max_redirects: u32,
     ureq_config: Option<Arc<UreqConfigFn>>,
+    propagate_trace: bool,
 }
 
 // Unwind-safe although the user's `ureq_config` function does not say so: the builder only
@@ -153,6 +154,7 @@ impl fmt::Debug for HttpFetcherBuilder {
             .field("redirects", &self.redirects)
             .field("request_timeout", &self.request_timeout)
             .field("ureq_config", &self.ureq_config.is_some())
+            .field("propagate_trace_context", &self.propagate_trace)
             .finish_non_exhaustive()
     }
 }
@@ -209,7 +211,29 @@ impl HttpFetcherBuilder {
             redirects: RedirectPolicy::default(),
             max_redirects: Self::DEFAULT_MAX_REDIRECTS,
             ureq_config: None,
+            propagate_trace: false,
         }
+    }
+
+    /// Sends a W3C `traceparent` header with every request (default off): the thread's
+    /// [`TraceContext`](crate::fanout::TraceContext) — a fan-out run's trace, or one the
+    /// application entered — with a fresh span id per request, or a new trace when none is
+    /// entered. The value sent is logged (DEBUG, `traceparent sent`) inside the attempt's span,
+    /// so the server's log line for it finds the client's attempt. Also sent to redirect targets
+    /// (a trace id is not a credential).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::HttpFetcher;
+    /// let fetcher = HttpFetcher::builder("http://127.0.0.1:8080/users/{key}")
+    ///     .propagate_trace_context(true)
+    ///     .build()?;
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn propagate_trace_context(mut self, on: bool) -> Self {
+        self.propagate_trace = on;
+        self
     }
 
     /// Longest time to resolve a host name. Resolution cannot be cancelled: this bounds how long
@@ -596,6 +620,7 @@ impl HttpFetcherBuilder {
                 request_timeout: self.request_timeout,
                 max_body_bytes: self.max_body_bytes,
                 max_retry_after: self.max_retry_after,
+                propagate_trace: self.propagate_trace,
                 foreign_pauses: crate::sync::Mutex::new(Vec::new()),
             }),
         })

@@ -77,6 +77,7 @@ const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// | a redirect to another origin under [`RedirectPolicy::SameOrigin`], more than [`max_redirects`](HttpFetcherBuilder::max_redirects), a `Location` that is not an http(s) URL | [`ErrorKind::Protocol`] | no |
 /// | a redirect under [`RedirectPolicy::None`] | [`ErrorKind::Status`] naming the `Location` | no |
 /// | token cancelled (before, during or after) | [`ErrorKind::Cancelled`] with the token's cause | no |
+/// | an error ureq itself leaves unnamed (`ureq::Error::Other`) | [`ErrorKind::Internal`]: a bug to report ([`Error::is_bug`]) | no |
 ///
 /// # Cancellation
 ///
@@ -142,6 +143,8 @@ struct FetcherInner {
     request_timeout: Duration,
     max_body_bytes: u64,
     max_retry_after: Duration,
+    /// Send `traceparent` (`HttpFetcherBuilder::propagate_trace_context`).
+    propagate_trace: bool,
     /// Pauses other origins asked for (a redirect target's 429/503 `Retry-After`): no request
     /// goes to such an origin before its instant (invariant 6). At most
     /// [`MAX_FOREIGN_PAUSES`] origins; expired entries are dropped first.
@@ -334,6 +337,9 @@ impl HttpFetcher {
                 for (name, value) in &inner.headers {
                     request = request.header(name, value);
                 }
+            }
+            if inner.propagate_trace {
+                request = request.header("traceparent", crate::trace_context::outgoing());
             }
             // The agent's own timeout is the request timeout: a first hop with the whole budget
             // needs no per-request config (which costs ureq a config copy and, measured, a
@@ -617,6 +623,9 @@ fn transport_error(e: ureq::Error, target: Target<'_>) -> Error {
         | ureq::Error::ConnectionFailed
         | ureq::Error::ConnectProxyFailed(_) => ErrorKind::Connection,
         ureq::Error::BodyExceedsLimit(_) => ErrorKind::BodyTooLarge,
+        // An error ureq itself could not name: nothing here knows whether a retry may help, so
+        // it is a bug to report (`Error::is_bug`), not a guess.
+        ureq::Error::Other(_) => ErrorKind::Internal,
         _ => ErrorKind::Protocol,
     };
     Error::new(kind, format!("{target}: {e}")).with_source(e)

@@ -503,6 +503,8 @@ pub struct Verdict {
     /// The window the `X-RateLimit-*` headers describe (invariant 2).
     focus: Option<usize>,
     retry_after: Duration,
+    /// Where the rules' decisions came from, the least authoritative of them (rank, name).
+    source: Option<(u8, &'static str)>,
 }
 
 /// A `u64` in decimal without allocating.
@@ -699,6 +701,27 @@ impl Verdict {
             .map_or("", |l| l)
     }
 
+    /// Where the rules' decisions came from: `"memory"`, `"redis"`, `"lease"` or `"fallback"`
+    /// (Redis did not decide), the least authoritative when rules differ; `None` when no rule
+    /// decided (a ban, or no rule matched). For access logs and metrics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::Quota;
+    /// use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+    ///
+    /// let rule = Rule::new("all", "/", [Quota::per_second(5)?], Scope::Client)?;
+    /// let limiter = HttpLimiter::builder().rule(rule).build()?;
+    /// let peer = "192.0.2.1".parse()?;
+    /// let verdict = limiter.decide("GET", "/", peer, std::iter::empty::<(&str, &[u8])>());
+    /// assert_eq!(verdict.source(), Some("memory"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn source(&self) -> Option<&'static str> {
+        self.source.map(|(_, name)| name)
+    }
+
     /// The window the `X-RateLimit-*` headers describe: on a refusal, the refusing one.
     pub fn focus(&self) -> Option<&RuleWindow> {
         self.focus.and_then(|i| self.windows.get(i))
@@ -839,6 +862,7 @@ impl HttpLimiter {
             windows: Vec::new(),
             focus: None,
             retry_after: Duration::ZERO,
+            source: None,
         };
         // Only the abuse state is keyed by address alone; skip the allocation without it.
         let addr_key = if self.abuse.is_some() || self.guard.is_some() {
@@ -918,6 +942,7 @@ impl HttpLimiter {
             let key = scoped_key(compiled, identity, path);
             let decision = compiled.limits.decide(&key, 1);
             let allowed = decision.is_allowed();
+            crate::obs::limiter_decision(&compiled.rule.name, allowed);
             taken.push((index, key, decision));
             // A shadow rule (per-rule dry run) never refuses.
             if !allowed && !compiled.rule.dry_run {
@@ -949,6 +974,15 @@ impl HttpLimiter {
                 UNDONE
             };
             counts.count(result, decision.source);
+            let source = match decision.source {
+                Source::Memory => (0, "memory"),
+                Source::Redis => (1, "redis"),
+                Source::Lease => (2, "lease"),
+                Source::Fallback(_) => (3, "fallback"),
+            };
+            if verdict.source.is_none_or(|(rank, _)| rank < source.0) {
+                verdict.source = Some(source);
+            }
             if compiled.rule.dry_run {
                 // Counted as enforcing would count it; no window in the headers.
                 continue;

@@ -269,6 +269,7 @@ pub(crate) fn wait_slot<C: Clock + ?Sized>(
     token: &CancelToken,
     refund: impl FnOnce(),
 ) -> Result<(), LimitError> {
+    let _wait = (at > clock.now()).then(|| crate::obs::wait(crate::obs::Wait::Limiter));
     match token.park_until(clock, at) {
         Wake::Reached => Ok(()),
         // Cancelled as the slot came due (a deadline equal to the slot, say): the tokens are the

@@ -145,6 +145,7 @@ impl QueueSlots {
 
     #[cold]
     fn take_slow(&self, token: Option<&CancelToken>) -> Result<(), NoSlot> {
+        let _wait = crate::obs::wait(crate::obs::Wait::PoolSubmit);
         loop {
             if let Some(cause) = token.and_then(CancelToken::cause) {
                 return Err(NoSlot::Cancelled(cause));

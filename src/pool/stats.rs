@@ -53,6 +53,18 @@ pub(crate) enum Outcome {
     Skipped,
 }
 
+impl Outcome {
+    /// The `outcome` label of `tollgate_pool_jobs_total`.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    const fn name(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Panicked => "panicked",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
 /// Activity counters of one worker (or of the threads discarding jobs in `shutdown`), each set
 /// on its own cache line so workers never contend on statistics; `stats` sums them. All
 /// `Relaxed`: they are statistics; what a joiner needs to see is ordered by the handle's mutex
@@ -107,5 +119,6 @@ impl Counters {
             Outcome::Skipped => &self.cancelled,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        crate::obs::pool_job(outcome.name());
     }
 }

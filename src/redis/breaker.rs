@@ -252,6 +252,7 @@ impl Breaker {
             State::Open { until } if now >= until => {
                 self.state = State::HalfOpen;
                 self.stats.half_opened += 1;
+                crate::obs::breaker_transition("half_open");
                 Admit::Probe
             }
             State::Open { until } => Admit::Reject(until - now),
@@ -267,6 +268,7 @@ impl Breaker {
                 self.state = State::Closed { failures: 0 };
                 self.backoff = duration_to_nanos(self.config.backoff);
                 self.stats.closed += 1;
+                crate::obs::breaker_transition("closed");
             }
             _ => {} // stale (invariant 4)
         }
@@ -304,6 +306,7 @@ impl Breaker {
             until: now.saturating_add(self.backoff),
         };
         self.stats.opened += 1;
+        crate::obs::breaker_transition("open");
     }
 }
 

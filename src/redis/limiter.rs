@@ -254,7 +254,10 @@ impl RedisLimiter {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn decide(&self, key: &str, n: u64) -> Decision {
-        self.decide_with(&self.keys(key), key, n)
+        let span = crate::obs::redis_span();
+        let decision = span.in_scope(|| self.decide_with(&self.keys(key), key, n));
+        crate::obs::redis_decided(&span, &decision, || self.breaker_state());
+        decision
     }
 
     /// [`decide`](Self::decide)`(key, n).result`.
@@ -607,6 +610,7 @@ impl RedisLimiter {
         let result = self.invoke(keys, op, started + self.budget);
         let elapsed = started.elapsed();
         self.counters.record_latency(elapsed);
+        crate::obs::redis_call(elapsed);
         if let Some(guard) = &self.guard
             && guard.due(self.clock.now())
         {

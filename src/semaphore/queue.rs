@@ -49,6 +49,7 @@ impl Semaphore {
         let Some(waiter) = queued else {
             return Ok(());
         };
+        let _wait = crate::obs::wait(crate::obs::Wait::Semaphore);
         // Cancellation is checked first: an acquire that reports success was not seen cancelled.
         // The status's Acquire load pairs with `decide`'s Release, so the permits' previous
         // holders (ordered before the granting thread) happen-before our return.

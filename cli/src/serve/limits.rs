@@ -474,6 +474,11 @@ impl Limits {
         self.limiter.decide_for(identity, method, path)
     }
 
+    /// The name of rule `index` (a `RuleWindow::rule`), for the access log.
+    pub fn rule_name(&self, index: usize) -> Option<&str> {
+        self.limiter.rules().nth(index).map(|rule| rule.name())
+    }
+
     /// The library's counters.
     pub fn stats(&self) -> tollgate::http_limit::Stats {
         self.limiter.stats()

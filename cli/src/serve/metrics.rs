@@ -45,6 +45,8 @@ pub struct Metrics {
     evictions_retired: AtomicU64,
     /// The limiter's counters from limiters reloads replaced (invariant 3).
     retired: Mutex<Retired>,
+    /// Time per request (`latency.rs`), rendered beside these counters.
+    pub latency: super::latency::Histogram,
 }
 
 #[derive(Debug, Default)]

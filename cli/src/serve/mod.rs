@@ -8,10 +8,12 @@
 //! read finish (waits for latency and hangs end at once because they wait on the same token) and
 //! are answered with `Connection: close`, all within `--drain-timeout`; then the pool drains.
 
+mod access_log;
 mod client;
 mod config;
 mod flags;
 mod http;
+mod latency;
 mod limits;
 mod metrics;
 mod routes;
@@ -464,7 +466,13 @@ struct Handler(Arc<State>);
 
 impl Service for Handler {
     fn call(&self, request: &Request) -> Response {
-        handle(&self.0, request)
+        let entry = access_log::start(request);
+        let response = handle(&self.0, request);
+        self.0
+            .metrics
+            .latency
+            .observe(entry.finish(request, &response));
+        response
     }
 
     fn may_block(&self, request: &Request) -> bool {
@@ -501,6 +509,12 @@ fn handle(state: &State, request: &Request) -> Response {
         if !redis.is_empty() {
             body.push_str(&state.metrics.render_redis(&limits.stats(), &redis));
         }
+        latency::render_redis(&mut body, &redis);
+        state.metrics.latency.render(
+            &mut body,
+            "tollgate_request_duration_seconds",
+            "Time from a parsed request to its response built (every route, /metrics too).",
+        );
         return Response {
             status: 200,
             headers: vec![("Content-Type", "text/plain; version=0.0.4".into())],
@@ -522,6 +536,7 @@ fn handle(state: &State, request: &Request) -> Response {
     let mut refused = None;
     if limits.deciding() || by_user {
         let identity = limits.identify(request.peer, &request.headers);
+        access_log::note_key(identity.key());
         if by_user && identity.user().is_none() {
             // Keyed by user and no usable credentials.
             state.metrics.unauthorized();
@@ -542,6 +557,7 @@ fn handle(state: &State, request: &Request) -> Response {
         }
         if limits.deciding() {
             let verdict = limits.decide(identity, &request.method, &request.url);
+            access_log::note_verdict(&verdict, |rule| limits.rule_name(rule));
             if verdict.is_allowed() {
                 head.reserve(256);
                 verdict.write_head(&mut head);

@@ -168,6 +168,7 @@ impl Conn {
             && self.written == self.output.len()
         {
             let mut out = Vec::new();
+            crate::serve::access_log::rejected(self.peer, 408, "request took too long");
             parse::write_response(&mut out, &error(408, "request took too long"), After::Close);
             let _ = self.stream.write(&out);
         }
@@ -232,6 +233,7 @@ impl Conn {
                 Parsed::Partial => return progress,
                 Parsed::Reject(status, message) => {
                     ctx.stats.rejected_head();
+                    crate::serve::access_log::rejected(self.peer, status, message);
                     self.fresh = false;
                     self.no_more = true;
                     self.input = Vec::new();

@@ -1,0 +1,82 @@
+//! The CLI's logs: one `tracing` subscriber on stderr (stdout stays data), its level from
+//! `-v`/`-vv`/`-vvv`/`-q` or `RUST_LOG`, its format text or JSON (one object per line).
+//!
+//! | flags | shown |
+//! |---|---|
+//! | `-q` | nothing |
+//! | (none) | bugs (`ERROR`), the Redis breaker's changes, `serve`'s access log |
+//! | `-v` | + every error record (`WARN`) and each fan-out's summary (`INFO`) |
+//! | `-vv` | + attempts, blocking waits, Redis calls (`DEBUG`) |
+//! | `-vvv` | everything (`TRACE`) |
+//!
+//! `RUST_LOG` (tracing-subscriber's `EnvFilter` syntax), when set, replaces the table.
+//! The library installs no subscriber; only this binary does.
+
+use clap::ValueEnum;
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, fields at the top level (for log shippers).
+    Json,
+}
+
+/// The filter for `verbose` `-v`s, or none at all with `quiet`.
+fn directives(verbose: u8, quiet: bool) -> &'static str {
+    match (quiet, verbose) {
+        (true, _) => "off",
+        (false, 0) => "error,tollgate::access=info,tollgate::redis=info",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    }
+}
+
+/// Installs the process's subscriber. `RUST_LOG` wins over the flags when set and valid; an
+/// invalid `RUST_LOG` is reported and the flags' filter used.
+pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
+    let fallback = directives(verbose, quiet);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("warning: ignoring RUST_LOG ({e})");
+            EnvFilter::new(fallback)
+        }),
+        _ => EnvFilter::new(fallback),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.with_ansi(crate::term::color()).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+    if let Err(e) = installed {
+        eprintln!("warning: cannot install the logger: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_vs_show_more_and_quiet_wins() {
+        assert_eq!(directives(0, true), "off");
+        assert_eq!(directives(3, true), "off");
+        assert!(directives(0, false).starts_with("error"));
+        assert_eq!(directives(1, false), "info");
+        assert_eq!(directives(2, false), "debug");
+        assert_eq!(directives(9, false), "trace");
+        for v in 0..4 {
+            assert!(EnvFilter::try_new(directives(v, false)).is_ok());
+        }
+    }
+}

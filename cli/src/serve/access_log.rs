@@ -1,0 +1,173 @@
+//! `serve`'s access log: one `INFO` event per request, target `tollgate::access`, on stderr
+//! through the CLI's subscriber (`--log-format json` makes each a JSON object per line).
+//!
+//! Requests the HTTP layer refuses before the handler (a malformed head, a slow one) are logged
+//! too, by [`rejected`], with `-` for what was never learnt.
+//!
+//! Fields: `method`, `path` (at most [`MAX_PATH`] characters), `peer`, `client` (a digest of the
+//! client key, never the key: keys may be bearer tokens or user names), `rule` (the rule that
+//! refused, else the rule of the window nearest to refusing), `refused_by` (the policy that
+//! refused, if any), `source` (`memory`, `redis`, `lease`, `fallback`: `Verdict::source`), `status`, `latency_us` (time in the handler, from the parsed
+//! request to the response built), and `trace_id`/`parent_id` when the request carried a valid
+//! W3C `traceparent`.
+//!
+//! Invariants:
+//!
+//! 1. The handler runs on the thread that called [`start`], so what it learns (the key, the
+//!    decision) is noted in a thread-local that [`Entry::finish`] reads and clears: the rest of
+//!    `serve` gains one-line hooks only.
+//! 2. Nothing a client sends reaches the log unbounded or unvalidated: the path is cut to
+//!    [`MAX_PATH`] characters, the key is digested, a `traceparent` is logged only when it
+//!    parses.
+//! 3. With the event disabled (`-q`, or a filter without `tollgate::access=info`) a request
+//!    costs one level check and no allocation.
+
+use std::cell::RefCell;
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tollgate::fanout::TraceContext;
+
+use super::http::{Request, Response};
+use tollgate::http_limit::{Refusal, Verdict};
+
+/// Longest path logged, in characters.
+pub const MAX_PATH: usize = 256;
+
+#[derive(Default)]
+struct Note {
+    /// The entry is logged: the hooks fill the note (invariant 3).
+    active: bool,
+    client: Option<u64>,
+    rule: Option<String>,
+    refused_by: Option<String>,
+    source: Option<&'static str>,
+}
+
+thread_local! {
+    static NOTE: RefCell<Note> = RefCell::default();
+}
+
+/// One request's log line in the making.
+pub struct Entry {
+    started: Instant,
+    enabled: bool,
+}
+
+/// Starts the entry of `request` (invariant 1: on the handler's thread).
+pub fn start(_request: &Request) -> Entry {
+    let enabled = tracing::enabled!(target: "tollgate::access", tracing::Level::INFO);
+    NOTE.with(|note| {
+        *note.borrow_mut() = Note {
+            active: enabled,
+            ..Note::default()
+        }
+    });
+    Entry {
+        started: Instant::now(),
+        enabled,
+    }
+}
+
+/// The client key the limits use (digested: invariant 2).
+pub fn note_key(key: &str) {
+    NOTE.with(|note| {
+        let mut note = note.borrow_mut();
+        if note.active && !key.is_empty() {
+            let mut hasher = digest_state().build_hasher();
+            hasher.write(key.as_bytes());
+            note.client = Some(hasher.finish());
+        }
+    });
+}
+
+/// The limits' verdict.
+pub fn note_verdict<'a>(verdict: &Verdict, rule_name: impl FnOnce(usize) -> Option<&'a str>) {
+    NOTE.with(|note| {
+        let mut note = note.borrow_mut();
+        if !note.active {
+            return;
+        }
+        note.rule = match verdict.refusal() {
+            Some(Refusal::Rule { rule, .. } | Refusal::KeyCap { rule }) => Some(rule.clone()),
+            _ => verdict
+                .focus()
+                .and_then(|w| rule_name(w.rule))
+                .map(str::to_owned),
+        };
+        note.refused_by = verdict.refusal().map(|_| super::limits::policy(verdict).1);
+        note.source = verdict.source();
+    });
+}
+
+impl Entry {
+    /// Logs the request with `response` (one line); returns the time since [`start`] for the
+    /// latency histogram.
+    pub fn finish(self, request: &Request, response: &Response) -> Duration {
+        let took = self.started.elapsed();
+        if !self.enabled {
+            return took;
+        }
+        let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let note = NOTE.with(|note| std::mem::take(&mut *note.borrow_mut()));
+        let path: String = request.url.chars().take(MAX_PATH).collect();
+        let trace = request
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+            .and_then(|(_, value)| TraceContext::parse(value));
+        let peer = request
+            .peer
+            .map_or_else(|| "-".to_owned(), |peer| peer.to_string());
+        let client = note
+            .client
+            .map_or_else(|| "-".to_owned(), |digest| format!("{digest:016x}"));
+        tracing::info!(
+            target: "tollgate::access",
+            method = %request.method,
+            path = %path,
+            peer = %peer,
+            client = %client,
+            rule = note.rule.as_deref().unwrap_or("-"),
+            refused_by = note.refused_by.as_deref().unwrap_or("-"),
+            source = note.source.unwrap_or("-"),
+            status = response.status,
+            latency_us,
+            trace_id = trace.map(|t| t.trace_id()).as_deref().unwrap_or("-"),
+            parent_id = trace.map(|t| t.span_id()).as_deref().unwrap_or("-"),
+            "access"
+        );
+        took
+    }
+}
+
+/// A request refused before the handler (a malformed or oversized head: 400, 413, 417, 431,
+/// 501; a head or body too slow: 408): logged with what is known — no path (the head did not
+/// parse), no client key. `reason` is the server's own fixed text, never the client's bytes.
+pub fn rejected(peer: IpAddr, status: u16, reason: &'static str) {
+    tracing::info!(
+        target: "tollgate::access",
+        method = "-",
+        path = "-",
+        peer = %peer,
+        client = "-",
+        rule = "-",
+        refused_by = "-",
+        source = "-",
+        status,
+        latency_us = 0_u64,
+        trace_id = "-",
+        parent_id = "-",
+        reason,
+        "access"
+    );
+}
+
+/// The digest's key: random per process, so a digest cannot be looked up in a table of
+/// likely keys, yet the same client has the same digest for the process's lifetime.
+fn digest_state() -> &'static std::collections::hash_map::RandomState {
+    static STATE: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    STATE.get_or_init(std::collections::hash_map::RandomState::new)
+}
