@@ -14,6 +14,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 pub struct Serve {
     child: Child,
     pub addr: String,
+    /// Drains a piped stderr as the server writes it (a server blocks on a full pipe nobody
+    /// reads: its access log is a line per request), handing the text back at the end.
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Serve {
@@ -49,7 +52,18 @@ impl Serve {
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        Serve { child, addr }
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                let _ = pipe.read_to_end(&mut text);
+                String::from_utf8_lossy(&text).into_owned()
+            })
+        });
+        Serve {
+            child,
+            addr,
+            stderr,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -81,10 +95,11 @@ impl Serve {
     pub fn terminate_with_stderr(mut self) -> (ExitStatus, String) {
         signal(self.child.id(), "TERM");
         let status = self.child.wait().unwrap();
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            pipe.read_to_string(&mut stderr).unwrap();
-        }
+        let stderr = self
+            .stderr
+            .take()
+            .map(|drain| drain.join().unwrap())
+            .unwrap_or_default();
         (status, stderr)
     }
 }
