@@ -144,13 +144,24 @@ impl Nudge {
 
 const LINGER_NS: u64 = LINGER.as_nanos() as u64;
 
-/// Nudges the caller when a runner leaves, however it leaves (invariant 6): the caller then
-/// notices promptly that runners are gone.
-struct LeaveNudge<F>(Arc<Shared<F>>);
+/// A runner's outcome sender, which nudges the caller when it is dropped — the runner left,
+/// however it left, or its job was dropped without running — right after closing its end of
+/// the outcome channel, so the caller notices promptly that runners are gone (invariant 6).
+struct OutcomeSender<F, O> {
+    sender: Option<Sender<O>>,
+    shared: Arc<Shared<F>>,
+}
 
-impl<F> Drop for LeaveNudge<F> {
+impl<F, O> OutcomeSender<F, O> {
+    fn get(&self) -> &Sender<O> {
+        self.sender.as_ref().expect("taken only on drop")
+    }
+}
+
+impl<F, O> Drop for OutcomeSender<F, O> {
     fn drop(&mut self) {
-        self.0.nudge.give(MonotonicClock.now());
+        drop(self.sender.take());
+        self.shared.nudge.give(MonotonicClock.now());
     }
 }
 
@@ -617,10 +628,12 @@ where
     K: Clone + Send + std::fmt::Debug + 'static,
     F: Fetch<K>,
 {
+    let outcomes = OutcomeSender {
+        sender: Some(outcomes),
+        shared: shared.clone(),
+    };
     move || {
-        // Declared first, dropped last: after the outcome sender (invariant 6).
-        let _leave = LeaveNudge(shared.clone());
-        let outcomes = outcomes;
+        let outcomes = outcomes.get();
         let mut rng = JitterRng::from_entropy();
         while let Ok(key) = keys.recv() {
             let Ok(permit) = shared.semaphore.acquire(1, &shared.group) else {
