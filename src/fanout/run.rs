@@ -28,8 +28,8 @@
 //! 5. Each attempt of a key costs one limiter token; a retry waits out its backoff on the group
 //!    token (interruptible) before taking its token.
 //! 6. The caller parks (a timed park of its thread, no spinning) and is unparked, not by every
-//!    outcome but by a *nudge*: a runner that
-//!    has sent an outcome nudges the caller only when it must act — the outcome is a failure,
+//!    outcome but by a *nudge*: a runner that has sent an outcome nudges the caller only when
+//!    it must act — the outcome is a failure,
 //!    the outcome channel is half full, the key channel is at its low-water mark (this covers a
 //!    run's last outcome: the key channel is then empty), or no nudge was given for [`LINGER`];
 //!    a runner also nudges when it leaves, and the group's cancellation wakes the caller. After
