@@ -485,8 +485,8 @@ fn bad_configuration_is_rejected_at_build() {
 fn fetch_each_keeps_memory_bounded_by_the_keys_in_flight() {
     // An endless key source: the run stops when the sink has seen 5,000 results. At every
     // delivery, the keys taken from the source but not yet delivered must stay within the key
-    // buffer (16 × in-flight), one per runner, the outcome buffer (16 × in-flight), the key
-    // that did not fit and the one peeked at — never grow with the key count.
+    // buffer (64 × in-flight, at least 64), one per runner, the outcome buffer (16 × in-flight),
+    // the key that did not fit and the one peeked at — never grow with the key count.
     const IN_FLIGHT: u64 = 4;
     let pulled = Arc::new(AtomicU64::new(0));
     let keys = {
@@ -510,7 +510,7 @@ fn fetch_each_keeps_memory_bounded_by_the_keys_in_flight() {
         })
         .unwrap();
     assert!(
-        worst <= 33 * IN_FLIGHT + 2,
+        worst <= (64 * IN_FLIGHT).max(64) + IN_FLIGHT + 16 * IN_FLIGHT + 2,
         "{worst} keys were pending at once"
     );
 }
@@ -793,4 +793,83 @@ fn an_idle_key_channel_does_not_hold_up_a_failure_or_a_stop() {
         assert_eq!(ended, Ok(Err(ErrorKind::Cancelled(Cause::Cancelled))));
         drop(keys);
     });
+}
+
+/// The caller is not woken by every outcome (run.rs, invariant 6), yet an outcome reaches the
+/// sink while the rest of the run is still going, long before any heartbeat: here the other
+/// keys' fetches wait until the sink has seen key 0, with a heartbeat of an hour. A caller that
+/// took outcomes only at heartbeats would leave them waiting for the gate's 30 s watchdog.
+#[test]
+fn an_outcome_reaches_the_sink_without_waiting_for_a_heartbeat() {
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let watchdog_fired = Arc::new(AtomicU32::new(0));
+    let fetch = {
+        let (gate, fired) = (gate.clone(), watchdog_fired.clone());
+        move |key: &u32, _: u32, _: &CancelToken| {
+            if *key != 0 {
+                let (seen, changed) = &*gate;
+                let (seen, timeout) = changed
+                    .wait_timeout_while(seen.lock().unwrap(), Duration::from_secs(30), |seen| {
+                        !*seen
+                    })
+                    .unwrap();
+                if timeout.timed_out() && !*seen {
+                    fired.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok::<_, Error>(*key)
+        }
+    };
+    // 1,000 keys: the key buffer stays above its low-water mark while the gate is shut, so only
+    // the time rule of invariant 6 can bring key 0's outcome to the caller.
+    let fan_out = FanOut::builder(fetch)
+        .max_in_flight(2)
+        .heartbeat(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let mut delivered = 0;
+    fan_out
+        .fetch_each(0..1_000u32, &CancelToken::new(), |key, result| {
+            assert_eq!(result.unwrap(), key);
+            if key == 0 {
+                let (seen, changed) = &*gate;
+                *seen.lock().unwrap() = true;
+                changed.notify_all();
+            }
+            delivered += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(delivered, 1_000);
+    assert_eq!(
+        watchdog_fired.load(Ordering::Relaxed),
+        0,
+        "key 0's outcome waited for a heartbeat"
+    );
+}
+
+/// A run ends as soon as its last outcome is sent, not at the next heartbeat (the last outcome
+/// always nudges the caller: the key channel is empty then).
+#[test]
+fn a_run_ends_with_its_last_outcome_not_at_a_heartbeat() {
+    let fan_out = FanOut::builder(ok_fetch)
+        .max_in_flight(4)
+        .heartbeat(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let runs = thread::spawn(move || {
+        for round in 0..20u32 {
+            let keys = round * 37 + 1;
+            let results = fan_out.fetch_all(0..keys, &CancelToken::new()).unwrap();
+            assert_eq!(results.len(), keys as usize);
+        }
+        done.send(()).unwrap();
+    });
+    // Twenty runs of in-process fetches take milliseconds; a run waiting for its heartbeat
+    // would take an hour. The bound only separates the two.
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a run waited for its heartbeat to end");
+    runs.join().unwrap();
 }

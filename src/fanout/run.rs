@@ -21,25 +21,37 @@
 //!    channel — the failure is already in the outcome channel, and the caller drains that
 //!    channel before deciding how the run ended.
 //! 4. Memory is bounded, whatever the key count: keys taken from the caller's iterator but not
-//!    yet delivered are at most the key channel (16 × the permits), one per runner, the outcome
-//!    channel (16 × the permits), the one key that did not fit in the full key channel and the
-//!    one key the caller has peeked at. A slow sink blocks the
-//!    runners on a full outcome channel rather than letting outcomes pile up.
+//!    yet delivered are at most the key channel (64 × the permits, within 64..=4096), one per
+//!    runner, the outcome channel (16 × the permits, at most 4096), the one key that did not fit
+//!    in the full key channel and the one key the caller has peeked at. A slow sink blocks the runners on a full
+//!    outcome channel rather than letting outcomes pile up.
 //! 5. Each attempt of a key costs one limiter token; a retry waits out its backoff on the group
 //!    token (interruptible) before taking its token.
-//! 6. The caller never blocks on its key source. An iterator is taken to be ready (its keys are
+//! 6. The caller parks (a timed park of its thread, no spinning) and is unparked, not by every
+//!    outcome but by a *nudge*: a runner that has sent an outcome nudges the caller only when
+//!    it must act — the outcome is a failure,
+//!    the outcome channel is half full, the key channel is at its low-water mark (this covers a
+//!    run's last outcome: the key channel is then empty), or no nudge was given for [`LINGER`];
+//!    a runner also nudges when it leaves, and the group's cancellation wakes the caller. After
+//!    a wake-up, the caller parks at most until `LINGER` has passed since the last nudge before
+//!    parking for a heartbeat. So every outcome reaches the sink within about `LINGER` of being
+//!    sent (an outcome not nudged for was sent less than `LINGER` after a nudge, which the
+//!    caller's short park covers), a busy run wakes the caller about once per `LINGER` instead
+//!    of once per key, and, whatever the timing, the caller drains the outcome channel at least
+//!    once per heartbeat: the nudges decide latency, never whether an outcome is delivered.
+//! 7. The caller never blocks on its key source. An iterator is taken to be ready (its keys are
 //!    computed, not awaited). A channel source (`fetch_each_from`) is only ever `try_recv`ed, and
-//!    while no key is pending the caller's one wait (`select!`) includes the key channel next to
+//!    while no key is pending the caller's wait is a `select!` (not invariant 6's park) that includes the key channel next to
 //!    the outcomes, the cancel wake-up and the heartbeat: so whichever comes first — a key, an
 //!    outcome, a failure's cancel, a stop — wakes it, and outcomes are delivered and a
 //!    fail-fast failure ends the run while the input is idle. A key that arrives is held as the
-//!    one pending key until the key channel has room (invariant 4's bound is unchanged).
+//!    one pending key until the key channel has room (invariant 4's bound is unchanged). A run fed by an iterator parks as invariant 6 says.
 
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::aimd::Aimd;
 use super::progress::ProgressRelay;
@@ -50,7 +62,17 @@ use crate::cancel::CancelToken;
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::{Cause, Error, ErrorKind};
 use crate::limiter::Limiter;
-use crate::sync::{AtomicBool, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, Thread, current, park_timeout};
+
+/// How long an outcome may wait in the outcome channel before the caller takes it, at most
+/// (invariant 6): short next to any request worth fanning out, long next to a wake-up.
+/// Measured (docs/benchmarks.md): 4 ms instead of 1 ms cut the caller's wake-ups, and the
+/// futex calls of runners contending for ureq's pool lock behind them, by about a fifth, and
+/// the run's time by about 5 %.
+pub(crate) const LINGER: Duration = Duration::from_millis(4);
+
+/// The most keys, and the most outcomes, a run buffers (invariant 4).
+const MAX_BUFFER: usize = 4096;
 
 /// What a worker reports for one key.
 pub(crate) struct Outcome<K, T> {
@@ -90,6 +112,71 @@ pub(super) struct Shared<F> {
     pub(super) span: tracing::Span,
     /// The run's trace (`trace_context` invariant 2): the runners enter it once per job.
     pub(super) trace: crate::trace_context::TraceContext,
+    /// The caller's wake-up (invariant 6).
+    nudge: Nudge,
+}
+
+/// The runners' side of the caller's wake-up (invariant 6).
+struct Nudge {
+    /// The caller's thread: a nudge unparks it (a park/unpark token: a nudge before the park
+    /// makes the park return at once).
+    caller: Thread,
+    /// When the last nudge was given: ns on `MonotonicClock`.
+    last: AtomicU64,
+    /// Outcomes queued from which a runner nudges (half the outcome channel).
+    batch: usize,
+    /// Keys queued at or below which a runner nudges (three quarters of the key channel).
+    low_water: usize,
+}
+
+impl Nudge {
+    /// After an outcome: wakes the caller if it must act (invariant 6).
+    #[inline]
+    fn after_outcome(&self, urgent: bool, outcomes_queued: usize, keys_queued: usize) {
+        let now = MonotonicClock.now();
+        // Relaxed: a stale (older) value only makes this runner nudge when it need not; the
+        // caller reads the value after the unpark this store precedes (see `linger_until`).
+        let last = self.last.load(Ordering::Relaxed);
+        if urgent
+            || outcomes_queued >= self.batch
+            || keys_queued <= self.low_water
+            || now.saturating_sub(last) >= LINGER_NS
+        {
+            self.give(now);
+        }
+    }
+
+    fn give(&self, now: u64) {
+        // Release: pairs with the caller's Acquire load in `linger_until` after this unpark
+        // ended its park, so the caller's short park covers every outcome this nudge did not.
+        self.last.fetch_max(now, Ordering::Release);
+        // A system call only if the caller is parked; a token left for a caller that is not
+        // makes its next park return at once.
+        self.caller.unpark();
+    }
+}
+
+const LINGER_NS: u64 = LINGER.as_nanos() as u64;
+
+/// A runner's outcome sender, which nudges the caller when it is dropped — the runner left,
+/// however it left, or its job was dropped without running — right after closing its end of
+/// the outcome channel, so the caller notices promptly that runners are gone (invariant 6).
+struct OutcomeSender<F, O> {
+    sender: Option<Sender<O>>,
+    shared: Arc<Shared<F>>,
+}
+
+impl<F, O> OutcomeSender<F, O> {
+    fn get(&self) -> &Sender<O> {
+        self.sender.as_ref().expect("taken only on drop")
+    }
+}
+
+impl<F, O> Drop for OutcomeSender<F, O> {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        self.shared.nudge.give(MonotonicClock.now());
+    }
 }
 
 /// The fan-out's own rate limiter, whose rate the AIMD controller moves.
@@ -445,6 +532,18 @@ impl<F> FanOut<F> {
         let group = caller.child();
         // Invariant 2: however this function returns, the run's waiters and fetches stop.
         let _stop_everything = group.clone().drop_guard();
+        // Keys travel to the runners, and outcomes back, through bounded buffers deep enough
+        // that neither side wakes the other once per key; a slow sink fills the outcome buffer
+        // and so slows the runners down (invariant 4).
+        // Keys: 64 per permit, within [64, 4096] (keys are small): the caller, nudged when a
+        // quarter of the key buffer is used (invariant 6), has the other three quarters of slack
+        // before a runner finds no key — measured at 16 per permit, runners that found none
+        // spun, yielded and parked (crossbeam's blocking recv) whenever the caller was slow to
+        // be scheduled on a busy machine. Outcomes (which may hold large responses): 16 per
+        // permit, at most 4096, the caller nudged when half is used.
+        let permits = self.semaphore.capacity().max(1);
+        let key_buffer = permits.saturating_mul(64).clamp(64, MAX_BUFFER);
+        let outcome_buffer = permits.saturating_mul(16).min(MAX_BUFFER);
         let shared = Arc::new(Shared {
             fetcher: self.fetcher.clone(),
             limiters: self.limiters.clone(),
@@ -458,6 +557,12 @@ impl<F> FanOut<F> {
             group: group.clone(),
             span: span.clone(),
             trace,
+            nudge: Nudge {
+                caller: current(),
+                last: AtomicU64::new(MonotonicClock.now()),
+                batch: (outcome_buffer / 2).max(1),
+                low_water: key_buffer * 3 / 4,
+            },
         });
         // Off the dispatch loop: a slow listener never holds up keys or outcomes.
         let relay = self.progress.clone().map(ProgressRelay::start);
@@ -486,16 +591,15 @@ impl<F> FanOut<F> {
             return Ok(counters.stats(started.elapsed()));
         }
 
-        // Keys travel to the runners, and outcomes back, through bounded buffers deep enough
-        // that neither side wakes the other once per key; a slow sink fills the outcome buffer
-        // and so slows the runners down (invariant 4).
-        let buffer = self.semaphore.capacity().max(1).saturating_mul(16);
-        let (key_sender, key_receiver) = crossbeam_channel::bounded::<K>(buffer);
+        let (key_sender, key_receiver) = crossbeam_channel::bounded::<K>(key_buffer);
         let (outcome_sender, outcomes) =
-            crossbeam_channel::bounded::<Outcome<K, F::Output>>(buffer);
+            crossbeam_channel::bounded::<Outcome<K, F::Output>>(outcome_buffer);
+        let caller_thread = current();
+        // A cancel wakes the caller's park (invariant 6) and its select (invariant 7).
         let (wake, woken) = crossbeam_channel::bounded::<()>(1);
         let _wake_on_cancel = group.on_cancel(move || {
             let _ = wake.try_send(());
+            caller_thread.unpark();
         });
 
         let runners = self.runner_count(total);
@@ -534,10 +638,16 @@ impl<F> FanOut<F> {
                 }
             }
             // Hand over every outcome that is ready.
-            while let Ok(outcome) = outcomes.try_recv() {
-                if let Flow::Stop = collector.deliver(outcome) {
-                    stopped = true;
-                    break 'run;
+            loop {
+                match outcomes.try_recv() {
+                    Ok(outcome) => {
+                        if let Flow::Stop = collector.deliver(outcome) {
+                            stopped = true;
+                            break 'run;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => break 'run, // every runner has gone
                 }
             }
             let keys_left = pending.is_some() || keys.may_have_more();
@@ -547,41 +657,46 @@ impl<F> FanOut<F> {
             let beat = group
                 .remaining()
                 .map_or(self.heartbeat, |left| left.min(self.heartbeat));
-            // Invariant 6: a channel source's wait includes its keys, but only with room for one
-            // (no key pending). An iterator's run keeps the three-way wait (no extra operand on
-            // the hot path).
-            let outcome = match &key_arrivals {
-                Some(arrivals) if pending.is_none() && keys.may_have_more() => {
-                    crossbeam_channel::select! {
-                        recv(outcomes) -> outcome => Some(outcome),
-                        recv(arrivals) -> key => {
-                            // Disconnected (`Err`): the fill above sees it (`try_next`) and
-                            // ends the source.
-                            if let Ok(key) = key {
-                                pending = Some(key);
-                            }
-                            None
-                        }
-                        recv(woken) -> _ => None,
-                        default(beat) => {
-                            collector.beat();
-                            None
-                        }
-                    }
-                }
-                _ => crossbeam_channel::select! {
+            // Invariant 7: a channel source's wait includes its keys, but only with room for one
+            // (no key pending); it selects (a user's thread sends the keys, so no nudge would
+            // come). Otherwise invariant 6: a short park while an outcome may be waiting
+            // without a nudge, else a heartbeat.
+            if let Some(arrivals) = key_arrivals
+                .as_ref()
+                .filter(|_| pending.is_none() && keys.may_have_more())
+            {
+                let outcome = crossbeam_channel::select! {
                     recv(outcomes) -> outcome => Some(outcome),
+                    recv(arrivals) -> key => {
+                        // Disconnected (`Err`): the fill above sees it (`try_next`) and
+                        // ends the source.
+                        if let Ok(key) = key {
+                            pending = Some(key);
+                        }
+                        None
+                    }
                     recv(woken) -> _ => None,
                     default(beat) => {
                         collector.beat();
                         None
                     }
-                },
+                };
+                match outcome {
+                    Some(Ok(outcome)) => stopped = matches!(collector.deliver(outcome), Flow::Stop),
+                    Some(Err(_)) => break, // every runner has gone
+                    None => {}
+                }
+                continue;
+            }
+            let (wait, short) = match linger_until(&shared.nudge.last) {
+                Some(left) if left < beat => (left, true),
+                _ => (beat, false),
             };
-            match outcome {
-                Some(Ok(outcome)) => stopped = matches!(collector.deliver(outcome), Flow::Stop),
-                Some(Err(_)) => break, // every runner has gone
-                None => {}
+            let parked = Instant::now();
+            park_timeout(wait);
+            // A heartbeat when a long park ran its course (an unpark may also be spurious).
+            if !short && parked.elapsed() >= wait {
+                collector.beat();
             }
         }
         // Invariant 3: a failure that cancelled the group, or whose runner then left (closing
@@ -636,22 +751,40 @@ impl<F> FanOut<F> {
     }
 }
 
+/// How long until `LINGER` has passed since the last nudge (`None` if it has): while it has
+/// not, an outcome may be waiting that no runner nudged for (invariant 6).
+fn linger_until(last: &AtomicU64) -> Option<Duration> {
+    // Acquire: pairs with `Nudge::give`'s Release; read after taking a wake-up, it sees at least
+    // the nudge that wake-up came from.
+    let last = last.load(Ordering::Acquire);
+    let end = last.saturating_add(LINGER_NS);
+    let now = MonotonicClock.now();
+    // One tick past the end, so the drain after this park comes after every outcome sent
+    // within `LINGER` of the nudge.
+    (now <= end).then(|| Duration::from_nanos(end - now + 1))
+}
+
 /// A runner: one pool job that takes keys from the run's key channel until it closes or the run
 /// is cancelled. Per key: a permit, then a limiter slot, then every attempt; then the permit
 /// goes back, then the outcome is reported, then (fail-fast) the group is cancelled
 /// (invariants 1 and 3). Keeping the worker busy across keys avoids two thread hand-offs per key.
 fn runner<K, F>(
     shared: Arc<Shared<F>>,
-    keys: crossbeam_channel::Receiver<K>,
+    keys: Receiver<K>,
     outcomes: Sender<Outcome<K, F::Output>>,
 ) -> impl FnOnce() + Send + 'static
 where
     K: Clone + Send + std::fmt::Debug + 'static,
     F: Fetch<K>,
 {
+    let outcomes = OutcomeSender {
+        sender: Some(outcomes),
+        shared: shared.clone(),
+    };
     move || {
         let _run = shared.span.enter();
         let _trace = shared.trace.enter();
+        let outcomes = outcomes.get();
         let mut rng = JitterRng::from_entropy();
         while let Ok(key) = keys.recv() {
             let Ok(permit) = shared.semaphore.acquire(1, &shared.group) else {
@@ -685,6 +818,9 @@ where
             {
                 return; // the run ended early: nobody needs more outcomes
             }
+            shared
+                .nudge
+                .after_outcome(failed, outcomes.len(), keys.len());
             if failed && shared.fail_fast {
                 shared.group.cancel_with(Cause::Failed);
                 return;

@@ -226,14 +226,31 @@ impl SightsBuilder {
         }
     }
 
-    /// Sets window `i` (windows are set in order, each once).
-    #[inline]
+    /// Sets window `i` (windows are set in order, each once). The inline arm is the allow
+    /// path of `decide` (four stores); the heap arm (more than two windows) stays out of line:
+    /// out of line as a whole, this cost `decide` two calls per decision (docs/benchmarks.md).
+    #[inline(always)]
     pub(crate) fn set(&mut self, i: usize, sight: Sight) {
-        let sight = Record::of(&sight);
         match &mut self.sights {
-            Sights::Inline(len, items) => {
-                items[i] = sight;
+            Sights::Inline(len, items) if i < INLINE => {
+                items[i] = Record::of(&sight);
                 *len = (*len).max(i as u8 + 1);
+            }
+            sights => Self::set_heap(sights, i, sight),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_heap(sights: &mut Sights, i: usize, sight: Sight) {
+        let sight = Record::of(&sight);
+        match sights {
+            Sights::Inline(len, items) => {
+                // Not reached: an inline record is built for at most `INLINE` windows.
+                let mut grown = items[..usize::from(*len)].to_vec();
+                grown.resize(i + 1, Record::EMPTY);
+                grown[i] = sight;
+                *sights = Sights::Heap(grown.into_boxed_slice());
             }
             Sights::Heap(items) => {
                 if i < items.len() {

@@ -696,16 +696,17 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let now = self.clock.now();
-        self.on_entry(key, n, now, |view| {
-            if view.tats.len() == 1 {
-                match core::take(&view.cell(0), now, n) {
-                    Ok(_) => Ok(()),
-                    Err((err, _)) => Err(err),
-                }
-            } else {
-                decide_all(view, now, n, &mut None)
+        // The lookup is written out here rather than through `on_entry`: its nested
+        // `Result<Result<..>>` cost the hot path a round trip of the error through the stack
+        // (callgrind: 231 → 207 instructions per check; docs/benchmarks.md).
+        let (hash, shard) = self.shard(key);
+        {
+            let data = shard.read();
+            if let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) {
+                return check_view(&entry.view(&data.rates, data.epoch), now, n);
             }
-        })?
+        }
+        self.insert_slow(shard, hash, key, n, now, |view| check_view(view, now, n))?
     }
 
     /// [`check_n`](Self::check_n) with every window's state as this decision saw it (a
@@ -735,22 +736,24 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     {
         let now = self.clock.now();
         let mut sights = Some(SightsBuilder::with_capacity(self.windows));
-        let result = self
-            .on_entry(key, n, now, |view| {
-                if view.tats.len() == 1 {
-                    let (result, sight) = match core::take(&view.cell(0), now, n) {
-                        Ok(sight) => (Ok(()), sight),
-                        Err((err, sight)) => (Err(err), sight),
-                    };
-                    if let Some(sights) = &mut sights {
-                        sights.set(0, sight);
-                    }
-                    result
-                } else {
-                    decide_all(view, now, n, &mut sights)
-                }
-            })
-            .and_then(|result| result);
+        // The lookup written out, as in `check_n` (no nested `Result` on the hot path).
+        let (hash, shard) = self.shard(key);
+        let found = {
+            let data = shard.read();
+            data.table
+                .find(hash, |(k, _)| k.borrow() == key)
+                .map(|(_, entry)| {
+                    decide_view(&entry.view(&data.rates, data.epoch), now, n, &mut sights)
+                })
+        };
+        let result = match found {
+            Some(result) => result,
+            None => self
+                .insert_slow(shard, hash, key, n, now, |view| {
+                    decide_view(view, now, n, &mut sights)
+                })
+                .and_then(|result| result),
+        };
         match (&result, sights) {
             (Err(LimitError::TooManyKeys { .. }), _) | (_, None) => {
                 Decision::without_windows(result, Source::Memory)
@@ -1212,6 +1215,67 @@ pub(crate) fn merge_states(states: impl Iterator<Item = LimitState>) -> LimitSta
 #[inline]
 fn shard_index(hash: u64) -> usize {
     (hash >> 40) as usize % SHARDS
+}
+
+/// `decide` on a key's windows: every window's sight recorded into `sights`.
+#[inline]
+fn decide_view(
+    view: &View<'_>,
+    now: u64,
+    n: u64,
+    sights: &mut Option<SightsBuilder>,
+) -> Result<(), LimitError> {
+    if view.tats.len() == 1 {
+        let (result, sight) = match core::take(&view.cell(0), now, n) {
+            Ok(sight) => (Ok(()), sight),
+            Err((err, sight)) => (Err(err), sight),
+        };
+        if let Some(sights) = sights {
+            sights.set(0, sight);
+        }
+        result
+    } else {
+        decide_all(view, now, n, sights)
+    }
+}
+
+/// `check_n` on a key's windows: one window is a single `core::take`, several are
+/// `decide_all` without recording.
+#[inline]
+fn check_view(view: &View<'_>, now: u64, n: u64) -> Result<(), LimitError> {
+    match (view.tats, view.rates) {
+        ([tat], [rate]) if n != 0 && n <= rate.burst => take_one(tat, rate, now, n),
+        ([_], _) => match core::take(&view.cell(0), now, n) {
+            Ok(_) => Ok(()),
+            Err((err, _)) => Err(err),
+        },
+        _ => decide_all(view, now, n, &mut None),
+    }
+}
+
+/// `core::take` on one window for `1 ≤ n ≤ burst`, when nothing of the window's state is wanted
+/// back: the same decision (`gcra::check`, then a CAS from exactly the TAT decided on, deciding
+/// again on the TAT a lost CAS returns), reading the rate in place instead of copying it into a
+/// `Seen`. The keyed one-window `check_n` is the hottest keyed path, and the copy (with the
+/// `Seen` it lives in) was a third of its instructions (docs/benchmarks.md, issue 11).
+#[inline]
+fn take_one(tat: &AtomicU64, rate: &Rate, now: u64, n: u64) -> Result<(), LimitError> {
+    // Relaxed (load and CAS): as `KeyCell::read` / `KeyCell::replace` — the TAT guards no other
+    // data, the rate cannot change under the shard's read lock, and the CAS validates the value
+    // decided on.
+    let mut current = tat.load(Ordering::Relaxed);
+    loop {
+        match gcra::check(current, now, rate, n) {
+            Ok(next) => {
+                match tat.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => return Ok(()),
+                    Err(actual) => current = actual,
+                }
+            }
+            Err(wait) => return Err(core::not_until(now, wait)),
+        }
+    }
 }
 
 /// Several windows, all or nothing (invariant 5); records each window's sight when asked.
