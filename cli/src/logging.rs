@@ -11,9 +11,30 @@
 //!
 //! `RUST_LOG` (tracing-subscriber's `EnvFilter` syntax), when set, replaces the table.
 //! The library installs no subscriber; only this binary does.
+//!
+//! Invariant: logging never holds up the thread that logs. Lines go to stderr through one
+//! writer thread (tracing-appender's non-blocking writer) with a bounded queue of
+//! [`QUEUE_LINES`]; when stderr is slower than the logs (a pipe nobody drains, a stalled
+//! terminal), lines past the queue are dropped and counted ([`dropped`], and `serve`'s
+//! `/metrics`), never waited for: `serve`'s event loops write an access line per request. The
+//! guard [`init`] returns flushes the queue when `main` ends.
+
+use std::sync::OnceLock;
 
 use clap::ValueEnum;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+/// Log lines queued for stderr at most (about 300 bytes each for an access line): beyond it
+/// lines are dropped, not waited for.
+pub const QUEUE_LINES: usize = 16_384;
+
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped so far because stderr did not keep up.
+pub fn dropped() -> usize {
+    DROPPED.get().map_or(0, ErrorCounter::dropped_lines)
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,8 +57,10 @@ fn directives(verbose: u8, quiet: bool) -> &'static str {
 }
 
 /// Installs the process's subscriber. `RUST_LOG` wins over the flags when set and valid; an
-/// invalid `RUST_LOG` is reported and the flags' filter used.
-pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
+/// invalid `RUST_LOG` is reported and the flags' filter used. Keep the guard until the process
+/// ends: dropping it writes out the lines still queued.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(verbose: u8, quiet: bool, format: LogFormat) -> WorkerGuard {
     let fallback = directives(verbose, quiet);
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
@@ -46,9 +69,15 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
         }),
         _ => EnvFilter::new(fallback),
     };
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUE_LINES)
+        .thread_name("tollgate-log")
+        .finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let installed = match format {
         LogFormat::Text => builder.with_ansi(crate::term::color()).try_init(),
         LogFormat::Json => builder
@@ -61,6 +90,7 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
     if let Err(e) = installed {
         eprintln!("warning: cannot install the logger: {e}");
     }
+    guard
 }
 
 #[cfg(test)]

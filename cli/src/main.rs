@@ -73,7 +73,8 @@ enum Failure {
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     term::set_color(cli.color);
-    logging::init(cli.verbose, cli.quiet, cli.log_format);
+    // Held to the end of `main`: its drop writes out the log lines still queued.
+    let _log = logging::init(cli.verbose, cli.quiet, cli.log_format);
     // SIGINT and SIGTERM cancel this token; every command watches it.
     let stop = CancelToken::new();
     if let Err(e) = signals::cancel_on_interrupt(&stop) {

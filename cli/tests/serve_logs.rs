@@ -122,3 +122,25 @@ fn metrics_have_a_request_latency_histogram() {
         last = n;
     }
 }
+
+/// A stderr nobody reads (a stalled log consumer) never stalls the server: past the log
+/// writer's bounded queue, access lines are dropped and counted, and every request is still
+/// answered. Before the non-blocking writer, the event loop blocked on the full pipe after
+/// some 250 access lines and this test's requests timed out.
+#[test]
+fn a_stderr_nobody_reads_never_stalls_the_server() {
+    let mut server = Serve::start_with_stderr_unread(&["--log-format", "json"]);
+    // ~25,000 access lines of ~250 bytes: far past a 64 KiB pipe plus the writer's queue.
+    for i in 0..25_000 {
+        let answer = get(&server.addr, "/ping", &[]);
+        assert_eq!(answer.status, 200, "request {i}");
+    }
+    let dropped = support::metric(&server.addr, "tollgate_log_lines_dropped_total");
+    assert!(dropped > 0.0, "the queue must have overflowed: {dropped}");
+    // The consumer resumes: the queued lines and the shutdown messages get out, and the server
+    // exits as usual.
+    server.resume_stderr();
+    let (status, stderr) = server.terminate_with_stderr();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}

@@ -510,6 +510,12 @@ fn handle(state: &State, request: &Request) -> Response {
             body.push_str(&state.metrics.render_redis(&limits.stats(), &redis));
         }
         latency::render_redis(&mut body, &redis);
+        body.push_str(&format!(
+            "# HELP tollgate_log_lines_dropped_total Log lines dropped because stderr did not keep up.\n\
+             # TYPE tollgate_log_lines_dropped_total counter\n\
+             tollgate_log_lines_dropped_total {}\n",
+            crate::logging::dropped()
+        ));
         state.metrics.latency.render(
             &mut body,
             "tollgate_request_duration_seconds",

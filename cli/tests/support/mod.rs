@@ -17,6 +17,8 @@ pub struct Serve {
     /// Drains a piped stderr as the server writes it (a server blocks on a full pipe nobody
     /// reads: its access log is a line per request), handing the text back at the end.
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// A piped stderr deliberately never read (`start_with_stderr_unread`).
+    unread: Option<std::process::ChildStderr>,
 }
 
 impl Serve {
@@ -34,7 +36,19 @@ impl Serve {
         Serve::spawn(args, &[], Stdio::piped())
     }
 
+    /// As `start`, with stderr a pipe that nobody reads (a stalled log consumer: it fills
+    /// after 64 KiB).
+    pub fn start_with_stderr_unread(args: &[&str]) -> Serve {
+        let mut serve = Serve::spawn_with(args, &[], Stdio::piped(), false);
+        serve.unread = serve.child.stderr.take();
+        serve
+    }
+
     fn spawn(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Serve {
+        Serve::spawn_with(args, env, stderr, true)
+    }
+
+    fn spawn_with(args: &[&str], env: &[(&str, &str)], stderr: Stdio, drain: bool) -> Serve {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -52,7 +66,7 @@ impl Serve {
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        let stderr = child.stderr.take().map(|mut pipe| {
+        let stderr = child.stderr.take_if(|_| drain).map(|mut pipe| {
             std::thread::spawn(move || {
                 let mut text = Vec::new();
                 let _ = pipe.read_to_end(&mut text);
@@ -63,6 +77,19 @@ impl Serve {
             child,
             addr,
             stderr,
+            unread: None,
+        }
+    }
+
+    /// Starts reading the pipe `start_with_stderr_unread` left unread (the consumer resumes),
+    /// so the server's own shutdown messages can be written.
+    pub fn resume_stderr(&mut self) {
+        if let Some(mut pipe) = self.unread.take() {
+            self.stderr = Some(std::thread::spawn(move || {
+                let mut text = Vec::new();
+                let _ = pipe.read_to_end(&mut text);
+                String::from_utf8_lossy(&text).into_owned()
+            }));
         }
     }
 
