@@ -109,6 +109,12 @@ pub mod pool;
 #[doc(hidden)]
 #[path = "pool/slots.rs"]
 pub mod pool_slots;
+/// The supervisor's wake-up protocol and stall rule alone, for the loom models in
+/// `loom-tests/tests/pool_watch.rs`. Not an API; exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+#[path = "pool/watch.rs"]
+pub mod pool_watch;
 mod quota;
 #[cfg(all(feature = "redis", not(loom)))]
 pub mod redis;

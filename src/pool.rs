@@ -28,6 +28,7 @@ mod handle;
 mod slots;
 mod stats;
 mod supervisor;
+mod watch;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -287,18 +288,7 @@ impl WorkerPool {
         let (handle, completer) = handle::pair();
         self.send_task(Box::new(move |counters: &Counters| {
             let context = counters.lane.context();
-            match panic::catch_unwind(AssertUnwindSafe(|| job(&context))) {
-                Ok(value) => {
-                    counters.record(Outcome::Completed);
-                    completer.complete(Ok(value));
-                }
-                Err(payload) => {
-                    let message = panic_message(&*payload);
-                    drop_payload(payload);
-                    counters.record(Outcome::Panicked);
-                    completer.complete(Err(JobError::Panicked(message)));
-                }
-            }
+            run_job(counters, completer, || job(&context));
         }));
         Ok(handle)
     }
@@ -433,20 +423,9 @@ impl WorkerPool {
         T: Send + 'static,
     {
         let (handle, completer) = handle::pair();
-        self.send_task(Box::new(
-            move |counters: &Counters| match panic::catch_unwind(AssertUnwindSafe(job)) {
-                Ok(value) => {
-                    counters.record(Outcome::Completed);
-                    completer.complete(Ok(value));
-                }
-                Err(payload) => {
-                    let message = panic_message(&*payload);
-                    drop_payload(payload);
-                    counters.record(Outcome::Panicked);
-                    completer.complete(Err(JobError::Panicked(message)));
-                }
-            },
-        ));
+        self.send_task(Box::new(move |counters: &Counters| {
+            run_job(counters, completer, job);
+        }));
         handle
     }
 
@@ -651,6 +630,24 @@ fn work(shared: &Shared, index: usize) {
             && supervisor::end(supervisor, &counters.lane)
         {
             return; // replaced while stuck (invariant 6)
+        }
+    }
+}
+
+/// Runs a job inside its task: catches its panic, records the outcome, then completes its
+/// handle (invariants 1 and 5). Shared by `submit*` and `submit_supervised`.
+#[inline]
+fn run_job<T>(counters: &Counters, completer: handle::Completer<T>, job: impl FnOnce() -> T) {
+    match panic::catch_unwind(AssertUnwindSafe(job)) {
+        Ok(value) => {
+            counters.record(Outcome::Completed);
+            completer.complete(Ok(value));
+        }
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            drop_payload(payload);
+            counters.record(Outcome::Panicked);
+            completer.complete(Err(JobError::Panicked(message)));
         }
     }
 }
