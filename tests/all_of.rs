@@ -269,7 +269,7 @@ enum Op {
 /// The model's rule for the refusal `AllOf` reports (see `all_of.rs` invariant 5).
 fn longest_refusal(refusals: Vec<(usize, LimitError)>) -> LimitError {
     if let Some((_, err)) = refusals.iter().find(|(_, e)| e.retry_after().is_none()) {
-        return err.clone();
+        return *err;
     }
     let (at, err) = refusals
         .into_iter()

@@ -220,3 +220,147 @@ fn a_refused_connection_is_a_transient_failure_with_its_key() {
     assert_eq!(err.attempts, 2);
     assert_eq!(err.error.kind(), ErrorKind::Connection);
 }
+
+/// The process's OS threads now (Linux `/proc`; `None` elsewhere).
+fn os_threads() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// N-way replication over mirrors of different latency, one failing, against a real server:
+/// the fastest successful mirror answers every time, the losers' sockets are closed (the
+/// server sees its hung and 60-second requests end), and 100 runs leak no thread.
+#[test]
+fn replicas_on_mirrors_the_fastest_success_wins_and_losers_are_aborted() {
+    let server = TestServer::start();
+    // Mirror 0 never answers, 1 fails, 2 answers after a minute, 3 answers after 5 ms.
+    let fetcher = HttpFetcher::builder(&server.url("/hang/{key}"))
+        .mirror(&server.url("/status/500/{key}"))
+        .mirror(&server.url("/slow/60000/{key}"))
+        .mirror(&server.url("/slow/5/{key}"))
+        .build()
+        .unwrap();
+    let fan_out = FanOut::builder(fetcher)
+        .max_in_flight(4)
+        .workers(4)
+        .replicate(tollgate::fanout::Replication::new(4).unwrap())
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let quiet = |fan_out: &FanOut<HttpFetcher>| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let stats = fan_out.pool().stats();
+            let settled = fan_out.semaphore().available() == fan_out.semaphore().capacity()
+                && stats.running == 0
+                && stats.queued == 0;
+            let counts = server.counts();
+            if settled && counts.hanging == 0 && counts.in_flight == 0 {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            thread::yield_now();
+        }
+    };
+    // Threads of the process that are not the server's connection threads (which follow the
+    // agent's idle connections).
+    let ours = || os_threads().map(|n| n - server.counts().open_connections);
+    let mut baseline = None;
+    for run in 0..100u32 {
+        let got = fan_out.fetch_all([run], &CancelToken::new()).unwrap();
+        assert!(
+            got[&run].url().contains("/slow/5/"),
+            "run {run}: {} answered",
+            got[&run].url()
+        );
+        let stats = fan_out.last_stats().unwrap();
+        assert_eq!(stats.replica_wins, 1, "run {run}: {stats:?}");
+        assert_eq!(
+            stats.replicas + stats.replicas_skipped,
+            3,
+            "run {run}: {stats:?}"
+        );
+        assert!(
+            quiet(&fan_out),
+            "run {run}: the losing copies' sockets were not closed: {:?}",
+            server.counts()
+        );
+        if run == 0 {
+            baseline = ours();
+        }
+    }
+    // Every loser was cut: no request hangs or waits out its minute on the server.
+    let counts = server.counts();
+    assert_eq!((counts.hanging, counts.in_flight), (0, 0), "{counts:?}");
+    assert_eq!(server.hits("99"), 4, "each run sent one request per mirror");
+    if let Some(baseline) = baseline {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while ours().is_some_and(|n| n > baseline) && std::time::Instant::now() < deadline {
+            thread::yield_now();
+        }
+        assert!(
+            ours().is_some_and(|n| n <= baseline),
+            "threads grew from {baseline} to {:?} over 100 runs",
+            ours()
+        );
+    }
+}
+
+/// A failing first mirror fails over to the next one at once, without waiting out the stagger
+/// (here a minute; the caller's deadline would end the run long before).
+#[test]
+fn a_failing_mirror_fails_over_at_once_not_after_the_stagger() {
+    let server = TestServer::start();
+    let fetcher = HttpFetcher::builder(&server.url("/status/500/{key}"))
+        .mirror(&server.url("/ok/{key}"))
+        .build()
+        .unwrap();
+    let fan_out = FanOut::builder(fetcher)
+        .max_in_flight(2)
+        .workers(2)
+        .replicate(
+            tollgate::fanout::Replication::new(2)
+                .unwrap()
+                .stagger(Duration::from_secs(60)),
+        )
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let got = fan_out
+        .fetch_all(
+            1..=5u32,
+            &CancelToken::with_timeout(Duration::from_secs(30)),
+        )
+        .unwrap();
+    assert!(got.values().all(|r| r.url().contains("/ok/")));
+    let stats = fan_out.last_stats().unwrap();
+    assert_eq!((stats.replica_wins, stats.replicas), (5, 5), "{stats:?}");
+    assert_eq!(server.hits("3"), 2);
+}
+
+#[test]
+fn mirrors_take_no_password_in_a_url() {
+    let with_password = HttpFetcher::builder("http://user:pw@127.0.0.1:9/{key}")
+        .mirror("http://127.0.0.1:10/{key}")
+        .build()
+        .unwrap_err();
+    assert_eq!(with_password.kind(), ErrorKind::InvalidArgument);
+    assert!(!with_password.to_string().contains("pw"));
+    assert!(
+        HttpFetcher::builder("http://127.0.0.1:9/{key}")
+            .mirror("http://u:p@127.0.0.1:10/{key}")
+            .build()
+            .is_err()
+    );
+    assert!(
+        HttpFetcher::builder("http://127.0.0.1:9/{key}")
+            .mirror("no url {key}")
+            .build()
+            .is_err()
+    );
+}

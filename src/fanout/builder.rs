@@ -47,7 +47,7 @@ pub struct FanOutBuilder<F> {
     pool: Option<Arc<WorkerPool>>,
     retry: RetryPolicy,
     fail_fast: bool,
-    hedge_after: Option<Duration>,
+    replication: Option<super::Replication>,
     heartbeat: Duration,
     progress: Option<Arc<ProgressFn>>,
 }
@@ -69,7 +69,7 @@ impl<F> FanOutBuilder<F> {
             pool: None,
             retry: RetryPolicy::default(),
             fail_fast: true,
-            hedge_after: None,
+            replication: None,
             heartbeat: Duration::from_secs(1),
             progress: None,
         }
@@ -254,11 +254,13 @@ impl<F> FanOutBuilder<F> {
     }
 
     /// Hedged requests: when an attempt has not answered after `delay`, a second copy runs on a
-    /// spare worker; the first success wins and the other copy is cancelled. A hedge only uses
-    /// spare capacity — a free permit, a rate token available now, an idle worker — so it never
-    /// breaks the in-flight cap or the rate; to leave room for hedges, a run with hedging keeps
-    /// half of its permits and workers free (so give it twice the workers and permits you would
-    /// otherwise). `Fetch` implementations must tolerate two concurrent calls for one key.
+    /// spare worker; the first success wins and the other copy is cancelled. The same as
+    /// [`replicate`](Self::replicate)`(Replication::new(2)?.stagger(delay))` (a zero delay sends
+    /// both copies at once). A hedge only uses spare capacity — a free permit, a rate token
+    /// available now, an idle worker — so it never breaks the in-flight cap or the rate; to
+    /// leave room for hedges, a run with hedging keeps half of its permits and workers free (so
+    /// give it twice the workers and permits you would otherwise). `Fetch` implementations must
+    /// tolerate two concurrent calls for one key.
     ///
     /// # Examples
     ///
@@ -274,7 +276,34 @@ impl<F> FanOutBuilder<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn hedge_after(mut self, delay: Duration) -> Self {
-        self.hedge_after = Some(delay);
+        self.replication = Some(super::Replication::TWO.stagger(delay));
+        self
+    }
+
+    /// Replicated requests: each attempt runs as [`Replication::copies`](super::Replication)
+    /// copies, at once or staggered, each told its index ([`Fetch::fetch_replica`](super::Fetch)),
+    /// so a copy can go to another server (the HTTP fetcher's mirrors); the first success wins
+    /// and the other copies are cancelled, which aborts their sockets. Extra copies only use
+    /// spare capacity (a free permit, a rate token available now, an idle worker), so they
+    /// never break the in-flight cap or the rate; a run keeps `(n-1)/n` of its workers and
+    /// permits free for them. [`FanOutStats`](super::FanOutStats) counts the copies sent,
+    /// skipped, winning and wasted. Replaces an earlier [`hedge_after`](Self::hedge_after).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut, fanout::Replication};
+    ///
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .max_in_flight(9)
+    ///     .workers(9)
+    ///     .replicate(Replication::new(3)?) // three copies at once, the fastest wins
+    ///     .build()?;
+    /// assert_eq!(fan_out.fetch_all(0..10u32, &CancelToken::new()).map_err(|e| e.error)?.len(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn replicate(mut self, replication: super::Replication) -> Self {
+        self.replication = (replication.copies() > 1).then_some(replication);
         self
     }
 
@@ -326,8 +355,7 @@ impl<F> FanOutBuilder<F> {
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` for zero in-flight requests, zero workers, a zero heartbeat or a zero
-    /// hedge delay.
+    /// `InvalidArgument` for zero in-flight requests, zero workers or a zero heartbeat.
     ///
     /// # Examples
     ///
@@ -344,9 +372,6 @@ impl<F> FanOutBuilder<F> {
         let invalid = |message: &str| Error::new(ErrorKind::InvalidArgument, message);
         if self.heartbeat.is_zero() {
             return Err(invalid("heartbeat must be longer than zero"));
-        }
-        if self.hedge_after.is_some_and(|delay| delay.is_zero()) {
-            return Err(invalid("hedge_after must be longer than zero (or not set)"));
         }
         let semaphore = match self.semaphore {
             Some(semaphore) => semaphore,
@@ -396,7 +421,7 @@ impl<F> FanOutBuilder<F> {
             pool,
             retry: self.retry,
             fail_fast: self.fail_fast,
-            hedge_after: self.hedge_after,
+            replication: self.replication,
             heartbeat: self.heartbeat,
             progress: self.progress,
             last_stats: Mutex::new(None),

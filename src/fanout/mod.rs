@@ -8,8 +8,8 @@ mod aimd;
 mod builder;
 mod error;
 mod fetch;
-mod hedge;
 mod progress;
+mod replicate;
 mod retry;
 mod run;
 mod stats;
@@ -23,7 +23,8 @@ use std::time::Duration;
 pub use aimd::RateFeedback;
 pub use builder::FanOutBuilder;
 pub use error::FanOutError;
-pub use fetch::Fetch;
+pub use fetch::{ByReplica, Fetch, by_replica};
+pub use replicate::Replication;
 pub use retry::{Jitter, JitterRng, RetryPolicy};
 pub use stats::{FanOutStats, Progress};
 
@@ -73,7 +74,7 @@ pub struct FanOut<F> {
     pool: Arc<WorkerPool>,
     retry: RetryPolicy,
     fail_fast: bool,
-    hedge_after: Option<Duration>,
+    replication: Option<Replication>,
     heartbeat: Duration,
     progress: Option<Arc<ProgressFn>>,
     last_stats: Mutex<Option<FanOutStats>>,

@@ -77,7 +77,7 @@ pub(super) struct Shared<F> {
     fail_fast: bool,
     pub(super) pool: Arc<crate::WorkerPool>,
     pub(super) semaphore: Arc<crate::Semaphore>,
-    hedge_after: Option<Duration>,
+    replication: Option<super::Replication>,
     pub(super) group: CancelToken,
 }
 
@@ -141,7 +141,7 @@ fn is_throttle(error: &Error) -> bool {
 
 impl<F> Shared<F> {
     /// Waits for one token from every limiter, on the group token.
-    fn wait_for_slot(&self) -> Result<(), Error> {
+    pub(super) fn wait_for_slot(&self) -> Result<(), Error> {
         for limiter in &self.limiters {
             limiter.wait(&self.group)?;
         }
@@ -193,8 +193,10 @@ where
         }
         shared.counters.start_request();
         let started = Instant::now();
-        let result = match shared.hedge_after {
-            Some(after) => super::hedge::fetch_hedged(shared, key, attempt, after),
+        let result = match shared.replication {
+            Some(replication) => {
+                super::replicate::fetch_replicated(shared, key, attempt, replication)
+            }
             None => shared.fetcher.fetch(key, attempt, &shared.group),
         };
         let latency = started.elapsed();
@@ -344,7 +346,7 @@ impl<F> FanOut<F> {
             fail_fast: self.fail_fast,
             pool: self.pool.clone(),
             semaphore: self.semaphore.clone(),
-            hedge_after: self.hedge_after,
+            replication: self.replication,
             group: group.clone(),
         });
         // Off the dispatch loop: a slow listener never holds up keys or outcomes.
@@ -481,15 +483,16 @@ impl<F> FanOut<F> {
         Ok(counters.stats(started.elapsed()))
     }
 
-    /// How many runners a run starts: one per worker thread that a permit can keep busy (half of
-    /// each with hedging), and no more than there are keys.
+    /// How many runners a run starts: one per worker thread that a permit can keep busy (a
+    /// `1/n` share of each with `n` copies per attempt), and no more than there are keys.
     fn runner_count(&self, total: Option<u64>) -> usize {
         let mut threads = self.pool.stats().threads.max(1);
         let mut permits = self.semaphore.capacity().max(1);
-        if self.hedge_after.is_some() {
-            // Half of the workers and permits stay free for hedges (hedge.rs, invariant 1).
-            threads = (threads / 2).max(1);
-            permits = (permits / 2).max(1);
+        if let Some(replication) = self.replication {
+            // The rest of the workers and permits stay free for the copies (replicate.rs,
+            // invariant 1).
+            threads = (threads / replication.copies()).max(1);
+            permits = (permits / replication.copies()).max(1);
         }
         let keys = total.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         threads.min(permits).min(keys).max(1)
@@ -548,7 +551,7 @@ where
 }
 
 /// A panic in a user's `Fetch` as an `Error` with the payload's message.
-fn panic_error(payload: &(dyn std::any::Any + Send)) -> Error {
+pub(super) fn panic_error(payload: &(dyn std::any::Any + Send)) -> Error {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

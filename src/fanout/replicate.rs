@@ -1,0 +1,386 @@
+//! Replicated requests (seed 001): an attempt runs as up to `copies` copies, at once or
+//! staggered; each copy knows its index (so it can go to another server: [`Fetch::fetch_replica`],
+//! the HTTP fetcher's mirrors); the first success wins and the other copies are cancelled, which
+//! aborts their sockets. Hedging ([`FanOutBuilder::hedge_after`](super::FanOutBuilder::hedge_after))
+//! is two copies, the second after a delay.
+//!
+//! Invariants:
+//!
+//! 1. Copy 0 (the primary) runs on the key's runner, with the key's permit and rate slot. Copy
+//!    `i ≥ 1` is a pool job (`try_submit`, never waiting) that waits `i × stagger` on its own
+//!    token and then runs only on spare capacity: a free permit (`try_acquire`), every limiter
+//!    admitting it now (`check`), both taken without waiting; otherwise it is skipped (counted).
+//!    So replication never breaks the in-flight cap or the rate; a run with `n` copies starts a
+//!    `1/n` share of the runners, to leave workers and permits for the copies.
+//! 2. The race moves under its lock. A copy is claimed once (by its pool job, or by the primary
+//!    taking it over) and starts only while the race is open: no winner yet and the primary not
+//!    done. The first success sets `winner`; nothing starts after that.
+//! 3. The winner is the first copy to succeed: a success that finds a winner already is wasted.
+//!    Once there is a winner, every other copy's token is cancelled (after the lock), so a
+//!    losing fetch returns promptly and its socket is shut (`http/abort.rs`).
+//! 4. The primary runs copy 0 on the runner. While its copy fails and nothing has won, it takes
+//!    over the lowest copy nobody has started (its pool job will skip it), waits for a rate slot
+//!    and runs it on its own permit: a failing mirror fails over at once instead of waiting out
+//!    the stagger, and the primary never waits for a queued pool job (no deadlock on a busy or
+//!    shared pool). With nothing left to take it closes the race and, if copies still run,
+//!    waits for `settled`, cancelled when a winner is set or the last running copy ends (or the
+//!    run ends: `settled` is a child of the run's token). A running copy always ends (its token
+//!    is a child of the run's), so the wait ends.
+//! 5. However the attempt ends, every copy's token is cancelled when the primary returns (a drop
+//!    guard), so no copy outlives its attempt: a pending one wakes from its delay and leaves.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Fetch;
+use super::run::Shared;
+use super::stats::Counters;
+use crate::cancel::CancelToken;
+use crate::error::{Error, ErrorKind};
+use crate::sync::Mutex;
+
+/// The most copies of one attempt.
+pub(crate) const MAX_COPIES: usize = 64;
+
+/// How many copies of each attempt a fan-out sends, and when: copy `i` starts `i × stagger`
+/// after the first (all at once with a zero stagger). The first success wins; the others are
+/// cancelled. Extra copies only use spare capacity (a free permit, a rate token available now,
+/// an idle worker), so they never break the in-flight cap or the rate; a run keeps `(n-1)/n` of
+/// its workers and permits for them (give it `n` times the workers and permits).
+///
+/// Each copy is told its index ([`Fetch::fetch_replica`]): the HTTP fetcher sends copy `i` to
+/// its mirror `i % mirrors` ([`HttpFetcherBuilder::mirror`](crate::http::HttpFetcherBuilder::mirror)).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{CancelToken, Error, FanOut, fanout::Replication};
+///
+/// // Three copies, 50 ms apart; each copy knows its index (here: which "server" to ask).
+/// let servers = ["a", "b", "c"];
+/// let fetch = move |key: &u32, _attempt: u32, replica: usize, _: &CancelToken| {
+///     Ok::<_, Error>(format!("{key} from {}", servers[replica]))
+/// };
+/// let fan_out = FanOut::builder(tollgate::fanout::by_replica(fetch))
+///     .max_in_flight(6)
+///     .workers(6)
+///     .replicate(Replication::new(3)?.stagger(Duration::from_millis(50)))
+///     .build()?;
+/// let got = fan_out.fetch_all(0..4u32, &CancelToken::new()).map_err(|e| e.error)?;
+/// assert_eq!(got[&1], "1 from a"); // the first copy answers at once: no other starts
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    copies: usize,
+    stagger: Duration,
+}
+
+impl Replication {
+    /// Two copies at once: hedging's shape.
+    pub(crate) const TWO: Replication = Replication {
+        copies: 2,
+        stagger: Duration::ZERO,
+    };
+
+    /// `copies` copies of each attempt (1: no replication), all at once until
+    /// [`stagger`](Self::stagger) says otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`] for 0 copies or more than 64.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::fanout::Replication;
+    /// assert_eq!(Replication::new(3)?.copies(), 3);
+    /// assert!(Replication::new(0).is_err());
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn new(copies: usize) -> Result<Replication, Error> {
+        if copies == 0 || copies > MAX_COPIES {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("replication needs 1 to {MAX_COPIES} copies, not {copies}"),
+            ));
+        }
+        Ok(Replication {
+            copies,
+            stagger: Duration::ZERO,
+        })
+    }
+
+    /// Copy `i` starts `i × delay` after the first (zero: all at once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let hedge = tollgate::fanout::Replication::new(2)?.stagger(Duration::from_millis(200));
+    /// assert_eq!(hedge.delay_of(1), Duration::from_millis(200));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[must_use]
+    pub fn stagger(mut self, delay: Duration) -> Replication {
+        self.stagger = delay;
+        self
+    }
+
+    /// Copies per attempt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tollgate::fanout::Replication::new(2)?.copies(), 2);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn copies(&self) -> usize {
+        self.copies
+    }
+
+    /// When copy `index` starts, after the first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let r = tollgate::fanout::Replication::new(3)?.stagger(Duration::from_secs(1));
+    /// assert_eq!(r.delay_of(2), Duration::from_secs(2));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn delay_of(&self, index: usize) -> Duration {
+        self.stagger
+            .saturating_mul(u32::try_from(index).unwrap_or(u32::MAX))
+    }
+}
+
+/// Where one attempt's race stands (invariant 2).
+struct RaceState<T> {
+    /// The first success and the copy that sent it.
+    winner: Option<(usize, T)>,
+    /// Which copies someone has taken to run (a pool job, or the primary taking over).
+    claimed: Vec<bool>,
+    /// Copies running on pool jobs now.
+    running: usize,
+    /// Copies that ran or run, the primary's included (for the wasted count).
+    started: u64,
+    /// The primary has nothing left to run: no copy starts any more.
+    closed: bool,
+}
+
+impl<T> RaceState<T> {
+    fn open(&self) -> bool {
+        self.winner.is_none() && !self.closed
+    }
+}
+
+struct Race<T> {
+    state: Mutex<RaceState<T>>,
+    /// Cancelled when the primary may stop waiting (invariant 4).
+    settled: CancelToken,
+    /// Each copy's token, index = copy.
+    tokens: Vec<CancelToken>,
+}
+
+impl<T> Race<T> {
+    /// Cancels every copy's token but `winner`'s (invariant 3).
+    fn cancel_losers(&self, winner: usize) {
+        for (index, token) in self.tokens.iter().enumerate() {
+            if index != winner {
+                token.cancel();
+            }
+        }
+    }
+
+    /// Records copy `index`'s result; whether it won (invariant 3).
+    fn finish(&self, state: &mut RaceState<T>, index: usize, result: Result<T, Error>) -> bool {
+        match result {
+            Ok(output) if state.winner.is_none() => {
+                state.winner = Some((index, output));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Cancels every copy's token when the primary returns (invariant 5).
+struct CancelAll<'a>(&'a [CancelToken]);
+
+impl Drop for CancelAll<'_> {
+    fn drop(&mut self) {
+        for token in self.0 {
+            token.cancel();
+        }
+    }
+}
+
+/// One attempt of `key` as `replication` copies (see the module docs). Runs copy 0 here, and
+/// the copies nobody started once it failed.
+pub(super) fn fetch_replicated<K, F>(
+    shared: &Arc<Shared<F>>,
+    key: &K,
+    attempt: u32,
+    replication: Replication,
+) -> Result<F::Output, Error>
+where
+    K: Clone + Send + 'static,
+    F: Fetch<K>,
+{
+    let copies = replication.copies;
+    let mut claimed = vec![false; copies];
+    claimed[0] = true;
+    let race = Arc::new(Race {
+        state: Mutex::new(RaceState {
+            winner: None,
+            claimed,
+            running: 0,
+            started: 1,
+            closed: false,
+        }),
+        settled: shared.group.child(),
+        tokens: (0..copies).map(|_| shared.group.child()).collect(),
+    });
+    let _cancel_all = CancelAll(&race.tokens);
+    for index in 1..copies {
+        let job = copy_job(
+            shared.clone(),
+            key.clone(),
+            attempt,
+            index,
+            replication.delay_of(index),
+            race.clone(),
+        );
+        if shared.pool.try_submit(job).is_err() {
+            Counters::add(&shared.counters.replicas_skipped);
+        }
+    }
+
+    // Invariant 4: copy 0, then (while it fails) every copy nobody has started, here.
+    let mut index = 0;
+    let mut last_error = loop {
+        let result = shared
+            .fetcher
+            .fetch_replica(key, attempt, index, &race.tokens[index]);
+        let mut state = race.state.lock();
+        let error = match result {
+            Ok(output) => {
+                race.finish(&mut state, index, Ok(output));
+                break None; // won, or a copy won first (this answer is wasted)
+            }
+            Err(_) if state.winner.is_some() => break None,
+            Err(error) => error,
+        };
+        let next = state.claimed.iter().position(|taken| !taken);
+        let Some(next) = next.filter(|_| !shared.group.is_cancelled()) else {
+            state.closed = true;
+            break Some(error);
+        };
+        state.claimed[next] = true;
+        state.started += 1;
+        drop(state);
+        // A copy taken over runs on this runner's permit, with a rate slot of its own.
+        if let Err(stopped) = shared.wait_for_slot() {
+            race.state.lock().closed = true;
+            break Some(stopped);
+        }
+        Counters::add(&shared.counters.replicas);
+        index = next;
+    };
+    if last_error.is_some() {
+        let running = race.state.lock().running;
+        if running > 0 {
+            race.settled.wait();
+        }
+    }
+    let (winner, started) = {
+        let mut state = race.state.lock();
+        state.closed = true;
+        (state.winner.take(), state.started)
+    };
+    match winner {
+        Some((index, output)) => {
+            race.cancel_losers(index);
+            if index > 0 {
+                Counters::add(&shared.counters.replica_wins);
+            }
+            Counters::add_n(&shared.counters.replicas_wasted, started - 1);
+            Ok(output)
+        }
+        None => Err(last_error.take().unwrap_or_else(|| {
+            // Not reached: no winner means the last copy run here failed (invariant 4).
+            Error::new(
+                ErrorKind::Cancelled(crate::cancel::Cause::Cancelled),
+                "no copy of the request answered",
+            )
+        })),
+    }
+}
+
+/// Copy `index` of an attempt, as a pool job (invariants 1–3).
+fn copy_job<K, F>(
+    shared: Arc<Shared<F>>,
+    key: K,
+    attempt: u32,
+    index: usize,
+    delay: Duration,
+    race: Arc<Race<F::Output>>,
+) -> impl FnOnce() + Send + 'static
+where
+    K: Send + 'static,
+    F: Fetch<K>,
+{
+    move || {
+        let token = &race.tokens[index];
+        if (!delay.is_zero() && token.wait_timeout(delay)) || token.is_cancelled() {
+            return; // decided, or the run is over
+        }
+        {
+            let state = race.state.lock();
+            if !state.open() || state.claimed[index] {
+                return;
+            }
+        }
+        // Invariant 1: only spare capacity, taken without waiting (and outside the race's lock:
+        // the limiters are user code).
+        let permit = shared.semaphore.try_acquire_owned(1).ok();
+        if permit.is_none() || !shared.admit_now() {
+            Counters::add(&shared.counters.replicas_skipped);
+            return; // the primary may still take it over
+        }
+        {
+            let mut state = race.state.lock();
+            if !state.open() || state.claimed[index] {
+                return; // decided or taken meanwhile: the rate token stays spent (strict)
+            }
+            state.claimed[index] = true;
+            state.running += 1;
+            state.started += 1;
+        }
+        Counters::add(&shared.counters.replicas);
+        shared.counters.start_request();
+        let started = Instant::now();
+        // A panicking fetch still ends its copy (the primary may be waiting for it).
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            shared.fetcher.fetch_replica(&key, attempt, index, token)
+        }))
+        .unwrap_or_else(|payload| Err(super::run::panic_error(&*payload)));
+        shared.counters.end_request(started.elapsed());
+        drop(permit);
+        let (won, settle) = {
+            let mut state = race.state.lock();
+            state.running -= 1;
+            let won = race.finish(&mut state, index, result);
+            let settle = state.winner.is_some() || (state.closed && state.running == 0);
+            (won, settle)
+        };
+        if won {
+            race.cancel_losers(index);
+        }
+        if settle {
+            race.settled.cancel();
+        }
+    }
+}
