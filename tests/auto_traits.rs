@@ -77,6 +77,7 @@ fn pools_groups_and_fan_outs_are_shareable() {
     shareable::<FanOutStats>();
     shareable::<RetryPolicy>();
     shareable::<Replication>();
+    shareable::<ConcurrencyFeedback>();
     shareable::<
         tollgate::fanout::ByReplica<
             fn(&u32, u32, usize, &CancelToken) -> Result<u32, tollgate::Error>,

@@ -364,3 +364,70 @@ fn mirrors_take_no_password_in_a_url() {
             .is_err()
     );
 }
+
+/// The server's mean concurrency while `run` runs, sampled from its own count of requests in
+/// flight every half millisecond.
+fn server_concurrency_during(server: &TestServer, run: impl FnOnce()) -> f64 {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (sum, samples) = thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let (mut sum, mut samples) = (0usize, 0usize);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                sum += server.counts().in_flight;
+                samples += 1;
+                thread::sleep(Duration::from_micros(500));
+            }
+            (sum, samples)
+        });
+        run();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        sampler.join().unwrap()
+    });
+    sum as f64 / samples.max(1) as f64
+}
+
+/// Adaptive concurrency against a server whose latency rises past a concurrency knee (it serves
+/// `knee` requests at once, 20 ms each, and queues the rest): the fan-out's limit, and the
+/// concurrency the server counts, settle within ±20 % of the knee, and follow it when it moves
+/// up and down. Behaviour, not speed: a bounded number of requests per phase.
+#[test]
+fn adaptive_concurrency_settles_at_the_servers_knee_and_follows_it() {
+    let server = TestServer::start();
+    let fan_out = FanOut::builder(fetcher(&server, "/knee/20/{key}"))
+        .max_in_flight(64)
+        .workers(64)
+        .adaptive_concurrency(
+            tollgate::fanout::ConcurrencyFeedback::default()
+                .initial(4)
+                .unwrap(),
+        )
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let mut report = Vec::new();
+    for (phase, knee) in [16usize, 32, 8].into_iter().enumerate() {
+        server.set_knee(knee);
+        let keys = |n: u32| (phase as u32 * 100_000)..(phase as u32 * 100_000 + n);
+        let per_phase = u32::try_from(knee * 60).unwrap();
+        // Settle, then measure.
+        fan_out
+            .fetch_all(keys(per_phase), &CancelToken::new())
+            .unwrap();
+        let measured = server_concurrency_during(&server, || {
+            let start = phase as u32 * 100_000 + 50_000;
+            fan_out
+                .fetch_all(start..start + per_phase, &CancelToken::new())
+                .unwrap();
+        });
+        let limit = fan_out.concurrency_limit().unwrap();
+        report.push((knee, limit, measured));
+    }
+    eprintln!("knee, limit, server-counted concurrency per phase: {report:?}");
+    for &(knee, limit, measured) in &report {
+        let band = knee as f64 * 0.8..=knee as f64 * 1.2;
+        assert!(
+            band.contains(&(limit as f64)) && band.contains(&measured),
+            "knee, limit, server-counted concurrency per phase: {report:?}"
+        );
+    }
+}

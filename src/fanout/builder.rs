@@ -48,6 +48,7 @@ pub struct FanOutBuilder<F> {
     retry: RetryPolicy,
     fail_fast: bool,
     replication: Option<super::Replication>,
+    concurrency: Option<super::ConcurrencyFeedback>,
     heartbeat: Duration,
     progress: Option<Arc<ProgressFn>>,
 }
@@ -70,6 +71,7 @@ impl<F> FanOutBuilder<F> {
             retry: RetryPolicy::default(),
             fail_fast: true,
             replication: None,
+            concurrency: None,
             heartbeat: Duration::from_secs(1),
             progress: None,
         }
@@ -280,6 +282,34 @@ impl<F> FanOutBuilder<F> {
         self
     }
 
+    /// Adaptive concurrency (opt-in): the in-flight limit follows latency, TCP-Vegas style
+    /// (Netflix's concurrency-limits is the reference). `max_in_flight` becomes the most the
+    /// limit can reach; the fan-out starts lower, grows while latency stays at its no-load
+    /// level and backs off as requests start to queue on the server, settling a few percent
+    /// above the concurrency where its latency starts to rise, and follows that point when it
+    /// moves. It resizes the fan-out's semaphore live (a shrink waits for permits to come
+    /// back), so give the fan-out its own semaphore. Works alongside the 429/503
+    /// [`RateFeedback`](super::RateFeedback), which moves the rate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut, fanout::ConcurrencyFeedback};
+    ///
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .max_in_flight(256) // the ceiling
+    ///     .workers(16)
+    ///     .adaptive_concurrency(ConcurrencyFeedback::default())
+    ///     .build()?;
+    /// assert_eq!(fan_out.concurrency_limit(), Some(64)); // starts at a quarter
+    /// fan_out.fetch_all(0..100u32, &CancelToken::new()).map_err(|e| e.error)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn adaptive_concurrency(mut self, feedback: super::ConcurrencyFeedback) -> Self {
+        self.concurrency = Some(feedback);
+        self
+    }
+
     /// Replicated requests: each attempt runs as [`Replication::copies`](super::Replication)
     /// copies, at once or staggered, each told its index ([`Fetch::fetch_replica`](super::Fetch)),
     /// so a copy can go to another server (the HTTP fetcher's mirrors); the first success wins
@@ -413,10 +443,17 @@ impl<F> FanOutBuilder<F> {
                 None => limiters.push(limiter),
             }
         }
+        let concurrency = self.concurrency.map(|feedback| {
+            Arc::new(super::concurrency::AdaptiveConcurrency::start(
+                feedback,
+                semaphore.clone(),
+            ))
+        });
         Ok(FanOut {
             fetcher: Arc::new(self.fetcher),
             limiters,
             adaptive,
+            concurrency,
             semaphore,
             pool,
             retry: self.retry,

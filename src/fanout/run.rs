@@ -72,6 +72,7 @@ pub(super) struct Shared<F> {
     pub(super) fetcher: Arc<F>,
     limiters: Vec<Arc<dyn Limiter>>,
     adaptive: Option<Arc<AdaptiveRate>>,
+    concurrency: Option<Arc<super::concurrency::AdaptiveConcurrency>>,
     pub(super) counters: Arc<Counters>,
     retry: super::RetryPolicy,
     fail_fast: bool,
@@ -201,6 +202,16 @@ where
         };
         let latency = started.elapsed();
         shared.counters.end_request(latency);
+        if let Some(concurrency) = &shared.concurrency {
+            // A drop is a failure the server's load may explain (a timeout, a refused or reset
+            // connection, a 5xx); 429/503 move the rate instead, cancellations say nothing.
+            let dropped = matches!(&result, Err(e) if e.is_transient() && !is_throttle(e));
+            let cancelled = shared.group.is_cancelled();
+            if !cancelled {
+                let in_flight = Counters::get(&shared.counters.in_flight) + 1;
+                concurrency.on_sample(latency, in_flight, dropped);
+            }
+        }
         let error = match result {
             Ok(output) => {
                 if let Some(adaptive) = &shared.adaptive {
@@ -341,6 +352,7 @@ impl<F> FanOut<F> {
             fetcher: self.fetcher.clone(),
             limiters: self.limiters.clone(),
             adaptive: self.adaptive.clone(),
+            concurrency: self.concurrency.clone(),
             counters: counters.clone(),
             retry: self.retry,
             fail_fast: self.fail_fast,
@@ -487,7 +499,12 @@ impl<F> FanOut<F> {
     /// `1/n` share of each with `n` copies per attempt), and no more than there are keys.
     fn runner_count(&self, total: Option<u64>) -> usize {
         let mut threads = self.pool.stats().threads.max(1);
-        let mut permits = self.semaphore.capacity().max(1);
+        // With adaptive concurrency, enough runners for the limit's ceiling.
+        let mut permits = self
+            .concurrency
+            .as_ref()
+            .map_or_else(|| self.semaphore.capacity(), |c| c.max())
+            .max(1);
         if let Some(replication) = self.replication {
             // The rest of the workers and permits stay free for the copies (replicate.rs,
             // invariant 1).
