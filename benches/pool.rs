@@ -7,6 +7,9 @@
 //!
 //! * `pool_roundtrip`: submit one job, wait for it, repeat — latency of one dispatch.
 //! * `pool_batch_1000`: submit 1000 jobs, then wait for all — throughput per job.
+//! * `pool_supervision_interleaved`: the supervised and the unsupervised pool alternately, one
+//!   roundtrip each, in the same measured loop (so the box's load falls on both alike); each
+//!   side's time goes to criterion, and the ratio of the two totals is printed at the end.
 //!
 //! Run: `cargo bench --bench pool -- --warm-up-time 1 --measurement-time 3`
 
@@ -171,5 +174,65 @@ fn batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, roundtrip, batch);
+/// Nanoseconds spent on each side by `supervision_interleaved` (unsupervised, supervised).
+static SIDES: [std::sync::atomic::AtomicU64; 2] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+
+fn supervision_interleaved(c: &mut Criterion) {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Instant;
+
+    let mut group = c.benchmark_group("pool_supervision_interleaved");
+    group.throughput(Throughput::Elements(1));
+    let plain = WorkerPool::builder()
+        .threads(THREADS)
+        .queue_capacity(BATCH)
+        .build()
+        .unwrap();
+    let supervised = WorkerPool::builder()
+        .threads(THREADS)
+        .queue_capacity(BATCH)
+        .supervise(
+            Supervision::new()
+                .job_limit(Duration::from_secs(60))
+                .heartbeat(Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    let pools = [&plain, &supervised];
+    for (side, name) in ["unsupervised", "supervised"].into_iter().enumerate() {
+        group.bench_function(BenchmarkId::new(name, THREADS), |b| {
+            b.iter_custom(|iters| {
+                // Both pools every iteration, the measured one first or second by turns.
+                let mut mine = Duration::ZERO;
+                for i in 0..iters {
+                    for turn in [i % 2, 1 - i % 2] {
+                        let pool = pools[turn as usize];
+                        let started = Instant::now();
+                        pool.submit(|| black_box(1u64)).unwrap().join().unwrap();
+                        let took = started.elapsed();
+                        SIDES[turn as usize].fetch_add(took.as_nanos() as u64, Relaxed);
+                        if turn as usize == side {
+                            mine += took;
+                        }
+                    }
+                }
+                mine
+            })
+        });
+    }
+    group.finish();
+    let (unsupervised, supervised) = (SIDES[0].load(Relaxed), SIDES[1].load(Relaxed));
+    eprintln!(
+        "pool_supervision_interleaved: supervised / unsupervised roundtrip = {:.2} \
+         (totals over every interleaved pair: {} ns / {} ns)",
+        supervised as f64 / unsupervised.max(1) as f64,
+        supervised,
+        unsupervised
+    );
+}
+
+criterion_group!(benches, roundtrip, batch, supervision_interleaved);
 criterion_main!(benches);

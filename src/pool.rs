@@ -296,7 +296,8 @@ impl WorkerPool {
     /// The stream of pulses of a supervised pool (job start, [`JobContext::pulse`], job end),
     /// bounded: a pulse that finds it full is dropped (counted in
     /// [`PoolStats::dropped_pulses`]), so a listener that never reads never slows a worker.
-    /// `None` for an unsupervised pool.
+    /// `None` for an unsupervised pool. The stream carries the pulses of jobs submitted after
+    /// the first call (until then pulses are dropped and counted without being sent).
     ///
     /// # Examples
     ///

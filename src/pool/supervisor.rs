@@ -7,7 +7,8 @@
 //! 1. Off by default: an unsupervised pool starts no supervisor thread and its workers touch no
 //!    lane state (`Shared::supervision` is `None`).
 //! 2. Each worker runs in a lane (`Lane`, inside its `Counters`). A job's start stores a new
-//!    `Running` under the lane's mutex (start instant, a fresh token); its end takes it out under
+//!    `Running` under the lane's mutex (start instant, no token yet: the job's context makes one
+//!    on demand, cancelled already if the job was flagged before); its end takes it out under
 //!    the same mutex. The supervisor decides and acts on a lane under that mutex, so it never
 //!    cancels or blames a job that already ended or one that started after it looked.
 //! 3. A job is reported at most once (`Running::flagged`). Its token is cancelled; if a spare
@@ -16,7 +17,10 @@
 //!    replacement will). So the workers that take `Stop`s are always exactly `threads`, and the
 //!    threads alive never exceed `threads + spare_threads`.
 //! 4. Pulses never block: `JobContext::pulse` is one atomic store; the pulse stream is a bounded
-//!    channel sent to with `try_send`, and a pulse nobody takes is dropped and counted.
+//!    channel sent to with `try_send`, and a pulse nobody takes is dropped and counted. Until
+//!    someone asks for the stream (`WorkerPool::pulses`) pulses are dropped (and counted)
+//!    without touching the channel: a job queued after that call sees the request through the
+//!    job channel's hand-off, so its pulses are sent.
 //! 5. The stall callback runs on the supervisor thread, never on a worker.
 //! 6. Shutdown stops the alarm (`watch.rs` invariant 3): the supervisor exits at its next check.
 //! 7. No job start is missed by a sleeping supervisor: a job start publishes its `Running` under
@@ -327,7 +331,8 @@ impl fmt::Debug for JobContext<'_> {
 #[derive(Debug)]
 struct Running {
     started: u64,
-    token: CancelToken,
+    /// Made when the job asks for its context (a plain `submit` never does: no allocation).
+    token: Option<CancelToken>,
     flagged: bool,
 }
 
@@ -361,10 +366,19 @@ impl Lane {
     /// The context handed to a supervised job running in this lane.
     pub(crate) fn context(&self) -> JobContext<'_> {
         let token = match &self.supervisor {
-            Some(_) => self.running.with(|running| {
-                running
-                    .as_ref()
-                    .map_or_else(CancelToken::new, |running| running.token.clone())
+            Some(_) => self.running.with(|running| match running {
+                Some(running) => running
+                    .token
+                    .get_or_insert_with(|| {
+                        // Flagged before it asked: it learns at once (invariant 2).
+                        let token = CancelToken::new();
+                        if running.flagged {
+                            token.cancel();
+                        }
+                        token
+                    })
+                    .clone(),
+                None => CancelToken::new(),
             }),
             None => CancelToken::new(),
         };
@@ -377,6 +391,9 @@ pub(crate) struct Supervisor {
     pub(super) config: Supervision,
     pulses: Sender<Pulse>,
     pulse_rx: Receiver<Pulse>,
+    /// Whether anyone ever asked for the pulse stream: until then a pulse is dropped (and
+    /// counted) without touching the channel.
+    subscribed: AtomicBool,
     pub(super) stalled: AtomicU64,
     pub(super) replaced: AtomicU64,
     pub(super) dropped_pulses: AtomicU64,
@@ -398,6 +415,7 @@ impl Supervisor {
         Supervisor {
             pulses,
             pulse_rx,
+            subscribed: AtomicBool::new(false),
             stalled: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
             dropped_pulses: AtomicU64::new(0),
@@ -412,6 +430,9 @@ impl Supervisor {
 
     /// A receiver of the pulse stream.
     pub(super) fn receiver(&self) -> Receiver<Pulse> {
+        // Relaxed: a job submitted after this call sees it through the job channel's hand-off
+        // (invariant 4); a job running already may drop a few more pulses (counted).
+        self.subscribed.store(true, Ordering::Relaxed);
         self.pulse_rx.clone()
     }
 
@@ -421,8 +442,15 @@ impl Supervisor {
     }
 
     fn send(&self, worker: usize, kind: PulseKind, at: u64) {
-        // Invariant 4: never blocks; a full stream drops the pulse.
-        if let Err(TrySendError::Full(_)) = self.pulses.try_send(Pulse { worker, kind, at }) {
+        // Invariant 4: never blocks; a full stream, or one nobody asked for, drops the pulse.
+        // Relaxed: see `receiver`.
+        let unheard = !self.subscribed.load(Ordering::Relaxed);
+        if unheard
+            || matches!(
+                self.pulses.try_send(Pulse { worker, kind, at }),
+                Err(TrySendError::Full(_))
+            )
+        {
             // Relaxed: a statistic.
             self.dropped_pulses.fetch_add(1, Ordering::Relaxed);
         }
@@ -451,7 +479,7 @@ pub(super) fn begin(supervisor: &Supervisor, lane: &Lane) {
         .unwrap_or(u64::MAX);
     let running = Running {
         started: now,
-        token: CancelToken::new(),
+        token: None,
         flagged: false,
     };
     // Publishes the job, then rings the supervisor if it is due earlier (invariant 7).
@@ -525,7 +553,9 @@ fn check_lane(
             Verdict::Until(due) => return Some(Err(due)),
         };
         job.flagged = true;
-        job.token.cancel();
+        if let Some(token) = &job.token {
+            token.cancel();
+        }
         let replaced = replace(shared, supervisor);
         if replaced {
             // Relaxed: read under this mutex by `end` (invariant 3).
