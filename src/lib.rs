@@ -93,6 +93,12 @@ mod clock;
 mod error;
 #[cfg(not(loom))]
 pub mod fanout;
+/// A replicated fan-out attempt's race alone, for the loom models in
+/// `loom-tests/tests/fanout_race.rs`. Not an API; exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+#[path = "fanout/race.rs"]
+pub mod fanout_race;
 mod gcra;
 #[cfg(not(loom))]
 mod group;

@@ -10,6 +10,7 @@ mod concurrency;
 mod error;
 mod fetch;
 mod progress;
+mod race;
 mod replicate;
 mod retry;
 mod run;

@@ -12,7 +12,8 @@
 //!    admitting it now (`check`), both taken without waiting; otherwise it is skipped (counted).
 //!    So replication never breaks the in-flight cap or the rate; a run with `n` copies starts a
 //!    `1/n` share of the runners, to leave workers and permits for the copies.
-//! 2. The race moves under its lock. A copy is claimed once (by its pool job, or by the primary
+//! 2. (2–5 live in `race.rs`, which holds the race's state and is loom-checked alone.) The
+//!    race moves under its lock. A copy is claimed once (by its pool job, or by the primary
 //!    taking it over) and starts only while the race is open: no winner yet and the primary not
 //!    done. The first success sets `winner`; nothing starts after that.
 //! 3. The winner is the first copy to succeed: a success that finds a winner already is wasted.
@@ -33,11 +34,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Fetch;
+use super::race::{Next, Race};
 use super::run::Shared;
 use super::stats::Counters;
-use crate::cancel::CancelToken;
 use crate::error::{Error, ErrorKind};
-use crate::sync::Mutex;
 
 /// The most copies of one attempt.
 pub(crate) const MAX_COPIES: usize = 64;
@@ -156,64 +156,12 @@ impl Replication {
     }
 }
 
-/// Where one attempt's race stands (invariant 2).
-struct RaceState<T> {
-    /// The first success and the copy that sent it.
-    winner: Option<(usize, T)>,
-    /// Which copies someone has taken to run (a pool job, or the primary taking over).
-    claimed: Vec<bool>,
-    /// Copies running on pool jobs now.
-    running: usize,
-    /// Copies that ran or run, the primary's included (for the wasted count).
-    started: u64,
-    /// The primary has nothing left to run: no copy starts any more.
-    closed: bool,
-}
-
-impl<T> RaceState<T> {
-    fn open(&self) -> bool {
-        self.winner.is_none() && !self.closed
-    }
-}
-
-struct Race<T> {
-    state: Mutex<RaceState<T>>,
-    /// Cancelled when the primary may stop waiting (invariant 4).
-    settled: CancelToken,
-    /// Each copy's token, index = copy.
-    tokens: Vec<CancelToken>,
-}
-
-impl<T> Race<T> {
-    /// Cancels every copy's token but `winner`'s (invariant 3).
-    fn cancel_losers(&self, winner: usize) {
-        for (index, token) in self.tokens.iter().enumerate() {
-            if index != winner {
-                token.cancel();
-            }
-        }
-    }
-
-    /// Records copy `index`'s result; whether it won (invariant 3).
-    fn finish(&self, state: &mut RaceState<T>, index: usize, result: Result<T, Error>) -> bool {
-        match result {
-            Ok(output) if state.winner.is_none() => {
-                state.winner = Some((index, output));
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
 /// Cancels every copy's token when the primary returns (invariant 5).
-struct CancelAll<'a>(&'a [CancelToken]);
+struct CancelAll<'a, T>(&'a Race<T>);
 
-impl Drop for CancelAll<'_> {
+impl<T> Drop for CancelAll<'_, T> {
     fn drop(&mut self) {
-        for token in self.0 {
-            token.cancel();
-        }
+        self.0.cancel_all();
     }
 }
 
@@ -229,22 +177,9 @@ where
     K: Clone + Send + 'static,
     F: Fetch<K>,
 {
-    let copies = replication.copies;
-    let mut claimed = vec![false; copies];
-    claimed[0] = true;
-    let race = Arc::new(Race {
-        state: Mutex::new(RaceState {
-            winner: None,
-            claimed,
-            running: 0,
-            started: 1,
-            closed: false,
-        }),
-        settled: shared.group.child(),
-        tokens: (0..copies).map(|_| shared.group.child()).collect(),
-    });
-    let _cancel_all = CancelAll(&race.tokens);
-    for index in 1..copies {
+    let race = Arc::new(Race::new(replication.copies, &shared.group));
+    let _cancel_all = CancelAll(&race);
+    for index in 1..replication.copies {
         let job = copy_job(
             shared.clone(),
             key.clone(),
@@ -260,48 +195,26 @@ where
 
     // Invariant 4: copy 0, then (while it fails) every copy nobody has started, here.
     let mut index = 0;
-    let mut last_error = loop {
+    let last_error = loop {
         let result = shared
             .fetcher
-            .fetch_replica(key, attempt, index, &race.tokens[index]);
-        let mut state = race.state.lock();
-        let error = match result {
-            Ok(output) => {
-                race.finish(&mut state, index, Ok(output));
-                break None; // won, or a copy won first (this answer is wasted)
+            .fetch_replica(key, attempt, index, race.token(index));
+        let take_over = !shared.group.is_cancelled();
+        match race.primary_done(index, result, take_over) {
+            Next::Done(error) => break error,
+            Next::Run(next) => {
+                // A copy taken over runs on this runner's permit, with a rate slot of its own.
+                if let Err(stopped) = shared.wait_for_slot() {
+                    race.close();
+                    break Some(stopped);
+                }
+                Counters::add(&shared.counters.replicas);
+                index = next;
             }
-            Err(_) if state.winner.is_some() => break None,
-            Err(error) => error,
-        };
-        let next = state.claimed.iter().position(|taken| !taken);
-        let Some(next) = next.filter(|_| !shared.group.is_cancelled()) else {
-            state.closed = true;
-            break Some(error);
-        };
-        state.claimed[next] = true;
-        state.started += 1;
-        drop(state);
-        // A copy taken over runs on this runner's permit, with a rate slot of its own.
-        if let Err(stopped) = shared.wait_for_slot() {
-            race.state.lock().closed = true;
-            break Some(stopped);
         }
-        Counters::add(&shared.counters.replicas);
-        index = next;
     };
-    if last_error.is_some() {
-        let running = race.state.lock().running;
-        if running > 0 {
-            race.settled.wait();
-        }
-    }
-    let (winner, started) = {
-        let mut state = race.state.lock();
-        state.closed = true;
-        (state.winner.take(), state.started)
-    };
-    match winner {
-        Some((index, output)) => {
+    match race.outcome(last_error) {
+        (Ok((index, output)), started) => {
             race.cancel_losers(index);
             if index > 0 {
                 Counters::add(&shared.counters.replica_wins);
@@ -309,7 +222,7 @@ where
             Counters::add_n(&shared.counters.replicas_wasted, started - 1);
             Ok(output)
         }
-        None => Err(last_error.take().unwrap_or_else(|| {
+        (Err(error), _) => Err(error.unwrap_or_else(|| {
             // Not reached: no winner means the last copy run here failed (invariant 4).
             Error::new(
                 ErrorKind::Cancelled(crate::cancel::Cause::Cancelled),
@@ -333,15 +246,12 @@ where
     F: Fetch<K>,
 {
     move || {
-        let token = &race.tokens[index];
+        let token = race.token(index);
         if (!delay.is_zero() && token.wait_timeout(delay)) || token.is_cancelled() {
             return; // decided, or the run is over
         }
-        {
-            let state = race.state.lock();
-            if !state.open() || state.claimed[index] {
-                return;
-            }
+        if !race.is_open_for(index) {
+            return;
         }
         // Invariant 1: only spare capacity, taken without waiting (and outside the race's lock:
         // the limiters are user code).
@@ -350,14 +260,8 @@ where
             Counters::add(&shared.counters.replicas_skipped);
             return; // the primary may still take it over
         }
-        {
-            let mut state = race.state.lock();
-            if !state.open() || state.claimed[index] {
-                return; // decided or taken meanwhile: the rate token stays spent (strict)
-            }
-            state.claimed[index] = true;
-            state.running += 1;
-            state.started += 1;
+        if !race.claim(index) {
+            return; // decided or taken meanwhile: the rate token stays spent (strict)
         }
         Counters::add(&shared.counters.replicas);
         shared.counters.start_request();
@@ -369,18 +273,6 @@ where
         .unwrap_or_else(|payload| Err(super::run::panic_error(&*payload)));
         shared.counters.end_request(started.elapsed());
         drop(permit);
-        let (won, settle) = {
-            let mut state = race.state.lock();
-            state.running -= 1;
-            let won = race.finish(&mut state, index, result);
-            let settle = state.winner.is_some() || (state.closed && state.running == 0);
-            (won, settle)
-        };
-        if won {
-            race.cancel_losers(index);
-        }
-        if settle {
-            race.settled.cancel();
-        }
+        race.copy_done(index, result);
     }
 }
