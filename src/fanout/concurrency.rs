@@ -6,7 +6,7 @@
 //! Policy (the defaults; [`ConcurrencyFeedback`] sets them):
 //!
 //! 1. Samples (one per finished request: its latency, whether it was dropped) are gathered in
-//!    windows of `max(limit, 8)` requests, about one round of every request in flight. A
+//!    windows of `max(limit, 16)` requests, about one round of every request in flight. A
 //!    window's latency is its mean.
 //! 2. The no-load latency is the lowest window mean seen since the last probe. Every
 //!    `probe_every` windows (30) the limit drops to half for one window (a probe, as BBR's
@@ -165,7 +165,7 @@ impl ConcurrencyFeedback {
 }
 
 /// The fewest samples in a window.
-const MIN_WINDOW: u64 = 8;
+const MIN_WINDOW: u64 = 16;
 
 /// The controller's state (see the module docs).
 #[derive(Debug, Clone)]

@@ -270,7 +270,12 @@ where
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             shared.fetcher.fetch_replica(&key, attempt, index, token)
         }))
-        .unwrap_or_else(|payload| Err(super::run::panic_error(&*payload)));
+        .unwrap_or_else(|payload| {
+            let error = super::run::panic_error(&*payload);
+            // A payload whose drop panics must not skip `copy_done` below.
+            crate::pool::drop_payload(payload);
+            Err(error)
+        });
         shared.counters.end_request(started.elapsed());
         drop(permit);
         race.copy_done(index, result);
