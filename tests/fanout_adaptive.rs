@@ -66,10 +66,11 @@ fn adaptive_concurrency_settles_at_the_servers_knee_and_follows_it() {
     for (phase, knee) in [16usize, 32, 12].into_iter().enumerate() {
         server.set_knee(knee);
         let keys = |n: u32| (phase as u32 * 100_000)..(phase as u32 * 100_000 + n);
-        // Settle for about 30 rounds of the knee's requests, then measure for 30.
+        // Settle for about 60 rounds of the knee's requests (a fall from 32 to 12 takes some
+        // 15 windows of up to three times the no-load latency), then measure for 30.
         let rounds = |n: usize| u32::try_from(knee * n).unwrap();
         fan_out
-            .fetch_all(keys(rounds(30)), &CancelToken::new())
+            .fetch_all(keys(rounds(60)), &CancelToken::new())
             .unwrap();
         let (measured, limit) = means_during(
             &server,

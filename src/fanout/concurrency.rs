@@ -9,8 +9,9 @@
 //!    windows of `max(limit, 16)` requests, about one round of every request in flight. A
 //!    window's latency is its mean.
 //! 2. The no-load latency is the lowest window mean seen since the last probe. Every
-//!    `probe_every` windows (30) the limit drops to half for one window (a probe, as BBR's
-//!    ProbeRTT drains its queue): the samples of requests sent before the drop are skipped
+//!    `probe_every` windows (30) the limit drops to a quarter for one window (a probe, as
+//!    BBR's ProbeRTT drains its queue; a quarter, so that a knee that fell to below half the
+//!    limit still leaves the probe unqueued): the samples of requests sent before the drop are skipped
 //!    (as many as the old limit), then the window's mean becomes the no-load latency, so a
 //!    server that got slower for good does not leave a stale one behind. The window after a
 //!    probe or a change of the limit (it mixes requests sent at both) decides nothing.
@@ -183,7 +184,7 @@ pub(crate) struct Vegas {
     max_in_flight: u64,
     /// Windows since the last probe.
     windows: u32,
-    /// `Some(saved)` while a probe runs at half the `saved` limit.
+    /// `Some(saved)` while a probe runs at a quarter of the `saved` limit.
     probing: Option<f64>,
     /// Samples a probe still ignores: requests sent before it began (queued at the old limit).
     draining: u64,
@@ -213,7 +214,7 @@ impl Vegas {
     }
 
     /// The limit outside probes: during a probe window, the one it returns to (what a user
-    /// sees; the semaphore runs at half of it for the probe).
+    /// sees; the semaphore runs at a quarter of it for the probe).
     pub(crate) fn steady_limit(&self) -> usize {
         (self.probing.unwrap_or(self.limit) as usize).clamp(self.policy.min, self.max)
     }
@@ -258,7 +259,7 @@ impl Vegas {
     /// Policy 2 and 3, at the end of a window whose mean latency was `mean` ns.
     fn end_window(&mut self, mean: f64, dropped: bool, busiest: u64) {
         if let Some(saved) = self.probing.take() {
-            // The probe window ran at half the limit: its latency is the no-load one.
+            // The probe window ran at a quarter of the limit: its latency is the no-load one.
             self.no_load = mean;
             self.limit = saved;
             self.ramping = true;
@@ -277,7 +278,7 @@ impl Vegas {
             // FIFO or not, the requests in flight now were sent at the old limit: the probe
             // measures only after as many have finished.
             self.draining = self.limit as u64;
-            self.limit = (self.limit / 2.0).max(self.policy.min as f64);
+            self.limit = (self.limit / 4.0).max(self.policy.min as f64);
             return;
         }
         let limit = self.limit;
