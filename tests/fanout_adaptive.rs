@@ -3,6 +3,8 @@
 //! add client-side delays the controller cannot tell from queueing on the server). Behaviour
 //! only: the concurrency the server counts, not how long anything took.
 
+#![cfg(feature = "http")]
+
 mod support;
 
 use std::thread;

@@ -3,6 +3,8 @@
 //! losers' sockets are closed (counted by the server), and 100 runs leak no thread. Behaviour
 //! only: no assertion about how long anything took.
 
+#![cfg(feature = "http")]
+
 mod support;
 
 use std::thread;
