@@ -132,6 +132,12 @@ mod clock;
 mod error;
 #[cfg(not(loom))]
 pub mod fanout;
+/// A replicated fan-out attempt's race alone, for the loom models in
+/// `loom-tests/tests/fanout_race.rs`. Not an API; exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+#[path = "fanout/race.rs"]
+pub mod fanout_race;
 mod gcra;
 #[cfg(not(loom))]
 mod group;
@@ -156,6 +162,12 @@ pub mod pool;
 #[doc(hidden)]
 #[path = "pool/slots.rs"]
 pub mod pool_slots;
+/// The supervisor's wake-up protocol and stall rule alone, for the loom models in
+/// `loom-tests/tests/pool_watch.rs`. Not an API; exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+#[path = "pool/watch.rs"]
+pub mod pool_watch;
 mod quota;
 #[cfg(all(feature = "redis", not(loom)))]
 pub mod redis;

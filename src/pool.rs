@@ -28,6 +28,7 @@ mod handle;
 mod slots;
 mod stats;
 mod supervisor;
+mod watch;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -323,18 +324,7 @@ impl WorkerPool {
         let (handle, completer) = handle::pair();
         self.send_task(Box::new(move |counters: &Counters| {
             let context = counters.lane.context();
-            match panic::catch_unwind(AssertUnwindSafe(|| job(&context))) {
-                Ok(value) => {
-                    counters.record(Outcome::Completed);
-                    completer.complete(Ok(value));
-                }
-                Err(payload) => {
-                    let message = panic_message(&*payload);
-                    drop_payload(payload);
-                    counters.record(Outcome::Panicked);
-                    completer.complete(Err(JobError::Panicked(message)));
-                }
-            }
+            run_job(counters, completer, || job(&context));
         }));
         Ok(handle)
     }
@@ -342,7 +332,8 @@ impl WorkerPool {
     /// The stream of pulses of a supervised pool (job start, [`JobContext::pulse`], job end),
     /// bounded: a pulse that finds it full is dropped (counted in
     /// [`PoolStats::dropped_pulses`]), so a listener that never reads never slows a worker.
-    /// `None` for an unsupervised pool.
+    /// `None` for an unsupervised pool. The stream carries the pulses of jobs submitted after
+    /// the first call (until then pulses are dropped and counted without being sent).
     ///
     /// # Examples
     ///
@@ -425,20 +416,9 @@ impl WorkerPool {
         T: Send + 'static,
     {
         let (handle, completer) = handle::pair();
-        self.send_task(Box::new(
-            move |counters: &Counters| match panic::catch_unwind(AssertUnwindSafe(job)) {
-                Ok(value) => {
-                    counters.record(Outcome::Completed);
-                    completer.complete(Ok(value));
-                }
-                Err(payload) => {
-                    let message = panic_message(&*payload);
-                    drop_payload(payload);
-                    counters.record(Outcome::Panicked);
-                    completer.complete(Err(JobError::Panicked(message)));
-                }
-            },
-        ));
+        self.send_task(Box::new(move |counters: &Counters| {
+            run_job(counters, completer, job);
+        }));
         handle
     }
 
@@ -647,6 +627,24 @@ fn work(shared: &Shared, index: usize) {
             && supervisor::end(supervisor, &counters.lane)
         {
             return; // replaced while stuck (invariant 6)
+        }
+    }
+}
+
+/// Runs a job inside its task: catches its panic, records the outcome, then completes its
+/// handle (invariants 1 and 5). Shared by `submit*` and `submit_supervised`.
+#[inline]
+fn run_job<T>(counters: &Counters, completer: handle::Completer<T>, job: impl FnOnce() -> T) {
+    match panic::catch_unwind(AssertUnwindSafe(job)) {
+        Ok(value) => {
+            counters.record(Outcome::Completed);
+            completer.complete(Ok(value));
+        }
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            drop_payload(payload);
+            counters.record(Outcome::Panicked);
+            completer.complete(Err(JobError::Panicked(message)));
         }
     }
 }

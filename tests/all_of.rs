@@ -48,6 +48,48 @@ fn a_refusal_refunds_every_member_exactly() {
     assert_eq!(network.state().remaining, 0);
 }
 
+/// Two members refuse: the refusal is the one with the longest wait (the network's, given
+/// after the disk), so a caller retrying after it is not refused again by the slower member.
+#[test]
+fn a_refusal_reports_the_longest_wait_among_refusing_members() {
+    let clock = ManualClock::new();
+    let [api, disk, network] = api_disk_network(&clock);
+    let all = AllOf::with_clock([api.clone(), disk.clone(), network.clone()], clock.clone());
+    disk.check_n(2).unwrap(); // the disk frees one token in 500 ms
+    network.check_n(5).unwrap(); // the network frees two in 400 ms
+    let before = [api.state(), disk.state(), network.state()];
+    let err = all.check_n(2).unwrap_err();
+    // Disk: 2 tokens at 2/s from empty = 1 s; network: 2 at 5/s = 400 ms. The disk refuses
+    // first and longest here; swap the order and the answer stays the disk's.
+    assert!(
+        matches!(err, LimitError::NotUntil { quota: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+    let swapped = AllOf::with_clock([network.clone(), disk.clone(), api.clone()], clock.clone());
+    let err = swapped.check_n(2).unwrap_err();
+    assert!(
+        matches!(err, LimitError::NotUntil { quota: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+    // Nothing taken by either refusal, the asking included.
+    assert_eq!([api.state(), disk.state(), network.state()], before);
+    // Retrying after the reported wait passes: no member is still refusing.
+    clock.advance(Duration::from_secs(1));
+    all.check_n(2).unwrap();
+    // Through the wait window too (`reserve_n` within a deadline): the longest wait is named.
+    let err = swapped
+        .reserve_n(2, Duration::from_millis(100))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        LimitError::WouldExceedDeadline {
+            wait: Duration::from_secs(1)
+        }
+    );
+}
+
 #[test]
 fn insufficient_capacity_names_no_wait_and_takes_nothing() {
     let clock = ManualClock::new();
@@ -224,6 +266,35 @@ enum Op {
     },
 }
 
+/// The model's rule for the refusal `AllOf` reports (see `all_of.rs` invariant 5).
+fn longest_refusal(refusals: Vec<(usize, LimitError)>) -> LimitError {
+    if let Some((_, err)) = refusals.iter().find(|(_, e)| e.retry_after().is_none()) {
+        return *err;
+    }
+    let (at, err) = refusals
+        .into_iter()
+        .reduce(|a, b| {
+            if b.1.retry_after() > a.1.retry_after() {
+                b
+            } else {
+                a
+            }
+        })
+        .expect("a refused request has a refusing member");
+    match err {
+        LimitError::NotUntil {
+            retry_after,
+            earliest,
+            ..
+        } => LimitError::NotUntil {
+            retry_after,
+            earliest,
+            quota: at,
+        },
+        other => other,
+    }
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1u8..8, 0u64..4).prop_map(|(mask, n)| Op::All { mask, n }),
@@ -261,8 +332,22 @@ proptest! {
                     );
                     let admit = chosen.iter().all(|&i| model[i].state().remaining >= n
                         && n <= model[i].state().burst);
+                    // The refusal expected: each refusing member's own (a refusal charges
+                    // nothing), the first that no wait cures, else the longest wait (the
+                    // earliest member on a tie), named by its position in the combinator.
+                    let refusals: Vec<(usize, LimitError)> = chosen
+                        .iter()
+                        .enumerate()
+                        .filter(|&(_, &i)| {
+                            model[i].state().remaining < n || n > model[i].state().burst
+                        })
+                        .map(|(at, &i)| (at, model[i].check_n(n).expect_err("refuses")))
+                        .collect();
                     let got = all.check_n(n);
                     prop_assert_eq!(got.is_ok(), admit, "{:?} -> {:?}", op, got);
+                    if let Err(err) = got {
+                        prop_assert_eq!(err, longest_refusal(refusals));
+                    }
                     if admit {
                         for &i in &chosen {
                             model[i].check_n(n).unwrap();

@@ -95,6 +95,13 @@ fn pools_groups_and_fan_outs_are_shareable() {
     shareable::<FanOutError<u32, String>>();
     shareable::<FanOutStats>();
     shareable::<RetryPolicy>();
+    shareable::<Replication>();
+    shareable::<ConcurrencyFeedback>();
+    shareable::<
+        tollgate::fanout::ByReplica<
+            fn(&u32, u32, usize, &CancelToken) -> Result<u32, tollgate::Error>,
+        >,
+    >();
     shareable::<Jitter>();
     shareable::<JitterRng>();
     shareable::<Progress>();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tollgate::{
     CancelToken, Error, ErrorKind, FanOut, Quota, RateLimiter, WorkerPool,
     cancel::Cause,
-    fanout::{Jitter, RetryPolicy},
+    fanout::{Jitter, Replication, RetryPolicy},
     time::{Clock, ManualClock},
 };
 
@@ -564,7 +564,7 @@ fn a_hung_primary_loses_to_its_hedge() {
     assert_eq!(results.len(), 20);
     assert!(results.iter().all(|(k, v)| k == v));
     let stats = fan_out.last_stats().unwrap();
-    assert_eq!(stats.hedges, 20);
+    assert_eq!(stats.replicas, 20);
     quiesce(&fan_out);
     assert_eq!(
         aborted.load(Ordering::SeqCst),
@@ -599,7 +599,7 @@ fn no_hedge_when_the_primary_answers_in_time() {
         50
     );
     assert_eq!(calls.load(Ordering::SeqCst), 50);
-    assert_eq!(fan_out.last_stats().unwrap().hedges, 0);
+    assert_eq!(fan_out.last_stats().unwrap().replicas, 0);
     // The hedges waiting out their 60 s were cancelled with their primaries.
     quiesce(&fan_out);
 }
@@ -638,7 +638,7 @@ fn a_failed_primary_takes_its_running_hedges_success() {
         .unwrap();
     let results = fan_out.fetch_all([1u32], &CancelToken::new()).unwrap();
     assert_eq!(results[&1], 7);
-    assert_eq!(fan_out.last_stats().unwrap().hedges, 1);
+    assert_eq!(fan_out.last_stats().unwrap().replicas, 1);
 }
 
 #[test]
@@ -663,19 +663,143 @@ fn hedging_without_spare_capacity_sends_no_hedge() {
         err.error.kind(),
         ErrorKind::Cancelled(Cause::DeadlineExceeded)
     );
-    assert_eq!(fan_out.last_stats().unwrap().hedges, 0);
+    assert_eq!(fan_out.last_stats().unwrap().replicas, 0);
     assert_eq!(max.load(Ordering::SeqCst), 1);
     quiesce(&fan_out);
 }
 
+/// A zero hedge delay sends both copies at once (replication with no stagger): the hung first
+/// call loses to the second, which starts without waiting.
 #[test]
-fn a_zero_hedge_delay_is_rejected() {
-    assert!(
-        FanOut::builder(ok_fetch)
-            .hedge_after(Duration::ZERO)
-            .build()
-            .is_err()
+fn a_zero_hedge_delay_sends_both_copies_at_once() {
+    let (fetch, aborted, max) = first_call_hangs();
+    let fan_out = FanOut::builder(fetch)
+        .max_in_flight(4)
+        .workers(4)
+        .hedge_after(Duration::ZERO)
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let results = fan_out.fetch_all(0..20u32, &CancelToken::new()).unwrap();
+    assert!(results.iter().all(|(k, v)| k == v) && results.len() == 20);
+    quiesce(&fan_out);
+    assert_eq!(
+        aborted.load(Ordering::SeqCst),
+        20,
+        "every hung copy was cancelled"
     );
+    assert!(
+        max.load(Ordering::SeqCst) <= 4,
+        "copies broke the in-flight cap"
+    );
+}
+
+#[test]
+fn replication_rejects_zero_or_too_many_copies() {
+    assert!(Replication::new(0).is_err());
+    assert!(Replication::new(65).is_err());
+    assert_eq!(Replication::new(64).unwrap().copies(), 64);
+}
+
+/// The outcome of one copy in the winner-rule model.
+#[derive(Debug, Clone, Copy)]
+struct CopyPlan {
+    /// When it finishes among the copies (0 first).
+    turn: usize,
+    ok: bool,
+}
+
+/// Copies finish in a set order (a turn counter each copy waits for, cancellably) with set
+/// outcomes; the answer names the copy. With `all_start`, no copy finishes before every copy
+/// has started on its own worker (so a failed first copy waits for the running ones);
+/// without, the first copy may fail at once and take over the copies not started yet. Runs
+/// one key and returns the result and the stats.
+fn race_once(
+    plans: &[CopyPlan],
+    all_start: bool,
+) -> (Result<usize, ErrorKind>, tollgate::fanout::FanOutStats) {
+    let plans: Arc<Vec<CopyPlan>> = Arc::new(plans.to_vec());
+    let turn = Arc::new(AtomicUsize::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let fetch = {
+        let plans = plans.clone();
+        tollgate::fanout::by_replica(move |_: &u32, _, replica: usize, cancel: &CancelToken| {
+            let plan = plans[replica];
+            entered.fetch_add(1, Ordering::SeqCst);
+            while all_start && entered.load(Ordering::SeqCst) < plans.len() {
+                if cancel.is_cancelled() {
+                    return Err(Error::new(ErrorKind::Cancelled(Cause::Cancelled), "lost"));
+                }
+                thread::yield_now();
+            }
+            while turn.load(Ordering::SeqCst) != plan.turn {
+                if cancel.is_cancelled() {
+                    return Err(Error::new(ErrorKind::Cancelled(Cause::Cancelled), "lost"));
+                }
+                thread::yield_now();
+            }
+            if plan.ok {
+                // The turn stays here: later copies wait until the winner cancels them, so the
+                // first success in turn order is the only one.
+                Ok(replica)
+            } else {
+                turn.fetch_add(1, Ordering::SeqCst);
+                Err(Error::new(
+                    ErrorKind::Status(404),
+                    format!("copy {replica} failed"),
+                ))
+            }
+        })
+    };
+    let copies = plans.len();
+    let fan_out = FanOut::builder(fetch)
+        .max_in_flight(copies)
+        .workers(copies)
+        .replicate(Replication::new(copies).unwrap())
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let result = fan_out
+        .fetch_all([0u32], &CancelToken::with_timeout(Duration::from_secs(20)))
+        .map(|got| got[&0])
+        .map_err(|e| e.error.kind());
+    let stats = fan_out.last_stats().unwrap();
+    quiesce(&fan_out);
+    (result, stats)
+}
+
+use proptest::strategy::Strategy as _;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// The winner rule: the first copy to succeed (in finishing order) answers, whichever
+    /// copy it is; when every copy fails, the first copy's own error (here the last one run)
+    /// is returned; a copy that won is counted, and every other copy that ran is wasted.
+    #[test]
+    fn the_first_success_wins(
+        (outcomes, turns) in (1..5usize).prop_flat_map(|n| (
+            proptest::collection::vec(proptest::prelude::any::<bool>(), n),
+            proptest::prelude::Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
+        )),
+        all_start in proptest::prelude::any::<bool>(),
+    ) {
+        use proptest::prelude::*;
+        let copies = outcomes.len();
+        let plans: Vec<CopyPlan> = (0..copies)
+            .map(|i| CopyPlan { turn: turns[i], ok: outcomes[i] })
+            .collect();
+        let (result, stats) = race_once(&plans, all_start);
+        let winner = (0..copies).filter(|&i| plans[i].ok).min_by_key(|&i| plans[i].turn);
+        match winner {
+            Some(w) => {
+                prop_assert_eq!(result, Ok(w));
+                prop_assert_eq!(stats.replica_wins, u64::from(w > 0));
+                prop_assert!(stats.replicas_wasted < copies as u64);
+            }
+            None => prop_assert_eq!(result, Err(ErrorKind::Status(404))),
+        }
+    }
 }
 
 /// An anyhow-style report (`{:#}`: each error of the `source()` chain once, joined by ": ")

@@ -216,3 +216,57 @@ fn a_refused_connection_is_a_transient_failure_with_its_key() {
     assert_eq!(err.attempts, 2);
     assert_eq!(err.error.kind(), ErrorKind::Connection);
 }
+
+/// A failing first mirror fails over to the next one at once, without waiting out the stagger
+/// (here a minute; the caller's deadline would end the run long before).
+#[test]
+fn a_failing_mirror_fails_over_at_once_not_after_the_stagger() {
+    let server = TestServer::start();
+    let fetcher = HttpFetcher::builder(&server.url("/status/500/{key}"))
+        .mirror(&server.url("/ok/{key}"))
+        .build()
+        .unwrap();
+    let fan_out = FanOut::builder(fetcher)
+        .max_in_flight(2)
+        .workers(2)
+        .replicate(
+            tollgate::fanout::Replication::new(2)
+                .unwrap()
+                .stagger(Duration::from_secs(60)),
+        )
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let got = fan_out
+        .fetch_all(
+            1..=5u32,
+            &CancelToken::with_timeout(Duration::from_secs(30)),
+        )
+        .unwrap();
+    assert!(got.values().all(|r| r.url().contains("/ok/")));
+    let stats = fan_out.last_stats().unwrap();
+    assert_eq!((stats.replica_wins, stats.replicas), (5, 5), "{stats:?}");
+    assert_eq!(server.hits("3"), 2);
+}
+
+#[test]
+fn mirrors_take_no_password_in_a_url() {
+    let with_password = HttpFetcher::builder("http://user:pw@127.0.0.1:9/{key}")
+        .mirror("http://127.0.0.1:10/{key}")
+        .build()
+        .unwrap_err();
+    assert_eq!(with_password.kind(), ErrorKind::InvalidArgument);
+    assert!(!with_password.to_string().contains("pw"));
+    assert!(
+        HttpFetcher::builder("http://127.0.0.1:9/{key}")
+            .mirror("http://u:p@127.0.0.1:10/{key}")
+            .build()
+            .is_err()
+    );
+    assert!(
+        HttpFetcher::builder("http://127.0.0.1:9/{key}")
+            .mirror("no url {key}")
+            .build()
+            .is_err()
+    );
+}

@@ -7,6 +7,10 @@
 //!
 //! * `pool_roundtrip`: submit one job, wait for it, repeat — latency of one dispatch.
 //! * `pool_batch_1000`: submit 1000 jobs, then wait for all — throughput per job.
+//! * `pool_supervision_interleaved`: the supervised and the unsupervised pool alternately, one
+//!   roundtrip each, in the same measured loop (so the box's load falls on both alike); each
+//!   side's time goes to criterion, and the median over criterion's samples of the
+//!   supervised/unsupervised time ratio (each sample's pairs) is printed at the end.
 //!
 //! Run: `cargo bench -p tollgate-bench --bench pool -- --warm-up-time 1 --measurement-time 3`
 
@@ -182,5 +186,68 @@ fn batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, roundtrip, batch);
+/// Per criterion sample of `supervision_interleaved`: supervised time / unsupervised time over
+/// that sample's interleaved pairs.
+static RATIOS: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
+
+fn supervision_interleaved(c: &mut Criterion) {
+    use std::time::Instant;
+
+    let mut group = c.benchmark_group("pool_supervision_interleaved");
+    group.throughput(Throughput::Elements(1));
+    let plain = WorkerPool::builder()
+        .threads(THREADS)
+        .queue_capacity(BATCH)
+        .build()
+        .unwrap();
+    let supervised = WorkerPool::builder()
+        .threads(THREADS)
+        .queue_capacity(BATCH)
+        .supervise(
+            Supervision::new()
+                .job_limit(Duration::from_secs(60))
+                .heartbeat(Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    let pools = [&plain, &supervised];
+    for (side, name) in ["unsupervised", "supervised"].into_iter().enumerate() {
+        group.bench_function(BenchmarkId::new(name, THREADS), |b| {
+            b.iter_custom(|iters| {
+                // Both pools every iteration, the measured one first or second by turns.
+                let mut spent = [Duration::ZERO; 2];
+                for i in 0..iters {
+                    for turn in [i % 2, 1 - i % 2] {
+                        let pool = pools[turn as usize];
+                        let started = Instant::now();
+                        pool.submit(|| black_box(1u64), CancelToken::never())
+                            .unwrap()
+                            .join(CancelToken::never())
+                            .unwrap();
+                        spent[turn as usize] += started.elapsed();
+                    }
+                }
+                let ratio = spent[1].as_secs_f64() / spent[0].as_secs_f64().max(1e-12);
+                RATIOS.lock().unwrap().push(ratio);
+                spent[side]
+            })
+        });
+    }
+    group.finish();
+    let mut ratios = std::mem::take(&mut *RATIOS.lock().unwrap());
+    ratios.sort_by(f64::total_cmp);
+    if !ratios.is_empty() {
+        let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q) as usize];
+        eprintln!(
+            "pool_supervision_interleaved: supervised / unsupervised roundtrip, per sample of \
+             interleaved pairs: median {:.2} [q1 {:.2}, q3 {:.2}] over {} samples",
+            at(0.5),
+            at(0.25),
+            at(0.75),
+            ratios.len()
+        );
+    }
+}
+
+criterion_group!(benches, roundtrip, batch, supervision_interleaved);
 criterion_main!(benches);

@@ -47,7 +47,8 @@ pub struct FanOutBuilder<F> {
     pool: Option<Arc<WorkerPool>>,
     retry: RetryPolicy,
     fail_fast: bool,
-    hedge_after: Option<Duration>,
+    replication: Option<super::Replication>,
+    concurrency: Option<super::ConcurrencyFeedback>,
     heartbeat: Duration,
     progress: Option<Arc<ProgressFn>>,
 }
@@ -69,7 +70,8 @@ impl<F> FanOutBuilder<F> {
             pool: None,
             retry: RetryPolicy::default(),
             fail_fast: true,
-            hedge_after: None,
+            replication: None,
+            concurrency: None,
             heartbeat: Duration::from_secs(1),
             progress: None,
         }
@@ -254,11 +256,13 @@ impl<F> FanOutBuilder<F> {
     }
 
     /// Hedged requests: when an attempt has not answered after `delay`, a second copy runs on a
-    /// spare worker; the first success wins and the other copy is cancelled. A hedge only uses
-    /// spare capacity — a free permit, a rate token available now, an idle worker — so it never
-    /// breaks the in-flight cap or the rate; to leave room for hedges, a run with hedging keeps
-    /// half of its permits and workers free (so give it twice the workers and permits you would
-    /// otherwise). `Fetch` implementations must tolerate two concurrent calls for one key.
+    /// spare worker; the first success wins and the other copy is cancelled. The same as
+    /// [`replicate`](Self::replicate)`(Replication::new(2)?.stagger(delay))` (a zero delay sends
+    /// both copies at once). A hedge only uses spare capacity — a free permit, a rate token
+    /// available now, an idle worker — so it never breaks the in-flight cap or the rate; to
+    /// leave room for hedges, a run with hedging keeps half of its permits and workers free (so
+    /// give it twice the workers and permits you would otherwise). `Fetch` implementations must
+    /// tolerate two concurrent calls for one key.
     ///
     /// # Examples
     ///
@@ -274,7 +278,62 @@ impl<F> FanOutBuilder<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn hedge_after(mut self, delay: Duration) -> Self {
-        self.hedge_after = Some(delay);
+        self.replication = Some(super::Replication::TWO.stagger(delay));
+        self
+    }
+
+    /// Adaptive concurrency (opt-in): the in-flight limit follows latency, TCP-Vegas style
+    /// (Netflix's concurrency-limits is the reference). `max_in_flight` becomes the most the
+    /// limit can reach; the fan-out starts lower, grows while latency stays at its no-load
+    /// level and backs off as requests start to queue on the server, settling a few percent
+    /// above the concurrency where its latency starts to rise, and follows that point when it
+    /// moves. It resizes the fan-out's semaphore live (a shrink waits for permits to come
+    /// back), so give the fan-out its own semaphore. Works alongside the 429/503
+    /// [`RateFeedback`](super::RateFeedback), which moves the rate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut, fanout::ConcurrencyFeedback};
+    ///
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .max_in_flight(256) // the ceiling
+    ///     .workers(16)
+    ///     .adaptive_concurrency(ConcurrencyFeedback::default())
+    ///     .build()?;
+    /// assert_eq!(fan_out.concurrency_limit(), Some(64)); // starts at a quarter
+    /// fan_out.fetch_all(0..100u32, &CancelToken::new()).map_err(|e| e.error)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn adaptive_concurrency(mut self, feedback: super::ConcurrencyFeedback) -> Self {
+        self.concurrency = Some(feedback);
+        self
+    }
+
+    /// Replicated requests: each attempt runs as [`Replication::copies`](super::Replication)
+    /// copies, at once or staggered, each told its index ([`Fetch::fetch_replica`](super::Fetch)),
+    /// so a copy can go to another server (the HTTP fetcher's mirrors); the first success wins
+    /// and the other copies are cancelled, which aborts their sockets. Extra copies only use
+    /// spare capacity (a free permit, a rate token available now, an idle worker), so they
+    /// never break the in-flight cap or the rate; a run keeps `(n-1)/n` of its workers and
+    /// permits free for them. [`FanOutStats`](super::FanOutStats) counts the copies sent,
+    /// skipped, winning and wasted. Replaces an earlier [`hedge_after`](Self::hedge_after).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut, fanout::Replication};
+    ///
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .max_in_flight(9)
+    ///     .workers(9)
+    ///     .replicate(Replication::new(3)?) // three copies at once, the fastest wins
+    ///     .build()?;
+    /// assert_eq!(fan_out.fetch_all(0..10u32, &CancelToken::new()).map_err(|e| e.error)?.len(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn replicate(mut self, replication: super::Replication) -> Self {
+        self.replication = (replication.copies() > 1).then_some(replication);
         self
     }
 
@@ -326,8 +385,7 @@ impl<F> FanOutBuilder<F> {
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` for zero in-flight requests, zero workers, a zero heartbeat or a zero
-    /// hedge delay.
+    /// `InvalidArgument` for zero in-flight requests, zero workers or a zero heartbeat.
     ///
     /// # Examples
     ///
@@ -344,9 +402,6 @@ impl<F> FanOutBuilder<F> {
         let invalid = |message: &str| Error::new(ErrorKind::InvalidArgument, message);
         if self.heartbeat.is_zero() {
             return Err(invalid("heartbeat must be longer than zero"));
-        }
-        if self.hedge_after.is_some_and(|delay| delay.is_zero()) {
-            return Err(invalid("hedge_after must be longer than zero (or not set)"));
         }
         let semaphore = match self.semaphore {
             Some(semaphore) => semaphore,
@@ -388,15 +443,22 @@ impl<F> FanOutBuilder<F> {
                 None => limiters.push(limiter),
             }
         }
+        let concurrency = self.concurrency.map(|feedback| {
+            Arc::new(super::concurrency::AdaptiveConcurrency::start(
+                feedback,
+                semaphore.clone(),
+            ))
+        });
         Ok(FanOut {
             fetcher: Arc::new(self.fetcher),
             limiters,
             adaptive,
+            concurrency,
             semaphore,
             pool,
             retry: self.retry,
             fail_fast: self.fail_fast,
-            hedge_after: self.hedge_after,
+            replication: self.replication,
             heartbeat: self.heartbeat,
             progress: self.progress,
             last_stats: Mutex::new(None),

@@ -6,10 +6,12 @@
 
 mod aimd;
 mod builder;
+mod concurrency;
 mod error;
 mod fetch;
-mod hedge;
 mod progress;
+mod race;
+mod replicate;
 mod retry;
 mod run;
 mod stats;
@@ -23,8 +25,10 @@ use std::time::Duration;
 pub use crate::trace_context::{TraceContext, TraceScope};
 pub use aimd::RateFeedback;
 pub use builder::FanOutBuilder;
+pub use concurrency::ConcurrencyFeedback;
 pub use error::FanOutError;
-pub use fetch::Fetch;
+pub use fetch::{ByReplica, Fetch, by_replica};
+pub use replicate::Replication;
 pub use retry::{Jitter, JitterRng, RetryPolicy};
 pub use stats::{FanOutStats, Progress};
 
@@ -73,11 +77,12 @@ pub struct FanOut<F> {
     fetcher: Arc<F>,
     limiters: Vec<Arc<dyn Limiter>>,
     adaptive: Option<Arc<run::AdaptiveRate>>,
+    concurrency: Option<Arc<concurrency::AdaptiveConcurrency>>,
     semaphore: Arc<Semaphore>,
     pool: Arc<WorkerPool>,
     retry: RetryPolicy,
     fail_fast: bool,
-    hedge_after: Option<Duration>,
+    replication: Option<Replication>,
     heartbeat: Duration,
     progress: Option<Arc<ProgressFn>>,
     last_stats: Mutex<Option<FanOutStats>>,
@@ -336,6 +341,26 @@ impl<F> FanOut<F> {
             .map(|adaptive| adaptive.aimd.lock().rate())
     }
 
+    /// The in-flight limit the latency controller has set, with
+    /// [`adaptive_concurrency`](FanOutBuilder::adaptive_concurrency) on (`None` otherwise):
+    /// the semaphore's capacity, moving between 1 and `max_in_flight`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, Error, FanOut, fanout::ConcurrencyFeedback};
+    /// let fan_out = FanOut::builder(|k: &u32, _: u32, _: &CancelToken| Ok::<_, Error>(*k))
+    ///     .max_in_flight(64)
+    ///     .adaptive_concurrency(ConcurrencyFeedback::default().initial(8)?)
+    ///     .build()?;
+    /// assert_eq!(fan_out.concurrency_limit(), Some(8));
+    /// assert_eq!(fan_out.semaphore().capacity(), 8);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn concurrency_limit(&self) -> Option<usize> {
+        self.concurrency.as_ref().map(|c| c.limit())
+    }
+
     /// The in-flight semaphore (shared by every run of this fan-out).
     ///
     /// # Examples
@@ -376,6 +401,7 @@ impl<F> fmt::Debug for FanOut<F> {
         f.debug_struct("FanOut")
             .field("limiters", &self.limiters)
             .field("adaptive_rate", &self.current_rate())
+            .field("concurrency_limit", &self.concurrency_limit())
             .field("semaphore", &self.semaphore)
             .field("pool", &self.pool)
             .field("retry", &self.retry)

@@ -101,12 +101,13 @@ pub(super) struct Shared<F> {
     pub(super) fetcher: Arc<F>,
     limiters: Vec<Arc<dyn Limiter>>,
     adaptive: Option<Arc<AdaptiveRate>>,
+    concurrency: Option<Arc<super::concurrency::AdaptiveConcurrency>>,
     pub(super) counters: Arc<Counters>,
     retry: super::RetryPolicy,
     fail_fast: bool,
     pub(super) pool: Arc<crate::WorkerPool>,
     pub(super) semaphore: Arc<crate::Semaphore>,
-    hedge_after: Option<Duration>,
+    replication: Option<super::Replication>,
     pub(super) group: CancelToken,
     /// The run's span (`obs::run_span`): the runners enter it on their worker threads.
     pub(super) span: tracing::Span,
@@ -239,7 +240,7 @@ fn is_throttle(error: &Error) -> bool {
 
 impl<F> Shared<F> {
     /// Waits for one token from every limiter, on the group token.
-    fn wait_for_slot(&self) -> Result<(), Error> {
+    pub(super) fn wait_for_slot(&self) -> Result<(), Error> {
         for limiter in &self.limiters {
             limiter.wait(&self.group)?;
         }
@@ -293,13 +294,25 @@ where
         let span = crate::obs::attempt_span(key, attempt);
         let entered = span.enter();
         let started = Instant::now();
-        let result = match shared.hedge_after {
-            Some(after) => super::hedge::fetch_hedged(shared, key, attempt, after),
+        let result = match shared.replication {
+            Some(replication) => {
+                super::replicate::fetch_replicated(shared, key, attempt, replication)
+            }
             None => shared.fetcher.fetch(key, attempt, &shared.group),
         };
         let latency = started.elapsed();
         drop(entered);
         shared.counters.end_request(latency);
+        if let Some(concurrency) = &shared.concurrency {
+            // A drop is a failure the server's load may explain (a timeout, a refused or reset
+            // connection, a 5xx); 429/503 move the rate instead, cancellations say nothing.
+            let dropped = matches!(&result, Err(e) if e.is_transient() && !is_throttle(e));
+            let cancelled = shared.group.is_cancelled();
+            if !cancelled {
+                let in_flight = Counters::get(&shared.counters.in_flight) + 1;
+                concurrency.on_sample(latency, in_flight, dropped);
+            }
+        }
         let error = match result {
             Ok(output) => {
                 if let Some(adaptive) = &shared.adaptive {
@@ -548,12 +561,13 @@ impl<F> FanOut<F> {
             fetcher: self.fetcher.clone(),
             limiters: self.limiters.clone(),
             adaptive: self.adaptive.clone(),
+            concurrency: self.concurrency.clone(),
             counters: counters.clone(),
             retry: self.retry,
             fail_fast: self.fail_fast,
             pool: self.pool.clone(),
             semaphore: self.semaphore.clone(),
-            hedge_after: self.hedge_after,
+            replication: self.replication,
             group: group.clone(),
             span: span.clone(),
             trace,
@@ -736,15 +750,21 @@ impl<F> FanOut<F> {
         Ok(counters.stats(started.elapsed()))
     }
 
-    /// How many runners a run starts: one per worker thread that a permit can keep busy (half of
-    /// each with hedging), and no more than there are keys.
+    /// How many runners a run starts: one per worker thread that a permit can keep busy (a
+    /// `1/n` share of each with `n` copies per attempt), and no more than there are keys.
     fn runner_count(&self, total: Option<u64>) -> usize {
         let mut threads = self.pool.stats().threads.max(1);
-        let mut permits = self.semaphore.capacity().max(1);
-        if self.hedge_after.is_some() {
-            // Half of the workers and permits stay free for hedges (hedge.rs, invariant 1).
-            threads = (threads / 2).max(1);
-            permits = (permits / 2).max(1);
+        // With adaptive concurrency, enough runners for the limit's ceiling.
+        let mut permits = self
+            .concurrency
+            .as_ref()
+            .map_or_else(|| self.semaphore.capacity(), |c| c.max())
+            .max(1);
+        if let Some(replication) = self.replication {
+            // The rest of the workers and permits stay free for the copies (replicate.rs,
+            // invariant 1).
+            threads = (threads / replication.copies()).max(1);
+            permits = (permits / replication.copies()).max(1);
         }
         let keys = total.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         threads.min(permits).min(keys).max(1)
@@ -830,7 +850,7 @@ where
 }
 
 /// A panic in a user's `Fetch` as an `Error` with the payload's message.
-fn panic_error(payload: &(dyn std::any::Any + Send)) -> Error {
+pub(super) fn panic_error(payload: &(dyn std::any::Any + Send)) -> Error {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

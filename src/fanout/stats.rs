@@ -104,7 +104,10 @@ pub(crate) struct Counters {
     pub(crate) failed: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) throttled: AtomicU64,
-    pub(crate) hedges: AtomicU64,
+    pub(crate) replicas: AtomicU64,
+    pub(crate) replicas_skipped: AtomicU64,
+    pub(crate) replica_wins: AtomicU64,
+    pub(crate) replicas_wasted: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     pub(crate) max_in_flight: AtomicU64,
     pub(crate) latency: LatencyHistogram,
@@ -118,7 +121,10 @@ impl Counters {
             failed: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
-            hedges: AtomicU64::new(0),
+            replicas: AtomicU64::new(0),
+            replicas_skipped: AtomicU64::new(0),
+            replica_wins: AtomicU64::new(0),
+            replicas_wasted: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             latency: LatencyHistogram::new(),
@@ -143,6 +149,11 @@ impl Counters {
     pub(crate) fn add(counter: &AtomicU64) {
         // Relaxed: statistics only (invariant 3).
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_n(counter: &AtomicU64, n: u64) {
+        // Relaxed: statistics only (invariant 3).
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn get(counter: &AtomicU64) -> u64 {
@@ -172,7 +183,10 @@ impl Counters {
             failed: Self::get(&self.failed),
             retries: Self::get(&self.retries),
             throttled: Self::get(&self.throttled),
-            hedges: Self::get(&self.hedges),
+            replicas: Self::get(&self.replicas),
+            replicas_skipped: Self::get(&self.replicas_skipped),
+            replica_wins: Self::get(&self.replica_wins),
+            replicas_wasted: Self::get(&self.replicas_wasted),
             max_in_flight: Self::get(&self.max_in_flight),
             elapsed,
             achieved_rate: per_second(requests, elapsed),
@@ -261,9 +275,18 @@ pub struct FanOutStats {
     pub retries: u64,
     /// Responses that asked us to slow down (429/503).
     pub throttled: u64,
-    /// Hedged copies sent (see [`FanOutBuilder::hedge_after`](crate::fanout::FanOutBuilder::hedge_after)).
-    pub hedges: u64,
-    /// The most requests in flight at once, as counted by the fan-out (hedges included).
+    /// Extra copies of attempts sent (beyond each attempt's first; see
+    /// [`Replication`](crate::fanout::Replication) and
+    /// [`FanOutBuilder::hedge_after`](crate::fanout::FanOutBuilder::hedge_after)).
+    pub replicas: u64,
+    /// Extra copies not sent for lack of spare capacity (no free permit, rate token or worker).
+    pub replicas_skipped: u64,
+    /// Attempts won by a copy other than the first.
+    pub replica_wins: u64,
+    /// Copies that ran (the first ones included) in an attempt another copy won: the cost of
+    /// replication.
+    pub replicas_wasted: u64,
+    /// The most requests in flight at once, as counted by the fan-out (copies included).
     pub max_in_flight: u64,
     /// Wall time of the run.
     pub elapsed: Duration,

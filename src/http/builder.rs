@@ -107,6 +107,8 @@ fn invalid(e: HttpConfigError, detail: String) -> Error {
 #[must_use = "a builder does nothing until build() is called"]
 pub struct HttpFetcherBuilder {
     template: String,
+    /// Further templates, for replicas (`mirror`).
+    mirrors: Vec<String>,
     resolve_timeout: Duration,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -149,6 +151,14 @@ impl fmt::Debug for HttpFetcherBuilder {
             .collect();
         f.debug_struct("HttpFetcherBuilder")
             .field("template", &redact_userinfo(&self.template))
+            .field(
+                "mirrors",
+                &self
+                    .mirrors
+                    .iter()
+                    .map(|m| redact_userinfo(m))
+                    .collect::<Vec<_>>(),
+            )
             .field("method", &self.method)
             .field("headers", &headers)
             .field("redirects", &self.redirects)
@@ -174,6 +184,8 @@ pub(crate) fn is_secret_name(name: &str) -> bool {
 }
 
 impl HttpFetcherBuilder {
+    /// Most URL templates a fetcher holds (its own and its mirrors).
+    pub const MAX_MIRRORS: usize = 64;
     /// Time to resolve a host name, unless set.
     pub const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
     /// Time to open a connection (TCP and TLS), unless set.
@@ -196,6 +208,7 @@ impl HttpFetcherBuilder {
     pub(super) fn new(template: &str) -> Self {
         HttpFetcherBuilder {
             template: template.to_owned(),
+            mirrors: Vec::new(),
             resolve_timeout: Self::DEFAULT_RESOLVE_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             read_timeout: Self::DEFAULT_READ_TIMEOUT,
@@ -233,6 +246,31 @@ impl HttpFetcherBuilder {
     /// ```
     pub fn propagate_trace_context(mut self, on: bool) -> Self {
         self.propagate_trace = on;
+        self
+    }
+
+    /// Adds a mirror: another URL template serving the same keys (another server, region or
+    /// replica set). The fetcher's own template is mirror 0 and each call adds the next one;
+    /// [`HttpFetcher::fetch_mirror`](super::HttpFetcher::fetch_mirror) picks one, and a fan-out
+    /// with [`Replication`](crate::fanout::Replication) sends copy `i` of an attempt to mirror
+    /// `i % mirrors`. Checked like the template by [`build`](Self::build). The builder's headers
+    /// go to every mirror (they are origins you named); so that no password in a URL reaches
+    /// another server, a fetcher with mirrors takes no `user:password@` in any template (use
+    /// [`secret_header`](Self::secret_header)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let fetcher = tollgate::HttpFetcher::builder("http://eu.example.com/v1/{key}")
+    ///     .mirror("http://us.example.com/v1/{key}")
+    ///     .build()?;
+    /// assert_eq!(fetcher.mirrors(), 2);
+    /// assert_eq!(fetcher.mirror_url(1, "7"), "http://us.example.com/v1/7");
+    /// assert_eq!(fetcher.mirror_url(2, "7"), "http://eu.example.com/v1/7"); // 2 % 2 = 0
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn mirror(mut self, url_template: &str) -> Self {
+        self.mirrors.push(url_template.to_owned());
         self
     }
 
@@ -520,6 +558,33 @@ impl HttpFetcherBuilder {
                 format!("URL template {template_text:?} has no origin"),
             )
         })?;
+        if self.mirrors.len() >= Self::MAX_MIRRORS {
+            return Err(invalid(
+                HttpConfigError::BadUrlTemplate,
+                format!("at most {} URL templates (mirrors)", Self::MAX_MIRRORS),
+            ));
+        }
+        let mut mirrors = Vec::with_capacity(self.mirrors.len());
+        for (at, text) in self.mirrors.iter().enumerate() {
+            let (text, mirror_userinfo) = split_userinfo(text);
+            if mirror_userinfo.is_some() || userinfo.is_some() {
+                return Err(invalid(
+                    HttpConfigError::BadUrlTemplate,
+                    "a fetcher with mirrors takes no user:password in its URL templates (it \
+                     would reach the other mirrors); use secret_header"
+                        .into(),
+                ));
+            }
+            let mirror = UrlTemplate::parse(&text)
+                .map_err(|(e, why)| invalid(e, format!("mirror {}: {why}", at + 1)))?;
+            let mirror_origin = Origin::of(&mirror.render("k")).ok_or_else(|| {
+                invalid(
+                    HttpConfigError::BadUrlTemplate,
+                    format!("mirror {}: URL template {text:?} has no origin", at + 1),
+                )
+            })?;
+            mirrors.push((mirror, mirror_origin));
+        }
         let Ok(method) = Method::from_bytes(self.method.as_bytes()) else {
             return Err(invalid(
                 HttpConfigError::BadMethod,
@@ -612,6 +677,7 @@ impl HttpFetcherBuilder {
                 agent,
                 template,
                 origin,
+                mirrors,
                 headers,
                 method,
                 body: self.body,

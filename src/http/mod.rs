@@ -23,6 +23,9 @@
 //!    another origin (reached by a redirect) is kept by the fetcher, capped the same way: later
 //!    hops to that origin wait for it on the token (interruptible), or fail at once with
 //!    [`ErrorKind::Timeout`] if it ends after the request's time is up.
+//! 7. Mirrors (`HttpFetcherBuilder::mirror`): a request sent to mirror `i` treats mirror `i`'s
+//!    origin as the template's in invariants 5 and 6; a fetcher with mirrors holds no userinfo
+//!    in any template, so no URL password can reach another mirror.
 //!
 //! The pieces: `template` (URL templates and key encoding), `redirect` (policy, origins,
 //! `Location` resolution, userinfo), `retry_after` (the header and HTTP-date parser), `abort`
@@ -133,6 +136,9 @@ struct FetcherInner {
     template: UrlTemplate,
     /// The template's origin: the only one the builder's headers go to (redirect invariant 2).
     origin: Origin,
+    /// Mirrors 1.. (`HttpFetcherBuilder::mirror`), each with its origin, which plays the
+    /// template's origin's part for requests sent to that mirror.
+    mirrors: Vec<(UrlTemplate, Origin)>,
     /// The builder's headers, the template's userinfo as `Authorization` among them; secret
     /// ones are marked sensitive, so `Debug` never shows them.
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -202,6 +208,73 @@ impl HttpFetcher {
         self.inner.template.render(key)
     }
 
+    /// How many URL templates the fetcher has: its own (mirror 0) and the
+    /// [`mirror`](HttpFetcherBuilder::mirror)s added to it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tollgate::HttpFetcher::builder("http://h/{key}").build()?.mirrors(), 1);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn mirrors(&self) -> usize {
+        1 + self.inner.mirrors.len()
+    }
+
+    /// The URL [`fetch_mirror`](Self::fetch_mirror)`(mirror, key, …)` requests (mirror
+    /// `mirror % mirrors()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let fetcher = tollgate::HttpFetcher::builder("http://a/{key}").mirror("http://b/x/{key}").build()?;
+    /// assert_eq!(fetcher.mirror_url(1, "k"), "http://b/x/k");
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn mirror_url(&self, mirror: usize, key: &str) -> String {
+        self.target(mirror).0.render(key)
+    }
+
+    /// Mirror `mirror % mirrors()`: its template and origin.
+    fn target(&self, mirror: usize) -> (&UrlTemplate, &Origin) {
+        let inner = &*self.inner;
+        match mirror % self.mirrors() {
+            0 => (&inner.template, &inner.origin),
+            other => {
+                let (template, origin) = &inner.mirrors[other - 1];
+                (template, origin)
+            }
+        }
+    }
+
+    /// [`fetch`](Self::fetch) from mirror `mirror % mirrors()` (0 is the fetcher's own
+    /// template): what a replicated fan-out's copy `mirror` does. Redirects, the headers and
+    /// `Retry-After` treat that mirror's origin as the template's.
+    ///
+    /// # Errors
+    ///
+    /// As [`fetch`](Self::fetch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{CancelToken, ErrorKind, HttpFetcher};
+    /// let fetcher = HttpFetcher::builder("http://127.0.0.1:9/{key}").mirror("http://127.0.0.1:9/b/{key}").build()?;
+    /// let token = CancelToken::new();
+    /// token.cancel();
+    /// assert!(matches!(fetcher.fetch_mirror(1, "7", &token).unwrap_err().kind(), ErrorKind::Cancelled(_)));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn fetch_mirror(
+        &self,
+        mirror: usize,
+        key: &str,
+        cancel: &CancelToken,
+    ) -> Result<HttpResponse, Error> {
+        let inner = &*self.inner;
+        self.run(mirror, key, &inner.method, inner.body.as_deref(), cancel)
+    }
+
     /// Sends the fetcher's request for `key` — `GET` unless the builder set another
     /// [`method`](HttpFetcherBuilder::method) and [`body`](HttpFetcherBuilder::body) — follows
     /// redirects as its [`RedirectPolicy`] allows, and reads the whole body, unless `cancel` ends
@@ -229,7 +302,7 @@ impl HttpFetcher {
     /// ```
     pub fn fetch(&self, key: &str, cancel: &CancelToken) -> Result<HttpResponse, Error> {
         let inner = &*self.inner;
-        self.run(key, &inner.method, inner.body.as_deref(), cancel)
+        self.run(0, key, &inner.method, inner.body.as_deref(), cancel)
     }
 
     /// `POST`s `body` to the URL for `key` and reads the whole response body, unless `cancel`
@@ -260,12 +333,13 @@ impl HttpFetcher {
         body: &[u8],
         cancel: &CancelToken,
     ) -> Result<HttpResponse, Error> {
-        self.run(key, &Method::POST, Some(body), cancel)
+        self.run(0, key, &Method::POST, Some(body), cancel)
     }
 
     /// A `fetch` or `post`: the cancellation bracket around [`exchange`](Self::exchange).
     fn run(
         &self,
+        mirror: usize,
         key: &str,
         method: &Method,
         body: Option<&[u8]>,
@@ -277,13 +351,14 @@ impl HttpFetcher {
         if key.is_empty() {
             return Err(Error::new(ErrorKind::InvalidArgument, "the key is empty").with_key(key));
         }
-        let url = self.inner.template.render(key);
+        let (template, home) = self.target(mirror);
+        let url = template.render(key);
         let entered = AbortScope::enter();
         let registration = {
             let scope = entered.scope();
             cancel.on_cancel(move || scope.abort())
         };
-        let outcome = self.exchange(url, method, body, cancel);
+        let outcome = self.exchange(url, home, method, body, cancel);
         drop(registration);
         drop(entered);
         // Invariant 3: whatever the request did, a cancelled token wins.
@@ -300,6 +375,7 @@ impl HttpFetcher {
     fn exchange(
         &self,
         mut url: String,
+        home: &Origin,
         method: &Method,
         body: Option<&[u8]>,
         cancel: &CancelToken,
@@ -390,7 +466,7 @@ impl HttpFetcher {
                         ),
                     ));
                 }
-                let same_origin = Origin::of(&next).is_some_and(|o| o == inner.origin);
+                let same_origin = Origin::of(&next).is_some_and(|o| o == *home);
                 if !same_origin {
                     if inner.redirects == RedirectPolicy::SameOrigin {
                         return Err(Error::new(
@@ -428,7 +504,7 @@ impl HttpFetcher {
                 let cap = inner.max_retry_after.min(inner.request_timeout);
                 let cap = cancel.remaining().map_or(cap, |left| left.min(cap));
                 let here = Origin::of(&url);
-                let home = trusted && here.as_ref().is_some_and(|o| *o == inner.origin);
+                let home = trusted && here.as_ref().is_some_and(|o| o == home);
                 if !home
                     && matches!(code, 429 | 503)
                     && let Some(origin) = here
@@ -660,5 +736,16 @@ impl<K: fmt::Display> crate::fanout::Fetch<K> for HttpFetcher {
 
     fn fetch(&self, key: &K, _attempt: u32, cancel: &CancelToken) -> Result<HttpResponse, Error> {
         HttpFetcher::fetch(self, &key.to_string(), cancel)
+    }
+
+    /// Copy `replica` goes to mirror `replica % mirrors()` ([`HttpFetcher::fetch_mirror`]).
+    fn fetch_replica(
+        &self,
+        key: &K,
+        _attempt: u32,
+        replica: usize,
+        cancel: &CancelToken,
+    ) -> Result<HttpResponse, Error> {
+        self.fetch_mirror(replica, &key.to_string(), cancel)
     }
 }

@@ -20,6 +20,12 @@
 //!    members in different orders may both be refused (each sees the other's charge before it
 //!    is refunded) but never both admitted beyond a member's capacity, and never deadlock (loom
 //!    model `loom-tests/tests/all_of.rs`).
+//! 5. A refusal reports the longest wait among the refusing members, not the first one's: after
+//!    the refunds, every later refundable member is asked too (`reserve_n` with the same
+//!    window, its grant refunded at once if it admits), and the longest `NotUntil` /
+//!    `WouldExceedDeadline` wait wins, with that member's index; a refusal that no wait cures
+//!    (`InsufficientCapacity`) wins over any wait. Members that cannot refund are never asked
+//!    without being charged (invariant 2), so a refusal before them does not count their waits.
 
 use crate::sync::DynArc as Arc;
 use std::fmt;
@@ -39,8 +45,10 @@ use super::{Grant, LimitError, LimitState, Limiter, Ticket};
 /// that other code also checks (the disk limiter every writer shares, the API limiter a 429
 /// penalizes). `AllOf` is itself a [`Limiter`], so it nests and plugs into the fan-out.
 ///
-/// A denial's [`LimitError::NotUntil`] `quota` is the index of the member that said no (in the
-/// order given to [`new`](Self::new)).
+/// A denial reports the longest wait among the members that said no, and its
+/// [`LimitError::NotUntil`] `quota` is that member's index (in the order given to
+/// [`new`](Self::new)), so a caller retrying after `retry_after` is not refused again by a
+/// slower member. Members that cannot refund are only asked when every refundable one admits.
 ///
 /// # Memory ordering
 ///
@@ -142,7 +150,7 @@ impl<C: Clock> AllOf<C> {
 
     /// Takes `costs[i]` tokens from the member given `i`-th, every one now, or nothing: for
     /// members that count different things (one API call, 4 MiB of disk, 4 MiB of network). A
-    /// refusal is the first refusing member's, as [`check_n`](Limiter::check_n)'s.
+    /// refusal is the refusing member's with the longest wait, as [`check_n`](Limiter::check_n)'s.
     ///
     /// # Errors
     ///
@@ -212,23 +220,58 @@ impl<C: Clock> AllOf<C> {
 
     /// Reserves `cost(i)` in the member given `i`-th, for every member, each slot due within
     /// `within`, or refunds what was taken (invariant 1); a refusal comes with the refusing
-    /// member's index as given.
+    /// member's index as given, the one with the longest wait (invariant 5).
     fn reserve_all(
         &self,
         cost: impl Fn(usize) -> u64,
         within: Duration,
     ) -> Result<Vec<Grant>, (LimitError, usize)> {
         let mut grants = Vec::with_capacity(self.members.len());
-        for (index, member) in &self.members {
+        for (at, (index, member)) in self.members.iter().enumerate() {
             match member.reserve_n(cost(*index), within) {
                 Ok(grant) => grants.push(grant),
                 Err(err) => {
                     self.refund_all(grants);
-                    return Err((err, *index));
+                    return Err(self.longest_refusal((err, *index), &cost, within, at + 1));
                 }
             }
         }
         Ok(grants)
+    }
+
+    /// The refusal to report: `first`, or a later refundable member's if it waits longer
+    /// (invariant 5). Each member asked is refunded at once if it admits.
+    #[cold]
+    fn longest_refusal(
+        &self,
+        first: (LimitError, usize),
+        cost: &impl Fn(usize) -> u64,
+        within: Duration,
+        from: usize,
+    ) -> (LimitError, usize) {
+        let Some(mut longest) = refusal_wait(&first.0) else {
+            return first; // no wait cures it: nothing waits longer
+        };
+        let mut chosen = first;
+        for (index, member) in self.members[from..].iter() {
+            if !member.can_refund() {
+                break; // never charged without need (invariant 2); they come last
+            }
+            match member.reserve_n(cost(*index), within) {
+                Ok(grant) => {
+                    member.refund(grant);
+                }
+                Err(err) => match refusal_wait(&err) {
+                    Some(wait) if wait <= longest => {}
+                    Some(wait) => {
+                        longest = wait;
+                        chosen = (err, *index);
+                    }
+                    None => return (err, *index),
+                },
+            }
+        }
+        chosen
     }
 
     /// Reserves in every member (slots due before `token`'s deadline), then parks once until the
@@ -266,6 +309,15 @@ impl<C: Clock> AllOf<C> {
     }
 }
 
+/// How long a refusal says to wait; `None` when no wait cures it.
+fn refusal_wait(err: &LimitError) -> Option<Duration> {
+    match err {
+        LimitError::NotUntil { retry_after, .. } => Some(*retry_after),
+        LimitError::WouldExceedDeadline { wait } => Some(*wait),
+        _ => None,
+    }
+}
+
 /// A member's refusal to `check_n`, naming the member (its index as given). A slot later than
 /// now is a [`LimitError::NotUntil`] with that member's wait.
 #[cold]
@@ -291,7 +343,8 @@ fn refused_now(err: LimitError, index: usize, now: u64) -> LimitError {
 
 impl<C: Clock> Limiter for AllOf<C> {
     /// Takes `n` tokens from every member now, or from none (a refusal refunds the members
-    /// already charged). The denial is the first refusing member's: its wait, its index.
+    /// already charged). The denial is the refusing member's with the longest wait: its wait,
+    /// its index.
     fn check_n(&self, n: u64) -> Result<(), LimitError> {
         match self.reserve_all(|_| n, Duration::ZERO) {
             // Kept: dropping the grants keeps the tokens.

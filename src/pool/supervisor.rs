@@ -7,7 +7,8 @@
 //! 1. Off by default: an unsupervised pool starts no supervisor thread and its workers touch no
 //!    lane state (`Shared::supervision` is `None`).
 //! 2. Each worker runs in a lane (`Lane`, inside its `Counters`). A job's start stores a new
-//!    `Running` under the lane's mutex (start instant, a fresh token); its end takes it out under
+//!    `Running` under the lane's mutex (start instant, no token yet: the job's context makes one
+//!    on demand, cancelled already if the job was flagged before); its end takes it out under
 //!    the same mutex. The supervisor decides and acts on a lane under that mutex, so it never
 //!    cancels or blames a job that already ended or one that started after it looked.
 //! 3. A job is reported at most once (`Running::flagged`). Its token is cancelled; if a spare
@@ -16,15 +17,17 @@
 //!    replacement will). So the workers that take `Stop`s are always exactly `threads`, and the
 //!    threads alive never exceed `threads + spare_threads`.
 //! 4. Pulses never block: `JobContext::pulse` is one atomic store; the pulse stream is a bounded
-//!    channel sent to with `try_send`, and a pulse nobody takes is dropped and counted.
+//!    channel sent to with `try_send`, and a pulse nobody takes is dropped and counted. Until
+//!    someone asks for the stream (`WorkerPool::pulses`) pulses are dropped (and counted)
+//!    without touching the channel: a job queued after that call sees the request through the
+//!    job channel's hand-off, so its pulses are sent.
 //! 5. The stall callback runs on the supervisor thread, never on a worker.
-//! 6. Shutdown sets `stopping` and unparks the supervisor, which exits at its next check.
-//! 7. No job start is missed by a sleeping supervisor: it stores `next_wake = MAX` before it
-//!    scans the lanes and the earliest due instant after (both SeqCst); a job start stores its
-//!    `Running` and then loads `next_wake` (SeqCst) and unparks the supervisor if its own due
-//!    instant is earlier. If the load saw `MAX` the supervisor may not have seen the job: the
-//!    unpark (sticky) makes it scan again; if it saw the stored instant, the scan either saw
-//!    the job or the unpark follows whenever the job is due earlier.
+//! 6. Shutdown stops the alarm (`watch.rs` invariant 3): the supervisor exits at its next check.
+//! 7. No job start is missed by a sleeping supervisor: a job start publishes its `Running` under
+//!    the lane's mutex and then rings the alarm with its due instant; the supervisor registers,
+//!    then brackets each scan with `scan_begins`/`scan_ends` (`watch.rs` invariants 1 and 2,
+//!    checked by loom in `loom-tests/tests/pool_watch.rs`). Whether a job stalled is
+//!    `watch::verdict`, a pure rule with its own proptest.
 
 use std::fmt;
 use std::thread::{self, JoinHandle};
@@ -34,11 +37,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, MonotonicClock, duration_to_nanos};
-use crate::sync::{
-    Arc, AtomicBool, AtomicU64, AtomicUsize, DynArc, Mutex, Ordering, Thread, current,
-};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, DynArc, Mutex, Ordering};
 
 use super::Shared;
+use super::watch::{Alarm, Slot, Verdict, verdict};
 
 /// A stall listener, shared with the supervisor thread.
 type StallCallback = DynArc<dyn Fn(&Stall) + Send + Sync>;
@@ -329,7 +331,8 @@ impl fmt::Debug for JobContext<'_> {
 #[derive(Debug)]
 struct Running {
     started: u64,
-    token: CancelToken,
+    /// Made when the job asks for its context (a plain `submit` never does: no allocation).
+    token: Option<CancelToken>,
     flagged: bool,
 }
 
@@ -339,7 +342,7 @@ pub(crate) struct Lane {
     index: usize,
     /// `None` in an unsupervised pool (invariant 1).
     supervisor: Option<Arc<Supervisor>>,
-    running: Mutex<Option<Running>>,
+    running: Slot<Running>,
     /// Last pulse, ns on the supervision clock.
     pulse_at: AtomicU64,
     /// Set under `running`'s mutex by the supervisor when it replaced this lane's worker.
@@ -363,11 +366,20 @@ impl Lane {
     /// The context handed to a supervised job running in this lane.
     pub(crate) fn context(&self) -> JobContext<'_> {
         let token = match &self.supervisor {
-            Some(_) => self
-                .running
-                .lock()
-                .as_ref()
-                .map_or_else(CancelToken::new, |running| running.token.clone()),
+            Some(_) => self.running.with(|running| match running {
+                Some(running) => running
+                    .token
+                    .get_or_insert_with(|| {
+                        // Flagged before it asked: it learns at once (invariant 2).
+                        let token = CancelToken::new();
+                        if running.flagged {
+                            token.cancel();
+                        }
+                        token
+                    })
+                    .clone(),
+                None => CancelToken::new(),
+            }),
             None => CancelToken::new(),
         };
         JobContext { lane: self, token }
@@ -379,6 +391,9 @@ pub(crate) struct Supervisor {
     pub(super) config: Supervision,
     pulses: Sender<Pulse>,
     pulse_rx: Receiver<Pulse>,
+    /// Whether anyone ever asked for the pulse stream: until then a pulse is dropped (and
+    /// counted) without touching the channel.
+    subscribed: AtomicBool,
     pub(super) stalled: AtomicU64,
     pub(super) replaced: AtomicU64,
     pub(super) dropped_pulses: AtomicU64,
@@ -388,12 +403,8 @@ pub(crate) struct Supervisor {
     free_lanes: Mutex<Vec<usize>>,
     /// Replacement threads, joined at shutdown.
     pub(super) spawned: Mutex<Vec<JoinHandle<()>>>,
-    /// Set by shutdown: ends the supervisor thread.
-    stopping: AtomicBool,
-    /// The instant the supervisor sleeps until; `u64::MAX` while it scans (invariant 7).
-    next_wake: AtomicU64,
-    /// The supervisor thread, to unpark.
-    watcher: Mutex<Option<Thread>>,
+    /// Wakes the supervisor for an earlier-due job or shutdown (invariants 6, 7).
+    alarm: Alarm,
     pub(super) name_prefix: String,
 }
 
@@ -404,15 +415,14 @@ impl Supervisor {
         Supervisor {
             pulses,
             pulse_rx,
+            subscribed: AtomicBool::new(false),
             stalled: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
             dropped_pulses: AtomicU64::new(0),
             extra_threads: AtomicUsize::new(0),
             free_lanes: Mutex::new((threads..lanes).rev().collect()),
             spawned: Mutex::new(Vec::new()),
-            stopping: AtomicBool::new(false),
-            next_wake: AtomicU64::new(u64::MAX),
-            watcher: Mutex::new(None),
+            alarm: Alarm::new(),
             name_prefix,
             config,
         }
@@ -420,26 +430,27 @@ impl Supervisor {
 
     /// A receiver of the pulse stream.
     pub(super) fn receiver(&self) -> Receiver<Pulse> {
+        // Relaxed: a job submitted after this call sees it through the job channel's hand-off
+        // (invariant 4); a job running already may drop a few more pulses (counted).
+        self.subscribed.store(true, Ordering::Relaxed);
         self.pulse_rx.clone()
     }
 
     /// Ends the supervisor thread (shutdown).
     pub(super) fn stop(&self) {
-        // SeqCst: read by the watcher's SeqCst load after it publishes `next_wake`; with the
-        // unpark below (sticky), the watcher either sees it or is woken to see it.
-        self.stopping.store(true, Ordering::SeqCst);
-        self.wake();
-    }
-
-    fn wake(&self) {
-        if let Some(watcher) = &*self.watcher.lock() {
-            watcher.unpark();
-        }
+        self.alarm.stop();
     }
 
     fn send(&self, worker: usize, kind: PulseKind, at: u64) {
-        // Invariant 4: never blocks; a full stream drops the pulse.
-        if let Err(TrySendError::Full(_)) = self.pulses.try_send(Pulse { worker, kind, at }) {
+        // Invariant 4: never blocks; a full stream, or one nobody asked for, drops the pulse.
+        // Relaxed: see `receiver`.
+        let unheard = !self.subscribed.load(Ordering::Relaxed);
+        if unheard
+            || matches!(
+                self.pulses.try_send(Pulse { worker, kind, at }),
+                Err(TrySendError::Full(_))
+            )
+        {
             // Relaxed: a statistic.
             self.dropped_pulses.fetch_add(1, Ordering::Relaxed);
         }
@@ -459,12 +470,6 @@ pub(super) fn begin(supervisor: &Supervisor, lane: &Lane) {
     let now = supervisor.config.clock.now();
     // Relaxed: see `JobContext::pulse`.
     lane.pulse_at.store(now, Ordering::Relaxed);
-    *lane.running.lock() = Some(Running {
-        started: now,
-        token: CancelToken::new(),
-        flagged: false,
-    });
-    supervisor.send(lane.index, PulseKind::Start, now);
     let config = &supervisor.config;
     let due = [config.job_limit, config.heartbeat]
         .into_iter()
@@ -472,21 +477,24 @@ pub(super) fn begin(supervisor: &Supervisor, lane: &Lane) {
         .map(|d| now.saturating_add(duration_to_nanos(d)))
         .min()
         .unwrap_or(u64::MAX);
-    // SeqCst: pairs with the watcher's SeqCst stores of `next_wake` (invariant 7).
-    if due < supervisor.next_wake.load(Ordering::SeqCst) {
-        supervisor.wake();
-    }
+    let running = Running {
+        started: now,
+        token: None,
+        flagged: false,
+    };
+    // Publishes the job, then rings the supervisor if it is due earlier (invariant 7).
+    supervisor.alarm.start(&lane.running, running, due);
+    supervisor.send(lane.index, PulseKind::Start, now);
 }
 
 /// The job on lane `index` ended; whether this thread must exit (its lane was abandoned).
 pub(super) fn end(supervisor: &Supervisor, lane: &Lane) -> bool {
     let now = supervisor.config.clock.now();
-    let abandoned = {
-        let mut running = lane.running.lock();
+    let abandoned = lane.running.with(|running| {
         *running = None;
         // Relaxed: written under this mutex (invariant 3).
         lane.abandoned.load(Ordering::Relaxed)
-    };
+    });
     supervisor.send(lane.index, PulseKind::End, now);
     if abandoned {
         // Relaxed: no job runs in this lane until it is handed out again through
@@ -505,14 +513,11 @@ pub(super) fn watch(shared: &Arc<Shared>) {
     let Some(supervisor) = shared.supervision.as_deref() else {
         return;
     };
-    *supervisor.watcher.lock() = Some(current());
+    let alarm = &supervisor.alarm;
+    alarm.register();
     let clock = &supervisor.config.clock;
-    loop {
-        // SeqCst (both): invariant 7 with `begin`'s load; invariant 6 with `stop`'s store.
-        supervisor.next_wake.store(u64::MAX, Ordering::SeqCst);
-        if supervisor.stopping.load(Ordering::SeqCst) {
-            return;
-        }
+    // Invariants 6 and 7: each scan is bracketed by the alarm.
+    while alarm.scan_begins() {
         let now = clock.now();
         let mut next = u64::MAX;
         for index in 0..shared.lanes() {
@@ -520,9 +525,7 @@ pub(super) fn watch(shared: &Arc<Shared>) {
                 next = next.min(due);
             }
         }
-        // SeqCst: invariant 7.
-        supervisor.next_wake.store(next, Ordering::SeqCst);
-        if supervisor.stopping.load(Ordering::SeqCst) {
+        if !alarm.scan_ends(next) {
             return;
         }
         // Wakes at `next`, on an unpark (a job start, shutdown) or spuriously: each rescans.
@@ -539,36 +542,38 @@ fn check_lane(
 ) -> Option<u64> {
     let config = &supervisor.config;
     let lane = &shared.counters[index].lane;
-    let mut running = lane.running.lock();
-    let job = running.as_mut().filter(|job| !job.flagged)?;
-    // Relaxed: see `JobContext::pulse`; the job cannot change under this mutex.
-    let last = lane.pulse_at.load(Ordering::Relaxed).max(job.started);
-    let over = config
-        .job_limit
-        .map(|limit| job.started.saturating_add(duration_to_nanos(limit)));
-    let silent = config
-        .heartbeat
-        .map(|every| last.saturating_add(duration_to_nanos(every)));
-    let kind = match (over, silent) {
-        (Some(at), _) if now >= at => StallKind::Overran,
-        (_, Some(at)) if now >= at => StallKind::Silent,
-        _ => return [over, silent].into_iter().flatten().min(),
+    // Decided and acted on under the lane's mutex (invariant 2).
+    let acted = lane.running.with(|running| {
+        let job = running.as_mut().filter(|job| !job.flagged)?;
+        // Relaxed: see `JobContext::pulse`; the job cannot change under this mutex.
+        let last = lane.pulse_at.load(Ordering::Relaxed).max(job.started);
+        let kind = match verdict(job.started, last, config.job_limit, config.heartbeat, now) {
+            Verdict::Overran => StallKind::Overran,
+            Verdict::Silent => StallKind::Silent,
+            Verdict::Until(due) => return Some(Err(due)),
+        };
+        job.flagged = true;
+        if let Some(token) = &job.token {
+            token.cancel();
+        }
+        let replaced = replace(shared, supervisor);
+        if replaced {
+            // Relaxed: read under this mutex by `end` (invariant 3).
+            lane.abandoned.store(true, Ordering::Relaxed);
+        }
+        Some(Ok(Stall {
+            worker: index,
+            kind,
+            running_for: Duration::from_nanos(now.saturating_sub(job.started)),
+            silent_for: Duration::from_nanos(now.saturating_sub(last)),
+            replaced,
+        }))
+    });
+    let stall = match acted? {
+        Ok(stall) => stall,
+        Err(due) => return due,
     };
-    job.flagged = true;
-    job.token.cancel();
-    let replaced = replace(shared, supervisor);
-    if replaced {
-        // Relaxed: read under this mutex by `end` (invariant 3).
-        lane.abandoned.store(true, Ordering::Relaxed);
-    }
-    let stall = Stall {
-        worker: index,
-        kind,
-        running_for: Duration::from_nanos(now.saturating_sub(job.started)),
-        silent_for: Duration::from_nanos(now.saturating_sub(last)),
-        replaced,
-    };
-    drop(running);
+    let replaced = stall.replaced;
     // Relaxed (both): statistics, bumped before the callback runs.
     if replaced {
         supervisor.replaced.fetch_add(1, Ordering::Relaxed);

@@ -10,6 +10,7 @@
 //! | `/echo/{key}` | 200, body = the request's body, header `X-Method` = its method |
 //! | `/flaky/{n}/{key}` | 503 (with `Retry-After` from query `retry-after=`) for the first `n` requests of that key, then 200 with the key |
 //! | `/slow/{ms}/{key}` | 200 with the key after `ms` milliseconds |
+//! | `/knee/{ms}/{key}` | 200 with the key after `ms` milliseconds on one of the server's "cores" ([`TestServer::set_knee`], default 8), queueing FIFO-ish for a free one: past the knee, latency rises with concurrency |
 //! | `/hang/{key}`, `/hang` | never answers; ends when the client closes the connection or the server drops |
 //! | `/trickle/{ms}/{key}` | 200 with a 20-byte body, one byte every `ms` milliseconds |
 //! | `/reset/{key}` | closes the connection with a TCP reset before answering |
@@ -72,6 +73,9 @@ struct Shared {
     workers: Mutex<Vec<JoinHandle<()>>>,
     started: Instant,
     log: Mutex<Log>,
+    /// `/knee`: (cores busy, cores), and the signal that one came free.
+    knee: Mutex<(usize, usize)>,
+    knee_free: Condvar,
 }
 
 /// Per-request records, kept for the whole life of the server (tests are bounded).
@@ -123,6 +127,8 @@ impl TestServer {
             workers: Mutex::new(Vec::new()),
             started: Instant::now(),
             log: Mutex::new(Log::default()),
+            knee: Mutex::new((0, 8)),
+            knee_free: Condvar::new(),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -136,6 +142,12 @@ impl TestServer {
             shared,
             acceptor: Some(acceptor),
         }
+    }
+
+    /// How many `/knee` requests are served at once; the others queue.
+    pub fn set_knee(&self, cores: usize) {
+        self.shared.knee.lock().unwrap().1 = cores.max(1);
+        self.shared.knee_free.notify_all();
     }
 
     /// The server's address.
@@ -381,6 +393,22 @@ fn respond_to(
                 return false;
             }
             respond(stream, shared, 200, &[], key.as_bytes())
+        }
+        Some("knee") if segments.len() == 3 => {
+            {
+                let mut knee = shared.knee.lock().unwrap();
+                while knee.0 >= knee.1 {
+                    if shared.stopping() {
+                        return false;
+                    }
+                    knee = shared.knee_free.wait_timeout(knee, POLL).unwrap().0;
+                }
+                knee.0 += 1;
+            }
+            let served = pause(stream, shared, Duration::from_millis(param(1).unwrap_or(0)));
+            shared.knee.lock().unwrap().0 -= 1;
+            shared.knee_free.notify_one();
+            served && respond(stream, shared, 200, &[], key.as_bytes())
         }
         Some("hang") => {
             shared.update(|c| c.hanging += 1);
