@@ -8,8 +8,8 @@
 use std::thread;
 use std::time::Duration;
 
-use tollgate_testkit::http::TestServer;
 use tollgate::{CancelToken, FanOut, HttpFetcher, fanout::RetryPolicy};
+use tollgate_testkit::http::TestServer;
 
 fn fetcher(server: &TestServer, path: &str) -> HttpFetcher {
     HttpFetcher::builder(&server.url(path)).build().unwrap()

@@ -8,8 +8,8 @@
 use std::thread;
 use std::time::Duration;
 
-use tollgate_testkit::http::TestServer;
 use tollgate::{CancelToken, FanOut, HttpFetcher, fanout::RetryPolicy};
+use tollgate_testkit::http::TestServer;
 
 /// Bounded waits on what the server saw (never a sleep).
 const PATIENCE: Duration = Duration::from_secs(10);
