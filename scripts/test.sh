@@ -39,6 +39,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc -p tollgate --no-deps --no-default-features
 step "tests: unit, integration, proptest, doctests, loom models on real threads"
 cargo test --workspace --all-features
 
+step "OpenTelemetry wiring example: a run's attempt spans exported as children of its span"
+cargo run -q -p tollgate-otel-example > /dev/null
+
 step "loom models (every interleaving, preemption bound 2)"
 # A separate target dir: --cfg loom rebuilds every crate, and would otherwise evict the normal build.
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \

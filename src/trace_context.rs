@@ -25,8 +25,7 @@ thread_local! {
 /// the span (here: the fetch) that sent it.
 ///
 /// A fan-out run records its `trace_id` on its `tollgate.fanout` span; with
-/// [`HttpFetcherBuilder::propagate_trace_context`](crate::http::HttpFetcherBuilder::propagate_trace_context)
-/// every request carries `traceparent: 00-{trace_id}-{span_id}-01` and logs it in its attempt's
+/// `HttpFetcherBuilder::propagate_trace_context` (feature `http`) every request carries `traceparent: 00-{trace_id}-{span_id}-01` and logs it in its attempt's
 /// span, so a server's log line finds the client's attempt.
 ///
 /// # Examples

@@ -49,7 +49,7 @@ pub(crate) const MAX_COPIES: usize = 64;
 /// its workers and permits for them (give it `n` times the workers and permits).
 ///
 /// Each copy is told its index ([`Fetch::fetch_replica`]): the HTTP fetcher sends copy `i` to
-/// its mirror `i % mirrors` ([`HttpFetcherBuilder::mirror`](crate::http::HttpFetcherBuilder::mirror)).
+/// its mirror `i % mirrors` (`HttpFetcherBuilder::mirror`, feature `http`).
 ///
 /// # Examples
 ///
