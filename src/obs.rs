@@ -143,10 +143,11 @@ mod on {
     }
 
     #[cfg(feature = "redis")]
-    pub(crate) fn redis_decision(source: &'static str, allowed: bool) {
+    pub(crate) fn redis_decision(limiter: &str, source: &'static str, allowed: bool) {
         let decision = if allowed { "allowed" } else { "denied" };
         metrics::counter!(
             "tollgate_redis_decisions_total",
+            "limiter" => limiter.to_owned(),
             "source" => source,
             "decision" => decision
         )
@@ -190,7 +191,7 @@ mod on {
     pub(crate) fn redis_latency(_: Duration) {}
     #[cfg(feature = "redis")]
     #[inline(always)]
-    pub(crate) fn redis_decision(_: &'static str, _: bool) {}
+    pub(crate) fn redis_decision(_: &str, _: &'static str, _: bool) {}
     #[cfg(feature = "redis")]
     #[inline(always)]
     pub(crate) fn breaker_counter(_: &'static str) {}
@@ -387,12 +388,14 @@ pub(crate) fn redis_call(latency: Duration) {
     }
 }
 
-/// A Redis-backed decision was made: counted by source and verdict; recorded in its span with the
-/// breaker's state (read, through `breaker`, only when the span is enabled).
+/// A Redis-backed decision of limiter `limiter` (its name) was made: counted by limiter, source and
+/// verdict; recorded in its span with the breaker's state (read, through `breaker`, only when the
+/// span is enabled).
 #[cfg(all(feature = "redis", not(loom)))]
 #[inline]
 pub(crate) fn redis_decided(
     span: &tracing::Span,
+    limiter: &str,
     decision: &crate::limit::Decision,
     breaker: impl FnOnce() -> crate::redis::BreakerState,
 ) {
@@ -403,7 +406,7 @@ pub(crate) fn redis_decided(
         crate::limit::Source::Lease => "lease",
     };
     let allowed = decision.result.is_ok();
-    redis_decision(source, allowed);
+    redis_decision(limiter, source, allowed);
     if !span.is_disabled() {
         span.record("source", source);
         span.record("allowed", allowed);

@@ -140,7 +140,7 @@ fn a_fan_out_with_a_retry_a_429_a_panic_and_a_cancel() {
         assert_eq!(
             counter(
                 &all,
-                "tollgate_redis_decisions_total{decision=allowed,source=fallback}"
+                "tollgate_redis_decisions_total{decision=allowed,limiter=default,source=fallback}"
             ),
             3
         );

@@ -256,7 +256,7 @@ impl RedisLimiter {
     pub fn decide(&self, key: &str, n: u64) -> Decision {
         let span = crate::obs::redis_span();
         let decision = span.in_scope(|| self.decide_with(&self.keys(key), key, n));
-        crate::obs::redis_decided(&span, &decision, || self.breaker_state());
+        crate::obs::redis_decided(&span, &self.name, &decision, || self.breaker_state());
         decision
     }
 
