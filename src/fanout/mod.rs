@@ -193,22 +193,14 @@ impl<F> FanOut<F> {
         &self,
         keys: I,
         cancel: &CancelToken,
-        mut each: impl FnMut(K, Result<F::Output, Error>) -> bool,
+        each: impl FnMut(K, Result<F::Output, Error>) -> bool,
     ) -> Result<FanOutStats, FanOutError<K, F::Output>>
     where
         F: Fetch<K>,
         K: Hash + Eq + Clone + Send + fmt::Debug + 'static,
         I: IntoIterator<Item = K>,
     {
-        let keys = run::IterSource(keys.into_iter().peekable());
-        let outcome = self.drive(keys, cancel, |outcome| {
-            if each(outcome.key, outcome.result) {
-                run::Flow::Continue
-            } else {
-                run::Flow::Stop
-            }
-        });
-        self.finish(outcome, HashMap::new()).map(|(_, stats)| stats)
+        self.each_of(run::IterSource(keys.into_iter().peekable()), cancel, each)
     }
 
     /// As [`fetch_each`](Self::fetch_each), with keys that arrive on a channel when they arrive
@@ -257,13 +249,32 @@ impl<F> FanOut<F> {
         &self,
         keys: crossbeam_channel::Receiver<K>,
         cancel: &CancelToken,
-        mut each: impl FnMut(K, Result<F::Output, Error>) -> bool,
+        each: impl FnMut(K, Result<F::Output, Error>) -> bool,
     ) -> Result<FanOutStats, FanOutError<K, F::Output>>
     where
         F: Fetch<K>,
         K: Hash + Eq + Clone + Send + fmt::Debug + 'static,
     {
-        let keys = run::ChannelSource { keys, ended: false };
+        self.each_of(run::ChannelSource { keys, ended: false }, cancel, each)
+    }
+
+    /// `fetch_each` and `fetch_each_from` over any key source: every outcome to `each`, which
+    /// stops the run by returning `false`.
+    #[allow(
+        clippy::result_large_err,
+        reason = "returned once per run, not on a hot path; boxing would only add an allocation"
+    )]
+    fn each_of<K, S>(
+        &self,
+        keys: S,
+        cancel: &CancelToken,
+        mut each: impl FnMut(K, Result<F::Output, Error>) -> bool,
+    ) -> Result<FanOutStats, FanOutError<K, F::Output>>
+    where
+        F: Fetch<K>,
+        K: Hash + Eq + Clone + Send + fmt::Debug + 'static,
+        S: run::KeySource<K>,
+    {
         let outcome = self.drive(keys, cancel, |outcome| {
             if each(outcome.key, outcome.result) {
                 run::Flow::Continue
