@@ -592,24 +592,30 @@ mod tests {
 
     const DAY_US: u64 = 86_400_000_000;
 
-    struct Fixture {
+    /// A `redis-server` and one of the scripts (shared with `sliding_tests`).
+    pub(super) struct Fixture {
         _server: TestServer,
-        conn: ::redis::Connection,
+        pub(super) conn: ::redis::Connection,
         script: ::redis::Script,
     }
 
     fn fixture() -> Option<Fixture> {
+        fixture_of(GCRA_LUA)
+    }
+
+    /// A fixture running `lua`; `None` without a `redis-server` (the suite's usual skip rule).
+    pub(super) fn fixture_of(lua: &str) -> Option<Fixture> {
         let server = TestServer::start()?;
         let conn = server.connection();
         Some(Fixture {
             _server: server,
             conn,
-            script: ::redis::Script::new(GCRA_LUA),
+            script: ::redis::Script::new(lua),
         })
     }
 
     impl Fixture {
-        fn call(&mut self, keys: &Keys, op: Op, windows: &[Window], now: u64) -> Reply {
+        pub(super) fn call(&mut self, keys: &Keys, op: Op, windows: &[Window], now: u64) -> Reply {
             let mut invocation = self.script.prepare_invoke();
             for key in keys.as_slice() {
                 invocation.key(key);

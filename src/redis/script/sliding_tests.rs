@@ -6,38 +6,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use super::*;
-use tollgate_testkit::redis::TestServer;
 
 const T0: u64 = 1_700_000_000_000_000;
 
-struct Fixture {
-    _server: TestServer,
-    conn: ::redis::Connection,
-    script: ::redis::Script,
-}
-
-fn fixture() -> Option<Fixture> {
-    let server = TestServer::start()?;
-    let conn = server.connection();
-    Some(Fixture {
-        _server: server,
-        conn,
-        script: ::redis::Script::new(SLIDING_LUA),
-    })
-}
-
-impl Fixture {
-    fn call(&mut self, keys: &Keys, op: Op, windows: &[Window], now: u64) -> Reply {
-        let mut invocation = self.script.prepare_invoke();
-        for key in keys.as_slice() {
-            invocation.key(key);
-        }
-        for arg in args(op, windows, now) {
-            invocation.arg(arg);
-        }
-        let values: Vec<i64> = invocation.invoke(&mut self.conn).expect("script");
-        Reply::parse(&values).expect("reply")
-    }
+fn fixture() -> Option<tests::Fixture> {
+    tests::fixture_of(SLIDING_LUA)
 }
 
 /// One window of the model: `L` per `P` µs, counts of the current and previous fixed window.
