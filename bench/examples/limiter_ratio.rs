@@ -3,7 +3,9 @@
 //! C, …), so a noisy neighbour hits all of them alike; the report is the median over rounds of
 //! ns per decision and of tollgate ÷ governor within each round.
 //!
-//! `cargo run --release -p tollgate-bench --example limiter_ratio` (ROUNDS=… to change the 31 rounds).
+//! `cargo run --release -p tollgate-bench --example limiter_ratio` (ROUNDS=… to change the 31 rounds;
+//! ONLY=… to run only the rows whose name contains one of its `|`-separated parts, e.g.
+//! `ONLY="check allow, 1|keyed check over"`).
 //!
 //! Contenders, each on its crate's default clock: tollgate's `RateLimiter` and `KeyedLimiter`
 //! (`MonotonicClock`), governor 0.10's direct and keyed limiters (quanta). Allow = 1 token/ns
@@ -49,6 +51,11 @@ fn time<F: Fn(u64) -> bool + Send + Sync + 'static>(threads: usize, decide: Arc<
         worker.join().unwrap();
     }
     start.elapsed().as_nanos() as f64 / (BLOCK * threads as u64) as f64
+}
+
+/// Whether the row `name` is wanted (`ONLY`, see the top).
+fn wanted(name: &str) -> bool {
+    std::env::var("ONLY").map_or(true, |only| only.split('|').any(|part| name.contains(part)))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -100,6 +107,9 @@ where
     A: Fn(u64) -> bool + Send + Sync + 'static,
     B: Fn(u64) -> bool + Send + Sync + 'static,
 {
+    if !wanted(name) {
+        return;
+    }
     let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         let x = time(threads, a.clone());
@@ -180,6 +190,9 @@ fn main() {
         ("check allow, 2 threads", true, 2),
         ("check deny, 2 threads", false, 2),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         let (tg, gov) = direct(allow);
         let mut ours = Vec::new();
         let mut theirs = Vec::new();
@@ -201,6 +214,9 @@ fn main() {
         );
     }
     for threads in [1usize, 2] {
+        if !wanted(&format!("keyed check over 10k keys, {threads} thread")) {
+            continue;
+        }
         let tg = Arc::new(
             tollgate::limit::KeyedLimiter::<u64>::new(
                 tollgate::Quota::per_second(1_000_000_000)
