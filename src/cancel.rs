@@ -173,7 +173,6 @@ impl CancelToken {
 
     /// The token a wait must watch: `None` for [`never`](Self::never)'s token, which can never
     /// end a wait, so blocking calls given it skip registering a wake-up.
-    #[cfg(not(loom))]
     #[inline]
     pub(crate) fn waitable(&self) -> Option<&CancelToken> {
         if self.is_never() { None } else { Some(self) }

@@ -156,6 +156,12 @@ mod limiter;
 mod obs;
 #[cfg(not(loom))]
 pub mod pool;
+/// A job handle and its completer alone, for the loom models in `loom-tests/tests/pool_handle.rs`:
+/// the pool itself is compiled out under loom. Not an API; exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+#[path = "pool/handle.rs"]
+pub mod pool_handle;
 /// The pool's queue slots alone, for the loom models in `loom-tests/tests/pool_slots.rs`: the
 /// pool itself is compiled out under loom. Not an API; exists only in loom builds.
 #[cfg(loom)]

@@ -9,7 +9,7 @@
 //! * [`Mutex`]: `lock()` returns the guard directly (no poisoning, as in parking_lot). Under loom it
 //!   wraps `loom::sync::Mutex` and unwraps the (never poisoned in a passing model) result.
 //! * atomics, [`Arc`], [`CachePadded`].
-//! * thread parking: [`current`], [`park`], [`park_timeout`], [`Thread`]. Every blocking wait in
+//! * thread parking: [`current`], [`park`], [`park_timeout`], [`Thread`]; `thread_local!`. Every blocking wait in
 //!   tollgate is a park of the calling thread that a waker ends with `Thread::unpark`; park may
 //!   return spuriously, so every caller re-checks its condition in a loop.
 //!
@@ -53,6 +53,14 @@ pub(crate) use crossbeam_utils::CachePadded;
 
 #[cfg(not(loom))]
 pub(crate) use std::thread::{Thread, current, park, park_timeout};
+
+/// `thread_local!`, loom's under loom (a model's threads each get their own value, dropped when
+/// the model thread ends).
+#[cfg(not(loom))]
+pub(crate) use std::thread_local;
+
+#[cfg(loom)]
+pub(crate) use loom::thread_local;
 
 #[cfg(loom)]
 pub(crate) use self::loom_park::{Thread, current, park, park_timeout};

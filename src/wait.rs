@@ -1,7 +1,7 @@
 //! One way to wait: a FIFO [`WaitList`] of parked threads and a [`Latch`] built on it.
 //!
-//! The semaphore's queue, the pool's queue slots, a group, `ManualClock`'s sleepers and the Redis
-//! coalescer each keep a condition guarded by its owner's lock plus this list of the threads
+//! The semaphore's queue, the pool's queue slots, a job's handle (on a [`Latch`]), a group,
+//! `ManualClock`'s sleepers and the Redis coalescer each keep a condition guarded by its owner's lock plus this list of the threads
 //! waiting for it to change. The list holds no lock of its own (as crossbeam-channel's `Waker`,
 //! which lives inside each channel's lock): the owner decides under its lock who is served, and
 //! the waiter learns its fate from its [`Waiter`]'s status word without the lock, as
@@ -27,6 +27,10 @@
 //!    re-checks and never returns one.
 //! 4. FIFO: [`register`](WaitList::register) appends, [`notify_one`](WaitList::notify_one) and
 //!    [`claim`](WaitList::claim) take the oldest entry.
+//! 5. Invariant 1 holds per registration: a thread's next registration reuses its cached
+//!    [`Waiter`] (reset to [`WAITING`]) only while it holds the sole reference to it
+//!    (`Arc::get_mut`), so no list, claimer or earlier registrant can still decide or read it,
+//!    and a late decision of an abandoned wait never reaches the next one.
 
 // `pub` items so that loom builds can export this module (`tollgate::wait`) to the models in
 // `loom-tests/tests/wait.rs`; in normal builds it is private to the crate.

@@ -17,6 +17,9 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
+mod support;
+use support::pool::occupy_worker_until;
+
 /// One captured event: level, target, fields, and the enclosing spans (outermost first) with
 /// their fields.
 #[derive(Debug, Clone)]
@@ -391,19 +394,8 @@ fn waits_that_block_have_a_span_and_fast_paths_none() {
         .build()
         .unwrap();
     let gate = CancelToken::new();
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let running = {
-        let gate = gate.clone();
-        pool.submit(
-            move || {
-                started_tx.send(()).unwrap();
-                gate.wait();
-            },
-            CancelToken::never(),
-        )
-        .unwrap()
-    };
-    started_rx.recv().unwrap(); // the worker holds the first job: the queue slot is free
+    // The worker holds the first job: the queue slot is free.
+    let running = occupy_worker_until(&pool, &gate);
     let queued = pool.submit(|| (), CancelToken::never()).unwrap();
     tracing::debug_span!("probe.pool").in_scope(|| {
         let hurry = CancelToken::with_timeout(Duration::from_millis(5));

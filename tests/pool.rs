@@ -2,37 +2,18 @@
 //! nothing here depends on timing.
 
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use tollgate::{
     CancelToken, WorkerPool,
-    cancel::{Cause, DropGuard},
-    pool::{JobError, JobHandle, PoolError, Shutdown, SubmitError},
+    cancel::Cause,
+    pool::{JobError, PoolError, Shutdown, SubmitError},
     time::ManualClock,
 };
 
-/// Submits a job that blocks until the returned guard is dropped (or its token cancelled), and
-/// returns once a worker runs it. Guards declared after the pool drop first, so a failing
-/// assertion cannot leave the pool's `Drop` waiting for a blocked job.
-fn occupy_worker(pool: &WorkerPool) -> (JobHandle<()>, DropGuard) {
-    let gate = CancelToken::new();
-    let (started_tx, started) = mpsc::channel();
-    let handle = {
-        let gate = gate.clone();
-        pool.submit(
-            move || {
-                started_tx.send(()).unwrap();
-                gate.wait();
-            },
-            CancelToken::never(),
-        )
-        .unwrap()
-    };
-    started.recv().unwrap();
-    (handle, gate.drop_guard())
-}
+mod support;
+use support::pool::occupy_worker;
 
 fn single_worker(capacity: usize) -> WorkerPool {
     WorkerPool::builder()

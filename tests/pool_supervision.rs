@@ -14,20 +14,15 @@ use tollgate::{
     time::ManualClock,
 };
 
+mod support;
+use support::pool::occupy_worker_until;
+
 /// Spins (yielding) until `ready`, failing the test after 10 s of real time instead of hanging.
 fn eventually(what: &str, ready: impl Fn() -> bool) {
     let give_up = Instant::now() + Duration::from_secs(10);
     while !ready() {
         assert!(Instant::now() < give_up, "never: {what}");
         thread::yield_now();
-    }
-}
-
-struct OpenOnDrop(CancelToken);
-
-impl Drop for OpenOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
     }
 }
 
@@ -63,7 +58,7 @@ fn a_hung_job_is_flagged_at_its_limit_cancelled_and_replaced() {
     // A job that ignores its token: only `gate` ends it (also if this test fails: the guard,
     // dropped before the pool, opens it, so a failure reports instead of hanging in drop).
     let gate = CancelToken::new();
-    let _open_on_exit = OpenOnDrop(gate.clone());
+    let _open_on_exit = gate.clone().drop_guard();
     let (token_tx, token_rx) = mpsc::channel();
     let hung = {
         let gate = gate.clone();
@@ -245,23 +240,8 @@ fn replacements_never_exceed_the_spare_threads() {
             .spare_threads(1),
     );
     let gate = CancelToken::new();
-    let _open_on_exit = OpenOnDrop(gate.clone());
-    let (started_tx, started) = mpsc::channel();
-    let hung: Vec<_> = (0..2)
-        .map(|_| {
-            let (gate, started_tx) = (gate.clone(), started_tx.clone());
-            pool.submit(
-                move || {
-                    started_tx.send(()).unwrap();
-                    gate.wait();
-                },
-                CancelToken::never(),
-            )
-            .unwrap()
-        })
-        .collect();
-    started.recv().unwrap();
-    started.recv().unwrap();
+    let _open_on_exit = gate.clone().drop_guard();
+    let hung: Vec<_> = (0..2).map(|_| occupy_worker_until(&pool, &gate)).collect();
     clock.advance(Duration::from_secs(1));
     eventually("both stalls are reported", || {
         stalls.lock().unwrap().len() == 2
@@ -271,18 +251,7 @@ fn replacements_never_exceed_the_spare_threads() {
     let stats = pool.stats();
     assert_eq!((stats.threads, stats.stalled, stats.replaced), (3, 2, 1));
     // A third hung job on the replacement, flagged too: no spare left, still 3 threads.
-    let third = {
-        let (gate, started_tx) = (gate.clone(), started_tx.clone());
-        pool.submit(
-            move || {
-                started_tx.send(()).unwrap();
-                gate.wait();
-            },
-            CancelToken::never(),
-        )
-        .unwrap()
-    };
-    started.recv().unwrap();
+    let third = occupy_worker_until(&pool, &gate);
     clock.advance(Duration::from_secs(1));
     eventually("the third stall is reported", || {
         stalls.lock().unwrap().len() == 3
@@ -303,7 +272,7 @@ fn shutdown_from_the_stall_callback_does_not_deadlock() {
     let clock = ManualClock::new();
     let pool_slot: Arc<std::sync::OnceLock<Arc<WorkerPool>>> = Arc::default();
     let gate = CancelToken::new();
-    let _open_on_exit = OpenOnDrop(gate.clone());
+    let _open_on_exit = gate.clone().drop_guard();
     let (done_tx, done) = mpsc::channel();
     let pool = {
         let (pool_slot, gate) = (pool_slot.clone(), gate.clone());
@@ -328,19 +297,7 @@ fn shutdown_from_the_stall_callback_does_not_deadlock() {
         )
     };
     pool_slot.set(pool.clone()).unwrap();
-    let (started_tx, started) = mpsc::channel();
-    let hung = {
-        let gate = gate.clone();
-        pool.submit(
-            move || {
-                started_tx.send(()).unwrap();
-                gate.wait();
-            },
-            CancelToken::never(),
-        )
-        .unwrap()
-    };
-    started.recv().unwrap();
+    let hung = occupy_worker_until(&pool, &gate);
     clock.advance(Duration::from_secs(1));
     let stats = done
         .recv_timeout(Duration::from_secs(10))

@@ -71,6 +71,31 @@ impl Drop for PlainPool {
     }
 }
 
+/// tollgate's pool as every group measures it: `THREADS` workers, room for a batch; with
+/// `supervised`, a job limit and a heartbeat on (a pulse stream nobody reads): the cost of the
+/// per-job start/end bookkeeping.
+fn tollgate_pool(supervised: bool) -> WorkerPool {
+    let builder = WorkerPool::builder().threads(THREADS).queue_capacity(BATCH);
+    let builder = if supervised {
+        builder.supervise(
+            Supervision::new()
+                .job_limit(Duration::from_secs(60))
+                .heartbeat(Duration::from_secs(10)),
+        )
+    } else {
+        builder
+    };
+    builder.build().unwrap()
+}
+
+/// One empty job submitted and joined.
+fn roundtrip_once(pool: &WorkerPool) -> u64 {
+    pool.submit(|| black_box(1u64), CancelToken::never())
+        .unwrap()
+        .join(CancelToken::never())
+        .unwrap()
+}
+
 fn rayon_submit<T: Send + 'static>(
     pool: &rayon::ThreadPool,
     job: impl FnOnce() -> T + Send + 'static,
@@ -86,40 +111,16 @@ fn roundtrip(c: &mut Criterion) {
     let mut group = c.benchmark_group("pool_roundtrip");
     group.throughput(Throughput::Elements(1));
 
-    let pool = WorkerPool::builder()
-        .threads(THREADS)
-        .queue_capacity(BATCH)
-        .build()
-        .unwrap();
+    let pool = tollgate_pool(false);
     group.bench_function(BenchmarkId::new("tollgate", THREADS), |b| {
-        b.iter(|| {
-            pool.submit(|| black_box(1u64), CancelToken::never())
-                .unwrap()
-                .join(CancelToken::never())
-                .unwrap()
-        })
+        b.iter(|| roundtrip_once(&pool))
     });
 
     // The same pool supervised (job limit and heartbeat on, pulse stream nobody reads): the
     // cost of the per-job start/end bookkeeping.
-    let supervised = WorkerPool::builder()
-        .threads(THREADS)
-        .queue_capacity(BATCH)
-        .supervise(
-            Supervision::new()
-                .job_limit(Duration::from_secs(60))
-                .heartbeat(Duration::from_secs(10)),
-        )
-        .build()
-        .unwrap();
+    let supervised = tollgate_pool(true);
     group.bench_function(BenchmarkId::new("tollgate_supervised", THREADS), |b| {
-        b.iter(|| {
-            supervised
-                .submit(|| black_box(1u64), CancelToken::never())
-                .unwrap()
-                .join(CancelToken::never())
-                .unwrap()
-        })
+        b.iter(|| roundtrip_once(&supervised))
     });
 
     let plain = PlainPool::new(BATCH);
@@ -141,11 +142,7 @@ fn batch(c: &mut Criterion) {
     let mut group = c.benchmark_group("pool_batch_1000");
     group.throughput(Throughput::Elements(BATCH as u64));
 
-    let pool = WorkerPool::builder()
-        .threads(THREADS)
-        .queue_capacity(BATCH)
-        .build()
-        .unwrap();
+    let pool = tollgate_pool(false);
     group.bench_function(BenchmarkId::new("tollgate", THREADS), |b| {
         b.iter(|| {
             let handles: Vec<_> = (0..BATCH as u64)
@@ -195,21 +192,8 @@ fn supervision_interleaved(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("pool_supervision_interleaved");
     group.throughput(Throughput::Elements(1));
-    let plain = WorkerPool::builder()
-        .threads(THREADS)
-        .queue_capacity(BATCH)
-        .build()
-        .unwrap();
-    let supervised = WorkerPool::builder()
-        .threads(THREADS)
-        .queue_capacity(BATCH)
-        .supervise(
-            Supervision::new()
-                .job_limit(Duration::from_secs(60))
-                .heartbeat(Duration::from_secs(10)),
-        )
-        .build()
-        .unwrap();
+    let plain = tollgate_pool(false);
+    let supervised = tollgate_pool(true);
     let pools = [&plain, &supervised];
     for (side, name) in ["unsupervised", "supervised"].into_iter().enumerate() {
         group.bench_function(BenchmarkId::new(name, THREADS), |b| {
@@ -220,10 +204,7 @@ fn supervision_interleaved(c: &mut Criterion) {
                     for turn in [i % 2, 1 - i % 2] {
                         let pool = pools[turn as usize];
                         let started = Instant::now();
-                        pool.submit(|| black_box(1u64), CancelToken::never())
-                            .unwrap()
-                            .join(CancelToken::never())
-                            .unwrap();
+                        roundtrip_once(pool);
                         spent[turn as usize] += started.elapsed();
                     }
                 }

@@ -17,13 +17,15 @@
 //! [`QUEUE_LINES`]; when stderr is slower than the logs (a pipe nobody drains, a stalled
 //! terminal), lines past the queue are dropped and counted ([`dropped`], and `serve`'s
 //! `/metrics`), never waited for: `serve`'s event loops write an access line per request. The
-//! guard [`init`] returns flushes the queue when `main` ends.
+//! guard [`init`] returns flushes the queue when `main` ends. When nothing can pass the filter
+//! (`-q`, `RUST_LOG=off`) there is no subscriber and no writer thread at all.
 
 use std::sync::OnceLock;
 
 use clap::ValueEnum;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 /// Log lines queued for stderr at most (about 300 bytes each for an access line): beyond it
 /// lines are dropped, not waited for.
@@ -58,17 +60,31 @@ fn directives(verbose: u8, quiet: bool) -> &'static str {
 
 /// Installs the process's subscriber. `RUST_LOG` wins over the flags when set and valid; an
 /// invalid `RUST_LOG` is reported and the flags' filter used. Keep the guard until the process
-/// ends: dropping it writes out the lines still queued.
+/// ends: dropping it writes out the lines still queued. `None` when the filter lets nothing
+/// through: then no subscriber is installed and no writer thread started.
 #[must_use = "dropping the guard stops the log writer"]
-pub fn init(verbose: u8, quiet: bool, format: LogFormat) -> WorkerGuard {
+pub fn init(verbose: u8, quiet: bool, format: LogFormat) -> Option<WorkerGuard> {
+    init_with(std::env::var("RUST_LOG").ok(), verbose, quiet, format)
+}
+
+/// [`init`] with `RUST_LOG`'s value given.
+fn init_with(
+    rust_log: Option<String>,
+    verbose: u8,
+    quiet: bool,
+    format: LogFormat,
+) -> Option<WorkerGuard> {
     let fallback = directives(verbose, quiet);
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+    let filter = match rust_log {
+        Some(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
             eprintln!("warning: ignoring RUST_LOG ({e})");
             EnvFilter::new(fallback)
         }),
         _ => EnvFilter::new(fallback),
     };
+    if filter.max_level_hint() == Some(LevelFilter::OFF) {
+        return None;
+    }
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUE_LINES)
@@ -90,7 +106,7 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat) -> WorkerGuard {
     if let Err(e) = installed {
         eprintln!("warning: cannot install the logger: {e}");
     }
-    guard
+    Some(guard)
 }
 
 #[cfg(test)]
@@ -108,5 +124,45 @@ mod tests {
         for v in 0..4 {
             assert!(EnvFilter::try_new(directives(v, false)).is_ok());
         }
+    }
+
+    /// Threads this test thread has started and not yet ended: tasks of the process other than
+    /// this one named as it is (std names a new thread from inside it, so until then it carries
+    /// its parent's name) or as the log writer.
+    #[cfg(target_os = "linux")]
+    fn threads_started_here() -> usize {
+        // The link reads `PID/task/TID`, relative to /proc.
+        let me =
+            std::path::Path::new("/proc").join(std::fs::read_link("/proc/thread-self").unwrap());
+        let my_name = std::fs::read_to_string(me.join("comm")).unwrap();
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .map(|task| task.unwrap().path())
+            .filter(|task| task.file_name() != me.file_name())
+            .filter_map(|task| std::fs::read_to_string(task.join("comm")).ok())
+            .filter(|name| *name == my_name || name.trim() == "tollgate-log")
+            .count()
+    }
+
+    /// `-q` (and a `RUST_LOG` that lets nothing through) starts no writer thread and installs
+    /// no subscriber; `RUST_LOG` still wins over `-q`. The only test that calls `init*`; it runs
+    /// on a thread named for it, so no other test's thread can be counted.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn quiet_starts_no_writer_thread() {
+        std::thread::Builder::new()
+            .name("quiet-probe".into())
+            .spawn(|| {
+                assert_eq!(threads_started_here(), 0);
+                assert!(init_with(None, 0, true, LogFormat::Text).is_none());
+                assert!(init_with(Some("off".into()), 2, false, LogFormat::Json).is_none());
+                assert_eq!(threads_started_here(), 0, "a writer thread for -q");
+                let guard = init_with(Some("warn".into()), 0, true, LogFormat::Text);
+                assert!(guard.is_some(), "RUST_LOG wins over -q");
+                assert_eq!(threads_started_here(), 1, "the writer thread");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -8,7 +8,7 @@
 
 use loom_tests::{Arc, AtomicUsize, Ordering, model, thread};
 use tollgate::CancelToken;
-use tollgate::lease_table::{LeaseTable, Take};
+use tollgate::lease_table::{LeaseTable, Refill, Take};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Got {
@@ -49,6 +49,24 @@ fn caller(table: &LeaseTable, token: CancelToken, extra: u64, redis: &Redis) -> 
         Take::Failed(code) => Got::Failed(code),
         other => panic!("{other:?}"),
     }
+}
+
+/// The first caller of an empty table: it must refill.
+fn first_refill(table: &LeaseTable) -> Refill<'_> {
+    let Take::Refill(refill) = table.take("k", 1, || 0, CancelToken::new) else {
+        panic!("the first caller refills");
+    };
+    refill
+}
+
+/// A [`caller`] asking for no extra, on a thread of its own.
+fn spawn_caller(
+    table: &Arc<LeaseTable>,
+    redis: &Arc<Redis>,
+    token: CancelToken,
+) -> thread::JoinHandle<Got> {
+    let (table, redis) = (table.clone(), redis.clone());
+    thread::spawn(move || caller(&table, token, 0, &redis))
 }
 
 /// Tokens left in the table for `k` (a take of 0 always spends), and proof that no refill is
@@ -92,14 +110,9 @@ fn a_deadline_racing_the_refill_loses_no_token() {
     model(|| {
         let table = Arc::new(LeaseTable::new());
         let redis = Arc::new(Redis::default());
-        let Take::Refill(refill) = table.take("k", 1, || 0, CancelToken::new) else {
-            panic!("the first caller refills");
-        };
+        let refill = first_refill(&table);
         let token = CancelToken::new();
-        let waiter = {
-            let (table, redis, token) = (table.clone(), redis.clone(), token.clone());
-            thread::spawn(move || caller(&table, token, 0, &redis))
-        };
+        let waiter = spawn_caller(&table, &redis, token.clone());
         let deadline = thread::spawn(move || token.cancel());
         refill.granted(1);
         deadline.join().unwrap();
@@ -120,13 +133,8 @@ fn an_abandoned_refill_hands_the_key_on() {
     model(|| {
         let table = Arc::new(LeaseTable::new());
         let redis = Arc::new(Redis::default());
-        let Take::Refill(refill) = table.take("k", 1, || 0, CancelToken::new) else {
-            panic!("the first caller refills");
-        };
-        let waiter = {
-            let (table, redis) = (table.clone(), redis.clone());
-            thread::spawn(move || caller(&table, CancelToken::new(), 0, &redis))
-        };
+        let refill = first_refill(&table);
+        let waiter = spawn_caller(&table, &redis, CancelToken::new());
         drop(refill);
         assert_eq!(waiter.join().unwrap(), Got::Refilled);
         assert_eq!(left_and_ready(&table), 0);
@@ -140,13 +148,8 @@ fn a_failed_refill_fails_its_waiter() {
     model(|| {
         let table = Arc::new(LeaseTable::new());
         let redis = Arc::new(Redis::default());
-        let Take::Refill(refill) = table.take("k", 1, || 0, CancelToken::new) else {
-            panic!("the first caller refills");
-        };
-        let waiter = {
-            let (table, redis) = (table.clone(), redis.clone());
-            thread::spawn(move || caller(&table, CancelToken::new(), 0, &redis))
-        };
+        let refill = first_refill(&table);
+        let waiter = spawn_caller(&table, &redis, CancelToken::new());
         refill.failed(2);
         let got = waiter.join().unwrap();
         assert!(matches!(got, Got::Failed(2) | Got::Refilled), "{got:?}");

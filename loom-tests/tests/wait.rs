@@ -182,6 +182,51 @@ fn latch_set_racing_cancel_ends_the_wait() {
     });
 }
 
+/// A thread's waiter is reused by its next wait only once nobody else holds it: a claimer's late
+/// decision of an abandoned wait never reaches the same thread's next wait.
+#[test]
+fn a_late_decision_never_reaches_the_next_wait() {
+    /// The claimer's decision for the first, abandoned wait; the second wait's is `NEXT`.
+    const LATE: usize = 10;
+    const NEXT: usize = 20;
+    model(|| {
+        let owner = Arc::new(Mutex::new(WaitList::new()));
+        let waiter = {
+            let owner = owner.clone();
+            thread::spawn(move || {
+                let token = CancelToken::new();
+                token.cancel();
+                let first = owner.lock().unwrap().register(1);
+                let left = match first.wait(Some(&token)) {
+                    Ok(status) => status,
+                    Err(_) => owner.lock().unwrap().leave(&first),
+                };
+                drop(first);
+                let second = owner.lock().unwrap().register(2);
+                (left, second.wait(None).unwrap())
+            })
+        };
+        // Claim whatever is queued; decide the first registration late, the second with NEXT.
+        loop {
+            let claimed = owner.lock().unwrap().claim();
+            let Some((data, claimed)) = claimed else {
+                thread::yield_now();
+                continue;
+            };
+            let mut wakes = Wakes::default();
+            claimed.decide(if data == 1 { LATE } else { NEXT }, &mut wakes);
+            drop(claimed);
+            wakes.unpark();
+            if data == 2 {
+                break;
+            }
+        }
+        let (left, next) = waiter.join().unwrap();
+        assert!(left == WAITING || left == LATE, "{left}");
+        assert_eq!(next, NEXT);
+    });
+}
+
 /// The coalescer's pattern: a waiter claimed out of the list (so no notify can reach it) is
 /// decided later by its claimer alone, and woken by that decision.
 #[test]

@@ -5,9 +5,17 @@
 //! 1. A job's result is set exactly once: by the worker that ran it ([`Completer::complete`]), or
 //!    — if the job is dropped without running (Abort shutdown, a skipped group job, a pool torn
 //!    down) — by `Completer`'s `Drop`, as [`JobError::Cancelled`]. So a waiter always learns.
-//! 2. The result and the waiting thread live under one mutex: the completer stores the result and
-//!    takes the waiter under it, then unparks with no lock held; a joiner checks for the result
-//!    and registers under it, so the unpark cannot be missed.
+//! 2. The result is stored in its slot before the handle's [`Latch`] is set, and a join waits on
+//!    the latch (the crate's one wait protocol: `src/wait/`), so a join that sees the latch set
+//!    finds the result; the handle keeps no waiter of its own.
+//! 3. A join whose token ends the wait still looks in the slot first: a result already stored —
+//!    a completion racing the cancel — is returned, never reported as a cancelled wait.
+
+// `pub` so that loom builds can export this file alone (`tollgate::pool_handle`) to the models in
+// `loom-tests/tests/pool_handle.rs`; in normal builds the pool re-exports what users see.
+#![cfg_attr(not(loom), allow(unreachable_pub))]
+// Under loom the pool that uses the panic helpers and formats completers is compiled out.
+#![cfg_attr(loom, allow(dead_code, missing_debug_implementations))]
 
 use std::any::Any;
 use std::fmt;
@@ -15,7 +23,8 @@ use std::panic::{self, AssertUnwindSafe};
 
 use crate::cancel::CancelToken;
 use crate::error::{Cause, Error, ErrorKind};
-use crate::sync::{Arc, Mutex, Thread, current, park};
+use crate::sync::{Arc, Mutex};
+use crate::wait::Latch;
 
 /// Why a job gave no value.
 ///
@@ -90,23 +99,20 @@ pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
     }
 }
 
-enum State<T> {
-    Pending { waiter: Option<Thread> },
-    Done(Result<T, JobError>),
-    Taken,
-}
-
 struct Shared<T> {
-    state: Mutex<State<T>>,
+    /// The result until `join` takes it; filled once (invariant 1), before `done` is set.
+    result: Mutex<Option<Result<T, JobError>>>,
+    done: Latch,
 }
 
 /// The worker's end: completes the job's handle exactly once (invariant 1).
-pub(crate) struct Completer<T> {
+pub struct Completer<T> {
     shared: Option<Arc<Shared<T>>>,
 }
 
 impl<T> Completer<T> {
-    pub(crate) fn complete(mut self, result: Result<T, JobError>) {
+    /// Stores the job's result and wakes its joiner.
+    pub fn complete(mut self, result: Result<T, JobError>) {
         if let Some(shared) = self.shared.take() {
             finish(&shared, result);
         }
@@ -121,21 +127,10 @@ impl<T> Drop for Completer<T> {
     }
 }
 
+/// Invariant 2: the slot first, then the latch.
 fn finish<T>(shared: &Shared<T>, result: Result<T, JobError>) {
-    let waiter = {
-        let mut state = shared.state.lock();
-        match std::mem::replace(&mut *state, State::Done(result)) {
-            State::Pending { waiter } => waiter,
-            // Invariant 1 makes this unreachable; keep the first result if it ever happens.
-            previous => {
-                *state = previous;
-                None
-            }
-        }
-    };
-    if let Some(thread) = waiter {
-        thread.unpark();
-    }
+    *shared.result.lock() = Some(result);
+    shared.done.set();
 }
 
 /// A pending job's result: [`join`](Self::join) blocks until the job has run (or was dropped).
@@ -156,9 +151,10 @@ pub struct JobHandle<T> {
 }
 
 /// A new handle and the completer that fulfils it.
-pub(crate) fn pair<T>() -> (JobHandle<T>, Completer<T>) {
+pub fn pair<T>() -> (JobHandle<T>, Completer<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State::Pending { waiter: None }),
+        result: Mutex::new(None),
+        done: Latch::new(),
     });
     (
         JobHandle {
@@ -189,7 +185,7 @@ impl<T> JobHandle<T> {
     /// assert_eq!(handle.join(CancelToken::never()), Ok(()));
     /// ```
     pub fn is_finished(&self) -> bool {
-        !matches!(*self.shared.state.lock(), State::Pending { .. })
+        self.shared.done.is_set()
     }
 
     /// Blocks until the job has run and returns its value, or why there is none; gives up when
@@ -223,53 +219,12 @@ impl<T> JobHandle<T> {
     /// release.cancel();
     /// ```
     pub fn join(self, token: &CancelToken) -> Result<T, JobError> {
-        self.wait(token.waitable())
-    }
-
-    fn wait(self, token: Option<&CancelToken>) -> Result<T, JobError> {
-        if let Some(result) = self.take_result(None) {
-            return result;
-        }
-        self.wait_slow(token)
-    }
-
-    #[cold]
-    fn wait_slow(self, token: Option<&CancelToken>) -> Result<T, JobError> {
-        let me = current();
-        let _registration = token.map(|token| {
-            let me = me.clone();
-            token.on_cancel(move || me.unpark())
-        });
-        loop {
-            if let Some(result) = self.take_result(Some(&me)) {
-                return result;
-            }
-            if let Some(cause) = token.and_then(CancelToken::cause) {
-                return Err(JobError::WaitCancelled(cause));
-            }
-            match token {
-                None => park(),
-                Some(token) => {
-                    let clock = token.clock();
-                    clock.park_thread_until(token.deadline_in_clock(clock.now()));
-                }
-            }
-        }
-    }
-
-    /// The result if it is there; otherwise registers `me` (invariant 2) when given.
-    fn take_result(&self, me: Option<&Thread>) -> Option<Result<T, JobError>> {
-        let mut state = self.shared.state.lock();
-        match std::mem::replace(&mut *state, State::Taken) {
-            State::Done(result) => Some(result),
-            State::Pending { waiter } => {
-                *state = State::Pending {
-                    waiter: me.cloned().or(waiter),
-                };
-                None
-            }
-            // `join` consumes the handle, so the result is taken at most once.
-            State::Taken => Some(Err(JobError::Cancelled)),
+        let waited = self.shared.done.wait(token.waitable());
+        // Invariant 3: a stored result wins over the token. `join` consumes the handle, so the
+        // slot is empty only if the wait ended first.
+        match self.shared.result.lock().take() {
+            Some(result) => result,
+            None => Err(waited.map_or_else(JobError::WaitCancelled, |()| JobError::Cancelled)),
         }
     }
 }

@@ -1,12 +1,17 @@
 //! [`WaitList`]: the FIFO of parked threads, [`Waiter`]: one thread's place and fate in it, and
 //! [`Wakes`]: the unparks a decider owes once it has released its lock (invariants in the
 //! parent module).
+//!
+//! A wait costs no allocation in the common case: the list keeps its oldest entry inline (a lone
+//! waiter needs no queue buffer), and each thread reuses one cached [`Waiter`] whenever no list or
+//! claimer still holds it (crossbeam-channel's `Context::with` caches its context the same way).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use crate::cancel::CancelToken;
 use crate::error::Cause;
-use crate::sync::{Arc, AtomicUsize, Ordering, Thread, current, park};
+use crate::sync::{Arc, AtomicUsize, Ordering, Thread, current, park, thread_local};
 
 /// The status of a waiter not decided yet. Every other `usize` is the owner's to give meaning
 /// to (a grant, "closed", a capacity...).
@@ -20,7 +25,51 @@ pub struct Waiter {
     thread: Thread,
 }
 
+#[cfg(not(loom))]
+thread_local! {
+    /// This thread's last waiter, reused by its next registration when nobody else holds it.
+    static CACHED: Cell<Option<Arc<Waiter>>> = const { Cell::new(None) };
+}
+
+// loom's `thread_local!` takes no `const` initialiser.
+#[cfg(loom)]
+thread_local! {
+    static CACHED: Cell<Option<Arc<Waiter>>> = Cell::new(None);
+}
+
 impl Waiter {
+    /// A waiter for the calling thread, status [`WAITING`]: the thread's cached one when no list
+    /// or claimer holds it any more (so no decision can still reach it), else a new one, which
+    /// becomes the cached one (invariant 5).
+    fn for_current_thread() -> Arc<Waiter> {
+        let fresh = || {
+            Arc::new(Waiter {
+                status: AtomicUsize::new(WAITING),
+                thread: current(),
+            })
+        };
+        // `try_with`: a registration from a thread-local destructor, after the cache is gone,
+        // gets a waiter of its own.
+        CACHED
+            .try_with(|cached| {
+                let waiter = match cached.take() {
+                    Some(mut waiter) => match Arc::get_mut(&mut waiter) {
+                        Some(unique) => {
+                            // Relaxed: nobody else holds the waiter (`get_mut` synchronised
+                            // with the last holder's drop), so no decision can race this reset.
+                            unique.status.store(WAITING, Ordering::Relaxed);
+                            waiter
+                        }
+                        None => fresh(),
+                    },
+                    None => fresh(),
+                };
+                cached.set(Some(waiter.clone()));
+                waiter
+            })
+            .unwrap_or_else(|_| fresh())
+    }
+
     /// The status: [`WAITING`] or the decided one.
     #[inline]
     pub fn status(&self) -> usize {
@@ -83,7 +132,10 @@ struct Entry<T> {
 /// A FIFO of waiting threads, kept under its owner's lock (see the module docs).
 #[derive(Debug)]
 pub struct WaitList<T> {
-    entries: VecDeque<Entry<T>>,
+    /// The oldest entry, inline; `None` only when the list is empty.
+    head: Option<Entry<T>>,
+    /// The entries after `head`, oldest first.
+    rest: VecDeque<Entry<T>>,
 }
 
 impl<T> Default for WaitList<T> {
@@ -96,39 +148,49 @@ impl<T> WaitList<T> {
     /// An empty list (no allocation until the first waiter).
     pub fn new() -> Self {
         WaitList {
-            entries: VecDeque::new(),
+            head: None,
+            rest: VecDeque::new(),
         }
     }
 
     /// How many threads are queued.
     #[inline]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        usize::from(self.head.is_some()) + self.rest.len()
     }
 
     /// Whether nobody is queued.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.head.is_none()
     }
 
     /// The oldest queued waiter's data.
     pub fn front(&self) -> Option<&T> {
-        self.entries.front().map(|entry| &entry.data)
+        self.head.as_ref().map(|entry| &entry.data)
     }
 
     /// Queues the calling thread at the back with `data` (invariant 4). It then waits on the
     /// returned [`Waiter`], after releasing the owner's lock.
     pub fn register(&mut self, data: T) -> Arc<Waiter> {
-        let waiter = Arc::new(Waiter {
-            status: AtomicUsize::new(WAITING),
-            thread: current(),
-        });
-        self.entries.push_back(Entry {
+        let waiter = Waiter::for_current_thread();
+        let entry = Entry {
             data,
             waiter: waiter.clone(),
-        });
+        };
+        if self.head.is_none() {
+            self.head = Some(entry);
+        } else {
+            self.rest.push_back(entry);
+        }
         waiter
+    }
+
+    /// Removes and returns the oldest entry.
+    fn pop_front(&mut self) -> Option<Entry<T>> {
+        let head = self.head.take();
+        self.head = self.rest.pop_front();
+        head
     }
 
     /// Takes the oldest waiter out of the list and decides it with `status` (a hand-off).
@@ -140,41 +202,51 @@ impl<T> WaitList<T> {
 
     /// Decides every waiter with `status` and empties the list.
     pub fn notify_all(&mut self, status: usize, wakes: &mut Wakes) {
-        for entry in self.entries.drain(..) {
-            entry.waiter.decide(status, wakes);
+        if let Some(head) = self.head.take() {
+            head.waiter.decide(status, wakes);
+            // A lone waiter (the common case) skips the queue's drain altogether.
+            if !self.rest.is_empty() {
+                for entry in self.rest.drain(..) {
+                    entry.waiter.decide(status, wakes);
+                }
+            }
         }
     }
 
     /// Decides (and removes) every waiter for which `fate` gives a status, keeping the others in
     /// order.
     pub fn notify_where(&mut self, mut fate: impl FnMut(&T) -> Option<usize>, wakes: &mut Wakes) {
-        self.entries.retain(|entry| match fate(&entry.data) {
+        let mut keep = |entry: &Entry<T>| match fate(&entry.data) {
             Some(status) => {
                 entry.waiter.decide(status, wakes);
                 false
             }
             None => true,
-        });
+        };
+        let keep_head = self.head.as_ref().is_some_and(&mut keep);
+        self.rest.retain(keep);
+        if !keep_head {
+            self.head = self.rest.pop_front();
+        }
     }
 
     /// Takes the oldest waiter out of the list without deciding it: the caller decides it later,
     /// exactly once (invariant 1), for instance after doing work on its behalf.
     pub fn claim(&mut self) -> Option<(T, Arc<Waiter>)> {
-        self.entries
-            .pop_front()
-            .map(|entry| (entry.data, entry.waiter))
+        self.pop_front().map(|entry| (entry.data, entry.waiter))
     }
 
     /// The cancel-safe way out (invariant 2): removes `waiter` if it is still queued and returns
     /// [`WAITING`], or returns the status it was decided with — which the caller must honour.
     pub fn leave(&mut self, waiter: &Arc<Waiter>) -> usize {
-        let at = self
-            .entries
-            .iter()
-            .position(|entry| Arc::ptr_eq(&entry.waiter, waiter));
-        match at {
+        let mine = |entry: &Entry<T>| Arc::ptr_eq(&entry.waiter, waiter);
+        if self.head.as_ref().is_some_and(mine) {
+            self.pop_front();
+            return WAITING;
+        }
+        match self.rest.iter().position(mine) {
             Some(at) => {
-                self.entries.remove(at);
+                self.rest.remove(at);
                 WAITING
             }
             None => waiter.status(),
@@ -204,8 +276,10 @@ impl Wakes {
         if let Some(first) = self.first {
             first.unpark();
         }
-        for thread in self.rest {
-            thread.unpark();
+        if !self.rest.is_empty() {
+            for thread in self.rest {
+                thread.unpark();
+            }
         }
     }
 }

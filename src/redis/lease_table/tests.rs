@@ -240,6 +240,20 @@ fn the_table_is_bounded_and_never_drops_a_refill() {
     }
 }
 
+/// Yields until `waiter` waits on the refill of "k" in flight, or has finished already
+/// (behaviour, not speed: the refill serves it whenever it comes).
+fn until_queued<T>(table: &LeaseTable, waiter: &std::thread::JoinHandle<T>) {
+    while table
+        .by_key
+        .lock()
+        .get("k")
+        .is_some_and(|l| l.waiters.is_empty())
+        && !waiter.is_finished()
+    {
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn a_waiter_is_served_by_the_refill_in_flight() {
     let table = std::sync::Arc::new(LeaseTable::new());
@@ -253,16 +267,7 @@ fn a_waiter_is_served_by_the_refill_in_flight() {
             other => panic!("{other:?}"),
         })
     };
-    // Let the waiter register (behaviour, not speed: it is served whenever it comes).
-    while table
-        .by_key
-        .lock()
-        .get("k")
-        .is_some_and(|l| l.waiters.is_empty())
-        && !waiter.is_finished()
-    {
-        std::thread::yield_now();
-    }
+    until_queued(&table, &waiter);
     refill.granted(9);
     assert_eq!(waiter.join().unwrap(), 7);
 }
@@ -280,15 +285,7 @@ fn a_failed_refill_fails_its_waiters_at_once() {
             other => panic!("{other:?}"),
         })
     };
-    while table
-        .by_key
-        .lock()
-        .get("k")
-        .is_some_and(|l| l.waiters.is_empty())
-        && !waiter.is_finished()
-    {
-        std::thread::yield_now();
-    }
+    until_queued(&table, &waiter);
     refill.failed(3);
     assert_eq!(waiter.join().unwrap(), 3);
 }

@@ -159,3 +159,38 @@ fn wait_returns_the_decision_or_the_cancellation() {
     // The decision is still there for `leave`, which the caller must honour.
     assert_eq!(list.leave(&waiter), 7);
 }
+
+/// A thread's waiter is reused once nobody holds it, and comes back `WAITING`; while the list, a
+/// claimer or the registrant still holds it, the next registration gets a new one.
+#[test]
+fn a_waiter_is_reused_only_when_nobody_holds_it() {
+    let mut list = WaitList::new();
+    let mut wakes = Wakes::default();
+    let first = list.register(1u8);
+    let first_at = Arc::as_ptr(&first);
+    list.notify_one(5, &mut wakes);
+    assert_eq!(first.status(), 5);
+    // Still held by its registrant: not reused.
+    let second = list.register(2);
+    assert_ne!(Arc::as_ptr(&second), first_at);
+    drop(first);
+    // `second` is now the cached one, held by the list and its registrant.
+    let (_, claimed) = list.claim().unwrap();
+    drop(second);
+    let third = list.register(3);
+    assert_ne!(
+        Arc::as_ptr(&third),
+        Arc::as_ptr(&claimed),
+        "a claimed waiter is never reused"
+    );
+    claimed.decide(6, &mut wakes);
+    drop(claimed);
+    assert_eq!(list.leave(&third), WAITING);
+    let third_at = Arc::as_ptr(&third);
+    drop(third);
+    // Nobody holds the cached waiter now: reused, undecided again.
+    let fourth = list.register(4);
+    assert_eq!(Arc::as_ptr(&fourth), third_at);
+    assert_eq!(fourth.status(), WAITING);
+    wakes.unpark();
+}
