@@ -180,6 +180,7 @@ impl Nudge {
     }
 
     /// How many outcomes runners have counted as sent.
+    #[cfg(any(test, loom))]
     #[must_use]
     pub fn sent(&self) -> u64 {
         // Relaxed: a statistic for models and tests.
