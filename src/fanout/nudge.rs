@@ -11,10 +11,12 @@
 //!
 //! 1. A runner nudges after sending an outcome when the caller must act
 //!    ([`must_nudge`]): the outcome is urgent (a failure), the outcome channel is at least at
-//!    its batch mark (half full: runners would soon block on it), or the key channel is at its
-//!    low-water mark (three quarters left: the caller must refill it; a run's last outcome finds
-//!    it empty) — and whenever the caller is asleep (invariant 2). A runner that leaves always
-//!    nudges ([`Nudge::left`]).
+//!    its batch mark (half full: runners would soon block on it), the key channel is empty (a
+//!    run's last outcomes find it so), or it is at its low-water mark (three quarters left) while
+//!    the caller still has keys to refill it with ([`Nudge::keys_done`] not called: once the
+//!    keys are all sent, a nudge per outcome while the channel drains would only wake the caller
+//!    for nothing) — and whenever the caller is asleep (invariant 2). A runner that leaves
+//!    always nudges ([`Nudge::left`]).
 //! 2. The caller parks for longer than [`LINGER`] only *asleep*: [`Nudge::try_sleep`] sets the
 //!    asleep bit only if every outcome counted as sent has been received, in one compare-and-swap
 //!    on the word runners count their outcomes in. A runner counts its outcome (after sending it)
@@ -36,7 +38,7 @@
 
 use std::time::Duration;
 
-use crate::sync::{AtomicU64, Ordering, Thread, current, park_timeout};
+use crate::sync::{AtomicBool, AtomicU64, Ordering, Thread, current, park_timeout};
 
 /// How long an outcome may wait in the outcome channel before the caller takes it, at most
 /// (invariant 4): short next to any request worth fanning out, long next to a wake-up.
@@ -51,7 +53,8 @@ const ASLEEP: u64 = 1 << 63;
 
 /// Whether a runner that has just sent an outcome must nudge the caller, whatever the caller is
 /// doing (invariant 1): `urgent` (a failure), `outcomes_queued` at or over `batch`, or
-/// `keys_queued` at or under `low_water`.
+/// `keys_queued` zero, or at or under `low_water` while the caller has keys to send (not
+/// `keys_done`).
 #[inline]
 #[must_use]
 pub fn must_nudge(
@@ -60,8 +63,12 @@ pub fn must_nudge(
     batch: usize,
     keys_queued: usize,
     low_water: usize,
+    keys_done: bool,
 ) -> bool {
-    urgent || outcomes_queued >= batch || keys_queued <= low_water
+    urgent
+        || outcomes_queued >= batch
+        || keys_queued == 0
+        || (keys_queued <= low_water && !keys_done)
 }
 
 /// The caller's wake-up, shared by the runners of a run and its caller.
@@ -76,6 +83,8 @@ pub struct Nudge {
     batch: usize,
     /// Keys queued at or below which a runner nudges (three quarters of the key channel).
     low_water: usize,
+    /// The caller has sent its last key: the low-water mark no longer applies (invariant 1).
+    keys_done: AtomicBool,
 }
 
 impl Nudge {
@@ -88,6 +97,7 @@ impl Nudge {
             word: AtomicU64::new(0),
             batch: batch.max(1),
             low_water,
+            keys_done: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +134,9 @@ impl Nudge {
                 self.batch,
                 keys_queued,
                 self.low_water,
+                // Relaxed: a hint; a runner that reads a stale `false` nudges once more than
+                // needed, and delivery never depends on it (invariant 2).
+                self.keys_done.load(Ordering::Relaxed),
             );
         if nudge {
             // A system call only if the caller is parked; a token left for a caller that is not
@@ -131,6 +144,13 @@ impl Nudge {
             self.caller.unpark();
         }
         nudge
+    }
+
+    /// The caller has sent its last key: from now on only an empty key channel, not the
+    /// low-water mark, makes runners nudge (invariant 1).
+    pub fn keys_done(&self) {
+        // Relaxed: a hint (see `after_outcome`).
+        self.keys_done.store(true, Ordering::Relaxed);
     }
 
     /// A runner left (however: its key channel closed, the run was cancelled, its job was
@@ -215,6 +235,11 @@ mod tests {
         assert!(nudge.after_outcome(false, 4, 100));
         assert!(nudge.after_outcome(false, 1, 10));
         assert!(!nudge.after_outcome(false, 3, 11));
+        // Every key sent: the low-water mark no longer nudges, an empty key channel still does.
+        nudge.keys_done();
+        assert!(!nudge.after_outcome(false, 1, 10));
+        assert!(nudge.after_outcome(false, 1, 0));
+        assert!(nudge.after_outcome(true, 1, 5));
     }
 
     /// One step of a sequential run: a runner sends an outcome (with queue lengths and whether
@@ -227,6 +252,7 @@ mod tests {
             keys_queued: usize,
         },
         Caller,
+        KeysDone,
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -237,6 +263,7 @@ mod tests {
                 keys_queued: k,
             }),
             Just(Step::Caller),
+            Just(Step::KeysDone),
         ]
     }
 
@@ -252,19 +279,26 @@ mod tests {
             let nudge = Nudge::new(batch, low_water);
             let (mut sent, mut received) = (0u64, 0u64);
             let mut asleep = false;
+            let mut keys_done = false;
             for step in steps {
                 match step {
                     Step::Send { urgent, outcomes_queued, keys_queued } => {
                         sent += 1;
                         let nudged = nudge.after_outcome(urgent, outcomes_queued, keys_queued);
                         let expected = asleep
-                            || must_nudge(urgent, outcomes_queued, batch, keys_queued, low_water);
+                            || must_nudge(
+                                urgent, outcomes_queued, batch, keys_queued, low_water, keys_done,
+                            );
                         prop_assert_eq!(nudged, expected);
                         if asleep {
                             // Woken: the caller is no longer asleep for the runners.
                             asleep = false;
                             nudge.awake();
                         }
+                    }
+                    Step::KeysDone => {
+                        keys_done = true;
+                        nudge.keys_done();
                     }
                     Step::Caller if asleep => {} // still asleep: only a nudge ends it here
                     Step::Caller => {

@@ -30,8 +30,8 @@
 //! 6. The caller parks (a timed park of its thread, no spinning) and is unparked, not by every
 //!    outcome but by a *nudge* (`nudge.rs`): a runner that has sent an outcome nudges the caller
 //!    only when it must act — the outcome is a failure, the outcome channel is half full, the
-//!    key channel is at its low-water mark (this covers a run's last outcome: the key channel is
-//!    then empty) — or when the caller is asleep; a runner also nudges when it leaves, and the
+//!    key channel is empty (as a run's last outcomes find it) or, while the caller has keys
+//!    left to send, at its low-water mark — or when the caller is asleep; a runner also nudges when it leaves, and the
 //!    group's cancellation wakes the caller. After receiving outcomes the caller *lingers* (parks
 //!    at most `LINGER`, more are likely on their way); after a wait that brought none it sleeps
 //!    (parks up to a heartbeat), having first made sure, in one compare-and-swap with the
@@ -614,8 +614,11 @@ impl<F> FanOut<F> {
                 }
             }
             let keys_left = pending.is_some() || keys.may_have_more();
-            if !keys_left && collector.received >= sent {
-                break;
+            if !keys_left {
+                if collector.received >= sent {
+                    break;
+                }
+                shared.nudge.keys_done();
             }
             let beat = group
                 .remaining()
