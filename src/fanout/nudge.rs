@@ -24,9 +24,9 @@
 //!    more sent than received and drains instead of sleeping — or the asleep bit comes first, and
 //!    the runner that counts clears it and nudges. No outcome is left waiting for the caller's
 //!    heartbeat: the heartbeat only paces progress reports.
-//! 3. Exactly one nudge ends a sleep: the runner whose count clears the asleep bit. The caller
-//!    clears it itself (when [`Nudge::sleep`] returns) when it wakes for any other reason (a timeout, a
-//!    cancel, another nudge), so runners do not unpark an awake caller.
+//! 3. Exactly one nudge ends a sleep: the runner whose count clears the asleep bit. A caller
+//!    woken for any other reason (a timeout, a cancel, another nudge) clears the bit itself when
+//!    [`Nudge::sleep`] returns, so runners do not unpark an awake caller.
 //! 4. A caller that has just received outcomes lingers ([`LINGER`], a timed park no runner needs
 //!    to end): outcomes sent meanwhile wait at most `LINGER` (or until a nudge of invariant 1).
 //!    So a busy run wakes the caller about once per `LINGER` or per batch, a quiet one once per
