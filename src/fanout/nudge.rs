@@ -274,7 +274,9 @@ mod tests {
         /// while it sleeps), a nudge is given exactly when the caller sleeps or `must_nudge`
         /// says so, and the count of outcomes is exact.
         #[test]
-        fn no_outcome_waits_for_a_sleeping_caller(steps in proptest::collection::vec(step(), 1..200)) {
+        fn no_outcome_waits_for_a_sleeping_caller(
+            steps in proptest::collection::vec(step(), 1..200),
+        ) {
             let (batch, low_water) = (4, 3);
             let nudge = Nudge::new(batch, low_water);
             let (mut sent, mut received) = (0u64, 0u64);

@@ -31,14 +31,15 @@
 //!    outcome but by a *nudge* (`nudge.rs`): a runner that has sent an outcome nudges the caller
 //!    only when it must act — the outcome is a failure, the outcome channel is half full, the
 //!    key channel is empty (as a run's last outcomes find it) or, while the caller has keys
-//!    left to send, at its low-water mark — or when the caller is asleep; a runner also nudges when it leaves, and the
-//!    group's cancellation wakes the caller. After receiving outcomes the caller *lingers* (parks
-//!    at most `LINGER`, more are likely on their way); after a wait that brought none it sleeps
-//!    (parks up to a heartbeat), having first made sure, in one compare-and-swap with the
-//!    runners' count of outcomes sent, that every outcome sent was received — so the next
-//!    outcome wakes it. Every outcome reaches the sink within about `LINGER` of being sent, a
-//!    busy run wakes the caller about once per `LINGER` or per half outcome channel instead of
-//!    once per key, and the heartbeat paces progress reports only: no outcome waits for it.
+//!    left to send, at its low-water mark — or when the caller is asleep; a runner also nudges
+//!    when it leaves, and the group's cancellation wakes the caller. After receiving outcomes
+//!    the caller *lingers* (parks at most `LINGER`, more are likely on their way); after a wait
+//!    that brought none it sleeps (parks up to a heartbeat), having first made sure, in one
+//!    compare-and-swap with the runners' count of outcomes sent, that every outcome sent was
+//!    received — so the next outcome wakes it. Every outcome reaches the sink within about
+//!    `LINGER` of being sent, a busy run wakes the caller about once per `LINGER` or per half
+//!    outcome channel instead of once per key, and the heartbeat paces progress reports only:
+//!    no outcome waits for it.
 //! 7. The caller never blocks on its key source. An iterator is taken to be ready (its keys are
 //!    computed, not awaited). A channel source (`fetch_each_from`) is only ever `try_recv`ed, and
 //!    while no key is pending the caller's wait is a `select!` (not invariant 6's park) that includes the key channel next to
