@@ -132,6 +132,12 @@ mod clock;
 mod error;
 #[cfg(not(loom))]
 pub mod fanout;
+/// The fan-out's caller wake-up (runners' nudges, the caller's sleep) alone, for the loom models
+/// in `loom-tests/tests/fanout_nudge.rs`. Not an API; exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+#[path = "fanout/nudge.rs"]
+pub mod fanout_nudge;
 /// A replicated fan-out attempt's race alone, for the loom models in
 /// `loom-tests/tests/fanout_race.rs`. Not an API; exists only in loom builds.
 #[cfg(loom)]

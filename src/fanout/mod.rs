@@ -9,6 +9,7 @@ mod builder;
 mod concurrency;
 mod error;
 mod fetch;
+mod nudge;
 mod progress;
 mod race;
 mod replicate;

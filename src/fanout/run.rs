@@ -28,17 +28,18 @@
 //! 5. Each attempt of a key costs one limiter token; a retry waits out its backoff on the group
 //!    token (interruptible) before taking its token.
 //! 6. The caller parks (a timed park of its thread, no spinning) and is unparked, not by every
-//!    outcome but by a *nudge*: a runner that has sent an outcome nudges the caller only when
-//!    it must act — the outcome is a failure,
-//!    the outcome channel is half full, the key channel is at its low-water mark (this covers a
-//!    run's last outcome: the key channel is then empty), or no nudge was given for [`LINGER`];
-//!    a runner also nudges when it leaves, and the group's cancellation wakes the caller. After
-//!    a wake-up, the caller parks at most until `LINGER` has passed since the last nudge before
-//!    parking for a heartbeat. So every outcome reaches the sink within about `LINGER` of being
-//!    sent (an outcome not nudged for was sent less than `LINGER` after a nudge, which the
-//!    caller's short park covers), a busy run wakes the caller about once per `LINGER` instead
-//!    of once per key, and, whatever the timing, the caller drains the outcome channel at least
-//!    once per heartbeat: the nudges decide latency, never whether an outcome is delivered.
+//!    outcome but by a *nudge* (`nudge.rs`): a runner that has sent an outcome nudges the caller
+//!    only when it must act — the outcome is a failure, the outcome channel is half full, the
+//!    key channel is empty (as a run's last outcomes find it) or, while the caller has keys
+//!    left to send, at its low-water mark — or when the caller is asleep; a runner also nudges
+//!    when it leaves, and the group's cancellation wakes the caller. After receiving outcomes
+//!    the caller *lingers* (parks at most `LINGER`, more are likely on their way); after a wait
+//!    that brought none it sleeps (parks up to a heartbeat), having first made sure, in one
+//!    compare-and-swap with the runners' count of outcomes sent, that every outcome sent was
+//!    received — so the next outcome wakes it. Every outcome reaches the sink within about
+//!    `LINGER` of being sent, a busy run wakes the caller about once per `LINGER` or per half
+//!    outcome channel instead of once per key, and the heartbeat paces progress reports only:
+//!    no outcome waits for it.
 //! 7. The caller never blocks on its key source. An iterator is taken to be ready (its keys are
 //!    computed, not awaited). A channel source (`fetch_each_from`) is only ever `try_recv`ed, and
 //!    while no key is pending the caller's wait is a `select!` (not invariant 6's park) that includes the key channel next to
@@ -54,6 +55,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::aimd::Aimd;
+use super::nudge::Nudge;
 use super::progress::ProgressRelay;
 use super::retry::JitterRng;
 use super::stats::Counters;
@@ -62,14 +64,7 @@ use crate::cancel::CancelToken;
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::{Cause, Error, ErrorKind};
 use crate::limiter::Limiter;
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, Thread, current, park_timeout};
-
-/// How long an outcome may wait in the outcome channel before the caller takes it, at most
-/// (invariant 6): short next to any request worth fanning out, long next to a wake-up.
-/// Measured (docs/benchmarks.md): 4 ms instead of 1 ms cut the caller's wake-ups, and the
-/// futex calls of runners contending for ureq's pool lock behind them, by about a fifth, and
-/// the run's time by about 5 %.
-pub(crate) const LINGER: Duration = Duration::from_millis(4);
+use crate::sync::{AtomicBool, Mutex, Ordering, current};
 
 /// The most keys, and the most outcomes, a run buffers (invariant 4).
 const MAX_BUFFER: usize = 4096;
@@ -117,48 +112,6 @@ pub(super) struct Shared<F> {
     nudge: Nudge,
 }
 
-/// The runners' side of the caller's wake-up (invariant 6).
-struct Nudge {
-    /// The caller's thread: a nudge unparks it (a park/unpark token: a nudge before the park
-    /// makes the park return at once).
-    caller: Thread,
-    /// When the last nudge was given: ns on `MonotonicClock`.
-    last: AtomicU64,
-    /// Outcomes queued from which a runner nudges (half the outcome channel).
-    batch: usize,
-    /// Keys queued at or below which a runner nudges (three quarters of the key channel).
-    low_water: usize,
-}
-
-impl Nudge {
-    /// After an outcome: wakes the caller if it must act (invariant 6).
-    #[inline]
-    fn after_outcome(&self, urgent: bool, outcomes_queued: usize, keys_queued: usize) {
-        let now = MonotonicClock.now();
-        // Relaxed: a stale (older) value only makes this runner nudge when it need not; the
-        // caller reads the value after the unpark this store precedes (see `linger_until`).
-        let last = self.last.load(Ordering::Relaxed);
-        if urgent
-            || outcomes_queued >= self.batch
-            || keys_queued <= self.low_water
-            || now.saturating_sub(last) >= LINGER_NS
-        {
-            self.give(now);
-        }
-    }
-
-    fn give(&self, now: u64) {
-        // Release: pairs with the caller's Acquire load in `linger_until` after this unpark
-        // ended its park, so the caller's short park covers every outcome this nudge did not.
-        self.last.fetch_max(now, Ordering::Release);
-        // A system call only if the caller is parked; a token left for a caller that is not
-        // makes its next park return at once.
-        self.caller.unpark();
-    }
-}
-
-const LINGER_NS: u64 = LINGER.as_nanos() as u64;
-
 /// A runner's outcome sender, which nudges the caller when it is dropped — the runner left,
 /// however it left, or its job was dropped without running — right after closing its end of
 /// the outcome channel, so the caller notices promptly that runners are gone (invariant 6).
@@ -176,7 +129,7 @@ impl<F, O> OutcomeSender<F, O> {
 impl<F, O> Drop for OutcomeSender<F, O> {
     fn drop(&mut self) {
         drop(self.sender.take());
-        self.shared.nudge.give(MonotonicClock.now());
+        self.shared.nudge.left();
     }
 }
 
@@ -571,12 +524,7 @@ impl<F> FanOut<F> {
             group: group.clone(),
             span: span.clone(),
             trace,
-            nudge: Nudge {
-                caller: current(),
-                last: AtomicU64::new(MonotonicClock.now()),
-                batch: (outcome_buffer / 2).max(1),
-                low_water: key_buffer * 3 / 4,
-            },
+            nudge: Nudge::new((outcome_buffer / 2).max(1), key_buffer * 3 / 4),
         });
         // Off the dispatch loop: a slow listener never holds up keys or outcomes.
         let relay = self.progress.clone().map(ProgressRelay::start);
@@ -652,9 +600,11 @@ impl<F> FanOut<F> {
                 }
             }
             // Hand over every outcome that is ready.
+            let mut delivered = false;
             loop {
                 match outcomes.try_recv() {
                     Ok(outcome) => {
+                        delivered = true;
                         if let Flow::Stop = collector.deliver(outcome) {
                             stopped = true;
                             break 'run;
@@ -665,8 +615,11 @@ impl<F> FanOut<F> {
                 }
             }
             let keys_left = pending.is_some() || keys.may_have_more();
-            if !keys_left && collector.received >= sent {
-                break;
+            if !keys_left {
+                if collector.received >= sent {
+                    break;
+                }
+                shared.nudge.keys_done();
             }
             let beat = group
                 .remaining()
@@ -702,14 +655,18 @@ impl<F> FanOut<F> {
                 }
                 continue;
             }
-            let (wait, short) = match linger_until(&shared.nudge.last) {
-                Some(left) if left < beat => (left, true),
-                _ => (beat, false),
-            };
+            // Invariant 6: linger after receiving outcomes (more are likely on their way);
+            // else sleep, which the next outcome ends, and beat when a whole heartbeat passed.
+            if delivered {
+                shared.nudge.linger();
+                continue;
+            }
+            if !shared.nudge.try_sleep(collector.received) {
+                continue; // an outcome was sent meanwhile: receive it instead
+            }
             let parked = Instant::now();
-            park_timeout(wait);
-            // A heartbeat when a long park ran its course (an unpark may also be spurious).
-            if !short && parked.elapsed() >= wait {
+            shared.nudge.sleep(beat);
+            if parked.elapsed() >= beat {
                 collector.beat();
             }
         }
@@ -769,19 +726,6 @@ impl<F> FanOut<F> {
         let keys = total.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         threads.min(permits).min(keys).max(1)
     }
-}
-
-/// How long until `LINGER` has passed since the last nudge (`None` if it has): while it has
-/// not, an outcome may be waiting that no runner nudged for (invariant 6).
-fn linger_until(last: &AtomicU64) -> Option<Duration> {
-    // Acquire: pairs with `Nudge::give`'s Release; read after taking a wake-up, it sees at least
-    // the nudge that wake-up came from.
-    let last = last.load(Ordering::Acquire);
-    let end = last.saturating_add(LINGER_NS);
-    let now = MonotonicClock.now();
-    // One tick past the end, so the drain after this park comes after every outcome sent
-    // within `LINGER` of the nudge.
-    (now <= end).then(|| Duration::from_nanos(end - now + 1))
 }
 
 /// A runner: one pool job that takes keys from the run's key channel until it closes or the run

@@ -545,7 +545,7 @@ impl HttpFetcher {
             let (parts, _) = response.into_parts();
             return Ok(HttpResponse::new(
                 parts.status.as_u16(),
-                parts.headers,
+                &parts.headers,
                 bytes,
                 started.elapsed(),
                 url,
