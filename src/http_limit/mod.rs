@@ -1309,7 +1309,7 @@ fn scoped_key<'a>(compiled: &Compiled, identity: &'a Identity, path: &str) -> Co
     match compiled.rule.scope {
         Scope::Client => Cow::Borrowed(identity.key()),
         Scope::ClientRoute => {
-            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            let path = rule::without_query(path);
             Cow::Owned(format!("{}|{}", identity.key(), path))
         }
         Scope::UserIp => match identity.user() {
