@@ -790,7 +790,7 @@ fn a_shadow_rule_counts_without_refusing_or_showing() {
 /// The response head written the slow, obvious way from a verdict's windows (`format!` per
 /// item), as the draft and the `X-RateLimit-*` convention spell it: the oracle for
 /// `write_head`'s precomputed policies and reused numbers.
-fn head_by_hand(verdict: &tollgate::http_limit::Verdict) -> String {
+fn head_by_hand(verdict: &tollgate::http_limit::Verdict<'_>) -> String {
     let secs_up = |d: Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
     let mut head = String::new();
     let windows = verdict.windows();

@@ -418,7 +418,7 @@ pub struct HttpLimiter {
     identity: IdentityConfig,
     rules: Vec<Compiled>,
     /// Every rule's header text (indexed by rule).
-    text: Arc<[RuleText]>,
+    text: Box<[RuleText]>,
     /// Whether some rule applies only where no other does.
     has_default: bool,
     dry_run: bool,
@@ -484,12 +484,13 @@ pub struct RuleWindow {
 
 /// The answer to one request: allowed or refused, with everything a response needs.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub struct Verdict<'l> {
     identity: Identity,
     refusal: Option<Refusal>,
     dry_run: bool,
-    /// Every rule's header text, shared with the limiter (indexed by `RuleWindow::rule`).
-    text: Arc<[RuleText]>,
+    /// Every rule's header text, borrowed from the limiter (indexed by `RuleWindow::rule`): no
+    /// reference count touched per request.
+    text: &'l [RuleText],
     windows: Windows,
     /// The window the `X-RateLimit-*` headers describe (invariant 2).
     focus: Option<usize>,
@@ -604,7 +605,7 @@ fn secs_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-impl Verdict {
+impl Verdict<'_> {
     /// Whether the request may proceed (always, in dry run).
     #[inline]
     pub fn is_allowed(&self) -> bool {
@@ -947,7 +948,7 @@ impl HttpLimiter {
     /// Decides one request: identity, deny list, decoys, enumeration guard, then every matching
     /// rule all or nothing (invariant 1). Takes header lines as (name, value) pairs, every line
     /// separately (repeated names are all read).
-    pub fn decide<'h, H>(&self, method: &str, path: &str, peer: IpAddr, headers: H) -> Verdict
+    pub fn decide<'h, H>(&self, method: &str, path: &str, peer: IpAddr, headers: H) -> Verdict<'_>
     where
         H: IntoIterator<Item = (&'h str, &'h [u8])>,
         H::IntoIter: Clone,
@@ -957,12 +958,12 @@ impl HttpLimiter {
     }
 
     /// [`decide`](Self::decide) for a client already identified.
-    pub fn decide_for(&self, identity: Identity, method: &str, path: &str) -> Verdict {
+    pub fn decide_for(&self, identity: Identity, method: &str, path: &str) -> Verdict<'_> {
         let mut verdict = Verdict {
             identity,
             refusal: None,
             dry_run: self.dry_run,
-            text: Arc::clone(&self.text),
+            text: &self.text,
             windows: Windows::default(),
             focus: None,
             retry_after: Duration::ZERO,
@@ -1029,7 +1030,7 @@ impl HttpLimiter {
 
     /// Every matching rule, all or nothing (invariant 1).
     #[inline]
-    fn decide_rules(&self, verdict: &mut Verdict, method: &str, path: &str) {
+    fn decide_rules(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
         let identity = &verdict.identity;
         let mut taken: Taken<'_> = Taken::default();
         let mut refused_at = None;

@@ -88,7 +88,7 @@ pub fn note_key(key: &str) {
 }
 
 /// The limits' verdict.
-pub fn note_verdict<'a>(verdict: &Verdict, rule_name: impl FnOnce(usize) -> Option<&'a str>) {
+pub fn note_verdict<'a>(verdict: &Verdict<'_>, rule_name: impl FnOnce(usize) -> Option<&'a str>) {
     NOTE.with(|note| {
         let mut note = note.borrow_mut();
         if !note.active {
