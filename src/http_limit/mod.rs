@@ -543,6 +543,9 @@ struct RuleText {
     bursts: Box<[u64]>,
     /// Those bursts in decimal (`X-RateLimit-Limit`).
     burst_digits: Box<[Box<str>]>,
+    /// Each window's length (burst × interval), for `RuleWindow::length`: derived once, not by a
+    /// division per request.
+    lengths: Box<[Duration]>,
 }
 
 impl RuleText {
@@ -571,6 +574,7 @@ impl RuleText {
             policy: policy.into_boxed_str(),
             bursts,
             burst_digits,
+            lengths: rule.quotas.iter().map(window_length).collect(),
         }
     }
 }
@@ -1094,11 +1098,12 @@ impl HttpLimiter {
             }
             let slot = *index;
             for (w, state) in decision.windows().enumerate() {
-                let length = compiled
-                    .rule
-                    .quotas
-                    .get(w)
-                    .map_or(Duration::ZERO, window_length);
+                let length = self
+                    .text
+                    .get(slot)
+                    .and_then(|t| t.lengths.get(w))
+                    .copied()
+                    .unwrap_or(Duration::ZERO);
                 verdict.windows.push(RuleWindow {
                     rule: slot,
                     window: w,
