@@ -10,7 +10,10 @@
 //!    through [`KeyedLimits::undo_key`] (a backend without undo keeps them: strict, never loose).
 //! 2. A verdict's headers come from the per-window states of the decisions that made it, so a
 //!    429 always names a refusing window whose remaining is 0 (for one token) and a positive
-//!    retry-after.
+//!    retry-after. Text made once per rule at build time (its `RateLimit-Policy` items, its
+//!    bursts in decimal) stands in for those states only while every decided window of the rule
+//!    still has the burst the text was made with; otherwise the items are written from the
+//!    states.
 //! 3. Dry run decides and charges exactly as enforcing would (so its counts are the counts
 //!    enforcing would produce) and sets the same rate-limit headers, but its verdict always
 //!    allows; what it would have refused is counted apart. A shadow rule (`Rule::dry_run`) is
