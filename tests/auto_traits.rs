@@ -171,7 +171,7 @@ fn the_http_limiter_is_shareable() {
     shareable::<Scope>();
     shareable::<Refusal>();
     shareable::<RuleWindow>();
-    shareable::<Verdict>();
+    shareable::<Verdict<'static>>();
     shareable::<RuleStats>();
     shareable::<Stats>();
 }

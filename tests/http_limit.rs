@@ -786,3 +786,93 @@ fn a_shadow_rule_counts_without_refusing_or_showing() {
     let trial_state = limiter.limits("trial").unwrap().state_key("ip:192.0.2.1");
     assert_eq!(trial_state.remaining, 1, "{trial_state:?}");
 }
+
+/// The response head written the slow, obvious way from a verdict's windows (`format!` per
+/// item), as the draft and the `X-RateLimit-*` convention spell it: the oracle for
+/// `write_head`'s precomputed policies and reused numbers.
+fn head_by_hand(verdict: &tollgate::http_limit::Verdict<'_>) -> String {
+    let secs_up = |d: Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let mut head = String::new();
+    let windows = verdict.windows();
+    if !windows.is_empty() {
+        let items = |f: &dyn Fn(&tollgate::http_limit::RuleWindow) -> String| {
+            windows.iter().map(f).collect::<Vec<_>>().join(", ")
+        };
+        let policy = items(&|w| {
+            let length = secs_up(w.length).max(1);
+            format!("\"{}\";q={};w={length}", verdict.label(w), w.state.limit)
+        });
+        let state = items(&|w| {
+            let reset = secs_up(w.state.reset_after);
+            format!("\"{}\";r={};t={reset}", verdict.label(w), w.state.remaining)
+        });
+        head.push_str(&format!(
+            "RateLimit-Policy: {policy}\r\nRateLimit: {state}\r\n"
+        ));
+    }
+    if let Some(focus) = verdict.focus() {
+        let s = &focus.state;
+        head.push_str(&format!(
+            "X-RateLimit-Limit: {}\r\nX-RateLimit-Remaining: {}\r\nX-RateLimit-Reset: {}\r\n",
+            s.limit,
+            s.remaining,
+            secs_up(s.reset_after)
+        ));
+    }
+    if !verdict.is_allowed() {
+        let retry = secs_up(verdict.retry_after()).max(1);
+        head.push_str(&format!(
+            "Retry-After: {retry}\r\nContent-Type: application/json\r\n"
+        ));
+    }
+    head
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// `write_head` and `write_headers` say exactly what the verdict's windows say, over rules
+    /// of one to three windows (one to three rules matching, so past the windows kept in place),
+    /// refusals, and quotas changed in place (`set_quotas`: the policy made at build time no
+    /// longer holds and is written afresh).
+    #[test]
+    fn headers_equal_the_windows(
+        rules in prop::collection::vec(prop::collection::vec((1u64..50, 1u64..6), 1..4), 1..4),
+        steps in prop::collection::vec((0usize..2, 0usize..3, 0u64..300, 0usize..8, 1u64..9), 1..60),
+    ) {
+        let clock = ManualClock::new();
+        let mut builder = HttpLimiter::builder().memory(clock.clone(), 1_000);
+        let patterns = ["/*", "/a/*", "/a/{id}"];
+        for (i, windows) in rules.iter().enumerate() {
+            let quotas = windows
+                .iter()
+                .map(|&(count, burst)| Quota::per_second(count).unwrap().burst(burst).unwrap());
+            let rule = Rule::new(&format!("r{i}"), patterns[i], quotas, Scope::Client).unwrap();
+            builder = builder.rule(rule);
+        }
+        let limiter = builder.build().unwrap();
+        let paths = ["/a/1", "/b", "/a/2/x"];
+        for (client, path, advance, change, burst) in steps {
+            clock.advance(Duration::from_millis(advance));
+            // Now and then one rule's bursts change in place.
+            if let Some(windows) = rules.get(change) {
+                let quotas: Vec<Quota> = windows
+                    .iter()
+                    .map(|&(count, _)| Quota::per_second(count).unwrap().burst(burst).unwrap())
+                    .collect();
+                limiter.limits(&format!("r{change}")).unwrap().set_quotas(&quotas).unwrap();
+            }
+            let peer = IpAddr::from([192, 0, 2, client as u8 + 1]);
+            let verdict = limiter.decide("GET", paths[path], peer, NONE);
+            let mut head = String::from("HTTP/1.1 200 OK\r\n");
+            verdict.write_head(&mut head);
+            let expected = head_by_hand(&verdict);
+            prop_assert_eq!(&head["HTTP/1.1 200 OK\r\n".len()..], expected.as_str());
+            let mut lines = String::new();
+            verdict.write_headers(|n, v| lines.push_str(&format!("{n}: {v}\r\n")));
+            prop_assert_eq!(lines, expected);
+            if !verdict.is_allowed() {
+                prop_assert_eq!(verdict.header("x-ratelimit-remaining").unwrap(), "0");
+            }
+        }
+    }
+}

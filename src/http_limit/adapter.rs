@@ -28,7 +28,7 @@ impl HttpLimiter {
     /// assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn decide_http<B>(&self, request: &http::Request<B>, peer: IpAddr) -> Verdict {
+    pub fn decide_http<B>(&self, request: &http::Request<B>, peer: IpAddr) -> Verdict<'_> {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         // `http`'s header iterator is not `Clone`; the identity needs several passes.
         let headers: Vec<(&str, &[u8])> = request
@@ -40,7 +40,7 @@ impl HttpLimiter {
     }
 }
 
-impl Verdict {
+impl Verdict<'_> {
     /// Adds this verdict's headers to `headers` (for an allowed request's response).
     pub fn apply_to_http(&self, headers: &mut http::HeaderMap) {
         self.write_headers(|name, value| {

@@ -158,8 +158,8 @@ pub enum KeySource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     ip: IpAddr,
-    /// `None`: the client is its address.
-    user: Option<String>,
+    /// Whether `key` is a user-level key (else the client is its address).
+    user: bool,
     key: String,
 }
 
@@ -169,7 +169,7 @@ impl Identity {
         let ip = canonical(ip);
         Identity {
             ip,
-            user: None,
+            user: false,
             key: ip_key(ip),
         }
     }
@@ -177,8 +177,8 @@ impl Identity {
     fn with_user(ip: IpAddr, user: String) -> Identity {
         Identity {
             ip: canonical(ip),
-            key: user.clone(),
-            user: Some(user),
+            key: user,
+            user: true,
         }
     }
 
@@ -189,7 +189,7 @@ impl Identity {
 
     /// The key of a user-level source (`h:…`, `u:…`, `b:…`), if one identified the client.
     pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+        self.user.then_some(self.key.as_str())
     }
 
     /// The client's key: the user-level key if any, else `ip:<address>`.

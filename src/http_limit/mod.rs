@@ -10,7 +10,10 @@
 //!    through [`KeyedLimits::undo_key`] (a backend without undo keeps them: strict, never loose).
 //! 2. A verdict's headers come from the per-window states of the decisions that made it, so a
 //!    429 always names a refusing window whose remaining is 0 (for one token) and a positive
-//!    retry-after.
+//!    retry-after. Text made once per rule at build time (its `RateLimit-Policy` items, its
+//!    bursts in decimal) stands in for those states only while every decided window of the rule
+//!    still has the burst the text was made with; otherwise the items are written from the
+//!    states.
 //! 3. Dry run decides and charges exactly as enforcing would (so its counts are the counts
 //!    enforcing would produce) and sets the same rate-limit headers, but its verdict always
 //!    allows; what it would have refused is counted apart. A shadow rule (`Rule::dry_run`) is
@@ -33,6 +36,7 @@ mod rule;
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -284,16 +288,7 @@ impl HttpLimiterBuilder {
         };
         Ok(HttpLimiter {
             identity,
-            labels: rules
-                .iter()
-                .map(|c| {
-                    c.rule
-                        .labels
-                        .iter()
-                        .map(|l| l.clone().into_boxed_str())
-                        .collect()
-                })
-                .collect(),
+            text: rules.iter().map(|c| RuleText::of(&c.rule)).collect(),
             has_default: rules.iter().any(|c| c.rule.default),
             rules,
             dry_run: self.dry_run,
@@ -425,8 +420,8 @@ struct Abuse {
 pub struct HttpLimiter {
     identity: IdentityConfig,
     rules: Vec<Compiled>,
-    /// Every rule's window labels (indexed by rule, then window).
-    labels: Arc<[Box<[Box<str>]>]>,
+    /// Every rule's header text (indexed by rule).
+    text: Box<[RuleText]>,
     /// Whether some rule applies only where no other does.
     has_default: bool,
     dry_run: bool,
@@ -478,7 +473,7 @@ pub enum Refusal {
 }
 
 /// One window of one rule as the verdict saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleWindow {
     /// Index of the rule in the limiter (its order in [`HttpLimiter::rules`]).
     pub rule: usize,
@@ -492,14 +487,14 @@ pub struct RuleWindow {
 
 /// The answer to one request: allowed or refused, with everything a response needs.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub struct Verdict<'l> {
     identity: Identity,
     refusal: Option<Refusal>,
     dry_run: bool,
-    /// Every rule's window labels, shared with the limiter (indexed by `RuleWindow::rule`, then
-    /// `RuleWindow::window`).
-    labels: Arc<[Box<[Box<str>]>]>,
-    windows: Vec<RuleWindow>,
+    /// Every rule's header text, borrowed from the limiter (indexed by `RuleWindow::rule`): no
+    /// reference count touched per request.
+    text: &'l [RuleText],
+    windows: Windows,
     /// The window the `X-RateLimit-*` headers describe (invariant 2).
     focus: Option<usize>,
     retry_after: Duration,
@@ -507,41 +502,109 @@ pub struct Verdict {
     source: Option<(u8, &'static str)>,
 }
 
-/// A `u64` in decimal without allocating.
-#[derive(Default)]
-struct Digits([u8; 20]);
+/// Two decimal digits per pair, `00` to `99` (as `itoa`): a number takes one division per two
+/// digits, and its digits are slices of this `str` (no UTF-8 check per number).
+const PAIRS: &str = "\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
 
-impl Digits {
-    fn of(&mut self, mut n: u64) -> &str {
-        let mut at = self.0.len();
-        loop {
-            at -= 1;
-            self.0[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        std::str::from_utf8(&self.0[at..]).unwrap_or("0")
+/// Appends `n` in decimal to `out` (no `fmt`, two digits a step).
+#[inline]
+fn push_u64(out: &mut String, mut n: u64) {
+    // Pairs below the leading one, least significant first (a u64 has at most 20 digits).
+    let mut pairs = [0u8; 10];
+    let mut len = 0;
+    while n >= 100 {
+        pairs[len] = (n % 100) as u8;
+        n /= 100;
+        len += 1;
+    }
+    let lead = n as usize * 2;
+    out.push_str(if n >= 10 {
+        &PAIRS[lead..lead + 2]
+    } else {
+        &PAIRS[lead + 1..lead + 2]
+    });
+    for &pair in pairs[..len].iter().rev() {
+        let at = usize::from(pair) * 2;
+        out.push_str(&PAIRS[at..at + 2]);
     }
 }
 
-/// Appends `n` in decimal to `out` (no `fmt`, no UTF-8 check: every byte is an ASCII digit).
-#[inline]
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+/// A rule's constant header text, made once when the limiter is built: its window labels, and
+/// its `RateLimit-Policy` items as they read while the rule's windows keep the bursts they were
+/// built with (a `set_quotas` in place changes a burst: the items are then written afresh).
+#[derive(Debug)]
+struct RuleText {
+    labels: Box<[Box<str>]>,
+    /// `"label";q=BURST;w=SECONDS` for every window, `, `-separated.
+    policy: Box<str>,
+    /// The bursts `policy` was written with, one per window.
+    bursts: Box<[u64]>,
+    /// Those bursts in decimal (`X-RateLimit-Limit`).
+    burst_digits: Box<[Box<str>]>,
+    /// Each window's length (burst × interval), for `RuleWindow::length`: derived once, not by a
+    /// division per request.
+    lengths: Box<[Duration]>,
+}
+
+impl RuleText {
+    fn of(rule: &Rule) -> RuleText {
+        let labels: Box<[Box<str>]> = rule
+            .labels
+            .iter()
+            .map(|l| l.clone().into_boxed_str())
+            .collect();
+        let bursts: Box<[u64]> = rule.quotas.iter().map(|q| q.burst_size()).collect();
+        let mut policy = String::new();
+        for (i, q) in rule.quotas.iter().enumerate() {
+            let label = labels.get(i).map_or("", |l| l);
+            policy_item(&mut policy, i, label, q.burst_size(), window_length(q));
+        }
+        let burst_digits = bursts
+            .iter()
+            .map(|&b| {
+                let mut digits = String::new();
+                push_u64(&mut digits, b);
+                digits.into_boxed_str()
+            })
+            .collect();
+        RuleText {
+            labels,
+            policy: policy.into_boxed_str(),
+            bursts,
+            burst_digits,
+            lengths: rule.quotas.iter().map(window_length).collect(),
         }
     }
-    for &b in &buf[at..] {
-        out.push(char::from(b));
+}
+
+/// A window's length for `RateLimit-Policy`'s `w`: burst × interval.
+fn window_length(q: &Quota) -> Duration {
+    q.interval()
+        .saturating_mul(u32::try_from(q.burst_size()).unwrap_or(u32::MAX))
+}
+
+/// One `RateLimit-Policy` item: `"label";q=LIMIT;w=SECONDS` (`, ` before all but the first).
+#[inline]
+fn policy_item(out: &mut String, i: usize, label: &str, limit: u64, length: Duration) {
+    header_item(out, i, label, "\";q=", limit, ";w=", secs_up(length).max(1));
+}
+
+#[inline]
+fn header_item(out: &mut String, i: usize, label: &str, a: &str, x: u64, b: &str, y: u64) {
+    if i > 0 {
+        out.push_str(", ");
     }
+    out.push('"');
+    out.push_str(label);
+    out.push_str(a);
+    push_u64(out, x);
+    out.push_str(b);
+    push_u64(out, y);
 }
 
 /// Seconds, rounded up.
@@ -549,7 +612,7 @@ fn secs_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-impl Verdict {
+impl Verdict<'_> {
     /// Whether the request may proceed (always, in dry run).
     #[inline]
     pub fn is_allowed(&self) -> bool {
@@ -573,7 +636,7 @@ impl Verdict {
 
     /// Every decided window.
     pub fn windows(&self) -> &[RuleWindow] {
-        &self.windows
+        self.windows.as_slice()
     }
 
     /// 200 to proceed, 429 to refuse (a ban is a 429 too, with the ban's `Retry-After`).
@@ -591,37 +654,102 @@ impl Verdict {
     /// `X-RateLimit-Limit/Remaining/Reset` of the focus window, and on a 429 `Retry-After` (whole
     /// seconds, rounded up, at least 1) and `Content-Type: application/json`.
     pub fn write_headers(&self, mut f: impl FnMut(&'static str, &str)) {
+        let mut line = String::new();
         if !self.windows.is_empty() {
-            let mut policy = String::new();
-            let mut state = String::new();
-            for (i, w) in self.windows.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                let name = self.label(w);
-                let _ = write!(
-                    policy,
-                    "{sep}\"{name}\";q={};w={}",
-                    w.state.limit,
-                    secs_up(w.length).max(1)
-                );
-                let _ = write!(
-                    state,
-                    "{sep}\"{name}\";r={};t={}",
-                    w.state.remaining,
-                    secs_up(w.state.reset_after)
-                );
-            }
-            f("RateLimit-Policy", &policy);
-            f("RateLimit", &state);
+            self.write_policy(&mut line);
+            f("RateLimit-Policy", &line);
+            line.clear();
+            let _ = self.write_state(&mut line);
+            f("RateLimit", &line);
         }
-        let mut digits = Digits::default();
+        let mut number = |f: &mut dyn FnMut(&'static str, &str), name, n| {
+            line.clear();
+            push_u64(&mut line, n);
+            f(name, &line);
+        };
         if let Some(focus) = self.focus.map(|i| &self.windows[i].state) {
-            f("X-RateLimit-Limit", digits.of(focus.limit));
-            f("X-RateLimit-Remaining", digits.of(focus.remaining));
-            f("X-RateLimit-Reset", digits.of(secs_up(focus.reset_after)));
+            number(&mut f, "X-RateLimit-Limit", focus.limit);
+            number(&mut f, "X-RateLimit-Remaining", focus.remaining);
+            number(&mut f, "X-RateLimit-Reset", secs_up(focus.reset_after));
         }
         if !self.is_allowed() {
-            f("Retry-After", digits.of(secs_up(self.retry_after).max(1)));
+            number(&mut f, "Retry-After", secs_up(self.retry_after).max(1));
             f("Content-Type", "application/json");
+        }
+    }
+
+    /// `RateLimit-Policy`'s value: each rule's items as made at build time while its windows
+    /// keep their bursts, else written afresh from the decided states.
+    #[inline]
+    fn write_policy(&self, out: &mut String) {
+        let mut at = 0;
+        while let Some(first) = self.windows.get(at) {
+            let run = &self.windows[at..];
+            let len = run.iter().take_while(|w| w.rule == first.rule).count();
+            let run = &run[..len];
+            let text = self.text.get(first.rule);
+            let fresh = text.is_some_and(|t| {
+                t.bursts.len() == run.len()
+                    && run
+                        .iter()
+                        .zip(t.bursts.iter())
+                        .enumerate()
+                        .all(|(i, (w, &burst))| w.window == i && w.state.limit == burst)
+            });
+            match text {
+                Some(text) if fresh => {
+                    if at > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&text.policy);
+                }
+                _ => {
+                    for (i, w) in run.iter().enumerate() {
+                        policy_item(out, at + i, self.label(w), w.state.limit, w.length);
+                    }
+                }
+            }
+            at += len;
+        }
+    }
+
+    /// `RateLimit`'s value: every window's remaining and reset. Returns where the focus
+    /// window's two numbers were written in `out` (for `X-RateLimit-*`, the same numbers).
+    #[inline]
+    fn write_state(&self, out: &mut String) -> Option<[Range<usize>; 2]> {
+        let mut focus = None;
+        for (i, w) in self.windows.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push('"');
+            out.push_str(self.label(w));
+            out.push_str("\";r=");
+            let remaining = out.len();
+            push_u64(out, w.state.remaining);
+            let end = out.len();
+            out.push_str(";t=");
+            let reset = out.len();
+            push_u64(out, secs_up(w.state.reset_after));
+            if self.focus == Some(i) {
+                focus = Some([remaining..end, reset..out.len()]);
+            }
+        }
+        focus
+    }
+
+    /// The focus window's `X-RateLimit-Limit` value, as made at build time while the window
+    /// keeps its burst.
+    #[inline]
+    fn push_limit(&self, out: &mut String, focus: &RuleWindow) {
+        match self.text.get(focus.rule).and_then(|t| {
+            Some((
+                t.bursts.get(focus.window)?,
+                t.burst_digits.get(focus.window)?,
+            ))
+        }) {
+            Some((&burst, digits)) if burst == focus.state.limit => out.push_str(digits),
+            _ => push_u64(out, focus.state.limit),
         }
     }
 
@@ -649,42 +777,26 @@ impl Verdict {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_head(&self, out: &mut String) {
-        // Numbers through `push_u64`, not `fmt`: this runs on every request.
-        let item =
-            |out: &mut String, i: usize, w: &RuleWindow, a: &str, x: u64, b: &str, y: u64| {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                out.push('"');
-                out.push_str(self.label(w));
-                out.push_str(a);
-                push_u64(out, x);
-                out.push_str(b);
-                push_u64(out, y);
-            };
+        // Numbers through `push_u64`, not `fmt`, and each rule's policy made once: this runs on
+        // every request.
+        let mut numbers = None;
         if !self.windows.is_empty() {
             out.push_str("RateLimit-Policy: ");
-            for (i, w) in self.windows.iter().enumerate() {
-                let length = secs_up(w.length).max(1);
-                item(out, i, w, "\";q=", w.state.limit, ";w=", length);
-            }
+            self.write_policy(out);
             out.push_str("\r\nRateLimit: ");
-            for (i, w) in self.windows.iter().enumerate() {
-                let reset = secs_up(w.state.reset_after);
-                item(out, i, w, "\";r=", w.state.remaining, ";t=", reset);
-            }
+            numbers = self.write_state(out);
             out.push_str("\r\n");
         }
-        if let Some(focus) = self.focus.map(|i| &self.windows[i].state) {
-            for (name, n) in [
-                ("X-RateLimit-Limit: ", focus.limit),
-                ("X-RateLimit-Remaining: ", focus.remaining),
-                ("X-RateLimit-Reset: ", secs_up(focus.reset_after)),
-            ] {
-                out.push_str(name);
-                push_u64(out, n);
-                out.push_str("\r\n");
-            }
+        if let Some(focus) = self.focus.and_then(|i| self.windows.get(i)) {
+            out.push_str("X-RateLimit-Limit: ");
+            self.push_limit(out, focus);
+            // The focus window's remaining and reset, as `RateLimit` just wrote them.
+            let [remaining, reset] = numbers.unwrap_or([0..0, 0..0]);
+            out.push_str("\r\nX-RateLimit-Remaining: ");
+            out.extend_from_within(remaining);
+            out.push_str("\r\nX-RateLimit-Reset: ");
+            out.extend_from_within(reset);
+            out.push_str("\r\n");
         }
         if !self.is_allowed() {
             out.push_str("Retry-After: ");
@@ -695,9 +807,9 @@ impl Verdict {
 
     /// A window's label in the headers (`rule.index`, or as the rule names it).
     pub fn label(&self, window: &RuleWindow) -> &str {
-        self.labels
+        self.text
             .get(window.rule)
-            .and_then(|l| l.get(window.window))
+            .and_then(|t| t.labels.get(window.window))
             .map_or("", |l| l)
     }
 
@@ -843,7 +955,7 @@ impl HttpLimiter {
     /// Decides one request: identity, deny list, decoys, enumeration guard, then every matching
     /// rule all or nothing (invariant 1). Takes header lines as (name, value) pairs, every line
     /// separately (repeated names are all read).
-    pub fn decide<'h, H>(&self, method: &str, path: &str, peer: IpAddr, headers: H) -> Verdict
+    pub fn decide<'h, H>(&self, method: &str, path: &str, peer: IpAddr, headers: H) -> Verdict<'_>
     where
         H: IntoIterator<Item = (&'h str, &'h [u8])>,
         H::IntoIter: Clone,
@@ -853,13 +965,13 @@ impl HttpLimiter {
     }
 
     /// [`decide`](Self::decide) for a client already identified.
-    pub fn decide_for(&self, identity: Identity, method: &str, path: &str) -> Verdict {
+    pub fn decide_for(&self, identity: Identity, method: &str, path: &str) -> Verdict<'_> {
         let mut verdict = Verdict {
             identity,
             refusal: None,
             dry_run: self.dry_run,
-            labels: Arc::clone(&self.labels),
-            windows: Vec::new(),
+            text: &self.text,
+            windows: Windows::default(),
             focus: None,
             retry_after: Duration::ZERO,
             source: None,
@@ -925,9 +1037,9 @@ impl HttpLimiter {
 
     /// Every matching rule, all or nothing (invariant 1).
     #[inline]
-    fn decide_rules(&self, verdict: &mut Verdict, method: &str, path: &str) {
+    fn decide_rules(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
         let identity = &verdict.identity;
-        let mut taken: Vec<(usize, Cow<'_, str>, Decision)> = Vec::new();
+        let mut taken: Taken<'_> = Taken::default();
         let mut refused_at = None;
         // Default rules apply only where no other rule does.
         let specific = self.has_default
@@ -951,7 +1063,7 @@ impl HttpLimiter {
             }
         }
         if let Some(at) = refused_at {
-            for (index, key, decision) in &taken[..at] {
+            for (index, key, decision) in taken.iter().take(at) {
                 if decision.is_allowed() {
                     self.rules[*index].limits.undo_key(key, decision);
                 }
@@ -989,10 +1101,12 @@ impl HttpLimiter {
             }
             let slot = *index;
             for (w, state) in decision.windows().enumerate() {
-                let length = compiled.rule.quotas.get(w).map_or(Duration::ZERO, |q| {
-                    q.interval()
-                        .saturating_mul(u32::try_from(q.burst_size()).unwrap_or(u32::MAX))
-                });
+                let length = self
+                    .text
+                    .get(slot)
+                    .and_then(|t| t.lengths.get(w))
+                    .copied()
+                    .unwrap_or(Duration::ZERO);
                 verdict.windows.push(RuleWindow {
                     rule: slot,
                     window: w,
@@ -1089,13 +1203,122 @@ impl HttpLimiter {
     }
 }
 
+/// How many windows (and matching rules) a verdict holds in place; more spill to the heap.
+const INLINE_WINDOWS: usize = 2;
+
+/// A verdict's windows: up to [`INLINE_WINDOWS`] in place, so the common request (one or two
+/// matching windows) allocates nothing for them.
+#[derive(Clone, Copy)]
+struct Inline {
+    len: usize,
+    items: [RuleWindow; INLINE_WINDOWS],
+}
+
+#[derive(Clone)]
+enum Windows {
+    Inline(Inline),
+    Heap(Vec<RuleWindow>),
+}
+
+impl Default for Windows {
+    fn default() -> Windows {
+        const EMPTY: RuleWindow = RuleWindow {
+            rule: 0,
+            window: 0,
+            state: WindowState {
+                limit: 0,
+                remaining: 0,
+                reset_after: Duration::ZERO,
+                retry_after: Duration::ZERO,
+            },
+            length: Duration::ZERO,
+        };
+        Windows::Inline(Inline {
+            len: 0,
+            items: [EMPTY; INLINE_WINDOWS],
+        })
+    }
+}
+
+impl Windows {
+    #[inline]
+    fn as_slice(&self) -> &[RuleWindow] {
+        match self {
+            Windows::Inline(inline) => &inline.items[..inline.len],
+            Windows::Heap(heap) => heap,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, window: RuleWindow) {
+        match self {
+            Windows::Inline(inline) if inline.len < INLINE_WINDOWS => {
+                inline.items[inline.len] = window;
+                inline.len += 1;
+            }
+            Windows::Inline(inline) => {
+                let mut heap = Vec::with_capacity(INLINE_WINDOWS * 2);
+                heap.extend_from_slice(&inline.items);
+                heap.push(window);
+                *self = Windows::Heap(heap);
+            }
+            Windows::Heap(heap) => heap.push(window),
+        }
+    }
+}
+
+impl std::ops::Deref for Windows {
+    type Target = [RuleWindow];
+
+    #[inline]
+    fn deref(&self) -> &[RuleWindow] {
+        self.as_slice()
+    }
+}
+
+impl fmt::Debug for Windows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+/// The rules a request charged, in order (rule index, key, decision): up to
+/// [`INLINE_WINDOWS`] in place, the rest on the heap (invariant 1 undoes them on a refusal).
+#[derive(Default)]
+struct Taken<'k> {
+    inline: [Option<(usize, Cow<'k, str>, Decision)>; INLINE_WINDOWS],
+    spill: Vec<(usize, Cow<'k, str>, Decision)>,
+    len: usize,
+}
+
+impl<'k> Taken<'k> {
+    #[inline]
+    fn push(&mut self, item: (usize, Cow<'k, str>, Decision)) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = Some(item),
+            None => self.spill.push(item),
+        }
+        self.len += 1;
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn iter(&self) -> impl Iterator<Item = &(usize, Cow<'k, str>, Decision)> {
+        self.inline.iter().flatten().chain(&self.spill)
+    }
+}
+
 /// The backend key of a rule's scope (invariant 5); borrowed where it is the client's key.
 #[inline]
 fn scoped_key<'a>(compiled: &Compiled, identity: &'a Identity, path: &str) -> Cow<'a, str> {
     match compiled.rule.scope {
         Scope::Client => Cow::Borrowed(identity.key()),
         Scope::ClientRoute => {
-            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            let path = rule::without_query(path);
             Cow::Owned(format!("{}|{}", identity.key(), path))
         }
         Scope::UserIp => match identity.user() {
@@ -1103,5 +1326,38 @@ fn scoped_key<'a>(compiled: &Compiled, identity: &'a Identity, path: &str) -> Co
             None => Cow::Owned(identity::ip_key(identity.addr())),
         },
         Scope::Global => Cow::Borrowed("*"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_are_written_as_display_does() {
+        let mut cases = vec![
+            0,
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            101,
+            999,
+            1_000,
+            100_000_000,
+            u64::MAX,
+        ];
+        let mut n = 1u64;
+        while let Some(m) = n.checked_mul(10) {
+            cases.extend([n - 1, n, n + 1, m - 1]);
+            n = m;
+        }
+        for n in cases {
+            let mut out = String::from("x");
+            push_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
     }
 }

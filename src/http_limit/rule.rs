@@ -72,10 +72,20 @@ enum Segment {
     Param,
 }
 
+/// `path` up to its query (`?`), if any: a byte search (`?` is ASCII), cheaper than a `char`
+/// pattern on the short paths of every request.
+#[inline]
+pub(crate) fn without_query(path: &str) -> &str {
+    match path.bytes().position(|b| b == b'?') {
+        Some(at) => &path[..at],
+        None => path,
+    }
+}
+
 impl PathPattern {
     /// Whether `path` (query ignored) matches (invariant 1).
     pub fn matches(&self, path: &str) -> bool {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let path = without_query(path);
         let Some(mut rest) = path.strip_prefix('/') else {
             return false;
         };

@@ -41,7 +41,9 @@ struct Note {
     /// The entry is logged: the hooks fill the note (invariant 3).
     active: bool,
     client: Option<u64>,
-    rule: Option<String>,
+    /// The rule's name, in a buffer kept across requests (no allocation per request once it
+    /// has held the longest name): empty when no rule decided.
+    rule: String,
     refused_by: Option<String>,
     source: Option<&'static str>,
 }
@@ -60,10 +62,12 @@ pub struct Entry {
 pub fn start(_request: &Request) -> Entry {
     let enabled = tracing::enabled!(target: "tollgate::access", tracing::Level::INFO);
     NOTE.with(|note| {
-        *note.borrow_mut() = Note {
-            active: enabled,
-            ..Note::default()
-        }
+        let mut note = note.borrow_mut();
+        note.active = enabled;
+        note.client = None;
+        note.rule.clear();
+        note.refused_by = None;
+        note.source = None;
     });
     Entry {
         started: Instant::now(),
@@ -84,19 +88,18 @@ pub fn note_key(key: &str) {
 }
 
 /// The limits' verdict.
-pub fn note_verdict<'a>(verdict: &Verdict, rule_name: impl FnOnce(usize) -> Option<&'a str>) {
+pub fn note_verdict<'a>(verdict: &Verdict<'_>, rule_name: impl FnOnce(usize) -> Option<&'a str>) {
     NOTE.with(|note| {
         let mut note = note.borrow_mut();
         if !note.active {
             return;
         }
-        note.rule = match verdict.refusal() {
-            Some(Refusal::Rule { rule, .. } | Refusal::KeyCap { rule }) => Some(rule.clone()),
-            _ => verdict
-                .focus()
-                .and_then(|w| rule_name(w.rule))
-                .map(str::to_owned),
+        let rule = match verdict.refusal() {
+            Some(Refusal::Rule { rule, .. } | Refusal::KeyCap { rule }) => Some(rule.as_str()),
+            _ => verdict.focus().and_then(|w| rule_name(w.rule)),
         };
+        note.rule.clear();
+        note.rule.push_str(rule.unwrap_or(""));
         note.refused_by = verdict.refusal().map(|_| super::limits::policy(verdict).1);
         note.source = verdict.source();
     });
@@ -111,7 +114,6 @@ impl Entry {
             return took;
         }
         let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let note = NOTE.with(|note| std::mem::take(&mut *note.borrow_mut()));
         let path: String = request.url.chars().take(MAX_PATH).collect();
         let trace = request
             .headers
@@ -121,24 +123,32 @@ impl Entry {
         let peer = request
             .peer
             .map_or_else(|| "-".to_owned(), |peer| peer.to_string());
-        let client = note
-            .client
-            .map_or_else(|| "-".to_owned(), |digest| format!("{digest:016x}"));
-        tracing::info!(
-            target: "tollgate::access",
-            method = %request.method,
-            path = %path,
-            peer = %peer,
-            client = %client,
-            rule = note.rule.as_deref().unwrap_or("-"),
-            refused_by = note.refused_by.as_deref().unwrap_or("-"),
-            source = note.source.unwrap_or("-"),
-            status = response.status,
-            latency_us,
-            trace_id = trace.map(|t| t.trace_id()).as_deref().unwrap_or("-"),
-            parent_id = trace.map(|t| t.span_id()).as_deref().unwrap_or("-"),
-            "access"
-        );
+        // Logged from the note in place: its rule buffer stays for the next request.
+        NOTE.with(|note| {
+            let note = note.borrow();
+            let mut hex = [0u8; 16];
+            let client = note.client.map_or("-", |digest| hex16(digest, &mut hex));
+            let rule = if note.rule.is_empty() {
+                "-"
+            } else {
+                note.rule.as_str()
+            };
+            tracing::info!(
+                target: "tollgate::access",
+                method = %request.method,
+                path = %path,
+                peer = %peer,
+                client = %client,
+                rule = rule,
+                refused_by = note.refused_by.as_deref().unwrap_or("-"),
+                source = note.source.unwrap_or("-"),
+                status = response.status,
+                latency_us,
+                trace_id = trace.map(|t| t.trace_id()).as_deref().unwrap_or("-"),
+                parent_id = trace.map(|t| t.span_id()).as_deref().unwrap_or("-"),
+                "access"
+            );
+        });
         took
     }
 }
@@ -165,9 +175,32 @@ pub fn rejected(peer: IpAddr, status: u16, reason: &'static str) {
     );
 }
 
+/// `digest` as 16 lowercase hex digits (as `{:016x}`), written into `buf`: no allocation and
+/// no formatter per request.
+fn hex16(digest: u64, buf: &mut [u8; 16]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[(digest >> (60 - 4 * i)) as usize & 0xf];
+    }
+    // Every byte is an ASCII hex digit: the check cannot fail.
+    std::str::from_utf8(buf).unwrap_or("-")
+}
+
 /// The digest's key: random per process, so a digest cannot be looked up in a table of
 /// likely keys, yet the same client has the same digest for the process's lifetime.
 fn digest_state() -> &'static std::collections::hash_map::RandomState {
     static STATE: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
     STATE.get_or_init(std::collections::hash_map::RandomState::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_written_as_lower_hex_does() {
+        for digest in [0, 1, 0xf, 0x10, 0x8058_f4c7_b0a3_152f, u64::MAX, 1 << 63] {
+            assert_eq!(hex16(digest, &mut [0; 16]), format!("{digest:016x}"));
+        }
+    }
 }

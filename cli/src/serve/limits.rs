@@ -470,7 +470,7 @@ impl Limits {
     }
 
     /// Decides one request of `identity`.
-    pub fn decide(&self, identity: Identity, method: &str, path: &str) -> Verdict {
+    pub fn decide(&self, identity: Identity, method: &str, path: &str) -> Verdict<'_> {
         self.limiter.decide_for(identity, method, path)
     }
 
@@ -552,7 +552,7 @@ impl Table {
 /// What refused a request, as `serve` names it in bodies and `tollgate_limited_total`:
 /// `per-second`, `per-minute` (a classic window, any rule's), `new-clients`, `max-keys`,
 /// `banned`, or `rule` (a `[[rule]]`'s window).
-pub fn policy(verdict: &Verdict) -> (&'static str, String) {
+pub fn policy(verdict: &Verdict<'_>) -> (&'static str, String) {
     match verdict.refusal() {
         None => ("", String::new()),
         Some(Refusal::NewClient) => ("new-clients", "new-clients".into()),
@@ -599,7 +599,7 @@ mod tests {
         }
     }
 
-    fn decide(limits: &Limits, client: &str) -> Verdict {
+    fn decide<'l>(limits: &'l Limits, client: &str) -> Verdict<'l> {
         let headers = [("X-API-Key".to_string(), client.to_string())];
         let id = limits.identify(Some("127.0.0.1".parse().unwrap()), &headers);
         limits.decide(id, "GET", "/ping")

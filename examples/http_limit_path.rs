@@ -1,0 +1,57 @@
+//! `serve`'s allowed path through `tollgate::http_limit` in a loop, for instruction counts and
+//! profiles: one default rule on `/*` (limits on, every request allowed, as
+//! `scripts/bench-serve-limits.sh` runs `serve`), the client keyed by its address, then
+//! `identify` + `decide_for` + `write_head` into a fresh head buffer, as `serve`'s handler does.
+//!
+//! Run: `cargo build --release --example http_limit_path` then
+//! `valgrind --tool=callgrind target/release/examples/http_limit_path 100000` or
+//! `perf stat -e instructions:u target/release/examples/http_limit_path 2000000`
+//! (the argument is the number of requests; it prints ns per request and head bytes).
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use tollgate::Quota;
+use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+
+fn main() {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let quota = Quota::per_second(100_000_000)
+        .and_then(|q| q.burst(100_000_000))
+        .expect("a valid quota");
+    let rule = Rule::new("default", "/*", [quota], Scope::Client)
+        .and_then(|r| r.window_labels(["per-second"]))
+        .expect("a valid rule")
+        .as_default();
+    let limiter = HttpLimiter::builder()
+        .memory(tollgate::time::MonotonicClock, 100_000)
+        .rule(rule)
+        .build()
+        .expect("a valid limiter");
+    let peer = IpAddr::from([127, 0, 0, 1]);
+    let headers = [
+        ("Host".to_string(), "127.0.0.1:18091".to_string()),
+        ("User-Agent".to_string(), "wrk".to_string()),
+    ];
+    let mut bytes = 0;
+    let started = Instant::now();
+    for _ in 0..n {
+        let lines = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+        let identity = limiter.identify(black_box(peer), lines);
+        let verdict = limiter.decide_for(identity, "GET", black_box("/ping"));
+        assert!(verdict.is_allowed());
+        let mut head = String::new();
+        head.reserve(256);
+        verdict.write_head(&mut head);
+        bytes = black_box(head).len();
+    }
+    let took = started.elapsed();
+    println!(
+        "{n} requests: {:.1} ns per request, {bytes} head bytes",
+        took.as_nanos() as f64 / n as f64
+    );
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# User-space instructions per request of `tollgate serve` with limits on (one default rule,
+# every request allowed) against limits off, counted by callgrind (exact, unlike timings on a
+# shared box): each server runs under valgrind, takes 500 warm-up requests, then its counters are
+# zeroed and N requests are sent one at a time on one keep-alive connection, and the counters
+# dumped. Counts every thread of the process (the event loop and the log writer), not the kernel.
+# Usage: scripts/serve-limits-instructions.sh [N=5000]   (needs valgrind; BIN to pick a binary)
+set -u
+cd "$(dirname "$0")/.."
+cargo build --release -p tollgate-cli --quiet
+BIN=${BIN:-target/release/tollgate}
+N=${1:-5000}
+OUT=$(mktemp -d)
+client() { # port count: GET /ping, one at a time, reading each answer whole
+  python3 - "$1" "$2" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+buf = b""
+for _ in range(n):
+    s.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            length = 0
+            for line in buf[:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            if len(buf) >= end + 4 + length:
+                buf = buf[end + 4 + length:]
+                break
+        buf += s.recv(65536)
+PY
+}
+count() { # name port serve-args... -> instructions per request
+  local name=$1 port=$2; shift 2
+  setsid valgrind --tool=callgrind --callgrind-out-file="$OUT/$name" "$BIN" serve \
+    --listen 127.0.0.1:"$port" --loop-threads 1 "$@" >/dev/null 2>"$OUT/$name.err" &
+  local pid=$!
+  for _ in $(seq 120); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break
+    sleep 0.5
+  done
+  client "$port" 500
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  client "$port" "$N"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill -INT -- -"$pid" 2>/dev/null; sleep 2; kill -9 -- -"$pid" 2>/dev/null
+  local total
+  total=$(awk '/^summary:/ {print $2}' "$OUT/$name.1")
+  python3 -c "print(round($total / $N))"
+}
+ON=$(count on 18093 --rate 100000000 --burst 100000000)
+OFF=$(count off 18094)
+python3 -c "print(f'instructions per request: on $ON, off $OFF, on - off {$ON - $OFF}, on/off {$ON / $OFF:.3f}')"
+rm -rf "$OUT"
