@@ -85,19 +85,74 @@ impl<K> std::panic::RefUnwindSafe for QuotasFor<K> {}
 /// One shard: the keys whose hash picks it, each with its state, and the default rates they are
 /// measured in (invariant 4). A `HashTable` takes the hash from us, so a key is hashed once for
 /// both the shard choice and the lookup.
-struct ShardData<K> {
-    table: HashTable<(K, Entry)>,
+struct ShardData<K, const W: usize> {
+    table: HashTable<(K, Entry<W>)>,
     rates: Box<[Rate]>,
     epoch: u64,
 }
 
-type Shard<K> = RwLock<ShardData<K>>;
+type Shard<K, const W: usize> = RwLock<ShardData<K, W>>;
+
+impl<K, const W: usize> ShardData<K, W> {
+    /// A full entry (an absent key's) of this shard's width.
+    fn full(&self, windows: usize, own: Option<Box<[Rate]>>) -> Entry<W> {
+        Entry::full(windows, own)
+    }
+}
+
+/// The shards, by how many TATs an entry keeps inline: one for a one-window limiter (a `u64`
+/// key and its state in 24 bytes), two otherwise (32 bytes; a limiter with more windows keeps
+/// them in the entry's `Ext`). 32-byte entries for one window measured 1.27× governor's keyed
+/// check with two threads against 0.87× for 24-byte ones (docs/benchmarks.md, issue 11).
+enum Shards<K> {
+    One(Box<[CachePadded<Shard<K, 1>>]>),
+    Two(Box<[CachePadded<Shard<K, 2>>]>),
+}
+
+/// Runs `$body` with `$s` bound to the shards, whichever their width (the body is compiled
+/// once per width).
+macro_rules! each_width {
+    ($shards:expr, $s:ident => $body:expr) => {
+        match $shards {
+            Shards::One($s) => $body,
+            Shards::Two($s) => $body,
+        }
+    };
+}
+
+impl<K> From<Box<[CachePadded<Shard<K, 1>>]>> for Shards<K> {
+    fn from(shards: Box<[CachePadded<Shard<K, 1>>]>) -> Self {
+        Shards::One(shards)
+    }
+}
+
+impl<K> From<Box<[CachePadded<Shard<K, 2>>]>> for Shards<K> {
+    fn from(shards: Box<[CachePadded<Shard<K, 2>>]>) -> Self {
+        Shards::Two(shards)
+    }
+}
+
+impl<K> Shards<K> {
+    /// Empty shards for `rates` (one window: width one).
+    fn new(rates: &[Rate]) -> Self {
+        if rates.len() == 1 {
+            Shards::One(new_shards(rates))
+        } else {
+            Shards::Two(new_shards(rates))
+        }
+    }
+
+    /// The default rates (every shard holds the same).
+    fn rates(&self) -> Box<[Rate]> {
+        each_width!(self, shards => shards[0].read().rates.clone())
+    }
+}
 
 /// One key's state: one TAT per window (ns on the limiter's clock; `≤ now` means idle), inline
-/// for up to two windows, so a `u64` key and its state take 32 bytes.
+/// for up to `W` windows (see [`Shards`]).
 #[derive(Debug)]
-struct Entry {
-    tats: [AtomicU64; 2],
+struct Entry<const W: usize> {
+    tats: [AtomicU64; W],
     /// What only some keys need: the TATs of a limiter with more than two windows, and the
     /// key's own rates (fixed at insert, invariant 4).
     ext: Option<Box<Ext>>,
@@ -105,17 +160,17 @@ struct Entry {
 
 #[derive(Debug)]
 struct Ext {
-    /// Every TAT of a limiter with more than two windows (empty otherwise).
+    /// Every TAT of a limiter with more windows than its entries keep inline (empty otherwise).
     tats: Box<[AtomicU64]>,
     /// The key's own rates; `None` for the shard's defaults.
     own: Option<Box<[Rate]>>,
 }
 
-impl Entry {
+impl<const W: usize> Entry<W> {
     /// A full state (an absent key's) for `windows` windows.
-    fn full(windows: usize, own: Option<Box<[Rate]>>) -> Entry {
-        let ext = (windows > 2 || own.is_some()).then(|| {
-            let tats = if windows > 2 {
+    fn full(windows: usize, own: Option<Box<[Rate]>>) -> Entry<W> {
+        let ext = (windows > W || own.is_some()).then(|| {
+            let tats = if windows > W {
                 (0..windows).map(|_| AtomicU64::new(0)).collect()
             } else {
                 Box::default()
@@ -123,7 +178,7 @@ impl Entry {
             Box::new(Ext { tats, own })
         });
         Entry {
-            tats: [AtomicU64::new(0), AtomicU64::new(0)],
+            tats: std::array::from_fn(|_| AtomicU64::new(0)),
             ext,
         }
     }
@@ -275,7 +330,7 @@ impl Cell for KeyCell<'_> {
 /// # Ok::<(), tollgate::limit::QuotaError>(())
 /// ```
 pub struct KeyedLimiter<K, C: Clock = MonotonicClock, S = DefaultKeyHasher> {
-    shards: Box<[CachePadded<Shard<K>>]>,
+    shards: Shards<K>,
     hasher: S,
     windows: usize,
     quotas_for: Option<QuotasFor<K>>,
@@ -293,7 +348,7 @@ pub struct KeyedLimiter<K, C: Clock = MonotonicClock, S = DefaultKeyHasher> {
     clock: C,
 }
 
-fn new_shards<K>(rates: &[Rate]) -> Box<[CachePadded<Shard<K>>]> {
+fn new_shards<K, const W: usize>(rates: &[Rate]) -> Box<[CachePadded<Shard<K, W>>]> {
     (0..SHARDS)
         .map(|_| {
             CachePadded::new(RwLock::new(ShardData {
@@ -387,7 +442,7 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
             return Err(QuotaError::ZeroMaxKeys);
         }
         Ok(KeyedLimiter {
-            shards: new_shards(&rates),
+            shards: Shards::new(&rates),
             hasher: HashState::default(),
             windows: rates.len(),
             quotas_for: None,
@@ -418,19 +473,22 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn with_hasher<H: BuildHasher>(self, hasher: H) -> KeyedLimiter<K, C, H> {
-        let rates = self.shards[0].read().rates.clone();
-        let shards = new_shards::<K>(&rates);
-        for shard in self.shards.iter() {
-            let mut old = shard.write();
-            let epoch = old.epoch;
-            for (key, entry) in old.table.drain() {
-                let hash = hasher.hash_one(&key);
-                let mut new = shards[shard_index(hash)].write();
-                new.epoch = new.epoch.max(epoch);
-                new.table
-                    .insert_unique(hash, (key, entry), |(k, _)| hasher.hash_one(k));
+        let rates = self.shards.rates();
+        let shards = each_width!(&self.shards, old_shards => {
+            let shards = new_shards(&rates);
+            for shard in old_shards.iter() {
+                let mut old = shard.write();
+                let epoch = old.epoch;
+                for (key, entry) in old.table.drain() {
+                    let hash = hasher.hash_one(&key);
+                    let mut new = shards[shard_index(hash)].write();
+                    new.epoch = new.epoch.max(epoch);
+                    new.table
+                        .insert_unique(hash, (key, entry), |(k, _)| hasher.hash_one(k));
+                }
             }
-        }
+            Shards::from(shards)
+        });
         KeyedLimiter {
             shards,
             hasher,
@@ -544,12 +602,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn quotas(&self) -> Vec<Quota> {
-        self.shards[0]
-            .read()
-            .rates
-            .iter()
-            .map(Quota::from_rate)
-            .collect()
+        self.shards.rates().iter().map(Quota::from_rate).collect()
     }
 
     /// Replaces the default quota of a one-window limiter, live, keeping every key's state. See
@@ -604,7 +657,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         }
         let _writer = self.writer.lock();
         let now = self.clock.now();
-        for shard in self.shards.iter() {
+        each_width!(&self.shards, shards => for shard in shards.iter() {
             let mut data = shard.write();
             let data = &mut *data;
             for (_, entry) in data.table.iter() {
@@ -623,15 +676,14 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
             }
             data.rates = new.clone().into_boxed_slice();
             data.epoch += 1;
-        }
+        });
         Ok(())
     }
 
-    /// The key's hash and its shard.
+    /// The key's hash (which also picks its shard: [`shard_index`]).
     #[inline]
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> (u64, &Shard<K>) {
-        let hash = self.hasher.hash_one(key);
-        (hash, &self.shards[shard_index(hash)])
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// A new key's own rates, if it has any.
@@ -699,14 +751,17 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         // The lookup is written out here rather than through `on_entry`: its nested
         // `Result<Result<..>>` cost the hot path a round trip of the error through the stack
         // (callgrind: 231 → 207 instructions per check; docs/benchmarks.md).
-        let (hash, shard) = self.shard(key);
-        {
-            let data = shard.read();
-            if let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) {
-                return check_view(&entry.view(&data.rates, data.epoch), now, n);
+        let hash = self.hash(key);
+        each_width!(&self.shards, shards => {
+            let shard = &shards[shard_index(hash)];
+            {
+                let data = shard.read();
+                if let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) {
+                    return check_view(&entry.view(&data.rates, data.epoch), now, n);
+                }
             }
-        }
-        self.insert_slow(shard, hash, key, n, now, |view| check_view(view, now, n))?
+            self.insert_slow(shard, hash, key, n, now, |view| check_view(view, now, n))?
+        })
     }
 
     /// [`check_n`](Self::check_n) with every window's state as this decision saw it (a
@@ -737,23 +792,26 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         let now = self.clock.now();
         let mut sights = Some(SightsBuilder::with_capacity(self.windows));
         // The lookup written out, as in `check_n` (no nested `Result` on the hot path).
-        let (hash, shard) = self.shard(key);
-        let found = {
-            let data = shard.read();
-            data.table
-                .find(hash, |(k, _)| k.borrow() == key)
-                .map(|(_, entry)| {
-                    decide_view(&entry.view(&data.rates, data.epoch), now, n, &mut sights)
-                })
-        };
-        let result = match found {
-            Some(result) => result,
-            None => self
-                .insert_slow(shard, hash, key, n, now, |view| {
-                    decide_view(view, now, n, &mut sights)
-                })
-                .and_then(|result| result),
-        };
+        let hash = self.hash(key);
+        let result = each_width!(&self.shards, shards => {
+            let shard = &shards[shard_index(hash)];
+            let found = {
+                let data = shard.read();
+                data.table
+                    .find(hash, |(k, _)| k.borrow() == key)
+                    .map(|(_, entry)| {
+                        decide_view(&entry.view(&data.rates, data.epoch), now, n, &mut sights)
+                    })
+            };
+            match found {
+                Some(result) => result,
+                None => self
+                    .insert_slow(shard, hash, key, n, now, |view| {
+                        decide_view(view, now, n, &mut sights)
+                    })
+                    .and_then(|result| result),
+            }
+        });
         match (&result, sights) {
             (Err(LimitError::TooManyKeys { .. }), _) | (_, None) => {
                 Decision::without_windows(result, Source::Memory)
@@ -867,33 +925,14 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let (hash, shard) = self.shard(key);
-        let data = shard.read();
-        let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) else {
-            return false; // removed, debt and all (invariant 2: only idle keys are swept)
-        };
-        let view = entry.view(&data.rates, data.epoch);
-        let mut gave = false;
-        for (i, (rate, slot)) in decision.charges().enumerate() {
-            if i >= view.tats.len() {
-                break;
-            }
-            let cell = view.cell(i);
-            let mut seen = cell.read();
-            if seen.rate != rate {
-                continue; // re-rated since the decision: keep the charge (invariant 4)
-            }
-            while let Some(tat) = gcra::undo(seen.tat, &slot) {
-                match cell.replace(&seen, tat) {
-                    Ok(()) => {
-                        gave = true;
-                        break;
-                    }
-                    Err(current) => seen = current,
-                }
-            }
-        }
-        gave
+        let hash = self.hash(key);
+        each_width!(&self.shards, shards => {
+            let data = shards[shard_index(hash)].read();
+            let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) else {
+                return false; // removed, debt and all (invariant 2: only idle keys are swept)
+            };
+            undo_view(&entry.view(&data.rates, data.epoch), decision)
+        })
     }
 
     /// Lets nothing pass for `key` for `pause` from now in any window, then resumes from an
@@ -946,20 +985,23 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let (hash, shard) = self.shard(key);
-        {
-            let data = shard.read();
-            if let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) {
-                return Ok(decide(&entry.view(&data.rates, data.epoch)));
+        let hash = self.hash(key);
+        each_width!(&self.shards, shards => {
+            let shard = &shards[shard_index(hash)];
+            {
+                let data = shard.read();
+                if let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) {
+                    return Ok(decide(&entry.view(&data.rates, data.epoch)));
+                }
             }
-        }
-        self.insert_slow(shard, hash, key, n, now, decide)
+            self.insert_slow(shard, hash, key, n, now, decide)
+        })
     }
 
     #[cold]
-    fn insert_slow<Q, T>(
+    fn insert_slow<Q, T, const W: usize>(
         &self,
-        shard: &Shard<K>,
+        shard: &Shard<K, W>,
         hash: u64,
         key: &Q,
         n: u64,
@@ -974,7 +1016,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         let own = {
             let data = shard.read();
             let own = self.own_rates(&owned, &data.rates);
-            let full = Entry::full(self.windows, own.clone());
+            let full = data.full(self.windows, own.clone());
             let view = full.view(&data.rates, data.epoch);
             if n > view.burst() || n == 0 {
                 return Ok(decide(&view));
@@ -1029,20 +1071,22 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         Q: Hash + Eq + ?Sized,
     {
         let now = self.clock.now();
-        let (hash, shard) = self.shard(key);
-        let data = shard.read();
-        let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) else {
-            return; // removed by `retain`, debt and all (invariant 6)
-        };
-        let view = entry.view(&data.rates, data.epoch);
-        let at = (held.len() == 1).then_some(now);
-        for (i, held) in held.iter().enumerate() {
-            core::give_back(&view.cell(i), held, at);
-        }
+        let hash = self.hash(key);
+        each_width!(&self.shards, shards => {
+            let data = shards[shard_index(hash)].read();
+            let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) else {
+                return; // removed by `retain`, debt and all (invariant 6)
+            };
+            let view = entry.view(&data.rates, data.epoch);
+            let at = (held.len() == 1).then_some(now);
+            for (i, held) in held.iter().enumerate() {
+                core::give_back(&view.cell(i), held, at);
+            }
+        });
     }
 
     /// Removes the idle keys of one locked shard; returns how many.
-    fn sweep_map(&self, table: &mut HashTable<(K, Entry)>, now: u64) -> usize {
+    fn sweep_map<const W: usize>(&self, table: &mut HashTable<(K, Entry<W>)>, now: u64) -> usize {
         let before = table.len();
         table.retain(|(_, entry)| !entry.idle(now));
         let removed = before - table.len();
@@ -1053,10 +1097,10 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     }
 
     fn sweep_at(&self, now: u64) -> usize {
-        self.shards
+        each_width!(&self.shards, shards => shards
             .iter()
             .map(|shard| self.sweep_map(&mut shard.write().table, now))
-            .sum()
+            .sum())
     }
 
     /// Removes every idle key now (they carry no state: their next decision is unchanged);
@@ -1093,14 +1137,14 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
     /// # Ok::<(), tollgate::limit::QuotaError>(())
     /// ```
     pub fn retain(&self, mut keep: impl FnMut(&K) -> bool) {
-        for shard in self.shards.iter() {
+        each_width!(&self.shards, shards => for shard in shards.iter() {
             let mut data = shard.write();
             let before = data.table.len();
             data.table.retain(|(key, _)| keep(key));
             // Relaxed: counter only (invariant 3).
             self.len
                 .fetch_sub(before - data.table.len(), Ordering::Relaxed);
-        }
+        });
     }
 
     /// Resident keys (never more than `max_keys`).
@@ -1173,23 +1217,25 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let now = self.clock.now();
-        let (hash, shard) = self.shard(key);
-        let data = shard.read();
+        let hash = self.hash(key);
         let merge = |view: &View<'_>| {
             merge_states((0..view.tats.len()).map(|i| core::peek(&view.cell(i)).limit_state(now)))
         };
-        match data.table.find(hash, |(k, _)| k.borrow() == key) {
-            Some((_, entry)) => merge(&entry.view(&data.rates, data.epoch)),
-            None => {
-                // An absent key is full, with the quotas it would be inserted with.
-                let own = match &self.quotas_for {
-                    Some(_) => self.own_rates(&key.to_owned(), &data.rates),
-                    None => None,
-                };
-                let full = Entry::full(self.windows, own);
-                merge(&full.view(&data.rates, data.epoch))
+        each_width!(&self.shards, shards => {
+            let data = shards[shard_index(hash)].read();
+            match data.table.find(hash, |(k, _)| k.borrow() == key) {
+                Some((_, entry)) => merge(&entry.view(&data.rates, data.epoch)),
+                None => {
+                    // An absent key is full, with the quotas it would be inserted with.
+                    let own = match &self.quotas_for {
+                        Some(_) => self.own_rates(&key.to_owned(), &data.rates),
+                        None => None,
+                    };
+                    let full = data.full(self.windows, own);
+                    merge(&full.view(&data.rates, data.epoch))
+                }
             }
-        }
+        })
     }
 }
 
@@ -1237,6 +1283,31 @@ fn decide_view(
     } else {
         decide_all(view, now, n, sights)
     }
+}
+
+/// `undo` on a resident key's windows.
+fn undo_view(view: &View<'_>, decision: &Decision) -> bool {
+    let mut gave = false;
+    for (i, (rate, slot)) in decision.charges().enumerate() {
+        if i >= view.tats.len() {
+            break;
+        }
+        let cell = view.cell(i);
+        let mut seen = cell.read();
+        if seen.rate != rate {
+            continue; // re-rated since the decision: keep the charge (invariant 4)
+        }
+        while let Some(tat) = gcra::undo(seen.tat, &slot) {
+            match cell.replace(&seen, tat) {
+                Ok(()) => {
+                    gave = true;
+                    break;
+                }
+                Err(current) => seen = current,
+            }
+        }
+    }
+    gave
 }
 
 /// `check_n` on a key's windows: one window is a single `core::take`, several are
@@ -1445,12 +1516,7 @@ where
 
 impl<K, C: Clock, S> fmt::Debug for KeyedLimiter<K, C, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let quotas: Vec<Quota> = self.shards[0]
-            .read()
-            .rates
-            .iter()
-            .map(Quota::from_rate)
-            .collect();
+        let quotas: Vec<Quota> = self.shards.rates().iter().map(Quota::from_rate).collect();
         f.debug_struct("KeyedLimiter")
             .field("quotas", &quotas)
             // Relaxed: a snapshot for display.
@@ -1458,5 +1524,19 @@ impl<K, C: Clock, S> fmt::Debug for KeyedLimiter<K, C, S> {
             .field("max_keys", &self.max_keys)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Entry;
+    use std::mem::size_of;
+
+    /// The memory a `u64` key costs in the table: 24 bytes with one window, 32 with two or more
+    /// (the sizes `Shards` documents).
+    #[test]
+    fn an_entry_is_as_small_as_its_width() {
+        assert_eq!(size_of::<(u64, Entry<1>)>(), 24);
+        assert_eq!(size_of::<(u64, Entry<2>)>(), 32);
     }
 }
