@@ -74,6 +74,14 @@ pub struct Race<T> {
     tokens: Vec<CancelToken>,
 }
 
+impl<T> std::fmt::Debug for Race<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Race")
+            .field("copies", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Race<T> {
     /// A race of `copies` copies (at least 1), the primary's (0) claimed; every token a child
     /// of `parent`.
