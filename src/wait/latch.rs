@@ -70,6 +70,21 @@ impl Latch {
 
     #[cold]
     fn wait_slow(&self, token: Option<&CancelToken>) -> Result<(), Cause> {
+        // A short spin before parking (crossbeam's `Backoff`: at most 127 spin hints, a few µs
+        // on x86-64; no yield, no sleep): a latch set that soon — a small job's handle — then
+        // costs no park/unpark pair. Without it, a join of an empty job parked on almost every
+        // round trip and took 2× the old handle's time (docs/benchmarks.md). Not under loom:
+        // each extra load would multiply the models' interleavings without adding a behaviour.
+        #[cfg(not(loom))]
+        {
+            let backoff = crossbeam_utils::Backoff::new();
+            for _ in 0..7 {
+                if self.is_set() {
+                    return Ok(());
+                }
+                backoff.spin();
+            }
+        }
         let waiter = {
             let mut waiters = self.waiters.lock();
             // Relaxed: under the lock `set` writes under (invariant 2); its Release/Acquire is
