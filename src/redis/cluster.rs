@@ -20,10 +20,10 @@
 //!    that said it, and the call sent there again — the script did not run.
 //! 4. The slot map (`CLUSTER SLOTS`) is read lazily — by every call until one read succeeded (so
 //!    concurrent first callers do not fall back for want of a map) — and again after a node failed
-//!    (I/O error, timeout, `READONLY`, `CLUSTERDOWN`), then by one caller at a time, at most once
-//!    per [`REFRESH_GAP_NS`]. The reader pays it before its own call, never instead of it: at
-//!    most [`MAX_REFRESH_TRIES`] nodes asked, each bounded by the timeouts. A slot nobody owns is
-//!    an error (the fallback decides).
+//!    (I/O error, timeout, `READONLY`, `CLUSTERDOWN`, or its open breaker refused the call), then
+//!    by one caller at a time, at most once per [`REFRESH_GAP_NS`]. The reader pays it before its
+//!    own call, never instead of it: at most [`MAX_REFRESH_TRIES`] nodes asked, each bounded by
+//!    the timeouts. A slot nobody owns is an error (the fallback decides).
 //! 5. The topology mutex is never held across I/O. Nodes are `Arc`s: a caller keeps its node
 //!    while a refresh replaces the map.
 //! 6. Each node has its own circuit breaker (the limiter's [`BreakerConfig`]), so a node that is
@@ -385,6 +385,11 @@ impl Cluster {
     ) -> Result<Vec<i64>, Failed> {
         let ticket = node.breaker.lock().admit(self.clock.now());
         if let Admit::Reject(_) = ticket {
+            // The node is down as far as we know: its slots may have a new master by now. Without
+            // this, a map read while the node was still listed stayed until the breaker's next
+            // probe failed — after a backoff that grows — so a promoted replica could go unused
+            // for longer than that backoff (invariant 4; the refresh is still once a second).
+            self.topology.lock().stale = true;
             return Err(Failed::Rejected);
         }
         let result = node.pool.get().and_then(|mut conn| {
