@@ -19,14 +19,12 @@ fn instance(server: &TestServer, prefix: &str, secret: &str) -> HttpLimiter {
     let prefix = prefix.to_owned();
     HttpLimiter::builder()
         .backend(move |name, quotas| {
-            let mut builder = RedisLimiter::builder(&url, quotas[0])
+            let builder = RedisLimiter::builder(&url, quotas[0])
                 .prefix(&prefix)
                 .name(name)
                 .budget(Duration::from_millis(500))
-                .fallback(Fallback::FailClosed);
-            for quota in &quotas[1..] {
-                builder = builder.window(*quota);
-            }
+                .fallback(Fallback::FailClosed)
+                .windows(quotas[1..].iter().copied());
             builder
                 .build()
                 .map(|l| Arc::new(l) as Arc<dyn KeyedLimits>)

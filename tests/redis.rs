@@ -672,14 +672,12 @@ fn an_earlier_rule_keeps_no_charge_when_a_later_rule_refuses() {
     let url = server.url();
     let limits = HttpLimiter::builder()
         .backend(move |name, quotas| {
-            let mut builder = RedisLimiter::builder(&url, quotas[0])
+            let builder = RedisLimiter::builder(&url, quotas[0])
                 .prefix("all-or-nothing")
                 .name(name)
                 .budget(Duration::from_millis(500))
-                .fallback(Fallback::FailClosed);
-            for quota in &quotas[1..] {
-                builder = builder.window(*quota);
-            }
+                .fallback(Fallback::FailClosed)
+                .windows(quotas[1..].iter().copied());
             builder
                 .build()
                 .map(|l| Arc::new(l) as Arc<dyn KeyedLimits>)
@@ -1337,15 +1335,13 @@ fn fleet_child() {
                 .unwrap()
         })
         .collect();
-    let mut builder = RedisLimiter::builder(url, quotas[0])
+    let builder = RedisLimiter::builder(url, quotas[0])
         .name(name)
         .budget(Duration::from_millis(500))
         .fallback(Fallback::FailClosed)
         .lease(lease.parse().unwrap())
-        .max_idle(16);
-    for q in &quotas[1..] {
-        builder = builder.window(*q);
-    }
+        .max_idle(16)
+        .windows(quotas[1..].iter().copied());
     let limiter = Arc::new(builder.build().unwrap());
     // The process's first clock reading calibrates the counter (up to 200 ms on a loaded
     // machine): take it before pairing a wall-clock reading with a monotonic one below, or this

@@ -182,6 +182,23 @@ impl RedisLimiterBuilder {
         self
     }
 
+    /// [`window`](Self::window) for each of `quotas`, in order: the rest of a list whose first
+    /// quota went to the builder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, redis::RedisLimiter};
+    /// let quotas = [Quota::per_second(5)?, Quota::per_minute(100)?, Quota::per_hour(1000)?];
+    /// let b = RedisLimiter::builder("redis://127.0.0.1/", quotas[0]).windows(quotas[1..].iter().copied());
+    /// assert_eq!(b.build()?.windows(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn windows(mut self, quotas: impl IntoIterator<Item = Quota>) -> Self {
+        self.quotas.extend(quotas);
+        self
+    }
+
     /// The key prefix (default `tollgate`): 1–64 printable ASCII bytes without braces.
     ///
     /// # Examples

@@ -67,7 +67,7 @@ pub fn redis_backend(
     // A comma-separated list names Redis Cluster nodes (no coalescing there: one pipeline
     // runs on one node, and clients' keys live on different ones).
     let nodes: Vec<&str> = redis.url.split(',').map(str::trim).collect();
-    let mut builder = if nodes.len() > 1 {
+    let builder = if nodes.len() > 1 {
         RedisLimiter::cluster_builder(&nodes, *first)
     } else {
         // The workers decide concurrently: one round trip carries many decisions.
@@ -75,10 +75,8 @@ pub fn redis_backend(
     }
     .prefix(PREFIX)
     .name(name)
-    .fallback(fallback);
-    for quota in rest {
-        builder = builder.window(*quota);
-    }
+    .fallback(fallback)
+    .windows(rest.iter().copied());
     builder
         .build()
         .map_err(|e| format!("--redis {}: {e}", redis.url))
