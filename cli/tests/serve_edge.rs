@@ -145,7 +145,12 @@ fn malformed_requests_get_the_right_status_or_a_close_and_others_are_still_serve
         ("GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n", 400),
         ("GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n", 400),
         ("GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413),
-        ("GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+        ("GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        ("GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+        ("GET /ping HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400),
+        ("GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX", 400),
+        ("GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n200000\r\n", 413),
         ("GET /ping HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         ("GET /ping HTTP/1.1\r\nHost : x\r\n\r\n", 400),
         ("GET /ping HTTP/1.1\r\nHost: x\r\n folded: y\r\n\r\n", 400),
@@ -154,7 +159,8 @@ fn malformed_requests_get_the_right_status_or_a_close_and_others_are_still_serve
         ("GET /ping HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", 400),
         ("GET /ping HTTP/1.1\r\nHost: x\r\nExpect: something\r\n\r\n", 417),
         ("GET ping HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-        ("GET http://x/ping HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET ftp://x/ping HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET http://user@x/ping HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ("GET /ping HTTP/2.0\r\nHost: x\r\n\r\n", 400),
         ("GET /ping HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400),
         ("GET  /ping HTTP/1.1\r\nHost: x\r\n\r\n", 400),
@@ -170,6 +176,10 @@ fn malformed_requests_get_the_right_status_or_a_close_and_others_are_still_serve
         ("GET /ping HTTP/1.1\r\nhOsT: x\r\n\r\n", 200),
         ("GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 200),
         ("GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 200),
+        ("GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200),
+        ("GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4;a=b\r\n\x1f\x7f\r\n\r\n0\r\nX-T: 1\r\n\r\n", 200),
+        ("GET http://x/ping HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        ("GET HTTP://example.com:80/ping?a=1 HTTP/1.1\r\nHost: other\r\n\r\n", 200),
         ("GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 007\r\n\r\nbody!!!", 200),
         ("POST /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 405),
         ("DELETE /users/1/widgets HTTP/1.1\r\nHost: x\r\n\r\n", 405),
@@ -259,6 +269,42 @@ fn expect_100_continue_is_answered_before_the_body() {
     let answer = read_answer(&mut conn).unwrap();
     assert_eq!(answer.status, 200);
     assert!(answer.body.contains("pong"));
+}
+
+#[test]
+fn chunked_bodies_are_skipped_exactly_and_what_follows_is_the_next_request() {
+    let server = Serve::start(&[]);
+    let mut conn = open(&server.addr);
+    // A chunked body in pieces (the size line split, data holding CRLF and a fake request),
+    // then a pipelined request: two answers, in order.
+    let pieces: [&[u8]; 6] = [
+        b"POST /users/7/widgets HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1",
+        b"a;note=split\r\nGET /ping HTTP/1.1\r\n",
+        b"\r\nabc\r\n",
+        b"0\r\nX-Checksum: 1\r\n",
+        b"\r\n",
+        b"GET /users/8/widgets HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    for piece in pieces {
+        conn.get_mut().write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // separate reads on the server
+    }
+    assert_eq!(read_answer(&mut conn).unwrap().status, 405); // POST: the route exists
+    let second = read_answer(&mut conn).unwrap();
+    assert_eq!(second.status, 200);
+    assert!(second.body.contains("\"8\""), "{}", second.body);
+    // Expect: 100-continue with a chunked body, and Connection: close: answered, then closed.
+    conn.get_mut()
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut conn).unwrap().status, 100);
+    conn.get_mut().write_all(b"2\r\nhi\r\n0\r\n\r\n").unwrap();
+    let last = read_answer(&mut conn).unwrap();
+    assert_eq!(
+        (last.status, last.header("Connection")),
+        (200, Some("close"))
+    );
+    assert!(closed(&mut conn));
 }
 
 #[test]
@@ -568,6 +614,13 @@ fn slow_bodies_and_idle_keep_alive_connections_are_closed_at_their_deadlines() {
         .unwrap();
     // The request is answered at once (its body is discarded as it comes)...
     assert_eq!(read_answer(&mut slow_body).unwrap().status, 200);
+    // A chunked body is read to its end before its request is answered: one that stops
+    // mid-chunk gets 408 alone.
+    let mut slow_chunks = open(&server.addr);
+    slow_chunks
+        .get_mut()
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+        .unwrap();
     let mut idle = open(&server.addr);
     idle.get_mut()
         .write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -577,13 +630,15 @@ fn slow_bodies_and_idle_keep_alive_connections_are_closed_at_their_deadlines() {
     // again (closed).
     assert_eq!(read_answer(&mut slow_body).unwrap().status, 408);
     assert!(closed(&mut slow_body));
+    assert_eq!(read_answer(&mut slow_chunks).unwrap().status, 408);
+    assert!(closed(&mut slow_chunks));
     assert!(closed(&mut idle));
     assert_eq!(
         metric(
             &server.addr,
             "tollgate_connections_timed_out_total{kind=\"body\"}"
         ),
-        1.0
+        2.0
     );
     // The idle one, and possibly the /metrics connections before this one went idle.
     assert!(

@@ -153,8 +153,8 @@ impl Entry {
     }
 }
 
-/// A request refused before the handler (a malformed or oversized head: 400, 413, 417, 431,
-/// 501; a head or body too slow: 408): logged with what is known — no path (the head did not
+/// A request refused before the handler (a malformed or oversized head or chunked body: 400,
+/// 413, 417, 431; a head or body too slow: 408): logged with what is known — no path (the head did not
 /// parse), no client key. `reason` is the server's own fixed text, never the client's bytes.
 pub fn rejected(peer: IpAddr, status: u16, reason: &'static str) {
     tracing::info!(

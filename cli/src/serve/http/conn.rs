@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use super::parse::{self, After, MAX_HEAD, Parsed};
+use super::parse::{self, After, Chunked, MAX_HEAD, Parsed, Skipped};
 use super::timers::Armed;
 use super::{Config, ConnStats, MAX_PIPELINE, Request, Response, Timeout, error};
 
@@ -53,6 +53,16 @@ pub enum Drive {
 #[derive(Debug)]
 struct Slot {
     response: Option<Response>,
+    after: After,
+}
+
+/// A request whose chunked body is being skipped: it is dispatched once the body has ended well
+/// (a malformed or oversized body is answered with its error instead, and never reaches a
+/// handler).
+#[derive(Debug)]
+struct ChunkedBody {
+    framing: Chunked,
+    request: Request,
     after: After,
 }
 
@@ -86,6 +96,7 @@ pub struct Conn {
     slots: VecDeque<Slot>,
     first_seq: u64,
     body_left: u64,
+    chunked: Option<ChunkedBody>,
     /// No more requests will be parsed (invariant 3).
     no_more: bool,
     /// A serialised answer said `Connection: close`: close once it is written.
@@ -114,6 +125,7 @@ impl Conn {
             slots: VecDeque::new(),
             first_seq: 0,
             body_left: 0,
+            chunked: None,
             no_more: false,
             closing: false,
             peer_closed: false,
@@ -125,10 +137,17 @@ impl Conn {
         }
     }
 
-    /// Shutdown started: finish what was parsed, parse nothing more (invariant 3).
+    /// Shutdown started: finish what was parsed, parse nothing more (invariant 3). A request
+    /// still receiving its chunked body was not dispatched: it is dropped with the connection.
     pub fn drain(&mut self) {
         self.no_more = true;
         self.input = Vec::new();
+        self.chunked = None;
+    }
+
+    /// A request body is still arriving.
+    fn in_body(&self) -> bool {
+        self.body_left > 0 || self.chunked.is_some()
     }
 
     /// The pool's answer to request `seq`.
@@ -146,7 +165,7 @@ impl Conn {
         if let Some(since) = self.write_since {
             return Some((since + config.write_timeout, Timeout::Write));
         }
-        if self.body_left > 0 {
+        if self.in_body() {
             return Some((self.since + config.body_timeout, Timeout::Body));
         }
         if !self.input.is_empty() || (self.fresh && !self.no_more) {
@@ -161,7 +180,7 @@ impl Conn {
     /// A deadline passed: answers 408 if the client is mid-request and owed nothing else (one
     /// non-blocking write, best effort); the caller closes the connection.
     pub fn expire(&mut self, kind: Timeout) {
-        let mid_request = !self.input.is_empty() || self.body_left > 0;
+        let mid_request = !self.input.is_empty() || self.in_body();
         if matches!(kind, Timeout::Head | Timeout::Body)
             && mid_request
             && self.slots.is_empty()
@@ -193,7 +212,9 @@ impl Conn {
             }
             if !progress {
                 let owed = !self.slots.is_empty() || self.written < self.output.len();
-                if !owed && (self.peer_closed || self.no_more) {
+                // A chunked body still to come carries a request not yet dispatched.
+                let awaited = self.chunked.is_some() && !self.peer_closed;
+                if !owed && !awaited && (self.peer_closed || self.no_more) {
                     // Nothing more will be asked, or nothing more can be answered.
                     return Drive::Close;
                 }
@@ -207,6 +228,26 @@ impl Conn {
     fn parse_requests(&mut self, ctx: &mut Ctx<'_>) -> bool {
         let mut progress = false;
         loop {
+            if let Some(mut body) = self.chunked.take() {
+                match body.framing.skip(&self.input) {
+                    Skipped::Partial(n) => {
+                        self.input.drain(..n);
+                        self.chunked = Some(body);
+                        return progress || n > 0;
+                    }
+                    Skipped::Done(n) => {
+                        self.input.drain(..n);
+                        self.since = ctx.now;
+                        self.dispatch(ctx, body.request, body.after);
+                        progress = true;
+                        continue;
+                    }
+                    Skipped::Reject(status, message) => {
+                        self.reject(ctx, status, message);
+                        return true;
+                    }
+                }
+            }
             if self.body_left > 0 {
                 let n = self.body_left.min(self.input.len() as u64) as usize;
                 if n == 0 {
@@ -232,15 +273,7 @@ impl Conn {
             match parse::parse(&self.input, Some(self.peer)) {
                 Parsed::Partial => return progress,
                 Parsed::Reject(status, message) => {
-                    ctx.stats.rejected_head();
-                    crate::serve::access_log::rejected(self.peer, status, message);
-                    self.fresh = false;
-                    self.no_more = true;
-                    self.input = Vec::new();
-                    self.slots.push_back(Slot {
-                        response: Some(error(status, message)),
-                        after: After::Close,
-                    });
+                    self.reject(ctx, status, message);
                     return true;
                 }
                 Parsed::Head(head) => {
@@ -249,10 +282,12 @@ impl Conn {
                     self.input.drain(..head.len);
                     self.since = ctx.now;
                     self.body_left = head.body;
-                    if head.expect_continue
-                        && (self.input.len() as u64) < head.body
-                        && self.slots.is_empty()
-                    {
+                    let body_to_come = if head.chunked {
+                        self.input.is_empty()
+                    } else {
+                        (self.input.len() as u64) < head.body
+                    };
+                    if head.expect_continue && body_to_come && self.slots.is_empty() {
                         // Only when every earlier answer is out: an interim answer must not
                         // overtake them.
                         self.output
@@ -266,12 +301,40 @@ impl Conn {
                         (true, false) => After::KeepAlive,
                         (true, true) => After::KeepAlive10,
                     };
-                    let seq = self.first_seq + self.slots.len() as u64;
-                    let response = (ctx.dispatch)(head.request, seq);
-                    self.slots.push_back(Slot { response, after });
+                    if head.chunked {
+                        self.chunked = Some(ChunkedBody {
+                            framing: Chunked::default(),
+                            request: head.request,
+                            after,
+                        });
+                    } else {
+                        self.dispatch(ctx, head.request, after);
+                    }
                 }
             }
         }
+    }
+
+    /// Hands `request` to its handler, its answer to come in request order (invariant 1).
+    fn dispatch(&mut self, ctx: &mut Ctx<'_>, request: Request, after: After) {
+        let seq = self.first_seq + self.slots.len() as u64;
+        let response = (ctx.dispatch)(request, seq);
+        self.slots.push_back(Slot { response, after });
+    }
+
+    /// Answers a request that cannot be framed (its head or its chunked body) and parses
+    /// nothing more (invariant 3).
+    fn reject(&mut self, ctx: &mut Ctx<'_>, status: u16, message: &'static str) {
+        ctx.stats.rejected_head();
+        crate::serve::access_log::rejected(self.peer, status, message);
+        self.fresh = false;
+        self.no_more = true;
+        self.chunked = None;
+        self.input = Vec::new();
+        self.slots.push_back(Slot {
+            response: Some(error(status, message)),
+            after: After::Close,
+        });
     }
 
     /// Moves finished answers from the front of `slots` to `output` (invariant 1).
@@ -323,7 +386,7 @@ impl Conn {
                 if self.output.capacity() > KEEP_CAPACITY {
                     self.output = Vec::new();
                 }
-                if self.slots.is_empty() && self.input.is_empty() && self.body_left == 0 {
+                if self.slots.is_empty() && self.input.is_empty() && !self.in_body() {
                     // Idle from now.
                     self.since = now;
                 }
@@ -340,7 +403,11 @@ impl Conn {
         let room = self.input.len() < MAX_INPUT
             && self.slots.len() < MAX_PIPELINE
             && self.output.len() - self.written < MAX_OUTPUT;
-        if !self.can_read || self.peer_closed || self.no_more || ctx.draining || !room {
+        // A body still arriving is read even after its request said `Connection: close`: the
+        // answer waits for a chunked body's end, and closing on unread bytes would reset the
+        // connection under the answer.
+        let reading = !ctx.draining && (!self.no_more || self.in_body());
+        if !self.can_read || self.peer_closed || !reading || !room {
             return Ok(false);
         }
         match self.stream.read(ctx.scratch) {
@@ -349,7 +416,7 @@ impl Conn {
                 Ok(true)
             }
             Ok(n) => {
-                if self.input.is_empty() && self.body_left == 0 && !self.fresh {
+                if self.input.is_empty() && !self.in_body() && !self.fresh {
                     // The first byte of a new head: its deadline starts now.
                     self.since = ctx.now;
                 }

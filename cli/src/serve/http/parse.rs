@@ -6,10 +6,13 @@
 //! 1. A head is accepted only when it is complete and at most [`MAX_HEAD`] bytes long (request
 //!    line, headers and the blank line); a head that has not ended within [`MAX_HEAD`] bytes is
 //!    rejected with 431 however the bytes arrived. At most [`MAX_HEADERS`] header lines (431).
-//! 2. The body length is known from the head alone, or the head is rejected: one
-//!    `Content-Length` of ASCII digits (no sign, no list, no duplicate), never with
-//!    `Transfer-Encoding` (400); `Transfer-Encoding` alone is not implemented (501). So the
-//!    next request on the connection starts exactly where this server thinks it does.
+//! 2. Where the body ends is known from the head, or the head is rejected: one
+//!    `Content-Length` of ASCII digits (no sign, no list, no duplicate), or a `Transfer-Encoding`
+//!    whose last coding is `chunked` (once) — never both, and no `Transfer-Encoding` in HTTP/1.0
+//!    (400). A chunked body is framed by [`Chunked`] as strictly as a head: a malformed chunk
+//!    line, data not followed by its line end, or a bound passed (data [`MAX_BODY`], chunk line
+//!    [`MAX_CHUNK_LINE`], trailers [`MAX_HEAD`]) rejects the request. So the next request on the
+//!    connection starts exactly where this server thinks it does.
 //! 3. Every rejection closes the connection after its answer: the parser does not resync on
 //!    bytes it could not frame.
 
@@ -23,6 +26,8 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Largest request body accepted (read and discarded).
 pub const MAX_BODY: u64 = 1 << 20;
+/// Longest chunk-size line of a chunked body (size, extensions and line end), in bytes.
+pub const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// A head that passed every check.
 #[derive(Debug)]
@@ -31,8 +36,10 @@ pub struct Head {
     pub request: Request,
     /// Bytes the head took in the buffer (the body starts there).
     pub len: usize,
-    /// Body bytes that follow the head.
+    /// Body bytes that follow the head (0 for a chunked body).
     pub body: u64,
+    /// The body is chunked: skip it with [`Chunked`].
+    pub chunked: bool,
     /// Whether the connection stays open after the answer (HTTP/1.1 unless `Connection: close`;
     /// HTTP/1.0 only with `Connection: keep-alive`).
     pub keep_alive: bool,
@@ -76,12 +83,19 @@ pub fn parse(buf: &[u8], peer: Option<IpAddr>) -> Parsed {
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Parsed::Reject(400, "malformed request line");
     };
-    if !path.starts_with('/') {
-        return Parsed::Reject(400, "the request target must be a path");
-    }
+    // RFC 9112 §3.2.2: a server must accept the absolute-form (`http://host/path`), and then
+    // use its authority instead of the Host header.
+    let (path, authority) = match absolute_form(path) {
+        Ok(split) => split,
+        Err(message) => return Parsed::Reject(400, message),
+    };
     let http10 = minor == 0;
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
+    // Invariant 2: the codings of every Transfer-Encoding line, in order; only whether the last
+    // is `chunked` (and the only one) matters, since the body is skipped, not decoded.
+    let mut chunked_last = false;
+    let mut chunked_seen = 0usize;
     let mut hosts = 0;
     let mut close = false;
     let mut keep_alive = false;
@@ -104,6 +118,15 @@ pub fn parse(buf: &[u8], peer: Option<IpAddr>) -> Parsed {
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             transfer_encoding = true;
+            for coding in value.split(',').map(|c| c.trim_matches([' ', '\t'])) {
+                // A coding may carry parameters (`gzip;q=1`): its name is what precedes them.
+                let coding_name = coding.split(';').next().unwrap_or("").trim_end();
+                if coding_name.is_empty() {
+                    return Parsed::Reject(400, "an empty transfer coding");
+                }
+                chunked_last = coding_name.eq_ignore_ascii_case("chunked");
+                chunked_seen += usize::from(chunked_last);
+            }
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case("connection") {
@@ -122,11 +145,25 @@ pub fn parse(buf: &[u8], peer: Option<IpAddr>) -> Parsed {
     if transfer_encoding && content_length.is_some() {
         return Parsed::Reject(400, "Content-Length with Transfer-Encoding");
     }
-    if transfer_encoding {
-        return Parsed::Reject(501, "Transfer-Encoding request bodies are not supported");
+    if transfer_encoding && http10 {
+        // RFC 9112 §6.1: framing an HTTP/1.0 message with Transfer-Encoding is faulty.
+        return Parsed::Reject(400, "Transfer-Encoding in an HTTP/1.0 request");
+    }
+    if transfer_encoding && (!chunked_last || chunked_seen > 1) {
+        // RFC 9112 §6.3: the body's end cannot be known unless `chunked` is last (and once).
+        return Parsed::Reject(400, "the last transfer coding must be chunked, once");
     }
     if hosts > 1 || (hosts == 0 && !http10) {
         return Parsed::Reject(400, "HTTP/1.1 needs exactly one Host header");
+    }
+    if let Some(authority) = authority {
+        match list
+            .iter_mut()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            Some((_, host)) => authority.clone_into(host),
+            None => list.push(("Host".to_string(), authority.to_string())),
+        }
     }
     let body = content_length.unwrap_or(0);
     if body > MAX_BODY {
@@ -135,16 +172,195 @@ pub fn parse(buf: &[u8], peer: Option<IpAddr>) -> Parsed {
     Parsed::Head(Head {
         request: Request {
             method: method.to_string(),
-            url: path.to_string(),
+            url: path.into_owned(),
             headers: list,
             peer,
         },
         len,
         body,
+        chunked: transfer_encoding,
         keep_alive: !close && (!http10 || keep_alive),
         http10,
-        expect_continue: expect_continue && body > 0,
+        expect_continue: expect_continue && (body > 0 || transfer_encoding),
     })
+}
+
+/// Where a chunked request body stands between reads (RFC 9112 §7.1). No route reads a body, so
+/// the chunks are skipped, not kept; their framing is checked as strictly as a head's
+/// (invariant 2), and everything a client controls is bounded: data at most [`MAX_BODY`] bytes,
+/// a chunk-size line (with its extensions) at most [`MAX_CHUNK_LINE`], the trailer section at
+/// most [`MAX_HEAD`]. Line ends are CRLF or a bare LF (as for heads); a CR not followed by LF is
+/// refused.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    step: Step,
+    /// Chunk data bytes so far.
+    data: u64,
+    /// Bytes of the current chunk-size line, or of the trailer section, so far.
+    line: usize,
+    /// The previous byte was a CR: the next must be LF.
+    cr: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The chunk size's hex digits: how many so far, and their value.
+    #[default]
+    Size,
+    SizeDigits(u8, u64),
+    /// After the size: extensions, up to the line end; then `size` bytes of data.
+    Ext(u64),
+    /// Chunk data left.
+    Data(u64),
+    /// The line end after a chunk's data.
+    DataEnd,
+    /// After the last chunk: at the start of a trailer line (an empty line ends the body).
+    TrailerStart,
+    /// Inside a trailer field line.
+    Trailer,
+    Done,
+}
+
+/// What [`Chunked::skip`] made of the bytes it was given.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Skipped {
+    /// All `usize` bytes belong to the body, which goes on.
+    Partial(usize),
+    /// The body ended after the first `usize` bytes; the next request starts there.
+    Done(usize),
+    /// Malformed or too large: answer `status` and close.
+    Reject(u16, &'static str),
+}
+
+impl Chunked {
+    /// Skips the body bytes at the start of `input`.
+    pub fn skip(&mut self, input: &[u8]) -> Skipped {
+        let mut at = 0;
+        while at < input.len() {
+            if let Step::Data(left) = self.step {
+                // The bulk of a body: skipped without looking at it.
+                let n = left.min((input.len() - at) as u64);
+                at += n as usize;
+                self.step = if n == left {
+                    Step::DataEnd
+                } else {
+                    Step::Data(left - n)
+                };
+                continue;
+            }
+            let byte = input[at];
+            at += 1;
+            if let Err(reject) = self.step_on(byte) {
+                return reject;
+            }
+            if self.step == Step::Done {
+                return Skipped::Done(at);
+            }
+        }
+        Skipped::Partial(at)
+    }
+
+    /// One byte of framing (anything but chunk data).
+    fn step_on(&mut self, byte: u8) -> Result<(), Skipped> {
+        const BAD: Skipped = Skipped::Reject(400, "malformed chunked body");
+        self.count_line()?;
+        if self.cr {
+            if byte != b'\n' {
+                return Err(BAD);
+            }
+            self.cr = false;
+        } else if byte == b'\r' {
+            self.cr = true;
+            return Ok(());
+        }
+        let line_end = byte == b'\n';
+        self.step = match self.step {
+            Step::Size | Step::SizeDigits(..) if byte.is_ascii_hexdigit() => {
+                let (digits, size) = match self.step {
+                    Step::SizeDigits(digits, size) => (digits, size),
+                    _ => (0, 0),
+                };
+                if digits == 16 {
+                    return Err(Skipped::Reject(413, "request body too large"));
+                }
+                let digit = u64::from((byte as char).to_digit(16).unwrap_or(0));
+                Step::SizeDigits(digits + 1, (size << 4) | digit)
+            }
+            Step::SizeDigits(_, size) if matches!(byte, b';' | b' ' | b'\t') => Step::Ext(size),
+            Step::SizeDigits(_, size) | Step::Ext(size) if line_end => {
+                self.line = 0;
+                if size == 0 {
+                    Step::TrailerStart
+                } else if self.data.saturating_add(size) > MAX_BODY {
+                    return Err(Skipped::Reject(413, "request body too large"));
+                } else {
+                    self.data += size;
+                    Step::Data(size)
+                }
+            }
+            Step::Ext(size) if byte == b'\t' || !byte.is_ascii_control() => Step::Ext(size),
+            Step::DataEnd if line_end => {
+                self.line = 0;
+                Step::Size
+            }
+            Step::TrailerStart if line_end => Step::Done,
+            Step::TrailerStart | Step::Trailer if line_end => Step::TrailerStart,
+            Step::TrailerStart | Step::Trailer if byte == b'\t' || !byte.is_ascii_control() => {
+                Step::Trailer
+            }
+            _ => return Err(BAD),
+        };
+        Ok(())
+    }
+
+    /// Counts a byte of a chunk-size line or of the trailer section (line ends included)
+    /// against its bound.
+    fn count_line(&mut self) -> Result<(), Skipped> {
+        self.line += 1;
+        match self.step {
+            Step::TrailerStart | Step::Trailer if self.line > MAX_HEAD => {
+                Err(Skipped::Reject(431, "chunked trailers too large"))
+            }
+            Step::Size | Step::SizeDigits(..) | Step::Ext(_) if self.line > MAX_CHUNK_LINE => {
+                Err(Skipped::Reject(400, "chunk line too long"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A request target as (path and query, authority): an origin-form target (`/path?query`) as
+/// it is; an absolute-form one (`http://host:port/path?query`, scheme `http` or `https`) split
+/// into its path (`/` when empty) and its authority. Anything else — another scheme, no
+/// authority, userinfo (`user@host`, an error per RFC 9110 §4.2.4), the asterisk-form — is
+/// refused.
+fn absolute_form(target: &str) -> Result<(std::borrow::Cow<'_, str>, Option<&str>), &'static str> {
+    use std::borrow::Cow;
+    if target.starts_with('/') {
+        return Ok((Cow::Borrowed(target), None));
+    }
+    let scheme_end = target
+        .find("://")
+        .ok_or("the request target must be a path or a URL")?;
+    let scheme = &target[..scheme_end];
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err("only http and https URLs are served");
+    }
+    let rest = &target[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    if authority.is_empty() {
+        return Err("a URL request target needs a host");
+    }
+    if authority.contains('@') {
+        return Err("a URL request target must not carry user information");
+    }
+    let path = match path.as_bytes().first() {
+        None => Cow::Borrowed("/"),
+        Some(b'?') => Cow::Owned(format!("/{path}")),
+        Some(_) => Cow::Borrowed(path),
+    };
+    Ok((path, Some(authority)))
 }
 
 /// `1*DIGIT` (RFC 9110 §8.6), at most 19 digits so it fits a `u64`.
@@ -273,7 +489,16 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip,,chunked\r\n\r\n", 400),
+            (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET ftp://x/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET http://u@x/a HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413),
@@ -285,6 +510,197 @@ mod tests {
             (b"garbage\r\n\r\n", 400),
         ] {
             assert_eq!(rejected(raw), status, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn chunked_heads_name_chunked_last() {
+        for te in ["chunked", "Chunked", "gzip, chunked", "gzip;q=1 , chunked"] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+            let h = head(raw.as_bytes());
+            assert!(h.chunked && h.body == 0, "{te}");
+        }
+        // Codings over two lines are one list.
+        let h = head(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(h.chunked);
+        let h = head(b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(h.expect_continue);
+        assert!(!head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").chunked);
+    }
+
+    #[test]
+    fn absolute_form_targets_are_served_with_their_authority_as_host() {
+        let h = head(b"GET http://example.com:8080/ping?x=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert_eq!(h.request.url, "/ping?x=1");
+        assert_eq!(h.request.header("host"), Some("example.com:8080"));
+        assert_eq!(
+            head(b"GET HTTPS://x HTTP/1.1\r\nHost: x\r\n\r\n")
+                .request
+                .url,
+            "/"
+        );
+        assert_eq!(
+            head(b"GET http://x?a HTTP/1.1\r\nHost: x\r\n\r\n")
+                .request
+                .url,
+            "/?a"
+        );
+        let h = head(b"GET http://x/a HTTP/1.0\r\n\r\n");
+        assert_eq!(
+            (h.request.url.as_str(), h.request.header("host")),
+            ("/a", Some("x"))
+        );
+    }
+
+    /// Feeds `body` to a fresh [`Chunked`] in pieces of `step` bytes.
+    fn skim(body: &[u8], step: usize) -> Skipped {
+        let mut framing = Chunked::default();
+        let mut at = 0;
+        loop {
+            let end = (at + step).min(body.len());
+            match framing.skip(&body[at..end]) {
+                Skipped::Partial(n) => {
+                    assert_eq!(n, end - at, "a partial skip takes all it was given");
+                    if end == body.len() {
+                        return Skipped::Partial(end);
+                    }
+                    at = end;
+                }
+                Skipped::Done(n) => return Skipped::Done(at + n),
+                reject => return reject,
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_end_exactly_where_the_client_ends_them() {
+        let next = b"GET /next HTTP/1.1\r\n";
+        for body in [
+            &b"0\r\n\r\n"[..],
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"5;name=value;x\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n",
+            b"5 ;ext\r\nhel\r\n\r\n0\r\n\r\n", // data may hold CRLF
+            b"3\nabc\n0\n\n",                  // bare LF line ends
+            b"1\r\nx\r\n0\r\nTrailer: a\r\nOther: b\r\n\r\n",
+            b"0000000000000003\r\nabc\r\n0\r\n\r\n",
+        ] {
+            let mut raw = body.to_vec();
+            raw.extend_from_slice(next);
+            for step in [1, 2, 3, 7, raw.len()] {
+                assert_eq!(
+                    skim(&raw, step),
+                    Skipped::Done(body.len()),
+                    "{:?} in steps of {step}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        assert_eq!(skim(b"5\r\nhel", 2), Skipped::Partial(6));
+    }
+
+    #[test]
+    fn malformed_or_oversized_chunked_bodies_are_refused() {
+        let status = |raw: &[u8]| match skim(raw, raw.len()) {
+            Skipped::Reject(status, _) => status,
+            other => panic!(
+                "{:?}: {other:?}",
+                String::from_utf8_lossy(&raw[..raw.len().min(40)])
+            ),
+        };
+        for raw in [
+            &b"\r\n"[..],
+            b"x\r\n",
+            b";ext\r\n",
+            b"-1\r\n",
+            b"5\r\nhelloX",
+            b"5\r\nhello\rX",
+            b"5\rX",
+            b"5\x00\r\n",
+            b"0\r\nTrailer\x01\r\n",
+            b"0\r\n\rX",
+        ] {
+            assert_eq!(status(raw), 400, "{:?}", String::from_utf8_lossy(raw));
+        }
+        // Data over MAX_BODY, across chunks; a size past 16 hex digits.
+        let half = format!("{:x}\r\n", MAX_BODY / 2 + 1);
+        let mut raw = half.clone().into_bytes();
+        raw.extend(std::iter::repeat_n(b'a', (MAX_BODY / 2 + 1) as usize));
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(half.as_bytes());
+        assert_eq!(status(&raw), 413);
+        assert_eq!(status(b"10000000000000000\r\n"), 413);
+        assert_eq!(status(format!("{:x}\r\n", MAX_BODY + 1).as_bytes()), 413);
+        // Exactly MAX_BODY is accepted.
+        let mut raw = format!("{MAX_BODY:x}\r\n").into_bytes();
+        raw.extend(std::iter::repeat_n(b'a', MAX_BODY as usize));
+        raw.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(skim(&raw, 4096), Skipped::Done(raw.len()));
+        // A chunk line's extensions and the trailers are bounded.
+        let mut line = b"1;".to_vec();
+        line.resize(MAX_CHUNK_LINE + 1, b'e');
+        assert_eq!(status(&line), 400);
+        line.truncate(MAX_CHUNK_LINE - 2); // with its CRLF, exactly the bound
+        line.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        assert_eq!(skim(&line, 100), Skipped::Done(line.len()));
+        let mut trailers = b"0\r\n".to_vec();
+        while trailers.len() <= MAX_HEAD + 10 {
+            trailers.extend_from_slice(b"X-Trailer: value\r\n");
+        }
+        assert_eq!(status(&trailers), 431);
+    }
+
+    proptest::proptest! {
+        /// Any well-formed chunked body (random chunk sizes, extensions, trailers, CRLF or LF),
+        /// fed in random pieces, ends exactly at its last byte, whatever follows.
+        #[test]
+        fn any_well_formed_chunked_body_is_framed_exactly(
+            chunks in proptest::collection::vec((0usize..300, proptest::option::of("[a-z=;]{0,12}")), 0..8),
+            trailers in proptest::collection::vec("[A-Za-z-]{1,10}: [ -~]{0,20}", 0..3),
+            lf_only in proptest::bool::ANY,
+            pieces in proptest::collection::vec(1usize..64, 1..40),
+        ) {
+            let eol: &[u8] = if lf_only { b"\n" } else { b"\r\n" };
+            let mut body = Vec::new();
+            for (i, (size, ext)) in chunks.iter().enumerate() {
+                if *size == 0 {
+                    continue; // a zero size ends the body: only the last chunk has it
+                }
+                body.extend_from_slice(format!("{size:x}").as_bytes());
+                if let Some(ext) = ext {
+                    body.push(b';');
+                    body.extend_from_slice(ext.as_bytes());
+                }
+                body.extend_from_slice(eol);
+                body.extend((0..*size).map(|j| (i * 31 + j) as u8)); // any bytes, CR and LF too
+                body.extend_from_slice(eol);
+            }
+            body.push(b'0');
+            body.extend_from_slice(eol);
+            for trailer in &trailers {
+                body.extend_from_slice(trailer.as_bytes());
+                body.extend_from_slice(eol);
+            }
+            body.extend_from_slice(eol);
+            let mut raw = body.clone();
+            raw.extend_from_slice(b"0\r\n\r\nGET / HTTP/1.1\r\n");
+            let mut framing = Chunked::default();
+            let (mut at, mut piece) = (0, 0);
+            let done = loop {
+                let end = (at + pieces[piece % pieces.len()]).min(raw.len());
+                piece += 1;
+                match framing.skip(&raw[at..end]) {
+                    Skipped::Partial(n) => {
+                        proptest::prop_assert_eq!(n, end - at);
+                        proptest::prop_assert!(end < raw.len(), "never ended");
+                        at = end;
+                    }
+                    Skipped::Done(n) => break at + n,
+                    Skipped::Reject(status, why) => {
+                        return Err(proptest::test_runner::TestCaseError::fail(format!("{status} {why}")));
+                    }
+                }
+            };
+            proptest::prop_assert_eq!(done, body.len());
         }
     }
 
