@@ -67,61 +67,14 @@ impl TestCluster {
     /// Starts the cluster and waits until it is up, or `None` (after the loud skip notice) when
     /// `redis-server` is not installed.
     pub fn start() -> Option<TestCluster> {
-        let mut nodes = Vec::with_capacity(3);
-        for _ in 0..3 {
-            nodes.push(Self::start_node()?);
-        }
-        let cluster = TestCluster { nodes };
-        for (i, &(start, end)) in RANGES.iter().enumerate() {
-            cluster.add_slots(i, start, end);
-        }
-        let mut first = cluster.connection(0);
-        for (i, node) in cluster.nodes.iter().enumerate().skip(1) {
-            let (_, bus): (String, u16) = ::redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("cluster-port")
-                .query(&mut cluster.connection(i))
-                .expect("CONFIG GET cluster-port");
-            ::redis::cmd("CLUSTER")
-                .arg("MEET")
-                .arg("127.0.0.1")
-                .arg(node.port())
-                .arg(bus)
-                .query::<()>(&mut first)
-                .expect("CLUSTER MEET");
-        }
-        cluster.wait_until_ok();
-        Some(cluster)
+        Self::start_nodes(3)
     }
 
     /// Starts three masters and one replica of each (nodes 3, 4, 5 replicate 0, 1, 2), and waits
     /// — at most 20 s more — until every replica's link to its master is up; or `None` when
     /// `redis-server` is not installed.
     pub fn start_with_replicas() -> Option<TestCluster> {
-        let mut nodes = Vec::with_capacity(6);
-        for _ in 0..6 {
-            nodes.push(Self::start_node()?);
-        }
-        let cluster = TestCluster { nodes };
-        for (i, &(start, end)) in RANGES.iter().enumerate() {
-            cluster.add_slots(i, start, end);
-        }
-        let mut first = cluster.connection(0);
-        for i in 1..cluster.nodes.len() {
-            let (_, bus): (String, u16) = ::redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("cluster-port")
-                .query(&mut cluster.connection(i))
-                .expect("CONFIG GET cluster-port");
-            ::redis::cmd("CLUSTER")
-                .arg("MEET")
-                .arg("127.0.0.1")
-                .arg(cluster.nodes[i].port())
-                .arg(bus)
-                .query::<()>(&mut first)
-                .expect("CLUSTER MEET");
-        }
-        cluster.wait_until_ok();
+        let cluster = Self::start_nodes(6)?;
         for replica in 3..6 {
             let master = cluster.id(replica - 3);
             ::redis::cmd("CLUSTER")
@@ -145,6 +98,36 @@ impl TestCluster {
                 "the replicas did not link in 20 s"
             );
             park(Duration::from_millis(50));
+        }
+        cluster.wait_until_ok();
+        Some(cluster)
+    }
+
+    /// Starts `count` nodes, gives the first three the slot ranges, joins every node into one
+    /// cluster and waits until it is up (`None` when `redis-server` is not installed).
+    fn start_nodes(count: usize) -> Option<TestCluster> {
+        let mut nodes = Vec::with_capacity(count);
+        for _ in 0..count {
+            nodes.push(Self::start_node()?);
+        }
+        let cluster = TestCluster { nodes };
+        for (i, &(start, end)) in RANGES.iter().enumerate() {
+            cluster.add_slots(i, start, end);
+        }
+        let mut first = cluster.connection(0);
+        for (i, node) in cluster.nodes.iter().enumerate().skip(1) {
+            let (_, bus): (String, u16) = ::redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("cluster-port")
+                .query(&mut cluster.connection(i))
+                .expect("CONFIG GET cluster-port");
+            ::redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(node.port())
+                .arg(bus)
+                .query::<()>(&mut first)
+                .expect("CLUSTER MEET");
         }
         cluster.wait_until_ok();
         Some(cluster)
