@@ -271,6 +271,37 @@ fn hang_and_trickle_end_with_timeouts() {
 }
 
 #[test]
+fn a_server_that_never_reads_ends_a_write_at_the_read_timeout() {
+    // Accepts and never reads: a large POST body fills both socket buffers and the write blocks.
+    // The read timeout is also each write's idle timeout, so the request ends after it (well
+    // within the hang bound), not at the request timeout (60 s here).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        std::thread::park_timeout(Duration::from_secs(20));
+        drop(socket);
+    });
+    let fetcher = HttpFetcher::builder(&format!("http://127.0.0.1:{port}/upload/{{key}}"))
+        .read_timeout(Duration::from_millis(300))
+        .request_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let body = vec![b'x'; 64 << 20];
+    let started = Instant::now();
+    let err = fetcher.post("k", &body, &CancelToken::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.is_transient());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    held.thread().unpark();
+    held.join().unwrap();
+}
+
+#[test]
 fn reset_is_a_connection_error() {
     let server = TestServer::start();
     let fetcher = HttpFetcher::builder(&server.url("/reset/{key}"))

@@ -18,6 +18,16 @@ IN_FLIGHT=${3:-8}
 RATE=${4:-1000000}
 BURST=${5:-20}
 PORT=${PORT:-18080}
+# Every run is killed after LIMIT seconds, so a hang fails the script instead of stalling it.
+# Under `chrt -f` the Go programs have been seen to livelock (go-kata and go-server each spinning
+# at ~95 % CPU for minutes): the watchdog then runs one real-time priority above the runs, or it
+# would never get a CPU to fire.
+LIMIT=${LIMIT:-60}
+WATCH=(timeout "$LIMIT")
+if [[ $(chrt -p $$) == *SCHED_FIFO* ]]; then
+  PRIO=$(chrt -p $$ | awk -F': ' '/priority/{print $2}')
+  WATCH=(chrt -f $((PRIO + 1)) timeout "$LIMIT" chrt -f "$PRIO")
+fi
 URL="http://127.0.0.1:${PORT}/ok/{key}"
 
 export GO111MODULE=off GOPATH="/usr/share/gocode:${HOME}/go"
@@ -49,7 +59,7 @@ done
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $ROUNDS rounds of $KEYS keys, $IN_FLIGHT in flight, rate $RATE/s burst $BURST"
 # One warm-up run each (connections, page cache), not counted.
-for name in "${NAMES[@]}"; do ${CMD[$name]} >/dev/null; done
+for name in "${NAMES[@]}"; do "${WATCH[@]}" ${CMD[$name]} >/dev/null; done
 # Wall time (what the goals are about) and the client's CPU time (user + system, far less
 # sensitive to the box's load) of every run.
 declare -A TIMES CPUS
@@ -58,7 +68,7 @@ for round in $(seq "$ROUNDS"); do
   line="round $round:"
   for name in "${NAMES[@]}"; do
     start=$(date +%s%N)
-    /usr/bin/time -o "$TIMING" -f "%U %S" ${CMD[$name]} >/dev/null
+    /usr/bin/time -o "$TIMING" -f "%U %S" "${WATCH[@]}" ${CMD[$name]} >/dev/null
     end=$(date +%s%N)
     ms=$(( (end - start) / 1000000 ))
     cpu=$(awk '{printf "%d", ($1 + $2) * 1000}' "$TIMING")

@@ -12,7 +12,8 @@
 //! 1. Per key, on its runner, in order: an in-flight permit, then a limiter slot (permit first,
 //!    so a slot is never spent while the key still queues for a permit), then every attempt.
 //!    The permit goes back when the key's attempts are over, before its outcome is reported.
-//! 2. Every blocking step waits on the run's group token, a child of the caller's token; leaving
+//! 2. Every blocking step waits on the run's group token, a child of the caller's token (a fetch
+//!    on its runner's own child of the group, cancelled with it and with its cause); leaving
 //!    a run for any reason cancels the group token (a drop guard), which wakes every waiter of
 //!    the run and aborts its in-flight fetches, and closes the key channel, which ends the
 //!    runners; keys still in the channel are skipped, never fetched.
@@ -233,6 +234,7 @@ fn run_key<K, F>(
     shared: &Arc<Shared<F>>,
     key: &K,
     rng: &mut JitterRng,
+    token: &CancelToken,
 ) -> (u32, Result<F::Output, Error>)
 where
     K: Clone + Send + std::fmt::Debug + 'static,
@@ -246,14 +248,17 @@ where
         shared.counters.start_request();
         let span = crate::obs::attempt_span(key, attempt);
         let entered = span.enter();
-        let started = Instant::now();
+        // The default clock, not `Instant`: a counter read where the kernel keeps time with
+        // it (~10 ns), against a `clock_gettime` each (measured ~0.25 µs per key for the pair
+        // on the reference VM, `perf record`: docs/benchmarks.md, session 7).
+        let started = MonotonicClock.now();
         let result = match shared.replication {
             Some(replication) => {
                 super::replicate::fetch_replicated(shared, key, attempt, replication)
             }
-            None => shared.fetcher.fetch(key, attempt, &shared.group),
+            None => shared.fetcher.fetch(key, attempt, token),
         };
-        let latency = started.elapsed();
+        let latency = Duration::from_nanos(MonotonicClock.now().saturating_sub(started));
         drop(entered);
         shared.counters.end_request(latency);
         if let Some(concurrency) = &shared.concurrency {
@@ -750,6 +755,12 @@ where
         let _trace = shared.trace.enter();
         let outcomes = outcomes.get();
         let mut rng = JitterRng::from_entropy();
+        // The token this runner's fetches wait on: a child of the group, so cancelled with it
+        // and with the same cause (invariant 2), but this runner's alone. A fetch registers a
+        // cancel callback on its token for every request (the HTTP fetcher's socket abort):
+        // on the group itself, every runner took the group's lock twice per key, and on a small
+        // machine a runner preempted inside it stalled the others.
+        let token = shared.group.child();
         while let Ok(key) = keys.recv() {
             let Ok(permit) = shared.semaphore.acquire(1, &shared.group) else {
                 return; // the run is over; the keys still queued are skipped
@@ -760,7 +771,7 @@ where
             }
             let (attempts, result) =
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_key(&shared, &key, &mut rng)
+                    run_key(&shared, &key, &mut rng, &token)
                 })) {
                     Ok(done) => done,
                     Err(payload) => {

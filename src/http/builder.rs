@@ -304,8 +304,9 @@ impl HttpFetcherBuilder {
         self
     }
 
-    /// Longest wait for any single read from the server (an idle timeout: a server that keeps
-    /// sending, however slowly, does not trip it; the request timeout bounds that).
+    /// Longest wait for any single read from the server, or write to it (an idle timeout: a
+    /// server that keeps sending or taking data, however slowly, does not trip it; the request
+    /// timeout bounds that).
     ///
     /// # Examples
     ///
@@ -662,6 +663,13 @@ impl HttpFetcherBuilder {
             .timeout_resolve(Some(self.resolve_timeout))
             .timeout_connect(Some(self.connect_timeout))
             .timeout_per_read(Some(self.read_timeout))
+            // Writes get the same idle timeout. Without one, ureq gives each write the time left
+            // of the global timeout, a value that changes with every request and so costs a
+            // `setsockopt(SO_SNDTIMEO)` per request (measured: 19,800 per 20,000 requests, about
+            // a tenth of the fetcher's extra CPU over a bare ureq loop); a fixed one is set once
+            // per connection. The global timeout still bounds the whole request: once less of it
+            // is left than this, it is the write's timeout.
+            .timeout_per_write(Some(self.read_timeout))
             .timeout_global(Some(self.request_timeout))
             .max_idle_connections_per_host(self.idle_connections)
             .max_idle_connections(self.idle_connections.max(Self::DEFAULT_IDLE_CONNECTIONS))
