@@ -65,7 +65,6 @@ impl LatencyHistogram {
         fetch_max(&self.max_us, us);
     }
 
-    /// The `q`-quantile (0.0..=1.0), or `None` with no samples.
     /// How many latencies were recorded: the sum of the buckets (read at the end of a run; a
     /// count of its own would be one more locked add per request on a line every worker writes).
     fn count(&self) -> u64 {
@@ -73,6 +72,7 @@ impl LatencyHistogram {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
+    /// The `q`-quantile (0.0..=1.0), or `None` with no samples.
     pub(crate) fn quantile(&self, q: f64) -> Option<Duration> {
         let count = self.count();
         if count == 0 {
