@@ -1038,19 +1038,93 @@ impl HttpLimiter {
     /// Every matching rule, all or nothing (invariant 1).
     #[inline]
     fn decide_rules(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
-        let identity = &verdict.identity;
-        let mut taken: Taken<'_> = Taken::default();
-        let mut refused_at = None;
         // Default rules apply only where no other rule does.
         let specific = self.has_default
             && self
                 .rules
                 .iter()
                 .any(|c| !c.rule.default && c.rule.applies(method, path));
-        for (index, compiled) in self.rules.iter().enumerate() {
-            if (compiled.rule.default && specific) || !compiled.rule.applies(method, path) {
-                continue;
+        let mut matching = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !(c.rule.default && specific) && c.rule.applies(method, path));
+        if let Some(first) = matching.next() {
+            match matching.next() {
+                // One rule (the common request): nothing to undo, so no list of charges.
+                None => self.decide_one(verdict, first, path),
+                Some(second) => {
+                    self.decide_many(verdict, [first, second].into_iter().chain(matching), path)
+                }
             }
+        }
+        if verdict.focus.is_none() {
+            verdict.focus = verdict
+                .windows
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, w)| (w.state.remaining, std::cmp::Reverse(w.state.reset_after)))
+                .map(|(i, _)| i);
+        }
+    }
+
+    /// The only matching rule: decided, counted and recorded at once.
+    #[inline]
+    fn decide_one(
+        &self,
+        verdict: &mut Verdict<'_>,
+        (index, compiled): (usize, &Compiled),
+        path: &str,
+    ) {
+        let decision = {
+            let key = scoped_key(compiled, &verdict.identity, path);
+            compiled.limits.decide(&key, 1)
+        };
+        let allowed = decision.is_allowed();
+        crate::obs::limiter_decision(&compiled.rule.name, allowed);
+        // A shadow rule (per-rule dry run) never refuses.
+        let refusing = !allowed && !compiled.rule.dry_run;
+        let result = if compiled.rule.dry_run && !allowed {
+            DRY_RUN_REFUSED
+        } else if refusing {
+            if self.dry_run {
+                DRY_RUN_REFUSED
+            } else {
+                REFUSED
+            }
+        } else {
+            ALLOWED
+        };
+        self.record(verdict, index, &decision, result, refusing);
+    }
+
+    /// Several matching rules, in order, all or nothing: a refusal undoes the charges before it.
+    #[cold]
+    #[inline(never)]
+    fn decide_many<'r>(
+        &'r self,
+        verdict: &mut Verdict<'_>,
+        matching: impl Iterator<Item = (usize, &'r Compiled)>,
+        path: &str,
+    ) {
+        // Out of the verdict while the charges borrow its key (a placeholder allocates nothing).
+        let identity = std::mem::replace(&mut verdict.identity, Identity::placeholder());
+        self.decide_all(verdict, &identity, matching, path);
+        verdict.identity = identity;
+    }
+
+    /// [`decide_many`](Self::decide_many) with the client apart from the verdict.
+    #[inline]
+    fn decide_all<'r>(
+        &'r self,
+        verdict: &mut Verdict<'_>,
+        identity: &Identity,
+        matching: impl Iterator<Item = (usize, &'r Compiled)>,
+        path: &str,
+    ) {
+        let mut taken: Taken<'_> = Taken::default();
+        let mut refused_at = None;
+        for (index, compiled) in matching {
             let key = scoped_key(compiled, identity, path);
             let decision = compiled.limits.decide(&key, 1);
             let allowed = decision.is_allowed();
@@ -1071,7 +1145,6 @@ impl HttpLimiter {
         }
         for (i, (index, _, decision)) in taken.iter().enumerate() {
             let compiled = &self.rules[*index];
-            let counts = &compiled.counts;
             let result = if compiled.rule.dry_run && !decision.is_allowed() {
                 DRY_RUN_REFUSED
             } else if Some(i) == refused_at {
@@ -1085,66 +1158,67 @@ impl HttpLimiter {
             } else {
                 UNDONE
             };
-            counts.count(result, decision.source);
-            let source = match decision.source {
-                Source::Memory => (0, "memory"),
-                Source::Redis => (1, "redis"),
-                Source::Lease => (2, "lease"),
-                Source::Fallback(_) => (3, "fallback"),
-            };
-            if verdict.source.is_none_or(|(rank, _)| rank < source.0) {
-                verdict.source = Some(source);
-            }
-            if compiled.rule.dry_run {
-                // Counted as enforcing would count it; no window in the headers.
-                continue;
-            }
-            let slot = *index;
-            for (w, state) in decision.windows().enumerate() {
-                let length = self
-                    .text
-                    .get(slot)
-                    .and_then(|t| t.lengths.get(w))
-                    .copied()
-                    .unwrap_or(Duration::ZERO);
-                verdict.windows.push(RuleWindow {
-                    rule: slot,
-                    window: w,
-                    state,
-                    length,
-                });
-            }
-            if Some(i) == refused_at {
-                let refusing = decision.refused_by().unwrap_or(0);
-                let focus = verdict.windows.len() - decision.len()
-                    + refusing.min(decision.len().saturating_sub(1));
-                verdict.focus = (!decision.is_empty()).then_some(focus);
-                verdict.retry_after = decision
-                    .window(refusing)
-                    .map_or(Duration::from_secs(1), |w| w.retry_after);
-                if verdict.refusal.is_none() {
-                    verdict.refusal = Some(
-                        if matches!(decision.result, Err(LimitError::TooManyKeys { .. })) {
-                            Refusal::KeyCap {
-                                rule: compiled.rule.name.clone(),
-                            }
-                        } else {
-                            Refusal::Rule {
-                                rule: compiled.rule.name.clone(),
-                                window: refusing,
-                            }
-                        },
-                    );
-                }
-            }
+            self.record(verdict, *index, decision, result, Some(i) == refused_at);
         }
-        if verdict.focus.is_none() {
-            verdict.focus = verdict
-                .windows
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, w)| (w.state.remaining, std::cmp::Reverse(w.state.reset_after)))
-                .map(|(i, _)| i);
+    }
+
+    /// Counts rule `index`'s decision as `result` and adds its windows to the verdict (a shadow
+    /// rule's are not shown); `refusing`: this decision refuses the request (invariant 2).
+    #[inline]
+    fn record(
+        &self,
+        verdict: &mut Verdict<'_>,
+        index: usize,
+        decision: &Decision,
+        result: usize,
+        refusing: bool,
+    ) {
+        let compiled = &self.rules[index];
+        compiled.counts.count(result, decision.source);
+        let source = match decision.source {
+            Source::Memory => (0, "memory"),
+            Source::Redis => (1, "redis"),
+            Source::Lease => (2, "lease"),
+            Source::Fallback(_) => (3, "fallback"),
+        };
+        if verdict.source.is_none_or(|(rank, _)| rank < source.0) {
+            verdict.source = Some(source);
+        }
+        if compiled.rule.dry_run {
+            // Counted as enforcing would count it; no window in the headers.
+            return;
+        }
+        let lengths = self.text.get(index).map_or(&[][..], |t| &t.lengths[..]);
+        for (w, state) in decision.windows().enumerate() {
+            verdict.windows.push(RuleWindow {
+                rule: index,
+                window: w,
+                state,
+                length: lengths.get(w).copied().unwrap_or(Duration::ZERO),
+            });
+        }
+        if refusing {
+            let refusing = decision.refused_by().unwrap_or(0);
+            let focus = verdict.windows.len() - decision.len()
+                + refusing.min(decision.len().saturating_sub(1));
+            verdict.focus = (!decision.is_empty()).then_some(focus);
+            verdict.retry_after = decision
+                .window(refusing)
+                .map_or(Duration::from_secs(1), |w| w.retry_after);
+            if verdict.refusal.is_none() {
+                verdict.refusal = Some(
+                    if matches!(decision.result, Err(LimitError::TooManyKeys { .. })) {
+                        Refusal::KeyCap {
+                            rule: compiled.rule.name.clone(),
+                        }
+                    } else {
+                        Refusal::Rule {
+                            rule: compiled.rule.name.clone(),
+                            window: refusing,
+                        }
+                    },
+                );
+            }
         }
     }
 
