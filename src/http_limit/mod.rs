@@ -522,12 +522,14 @@ fn push_u64(out: &mut String, mut n: u64) {
         n /= 100;
         len += 1;
     }
-    let lead = n as usize * 2;
-    out.push_str(if n >= 10 {
-        &PAIRS[lead..lead + 2]
+    // Each arm copies a length the compiler knows (one `str` of either length became a
+    // `memcpy` call per number).
+    if n >= 10 {
+        let lead = n as usize * 2;
+        out.push_str(&PAIRS[lead..lead + 2]);
     } else {
-        &PAIRS[lead + 1..lead + 2]
-    });
+        out.push(char::from(b'0' + n as u8));
+    }
     for &pair in pairs[..len].iter().rev() {
         let at = usize::from(pair) * 2;
         out.push_str(&PAIRS[at..at + 2]);
@@ -549,6 +551,14 @@ struct RuleText {
     /// Each window's length (burst × interval), for `RuleWindow::length`: derived once, not by a
     /// division per request.
     lengths: Box<[Duration]>,
+    /// The head of a verdict of this rule alone up to its first remaining, while its windows keep
+    /// their bursts: `RateLimit-Policy: <policy>\r\nRateLimit: "<label 0>";r=`.
+    lead: Box<str>,
+    /// Per window (after the first), the text before its remaining: `, "<label>";r=`.
+    item_leads: Box<[Box<str>]>,
+    /// Per window, the text from the end of `RateLimit` to the focus window's remaining:
+    /// `\r\nX-RateLimit-Limit: <burst>\r\nX-RateLimit-Remaining: `.
+    limit_lines: Box<[Box<str>]>,
 }
 
 impl RuleText {
@@ -564,7 +574,7 @@ impl RuleText {
             let label = labels.get(i).map_or("", |l| l);
             policy_item(&mut policy, i, label, q.burst_size(), window_length(q));
         }
-        let burst_digits = bursts
+        let burst_digits: Box<[Box<str>]> = bursts
             .iter()
             .map(|&b| {
                 let mut digits = String::new();
@@ -572,7 +582,24 @@ impl RuleText {
                 digits.into_boxed_str()
             })
             .collect();
+        let label = |i: usize| labels.get(i).map_or("", |l| &**l);
+        let lead = format!(
+            "RateLimit-Policy: {policy}\r\nRateLimit: \"{}\";r=",
+            label(0)
+        );
+        let item_leads = (0..bursts.len())
+            .map(|i| format!(", \"{}\";r=", label(i)).into_boxed_str())
+            .collect();
+        let limit_lines = burst_digits
+            .iter()
+            .map(|d| {
+                format!("\r\nX-RateLimit-Limit: {d}\r\nX-RateLimit-Remaining: ").into_boxed_str()
+            })
+            .collect();
         RuleText {
+            lead: lead.into_boxed_str(),
+            item_leads,
+            limit_lines,
             labels,
             policy: policy.into_boxed_str(),
             bursts,
@@ -779,6 +806,73 @@ impl Verdict<'_> {
     pub fn write_head(&self, out: &mut String) {
         // Numbers through `push_u64`, not `fmt`, and each rule's policy made once: this runs on
         // every request.
+        match self.one_fresh_rule() {
+            Some(text) => self.write_rule_head(out, text),
+            None => self.write_rate_head(out),
+        }
+        if !self.is_allowed() {
+            out.push_str("Retry-After: ");
+            push_u64(out, secs_up(self.retry_after).max(1));
+            out.push_str("\r\nContent-Type: application/json\r\n");
+        }
+    }
+
+    /// The text of the rule whose windows are this verdict's, all in order and with the bursts
+    /// the text was made with (invariant 2); `None` for any other verdict.
+    #[inline]
+    fn one_fresh_rule(&self) -> Option<&RuleText> {
+        let first = self.windows.first()?;
+        let text = self.text.get(first.rule)?;
+        let fresh =
+            text.bursts.len() == self.windows.len()
+                && self.windows.iter().zip(text.bursts.iter()).enumerate().all(
+                    |(i, (w, &burst))| {
+                        w.rule == first.rule && w.window == i && w.state.limit == burst
+                    },
+                );
+        fresh.then_some(text)
+    }
+
+    /// [`write_head`](Self::write_head)'s rate-limit lines for a verdict of one rule's windows
+    /// as `text` was made for: its constant runs written whole, only the numbers in between.
+    #[inline]
+    fn write_rule_head(&self, out: &mut String, text: &RuleText) {
+        out.push_str(&text.lead);
+        let mut numbers = [0..0, 0..0];
+        for (i, w) in self.windows.iter().enumerate() {
+            if i > 0 {
+                out.push_str(text.item_leads.get(i).map_or("", |l| l));
+            }
+            let remaining = out.len();
+            push_u64(out, w.state.remaining);
+            let end = out.len();
+            out.push_str(";t=");
+            let reset = out.len();
+            push_u64(out, secs_up(w.state.reset_after));
+            if self.focus == Some(i) {
+                numbers = [remaining..end, reset..out.len()];
+            }
+        }
+        match self
+            .focus
+            .and_then(|i| text.limit_lines.get(self.windows.get(i)?.window))
+        {
+            Some(limit_lines) => {
+                // The focus window's remaining and reset, as `RateLimit` just wrote them.
+                let [remaining, reset] = numbers;
+                out.push_str(limit_lines);
+                out.extend_from_within(remaining);
+                out.push_str("\r\nX-RateLimit-Reset: ");
+                out.extend_from_within(reset);
+                out.push_str("\r\n");
+            }
+            None => out.push_str("\r\n"),
+        }
+    }
+
+    /// [`write_head`](Self::write_head)'s rate-limit lines for any verdict.
+    #[inline(never)]
+    fn write_rate_head(&self, out: &mut String) {
         let mut numbers = None;
         if !self.windows.is_empty() {
             out.push_str("RateLimit-Policy: ");
@@ -797,11 +891,6 @@ impl Verdict<'_> {
             out.push_str("\r\nX-RateLimit-Reset: ");
             out.extend_from_within(reset);
             out.push_str("\r\n");
-        }
-        if !self.is_allowed() {
-            out.push_str("Retry-After: ");
-            push_u64(out, secs_up(self.retry_after).max(1));
-            out.push_str("\r\nContent-Type: application/json\r\n");
         }
     }
 
@@ -965,6 +1054,7 @@ impl HttpLimiter {
     }
 
     /// [`decide`](Self::decide) for a client already identified.
+    #[inline]
     pub fn decide_for(&self, identity: Identity, method: &str, path: &str) -> Verdict<'_> {
         let mut verdict = Verdict {
             identity,
