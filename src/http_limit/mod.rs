@@ -838,32 +838,28 @@ impl Verdict<'_> {
     #[inline]
     fn write_rule_head(&self, out: &mut String, text: &RuleText) {
         out.push_str(&text.lead);
-        let mut numbers = [0..0, 0..0];
+        let mut remaining_at = 0..0;
         for (i, w) in self.windows.iter().enumerate() {
             if i > 0 {
                 out.push_str(text.item_leads.get(i).map_or("", |l| l));
             }
             let remaining = out.len();
             push_u64(out, w.state.remaining);
-            let end = out.len();
-            out.push_str(";t=");
-            let reset = out.len();
-            push_u64(out, secs_up(w.state.reset_after));
             if self.focus == Some(i) {
-                numbers = [remaining..end, reset..out.len()];
+                remaining_at = remaining..out.len();
             }
+            out.push_str(";t=");
+            push_u64(out, secs_up(w.state.reset_after));
         }
-        match self
-            .focus
-            .and_then(|i| text.limit_lines.get(self.windows.get(i)?.window))
-        {
-            Some(limit_lines) => {
-                // The focus window's remaining and reset, as `RateLimit` just wrote them.
-                let [remaining, reset] = numbers;
+        let focus = self.focus.and_then(|i| self.windows.get(i));
+        match focus.and_then(|f| Some((f, text.limit_lines.get(f.window)?))) {
+            Some((focus, limit_lines)) => {
                 out.push_str(limit_lines);
-                out.extend_from_within(remaining);
+                // The focus window's remaining as `RateLimit` just wrote it (a long number:
+                // copied), its reset in seconds (a digit or two: written again, cheaper).
+                out.extend_from_within(remaining_at);
                 out.push_str("\r\nX-RateLimit-Reset: ");
-                out.extend_from_within(reset);
+                push_u64(out, secs_up(focus.state.reset_after));
                 out.push_str("\r\n");
             }
             None => out.push_str("\r\n"),
