@@ -6,7 +6,9 @@
 //! Run: `cargo build --release --example http_limit_path` then
 //! `valgrind --tool=callgrind target/release/examples/http_limit_path 100000` or
 //! `perf stat -e instructions:u target/release/examples/http_limit_path 2000000`
-//! (the argument is the number of requests; it prints ns per request and head bytes).
+//! (the argument is the number of requests; it prints ns per request and head bytes). A second
+//! argument `K` spreads the requests over `K` client addresses in turn (default 1: one client,
+//! as `wrk` against `serve`), so every request's client differs from the one before.
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -20,6 +22,11 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let clients: u32 = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let quota = Quota::per_second(100_000_000)
         .and_then(|q| q.burst(100_000_000))
         .expect("a valid quota");
@@ -32,14 +39,20 @@ fn main() {
         .rule(rule)
         .build()
         .expect("a valid limiter");
-    let peer = IpAddr::from([127, 0, 0, 1]);
+    let peers: Vec<IpAddr> = (0..clients)
+        .map(|i| match clients {
+            1 => IpAddr::from([127, 0, 0, 1]),
+            _ => IpAddr::from((0x0a00_0000 + i).to_be_bytes()),
+        })
+        .collect();
     let headers = [
         ("Host".to_string(), "127.0.0.1:18091".to_string()),
         ("User-Agent".to_string(), "wrk".to_string()),
     ];
     let mut bytes = 0;
     let started = Instant::now();
-    for _ in 0..n {
+    for i in 0..n {
+        let peer = peers[(i % u64::from(clients)) as usize];
         let lines = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
         let identity = limiter.identify(black_box(peer), lines);
         let verdict = limiter.decide_for(identity, "GET", black_box("/ping"));

@@ -53,13 +53,18 @@ impl Rate {
         } else {
             0
         };
-        let tau = (u128::from(burst) * u128::from(period)).div_ceil(u128::from(count));
+        // With a whole-ns interval `⌈burst·T⌉ = burst·T`: one multiplication, no `u128`
+        // division (derived per window for every decision's headers).
+        let tau = match burst.checked_mul(interval) {
+            Some(tau) if interval != 0 => tau,
+            _ => saturate((u128::from(burst) * u128::from(period)).div_ceil(u128::from(count))),
+        };
         Rate {
             period,
             count,
             burst,
             interval,
-            tau: saturate(tau),
+            tau,
         }
     }
 
@@ -206,6 +211,18 @@ pub(crate) fn snapshot(tat: u64, now: u64, rate: &Rate) -> Snapshot {
     let now = now.min(MAX_TAT);
     let base = tat.max(now);
     let debt = base - now;
+    let retry_after = check(tat, now, rate, 1).err().unwrap_or(0);
+    if rate.interval != 0 && base.saturating_add(rate.tau) <= MAX_TAT {
+        // A whole-ns `T` (`tau = burst·T`, `tau_at = tau`) with no TAT reaching `MAX_TAT`:
+        // `check(m)` admits iff `debt + m·T ≤ tau`, so the largest such `m` is exact — one
+        // `u64` division, no search (every `serve` answer's headers come through here).
+        let remaining = (rate.tau.saturating_sub(debt) / rate.interval).min(rate.burst);
+        return Snapshot {
+            remaining,
+            retry_after,
+            reset_after: debt,
+        };
+    }
     let admits = |n: u64| check(tat, now, rate, n).is_ok();
     // Estimate with exact rational maths; grid rounding can put it one off, then search.
     let room = u128::from(rate.tau.saturating_sub(debt)) * u128::from(rate.count)
@@ -229,7 +246,7 @@ pub(crate) fn snapshot(tat: u64, now: u64, rate: &Rate) -> Snapshot {
     };
     Snapshot {
         remaining,
-        retry_after: check(tat, now, rate, 1).err().unwrap_or(0),
+        retry_after,
         reset_after: debt,
     }
 }
@@ -399,6 +416,50 @@ mod tests {
             (full.remaining, full.retry_after, full.reset_after),
             (4, 0, 0)
         );
+    }
+
+    /// `snapshot`'s whole-ns fast path against its definition: the largest `m ≤ burst` that
+    /// `check` admits, and `check(1)`'s wait — near `MAX_TAT` too (where the fast path must
+    /// step aside), and for `tau` from `Rate::new`'s multiplication against the `u128` form.
+    #[test]
+    fn snapshot_equals_its_definition() {
+        let rates = [
+            rate(10, 1, 1),
+            rate(10, 1, 4),
+            rate(1_000_000_000, 1, 100_000_000),
+            rate(1_000, 1, 1_000),
+            rate(7, 1, 3),
+            rate(10, 3, 4),
+            rate(1_000_000_000, 81, 1),
+        ];
+        for r in rates {
+            let exact = (u128::from(r.burst) * u128::from(r.period)).div_ceil(u128::from(r.count));
+            assert_eq!(u128::from(r.tau), exact, "{r:?}");
+            let mut instants = vec![0, 1, 5, 9, 10, 11, 30, 1_000, 123_456_789];
+            for back in [0, 1, 2, 9, 10, 11, r.tau, r.tau + 1, 2 * r.tau] {
+                instants.push(MAX_TAT.saturating_sub(back));
+                instants.push(MAX_TAT.saturating_sub(back).saturating_sub(r.tau));
+            }
+            for &now in &instants {
+                for &tat in &instants {
+                    // A TAT the limiter can hold: at most `tau` ahead of some instant.
+                    if tat > now.saturating_add(2 * r.tau) {
+                        continue;
+                    }
+                    let s = snapshot(tat, now, &r);
+                    let admits = |m: u64| m == 0 || check(tat, now, &r, m).is_ok();
+                    let (mut lo, mut hi) = (0, r.burst);
+                    while lo < hi {
+                        let mid = lo + (hi - lo).div_ceil(2);
+                        if admits(mid) { lo = mid } else { hi = mid - 1 }
+                    }
+                    assert_eq!(s.remaining, lo, "{r:?} tat {tat} now {now}");
+                    assert!(!admits(lo + 1) || lo == r.burst);
+                    assert_eq!(s.retry_after, check(tat, now, &r, 1).err().unwrap_or(0));
+                    assert_eq!(s.reset_after, tat.max(now.min(MAX_TAT)) - now.min(MAX_TAT));
+                }
+            }
+        }
     }
 
     #[test]

@@ -219,6 +219,10 @@ fn rule_matching() {
         ("/api/*", "/apiv1", false),
         ("/*", "/anything/at/all", true),
         ("/*", "*", false),
+        ("/*", "/", true),
+        ("/*", "/?q=1", true),
+        ("/*", "?/", false),
+        ("/*", "", false),
         ("/a/{b}/*", "/a/1/2/3", true),
         ("/a/{b}/*", "/a", false),
     ];

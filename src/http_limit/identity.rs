@@ -14,7 +14,13 @@
 //! 3. Every key this module builds is bounded: header values and Basic users longer than
 //!    [`MAX_ID_BYTES`] are replaced by their keyed digest, so no client chooses how many bytes
 //!    its key takes.
+//! 4. Each thread keeps the key buffer of the last address-keyed identity it dropped, tagged with
+//!    that address, and only such a buffer: its text is always exactly `ip:<that address>`, so
+//!    the next identity of the same address takes it as it is, and one of another address
+//!    rewrites it. One buffer of at most [`SPARE_BYTES`] per thread; nothing is shared between
+//!    threads.
 
+use std::cell::Cell;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -99,13 +105,18 @@ impl std::str::FromStr for IpNet {
     }
 }
 
-/// An IPv4-mapped IPv6 address as IPv4; any other address as it is.
 /// `ip:<address>`: IPv4 written by hand (the per-request path; `fmt` costs several times more),
 /// IPv6 through `Display`.
 pub(crate) fn ip_key(ip: IpAddr) -> String {
+    let mut key = String::with_capacity(18);
+    write_ip_key(&mut key, ip);
+    key
+}
+
+/// Appends `ip:<address>` to `key` (see [`ip_key`]).
+fn write_ip_key(key: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            let mut key = String::with_capacity(18);
             key.push_str("ip:");
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
@@ -119,12 +130,25 @@ pub(crate) fn ip_key(ip: IpAddr) -> String {
                 }
                 key.push(char::from(b'0' + octet % 10));
             }
-            key
         }
-        IpAddr::V6(_) => format!("ip:{ip}"),
+        IpAddr::V6(_) => {
+            use fmt::Write as _;
+            let _ = write!(key, "ip:{ip}");
+        }
     }
 }
 
+/// Longest key buffer kept for reuse (an `ip:` key of any address fits).
+const SPARE_BYTES: usize = 64;
+
+thread_local! {
+    /// The key buffer of the last address-keyed [`Identity`] this thread dropped, with its
+    /// address (invariant 4): the next one reuses it instead of allocating, and keeps its text
+    /// when the address is the same (a keep-alive client's next request).
+    static SPARE: Cell<Option<(IpAddr, String)>> = const { Cell::new(None) };
+}
+
+/// An IPv4-mapped IPv6 address as IPv4; any other address as it is.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -167,10 +191,30 @@ impl Identity {
     /// A client known by its address alone.
     pub fn ip(ip: IpAddr) -> Identity {
         let ip = canonical(ip);
+        // The spare buffer holds `ip_key(last)` exactly (invariant 4).
+        let key = match SPARE.try_with(Cell::take).ok().flatten() {
+            Some((last, key)) if last == ip => key,
+            Some((_, mut key)) => {
+                key.clear();
+                write_ip_key(&mut key, ip);
+                key
+            }
+            None => ip_key(ip),
+        };
         Identity {
             ip,
             user: false,
-            key: ip_key(ip),
+            key,
+        }
+    }
+
+    /// A stand-in while an identity is borrowed apart from its verdict: allocates nothing and
+    /// never becomes the spare buffer (not address-keyed).
+    pub(crate) fn placeholder() -> Identity {
+        Identity {
+            ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            user: true,
+            key: String::new(),
         }
     }
 
@@ -195,6 +239,17 @@ impl Identity {
     /// The client's key: the user-level key if any, else `ip:<address>`.
     pub fn key(&self) -> &str {
         &self.key
+    }
+}
+
+impl Drop for Identity {
+    /// An address-keyed identity leaves its key buffer to the thread's next one (invariant 4).
+    fn drop(&mut self) {
+        if !self.user && self.key.capacity() <= SPARE_BYTES {
+            let spare = Some((self.ip, std::mem::take(&mut self.key)));
+            // During the thread's teardown the buffer is simply freed.
+            let _ = SPARE.try_with(|cell| cell.set(spare));
+        }
     }
 }
 
@@ -447,6 +502,38 @@ mod tests {
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_key(ip), format!("ip:{ip}"));
+        }
+    }
+
+    /// The thread's spare key buffer (invariant 4): every identity's key is its own address's,
+    /// whatever address the buffer last held, and user-level keys never become the spare.
+    #[test]
+    fn a_reused_key_buffer_always_names_its_own_address() {
+        let addrs: Vec<IpAddr> = [
+            "192.0.2.1",
+            "192.0.2.1",
+            "10.0.0.255",
+            "::1",
+            "::ffff:1.2.3.4",
+            "1.2.3.4",
+            "255.255.255.255",
+            "2001:db8::7",
+            "192.0.2.1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        for pair in addrs.windows(2) {
+            let first = Identity::ip(pair[0]);
+            assert_eq!(first.key(), format!("ip:{}", canonical(pair[0])));
+            let copy = first.clone();
+            drop(first);
+            drop(copy);
+            let user = Identity::with_user(pair[0], "u:alice".into());
+            drop(user);
+            let second = Identity::ip(pair[1]);
+            assert_eq!(second.key(), format!("ip:{}", canonical(pair[1])));
+            assert_eq!(second.user(), None);
         }
     }
 }

@@ -522,12 +522,14 @@ fn push_u64(out: &mut String, mut n: u64) {
         n /= 100;
         len += 1;
     }
-    let lead = n as usize * 2;
-    out.push_str(if n >= 10 {
-        &PAIRS[lead..lead + 2]
+    // Each arm copies a length the compiler knows (one `str` of either length became a
+    // `memcpy` call per number).
+    if n >= 10 {
+        let lead = n as usize * 2;
+        out.push_str(&PAIRS[lead..lead + 2]);
     } else {
-        &PAIRS[lead + 1..lead + 2]
-    });
+        out.push(char::from(b'0' + n as u8));
+    }
     for &pair in pairs[..len].iter().rev() {
         let at = usize::from(pair) * 2;
         out.push_str(&PAIRS[at..at + 2]);
@@ -549,6 +551,14 @@ struct RuleText {
     /// Each window's length (burst × interval), for `RuleWindow::length`: derived once, not by a
     /// division per request.
     lengths: Box<[Duration]>,
+    /// The head of a verdict of this rule alone up to its first remaining, while its windows keep
+    /// their bursts: `RateLimit-Policy: <policy>\r\nRateLimit: "<label 0>";r=`.
+    lead: Box<str>,
+    /// Per window (after the first), the text before its remaining: `, "<label>";r=`.
+    item_leads: Box<[Box<str>]>,
+    /// Per window, the text from the end of `RateLimit` to the focus window's remaining:
+    /// `\r\nX-RateLimit-Limit: <burst>\r\nX-RateLimit-Remaining: `.
+    limit_lines: Box<[Box<str>]>,
 }
 
 impl RuleText {
@@ -564,7 +574,7 @@ impl RuleText {
             let label = labels.get(i).map_or("", |l| l);
             policy_item(&mut policy, i, label, q.burst_size(), window_length(q));
         }
-        let burst_digits = bursts
+        let burst_digits: Box<[Box<str>]> = bursts
             .iter()
             .map(|&b| {
                 let mut digits = String::new();
@@ -572,7 +582,24 @@ impl RuleText {
                 digits.into_boxed_str()
             })
             .collect();
+        let label = |i: usize| labels.get(i).map_or("", |l| &**l);
+        let lead = format!(
+            "RateLimit-Policy: {policy}\r\nRateLimit: \"{}\";r=",
+            label(0)
+        );
+        let item_leads = (0..bursts.len())
+            .map(|i| format!(", \"{}\";r=", label(i)).into_boxed_str())
+            .collect();
+        let limit_lines = burst_digits
+            .iter()
+            .map(|d| {
+                format!("\r\nX-RateLimit-Limit: {d}\r\nX-RateLimit-Remaining: ").into_boxed_str()
+            })
+            .collect();
         RuleText {
+            lead: lead.into_boxed_str(),
+            item_leads,
+            limit_lines,
             labels,
             policy: policy.into_boxed_str(),
             bursts,
@@ -779,6 +806,69 @@ impl Verdict<'_> {
     pub fn write_head(&self, out: &mut String) {
         // Numbers through `push_u64`, not `fmt`, and each rule's policy made once: this runs on
         // every request.
+        match self.one_fresh_rule() {
+            Some(text) => self.write_rule_head(out, text),
+            None => self.write_rate_head(out),
+        }
+        if !self.is_allowed() {
+            out.push_str("Retry-After: ");
+            push_u64(out, secs_up(self.retry_after).max(1));
+            out.push_str("\r\nContent-Type: application/json\r\n");
+        }
+    }
+
+    /// The text of the rule whose windows are this verdict's, all in order and with the bursts
+    /// the text was made with (invariant 2); `None` for any other verdict.
+    #[inline]
+    fn one_fresh_rule(&self) -> Option<&RuleText> {
+        let first = self.windows.first()?;
+        let text = self.text.get(first.rule)?;
+        let fresh =
+            text.bursts.len() == self.windows.len()
+                && self.windows.iter().zip(text.bursts.iter()).enumerate().all(
+                    |(i, (w, &burst))| {
+                        w.rule == first.rule && w.window == i && w.state.limit == burst
+                    },
+                );
+        fresh.then_some(text)
+    }
+
+    /// [`write_head`](Self::write_head)'s rate-limit lines for a verdict of one rule's windows
+    /// as `text` was made for: its constant runs written whole, only the numbers in between.
+    #[inline]
+    fn write_rule_head(&self, out: &mut String, text: &RuleText) {
+        out.push_str(&text.lead);
+        let mut remaining_at = 0..0;
+        for (i, w) in self.windows.iter().enumerate() {
+            if i > 0 {
+                out.push_str(text.item_leads.get(i).map_or("", |l| l));
+            }
+            let remaining = out.len();
+            push_u64(out, w.state.remaining);
+            if self.focus == Some(i) {
+                remaining_at = remaining..out.len();
+            }
+            out.push_str(";t=");
+            push_u64(out, secs_up(w.state.reset_after));
+        }
+        let focus = self.focus.and_then(|i| self.windows.get(i));
+        match focus.and_then(|f| Some((f, text.limit_lines.get(f.window)?))) {
+            Some((focus, limit_lines)) => {
+                out.push_str(limit_lines);
+                // The focus window's remaining as `RateLimit` just wrote it (a long number:
+                // copied), its reset in seconds (a digit or two: written again, cheaper).
+                out.extend_from_within(remaining_at);
+                out.push_str("\r\nX-RateLimit-Reset: ");
+                push_u64(out, secs_up(focus.state.reset_after));
+                out.push_str("\r\n");
+            }
+            None => out.push_str("\r\n"),
+        }
+    }
+
+    /// [`write_head`](Self::write_head)'s rate-limit lines for any verdict.
+    #[inline(never)]
+    fn write_rate_head(&self, out: &mut String) {
         let mut numbers = None;
         if !self.windows.is_empty() {
             out.push_str("RateLimit-Policy: ");
@@ -797,11 +887,6 @@ impl Verdict<'_> {
             out.push_str("\r\nX-RateLimit-Reset: ");
             out.extend_from_within(reset);
             out.push_str("\r\n");
-        }
-        if !self.is_allowed() {
-            out.push_str("Retry-After: ");
-            push_u64(out, secs_up(self.retry_after).max(1));
-            out.push_str("\r\nContent-Type: application/json\r\n");
         }
     }
 
@@ -965,6 +1050,7 @@ impl HttpLimiter {
     }
 
     /// [`decide`](Self::decide) for a client already identified.
+    #[inline]
     pub fn decide_for(&self, identity: Identity, method: &str, path: &str) -> Verdict<'_> {
         let mut verdict = Verdict {
             identity,
@@ -1038,19 +1124,93 @@ impl HttpLimiter {
     /// Every matching rule, all or nothing (invariant 1).
     #[inline]
     fn decide_rules(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
-        let identity = &verdict.identity;
-        let mut taken: Taken<'_> = Taken::default();
-        let mut refused_at = None;
         // Default rules apply only where no other rule does.
         let specific = self.has_default
             && self
                 .rules
                 .iter()
                 .any(|c| !c.rule.default && c.rule.applies(method, path));
-        for (index, compiled) in self.rules.iter().enumerate() {
-            if (compiled.rule.default && specific) || !compiled.rule.applies(method, path) {
-                continue;
+        let mut matching = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !(c.rule.default && specific) && c.rule.applies(method, path));
+        if let Some(first) = matching.next() {
+            match matching.next() {
+                // One rule (the common request): nothing to undo, so no list of charges.
+                None => self.decide_one(verdict, first, path),
+                Some(second) => {
+                    self.decide_many(verdict, [first, second].into_iter().chain(matching), path)
+                }
             }
+        }
+        if verdict.focus.is_none() {
+            verdict.focus = verdict
+                .windows
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, w)| (w.state.remaining, std::cmp::Reverse(w.state.reset_after)))
+                .map(|(i, _)| i);
+        }
+    }
+
+    /// The only matching rule: decided, counted and recorded at once.
+    #[inline]
+    fn decide_one(
+        &self,
+        verdict: &mut Verdict<'_>,
+        (index, compiled): (usize, &Compiled),
+        path: &str,
+    ) {
+        let decision = {
+            let key = scoped_key(compiled, &verdict.identity, path);
+            compiled.limits.decide(&key, 1)
+        };
+        let allowed = decision.is_allowed();
+        crate::obs::limiter_decision(&compiled.rule.name, allowed);
+        // A shadow rule (per-rule dry run) never refuses.
+        let refusing = !allowed && !compiled.rule.dry_run;
+        let result = if compiled.rule.dry_run && !allowed {
+            DRY_RUN_REFUSED
+        } else if refusing {
+            if self.dry_run {
+                DRY_RUN_REFUSED
+            } else {
+                REFUSED
+            }
+        } else {
+            ALLOWED
+        };
+        self.record(verdict, index, &decision, result, refusing);
+    }
+
+    /// Several matching rules, in order, all or nothing: a refusal undoes the charges before it.
+    #[cold]
+    #[inline(never)]
+    fn decide_many<'r>(
+        &'r self,
+        verdict: &mut Verdict<'_>,
+        matching: impl Iterator<Item = (usize, &'r Compiled)>,
+        path: &str,
+    ) {
+        // Out of the verdict while the charges borrow its key (a placeholder allocates nothing).
+        let identity = std::mem::replace(&mut verdict.identity, Identity::placeholder());
+        self.decide_all(verdict, &identity, matching, path);
+        verdict.identity = identity;
+    }
+
+    /// [`decide_many`](Self::decide_many) with the client apart from the verdict.
+    #[inline]
+    fn decide_all<'r>(
+        &'r self,
+        verdict: &mut Verdict<'_>,
+        identity: &Identity,
+        matching: impl Iterator<Item = (usize, &'r Compiled)>,
+        path: &str,
+    ) {
+        let mut taken: Taken<'_> = Taken::default();
+        let mut refused_at = None;
+        for (index, compiled) in matching {
             let key = scoped_key(compiled, identity, path);
             let decision = compiled.limits.decide(&key, 1);
             let allowed = decision.is_allowed();
@@ -1071,7 +1231,6 @@ impl HttpLimiter {
         }
         for (i, (index, _, decision)) in taken.iter().enumerate() {
             let compiled = &self.rules[*index];
-            let counts = &compiled.counts;
             let result = if compiled.rule.dry_run && !decision.is_allowed() {
                 DRY_RUN_REFUSED
             } else if Some(i) == refused_at {
@@ -1085,66 +1244,67 @@ impl HttpLimiter {
             } else {
                 UNDONE
             };
-            counts.count(result, decision.source);
-            let source = match decision.source {
-                Source::Memory => (0, "memory"),
-                Source::Redis => (1, "redis"),
-                Source::Lease => (2, "lease"),
-                Source::Fallback(_) => (3, "fallback"),
-            };
-            if verdict.source.is_none_or(|(rank, _)| rank < source.0) {
-                verdict.source = Some(source);
-            }
-            if compiled.rule.dry_run {
-                // Counted as enforcing would count it; no window in the headers.
-                continue;
-            }
-            let slot = *index;
-            for (w, state) in decision.windows().enumerate() {
-                let length = self
-                    .text
-                    .get(slot)
-                    .and_then(|t| t.lengths.get(w))
-                    .copied()
-                    .unwrap_or(Duration::ZERO);
-                verdict.windows.push(RuleWindow {
-                    rule: slot,
-                    window: w,
-                    state,
-                    length,
-                });
-            }
-            if Some(i) == refused_at {
-                let refusing = decision.refused_by().unwrap_or(0);
-                let focus = verdict.windows.len() - decision.len()
-                    + refusing.min(decision.len().saturating_sub(1));
-                verdict.focus = (!decision.is_empty()).then_some(focus);
-                verdict.retry_after = decision
-                    .window(refusing)
-                    .map_or(Duration::from_secs(1), |w| w.retry_after);
-                if verdict.refusal.is_none() {
-                    verdict.refusal = Some(
-                        if matches!(decision.result, Err(LimitError::TooManyKeys { .. })) {
-                            Refusal::KeyCap {
-                                rule: compiled.rule.name.clone(),
-                            }
-                        } else {
-                            Refusal::Rule {
-                                rule: compiled.rule.name.clone(),
-                                window: refusing,
-                            }
-                        },
-                    );
-                }
-            }
+            self.record(verdict, *index, decision, result, Some(i) == refused_at);
         }
-        if verdict.focus.is_none() {
-            verdict.focus = verdict
-                .windows
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, w)| (w.state.remaining, std::cmp::Reverse(w.state.reset_after)))
-                .map(|(i, _)| i);
+    }
+
+    /// Counts rule `index`'s decision as `result` and adds its windows to the verdict (a shadow
+    /// rule's are not shown); `refusing`: this decision refuses the request (invariant 2).
+    #[inline]
+    fn record(
+        &self,
+        verdict: &mut Verdict<'_>,
+        index: usize,
+        decision: &Decision,
+        result: usize,
+        refusing: bool,
+    ) {
+        let compiled = &self.rules[index];
+        compiled.counts.count(result, decision.source);
+        let source = match decision.source {
+            Source::Memory => (0, "memory"),
+            Source::Redis => (1, "redis"),
+            Source::Lease => (2, "lease"),
+            Source::Fallback(_) => (3, "fallback"),
+        };
+        if verdict.source.is_none_or(|(rank, _)| rank < source.0) {
+            verdict.source = Some(source);
+        }
+        if compiled.rule.dry_run {
+            // Counted as enforcing would count it; no window in the headers.
+            return;
+        }
+        let lengths = self.text.get(index).map_or(&[][..], |t| &t.lengths[..]);
+        for (w, state) in decision.windows().enumerate() {
+            verdict.windows.push(RuleWindow {
+                rule: index,
+                window: w,
+                state,
+                length: lengths.get(w).copied().unwrap_or(Duration::ZERO),
+            });
+        }
+        if refusing {
+            let refusing = decision.refused_by().unwrap_or(0);
+            let focus = verdict.windows.len() - decision.len()
+                + refusing.min(decision.len().saturating_sub(1));
+            verdict.focus = (!decision.is_empty()).then_some(focus);
+            verdict.retry_after = decision
+                .window(refusing)
+                .map_or(Duration::from_secs(1), |w| w.retry_after);
+            if verdict.refusal.is_none() {
+                verdict.refusal = Some(
+                    if matches!(decision.result, Err(LimitError::TooManyKeys { .. })) {
+                        Refusal::KeyCap {
+                            rule: compiled.rule.name.clone(),
+                        }
+                    } else {
+                        Refusal::Rule {
+                            rule: compiled.rule.name.clone(),
+                            window: refusing,
+                        }
+                    },
+                );
+            }
         }
     }
 

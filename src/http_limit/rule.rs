@@ -85,6 +85,10 @@ pub(crate) fn without_query(path: &str) -> &str {
 impl PathPattern {
     /// Whether `path` (query ignored) matches (invariant 1).
     pub fn matches(&self, path: &str) -> bool {
+        if self.segments.is_empty() && self.prefix {
+            // `/*`, every path (a default rule's): the query cannot change the leading `/`.
+            return path.starts_with('/');
+        }
         let path = without_query(path);
         let Some(mut rest) = path.strip_prefix('/') else {
             return false;

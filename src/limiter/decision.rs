@@ -60,7 +60,12 @@ impl Record {
         let rate = Rate::new(self.period, self.count, self.burst);
         let snapshot = gcra::snapshot(self.tat, now, &rate);
         let n = n.clamp(1, rate.burst);
-        let retry = gcra::check(self.tat, now, &rate, n).err().unwrap_or(0);
+        // The snapshot's own wait is `check(1)`'s: asked again only for a larger request.
+        let retry = if n == 1 {
+            snapshot.retry_after
+        } else {
+            gcra::check(self.tat, now, &rate, n).err().unwrap_or(0)
+        };
         WindowState {
             limit: rate.burst,
             remaining: snapshot.remaining,

@@ -40,7 +40,12 @@ pub const MAX_PATH: usize = 256;
 struct Note {
     /// The entry is logged: the hooks fill the note (invariant 3).
     active: bool,
-    client: Option<u64>,
+    /// Whether the client's digest (`last_hex`) is this request's.
+    client: bool,
+    /// The last key digested on this thread and its digest in hex: a keep-alive client's next
+    /// request reuses them (the digest is a pure function of the key). The key is never logged.
+    last_key: String,
+    last_hex: String,
     /// The rule's name, in a buffer kept across requests (no allocation per request once it
     /// has held the longest name): empty when no rule decided.
     rule: String,
@@ -64,7 +69,7 @@ pub fn start(_request: &Request) -> Entry {
     NOTE.with(|note| {
         let mut note = note.borrow_mut();
         note.active = enabled;
-        note.client = None;
+        note.client = false;
         note.rule.clear();
         note.refused_by = None;
         note.source = None;
@@ -79,21 +84,39 @@ pub fn start(_request: &Request) -> Entry {
 pub fn note_key(key: &str) {
     NOTE.with(|note| {
         let mut note = note.borrow_mut();
-        if note.active && !key.is_empty() {
-            let mut hasher = digest_state().build_hasher();
-            hasher.write(key.as_bytes());
-            note.client = Some(hasher.finish());
+        if note.active {
+            note.key(key);
         }
     });
 }
 
-/// The limits' verdict.
+impl Note {
+    /// Notes the client `key` (digested: invariant 2), digesting only a key other than the last.
+    fn key(&mut self, key: &str) {
+        if key.is_empty() {
+            return;
+        }
+        if self.last_key != key {
+            let mut hasher = digest_state().build_hasher();
+            hasher.write(key.as_bytes());
+            let mut hex = [0u8; 16];
+            self.last_hex.clear();
+            self.last_hex.push_str(hex16(hasher.finish(), &mut hex));
+            self.last_key.clear();
+            self.last_key.push_str(key);
+        }
+        self.client = true;
+    }
+}
+
+/// The limits' verdict, and the client key it was decided for.
 pub fn note_verdict<'a>(verdict: &Verdict<'_>, rule_name: impl FnOnce(usize) -> Option<&'a str>) {
     NOTE.with(|note| {
         let mut note = note.borrow_mut();
         if !note.active {
             return;
         }
+        note.key(verdict.identity().key());
         let rule = match verdict.refusal() {
             Some(Refusal::Rule { rule, .. } | Refusal::KeyCap { rule }) => Some(rule.as_str()),
             _ => verdict.focus().and_then(|w| rule_name(w.rule)),
@@ -126,8 +149,11 @@ impl Entry {
         // Logged from the note in place: its rule buffer stays for the next request.
         NOTE.with(|note| {
             let note = note.borrow();
-            let mut hex = [0u8; 16];
-            let client = note.client.map_or("-", |digest| hex16(digest, &mut hex));
+            let client = if note.client {
+                note.last_hex.as_str()
+            } else {
+                "-"
+            };
             let rule = if note.rule.is_empty() {
                 "-"
             } else {
@@ -139,9 +165,11 @@ impl Entry {
                 path = %path,
                 peer = %peer,
                 client = %client,
-                rule = rule,
-                refused_by = note.refused_by.as_deref().unwrap_or("-"),
-                source = note.source.unwrap_or("-"),
+                // Display, not `str`'s quoting Debug (escaped a char at a time): rule names,
+                // policies and sources are the server's own text of safe characters.
+                rule = %rule,
+                refused_by = %note.refused_by.as_deref().unwrap_or("-"),
+                source = %note.source.unwrap_or("-"),
                 status = response.status,
                 latency_us,
                 trace_id = trace.map(|t| t.trace_id()).as_deref().unwrap_or("-"),
@@ -163,9 +191,9 @@ pub fn rejected(peer: IpAddr, status: u16, reason: &'static str) {
         path = "-",
         peer = %peer,
         client = "-",
-        rule = "-",
-        refused_by = "-",
-        source = "-",
+        rule = %"-",
+        refused_by = %"-",
+        source = %"-",
         status,
         latency_us = 0_u64,
         trace_id = "-",

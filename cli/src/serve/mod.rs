@@ -542,8 +542,8 @@ fn handle(state: &State, request: &Request) -> Response {
     let mut refused = None;
     if limits.deciding() || by_user {
         let identity = limits.identify(request.peer, &request.headers);
-        access_log::note_key(identity.key());
         if by_user && identity.user().is_none() {
+            access_log::note_key(identity.key());
             // Keyed by user and no usable credentials.
             state.metrics.unauthorized();
             state.metrics.end();
@@ -563,8 +563,10 @@ fn handle(state: &State, request: &Request) -> Response {
         }
         if limits.deciding() {
             let verdict = limits.decide(identity, &request.method, &request.url);
+            // Notes the client key too (the verdict's identity).
             access_log::note_verdict(&verdict, |rule| limits.rule_name(rule));
             if verdict.is_allowed() {
+                head = http::spare_head();
                 head.reserve(256);
                 verdict.write_head(&mut head);
             } else {
@@ -576,6 +578,8 @@ fn handle(state: &State, request: &Request) -> Response {
                 });
                 refused = Some(limits::policy(&verdict));
             }
+        } else {
+            access_log::note_key(identity.key());
         }
     }
     let response = match refused {

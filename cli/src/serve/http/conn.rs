@@ -354,6 +354,7 @@ impl Conn {
                 after
             };
             parse::write_response(&mut self.output, &response, after);
+            super::keep_head(response.head);
             if after == After::Close {
                 self.closing = true;
                 self.slots.clear();

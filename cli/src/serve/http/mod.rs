@@ -16,6 +16,9 @@
 //!    closes. Every loop exits within `drain` of the start of shutdown, whatever clients do.
 //! 4. The loops never block on the pool: a full pool queue parks the job in the loop's backlog,
 //!    retried on the loop's next turns (bounded by connections × the pipeline depth).
+//! 5. Each thread keeps at most one response head buffer (of at most `SPARE_HEAD_BYTES`) from
+//!    the last response it wrote out, for the next head rendered on it ([`spare_head`]); a buffer
+//!    is always emptied before reuse.
 
 mod conn;
 mod event_loop;
@@ -67,6 +70,32 @@ pub struct Response {
     pub head: String,
     /// Body.
     pub body: String,
+}
+
+/// Largest `Response::head` buffer kept for reuse.
+const SPARE_HEAD_BYTES: usize = 1024;
+
+thread_local! {
+    /// A written response's head buffer, for this thread's next response (invariant 5).
+    static SPARE_HEAD: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+/// An empty buffer for a [`Response::head`]: the last one this thread wrote out, if any, so a
+/// head rendered on every request allocates nothing (invariant 5).
+pub fn spare_head() -> String {
+    let mut head = SPARE_HEAD
+        .try_with(std::cell::Cell::take)
+        .unwrap_or_default();
+    head.clear();
+    head
+}
+
+/// Keeps a written response's head buffer for [`spare_head`] (one per thread, bounded).
+fn keep_head(head: String) {
+    if head.capacity() > 0 && head.capacity() <= SPARE_HEAD_BYTES {
+        // During the thread's teardown the buffer is simply freed.
+        let _ = SPARE_HEAD.try_with(|spare| spare.set(head));
+    }
 }
 
 /// What the server calls for each request: request in, response out.
