@@ -286,6 +286,75 @@ proptest! {
 
 /// Four threads flooding one key of a two-window limiter on a frozen clock admit exactly the
 /// smallest remaining, and every refusal's state says remaining 0 in the refusing window.
+proptest! {
+    /// One window (the keyed limiter's fast path in `check_n` and `decide`): every decision and
+    /// its window's state equal the model's, across `n` of 0 and over the burst and live quota
+    /// changes (the fast path reads a copy of the default rate that `set_quota` must replace).
+    #[test]
+    fn keyed_one_window_matches_the_model(
+        first in window(300, 6),
+        ops in prop::collection::vec(prop_oneof![
+            3 => (0u64..4_000).prop_map(Op::Advance),
+            6 => (0u64..4, 0u64..=8).prop_map(|(key, n)| Op::Decide { key, n }),
+            1 => window(300, 6).prop_map(|w| Op::SetQuotas([w, w])),
+        ], 1..120),
+        check_instead in prop::collection::vec(any::<bool>(), 120),
+    ) {
+        let clock = ManualClock::new();
+        let limiter = KeyedLimiter::with_clock(first.quota(), 100, clock.clone()).unwrap();
+        let mut w = first;
+        let mut tats: HashMap<u64, u64> = HashMap::new();
+        for (op, check_instead) in ops.into_iter().zip(check_instead) {
+            let now = clock.now();
+            match op {
+                Op::Advance(ns) => clock.advance(Duration::from_nanos(ns)),
+                Op::SetQuotas([new, _]) => {
+                    limiter.set_quota(new.quota()).unwrap();
+                    for tat in tats.values_mut() {
+                        *tat = w.convert(*tat, now, &new);
+                    }
+                    w = new;
+                }
+                Op::Decide { key, n } => {
+                    let tat = tats.get(&key).copied().unwrap_or(0);
+                    // The TAT after an allowed decision, or the error's retry-after (`None` for
+                    // `n` over the burst: `InsufficientCapacity`).
+                    let want: Result<u64, Option<Duration>> = if n > w.burst {
+                        Err(None)
+                    } else if n == 0 {
+                        Ok(tat)
+                    } else {
+                        w.check(tat, now, n).map_err(|wait| Some(Duration::from_nanos(wait)))
+                    };
+                    let after = *want.as_ref().unwrap_or(&tat);
+                    if want.is_ok() {
+                        tats.insert(key, after);
+                    }
+                    let result = if check_instead {
+                        limiter.check_n(&key, n)
+                    } else {
+                        let got = limiter.decide(&key, n);
+                        let have: Vec<_> = got.windows().collect();
+                        prop_assert_eq!(have, vec![w.state(after, now, n)]);
+                        got.result
+                    };
+                    match (result, want) {
+                        (Ok(()), Ok(_)) => {}
+                        (Err(LimitError::InsufficientCapacity { requested, burst }), Err(None)) => {
+                            prop_assert_eq!((requested, burst), (n, w.burst));
+                        }
+                        (Err(err @ LimitError::NotUntil { .. }), Err(Some(wait))) => {
+                            prop_assert_eq!(err.retry_after(), Some(wait));
+                        }
+                        (got, want) => prop_assert!(false, "{:?} but the model says {:?}", got, want),
+                    }
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+}
+
 #[test]
 fn four_threads_flooding_one_key_admit_exactly_the_smallest_remaining() {
     for (first, second) in [(30, 100), (100, 30), (50, 50)] {

@@ -839,7 +839,20 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
                 data.table
                     .find(hash, |(k, _)| k.borrow() == key)
                     .map(|(_, entry)| {
-                        decide_view(&data.view(entry), now, n, &mut sights)
+                        match data.lone_default(entry).filter(|_| n != 0 && n <= data.first.burst) {
+                            // The one-window fast path, as in `check_n`, with its sight.
+                            Some(tat) => {
+                                let (result, tat) = match take_one_seen(tat, &data.first, now, n) {
+                                    Ok(tat) => (Ok(()), tat),
+                                    Err((err, tat)) => (Err(err), tat),
+                                };
+                                if let Some(sights) = &mut sights {
+                                    sights.set(0, Sight { tat, rate: data.first });
+                                }
+                                result
+                            }
+                            None => decide_view(&data.view(entry), now, n, &mut sights),
+                        }
                     })
             };
             match found {
@@ -1370,6 +1383,15 @@ fn check_view(view: &View<'_>, now: u64, n: u64) -> Result<(), LimitError> {
 /// `Seen` it lives in) was a third of its instructions (docs/benchmarks.md, issue 11).
 #[inline]
 fn take_one(tat: &AtomicU64, rate: &Rate, now: u64, n: u64) -> Result<(), LimitError> {
+    take_one_seen(tat, rate, now, n)
+        .map(|_| ())
+        .map_err(|(err, _)| err)
+}
+
+/// [`take_one`], also giving the TAT as the decision left it (allowed) or saw it (refused): the
+/// `Sight` `core::take` reports (a keyed cell's every read is a checked one).
+#[inline]
+fn take_one_seen(tat: &AtomicU64, rate: &Rate, now: u64, n: u64) -> Result<u64, (LimitError, u64)> {
     // Relaxed (load and CAS): as `KeyCell::read` / `KeyCell::replace` — the TAT guards no other
     // data, the rate cannot change under the shard's read lock, and the CAS validates the value
     // decided on.
@@ -1379,11 +1401,11 @@ fn take_one(tat: &AtomicU64, rate: &Rate, now: u64, n: u64) -> Result<(), LimitE
             Ok(next) => {
                 match tat.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
                 {
-                    Ok(_) => return Ok(()),
+                    Ok(_) => return Ok(next),
                     Err(actual) => current = actual,
                 }
             }
-            Err(wait) => return Err(core::not_until(now, wait)),
+            Err(wait) => return Err((core::not_until(now, wait), current)),
         }
     }
 }
