@@ -284,8 +284,6 @@ proptest! {
     }
 }
 
-/// Four threads flooding one key of a two-window limiter on a frozen clock admit exactly the
-/// smallest remaining, and every refusal's state says remaining 0 in the refusing window.
 proptest! {
     /// One window (the keyed limiter's fast path in `check_n` and `decide`): every decision and
     /// its window's state equal the model's, across `n` of 0 and over the burst and live quota
@@ -355,6 +353,8 @@ proptest! {
     }
 }
 
+/// Four threads flooding one key of a two-window limiter on a frozen clock admit exactly the
+/// smallest remaining, and every refusal's state says remaining 0 in the refusing window.
 #[test]
 fn four_threads_flooding_one_key_admit_exactly_the_smallest_remaining() {
     for (first, second) in [(30, 100), (100, 30), (50, 50)] {
