@@ -202,12 +202,10 @@ pub struct Chunked {
     cr: bool,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
-    /// The chunk size's hex digits: how many so far, and their value.
-    #[default]
-    Size,
-    SizeDigits(u8, u64),
+    /// A chunk-size line's hex digits: how many so far, and their value.
+    Size { digits: u8, value: u64 },
     /// After the size: extensions, up to the line end; then `size` bytes of data.
     Ext(u64),
     /// Chunk data left.
@@ -218,7 +216,17 @@ enum Step {
     TrailerStart,
     /// Inside a trailer field line.
     Trailer,
+    /// The body has ended.
     Done,
+}
+
+impl Default for Step {
+    fn default() -> Step {
+        Step::Size {
+            digits: 0,
+            value: 0,
+        }
+    }
 }
 
 /// What [`Chunked::skip`] made of the bytes it was given.
@@ -275,33 +283,27 @@ impl Chunked {
         }
         let line_end = byte == b'\n';
         self.step = match self.step {
-            Step::Size | Step::SizeDigits(..) if byte.is_ascii_hexdigit() => {
-                let (digits, size) = match self.step {
-                    Step::SizeDigits(digits, size) => (digits, size),
-                    _ => (0, 0),
-                };
+            Step::Size { digits, value } if byte.is_ascii_hexdigit() => {
                 if digits == 16 {
                     return Err(Skipped::Reject(413, "request body too large"));
                 }
                 let digit = u64::from((byte as char).to_digit(16).unwrap_or(0));
-                Step::SizeDigits(digits + 1, (size << 4) | digit)
-            }
-            Step::SizeDigits(_, size) if matches!(byte, b';' | b' ' | b'\t') => Step::Ext(size),
-            Step::SizeDigits(_, size) | Step::Ext(size) if line_end => {
-                self.line = 0;
-                if size == 0 {
-                    Step::TrailerStart
-                } else if self.data.saturating_add(size) > MAX_BODY {
-                    return Err(Skipped::Reject(413, "request body too large"));
-                } else {
-                    self.data += size;
-                    Step::Data(size)
+                Step::Size {
+                    digits: digits + 1,
+                    value: (value << 4) | digit,
                 }
             }
+            Step::Size { digits, value } if digits > 0 && matches!(byte, b';' | b' ' | b'\t') => {
+                Step::Ext(value)
+            }
+            Step::Size { digits, value } if digits > 0 && line_end => {
+                self.size_line_ended(value)?
+            }
+            Step::Ext(size) if line_end => self.size_line_ended(size)?,
             Step::Ext(size) if byte == b'\t' || !byte.is_ascii_control() => Step::Ext(size),
             Step::DataEnd if line_end => {
                 self.line = 0;
-                Step::Size
+                Step::default()
             }
             Step::TrailerStart if line_end => Step::Done,
             Step::TrailerStart | Step::Trailer if line_end => Step::TrailerStart,
@@ -313,6 +315,20 @@ impl Chunked {
         Ok(())
     }
 
+    /// A chunk-size line ended: the chunk's data follows (within [`MAX_BODY`] in all), or the
+    /// trailers after the last chunk (`size` 0).
+    fn size_line_ended(&mut self, size: u64) -> Result<Step, Skipped> {
+        self.line = 0;
+        if size == 0 {
+            Ok(Step::TrailerStart)
+        } else if self.data.saturating_add(size) > MAX_BODY {
+            Err(Skipped::Reject(413, "request body too large"))
+        } else {
+            self.data += size;
+            Ok(Step::Data(size))
+        }
+    }
+
     /// Counts a byte of a chunk-size line or of the trailer section (line ends included)
     /// against its bound.
     fn count_line(&mut self) -> Result<(), Skipped> {
@@ -321,7 +337,7 @@ impl Chunked {
             Step::TrailerStart | Step::Trailer if self.line > MAX_HEAD => {
                 Err(Skipped::Reject(431, "chunked trailers too large"))
             }
-            Step::Size | Step::SizeDigits(..) | Step::Ext(_) if self.line > MAX_CHUNK_LINE => {
+            Step::Size { .. } | Step::Ext(_) if self.line > MAX_CHUNK_LINE => {
                 Err(Skipped::Reject(400, "chunk line too long"))
             }
             _ => Ok(()),
