@@ -1170,18 +1170,7 @@ impl HttpLimiter {
         crate::obs::limiter_decision(&compiled.rule.name, allowed);
         // A shadow rule (per-rule dry run) never refuses.
         let refusing = !allowed && !compiled.rule.dry_run;
-        let result = if compiled.rule.dry_run && !allowed {
-            DRY_RUN_REFUSED
-        } else if refusing {
-            if self.dry_run {
-                DRY_RUN_REFUSED
-            } else {
-                REFUSED
-            }
-        } else {
-            ALLOWED
-        };
-        self.record(verdict, index, &decision, result, refusing);
+        self.record(verdict, index, &decision, refusing, false);
     }
 
     /// Several matching rules, in order, all or nothing: a refusal undoes the charges before it.
@@ -1230,36 +1219,43 @@ impl HttpLimiter {
             }
         }
         for (i, (index, _, decision)) in taken.iter().enumerate() {
-            let compiled = &self.rules[*index];
-            let result = if compiled.rule.dry_run && !decision.is_allowed() {
-                DRY_RUN_REFUSED
-            } else if Some(i) == refused_at {
-                if self.dry_run {
-                    DRY_RUN_REFUSED
-                } else {
-                    REFUSED
-                }
-            } else if refused_at.is_none() {
-                ALLOWED
-            } else {
-                UNDONE
-            };
-            self.record(verdict, *index, decision, result, Some(i) == refused_at);
+            let refusing = Some(i) == refused_at;
+            self.record(
+                verdict,
+                *index,
+                decision,
+                refusing,
+                refused_at.is_some() && !refusing,
+            );
         }
     }
 
-    /// Counts rule `index`'s decision as `result` and adds its windows to the verdict (a shadow
-    /// rule's are not shown); `refusing`: this decision refuses the request (invariant 2).
+    /// Counts rule `index`'s decision and adds its windows to the verdict (a shadow rule's are
+    /// not shown). `refusing`: this decision refuses the request (invariant 2); `undone`: it was
+    /// allowed, and its charge given back because a later rule refused.
     #[inline]
     fn record(
         &self,
         verdict: &mut Verdict<'_>,
         index: usize,
         decision: &Decision,
-        result: usize,
         refusing: bool,
+        undone: bool,
     ) {
         let compiled = &self.rules[index];
+        let result = if compiled.rule.dry_run && !decision.is_allowed() {
+            DRY_RUN_REFUSED
+        } else if refusing {
+            if self.dry_run {
+                DRY_RUN_REFUSED
+            } else {
+                REFUSED
+            }
+        } else if undone {
+            UNDONE
+        } else {
+            ALLOWED
+        };
         compiled.counts.count(result, decision.source);
         let source = match decision.source {
             Source::Memory => (0, "memory"),
