@@ -118,14 +118,14 @@ impl<K, const W: usize> ShardData<K, W> {
         entry.view(self.defaults(), self.epoch)
     }
 
-    /// `entry`'s TAT if the shard holds one window and the entry has the default rate
-    /// (`first`): the keyed `check_n`'s fast path, deciding with `take_one` on `first` without
-    /// building a [`View`]. Keyed check over 10k keys, one thread: 0.85–0.86× governor before,
+    /// `entry`'s TAT if the shard holds one window, the entry has the default rate (`first`)
+    /// and `1 ≤ n ≤ burst`: the keyed `check_n`'s and `decide`'s fast path, deciding with
+    /// `take_one` on `first` without building a [`View`]. Keyed check over 10k keys, one thread: 0.85–0.86× governor before,
     /// 0.79–0.80× with it (0.82× through `view` and `check_view` with the rate in `first`);
     /// docs/benchmarks.md, session 7.
     #[inline(always)]
-    fn lone_default<'a>(&self, entry: &'a Entry<W>) -> Option<&'a AtomicU64> {
-        (W == 1 && entry.ext.is_none()).then(|| &entry.tats[0])
+    fn lone_default<'a>(&self, entry: &'a Entry<W>, n: u64) -> Option<&'a AtomicU64> {
+        (W == 1 && entry.ext.is_none() && n != 0 && n <= self.first.burst).then(|| &entry.tats[0])
     }
 
     /// Replaces the default rates (under the write lock: invariant 4).
@@ -793,7 +793,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
             {
                 let data = shard.read();
                 if let Some((_, entry)) = data.table.find(hash, |(k, _)| k.borrow() == key) {
-                    if let Some(tat) = data.lone_default(entry).filter(|_| n != 0 && n <= data.first.burst) {
+                    if let Some(tat) = data.lone_default(entry, n) {
                         return take_one(tat, &data.first, now, n);
                     }
                     return check_view(&data.view(entry), now, n);
@@ -839,7 +839,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
                 data.table
                     .find(hash, |(k, _)| k.borrow() == key)
                     .map(|(_, entry)| {
-                        match data.lone_default(entry).filter(|_| n != 0 && n <= data.first.burst) {
+                        match data.lone_default(entry, n) {
                             // The one-window fast path, as in `check_n`, with its sight.
                             Some(tat) => {
                                 let (result, tat) = match take_one_seen(tat, &data.first, now, n) {
