@@ -427,3 +427,116 @@ fn a_users_ureq_config_is_used_and_timeouts_stay_mandatory() {
         .unwrap();
     fails_with(&fetcher, "k", ErrorKind::Timeout, Duration::from_secs(10));
 }
+
+/// A loopback server whose `n`-th connection (from 0) is handed to `script(n, stream)` on a
+/// thread of its own, for `connections` connections; the returned handle joins them all.
+fn scripted_server(
+    connections: usize,
+    script: impl Fn(usize, std::net::TcpStream) + Send + Sync + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = std::sync::Arc::new(script);
+    let server = std::thread::spawn(move || {
+        let handlers: Vec<_> = (0..connections)
+            .map(|n| {
+                let (stream, _) = listener.accept().unwrap();
+                let script = script.clone();
+                std::thread::spawn(move || script(n, stream))
+            })
+            .collect();
+        for handler in handlers {
+            handler.join().unwrap();
+        }
+    });
+    (port, server)
+}
+
+/// Reads one request head (a GET: no body) from `stream`.
+fn read_head(stream: &mut std::net::TcpStream) {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "the client closed mid-head"
+        );
+        head.push(byte[0]);
+    }
+}
+
+fn answer(stream: &mut std::net::TcpStream, body: &str) {
+    use std::io::Write;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_pooled_connection_the_server_closed_is_not_reused() {
+    // The server closes the first connection while it idles in the fetcher's pool, without
+    // `Connection: close`: the next fetch must notice (ureq's liveness probe at checkout) and
+    // open a new connection rather than fail on the dead one.
+    let (close, closing) = std::sync::mpsc::channel::<()>();
+    let (closed, has_closed) = std::sync::mpsc::channel::<()>();
+    let closing = std::sync::Mutex::new(Some((closing, closed)));
+    let (port, server) = scripted_server(2, move |n, mut stream| {
+        read_head(&mut stream);
+        if n == 0 {
+            answer(&mut stream, "first");
+            let (closing, closed) = closing.lock().unwrap().take().unwrap();
+            closing.recv().unwrap();
+            drop(stream);
+            closed.send(()).unwrap();
+        } else {
+            answer(&mut stream, "second");
+        }
+    });
+    let fetcher = HttpFetcher::builder(&format!("http://127.0.0.1:{port}/k/{{key}}"))
+        .build()
+        .unwrap();
+    let token = CancelToken::new();
+    assert_eq!(fetcher.fetch("1", &token).unwrap().body(), b"first");
+    close.send(()).unwrap();
+    has_closed.recv().unwrap();
+    assert_eq!(fetcher.fetch("2", &token).unwrap().body(), b"second");
+    server.join().unwrap();
+}
+
+#[test]
+fn bytes_sent_after_a_body_keep_the_connection_out_of_the_pool() {
+    // After its answer the server writes a forged second response on the idle connection: the
+    // next fetch must not read it as its own, but see that the connection is not clean and go
+    // to a new one.
+    let (forge, forging) = std::sync::mpsc::channel::<()>();
+    let (forged, has_forged) = std::sync::mpsc::channel::<()>();
+    let forging = std::sync::Mutex::new(Some((forging, forged)));
+    let (port, server) = scripted_server(2, move |n, mut stream| {
+        read_head(&mut stream);
+        if n == 0 {
+            answer(&mut stream, "first");
+            let (forging, forged) = forging.lock().unwrap().take().unwrap();
+            forging.recv().unwrap();
+            answer(&mut stream, "forged");
+            forged.send(()).unwrap();
+            // Held open until the client drops it.
+            let _ = std::io::Read::read(&mut stream, &mut [0u8; 64]);
+        } else {
+            answer(&mut stream, "second");
+        }
+    });
+    let fetcher = HttpFetcher::builder(&format!("http://127.0.0.1:{port}/k/{{key}}"))
+        .build()
+        .unwrap();
+    let token = CancelToken::new();
+    assert_eq!(fetcher.fetch("1", &token).unwrap().body(), b"first");
+    forge.send(()).unwrap();
+    has_forged.recv().unwrap();
+    assert_eq!(fetcher.fetch("2", &token).unwrap().body(), b"second");
+    drop(fetcher);
+    server.join().unwrap();
+}

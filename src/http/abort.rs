@@ -27,6 +27,14 @@
 //!    it instead of handing it to the next request.
 //! 5. Shutdown handles are `Weak`: an abort never keeps a connection alive, and the socket closes
 //!    as usual when ureq drops its transport.
+//! 6. A connection is probed for liveness once between two requests, not twice. ureq asks
+//!    `is_open` when a request hands the connection back to its pool (right after reading the
+//!    response) and again when the next request checks it out; its TCP probe is three system
+//!    calls (non-blocking on, a one-byte peek, non-blocking off). The first question comes right
+//!    after the socket carried the request's own I/O, so it is answered from that I/O; the
+//!    second, asked after the connection idled, always probes the socket. What the first probe
+//!    would catch — the server closed the connection, or sent bytes after the body — is still
+//!    there for the second to see, so such a connection is never reused.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -221,6 +229,7 @@ impl Connector<()> for AbortableConnector {
             inner,
             socket,
             enlisted_in,
+            carried: false,
         }))
     }
 }
@@ -231,6 +240,8 @@ pub(crate) struct AbortableTransport {
     socket: Arc<Socket>,
     /// Id of the last scope the socket was enlisted in (0: none).
     enlisted_in: u64,
+    /// The socket carried I/O since the last `is_open` (invariant 6).
+    carried: bool,
 }
 
 impl fmt::Debug for AbortableTransport {
@@ -249,11 +260,13 @@ impl Transport for AbortableTransport {
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         enlist_current(&self.socket, &mut self.enlisted_in);
+        self.carried = true;
         self.inner.transmit_output(amount, timeout)
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         enlist_current(&self.socket, &mut self.enlisted_in);
+        self.carried = true;
         self.inner.await_input(timeout)
     }
 
@@ -261,7 +274,12 @@ impl Transport for AbortableTransport {
         // Pool checkout runs this on the requesting thread: claim the socket first (invariant 2).
         enlist_current(&self.socket, &mut self.enlisted_in);
         // Invariant 4: a shut socket may still look open for a moment (or read as a clean EOF).
-        !self.socket.is_shut() && self.inner.is_open()
+        if self.socket.is_shut() {
+            return false;
+        }
+        // Invariant 6: the hand-back right after the request's I/O is answered by that I/O;
+        // the checkout after an idle spell probes.
+        std::mem::take(&mut self.carried) || self.inner.is_open()
     }
 
     fn is_tls(&self) -> bool {
