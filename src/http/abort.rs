@@ -35,8 +35,13 @@
 //!    second, asked after the connection idled, always probes the socket. What the first probe
 //!    would catch — the server closed the connection, or sent bytes after the body — is still
 //!    there for the second to see, so such a connection is never reused.
+//! 7. A request's scope is new to every socket, yet costs no allocation and no shared write:
+//!    a thread reuses its last scope when nothing else holds it any more (`Arc::get_mut`: a
+//!    cancellation callback still running keeps it, and the request then gets a fresh one),
+//!    under a new id. Ids are unique across threads because each thread hands out ids from a
+//!    block of [`ID_BLOCK`] it alone took from [`NEXT_SCOPE`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::Weak;
 
@@ -49,14 +54,21 @@ use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 thread_local! {
     /// The scope of the `fetch` running on this thread, if any (invariant 1).
     static CURRENT: RefCell<Option<Arc<AbortScope>>> = const { RefCell::new(None) };
+    /// The scope of this thread's last `fetch`, kept to be reused by the next (invariant 7).
+    static SPARE: Cell<Option<Arc<AbortScope>>> = const { Cell::new(None) };
+    /// Scope ids this thread may hand out: the next, and the end of its block (invariant 7).
+    static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
-/// Source of scope ids; 0 means "not enlisted anywhere yet".
+/// Source of blocks of scope ids; 0 means "not enlisted anywhere yet".
 static NEXT_SCOPE: AtomicU64 = AtomicU64::new(1);
+
+/// Scope ids a thread takes from [`NEXT_SCOPE`] at a time (invariant 7).
+const ID_BLOCK: u64 = 1 << 16;
 
 /// The sockets one request has used, and whether it was aborted.
 pub(crate) struct AbortScope {
-    /// Unique per scope, never 0. Immutable.
+    /// Unique per scope, never 0. Changed only while the scope is unshared (invariant 7).
     id: u64,
     state: Mutex<ScopeState>,
 }
@@ -70,14 +82,30 @@ struct ScopeState {
 impl AbortScope {
     /// Makes a new scope the calling thread's current one until the guard is dropped.
     pub(crate) fn enter() -> EnteredScope {
-        // Relaxed: only the uniqueness of ids matters, which fetch_add gives on its own.
-        let id = NEXT_SCOPE.fetch_add(1, Ordering::Relaxed);
-        let scope = Arc::new(AbortScope {
-            id,
-            state: Mutex::new(ScopeState::default()),
-        });
+        let id = next_id();
+        // Invariant 7: the last scope again when this thread alone holds it, under a new id.
+        let scope = SPARE
+            .with(Cell::take)
+            .and_then(|spare| Self::renew(spare, id))
+            .unwrap_or_else(|| {
+                Arc::new(AbortScope {
+                    id,
+                    state: Mutex::new(ScopeState::default()),
+                })
+            });
         let previous = CURRENT.with(|current| current.replace(Some(scope.clone())));
         EnteredScope { scope, previous }
+    }
+
+    /// `scope` made a new scope with id `id`, if nothing else holds it (invariant 7).
+    fn renew(mut scope: Arc<AbortScope>, id: u64) -> Option<Arc<AbortScope>> {
+        let unshared = Arc::get_mut(&mut scope)?;
+        unshared.id = id;
+        let mut state = unshared.state.lock();
+        state.aborted = false;
+        state.sockets.clear();
+        drop(state);
+        Some(scope)
     }
 
     /// Shuts every socket this scope owns now or enlists later (invariants 2 and 3).
@@ -98,6 +126,20 @@ impl AbortScope {
             state.sockets.push(socket.clone());
         }
     }
+}
+
+/// A scope id no other scope has had (invariant 7).
+fn next_id() -> u64 {
+    IDS.with(|ids| {
+        let (mut next, mut end) = ids.get();
+        if next == end {
+            // Relaxed: only the uniqueness of the blocks matters, which fetch_add gives alone.
+            next = NEXT_SCOPE.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            end = next + ID_BLOCK;
+        }
+        ids.set((next + 1, end));
+        next
+    })
 }
 
 /// Enlists `socket` in the calling thread's current scope, unless it is already enlisted in it
@@ -131,6 +173,9 @@ impl Drop for EnteredScope {
     fn drop(&mut self) {
         let previous = self.previous.take();
         CURRENT.with(|current| *current.borrow_mut() = previous);
+        // Kept for this thread's next request (invariant 7); `try_with`: a thread being torn
+        // down simply drops it.
+        let _ = SPARE.try_with(|spare| spare.set(Some(self.scope.clone())));
     }
 }
 
@@ -367,6 +412,57 @@ mod tests {
         assert!(!socket.is_shut());
         second.scope().abort();
         assert_eq!(shutdowns(&h), 1);
+    }
+
+    #[test]
+    fn a_reused_scope_is_new_to_every_socket() {
+        // Invariant 7: the thread's next request reuses the scope, under a new id, with no
+        // socket and not aborted; a late abort of the old request shuts nothing of the new one.
+        let (h, w) = handle();
+        let socket = Arc::new(Socket::default());
+        socket.add_handle(w);
+        let mut e = 0;
+        let first = AbortScope::enter();
+        let (first_id, first_ptr) = (first.scope.id, Arc::as_ptr(&first.scope));
+        enlist_current(&socket, &mut e);
+        first.scope().abort();
+        assert_eq!(shutdowns(&h), 1);
+        drop(first);
+        let second = AbortScope::enter();
+        assert_eq!(Arc::as_ptr(&second.scope), first_ptr, "reused");
+        assert_ne!(second.scope.id, first_id);
+        let fresh = Arc::new(Socket::default());
+        let (h2, w2) = handle();
+        fresh.add_handle(w2);
+        let mut e2 = 0;
+        enlist_current(&fresh, &mut e2);
+        assert_eq!(e2, second.scope.id);
+        assert_eq!(shutdowns(&h2), 0, "the reused scope is not aborted");
+        assert_eq!(second.scope.state.lock().sockets.len(), 1);
+        drop(second);
+        // A scope something else still holds (a cancel callback running late) is not reused.
+        let third = AbortScope::enter();
+        let held = third.scope();
+        let third_ptr = Arc::as_ptr(&third.scope);
+        drop(third);
+        let fourth = AbortScope::enter();
+        assert_ne!(Arc::as_ptr(&fourth.scope), third_ptr);
+        held.abort();
+        assert_eq!(shutdowns(&h2), 0);
+        drop(fourth);
+    }
+
+    #[test]
+    fn scope_ids_are_unique_across_threads() {
+        let ids: Vec<u64> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..1000).map(|_| next_id()).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert!(!ids.contains(&0));
     }
 
     #[test]
