@@ -2,7 +2,9 @@
 # Whole-process comparison of seed 000's kata: tollgate's FanOut (examples/fanout_kata.rs), a
 # hand-written 8-thread ureq loop (the same example, `hand`) and the Go kata (benches/go/kata),
 # all against one Go loopback server (benches/go/server), run alternately ROUNDS times so the
-# box's load hits every side alike. Prints each run and the medians and median ratios.
+# box's load hits every side alike. Prints each run, the medians, and the median of the
+# per-round ratios with a 95 % bootstrap interval (a goal counts as met only when the whole
+# interval meets it).
 #
 #   benches/go/run.sh [ROUNDS] [KEYS] [IN_FLIGHT] [RATE] [BURST]
 #
@@ -81,8 +83,17 @@ done
 rm -f "$TIMING"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "${NAMES[@]}" <<PY
-import statistics, sys
+import random, statistics, sys
 names = sys.argv[1:]
+
+def interval(values, rounds=2000):
+    # 95 % bootstrap interval of the median: resample the rounds with replacement (seeded, so
+    # the same runs print the same interval). A goal is shown met only if the whole interval
+    # meets it.
+    rng = random.Random(1)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(rounds))
+    return medians[int(0.025 * rounds)], medians[int(0.975 * rounds) - 1]
+
 times = {$(for n in "${NAMES[@]}"; do printf '"%s": [%s], ' "$n" "$(echo ${TIMES[$n]} | tr ' ' ',')"; done)}
 cpus = {$(for n in "${NAMES[@]}"; do printf '"%s": [%s], ' "$n" "$(echo ${CPUS[$n]} | tr ' ' ',')"; done)}
 for n in names:
@@ -90,6 +101,8 @@ for n in names:
 for n in names[1:]:
     ratios = [a / b for a, b in zip(times[names[0]], times[n])]
     cpu = [a / b for a, b in zip(cpus[names[0]], cpus[n])]
+    low, high = interval(ratios)
     print(f"{names[0]} / {n}: wall, median of per-round ratios {statistics.median(ratios):.2f} "
-          f"(min {min(ratios):.2f}, max {max(ratios):.2f}); client cpu {statistics.median(cpu):.2f}")
+          f"(95 % interval {low:.2f}-{high:.2f}; min {min(ratios):.2f}, max {max(ratios):.2f}); "
+          f"client cpu {statistics.median(cpu):.2f}")
 PY
