@@ -151,6 +151,13 @@ mod group;
 pub mod http;
 #[cfg(not(loom))]
 pub mod http_limit;
+/// The HTTP fetcher's abort-scope protocol alone, for the loom models in
+/// `loom-tests/tests/http_scope.rs`: the fetcher is compiled out under loom. Not an API; exists
+/// only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+#[path = "http/scope.rs"]
+pub mod http_scope;
 /// The Redis lease table alone (single-flight refills), for the loom models in
 /// `loom-tests/tests/lease_table.rs`: the Redis module is compiled out under loom. Not an API;
 /// exists only in loom builds.

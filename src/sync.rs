@@ -40,6 +40,11 @@ pub(crate) use std::sync::atomic::AtomicU64 as StaticAtomicU64;
 /// among clones is not a protocol a model needs to explore.
 pub(crate) use std::sync::atomic::AtomicBool as StdAtomicBool;
 
+/// `std`'s `AtomicU64`, even under loom, for a process-wide source of unique ids (`static`s need a
+/// `const` constructor, which loom's atomics lack): uniqueness from one `fetch_add` is not a
+/// protocol a model needs to explore.
+pub(crate) use std::sync::atomic::AtomicU64 as StdAtomicU64;
+
 /// `std`'s `Arc`, even under loom, for trait objects (`Arc<dyn Clock>`): loom's `Arc` cannot
 /// unsize, and what it would model — the reference count of an immutable clock — is not where
 /// tollgate's races are.

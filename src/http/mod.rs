@@ -38,6 +38,7 @@ mod redirect;
 mod resolve;
 mod response;
 mod retry_after;
+mod scope;
 mod template;
 
 use std::fmt;
@@ -49,9 +50,9 @@ pub use self::builder::{HttpConfigError, HttpFetcherBuilder};
 pub use self::redirect::{RedirectPolicy, redact_userinfo};
 pub use self::response::HttpResponse;
 
-use self::abort::AbortScope;
 use self::redirect::Origin;
 use self::retry_after::parse_retry_after;
+use self::scope::AbortScope;
 use self::template::UrlTemplate;
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, MonotonicClock, duration_to_nanos};
