@@ -540,3 +540,42 @@ fn bytes_sent_after_a_body_keep_the_connection_out_of_the_pool() {
     drop(fetcher);
     server.join().unwrap();
 }
+
+#[test]
+fn a_connect_that_never_completes_ends_at_the_connect_timeout() {
+    // A listener whose accept queue is full (backlog 0, nothing accepted): Linux drops further
+    // SYNs, so the next connect hangs until the client gives up. Fill the queue with raw
+    // connects until one does not complete, then the fetcher's connect must end at its connect
+    // timeout (300 ms here; the bound is a hang check) as a transient timeout.
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    let full = (0..16).any(|_| {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => {
+                queued.push(stream);
+                false
+            }
+            Err(_) => true,
+        }
+    });
+    assert!(full, "the accept queue never filled");
+    let fetcher = HttpFetcher::builder(&format!("http://{addr}/k/{{key}}"))
+        .connect_timeout(Duration::from_millis(300))
+        .request_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let err = fails_with(&fetcher, "k", ErrorKind::Timeout, Duration::from_secs(10));
+    assert!(err.is_transient(), "{err}");
+    drop((queued, listener));
+}

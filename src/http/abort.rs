@@ -24,10 +24,12 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, ShutdownHandle, Transport,
 };
 
-use super::scope::{Socket, enlist_current};
+use super::scope::{Shutter, Socket, enlist_current};
 use crate::sync::Arc;
 
-/// ureq's default connector chain (TCP, then TLS), with every transport made abortable.
+/// The fetcher's connector: its own plain TCP transport for `http://` without a proxy
+/// (`tcp.rs`), ureq's default chain (TCP, then TLS; proxies) otherwise, every transport made
+/// abortable.
 #[derive(Debug, Default)]
 pub(crate) struct AbortableConnector {
     inner: DefaultConnector,
@@ -46,6 +48,20 @@ impl Connector<()> for AbortableConnector {
         // the handle registered below is then shut the moment it exists (`scope.rs` invariant 2).
         let mut enlisted_in = 0;
         enlist_current(&socket, &mut enlisted_in);
+        #[cfg(unix)]
+        if super::tcp::applies(details) {
+            let tcp = super::tcp::PlainTcp::connect(details)?;
+            // ureq's own registration first (it fails once the agent is shut down), so
+            // Agent::shutdown still reaches the socket; then the scope's.
+            (details.register_shutdown)(tcp.shutdown_handle())?;
+            socket.add_handle(shutter(tcp.shutdown_handle()));
+            return Ok(Some(AbortableTransport {
+                inner: Box::new(tcp),
+                socket,
+                enlisted_in,
+                carried: false,
+            }));
+        }
         let forward = details.register_shutdown.clone();
         let captured = socket.clone();
         let ours = ConnectionDetails {
@@ -61,11 +77,7 @@ impl Connector<()> for AbortableConnector {
             register_shutdown: std::sync::Arc::new(move |handle: Weak<dyn ShutdownHandle>| {
                 // Keep ureq's own registration, so Agent::shutdown still works.
                 forward(handle.clone())?;
-                captured.add_handle(Box::new(move || {
-                    if let Some(handle) = handle.upgrade() {
-                        handle.shutdown();
-                    }
-                }));
+                captured.add_handle(shutter(handle));
                 Ok(())
             }),
         };
@@ -77,6 +89,15 @@ impl Connector<()> for AbortableConnector {
             carried: false,
         }))
     }
+}
+
+/// The scope's handle on a socket: shuts it down if it is still alive (`scope.rs` invariant 5).
+fn shutter(handle: Weak<dyn ShutdownHandle>) -> Shutter {
+    Box::new(move || {
+        if let Some(handle) = handle.upgrade() {
+            handle.shutdown();
+        }
+    })
 }
 
 /// A transport whose socket a request's [`AbortScope`] can shut.

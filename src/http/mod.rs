@@ -39,6 +39,8 @@ mod resolve;
 mod response;
 mod retry_after;
 mod scope;
+#[cfg(unix)]
+mod tcp;
 mod template;
 
 use std::fmt;
