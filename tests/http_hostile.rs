@@ -476,22 +476,27 @@ fn answer(stream: &mut std::net::TcpStream, body: &str) {
     stream.write_all(response.as_bytes()).unwrap();
 }
 
-#[test]
-fn a_pooled_connection_the_server_closed_is_not_reused() {
-    // The server closes the first connection while it idles in the fetcher's pool, without
-    // `Connection: close`: the next fetch must notice (ureq's liveness probe at checkout) and
-    // open a new connection rather than fail on the dead one.
-    let (close, closing) = std::sync::mpsc::channel::<()>();
-    let (closed, has_closed) = std::sync::mpsc::channel::<()>();
-    let closing = std::sync::Mutex::new(Some((closing, closed)));
+/// Two fetches on one fetcher. The server's first connection answers `first`, and while it idles
+/// in the fetcher's pool `idle` does something to it (returning it to be held open until the
+/// client drops it, or `None` having closed it); the second fetch must then be answered
+/// `second`, on a new connection.
+fn second_fetch_after(
+    idle: impl Fn(std::net::TcpStream) -> Option<std::net::TcpStream> + Send + Sync + 'static,
+) {
+    let (go, going) = std::sync::mpsc::channel::<()>();
+    let (done, is_done) = std::sync::mpsc::channel::<()>();
+    let signals = std::sync::Mutex::new(Some((going, done)));
     let (port, server) = scripted_server(2, move |n, mut stream| {
         read_head(&mut stream);
         if n == 0 {
             answer(&mut stream, "first");
-            let (closing, closed) = closing.lock().unwrap().take().unwrap();
-            closing.recv().unwrap();
-            drop(stream);
-            closed.send(()).unwrap();
+            let (going, done) = signals.lock().unwrap().take().unwrap();
+            going.recv().unwrap();
+            let held = idle(stream);
+            done.send(()).unwrap();
+            if let Some(mut stream) = held {
+                let _ = std::io::Read::read(&mut stream, &mut [0u8; 64]);
+            }
         } else {
             answer(&mut stream, "second");
         }
@@ -501,44 +506,31 @@ fn a_pooled_connection_the_server_closed_is_not_reused() {
         .unwrap();
     let token = CancelToken::new();
     assert_eq!(fetcher.fetch("1", &token).unwrap().body(), b"first");
-    close.send(()).unwrap();
-    has_closed.recv().unwrap();
+    go.send(()).unwrap();
+    is_done.recv().unwrap();
     assert_eq!(fetcher.fetch("2", &token).unwrap().body(), b"second");
+    drop(fetcher);
     server.join().unwrap();
 }
 
 #[test]
-fn bytes_sent_after_a_body_keep_the_connection_out_of_the_pool() {
-    // After its answer the server writes a forged second response on the idle connection: the
-    // next fetch must not read it as its own, but see that the connection is not clean and go
-    // to a new one.
-    let (forge, forging) = std::sync::mpsc::channel::<()>();
-    let (forged, has_forged) = std::sync::mpsc::channel::<()>();
-    let forging = std::sync::Mutex::new(Some((forging, forged)));
-    let (port, server) = scripted_server(2, move |n, mut stream| {
-        read_head(&mut stream);
-        if n == 0 {
-            answer(&mut stream, "first");
-            let (forging, forged) = forging.lock().unwrap().take().unwrap();
-            forging.recv().unwrap();
-            answer(&mut stream, "forged");
-            forged.send(()).unwrap();
-            // Held open until the client drops it.
-            let _ = std::io::Read::read(&mut stream, &mut [0u8; 64]);
-        } else {
-            answer(&mut stream, "second");
-        }
+fn a_pooled_connection_the_server_closed_is_not_reused() {
+    // Closed without `Connection: close`: the next fetch must notice (the liveness probe at
+    // checkout) and open a new connection rather than fail on the dead one.
+    second_fetch_after(|stream| {
+        drop(stream);
+        None
     });
-    let fetcher = HttpFetcher::builder(&format!("http://127.0.0.1:{port}/k/{{key}}"))
-        .build()
-        .unwrap();
-    let token = CancelToken::new();
-    assert_eq!(fetcher.fetch("1", &token).unwrap().body(), b"first");
-    forge.send(()).unwrap();
-    has_forged.recv().unwrap();
-    assert_eq!(fetcher.fetch("2", &token).unwrap().body(), b"second");
-    drop(fetcher);
-    server.join().unwrap();
+}
+
+#[test]
+fn bytes_sent_after_a_body_keep_the_connection_out_of_the_pool() {
+    // A forged second response written on the idle connection: the next fetch must not read it
+    // as its own, but see that the connection is not clean and go to a new one.
+    second_fetch_after(|mut stream| {
+        answer(&mut stream, "forged");
+        Some(stream)
+    });
 }
 
 #[test]

@@ -31,6 +31,19 @@ fn socket() -> (Arc<Socket>, Arc<AtomicUsize>) {
     (socket, shutdowns)
 }
 
+/// A request that used `pooled` and ended, and its cancel callback firing late, on another
+/// thread (which drops its handle on the scope when the abort returns).
+fn finished_then_aborted_late(
+    pooled: &Arc<Socket>,
+    enlisted_in: &mut u64,
+) -> thread::JoinHandle<()> {
+    let first = AbortScope::enter();
+    enlist_current(pooled, enlisted_in);
+    let late = first.scope();
+    drop(first);
+    thread::spawn(move || late.abort())
+}
+
 /// A request enlists two sockets (as its connect and a pool checkout would) while its cancel
 /// callback aborts the scope from another thread, at any point: each socket's handle is shut
 /// exactly once, by `abort` (enlisted before) or by `enlist` (after).
@@ -62,14 +75,7 @@ fn a_late_abort_spares_the_next_request() {
     model(|| {
         let (pooled, shutdowns) = socket();
         let mut enlisted_in = 0;
-        let first = AbortScope::enter();
-        enlist_current(&pooled, &mut enlisted_in);
-        let late = first.scope();
-        drop(first);
-        let cancel = thread::spawn(move || {
-            late.abort();
-            drop(late);
-        });
+        let cancel = finished_then_aborted_late(&pooled, &mut enlisted_in);
         let second = AbortScope::enter();
         enlist_current(&pooled, &mut enlisted_in);
         let open_at_checkout = !pooled.is_shut();
@@ -91,11 +97,7 @@ fn two_aborts_shut_a_shared_socket_once() {
     model(|| {
         let (pooled, shutdowns) = socket();
         let mut enlisted_in = 0;
-        let first = AbortScope::enter();
-        enlist_current(&pooled, &mut enlisted_in);
-        let late = first.scope();
-        drop(first);
-        let cancel = thread::spawn(move || late.abort());
+        let cancel = finished_then_aborted_late(&pooled, &mut enlisted_in);
         let second = AbortScope::enter();
         enlist_current(&pooled, &mut enlisted_in);
         second.scope().abort();

@@ -283,6 +283,14 @@ mod tests {
         (strong, shut)
     }
 
+    /// A socket with one counted handle.
+    fn socket() -> (std::sync::Arc<Counting>, Arc<Socket>) {
+        let (h, w) = handle();
+        let socket = Arc::new(Socket::default());
+        socket.add_handle(w);
+        (h, socket)
+    }
+
     fn shutdowns(h: &Counting) -> usize {
         h.0.load(Ordering::SeqCst)
     }
@@ -326,9 +334,7 @@ mod tests {
 
     #[test]
     fn late_abort_spares_a_socket_another_scope_claimed() {
-        let (h, w) = handle();
-        let socket = Arc::new(Socket::default());
-        socket.add_handle(w);
+        let (h, socket) = socket();
         let mut e = 0;
         let first = AbortScope::enter();
         enlist_current(&socket, &mut e);
@@ -346,11 +352,9 @@ mod tests {
 
     #[test]
     fn a_reused_scope_is_new_to_every_socket() {
-        // Invariant 7: the thread's next request reuses the scope, under a new id, with no
+        // Invariant 6: the thread's next request reuses the scope, under a new id, with no
         // socket and not aborted; a late abort of the old request shuts nothing of the new one.
-        let (h, w) = handle();
-        let socket = Arc::new(Socket::default());
-        socket.add_handle(w);
+        let (h, socket) = socket();
         let mut e = 0;
         let first = AbortScope::enter();
         let (first_id, first_ptr) = (first.scope.id, Arc::as_ptr(&first.scope));
@@ -387,9 +391,7 @@ mod tests {
         // Invariant 6: the reused scope's new id makes a socket the last request used (a pooled
         // connection checked out again) join it, so this request's abort shuts it. (Fails if
         // `renew` keeps the old id: the socket looks enlisted already.)
-        let (h, w) = handle();
-        let socket = Arc::new(Socket::default());
-        socket.add_handle(w);
+        let (h, socket) = socket();
         let mut e = 0;
         let first = AbortScope::enter();
         enlist_current(&socket, &mut e);

@@ -156,6 +156,15 @@ fn is_address_specific(e: &io::Error) -> bool {
     )
 }
 
+/// A failed read or write as ureq's error: a socket timeout is the wait's `reason` (invariant 3).
+fn failure(e: io::Error, reason: Timeout) -> ureq::Error {
+    if is_timeout(&e) {
+        ureq::Error::Timeout(reason)
+    } else {
+        ureq::Error::Io(e)
+    }
+}
+
 /// `timeout` as the socket's timeout, or ureq's error when none is left (invariant 3).
 fn time_left(timeout: NextTimeout) -> Result<Option<Duration>, ureq::Error> {
     if timeout.after.is_zero() {
@@ -179,11 +188,9 @@ impl Transport for PlainTcp {
             TcpStream::set_write_timeout,
         )?;
         let output = &self.buffers.output()[..amount];
-        match (&*self.stream).write_all(output) {
-            Ok(()) => Ok(()),
-            Err(e) if is_timeout(&e) => Err(ureq::Error::Timeout(timeout.reason)),
-            Err(e) => Err(ureq::Error::Io(e)),
-        }
+        (&*self.stream)
+            .write_all(output)
+            .map_err(|e| failure(e, timeout.reason))
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
@@ -212,8 +219,7 @@ impl Transport for PlainTcp {
                         TcpStream::set_read_timeout,
                     )?;
                 }
-                Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
-                Err(e) => return Err(ureq::Error::Io(e)),
+                Err(e) => return Err(failure(e, timeout.reason)),
             }
         };
         self.buffers.input_appended(amount);
