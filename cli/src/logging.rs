@@ -17,8 +17,13 @@
 //! [`QUEUE_LINES`]; when stderr is slower than the logs (a pipe nobody drains, a stalled
 //! terminal), lines past the queue are dropped and counted ([`dropped`], and `serve`'s
 //! `/metrics`), never waited for: `serve`'s event loops write an access line per request. The
-//! guard [`init`] returns flushes the queue when `main` ends. When nothing can pass the filter
-//! (`-q`, `RUST_LOG=off`) there is no subscriber and no writer thread at all.
+//! writer thread writes what it finds queued in one go: stderr sits behind a [`WRITE_BUFFER`]
+//! buffer that the thread flushes each time it has emptied the queue, so a line is never held
+//! back once the loggers go quiet, and a busy server's lines cost one `write` per batch instead
+//! of one per line (measured: `serve` answers ~10 % more requests per second with the default
+//! access log, docs/benchmarks.md). The guard [`init`] returns flushes the queue when `main`
+//! ends. When nothing can pass the filter (`-q`, `RUST_LOG=off`) there is no subscriber and no
+//! writer thread at all.
 
 use std::sync::OnceLock;
 
@@ -30,6 +35,9 @@ use tracing_subscriber::filter::LevelFilter;
 /// Log lines queued for stderr at most (about 300 bytes each for an access line): beyond it
 /// lines are dropped, not waited for.
 pub const QUEUE_LINES: usize = 16_384;
+
+/// The buffer between the writer thread and stderr (flushed whenever the queue is empty).
+pub const WRITE_BUFFER: usize = 64 * 1024;
 
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
@@ -89,7 +97,10 @@ fn init_with(
         .lossy(true)
         .buffered_lines_limit(QUEUE_LINES)
         .thread_name("tollgate-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            WRITE_BUFFER,
+            std::io::stderr(),
+        ));
     let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
