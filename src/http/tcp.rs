@@ -329,6 +329,79 @@ mod tests {
         assert!(matches!(none, Err(ureq::Error::Io(_))));
     }
 
+    /// What one scripted connect answers, for the proptest.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Answer {
+        Connected,
+        Refused,
+        TimedOut,
+        Denied,
+    }
+
+    proptest::proptest! {
+        /// Against a model of invariant 2 (a budget far longer than the test): the walk stops
+        /// at the first connection or at the first failure that is neither address-specific
+        /// nor a timeout, tries nothing after it, gives every attempt at least the minimum and
+        /// at most the budget, and reports the last failure when every address failed.
+        #[test]
+        fn the_address_walk_matches_its_model(
+            answers in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    Answer::Connected, Answer::Refused, Answer::TimedOut, Answer::Denied,
+                ]),
+                0..6,
+            ),
+            budgeted in proptest::bool::ANY,
+        ) {
+            let budget = budgeted.then_some(Duration::from_secs(3600));
+            let all: Vec<SocketAddr> = (1..=answers.len() as u16)
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+                .collect();
+            let mut given = Vec::new();
+            let result = connect_any(&all, budget, Timeout::Global, |addr, share| {
+                given.push(share);
+                match answers[usize::from(addr.port()) - 1] {
+                    Answer::Connected => Ok(addr.port()),
+                    Answer::Refused => Err(error(io::ErrorKind::ConnectionRefused)),
+                    Answer::TimedOut => Err(error(io::ErrorKind::TimedOut)),
+                    Answer::Denied => Err(error(io::ErrorKind::PermissionDenied)),
+                }
+            });
+            let stop = answers
+                .iter()
+                .position(|a| matches!(a, Answer::Connected | Answer::Denied));
+            let tried = stop.map_or(answers.len(), |i| i + 1);
+            proptest::prop_assert_eq!(given.len(), tried);
+            for share in &given {
+                match (budget, share) {
+                    (None, None) => {}
+                    (Some(total), Some(share)) => {
+                        proptest::prop_assert!(*share >= MIN_PER_ADDRESS && *share <= total);
+                    }
+                    _ => proptest::prop_assert!(false, "share {share:?} for budget {budget:?}"),
+                }
+            }
+            match (stop.map(|i| answers[i]), &result) {
+                (Some(Answer::Connected), Ok(port)) => {
+                    proptest::prop_assert_eq!(usize::from(*port), stop.unwrap_or(0) + 1);
+                }
+                (Some(Answer::Denied), Err(ureq::Error::Io(e))) => {
+                    proptest::prop_assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+                }
+                (None, Err(e)) => match answers.last() {
+                    None | Some(Answer::Refused) => {
+                        proptest::prop_assert!(matches!(e, ureq::Error::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused));
+                    }
+                    Some(Answer::TimedOut) => {
+                        proptest::prop_assert!(matches!(e, ureq::Error::Timeout(Timeout::Connect)));
+                    }
+                    Some(other) => proptest::prop_assert!(false, "{other:?} cannot end a failed walk"),
+                },
+                (expected, got) => proptest::prop_assert!(false, "expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
     #[test]
     fn a_timeout_within_the_budget_on_the_last_address_is_a_connect_timeout() {
         let timeout = || Err(error(io::ErrorKind::TimedOut));
