@@ -536,6 +536,95 @@ fn push_u64(out: &mut String, mut n: u64) {
     }
 }
 
+/// A number's decimal digits at the front of a stack buffer, two a step from [`PAIRS`]: worked
+/// out once and appended as bytes wherever the number appears (a head written into `Vec<u8>`
+/// needs no UTF-8 check, and a number repeated in `X-RateLimit-*` is not worked out twice).
+#[derive(Clone, Copy)]
+struct Digits {
+    buf: [u8; 20],
+    len: usize,
+}
+
+impl Digits {
+    #[inline(always)]
+    fn of(mut n: u64) -> Digits {
+        let pairs = PAIRS.as_bytes();
+        let len = n.checked_ilog10().map_or(1, |l| l as usize + 1);
+        let mut buf = [0u8; 20];
+        let mut at = len;
+        while n >= 100 {
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            at -= 2;
+            buf[at..at + 2].copy_from_slice(&pairs[pair..pair + 2]);
+        }
+        if n >= 10 {
+            let pair = n as usize * 2;
+            buf[..2].copy_from_slice(&pairs[pair..pair + 2]);
+        } else {
+            buf[0] = b'0' + n as u8;
+        }
+        Digits { buf, len }
+    }
+
+    /// Appends the digits: the whole buffer copied (a length the compiler knows: no `memcpy`
+    /// call for a few bytes), then cut to the number's length.
+    #[inline(always)]
+    fn push(&self, out: &mut Vec<u8>) {
+        let end = out.len() + self.len;
+        out.extend_from_slice(&self.buf);
+        out.truncate(end);
+    }
+}
+
+/// Where a response head is written: `String` ([`Verdict::write_head`]) or `Vec<u8>`
+/// ([`Verdict::write_head_bytes`]); the text is the same byte for byte.
+trait HeadOut {
+    fn text(&mut self, s: &str);
+    fn number(&mut self, n: u64);
+    fn len(&self) -> usize;
+    /// Appends a copy of `range` of what is already written (a number written just before).
+    fn again(&mut self, range: Range<usize>);
+}
+
+impl HeadOut for String {
+    #[inline]
+    fn text(&mut self, s: &str) {
+        self.push_str(s);
+    }
+    #[inline]
+    fn number(&mut self, n: u64) {
+        push_u64(self, n);
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        String::len(self)
+    }
+    #[inline]
+    fn again(&mut self, range: Range<usize>) {
+        self.extend_from_within(range);
+    }
+}
+
+impl HeadOut for Vec<u8> {
+    #[inline]
+    fn text(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
+    }
+    #[inline]
+    fn number(&mut self, n: u64) {
+        Digits::of(n).push(self);
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    #[inline]
+    fn again(&mut self, range: Range<usize>) {
+        self.extend_from_within(range);
+    }
+}
+
 /// A rule's constant header text, made once when the limiter is built: its window labels, and
 /// its `RateLimit-Policy` items as they read while the rule's windows keep the bursts they were
 /// built with (a `set_quotas` in place changes a burst: the items are then written afresh).
@@ -559,6 +648,14 @@ struct RuleText {
     /// Per window, the text from the end of `RateLimit` to the focus window's remaining:
     /// `\r\nX-RateLimit-Limit: <burst>\r\nX-RateLimit-Remaining: `.
     limit_lines: Box<[Box<str>]>,
+    /// Each window's `t` (seconds, rounded up) one token after idle: its emission interval.
+    steady_resets: Box<[u64]>,
+    /// Per focus window, the whole rate-limit head of a verdict of this rule alone in which
+    /// every window has just given one token after idle (remaining `burst − 1`, reset the
+    /// `steady_resets`): the state of every request of a client well within its limits. A
+    /// verdict in that state is written with one copy (invariant 2: only while its windows'
+    /// states say exactly these numbers).
+    steady: Box<[Box<str>]>,
 }
 
 impl RuleText {
@@ -587,16 +684,49 @@ impl RuleText {
             "RateLimit-Policy: {policy}\r\nRateLimit: \"{}\";r=",
             label(0)
         );
+        let item_leads_of = |i: usize| format!(", \"{}\";r=", label(i));
+        let limit_lines_of = |i: usize| {
+            format!(
+                "\r\nX-RateLimit-Limit: {}\r\nX-RateLimit-Remaining: ",
+                burst_digits[i]
+            )
+        };
         let item_leads = (0..bursts.len())
-            .map(|i| format!(", \"{}\";r=", label(i)).into_boxed_str())
+            .map(|i| item_leads_of(i).into_boxed_str())
             .collect();
-        let limit_lines = burst_digits
+        let limit_lines = (0..bursts.len())
+            .map(|i| limit_lines_of(i).into_boxed_str())
+            .collect();
+        let steady_resets: Box<[u64]> = rule
+            .quotas
             .iter()
-            .map(|d| {
-                format!("\r\nX-RateLimit-Limit: {d}\r\nX-RateLimit-Remaining: ").into_boxed_str()
+            .map(|q| {
+                let (period, count) = q.interval_ratio();
+                secs_up(Duration::from_nanos(period.div_ceil(count.max(1))))
+            })
+            .collect();
+        let steady = (0..bursts.len())
+            .map(|focus| {
+                let mut head = lead.clone();
+                for (i, (&burst, &reset)) in bursts.iter().zip(steady_resets.iter()).enumerate() {
+                    if i > 0 {
+                        head.push_str(&item_leads_of(i));
+                    }
+                    push_u64(&mut head, burst.saturating_sub(1));
+                    head.push_str(";t=");
+                    push_u64(&mut head, reset);
+                }
+                head.push_str(&limit_lines_of(focus));
+                push_u64(&mut head, bursts[focus].saturating_sub(1));
+                head.push_str("\r\nX-RateLimit-Reset: ");
+                push_u64(&mut head, steady_resets[focus]);
+                head.push_str("\r\n");
+                head.into_boxed_str()
             })
             .collect();
         RuleText {
+            steady,
+            steady_resets,
             lead: lead.into_boxed_str(),
             item_leads,
             limit_lines,
@@ -617,21 +747,21 @@ fn window_length(q: &Quota) -> Duration {
 
 /// One `RateLimit-Policy` item: `"label";q=LIMIT;w=SECONDS` (`, ` before all but the first).
 #[inline]
-fn policy_item(out: &mut String, i: usize, label: &str, limit: u64, length: Duration) {
+fn policy_item(out: &mut impl HeadOut, i: usize, label: &str, limit: u64, length: Duration) {
     header_item(out, i, label, "\";q=", limit, ";w=", secs_up(length).max(1));
 }
 
 #[inline]
-fn header_item(out: &mut String, i: usize, label: &str, a: &str, x: u64, b: &str, y: u64) {
+fn header_item(out: &mut impl HeadOut, i: usize, label: &str, a: &str, x: u64, b: &str, y: u64) {
     if i > 0 {
-        out.push_str(", ");
+        out.text(", ");
     }
-    out.push('"');
-    out.push_str(label);
-    out.push_str(a);
-    push_u64(out, x);
-    out.push_str(b);
-    push_u64(out, y);
+    out.text("\"");
+    out.text(label);
+    out.text(a);
+    out.number(x);
+    out.text(b);
+    out.number(y);
 }
 
 /// Seconds, rounded up.
@@ -708,7 +838,7 @@ impl Verdict<'_> {
     /// `RateLimit-Policy`'s value: each rule's items as made at build time while its windows
     /// keep their bursts, else written afresh from the decided states.
     #[inline]
-    fn write_policy(&self, out: &mut String) {
+    fn write_policy(&self, out: &mut impl HeadOut) {
         let mut at = 0;
         while let Some(first) = self.windows.get(at) {
             let run = &self.windows[at..];
@@ -726,9 +856,9 @@ impl Verdict<'_> {
             match text {
                 Some(text) if fresh => {
                     if at > 0 {
-                        out.push_str(", ");
+                        out.text(", ");
                     }
-                    out.push_str(&text.policy);
+                    out.text(&text.policy);
                 }
                 _ => {
                     for (i, w) in run.iter().enumerate() {
@@ -743,21 +873,21 @@ impl Verdict<'_> {
     /// `RateLimit`'s value: every window's remaining and reset. Returns where the focus
     /// window's two numbers were written in `out` (for `X-RateLimit-*`, the same numbers).
     #[inline]
-    fn write_state(&self, out: &mut String) -> Option<[Range<usize>; 2]> {
+    fn write_state(&self, out: &mut impl HeadOut) -> Option<[Range<usize>; 2]> {
         let mut focus = None;
         for (i, w) in self.windows.iter().enumerate() {
             if i > 0 {
-                out.push_str(", ");
+                out.text(", ");
             }
-            out.push('"');
-            out.push_str(self.label(w));
-            out.push_str("\";r=");
+            out.text("\"");
+            out.text(self.label(w));
+            out.text("\";r=");
             let remaining = out.len();
-            push_u64(out, w.state.remaining);
+            out.number(w.state.remaining);
             let end = out.len();
-            out.push_str(";t=");
+            out.text(";t=");
             let reset = out.len();
-            push_u64(out, secs_up(w.state.reset_after));
+            out.number(secs_up(w.state.reset_after));
             if self.focus == Some(i) {
                 focus = Some([remaining..end, reset..out.len()]);
             }
@@ -768,15 +898,15 @@ impl Verdict<'_> {
     /// The focus window's `X-RateLimit-Limit` value, as made at build time while the window
     /// keeps its burst.
     #[inline]
-    fn push_limit(&self, out: &mut String, focus: &RuleWindow) {
+    fn push_limit(&self, out: &mut impl HeadOut, focus: &RuleWindow) {
         match self.text.get(focus.rule).and_then(|t| {
             Some((
                 t.bursts.get(focus.window)?,
                 t.burst_digits.get(focus.window)?,
             ))
         }) {
-            Some((&burst, digits)) if burst == focus.state.limit => out.push_str(digits),
-            _ => push_u64(out, focus.state.limit),
+            Some((&burst, digits)) if burst == focus.state.limit => out.text(digits),
+            _ => out.number(focus.state.limit),
         }
     }
 
@@ -807,13 +937,79 @@ impl Verdict<'_> {
         // Numbers through `push_u64`, not `fmt`, and each rule's policy made once: this runs on
         // every request.
         match self.one_fresh_rule() {
-            Some(text) => self.write_rule_head(out, text),
+            Some(text) => match self.steady(text) {
+                Some(steady) => out.push_str(steady),
+                None => self.write_rule_head(out, text),
+            },
             None => self.write_rate_head(out),
         }
-        if !self.is_allowed() {
-            out.push_str("Retry-After: ");
-            push_u64(out, secs_up(self.retry_after).max(1));
-            out.push_str("\r\nContent-Type: application/json\r\n");
+        self.write_refusal(out);
+    }
+
+    /// [`write_head`](Self::write_head) into bytes, the same text: for servers that assemble
+    /// the response head as bytes. Each number is worked out once, and the focus window's
+    /// remaining and reset copied from it, with no UTF-8 check.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, time::ManualClock};
+    /// use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+    /// let limiter = HttpLimiter::builder()
+    ///     .memory(ManualClock::new(), 10)
+    ///     .rule(Rule::new("api", "/*", [Quota::per_second(2)?], Scope::Client)?)
+    ///     .build()?;
+    /// let none: [(&str, &[u8]); 0] = [];
+    /// let verdict = limiter.decide("GET", "/", "192.0.2.1".parse()?, none);
+    /// let mut bytes = Vec::with_capacity(256);
+    /// verdict.write_head_bytes(&mut bytes);
+    /// let mut text = String::new();
+    /// verdict.write_head(&mut text);
+    /// assert_eq!(bytes, text.as_bytes());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_head_bytes(&self, out: &mut Vec<u8>) {
+        match self.one_fresh_rule() {
+            Some(text) => match self.steady(text) {
+                Some(steady) => out.extend_from_slice(steady.as_bytes()),
+                None => self.write_rule_head_bytes(out, text),
+            },
+            None => self.write_rate_head(out),
+        }
+        self.write_refusal(out);
+    }
+
+    /// [`write_rule_head`](Self::write_rule_head) into bytes: the focus window's numbers kept
+    /// as digits and copied again, not worked out twice.
+    #[inline]
+    fn write_rule_head_bytes(&self, out: &mut Vec<u8>, text: &RuleText) {
+        out.extend_from_slice(text.lead.as_bytes());
+        let mut focus = None;
+        for (i, w) in self.windows.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(text.item_leads.get(i).map_or(&b""[..], |l| l.as_bytes()));
+            }
+            let remaining = Digits::of(w.state.remaining);
+            let reset = Digits::of(secs_up(w.state.reset_after));
+            remaining.push(out);
+            out.extend_from_slice(b";t=");
+            reset.push(out);
+            if self.focus == Some(i) {
+                focus = text
+                    .limit_lines
+                    .get(w.window)
+                    .map(|l| (l, remaining, reset));
+            }
+        }
+        match focus {
+            Some((limit_lines, remaining, reset)) => {
+                out.extend_from_slice(limit_lines.as_bytes());
+                remaining.push(out);
+                out.extend_from_slice(b"\r\nX-RateLimit-Reset: ");
+                reset.push(out);
+                out.extend_from_slice(b"\r\n");
+            }
+            None => out.extend_from_slice(b"\r\n"),
         }
     }
 
@@ -831,6 +1027,27 @@ impl Verdict<'_> {
                     },
                 );
         fresh.then_some(text)
+    }
+
+    /// The rule's whole head made at build time, when every window of this verdict (of that
+    /// rule alone, as `text` was made for) says exactly the numbers it was made with: one token
+    /// given after idle, the state of a client well within its limits.
+    #[inline]
+    fn steady<'t>(&self, text: &'t RuleText) -> Option<&'t str> {
+        let steady = self
+            .windows
+            .iter()
+            .zip(text.steady_resets.iter())
+            .all(|(w, &reset)| {
+                let burst = text.bursts.get(w.window).copied().unwrap_or(0);
+                w.state.remaining == burst.saturating_sub(1)
+                    && secs_up(w.state.reset_after) == reset
+            });
+        if steady {
+            text.steady.get(self.focus?).map(|s| &**s)
+        } else {
+            None
+        }
     }
 
     /// [`write_head`](Self::write_head)'s rate-limit lines for a verdict of one rule's windows
@@ -868,25 +1085,35 @@ impl Verdict<'_> {
 
     /// [`write_head`](Self::write_head)'s rate-limit lines for any verdict.
     #[inline(never)]
-    fn write_rate_head(&self, out: &mut String) {
+    fn write_rate_head(&self, out: &mut impl HeadOut) {
         let mut numbers = None;
         if !self.windows.is_empty() {
-            out.push_str("RateLimit-Policy: ");
+            out.text("RateLimit-Policy: ");
             self.write_policy(out);
-            out.push_str("\r\nRateLimit: ");
+            out.text("\r\nRateLimit: ");
             numbers = self.write_state(out);
-            out.push_str("\r\n");
+            out.text("\r\n");
         }
         if let Some(focus) = self.focus.and_then(|i| self.windows.get(i)) {
-            out.push_str("X-RateLimit-Limit: ");
+            out.text("X-RateLimit-Limit: ");
             self.push_limit(out, focus);
             // The focus window's remaining and reset, as `RateLimit` just wrote them.
             let [remaining, reset] = numbers.unwrap_or([0..0, 0..0]);
-            out.push_str("\r\nX-RateLimit-Remaining: ");
-            out.extend_from_within(remaining);
-            out.push_str("\r\nX-RateLimit-Reset: ");
-            out.extend_from_within(reset);
-            out.push_str("\r\n");
+            out.text("\r\nX-RateLimit-Remaining: ");
+            out.again(remaining);
+            out.text("\r\nX-RateLimit-Reset: ");
+            out.again(reset);
+            out.text("\r\n");
+        }
+    }
+
+    /// The refusal's lines of a head (`Retry-After`, `Content-Type`), if it refuses.
+    #[inline]
+    fn write_refusal(&self, out: &mut impl HeadOut) {
+        if !self.is_allowed() {
+            out.text("Retry-After: ");
+            out.number(secs_up(self.retry_after).max(1));
+            out.text("\r\nContent-Type: application/json\r\n");
         }
     }
 
@@ -1488,6 +1715,43 @@ fn scoped_key<'a>(compiled: &Compiled, identity: &'a Identity, path: &str) -> Co
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::ManualClock;
+
+    /// The steady head (made at build time) is taken exactly when every window has given one
+    /// token after idle, and says what the general path writes from the windows' states.
+    #[test]
+    fn steady_heads_equal_the_general_path() {
+        let clock = ManualClock::new();
+        let quotas = [
+            Quota::per_second(5).unwrap(),
+            Quota::per_minute(100).unwrap().burst(20).unwrap(),
+        ];
+        for windows in [&quotas[..1], &quotas[..]] {
+            let limiter = HttpLimiter::builder()
+                .memory(clock.clone(), 100)
+                .rule(Rule::new("r", "/*", windows.iter().copied(), Scope::Client).unwrap())
+                .build()
+                .unwrap();
+            let peer = IpAddr::from([192, 0, 2, 1]);
+            let none: [(&str, &[u8]); 0] = [];
+            // First request: steady. Second at the same instant: not. After a pause long
+            // enough for every window to refill: steady again.
+            for (advance, steady) in [(0, true), (0, false), (0, false), (60_000, true)] {
+                clock.advance(Duration::from_millis(advance));
+                let verdict = limiter.decide("GET", "/x", peer, none);
+                let text = verdict.one_fresh_rule().expect("one rule, its bursts");
+                assert_eq!(verdict.steady(text).is_some(), steady, "{verdict:?}");
+                let mut general = String::new();
+                verdict.write_rate_head(&mut general);
+                let mut head = String::new();
+                verdict.write_head(&mut head);
+                assert_eq!(head, general);
+                let mut bytes = Vec::new();
+                verdict.write_head_bytes(&mut bytes);
+                assert_eq!(bytes, general.as_bytes());
+            }
+        }
+    }
 
     #[test]
     fn digits_are_written_as_display_does() {
@@ -1514,6 +1778,9 @@ mod tests {
             let mut out = String::from("x");
             push_u64(&mut out, n);
             assert_eq!(out, format!("x{n}"));
+            let mut bytes = b"x".to_vec();
+            Digits::of(n).push(&mut bytes);
+            assert_eq!(bytes, format!("x{n}").as_bytes());
         }
     }
 }
