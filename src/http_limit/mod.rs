@@ -1289,18 +1289,27 @@ impl HttpLimiter {
             retry_after: Duration::ZERO,
             source: None,
         };
-        // Only the abuse state is keyed by address alone; skip the allocation without it.
-        let addr_key = if self.abuse.is_some() || self.guard.is_some() {
-            identity::ip_key(verdict.identity.addr())
+        if self.abuse.is_some() || self.guard.is_some() {
+            self.decide_guarded(&mut verdict, method, path);
         } else {
-            String::new()
-        };
+            // No abuse state and no guard (the common configuration): the rules alone, on the
+            // verdict where the caller receives it (one return place, no move of it).
+            self.decide_rules(&mut verdict, method, path);
+        }
+        verdict
+    }
+
+    /// [`decide_for`](Self::decide_for) with the abuse state or the enumeration guard.
+    #[inline(never)]
+    fn decide_guarded(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
+        // Only the abuse state is keyed by address alone.
+        let addr_key = identity::ip_key(verdict.identity.addr());
         if let Some(abuse) = &self.abuse {
             if let Some(wait) = self.banned(abuse, &addr_key) {
                 self.counts.denied.fetch_add(1, Ordering::Relaxed); // Relaxed: a counter only
                 verdict.refusal = Some(Refusal::Banned);
                 verdict.retry_after = wait;
-                return verdict;
+                return;
             }
             let decoy = abuse.decoy_paths.iter().any(|p| p.matches(path))
                 || verdict
@@ -1312,7 +1321,7 @@ impl HttpLimiter {
                 self.ban(abuse, &addr_key, "decoy");
                 verdict.refusal = Some(Refusal::Banned);
                 verdict.retry_after = abuse.ban;
-                return verdict;
+                return;
             }
         }
         // The enumeration guard (invariant 4): known clients skip it untouched.
@@ -1331,13 +1340,13 @@ impl HttpLimiter {
                     if self.dry_run {
                         // Dry run never refuses: go on to the rules and report what they say.
                     } else {
-                        return verdict;
+                        return;
                     }
                 }
             }
         }
         let guard_refused = verdict.refusal.is_some();
-        self.decide_rules(&mut verdict, method, path);
+        self.decide_rules(verdict, method, path);
         if verdict.refusal.is_some() && !guard_refused {
             self.refused(&addr_key);
         } else if let (true, Some(guard)) = (new_client, &self.guard) {
@@ -1345,7 +1354,6 @@ impl HttpLimiter {
                 .known
                 .penalize_key(verdict.identity.key(), guard.remember);
         }
-        verdict
     }
 
     /// Every matching rule, all or nothing (invariant 1).

@@ -56,6 +56,7 @@ impl Record {
     }
 
     /// What this window reports for a request of `n` tokens decided at `now` (invariant 1).
+    #[inline]
     fn window_state(&self, now: u64, n: u64) -> WindowState {
         let rate = Rate::new(self.period, self.count, self.burst);
         let snapshot = gcra::snapshot(self.tat, now, &rate);
