@@ -777,31 +777,37 @@ impl Verdict<'_> {
     }
 
     /// What refused the request (or would have, in dry run).
+    #[inline]
     pub fn refusal(&self) -> Option<&Refusal> {
         self.refusal.as_ref()
     }
 
     /// Whether dry run let through a request it would have refused.
+    #[inline]
     pub fn would_refuse(&self) -> bool {
         self.dry_run && self.refusal.is_some()
     }
 
     /// The client as identified.
+    #[inline]
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
 
     /// Every decided window.
+    #[inline]
     pub fn windows(&self) -> &[RuleWindow] {
         self.windows.as_slice()
     }
 
     /// 200 to proceed, 429 to refuse (a ban is a 429 too, with the ban's `Retry-After`).
+    #[inline]
     pub fn status(&self) -> u16 {
         if self.is_allowed() { 200 } else { 429 }
     }
 
     /// How long until the refused request could pass (zero when allowed).
+    #[inline]
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
@@ -1142,11 +1148,13 @@ impl Verdict<'_> {
     /// assert_eq!(verdict.source(), Some("memory"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn source(&self) -> Option<&'static str> {
         self.source.map(|(_, name)| name)
     }
 
     /// The window the `X-RateLimit-*` headers describe: on a refusal, the refusing one.
+    #[inline]
     pub fn focus(&self) -> Option<&RuleWindow> {
         self.focus.and_then(|i| self.windows.get(i))
     }
