@@ -1367,6 +1367,28 @@ impl HttpLimiter {
     /// Every matching rule, all or nothing (invariant 1).
     #[inline]
     fn decide_rules(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
+        if let [only] = &self.rules[..] {
+            // One rule (`serve`'s default limit): it applies or nothing does, whether it is a
+            // default rule or not.
+            if only.rule.applies(method, path) {
+                self.decide_one(verdict, (0, only), path);
+            }
+        } else {
+            self.decide_matching(verdict, method, path);
+        }
+        if verdict.focus.is_none() {
+            verdict.focus = verdict
+                .windows
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, w)| (w.state.remaining, std::cmp::Reverse(w.state.reset_after)))
+                .map(|(i, _)| i);
+        }
+    }
+
+    /// [`decide_rules`](Self::decide_rules) over several rules: the matching ones, in order.
+    #[inline]
+    fn decide_matching(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
         // Default rules apply only where no other rule does.
         let specific = self.has_default
             && self
@@ -1386,14 +1408,6 @@ impl HttpLimiter {
                     self.decide_many(verdict, [first, second].into_iter().chain(matching), path)
                 }
             }
-        }
-        if verdict.focus.is_none() {
-            verdict.focus = verdict
-                .windows
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, w)| (w.state.remaining, std::cmp::Reverse(w.state.reset_after)))
-                .map(|(i, _)| i);
         }
     }
 
