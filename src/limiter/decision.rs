@@ -336,6 +336,28 @@ impl Decision {
         }
     }
 
+    /// A decision of one window seen as `sight`: `new` with a record of that window alone,
+    /// built where it is returned (the keyed one-window fast path).
+    #[inline]
+    pub(crate) fn one(
+        result: Result<(), LimitError>,
+        source: Source,
+        n: u64,
+        now: u64,
+        sight: &Sight,
+    ) -> Decision {
+        let mut items = [Record::EMPTY; INLINE];
+        items[0] = Record::of(sight);
+        Decision {
+            result,
+            source,
+            n,
+            now,
+            sights: Sights::Inline(1, items),
+            origin: 0,
+        }
+    }
+
     /// The same decision, with instant 0 at `origin` on the decider's own clock.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn with_origin(mut self, origin: u64) -> Decision {
