@@ -942,11 +942,9 @@ impl Verdict<'_> {
     pub fn write_head(&self, out: &mut String) {
         // Numbers through `push_u64`, not `fmt`, and each rule's policy made once: this runs on
         // every request.
-        match self.one_fresh_rule() {
-            Some(text) => match self.steady(text) {
-                Some(steady) => out.push_str(steady),
-                None => self.write_rule_head(out, text),
-            },
+        match self.fresh_rule() {
+            Some((_, Some(steady))) => out.push_str(steady),
+            Some((text, None)) => self.write_rule_head(out, text),
             None => self.write_rate_head(out),
         }
         self.write_refusal(out);
@@ -975,11 +973,9 @@ impl Verdict<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_head_bytes(&self, out: &mut Vec<u8>) {
-        match self.one_fresh_rule() {
-            Some(text) => match self.steady(text) {
-                Some(steady) => out.extend_from_slice(steady.as_bytes()),
-                None => self.write_rule_head_bytes(out, text),
-            },
+        match self.fresh_rule() {
+            Some((_, Some(steady))) => out.extend_from_slice(steady.as_bytes()),
+            Some((text, None)) => self.write_rule_head_bytes(out, text),
             None => self.write_rate_head(out),
         }
         self.write_refusal(out);
@@ -1020,40 +1016,31 @@ impl Verdict<'_> {
     }
 
     /// The text of the rule whose windows are this verdict's, all in order and with the bursts
-    /// the text was made with (invariant 2); `None` for any other verdict.
+    /// the text was made with (invariant 2), and its whole steady head when every window says
+    /// exactly the numbers that head was made with (one token given after idle: `burst − 1`
+    /// left, reset one interval; the state of a client well within its limits). `None` for any
+    /// other verdict. One pass over the windows.
     #[inline]
-    fn one_fresh_rule(&self) -> Option<&RuleText> {
-        let first = self.windows.first()?;
+    fn fresh_rule(&self) -> Option<(&RuleText, Option<&str>)> {
+        let windows = self.windows.as_slice();
+        let first = windows.first()?;
         let text = self.text.get(first.rule)?;
-        let fresh =
-            text.bursts.len() == self.windows.len()
-                && self.windows.iter().zip(text.bursts.iter()).enumerate().all(
-                    |(i, (w, &burst))| {
-                        w.rule == first.rule && w.window == i && w.state.limit == burst
-                    },
-                );
-        fresh.then_some(text)
-    }
-
-    /// The rule's whole head made at build time, when every window of this verdict (of that
-    /// rule alone, as `text` was made for) says exactly the numbers it was made with: one token
-    /// given after idle, the state of a client well within its limits.
-    #[inline]
-    fn steady<'t>(&self, text: &'t RuleText) -> Option<&'t str> {
-        let steady = self
-            .windows
-            .iter()
-            .zip(text.steady_resets.iter())
-            .all(|(w, &reset)| {
-                let burst = text.bursts.get(w.window).copied().unwrap_or(0);
-                w.state.remaining == burst.saturating_sub(1)
-                    && secs_up(w.state.reset_after) == reset
-            });
-        if steady {
-            text.steady.get(self.focus?).map(|s| &**s)
-        } else {
-            None
+        if text.bursts.len() != windows.len() {
+            return None;
         }
+        let mut steady = true;
+        for (i, (w, &burst)) in windows.iter().zip(text.bursts.iter()).enumerate() {
+            if w.rule != first.rule || w.window != i || w.state.limit != burst {
+                return None;
+            }
+            steady &= w.state.remaining == burst.saturating_sub(1)
+                && text.steady_resets.get(i) == Some(&secs_up(w.state.reset_after));
+        }
+        let steady = steady
+            .then(|| text.steady.get(self.focus?))
+            .flatten()
+            .map(|s| &**s);
+        Some((text, steady))
     }
 
     /// [`write_head`](Self::write_head)'s rate-limit lines for a verdict of one rule's windows
@@ -1769,8 +1756,8 @@ mod tests {
             for (advance, steady) in [(0, true), (0, false), (0, false), (60_000, true)] {
                 clock.advance(Duration::from_millis(advance));
                 let verdict = limiter.decide("GET", "/x", peer, none);
-                let text = verdict.one_fresh_rule().expect("one rule, its bursts");
-                assert_eq!(verdict.steady(text).is_some(), steady, "{verdict:?}");
+                let (_, head) = verdict.fresh_rule().expect("one rule, its bursts");
+                assert_eq!(head.is_some(), steady, "{verdict:?}");
                 let mut general = String::new();
                 verdict.write_rate_head(&mut general);
                 let mut head = String::new();
