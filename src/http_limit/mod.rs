@@ -1287,8 +1287,7 @@ impl HttpLimiter {
         if self.abuse.is_some() || self.guard.is_some() {
             self.decide_guarded(&mut verdict, method, path);
         } else {
-            // No abuse state and no guard (the common configuration): the rules alone, on the
-            // verdict where the caller receives it (one return place, no move of it).
+            // No abuse state and no guard (the common configuration): the rules alone.
             self.decide_rules(&mut verdict, method, path);
         }
         verdict
