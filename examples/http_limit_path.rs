@@ -8,7 +8,8 @@
 //! `perf stat -e instructions:u target/release/examples/http_limit_path 2000000`
 //! (the argument is the number of requests; it prints ns per request and head bytes). A second
 //! argument `K` spreads the requests over `K` client addresses in turn (default 1: one client,
-//! as `wrk` against `serve`), so every request's client differs from the one before.
+//! as `wrk` against `serve`), so every request's client differs from the one before. A third
+//! argument `busy` keeps every client at its limit's edge (see `main`).
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -27,7 +28,16 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let quota = Quota::per_second(100_000_000)
+    // A third argument `busy` keeps each client at its limit's edge: one token a second with a
+    // burst of 10^8, so every request spends a token the window has not given back (remaining
+    // and reset change on every answer: the head is written number by number). Default: 10^8
+    // a second, every window refilled between requests (the steady head `serve` sends a client
+    // well within its limits).
+    let per_second = match std::env::args().nth(3).as_deref() {
+        Some("busy") => 1,
+        _ => 100_000_000,
+    };
+    let quota = Quota::per_second(per_second)
         .and_then(|q| q.burst(100_000_000))
         .expect("a valid quota");
     let rule = Rule::new("default", "/*", [quota], Scope::Client)
