@@ -536,22 +536,25 @@ fn push_u64(out: &mut String, mut n: u64) {
     }
 }
 
-/// A number's decimal digits at the front of a stack buffer, two a step from [`PAIRS`]: worked
-/// out once and appended as bytes wherever the number appears (a head written into `Vec<u8>`
-/// needs no UTF-8 check, and a number repeated in `X-RateLimit-*` is not worked out twice).
+/// A number's decimal digits in a stack buffer, two a step from [`PAIRS`]: worked out once and
+/// appended as bytes wherever the number appears (a head written into `Vec<u8>` needs no UTF-8
+/// check, and a number repeated in `X-RateLimit-*` is not worked out twice). The digits end at
+/// byte 20 of a 40-byte buffer, so appending them copies a fixed 20 bytes (no `memcpy` call
+/// for a few bytes, no count of digits first) and cuts the excess.
 #[derive(Clone, Copy)]
 struct Digits {
-    buf: [u8; 20],
-    len: usize,
+    buf: [u8; 40],
+    start: usize,
 }
 
 impl Digits {
+    const END: usize = 20;
+
     #[inline(always)]
     fn of(mut n: u64) -> Digits {
         let pairs = PAIRS.as_bytes();
-        let len = n.checked_ilog10().map_or(1, |l| l as usize + 1);
-        let mut buf = [0u8; 20];
-        let mut at = len;
+        let mut buf = [0u8; 40];
+        let mut at = Self::END;
         while n >= 100 {
             let pair = (n % 100) as usize * 2;
             n /= 100;
@@ -560,19 +563,21 @@ impl Digits {
         }
         if n >= 10 {
             let pair = n as usize * 2;
-            buf[..2].copy_from_slice(&pairs[pair..pair + 2]);
+            at -= 2;
+            buf[at..at + 2].copy_from_slice(&pairs[pair..pair + 2]);
         } else {
-            buf[0] = b'0' + n as u8;
+            at -= 1;
+            buf[at] = b'0' + n as u8;
         }
-        Digits { buf, len }
+        Digits { buf, start: at }
     }
 
-    /// Appends the digits: the whole buffer copied (a length the compiler knows: no `memcpy`
-    /// call for a few bytes), then cut to the number's length.
+    /// Appends the digits: 20 bytes copied from their start (a length the compiler knows),
+    /// then cut to the number's length.
     #[inline(always)]
     fn push(&self, out: &mut Vec<u8>) {
-        let end = out.len() + self.len;
-        out.extend_from_slice(&self.buf);
+        let end = out.len() + (Self::END - self.start);
+        out.extend_from_slice(&self.buf[self.start..self.start + Self::END]);
         out.truncate(end);
     }
 }
