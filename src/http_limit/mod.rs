@@ -990,9 +990,23 @@ impl Verdict<'_> {
     /// as digits and copied again, not worked out twice.
     #[inline]
     fn write_rule_head_bytes(&self, out: &mut Vec<u8>, text: &RuleText) {
+        /// `X-RateLimit-*` of the focus window from its digits (no copy of them kept).
+        #[inline(always)]
+        fn limit_lines(out: &mut Vec<u8>, lines: &str, remaining: &Digits, reset: &Digits) {
+            out.extend_from_slice(lines.as_bytes());
+            remaining.push(out);
+            out.extend_from_slice(b"\r\nX-RateLimit-Reset: ");
+            reset.push(out);
+            out.extend_from_slice(b"\r\n");
+        }
         out.extend_from_slice(text.lead.as_bytes());
-        let mut focus = None;
-        for (i, w) in self.windows.iter().enumerate() {
+        let windows = self.windows.as_slice();
+        let focus = self.focus.and_then(|f| {
+            let w = windows.get(f)?;
+            Some((f, w, text.limit_lines.get(w.window)?))
+        });
+        let last = windows.len().saturating_sub(1);
+        for (i, w) in windows.iter().enumerate() {
             if i > 0 {
                 out.extend_from_slice(text.item_leads.get(i).map_or(&b""[..], |l| l.as_bytes()));
             }
@@ -1001,20 +1015,22 @@ impl Verdict<'_> {
             remaining.push(out);
             out.extend_from_slice(b";t=");
             reset.push(out);
-            if self.focus == Some(i) {
-                focus = text
-                    .limit_lines
-                    .get(w.window)
-                    .map(|l| (l, remaining, reset));
+            if i == last {
+                match focus {
+                    // The focus is the last window (the only one, in a one-window rule): its
+                    // digits are at hand.
+                    Some((f, _, lines)) if f == last => {
+                        return limit_lines(out, lines, &remaining, &reset);
+                    }
+                    _ => {}
+                }
             }
         }
         match focus {
-            Some((limit_lines, remaining, reset)) => {
-                out.extend_from_slice(limit_lines.as_bytes());
-                remaining.push(out);
-                out.extend_from_slice(b"\r\nX-RateLimit-Reset: ");
-                reset.push(out);
-                out.extend_from_slice(b"\r\n");
+            Some((_, w, lines)) => {
+                let remaining = Digits::of(w.state.remaining);
+                let reset = Digits::of(secs_up(w.state.reset_after));
+                limit_lines(out, lines, &remaining, &reset);
             }
             None => out.extend_from_slice(b"\r\n"),
         }
