@@ -13,7 +13,9 @@
 //!    retry-after. Text made once per rule at build time (its `RateLimit-Policy` items, its
 //!    bursts in decimal) stands in for those states only while every decided window of the rule
 //!    still has the burst the text was made with; otherwise the items are written from the
-//!    states.
+//!    states. A rule's whole steady head (every window one token after idle) stands in only for
+//!    a verdict of that rule alone whose every window says exactly its numbers (remaining
+//!    `burst − 1`, reset in whole seconds as made).
 //! 3. Dry run decides and charges exactly as enforcing would (so its counts are the counts
 //!    enforcing would produce) and sets the same rate-limit headers, but its verdict always
 //!    allows; what it would have refused is counted apart. A shadow rule (`Rule::dry_run`) is
