@@ -1,14 +1,15 @@
 //! `serve`'s allowed path through `tollgate::http_limit` in a loop, for instruction counts and
 //! profiles: one default rule on `/*` (limits on, every request allowed, as
 //! `scripts/bench-serve-limits.sh` runs `serve`), the client keyed by its address, then
-//! `identify` + `decide_for` + `write_head` into a fresh head buffer, as `serve`'s handler does.
+//! `identify` + `decide_for` + `write_head_bytes` into a fresh head buffer, as `serve`'s handler does.
 //!
 //! Run: `cargo build --release --example http_limit_path` then
 //! `valgrind --tool=callgrind target/release/examples/http_limit_path 100000` or
 //! `perf stat -e instructions:u target/release/examples/http_limit_path 2000000`
 //! (the argument is the number of requests; it prints ns per request and head bytes). A second
 //! argument `K` spreads the requests over `K` client addresses in turn (default 1: one client,
-//! as `wrk` against `serve`), so every request's client differs from the one before.
+//! as `wrk` against `serve`), so every request's client differs from the one before. A third
+//! argument `busy` keeps every client at its limit's edge (see `main`).
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -27,7 +28,16 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let quota = Quota::per_second(100_000_000)
+    // A third argument `busy` keeps each client at its limit's edge: one token a second with a
+    // burst of 10^8, so every request spends a token the window has not given back (remaining
+    // and reset change on every answer: the head is written number by number). Default: 10^8
+    // a second, every window refilled between requests (the steady head `serve` sends a client
+    // well within its limits).
+    let per_second = match std::env::args().nth(3).as_deref() {
+        Some("busy") => 1,
+        _ => 100_000_000,
+    };
+    let quota = Quota::per_second(per_second)
         .and_then(|q| q.burst(100_000_000))
         .expect("a valid quota");
     let rule = Rule::new("default", "/*", [quota], Scope::Client)
@@ -57,9 +67,8 @@ fn main() {
         let identity = limiter.identify(black_box(peer), lines);
         let verdict = limiter.decide_for(identity, "GET", black_box("/ping"));
         assert!(verdict.is_allowed());
-        let mut head = String::new();
-        head.reserve(256);
-        verdict.write_head(&mut head);
+        let mut head = Vec::with_capacity(256);
+        verdict.write_head_bytes(&mut head);
         bytes = black_box(head).len();
     }
     let took = started.elapsed();

@@ -207,22 +207,35 @@ pub(crate) struct Snapshot {
 
 /// Peeks at the state without changing it. `remaining` is exact: `check(n)` admits exactly the
 /// `n ≤ remaining`.
+#[inline]
 pub(crate) fn snapshot(tat: u64, now: u64, rate: &Rate) -> Snapshot {
     let now = now.min(MAX_TAT);
     let base = tat.max(now);
     let debt = base - now;
-    let retry_after = check(tat, now, rate, 1).err().unwrap_or(0);
     if rate.interval != 0 && base.saturating_add(rate.tau) <= MAX_TAT {
         // A whole-ns `T` (`tau = burst·T`, `tau_at = tau`) with no TAT reaching `MAX_TAT`:
         // `check(m)` admits iff `debt + m·T ≤ tau`, so the largest such `m` is exact — one
-        // `u64` division, no search (every `serve` answer's headers come through here).
+        // `u64` division, no search (every `serve` answer's headers come through here). Inline,
+        // with the search out of line: no call per window state.
         let remaining = (rate.tau.saturating_sub(debt) / rate.interval).min(rate.burst);
         return Snapshot {
             remaining,
-            retry_after,
+            retry_after: check(tat, now, rate, 1).err().unwrap_or(0),
             reset_after: debt,
         };
     }
+    snapshot_searched(tat, now, rate)
+}
+
+/// [`snapshot`] of a rate without a whole-ns interval, or near [`MAX_TAT`]: estimated, then
+/// searched.
+#[cold]
+#[inline(never)]
+fn snapshot_searched(tat: u64, now: u64, rate: &Rate) -> Snapshot {
+    let now = now.min(MAX_TAT);
+    let base = tat.max(now);
+    let debt = base - now;
+    let retry_after = check(tat, now, rate, 1).err().unwrap_or(0);
     let admits = |n: u64| check(tat, now, rate, n).is_ok();
     // Estimate with exact rational maths; grid rounding can put it one off, then search.
     let room = u128::from(rate.tau.saturating_sub(debt)) * u128::from(rate.count)

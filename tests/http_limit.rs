@@ -834,7 +834,9 @@ fn head_by_hand(verdict: &tollgate::http_limit::Verdict<'_>) -> String {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
-    /// `write_head` and `write_headers` say exactly what the verdict's windows say, over rules
+    /// `write_head`, `write_head_bytes` and `write_headers` say exactly what the verdict's
+    /// windows say (the steady heads made at build time included: a client's first request and
+    /// any after a pause of a window's interval), over rules
     /// of one to three windows (one to three rules matching, so past the windows kept in place),
     /// refusals, and quotas changed in place (`set_quotas`: the policy made at build time no
     /// longer holds and is written afresh).
@@ -871,6 +873,9 @@ proptest! {
             verdict.write_head(&mut head);
             let expected = head_by_hand(&verdict);
             prop_assert_eq!(&head["HTTP/1.1 200 OK\r\n".len()..], expected.as_str());
+            let mut bytes = b"HTTP/1.1 200 OK\r\n".to_vec();
+            verdict.write_head_bytes(&mut bytes);
+            prop_assert_eq!(&bytes["HTTP/1.1 200 OK\r\n".len()..], expected.as_bytes());
             let mut lines = String::new();
             verdict.write_headers(|n, v| lines.push_str(&format!("{n}: {v}\r\n")));
             prop_assert_eq!(lines, expected);

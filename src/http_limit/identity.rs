@@ -149,6 +149,7 @@ thread_local! {
 }
 
 /// An IPv4-mapped IPv6 address as IPv4; any other address as it is.
+#[inline]
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -189,6 +190,7 @@ pub struct Identity {
 
 impl Identity {
     /// A client known by its address alone.
+    #[inline]
     pub fn ip(ip: IpAddr) -> Identity {
         let ip = canonical(ip);
         // The spare buffer holds `ip_key(last)` exactly (invariant 4).
@@ -227,16 +229,19 @@ impl Identity {
     }
 
     /// The client's address (the right-most untrusted hop behind trusted proxies).
+    #[inline]
     pub fn addr(&self) -> IpAddr {
         self.ip
     }
 
     /// The key of a user-level source (`h:…`, `u:…`, `b:…`), if one identified the client.
+    #[inline]
     pub fn user(&self) -> Option<&str> {
         self.user.then_some(self.key.as_str())
     }
 
     /// The client's key: the user-level key if any, else `ip:<address>`.
+    #[inline]
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -244,6 +249,7 @@ impl Identity {
 
 impl Drop for Identity {
     /// An address-keyed identity leaves its key buffer to the thread's next one (invariant 4).
+    #[inline]
     fn drop(&mut self) {
         if !self.user && self.key.capacity() <= SPARE_BYTES {
             let spare = Some((self.ip, std::mem::take(&mut self.key)));
@@ -273,8 +279,10 @@ impl fmt::Debug for IdentityConfig {
 }
 
 impl IdentityConfig {
+    #[inline]
     fn trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|net| net.contains(ip))
+        // No trusted proxy (the common configuration): decided inline.
+        !self.trusted.is_empty() && self.trusted.iter().any(|net| net.contains(ip))
     }
 
     /// The client of a request from `peer` with `headers` (invariant 1 to 3).

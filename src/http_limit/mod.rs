@@ -13,7 +13,9 @@
 //!    retry-after. Text made once per rule at build time (its `RateLimit-Policy` items, its
 //!    bursts in decimal) stands in for those states only while every decided window of the rule
 //!    still has the burst the text was made with; otherwise the items are written from the
-//!    states.
+//!    states. A rule's whole steady head (every window one token after idle) stands in only for
+//!    a verdict of that rule alone whose every window says exactly its numbers (remaining
+//!    `burst − 1`, reset in whole seconds as made).
 //! 3. Dry run decides and charges exactly as enforcing would (so its counts are the counts
 //!    enforcing would produce) and sets the same rate-limit headers, but its verdict always
 //!    allows; what it would have refused is counted apart. A shadow rule (`Rule::dry_run`) is
@@ -536,6 +538,100 @@ fn push_u64(out: &mut String, mut n: u64) {
     }
 }
 
+/// A number's decimal digits in a stack buffer, two a step from [`PAIRS`]: worked out once and
+/// appended as bytes wherever the number appears (a head written into `Vec<u8>` needs no UTF-8
+/// check, and a number repeated in `X-RateLimit-*` is not worked out twice). The digits end at
+/// byte 20 of a 40-byte buffer, so appending them copies a fixed 20 bytes (no `memcpy` call
+/// for a few bytes, no count of digits first) and cuts the excess.
+#[derive(Clone, Copy)]
+struct Digits {
+    buf: [u8; 40],
+    start: usize,
+}
+
+impl Digits {
+    const END: usize = 20;
+
+    #[inline(always)]
+    fn of(mut n: u64) -> Digits {
+        let pairs = PAIRS.as_bytes();
+        let mut buf = [0u8; 40];
+        let mut at = Self::END;
+        while n >= 100 {
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            at -= 2;
+            buf[at..at + 2].copy_from_slice(&pairs[pair..pair + 2]);
+        }
+        if n >= 10 {
+            let pair = n as usize * 2;
+            at -= 2;
+            buf[at..at + 2].copy_from_slice(&pairs[pair..pair + 2]);
+        } else {
+            at -= 1;
+            buf[at] = b'0' + n as u8;
+        }
+        Digits { buf, start: at }
+    }
+
+    /// Appends the digits: 20 bytes copied from their start (a length the compiler knows),
+    /// then cut to the number's length.
+    #[inline(always)]
+    fn push(&self, out: &mut Vec<u8>) {
+        let end = out.len() + (Self::END - self.start);
+        out.extend_from_slice(&self.buf[self.start..self.start + Self::END]);
+        out.truncate(end);
+    }
+}
+
+/// Where a response head is written: `String` ([`Verdict::write_head`]) or `Vec<u8>`
+/// ([`Verdict::write_head_bytes`]); the text is the same byte for byte.
+trait HeadOut {
+    fn text(&mut self, s: &str);
+    fn number(&mut self, n: u64);
+    fn len(&self) -> usize;
+    /// Appends a copy of `range` of what is already written (a number written just before).
+    fn again(&mut self, range: Range<usize>);
+}
+
+impl HeadOut for String {
+    #[inline]
+    fn text(&mut self, s: &str) {
+        self.push_str(s);
+    }
+    #[inline]
+    fn number(&mut self, n: u64) {
+        push_u64(self, n);
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        String::len(self)
+    }
+    #[inline]
+    fn again(&mut self, range: Range<usize>) {
+        self.extend_from_within(range);
+    }
+}
+
+impl HeadOut for Vec<u8> {
+    #[inline]
+    fn text(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
+    }
+    #[inline]
+    fn number(&mut self, n: u64) {
+        Digits::of(n).push(self);
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    #[inline]
+    fn again(&mut self, range: Range<usize>) {
+        self.extend_from_within(range);
+    }
+}
+
 /// A rule's constant header text, made once when the limiter is built: its window labels, and
 /// its `RateLimit-Policy` items as they read while the rule's windows keep the bursts they were
 /// built with (a `set_quotas` in place changes a burst: the items are then written afresh).
@@ -559,6 +655,14 @@ struct RuleText {
     /// Per window, the text from the end of `RateLimit` to the focus window's remaining:
     /// `\r\nX-RateLimit-Limit: <burst>\r\nX-RateLimit-Remaining: `.
     limit_lines: Box<[Box<str>]>,
+    /// Each window's `t` (seconds, rounded up) one token after idle: its emission interval.
+    steady_resets: Box<[u64]>,
+    /// Per focus window, the whole rate-limit head of a verdict of this rule alone in which
+    /// every window has just given one token after idle (remaining `burst − 1`, reset the
+    /// `steady_resets`): the state of every request of a client well within its limits. A
+    /// verdict in that state is written with one copy (invariant 2: only while its windows'
+    /// states say exactly these numbers).
+    steady: Box<[Box<str>]>,
 }
 
 impl RuleText {
@@ -587,16 +691,49 @@ impl RuleText {
             "RateLimit-Policy: {policy}\r\nRateLimit: \"{}\";r=",
             label(0)
         );
+        let item_leads_of = |i: usize| format!(", \"{}\";r=", label(i));
+        let limit_lines_of = |i: usize| {
+            format!(
+                "\r\nX-RateLimit-Limit: {}\r\nX-RateLimit-Remaining: ",
+                burst_digits[i]
+            )
+        };
         let item_leads = (0..bursts.len())
-            .map(|i| format!(", \"{}\";r=", label(i)).into_boxed_str())
+            .map(|i| item_leads_of(i).into_boxed_str())
             .collect();
-        let limit_lines = burst_digits
+        let limit_lines = (0..bursts.len())
+            .map(|i| limit_lines_of(i).into_boxed_str())
+            .collect();
+        let steady_resets: Box<[u64]> = rule
+            .quotas
             .iter()
-            .map(|d| {
-                format!("\r\nX-RateLimit-Limit: {d}\r\nX-RateLimit-Remaining: ").into_boxed_str()
+            .map(|q| {
+                let (period, count) = q.interval_ratio();
+                secs_up(Duration::from_nanos(period.div_ceil(count.max(1))))
+            })
+            .collect();
+        let steady = (0..bursts.len())
+            .map(|focus| {
+                let mut head = lead.clone();
+                for (i, (&burst, &reset)) in bursts.iter().zip(steady_resets.iter()).enumerate() {
+                    if i > 0 {
+                        head.push_str(&item_leads_of(i));
+                    }
+                    push_u64(&mut head, burst.saturating_sub(1));
+                    head.push_str(";t=");
+                    push_u64(&mut head, reset);
+                }
+                head.push_str(&limit_lines_of(focus));
+                push_u64(&mut head, bursts[focus].saturating_sub(1));
+                head.push_str("\r\nX-RateLimit-Reset: ");
+                push_u64(&mut head, steady_resets[focus]);
+                head.push_str("\r\n");
+                head.into_boxed_str()
             })
             .collect();
         RuleText {
+            steady,
+            steady_resets,
             lead: lead.into_boxed_str(),
             item_leads,
             limit_lines,
@@ -617,21 +754,21 @@ fn window_length(q: &Quota) -> Duration {
 
 /// One `RateLimit-Policy` item: `"label";q=LIMIT;w=SECONDS` (`, ` before all but the first).
 #[inline]
-fn policy_item(out: &mut String, i: usize, label: &str, limit: u64, length: Duration) {
+fn policy_item(out: &mut impl HeadOut, i: usize, label: &str, limit: u64, length: Duration) {
     header_item(out, i, label, "\";q=", limit, ";w=", secs_up(length).max(1));
 }
 
 #[inline]
-fn header_item(out: &mut String, i: usize, label: &str, a: &str, x: u64, b: &str, y: u64) {
+fn header_item(out: &mut impl HeadOut, i: usize, label: &str, a: &str, x: u64, b: &str, y: u64) {
     if i > 0 {
-        out.push_str(", ");
+        out.text(", ");
     }
-    out.push('"');
-    out.push_str(label);
-    out.push_str(a);
-    push_u64(out, x);
-    out.push_str(b);
-    push_u64(out, y);
+    out.text("\"");
+    out.text(label);
+    out.text(a);
+    out.number(x);
+    out.text(b);
+    out.number(y);
 }
 
 /// Seconds, rounded up.
@@ -647,31 +784,37 @@ impl Verdict<'_> {
     }
 
     /// What refused the request (or would have, in dry run).
+    #[inline]
     pub fn refusal(&self) -> Option<&Refusal> {
         self.refusal.as_ref()
     }
 
     /// Whether dry run let through a request it would have refused.
+    #[inline]
     pub fn would_refuse(&self) -> bool {
         self.dry_run && self.refusal.is_some()
     }
 
     /// The client as identified.
+    #[inline]
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
 
     /// Every decided window.
+    #[inline]
     pub fn windows(&self) -> &[RuleWindow] {
         self.windows.as_slice()
     }
 
     /// 200 to proceed, 429 to refuse (a ban is a 429 too, with the ban's `Retry-After`).
+    #[inline]
     pub fn status(&self) -> u16 {
         if self.is_allowed() { 200 } else { 429 }
     }
 
     /// How long until the refused request could pass (zero when allowed).
+    #[inline]
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
@@ -708,7 +851,7 @@ impl Verdict<'_> {
     /// `RateLimit-Policy`'s value: each rule's items as made at build time while its windows
     /// keep their bursts, else written afresh from the decided states.
     #[inline]
-    fn write_policy(&self, out: &mut String) {
+    fn write_policy(&self, out: &mut impl HeadOut) {
         let mut at = 0;
         while let Some(first) = self.windows.get(at) {
             let run = &self.windows[at..];
@@ -726,9 +869,9 @@ impl Verdict<'_> {
             match text {
                 Some(text) if fresh => {
                     if at > 0 {
-                        out.push_str(", ");
+                        out.text(", ");
                     }
-                    out.push_str(&text.policy);
+                    out.text(&text.policy);
                 }
                 _ => {
                     for (i, w) in run.iter().enumerate() {
@@ -743,21 +886,21 @@ impl Verdict<'_> {
     /// `RateLimit`'s value: every window's remaining and reset. Returns where the focus
     /// window's two numbers were written in `out` (for `X-RateLimit-*`, the same numbers).
     #[inline]
-    fn write_state(&self, out: &mut String) -> Option<[Range<usize>; 2]> {
+    fn write_state(&self, out: &mut impl HeadOut) -> Option<[Range<usize>; 2]> {
         let mut focus = None;
         for (i, w) in self.windows.iter().enumerate() {
             if i > 0 {
-                out.push_str(", ");
+                out.text(", ");
             }
-            out.push('"');
-            out.push_str(self.label(w));
-            out.push_str("\";r=");
+            out.text("\"");
+            out.text(self.label(w));
+            out.text("\";r=");
             let remaining = out.len();
-            push_u64(out, w.state.remaining);
+            out.number(w.state.remaining);
             let end = out.len();
-            out.push_str(";t=");
+            out.text(";t=");
             let reset = out.len();
-            push_u64(out, secs_up(w.state.reset_after));
+            out.number(secs_up(w.state.reset_after));
             if self.focus == Some(i) {
                 focus = Some([remaining..end, reset..out.len()]);
             }
@@ -768,15 +911,15 @@ impl Verdict<'_> {
     /// The focus window's `X-RateLimit-Limit` value, as made at build time while the window
     /// keeps its burst.
     #[inline]
-    fn push_limit(&self, out: &mut String, focus: &RuleWindow) {
+    fn push_limit(&self, out: &mut impl HeadOut, focus: &RuleWindow) {
         match self.text.get(focus.rule).and_then(|t| {
             Some((
                 t.bursts.get(focus.window)?,
                 t.burst_digits.get(focus.window)?,
             ))
         }) {
-            Some((&burst, digits)) if burst == focus.state.limit => out.push_str(digits),
-            _ => push_u64(out, focus.state.limit),
+            Some((&burst, digits)) if burst == focus.state.limit => out.text(digits),
+            _ => out.number(focus.state.limit),
         }
     }
 
@@ -806,31 +949,121 @@ impl Verdict<'_> {
     pub fn write_head(&self, out: &mut String) {
         // Numbers through `push_u64`, not `fmt`, and each rule's policy made once: this runs on
         // every request.
-        match self.one_fresh_rule() {
-            Some(text) => self.write_rule_head(out, text),
+        match self.fresh_rule() {
+            Some((_, Some(steady))) => out.push_str(steady),
+            Some((text, None)) => self.write_rule_head(out, text),
             None => self.write_rate_head(out),
         }
-        if !self.is_allowed() {
-            out.push_str("Retry-After: ");
-            push_u64(out, secs_up(self.retry_after).max(1));
-            out.push_str("\r\nContent-Type: application/json\r\n");
+        self.write_refusal(out);
+    }
+
+    /// [`write_head`](Self::write_head) into bytes, the same text: for servers that assemble
+    /// the response head as bytes. Each number is worked out once, and the focus window's
+    /// remaining and reset copied from it, with no UTF-8 check.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tollgate::{Quota, time::ManualClock};
+    /// use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+    /// let limiter = HttpLimiter::builder()
+    ///     .memory(ManualClock::new(), 10)
+    ///     .rule(Rule::new("api", "/*", [Quota::per_second(2)?], Scope::Client)?)
+    ///     .build()?;
+    /// let none: [(&str, &[u8]); 0] = [];
+    /// let verdict = limiter.decide("GET", "/", "192.0.2.1".parse()?, none);
+    /// let mut bytes = Vec::with_capacity(256);
+    /// verdict.write_head_bytes(&mut bytes);
+    /// let mut text = String::new();
+    /// verdict.write_head(&mut text);
+    /// assert_eq!(bytes, text.as_bytes());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_head_bytes(&self, out: &mut Vec<u8>) {
+        match self.fresh_rule() {
+            Some((_, Some(steady))) => out.extend_from_slice(steady.as_bytes()),
+            Some((text, None)) => self.write_rule_head_bytes(out, text),
+            None => self.write_rate_head(out),
+        }
+        self.write_refusal(out);
+    }
+
+    /// [`write_rule_head`](Self::write_rule_head) into bytes: the focus window's numbers kept
+    /// as digits and copied again, not worked out twice.
+    #[inline]
+    fn write_rule_head_bytes(&self, out: &mut Vec<u8>, text: &RuleText) {
+        /// `X-RateLimit-*` of the focus window from its digits (no copy of them kept).
+        #[inline(always)]
+        fn limit_lines(out: &mut Vec<u8>, lines: &str, remaining: &Digits, reset: &Digits) {
+            out.extend_from_slice(lines.as_bytes());
+            remaining.push(out);
+            out.extend_from_slice(b"\r\nX-RateLimit-Reset: ");
+            reset.push(out);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(text.lead.as_bytes());
+        let windows = self.windows.as_slice();
+        let focus = self.focus.and_then(|f| {
+            let w = windows.get(f)?;
+            Some((f, w, text.limit_lines.get(w.window)?))
+        });
+        let last = windows.len().saturating_sub(1);
+        for (i, w) in windows.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(text.item_leads.get(i).map_or(&b""[..], |l| l.as_bytes()));
+            }
+            let remaining = Digits::of(w.state.remaining);
+            let reset = Digits::of(secs_up(w.state.reset_after));
+            remaining.push(out);
+            out.extend_from_slice(b";t=");
+            reset.push(out);
+            if i == last {
+                match focus {
+                    // The focus is the last window (the only one, in a one-window rule): its
+                    // digits are at hand.
+                    Some((f, _, lines)) if f == last => {
+                        return limit_lines(out, lines, &remaining, &reset);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        match focus {
+            Some((_, w, lines)) => {
+                let remaining = Digits::of(w.state.remaining);
+                let reset = Digits::of(secs_up(w.state.reset_after));
+                limit_lines(out, lines, &remaining, &reset);
+            }
+            None => out.extend_from_slice(b"\r\n"),
         }
     }
 
     /// The text of the rule whose windows are this verdict's, all in order and with the bursts
-    /// the text was made with (invariant 2); `None` for any other verdict.
+    /// the text was made with (invariant 2), and its whole steady head when every window says
+    /// exactly the numbers that head was made with (one token given after idle: `burst − 1`
+    /// left, reset one interval; the state of a client well within its limits). `None` for any
+    /// other verdict. One pass over the windows.
     #[inline]
-    fn one_fresh_rule(&self) -> Option<&RuleText> {
-        let first = self.windows.first()?;
+    fn fresh_rule(&self) -> Option<(&RuleText, Option<&str>)> {
+        let windows = self.windows.as_slice();
+        let first = windows.first()?;
         let text = self.text.get(first.rule)?;
-        let fresh =
-            text.bursts.len() == self.windows.len()
-                && self.windows.iter().zip(text.bursts.iter()).enumerate().all(
-                    |(i, (w, &burst))| {
-                        w.rule == first.rule && w.window == i && w.state.limit == burst
-                    },
-                );
-        fresh.then_some(text)
+        if text.bursts.len() != windows.len() {
+            return None;
+        }
+        let mut steady = true;
+        for (i, (w, &burst)) in windows.iter().zip(text.bursts.iter()).enumerate() {
+            if w.rule != first.rule || w.window != i || w.state.limit != burst {
+                return None;
+            }
+            steady &= w.state.remaining == burst.saturating_sub(1)
+                && text.steady_resets.get(i) == Some(&secs_up(w.state.reset_after));
+        }
+        let steady = steady
+            .then(|| text.steady.get(self.focus?))
+            .flatten()
+            .map(|s| &**s);
+        Some((text, steady))
     }
 
     /// [`write_head`](Self::write_head)'s rate-limit lines for a verdict of one rule's windows
@@ -868,25 +1101,35 @@ impl Verdict<'_> {
 
     /// [`write_head`](Self::write_head)'s rate-limit lines for any verdict.
     #[inline(never)]
-    fn write_rate_head(&self, out: &mut String) {
+    fn write_rate_head(&self, out: &mut impl HeadOut) {
         let mut numbers = None;
         if !self.windows.is_empty() {
-            out.push_str("RateLimit-Policy: ");
+            out.text("RateLimit-Policy: ");
             self.write_policy(out);
-            out.push_str("\r\nRateLimit: ");
+            out.text("\r\nRateLimit: ");
             numbers = self.write_state(out);
-            out.push_str("\r\n");
+            out.text("\r\n");
         }
         if let Some(focus) = self.focus.and_then(|i| self.windows.get(i)) {
-            out.push_str("X-RateLimit-Limit: ");
+            out.text("X-RateLimit-Limit: ");
             self.push_limit(out, focus);
             // The focus window's remaining and reset, as `RateLimit` just wrote them.
             let [remaining, reset] = numbers.unwrap_or([0..0, 0..0]);
-            out.push_str("\r\nX-RateLimit-Remaining: ");
-            out.extend_from_within(remaining);
-            out.push_str("\r\nX-RateLimit-Reset: ");
-            out.extend_from_within(reset);
-            out.push_str("\r\n");
+            out.text("\r\nX-RateLimit-Remaining: ");
+            out.again(remaining);
+            out.text("\r\nX-RateLimit-Reset: ");
+            out.again(reset);
+            out.text("\r\n");
+        }
+    }
+
+    /// The refusal's lines of a head (`Retry-After`, `Content-Type`), if it refuses.
+    #[inline]
+    fn write_refusal(&self, out: &mut impl HeadOut) {
+        if !self.is_allowed() {
+            out.text("Retry-After: ");
+            out.number(secs_up(self.retry_after).max(1));
+            out.text("\r\nContent-Type: application/json\r\n");
         }
     }
 
@@ -915,11 +1158,13 @@ impl Verdict<'_> {
     /// assert_eq!(verdict.source(), Some("memory"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn source(&self) -> Option<&'static str> {
         self.source.map(|(_, name)| name)
     }
 
     /// The window the `X-RateLimit-*` headers describe: on a refusal, the refusing one.
+    #[inline]
     pub fn focus(&self) -> Option<&RuleWindow> {
         self.focus.and_then(|i| self.windows.get(i))
     }
@@ -1062,18 +1307,26 @@ impl HttpLimiter {
             retry_after: Duration::ZERO,
             source: None,
         };
-        // Only the abuse state is keyed by address alone; skip the allocation without it.
-        let addr_key = if self.abuse.is_some() || self.guard.is_some() {
-            identity::ip_key(verdict.identity.addr())
+        if self.abuse.is_some() || self.guard.is_some() {
+            self.decide_guarded(&mut verdict, method, path);
         } else {
-            String::new()
-        };
+            // No abuse state and no guard (the common configuration): the rules alone.
+            self.decide_rules(&mut verdict, method, path);
+        }
+        verdict
+    }
+
+    /// [`decide_for`](Self::decide_for) with the abuse state or the enumeration guard.
+    #[inline(never)]
+    fn decide_guarded(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
+        // Only the abuse state is keyed by address alone.
+        let addr_key = identity::ip_key(verdict.identity.addr());
         if let Some(abuse) = &self.abuse {
             if let Some(wait) = self.banned(abuse, &addr_key) {
                 self.counts.denied.fetch_add(1, Ordering::Relaxed); // Relaxed: a counter only
                 verdict.refusal = Some(Refusal::Banned);
                 verdict.retry_after = wait;
-                return verdict;
+                return;
             }
             let decoy = abuse.decoy_paths.iter().any(|p| p.matches(path))
                 || verdict
@@ -1085,7 +1338,7 @@ impl HttpLimiter {
                 self.ban(abuse, &addr_key, "decoy");
                 verdict.refusal = Some(Refusal::Banned);
                 verdict.retry_after = abuse.ban;
-                return verdict;
+                return;
             }
         }
         // The enumeration guard (invariant 4): known clients skip it untouched.
@@ -1104,13 +1357,13 @@ impl HttpLimiter {
                     if self.dry_run {
                         // Dry run never refuses: go on to the rules and report what they say.
                     } else {
-                        return verdict;
+                        return;
                     }
                 }
             }
         }
         let guard_refused = verdict.refusal.is_some();
-        self.decide_rules(&mut verdict, method, path);
+        self.decide_rules(verdict, method, path);
         if verdict.refusal.is_some() && !guard_refused {
             self.refused(&addr_key);
         } else if let (true, Some(guard)) = (new_client, &self.guard) {
@@ -1118,12 +1371,33 @@ impl HttpLimiter {
                 .known
                 .penalize_key(verdict.identity.key(), guard.remember);
         }
-        verdict
     }
 
     /// Every matching rule, all or nothing (invariant 1).
     #[inline]
     fn decide_rules(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
+        if let [only] = &self.rules[..] {
+            // One rule (`serve`'s default limit): it applies or nothing does, whether it is a
+            // default rule or not.
+            if only.rule.applies(method, path) {
+                self.decide_one(verdict, (0, only), path);
+            }
+        } else {
+            self.decide_matching(verdict, method, path);
+        }
+        if verdict.focus.is_none() {
+            verdict.focus = verdict
+                .windows
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, w)| (w.state.remaining, std::cmp::Reverse(w.state.reset_after)))
+                .map(|(i, _)| i);
+        }
+    }
+
+    /// [`decide_rules`](Self::decide_rules) over several rules: the matching ones, in order.
+    #[inline]
+    fn decide_matching(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
         // Default rules apply only where no other rule does.
         let specific = self.has_default
             && self
@@ -1143,14 +1417,6 @@ impl HttpLimiter {
                     self.decide_many(verdict, [first, second].into_iter().chain(matching), path)
                 }
             }
-        }
-        if verdict.focus.is_none() {
-            verdict.focus = verdict
-                .windows
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, w)| (w.state.remaining, std::cmp::Reverse(w.state.reset_after)))
-                .map(|(i, _)| i);
         }
     }
 
@@ -1488,6 +1754,43 @@ fn scoped_key<'a>(compiled: &Compiled, identity: &'a Identity, path: &str) -> Co
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::ManualClock;
+
+    /// The steady head (made at build time) is taken exactly when every window has given one
+    /// token after idle, and says what the general path writes from the windows' states.
+    #[test]
+    fn steady_heads_equal_the_general_path() {
+        let clock = ManualClock::new();
+        let quotas = [
+            Quota::per_second(5).unwrap(),
+            Quota::per_minute(100).unwrap().burst(20).unwrap(),
+        ];
+        for windows in [&quotas[..1], &quotas[..]] {
+            let limiter = HttpLimiter::builder()
+                .memory(clock.clone(), 100)
+                .rule(Rule::new("r", "/*", windows.iter().copied(), Scope::Client).unwrap())
+                .build()
+                .unwrap();
+            let peer = IpAddr::from([192, 0, 2, 1]);
+            let none: [(&str, &[u8]); 0] = [];
+            // First request: steady. Second at the same instant: not. After a pause long
+            // enough for every window to refill: steady again.
+            for (advance, steady) in [(0, true), (0, false), (0, false), (60_000, true)] {
+                clock.advance(Duration::from_millis(advance));
+                let verdict = limiter.decide("GET", "/x", peer, none);
+                let (_, head) = verdict.fresh_rule().expect("one rule, its bursts");
+                assert_eq!(head.is_some(), steady, "{verdict:?}");
+                let mut general = String::new();
+                verdict.write_rate_head(&mut general);
+                let mut head = String::new();
+                verdict.write_head(&mut head);
+                assert_eq!(head, general);
+                let mut bytes = Vec::new();
+                verdict.write_head_bytes(&mut bytes);
+                assert_eq!(bytes, general.as_bytes());
+            }
+        }
+    }
 
     #[test]
     fn digits_are_written_as_display_does() {
@@ -1514,6 +1817,9 @@ mod tests {
             let mut out = String::from("x");
             push_u64(&mut out, n);
             assert_eq!(out, format!("x{n}"));
+            let mut bytes = b"x".to_vec();
+            Digits::of(n).push(&mut bytes);
+            assert_eq!(bytes, format!("x{n}").as_bytes());
         }
     }
 }

@@ -84,11 +84,19 @@ pub(crate) fn without_query(path: &str) -> &str {
 
 impl PathPattern {
     /// Whether `path` (query ignored) matches (invariant 1).
+    #[inline]
     pub fn matches(&self, path: &str) -> bool {
         if self.segments.is_empty() && self.prefix {
             // `/*`, every path (a default rule's): the query cannot change the leading `/`.
+            // Decided inline, with no call (every request of a default rule asks).
             return path.starts_with('/');
         }
+        self.matches_segments(path)
+    }
+
+    /// [`matches`](Self::matches) for a pattern with segments.
+    #[inline(never)]
+    fn matches_segments(&self, path: &str) -> bool {
         let path = without_query(path);
         let Some(mut rest) = path.strip_prefix('/') else {
             return false;

@@ -56,6 +56,7 @@ impl Record {
     }
 
     /// What this window reports for a request of `n` tokens decided at `now` (invariant 1).
+    #[inline]
     fn window_state(&self, now: u64, n: u64) -> WindowState {
         let rate = Rate::new(self.period, self.count, self.burst);
         let snapshot = gcra::snapshot(self.tat, now, &rate);
@@ -331,6 +332,28 @@ impl Decision {
             n,
             now,
             sights: sights.sights,
+            origin: 0,
+        }
+    }
+
+    /// A decision of one window seen as `sight`: `new` with a record of that window alone,
+    /// built where it is returned (the keyed one-window fast path).
+    #[inline]
+    pub(crate) fn one(
+        result: Result<(), LimitError>,
+        source: Source,
+        n: u64,
+        now: u64,
+        sight: &Sight,
+    ) -> Decision {
+        let mut items = [Record::EMPTY; INLINE];
+        items[0] = Record::of(sight);
+        Decision {
+            result,
+            source,
+            n,
+            now,
+            sights: Sights::Inline(1, items),
             origin: 0,
         }
     }

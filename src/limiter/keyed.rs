@@ -829,31 +829,31 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let now = self.clock.now();
-        let mut sights = Some(SightsBuilder::with_capacity(self.windows));
         // The lookup written out, as in `check_n` (no nested `Result` on the hot path).
         let hash = self.hash(key);
+        let mut sights = Some(SightsBuilder::with_capacity(self.windows));
         let result = each_width!(&self.shards, shards => {
             let shard = &shards[shard_index(hash)];
             let found = {
                 let data = shard.read();
-                data.table
-                    .find(hash, |(k, _)| k.borrow() == key)
-                    .map(|(_, entry)| {
-                        match data.lone_default(entry, n) {
-                            // The one-window fast path, as in `check_n`, with its sight.
-                            Some(tat) => {
-                                let (result, tat) = match take_one_seen(tat, &data.first, now, n) {
-                                    Ok(tat) => (Ok(()), tat),
-                                    Err((err, tat)) => (Err(err), tat),
-                                };
-                                if let Some(sights) = &mut sights {
-                                    sights.set(0, Sight { tat, rate: data.first });
-                                }
-                                result
-                            }
-                            None => decide_view(&data.view(entry), now, n, &mut sights),
+                match data.table.find(hash, |(k, _)| k.borrow() == key) {
+                    Some((_, entry)) => match data.lone_default(entry, n) {
+                        // The one-window fast path, as in `check_n`: its decision (never
+                        // `TooManyKeys`, the key is resident) built where it is returned, with
+                        // no record of windows built first and moved into it.
+                        Some(tat) => {
+                            let (result, tat) = match take_one_seen(tat, &data.first, now, n) {
+                                Ok(tat) => (Ok(()), tat),
+                                Err((err, tat)) => (Err(err), tat),
+                            };
+                            let sight = Sight { tat, rate: data.first };
+                            drop(data);
+                            return Decision::one(result, Source::Memory, n, now, &sight);
                         }
-                    })
+                        None => Some(decide_view(&data.view(entry), now, n, &mut sights)),
+                    },
+                    None => None,
+                }
             };
             match found {
                 Some(result) => result,

@@ -524,7 +524,7 @@ fn handle(state: &State, request: &Request) -> Response {
         return Response {
             status: 200,
             headers: vec![("Content-Type", "text/plain; version=0.0.4".into())],
-            head: String::new(),
+            head: Vec::new(),
             body,
         };
     }
@@ -536,7 +536,7 @@ fn handle(state: &State, request: &Request) -> Response {
     };
     let mut headers = vec![("Content-Type", "application/json".to_string())];
     // The limits' headers, rendered in place.
-    let mut head = String::new();
+    let mut head = Vec::new();
     // The client is needed for the limits, and for the 401 when keyed by user (even unlimited).
     let by_user = limits.limit_by() == LimitBy::User;
     let mut refused = None;
@@ -568,7 +568,7 @@ fn handle(state: &State, request: &Request) -> Response {
             if verdict.is_allowed() {
                 head = http::spare_head();
                 head.reserve(256);
-                verdict.write_head(&mut head);
+                verdict.write_head_bytes(&mut head);
             } else {
                 // serve sets its own Content-Type (and body) on a refusal.
                 verdict.write_headers(|name, value| {

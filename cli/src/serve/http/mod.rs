@@ -67,7 +67,7 @@ pub struct Response {
     pub headers: Vec<(&'static str, String)>,
     /// More header lines, each `Name: value\r\n`, written as they are (the limits' headers,
     /// rendered in place).
-    pub head: String,
+    pub head: Vec<u8>,
     /// Body.
     pub body: String,
 }
@@ -77,12 +77,12 @@ const SPARE_HEAD_BYTES: usize = 1024;
 
 thread_local! {
     /// A written response's head buffer, for this thread's next response (invariant 5).
-    static SPARE_HEAD: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+    static SPARE_HEAD: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// An empty buffer for a [`Response::head`]: the last one this thread wrote out, if any, so a
 /// head rendered on every request allocates nothing (invariant 5).
-pub fn spare_head() -> String {
+pub fn spare_head() -> Vec<u8> {
     let mut head = SPARE_HEAD
         .try_with(std::cell::Cell::take)
         .unwrap_or_default();
@@ -91,7 +91,7 @@ pub fn spare_head() -> String {
 }
 
 /// Keeps a written response's head buffer for [`spare_head`] (one per thread, bounded).
-fn keep_head(head: String) {
+fn keep_head(head: Vec<u8>) {
     if head.capacity() > 0 && head.capacity() <= SPARE_HEAD_BYTES {
         // During the thread's teardown the buffer is simply freed.
         let _ = SPARE_HEAD.try_with(|spare| spare.set(head));
@@ -400,7 +400,7 @@ pub fn error(status: u16, message: &str) -> Response {
     Response {
         status,
         headers: vec![("Content-Type", "application/json".into())],
-        head: String::new(),
+        head: Vec::new(),
         body: super::routes::error_body(status, message),
     }
 }

@@ -433,7 +433,7 @@ pub fn write_response(out: &mut Vec<u8>, response: &Response, after: After) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(response.head.as_bytes());
+    out.extend_from_slice(&response.head);
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(decimal(response.body.len() as u64, &mut number));
     out.extend_from_slice(match after {
@@ -761,7 +761,7 @@ mod tests {
         let response = Response {
             status: 200,
             headers: vec![("Content-Type", "application/json".into())],
-            head: String::new(),
+            head: Vec::new(),
             body: "{}".into(),
         };
         write_response(&mut out, &response, After::Close);
