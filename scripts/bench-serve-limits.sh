@@ -2,13 +2,16 @@
 # `tollgate serve` /ping with limits on (--rate 1e8: every request allowed) against limits off,
 # alternating `wrk -t1 -c32` rounds (one loop thread each), with the server CPU time per request
 # from /proc/PID/stat. Usage: scripts/bench-serve-limits.sh [ROUNDS=3] [SECONDS=3]
+# SERVE_ARGS adds arguments to both servers (e.g. `-q`: no access log). With BIN set nothing is
+# built (build first: a build inside `chrt -f` would run at real-time priority).
 set -u
 cd "$(dirname "$0")/.."
-cargo build --release -p tollgate-cli --quiet
+if [ -z "${BIN:-}" ]; then cargo build --release -p tollgate-cli --quiet; fi
 BIN=${BIN:-target/release/tollgate}
+EXTRA_ARGS=${SERVE_ARGS:-}
 ROUNDS=${1:-3}; SECS=${2:-3}
-setsid $BIN serve --listen 127.0.0.1:18091 --loop-threads 1 --rate 100000000 --burst 100000000 >/dev/null 2>&1 & ON=$!
-setsid $BIN serve --listen 127.0.0.1:18092 --loop-threads 1 >/dev/null 2>&1 & OFF=$!
+setsid $BIN serve --listen 127.0.0.1:18091 --loop-threads 1 --rate 100000000 --burst 100000000 $EXTRA_ARGS >/dev/null 2>&1 & ON=$!
+setsid $BIN serve --listen 127.0.0.1:18092 --loop-threads 1 $EXTRA_ARGS >/dev/null 2>&1 & OFF=$!
 sleep 1
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 user() { awk '{print $14}' /proc/$1/stat; }

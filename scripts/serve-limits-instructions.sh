@@ -6,7 +6,8 @@
 # dumped. Counts every thread of the process (the event loop and the log writer), not the kernel;
 # and, apart, every thread but the log writer's (whose wake-ups move the whole-process figures by
 # several hundred instructions per request from run to run, on either side).
-# Usage: scripts/serve-limits-instructions.sh [N=5000]   (needs valgrind; BIN to pick a binary)
+# Usage: scripts/serve-limits-instructions.sh [N=5000]   (needs valgrind; BIN to pick a binary,
+# SERVE_ARGS to add arguments to both servers, e.g. `-q`: no access log)
 set -u
 cd "$(dirname "$0")/.."
 cargo build --release -p tollgate-cli --quiet
@@ -38,7 +39,7 @@ PY
 count() { # name port serve-args... -> instructions per request
   local name=$1 port=$2; shift 2
   setsid valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/$name" "$BIN" serve \
-    --listen 127.0.0.1:"$port" --loop-threads 1 "$@" >/dev/null 2>"$OUT/$name.err" &
+    --listen 127.0.0.1:"$port" --loop-threads 1 ${SERVE_ARGS:-} "$@" >/dev/null 2>"$OUT/$name.err" &
   local pid=$!
   for _ in $(seq 120); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break
