@@ -1266,6 +1266,14 @@ impl HttpLimiter {
 
     /// Rule `name`'s keyed limiter (to change its quota in place: `KeyedLimiter::set_quotas`
     /// keeps every client's state).
+    ///
+    /// The headers' constant text (each window's `q` and `w` in `RateLimit-Policy`) is made when
+    /// this limiter is built. A burst changed in place is noticed and written afresh, but a
+    /// changed rate with the same burst is not: `w` (burst × interval) then keeps its old
+    /// value. To change a rule's rate with its headers, build a new `HttpLimiter` whose
+    /// [`backend`](HttpLimiterBuilder::backend) hands this rule the same keyed limiter after
+    /// `set_quotas` (as `tollgate serve`'s reload does): every client's state is kept and the
+    /// text is made anew.
     pub fn limits(&self, name: &str) -> Option<&Arc<dyn KeyedLimits>> {
         self.rules
             .iter()
