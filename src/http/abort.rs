@@ -4,18 +4,19 @@
 //! `ureq::Agent::shutdown()` closes every connection of an agent and all its clones, for good. To
 //! cancel one `fetch` and keep the fetcher, the agent is built with [`AbortableConnector`]: it
 //! wraps every transport it makes in an [`AbortableTransport`] that knows its socket's shutdown
-//! handle (captured from ureq's `ConnectionDetails::register_shutdown` hook, which ureq's TCP
-//! connector calls right after connecting, before TLS), and enlists the socket in the calling
-//! thread's current scope before each I/O step (`scope.rs` invariant 1).
+//! handle (the fetcher's own plain-TCP transport hands it over directly; on ureq's chain it is
+//! captured from the `ConnectionDetails::register_shutdown` hook, which ureq's TCP connector
+//! calls right after connecting, before TLS), and enlists the socket in the calling thread's
+//! current scope before each I/O step (`scope.rs` invariant 1).
 //!
 //! Invariant: a connection is probed for liveness once between two requests, not twice. ureq
 //! asks `is_open` when a request hands the connection back to its pool (right after reading the
-//! response) and again when the next request checks it out; its TCP probe is three system calls
-//! (non-blocking on, a one-byte peek, non-blocking off). The first question comes right after the
-//! socket carried the request's own I/O, so it is answered from that I/O; the second, asked after
-//! the connection idled, always probes the socket. What the first probe would catch — the server
-//! closed the connection, or sent bytes after the body — is still there for the second to see, so
-//! such a connection is never reused.
+//! response) and again when the next request checks it out; a probe costs system calls (ureq's
+//! TCP probe three, the fetcher's own transport's one: `tcp.rs`). The first question comes right
+//! after the socket carried the request's own I/O, so it is answered from that I/O; the second,
+//! asked after the connection idled, always probes the socket. What the first probe would catch —
+//! the server closed the connection, or sent bytes after the body — is still there for the second
+//! to see, so such a connection is never reused.
 
 use std::fmt;
 use std::sync::Weak;
@@ -137,14 +138,16 @@ impl Transport for AbortableTransport {
     }
 
     fn is_open(&mut self) -> bool {
-        // Pool checkout runs this on the requesting thread: claim the socket first (`scope.rs` invariant 2).
+        // Pool checkout runs this on the requesting thread: claim the socket first (`scope.rs`
+        // invariant 2).
         enlist_current(&self.socket, &mut self.enlisted_in);
-        // `scope.rs` invariant 4: a shut socket may still look open for a moment (or read as a clean EOF).
+        // `scope.rs` invariant 4: a shut socket may still look open for a moment (or read as a
+        // clean EOF).
         if self.socket.is_shut() {
             return false;
         }
-        // The module's invariant: the hand-back right after the request's I/O is answered by that I/O;
-        // the checkout after an idle spell probes.
+        // The module's invariant: the hand-back right after the request's I/O is answered by
+        // that I/O; the checkout after an idle spell probes.
         std::mem::take(&mut self.carried) || self.inner.is_open()
     }
 

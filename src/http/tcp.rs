@@ -321,12 +321,14 @@ mod tests {
         assert_eq!(given.len(), 1);
         let refused = || Err(error(io::ErrorKind::ConnectionRefused));
         let (result, given) = run(None, vec![refused(), refused(), refused()]);
-        assert!(
-            matches!(result, Err(ureq::Error::Io(e)) if e.kind() == io::ErrorKind::ConnectionRefused)
-        );
+        assert!(matches!(&result, Err(e) if is_refused(e)));
         assert_eq!(given.len(), 3);
         let none = connect_any::<u16>(&[], None, Timeout::Global, |_, _| unreachable!());
         assert!(matches!(none, Err(ureq::Error::Io(_))));
+    }
+
+    fn is_refused(e: &ureq::Error) -> bool {
+        matches!(e, ureq::Error::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused)
     }
 
     /// What one scripted connect answers, for the proptest.
@@ -390,14 +392,19 @@ mod tests {
                 }
                 (None, Err(e)) => match answers.last() {
                     None | Some(Answer::Refused) => {
-                        proptest::prop_assert!(matches!(e, ureq::Error::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused));
+                        proptest::prop_assert!(is_refused(e), "{e:?}");
                     }
                     Some(Answer::TimedOut) => {
-                        proptest::prop_assert!(matches!(e, ureq::Error::Timeout(Timeout::Connect)));
+                        let connect = matches!(e, ureq::Error::Timeout(Timeout::Connect));
+                        proptest::prop_assert!(connect, "{e:?}");
                     }
-                    Some(other) => proptest::prop_assert!(false, "{other:?} cannot end a failed walk"),
+                    Some(other) => {
+                        proptest::prop_assert!(false, "{other:?} cannot end a failed walk");
+                    }
                 },
-                (expected, got) => proptest::prop_assert!(false, "expected {expected:?}, got {got:?}"),
+                (expected, got) => {
+                    proptest::prop_assert!(false, "expected {expected:?}, got {got:?}");
+                }
             }
         }
     }
