@@ -30,7 +30,7 @@ pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence},
 };
 
-/// `std`'s `AtomicU64` for process-wide counters in `static`s (error ids, seeds), even under
+/// `std`'s `AtomicU64` for process-wide counters in `static`s (error ids, seeds, abort-scope ids), even under
 /// loom: loom's atomics cannot be built in a `static`, and such a counter only hands out
 /// distinct numbers — nothing a model needs to explore.
 pub(crate) use std::sync::atomic::AtomicU64 as StaticAtomicU64;
@@ -40,10 +40,14 @@ pub(crate) use std::sync::atomic::AtomicU64 as StaticAtomicU64;
 /// among clones is not a protocol a model needs to explore.
 pub(crate) use std::sync::atomic::AtomicBool as StdAtomicBool;
 
-/// `std`'s `AtomicU64`, even under loom, for a process-wide source of unique ids (`static`s need a
-/// `const` constructor, which loom's atomics lack): uniqueness from one `fetch_add` is not a
-/// protocol a model needs to explore.
-pub(crate) use std::sync::atomic::AtomicU64 as StdAtomicU64;
+/// `cached` again, changed by `renew`, if nothing else holds it any more (`Arc::get_mut`, which
+/// synchronises with the last other holder's drop, so no one can still read what `renew`
+/// resets); `None` if something does. The one mechanism behind a thread's reused waiter
+/// (`wait/list.rs`) and its reused abort scope (`http/scope.rs`).
+pub(crate) fn renewed<T>(mut cached: Arc<T>, renew: impl FnOnce(&mut T)) -> Option<Arc<T>> {
+    renew(Arc::get_mut(&mut cached)?);
+    Some(cached)
+}
 
 /// `std`'s `Arc`, even under loom, for trait objects (`Arc<dyn Clock>`): loom's `Arc` cannot
 /// unsize, and what it would model — the reference count of an immutable clock — is not where

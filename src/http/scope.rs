@@ -38,7 +38,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 
-use crate::sync::{Arc, Mutex, Ordering, StdAtomicU64, thread_local};
+use crate::sync::{Arc, Mutex, Ordering, StaticAtomicU64, renewed, thread_local};
 
 #[cfg(not(loom))]
 thread_local! {
@@ -59,7 +59,7 @@ thread_local! {
 }
 
 /// Source of blocks of scope ids; 0 means "not enlisted anywhere yet".
-static NEXT_SCOPE: StdAtomicU64 = StdAtomicU64::new(1);
+static NEXT_SCOPE: StaticAtomicU64 = StaticAtomicU64::new(1);
 
 /// Scope ids a thread takes from [`NEXT_SCOPE`] at a time (invariant 6).
 const ID_BLOCK: u64 = 1 << 16;
@@ -84,7 +84,14 @@ impl AbortScope {
         // Invariant 7: the last scope again when this thread alone holds it, under a new id.
         let scope = SPARE
             .with(Cell::take)
-            .and_then(|spare| Self::renew(spare, id))
+            .and_then(|spare| {
+                renewed(spare, |unshared| {
+                    unshared.id = id;
+                    let state = &mut *unshared.state.lock();
+                    state.aborted = false;
+                    state.sockets.clear();
+                })
+            })
             .unwrap_or_else(|| {
                 Arc::new(AbortScope {
                     id,
@@ -93,17 +100,6 @@ impl AbortScope {
             });
         let previous = CURRENT.with(|current| current.replace(Some(scope.clone())));
         EnteredScope { scope, previous }
-    }
-
-    /// `scope` made a new scope with id `id`, if nothing else holds it (invariant 6).
-    fn renew(mut scope: Arc<AbortScope>, id: u64) -> Option<Arc<AbortScope>> {
-        let unshared = Arc::get_mut(&mut scope)?;
-        unshared.id = id;
-        let mut state = unshared.state.lock();
-        state.aborted = false;
-        state.sockets.clear();
-        drop(state);
-        Some(scope)
     }
 
     /// Shuts every socket this scope owns now or enlists later (invariants 2 and 3).

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use crate::cancel::CancelToken;
 use crate::error::Cause;
-use crate::sync::{Arc, AtomicUsize, Ordering, Thread, current, park, thread_local};
+use crate::sync::{Arc, AtomicUsize, Ordering, Thread, current, park, renewed, thread_local};
 
 /// The status of a waiter not decided yet. Every other `usize` is the owner's to give meaning
 /// to (a grant, "closed", a capacity...).
@@ -52,18 +52,16 @@ impl Waiter {
         // gets a waiter of its own.
         CACHED
             .try_with(|cached| {
-                let waiter = match cached.take() {
-                    Some(mut waiter) => match Arc::get_mut(&mut waiter) {
-                        Some(unique) => {
+                let waiter = cached
+                    .take()
+                    .and_then(|waiter| {
+                        renewed(waiter, |unique| {
                             // Relaxed: nobody else holds the waiter (`get_mut` synchronised
                             // with the last holder's drop), so no decision can race this reset.
                             unique.status.store(WAITING, Ordering::Relaxed);
-                            waiter
-                        }
-                        None => fresh(),
-                    },
-                    None => fresh(),
-                };
+                        })
+                    })
+                    .unwrap_or_else(fresh);
                 cached.set(Some(waiter.clone()));
                 waiter
             })
