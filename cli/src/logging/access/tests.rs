@@ -1,0 +1,148 @@
+//! The timestamp: the format tracing-subscriber's `SystemTime` timer writes, and the per-second
+//! cache keyed by the whole second (the clock injected: nothing sleeps).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proptest::prelude::*;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+
+use super::*;
+
+fn at(secs: i64, nanos: u32) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs.unsigned_abs(), nanos)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nanos.into())
+    }
+}
+
+fn stamped(now: SystemTime) -> String {
+    let mut buf = Vec::new();
+    stamp(now, &mut buf);
+    String::from_utf8(buf).unwrap()
+}
+
+#[test]
+fn known_instants() {
+    for (secs, nanos, text) in [
+        (0, 0, "1970-01-01T00:00:00.000000Z"),
+        (1_796_095_551, 248_456_789, "2026-12-01T03:25:51.248456Z"),
+        (1_798_761_600, 0, "2027-01-01T00:00:00.000000Z"),
+        (1_798_761_599, 999_999_999, "2026-12-31T23:59:59.999999Z"),
+        (951_868_799, 1_000, "2000-02-29T23:59:59.000001Z"),
+        (4_107_542_400, 0, "2100-03-01T00:00:00.000000Z"),
+        (-1, 0, "1969-12-31T23:59:59.000000Z"),
+        (-1, 500_000_000, "1969-12-31T23:59:59.500000Z"),
+        (-2_203_891_200, 0, "1900-03-01T00:00:00.000000Z"),
+        (253_402_300_799, 0, "9999-12-31T23:59:59.000000Z"),
+        (253_402_300_800, 0, "+10000-01-01T00:00:00.000000Z"),
+    ] {
+        assert_eq!(stamped(at(secs, nanos)), text, "{secs}.{nanos:09}");
+    }
+}
+
+/// A line at a second's boundary gets that second, whatever second this thread stamped last
+/// (the cache is keyed by the whole second): forwards, within a second, and backwards.
+#[test]
+fn a_line_at_a_seconds_boundary_gets_that_second() {
+    let s = 1_798_761_600; // 2027-01-01T00:00:00Z
+    let steps = [
+        (s - 1, 999_999_999, "2026-12-31T23:59:59.999999Z"),
+        (s, 0, "2027-01-01T00:00:00.000000Z"),
+        (s, 999, "2027-01-01T00:00:00.000000Z"),
+        (s, 999_999_999, "2027-01-01T00:00:00.999999Z"),
+        (s + 1, 0, "2027-01-01T00:00:01.000000Z"),
+        // The clock stepped back.
+        (s - 1, 0, "2026-12-31T23:59:59.000000Z"),
+        (s + 1, 1_000, "2027-01-01T00:00:01.000001Z"),
+        (s + 61, 0, "2027-01-01T00:01:01.000000Z"),
+        // A day apart, the same second of the minute.
+        (s + 86_400 + 61, 0, "2027-01-02T00:01:01.000000Z"),
+    ];
+    for (secs, nanos, text) in steps {
+        assert_eq!(stamped(at(secs, nanos)), text, "{secs}.{nanos:09}");
+    }
+}
+
+/// Against the `fmt` layer's own timer reading the real clock: its text lies between ours for
+/// the instants read just before and just after (all are fixed-width, so text order is time
+/// order), and has the same shape.
+#[test]
+fn the_system_time_timer_agrees() {
+    for _ in 0..100 {
+        let before = stamped(SystemTime::now());
+        let mut theirs = String::new();
+        tracing_subscriber::fmt::time::SystemTime
+            .format_time(&mut Writer::new(&mut theirs))
+            .unwrap();
+        let after = stamped(SystemTime::now());
+        assert_eq!(theirs.len(), before.len(), "{theirs} {before}");
+        assert!(
+            before <= theirs && theirs <= after,
+            "{before} {theirs} {after}"
+        );
+    }
+}
+
+/// Day `days` since 1970-01-01 as (year, month, day), counted a day at a time.
+fn naive_civil(days: i64) -> (i64, u32, u32) {
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = |y: i64, m: u32| match m {
+        2 if leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    let (mut y, mut m, mut d) = (1970_i64, 1_u32, 1_u32);
+    if days >= 0 {
+        for _ in 0..days {
+            d += 1;
+            if d > month_days(y, m) {
+                d = 1;
+                m += 1;
+                if m > 12 {
+                    m = 1;
+                    y += 1;
+                }
+            }
+        }
+    } else {
+        for _ in 0..days.unsigned_abs() {
+            d -= 1;
+            if d == 0 {
+                if m == 1 {
+                    m = 12;
+                    y -= 1;
+                } else {
+                    m -= 1;
+                }
+                d = month_days(y, m);
+            }
+        }
+    }
+    (y, m, d)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn civil_dates_match_a_day_by_day_count(days in -200_000_i64..200_000) {
+        prop_assert_eq!(civil_from_days(days), naive_civil(days));
+    }
+
+    #[test]
+    fn a_stamp_is_its_seconds_text_and_micros(secs in 0_i64..4_000_000_000, nanos in 0_u32..1_000_000_000) {
+        let (y, m, d) = civil_from_days(secs / 86_400);
+        let s = secs % 86_400;
+        let text = format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+            s / 3600,
+            s / 60 % 60,
+            s % 60,
+            nanos / 1_000
+        );
+        prop_assert_eq!(stamped(at(secs, nanos)), text);
+    }
+}
