@@ -31,7 +31,6 @@ use std::time::SystemTime;
 use clap::ValueEnum;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -165,9 +164,10 @@ where
     };
     tracing_subscriber::registry()
         .with(filter)
-        .with(text.with_filter(access::NotAccess))
-        .with(json.with_filter(access::NotAccess))
-        .with(access::AccessLayer::new(style, writer, clock).with_filter(access::OnlyAccess))
+        .with(access::WithAccess::new(
+            tracing_subscriber::Layer::and_then(text, json),
+            access::AccessLayer::new(style, writer, clock),
+        ))
 }
 
 #[cfg(test)]

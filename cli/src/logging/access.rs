@@ -5,9 +5,9 @@
 //! a second, numbers written by hand, strings escaped in runs.
 //!
 //! The event stays a `tracing` event (other layers a user adds still see it); only its
-//! formatting moves here. The `fmt` layer gets [`NotAccess`] as its per-layer filter and this
-//! layer [`OnlyAccess`], so each line is written once, and the global filter (`RUST_LOG`, `-q`,
-//! `-v`) still decides whether an access event exists at all.
+//! formatting moves here. [`WithAccess`] sends access events to the [`AccessLayer`] and every
+//! other event and span to the `fmt` layer, so each line is written once, and the global filter
+//! (`RUST_LOG`, `-q`, `-v`) still decides whether an access event exists at all.
 //!
 //! Invariants:
 //!
@@ -31,15 +31,28 @@
 use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tracing::callsite::Identifier;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Metadata, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber, span};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::{Context, Filter, Layer};
+use tracing_subscriber::layer::{Context, Layer};
 
 /// The access log's target.
 pub const TARGET: &str = "tollgate::access";
+
+/// The name of `serve`'s access events whose `str` fields the text format writes as `Display`
+/// writes them (raw), but [`QUOTED`]'s as `str`'s `Debug` quotes them: the bytes the `fmt`
+/// layer wrote when those fields were `%` (`Display`) values, without the formatter's detour
+/// for each (a `str` is copied; a `Display` value goes through `core::fmt`). JSON writes a
+/// `str` and a `Display` value alike.
+pub const ACCESS_LINE: &str = "access line";
+
+/// The `str` fields of an [`ACCESS_LINE`] event the text format quotes.
+const QUOTED: [&str; 2] = ["trace_id", "parent_id"];
 
 /// The clock lines are stamped with (`SystemTime::now` outside tests).
 pub type Clock = fn() -> SystemTime;
@@ -56,11 +69,13 @@ pub enum Style {
     Json,
 }
 
-/// The layer that writes access events (give it [`OnlyAccess`] as its filter).
+/// The layer that writes access events (behind a [`WithAccess`] that routes them to it).
 pub struct AccessLayer<W> {
     style: Style,
     writer: W,
     clock: Clock,
+    /// The [`ACCESS_LINE`] callsite's field names as written, built at its first event.
+    names: OnceLock<Names>,
 }
 
 impl<W> AccessLayer<W> {
@@ -70,54 +85,168 @@ impl<W> AccessLayer<W> {
             style,
             writer,
             clock,
+            names: OnceLock::new(),
         }
     }
 }
 
-/// The per-layer filter of the [`AccessLayer`]: events of [`TARGET`] only.
-pub struct OnlyAccess;
+/// What is written before each field's value for one callsite, in one style, so a line copies
+/// one slice per name: `name=` (ANSI-styled when on; a raw identifier without its `r#`) in
+/// text, `,"name":` in JSON.
+struct Names {
+    callsite: Identifier,
+    /// By field index.
+    prefix: Vec<Box<[u8]>>,
+    /// By field index: how the text format writes a `str` value.
+    kind: Vec<StrKind>,
+}
 
-/// The per-layer filter of the `fmt` layer: everything but events of [`TARGET`].
-pub struct NotAccess;
+/// How the text format writes an [`ACCESS_LINE`] event's `str` field.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StrKind {
+    /// The message: no name, ANSI escapes sanitized.
+    Message,
+    /// As `Display` writes it.
+    Raw,
+    /// As `str`'s `Debug` quotes it ([`QUOTED`]).
+    Quoted,
+}
+
+impl Names {
+    fn new(meta: &Metadata<'_>, style: Style) -> Names {
+        let fields = meta.fields();
+        let mut prefix = Vec::with_capacity(fields.len());
+        let mut kind = Vec::with_capacity(fields.len());
+        for field in fields {
+            let mut bytes = Vec::new();
+            match style {
+                Style::Text { ansi } => write_name(&mut bytes, field.name(), ansi),
+                Style::Json => json_key(&mut bytes, field.name()),
+            }
+            prefix.push(bytes.into_boxed_slice());
+            kind.push(if field.name() == "message" {
+                StrKind::Message
+            } else if QUOTED.contains(&field.name()) {
+                StrKind::Quoted
+            } else {
+                StrKind::Raw
+            });
+        }
+        Names {
+            callsite: meta.callsite(),
+            prefix,
+            kind,
+        }
+    }
+}
+
+/// `name=` as the text format writes a field's name.
+fn write_name(buf: &mut Vec<u8>, name: &str, ansi: bool) {
+    let name = name.strip_prefix("r#").unwrap_or(name);
+    if ansi {
+        buf.extend_from_slice(b"\x1b[3m");
+        buf.extend_from_slice(name.as_bytes());
+        buf.extend_from_slice(b"\x1b[0m\x1b[2m=\x1b[0m");
+    } else {
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(b'=');
+    }
+}
+
+/// `,"name":` as the JSON format writes a field's key (after the timestamp and level).
+fn json_key(buf: &mut Vec<u8>, name: &str) {
+    buf.push(b',');
+    json_str(buf, name);
+    buf.push(b':');
+}
 
 /// Whether `metadata` is an access event's.
+#[inline]
 fn is_access(metadata: &Metadata<'_>) -> bool {
     metadata.is_event() && metadata.target() == TARGET
 }
 
-impl<S> Filter<S> for OnlyAccess {
-    fn enabled(&self, metadata: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        is_access(metadata)
-    }
+/// A layer `L` (the `fmt` layer) for every event and span but access events, which go to an
+/// [`AccessLayer`] instead: one layer that routes, rather than two with per-layer filters, so
+/// the global filter alone decides each callsite's interest once (per-layer filters that
+/// disagree make every event of the callsite ask each filter again, ~1,200 instructions per
+/// access line measured).
+pub struct WithAccess<L, W> {
+    inner: L,
+    access: AccessLayer<W>,
+}
 
-    // Decided per callsite once (the answer depends on the metadata alone), so an event of
-    // another target costs this layer nothing, and an access event no per-event call.
-    fn callsite_enabled(
-        &self,
-        metadata: &'static Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        if is_access(metadata) {
-            tracing::subscriber::Interest::always()
-        } else {
-            tracing::subscriber::Interest::never()
-        }
+impl<L, W> WithAccess<L, W> {
+    /// `inner` for everything but access events, `access` for those.
+    pub fn new(inner: L, access: AccessLayer<W>) -> Self {
+        WithAccess { inner, access }
     }
 }
 
-impl<S> Filter<S> for NotAccess {
-    fn enabled(&self, metadata: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        !is_access(metadata)
+impl<S, L, W> Layer<S> for WithAccess<L, W>
+where
+    S: Subscriber,
+    L: Layer<S>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.inner.on_register_dispatch(subscriber);
     }
 
-    fn callsite_enabled(
-        &self,
-        metadata: &'static Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.inner.on_layer(subscriber);
+    }
+
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
         if is_access(metadata) {
-            tracing::subscriber::Interest::never()
+            Interest::always()
         } else {
-            tracing::subscriber::Interest::always()
+            self.inner.register_callsite(metadata)
         }
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        is_access(metadata) || self.inner.enabled(metadata, ctx)
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        self.inner.on_record(id, values, ctx);
+    }
+
+    fn on_follows_from(&self, id: &span::Id, follows: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_follows_from(id, follows, ctx);
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
+        is_access(event.metadata()) || self.inner.event_enabled(event, ctx)
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if is_access(event.metadata()) {
+            self.access.write(event);
+        } else {
+            self.inner.on_event(event, ctx);
+        }
+    }
+
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
+        self.inner.on_close(id, ctx);
+    }
+
+    fn on_id_change(&self, old: &span::Id, new: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_id_change(old, new, ctx);
     }
 }
 
@@ -129,12 +258,23 @@ thread_local! {
     static SECOND: Cell<(i64, Stamp)> = const { Cell::new((0, Stamp::EMPTY)) };
 }
 
+/// On its own (in tests), the access layer formats every event it is given.
 impl<S, W> Layer<S> for AccessLayer<W>
 where
     S: Subscriber,
     W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        self.write(event);
+    }
+}
+
+impl<W> AccessLayer<W>
+where
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    /// Formats `event` and writes it, one `write` (invariant 2).
+    fn write(&self, event: &Event<'_>) {
         LINE.with(|line| {
             // A line written while one is being written on this thread (a writer that logs)
             // gets a buffer of its own.
@@ -157,6 +297,15 @@ where
 }
 
 impl<W> AccessLayer<W> {
+    /// The names of `meta`'s callsite when it is the [`ACCESS_LINE`] event's.
+    fn names(&self, meta: &Metadata<'_>) -> Option<&Names> {
+        if meta.name() != ACCESS_LINE {
+            return None;
+        }
+        let names = self.names.get_or_init(|| Names::new(meta, self.style));
+        (names.callsite == meta.callsite()).then_some(names)
+    }
+
     /// Formats `event` as the `fmt` layer would into `buf` (invariant 1).
     fn format(&self, event: &Event<'_>, buf: &mut Vec<u8>) {
         let meta = event.metadata();
@@ -190,6 +339,7 @@ impl<W> AccessLayer<W> {
                     buf,
                     ansi,
                     first: true,
+                    names: self.names(meta),
                 });
                 buf.push(b'\n');
             }
@@ -199,7 +349,10 @@ impl<W> AccessLayer<W> {
                 buf.extend_from_slice(b"\",\"level\":\"");
                 buf.extend_from_slice(level_text(level).trim_ascii_start());
                 buf.push(b'"');
-                event.record(&mut JsonFields { buf });
+                event.record(&mut JsonFields {
+                    buf,
+                    names: self.names(meta),
+                });
                 buf.extend_from_slice(b",\"target\":");
                 json_str(buf, meta.target());
                 buf.extend_from_slice(b"}\n");
@@ -441,6 +594,8 @@ struct TextFields<'a> {
     buf: &'a mut Vec<u8>,
     ansi: bool,
     first: bool,
+    /// An [`ACCESS_LINE`] event's names: its `str` fields raw but [`QUOTED`]'s.
+    names: Option<&'a Names>,
 }
 
 impl TextFields<'_> {
@@ -456,21 +611,33 @@ impl TextFields<'_> {
     /// ` name=` (styled when ANSI is on; a raw identifier without its `r#`).
     fn name(&mut self, field: &Field) {
         self.pad();
-        let name = field.name();
-        let name = name.strip_prefix("r#").unwrap_or(name);
-        if self.ansi {
-            self.buf.extend_from_slice(b"\x1b[3m");
-            self.buf.extend_from_slice(name.as_bytes());
-            self.buf.extend_from_slice(b"\x1b[0m\x1b[2m=\x1b[0m");
+        if let Some(prefix) = self.names.and_then(|n| n.prefix.get(field.index())) {
+            self.buf.extend_from_slice(prefix);
         } else {
-            self.buf.extend_from_slice(name.as_bytes());
-            self.buf.push(b'=');
+            write_name(self.buf, field.name(), self.ansi);
         }
     }
 }
 
 impl Visit for TextFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        // An access line's field: one lookup says how, one copy writes its name.
+        if let Some(names) = self.names
+            && let (Some(&kind), Some(prefix)) = (
+                names.kind.get(field.index()),
+                names.prefix.get(field.index()),
+            )
+            && kind != StrKind::Quoted
+        {
+            self.pad();
+            if kind == StrKind::Raw {
+                self.buf.extend_from_slice(prefix);
+                self.buf.extend_from_slice(value.as_bytes());
+            } else {
+                let _ = AnsiSanitizing(self.buf).write_str(value);
+            }
+            return;
+        }
         if field.name() == "message" {
             self.pad();
             let _ = AnsiSanitizing(self.buf).write_str(value);
@@ -528,14 +695,18 @@ impl Visit for TextFields<'_> {
 /// The JSON format's field visitor (tracing-serde's `SerdeMapVisitor` into serde_json).
 struct JsonFields<'a> {
     buf: &'a mut Vec<u8>,
+    /// An [`ACCESS_LINE`] event's keys.
+    names: Option<&'a Names>,
 }
 
 impl JsonFields<'_> {
     /// `,"name":`.
     fn key(&mut self, field: &Field) {
-        self.buf.push(b',');
-        json_str(self.buf, field.name());
-        self.buf.push(b':');
+        if let Some(prefix) = self.names.and_then(|n| n.prefix.get(field.index())) {
+            self.buf.extend_from_slice(prefix);
+        } else {
+            json_key(self.buf, field.name());
+        }
     }
 }
 
