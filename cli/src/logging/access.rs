@@ -396,14 +396,12 @@ fn stamp(now: SystemTime, buf: &mut Vec<u8>) {
         SECOND.set((secs, text));
     }
     buf.extend_from_slice(&text.text[..usize::from(text.len)]);
+    // Below 1,000,000: six digits, two at a time.
     let micros = nanos / 1_000;
     let mut frac = *b".000000Z";
-    let mut rest = micros;
-    for digit in frac[1..7].iter_mut().rev() {
-        // `rest % 10` is below 10: the cast cannot truncate.
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
+    frac[1..3].copy_from_slice(pair(micros / 10_000));
+    frac[3..5].copy_from_slice(pair(micros / 100 % 100));
+    frac[5..7].copy_from_slice(pair(micros % 100));
     buf.extend_from_slice(&frac);
 }
 
@@ -473,20 +471,52 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y + i64::from(m <= 2), m as u32, d as u32)
 }
 
-/// `value` in decimal.
+/// The two decimal digits of `n % 100`.
+#[inline]
+fn pair(n: u32) -> &'static [u8] {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let i = (n % 100) as usize * 2;
+    &PAIRS[i..i + 2]
+}
+
+/// `value` in decimal, two digits at a time.
 fn decimal(buf: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    loop {
-        at -= 1;
-        // Below 10: the cast cannot truncate.
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
+    while value >= 100 {
+        at -= 2;
+        // Below 100: the cast cannot truncate.
+        digits[at..at + 2].copy_from_slice(pair((value % 100) as u32));
+        value /= 100;
     }
-    buf.extend_from_slice(&digits[at..]);
+    if value >= 10 {
+        at -= 2;
+        // Below 100.
+        digits[at..at + 2].copy_from_slice(pair(value as u32));
+    } else {
+        at -= 1;
+        // Below 10.
+        digits[at] = b'0' + value as u8;
+    }
+    put(buf, &digits[at..]);
+}
+
+/// `bytes` appended: a short run byte by byte (cheaper than a call to `memcpy`; an access
+/// line's `-` fields are one byte), a longer one copied.
+#[inline]
+fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() <= 4 {
+        buf.reserve(bytes.len());
+        for &b in bytes {
+            buf.push(b);
+        }
+    } else {
+        buf.extend_from_slice(bytes);
+    }
 }
 
 /// `value` in decimal, signed.
@@ -531,7 +561,7 @@ fn json_escaped(buf: &mut Vec<u8>, s: &str) {
         }
         start = i + 1;
     }
-    buf.extend_from_slice(&bytes[start..]);
+    put(buf, &bytes[start..]);
 }
 
 /// A `fmt::Write` into the line, as is.
@@ -632,7 +662,7 @@ impl Visit for TextFields<'_> {
             self.pad();
             if kind == StrKind::Raw {
                 self.buf.extend_from_slice(prefix);
-                self.buf.extend_from_slice(value.as_bytes());
+                put(self.buf, value.as_bytes());
             } else {
                 let _ = AnsiSanitizing(self.buf).write_str(value);
             }
@@ -651,7 +681,7 @@ impl Visit for TextFields<'_> {
             .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
         {
             self.buf.push(b'"');
-            self.buf.extend_from_slice(value.as_bytes());
+            put(self.buf, value.as_bytes());
             self.buf.push(b'"');
         } else {
             let _ = write!(Raw(self.buf), "{value:?}");

@@ -146,3 +146,21 @@ proptest! {
         prop_assert_eq!(stamped(at(secs, nanos)), text);
     }
 }
+
+#[test]
+fn decimals_are_displays() {
+    let mut values = vec![0, 9, 10, 11, 99, 100, 101, 999, 1_000, 65_535, u64::MAX, u64::MAX - 1];
+    values.extend((0..20).map(|p| 10_u64.pow(p)));
+    values.extend((1..20).map(|p| 10_u64.pow(p) - 1));
+    for value in values {
+        let mut buf = Vec::new();
+        decimal(&mut buf, value);
+        assert_eq!(String::from_utf8(buf).unwrap(), value.to_string());
+        let mut buf = Vec::new();
+        signed(&mut buf, -(value as i128).min(i64::MAX as i128) as i64);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            (-(value as i128).min(i64::MAX as i128)).to_string()
+        );
+    }
+}
