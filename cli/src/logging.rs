@@ -24,6 +24,11 @@
 //! access log, docs/benchmarks.md). The guard [`init`] returns flushes the queue when `main`
 //! ends. When nothing can pass the filter (`-q`, `RUST_LOG=off`) there is no subscriber and no
 //! writer thread at all.
+//!
+//! `serve`'s access lines (target `tollgate::access`) are formatted by [`access`]'s own layer,
+//! byte for byte what tracing-subscriber's `fmt` layer writes for them at a sixth of its cost
+//! (docs/benchmarks.md, session 9); every other event goes through the `fmt` layer. Both write
+//! through the same non-blocking writer, one queued message per line.
 
 use std::sync::OnceLock;
 use std::time::SystemTime;

@@ -537,13 +537,13 @@ fn json_str(buf: &mut Vec<u8>, s: &str) {
 
 /// `s`'s bytes escaped as [`json_str`] escapes them, without the quotes.
 fn json_escaped(buf: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            continue;
-        }
-        buf.extend_from_slice(&bytes[start..i]);
+    let mut bytes = s.as_bytes();
+    loop {
+        let clean = clean_run(bytes, json_chunk_clean, json_byte_clean);
+        put(buf, &bytes[..clean]);
+        let Some((&b, rest)) = bytes[clean..].split_first() else {
+            return;
+        };
         match b {
             b'"' => buf.extend_from_slice(b"\\\""),
             b'\\' => buf.extend_from_slice(b"\\\\"),
@@ -559,9 +559,71 @@ fn json_escaped(buf: &mut Vec<u8>, s: &str) {
                 buf.push(HEX[usize::from(b & 0xf)]);
             }
         }
-        start = i + 1;
+        bytes = rest;
     }
-    put(buf, &bytes[start..]);
+}
+
+/// A byte JSON writes as is: not `"`, `\` or a C0 control.
+#[inline]
+fn json_byte_clean(b: u8) -> bool {
+    b >= 0x20 && b != b'"' && b != b'\\'
+}
+
+/// Whether none of the eight bytes of `x` needs a JSON escape.
+#[inline]
+fn json_chunk_clean(x: u64) -> bool {
+    (less_than(x, 0x20) | has_byte(x, b'"') | has_byte(x, b'\\')) == 0
+}
+
+/// A byte `str`'s `Debug` writes as is (the text format's quoted fields): printable ASCII but
+/// `"` and `\`.
+#[inline]
+fn debug_byte_clean(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// Whether every one of the eight bytes of `x` is [`debug_byte_clean`].
+#[inline]
+fn debug_chunk_clean(x: u64) -> bool {
+    (less_than(x, 0x20) | (x & HIGH) | has_byte(x, 0x7f) | has_byte(x, b'"') | has_byte(x, b'\\'))
+        == 0
+}
+
+/// `0x01` in every byte.
+const LOW: u64 = 0x0101_0101_0101_0101;
+/// `0x80` in every byte.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero when some byte of `x` is below `n` (`n` ≤ 128; the classic bit trick, exact as to
+/// whether such a byte exists).
+#[inline]
+fn less_than(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(LOW * u64::from(n)) & !x & HIGH
+}
+
+/// Non-zero when some byte of `x` is `b`.
+#[inline]
+fn has_byte(x: u64, b: u8) -> u64 {
+    less_than(x ^ (LOW * u64::from(b)), 1)
+}
+
+/// The length of `bytes`' leading run of clean bytes, eight at a time while it can.
+#[inline]
+fn clean_run(bytes: &[u8], chunk_clean: fn(u64) -> bool, byte_clean: fn(u8) -> bool) -> usize {
+    let mut i = 0;
+    while let Some(chunk) = bytes
+        .get(i..i + 8)
+        .and_then(|c| <[u8; 8]>::try_from(c).ok())
+    {
+        if !chunk_clean(u64::from_le_bytes(chunk)) {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && byte_clean(bytes[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// A `fmt::Write` into the line, as is.
@@ -676,10 +738,7 @@ impl Visit for TextFields<'_> {
         self.name(field);
         // `str`'s `Debug`: the common case (printable ASCII, no quote or backslash) copied,
         // anything else through `Debug` itself.
-        if value
-            .bytes()
-            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        {
+        if clean_run(value.as_bytes(), debug_chunk_clean, debug_byte_clean) == value.len() {
             self.buf.push(b'"');
             put(self.buf, value.as_bytes());
             self.buf.push(b'"');

@@ -149,7 +149,20 @@ proptest! {
 
 #[test]
 fn decimals_are_displays() {
-    let mut values = vec![0, 9, 10, 11, 99, 100, 101, 999, 1_000, 65_535, u64::MAX, u64::MAX - 1];
+    let mut values = vec![
+        0,
+        9,
+        10,
+        11,
+        99,
+        100,
+        101,
+        999,
+        1_000,
+        65_535,
+        u64::MAX,
+        u64::MAX - 1,
+    ];
     values.extend((0..20).map(|p| 10_u64.pow(p)));
     values.extend((1..20).map(|p| 10_u64.pow(p) - 1));
     for value in values {
@@ -162,5 +175,52 @@ fn decimals_are_displays() {
             String::from_utf8(buf).unwrap(),
             (-(value as i128).min(i64::MAX as i128)).to_string()
         );
+    }
+}
+
+/// Text with every kind of byte the escapes care about, at every offset of an 8-byte chunk.
+fn tricky() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just('a'),
+            Just('"'),
+            Just('\\'),
+            Just('\u{7f}'),
+            Just('\u{80}'),
+            Just('é'),
+            Just('~'),
+            Just(' '),
+            (0u8..0x20).prop_map(char::from),
+            any::<char>(),
+        ],
+        0..70,
+    )
+    .prop_map(|chars| chars.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn json_strings_are_serde_jsons(s in tricky()) {
+        let mut buf = Vec::new();
+        json_str(&mut buf, &s);
+        prop_assert_eq!(String::from_utf8(buf).unwrap(), serde_json::to_string(&s).unwrap());
+    }
+
+    /// The eight-at-a-time scans find the first byte the byte-at-a-time tests would.
+    #[test]
+    fn clean_runs_are_byte_by_bytes(s in tricky()) {
+        let b = s.as_bytes();
+        let naive = |clean: fn(u8) -> bool| b.iter().position(|&x| !clean(x)).unwrap_or(b.len());
+        prop_assert_eq!(
+            clean_run(b, debug_chunk_clean, debug_byte_clean),
+            naive(debug_byte_clean)
+        );
+        prop_assert_eq!(clean_run(b, json_chunk_clean, json_byte_clean), naive(json_byte_clean));
+        // A quoted field's fast path holds exactly for what `Debug` writes as is.
+        if naive(debug_byte_clean) == b.len() {
+            prop_assert_eq!(format!("{s:?}"), format!("\"{s}\""));
+        }
     }
 }
