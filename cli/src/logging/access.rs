@@ -16,9 +16,13 @@
 //!    message without its name and with ANSI escapes sanitized, `str` fields quoted as `Debug`
 //!    quotes them, the rest as `Debug` writes them; ANSI styles when on) and its JSON format
 //!    (`timestamp`, `level`, the fields flattened in their order, `target`; strings escaped as
-//!    serde_json escapes them). Checked by a differential test against the `fmt` layer itself
-//!    (`tests` below). Access events are emitted outside any span (`serve`'s handler opens
-//!    none), so the text format's span prefix never applies.
+//!    serde_json escapes them). One exception by design: an [`ACCESS_LINE`] event's `str`
+//!    fields are written as the `fmt` layer wrote them when they were `%` (`Display`) fields,
+//!    the shape `serve`'s event had before this layer, so the line users parse is unchanged.
+//!    Checked by a differential test against the `fmt` layer itself
+//!    (`cli/src/serve/access_log/tests.rs`). Access events are emitted outside any span
+//!    (`serve`'s handler opens none), so the text format's span prefix is not written; nor is
+//!    an error field's `.sources` list (the access log has no error fields).
 //! 2. One `write` per line to the writer: through `tracing-appender`'s lossy non-blocking writer
 //!    that is one queued message per line, dropped and counted when the queue is full, never
 //!    waited for.
