@@ -24,13 +24,24 @@
 //! access log, docs/benchmarks.md). The guard [`init`] returns flushes the queue when `main`
 //! ends. When nothing can pass the filter (`-q`, `RUST_LOG=off`) there is no subscriber and no
 //! writer thread at all.
+//!
+//! `serve`'s access lines (target `tollgate::access`) are formatted by [`access`]'s own layer,
+//! byte for byte what tracing-subscriber's `fmt` layer writes for them at a sixth of its cost
+//! (docs/benchmarks.md, session 9); every other event goes through the `fmt` layer. Both write
+//! through the same non-blocking writer, one queued message per line.
 
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
 use clap::ValueEnum;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+pub mod access;
 
 /// Log lines queued for stderr at most (about 300 bytes each for an access line): beyond it
 /// lines are dropped, not waited for.
@@ -102,22 +113,66 @@ fn init_with(
             std::io::stderr(),
         ));
     let _ = DROPPED.set(writer.error_counter());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
     let installed = match format {
-        LogFormat::Text => builder.with_ansi(crate::term::color()).try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Text => subscriber(
+            filter,
+            access::Style::Text {
+                ansi: crate::term::color(),
+            },
+            writer,
+            SystemTime::now,
+        )
+        .try_init(),
+        LogFormat::Json => {
+            subscriber(filter, access::Style::Json, writer, SystemTime::now).try_init()
+        }
     };
     if let Err(e) = installed {
         eprintln!("warning: cannot install the logger: {e}");
     }
     Some(guard)
+}
+
+/// The subscriber: `filter` over every event; the access log's events through the
+/// [`access::AccessLayer`] in `style`, every other event through tracing-subscriber's `fmt`
+/// layer in the same style, both to `writer` (the access layer stamping its lines by `clock`).
+fn subscriber<W>(
+    filter: EnvFilter,
+    style: access::Style,
+    writer: W,
+    clock: access::Clock,
+) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Clone + Send + Sync + 'static,
+{
+    // One of the two `fmt` layers is built: the other is `None`, a layer that does nothing.
+    let (text, json) = match style {
+        access::Style::Text { ansi } => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer.clone())
+                    .with_ansi(ansi),
+            ),
+            None,
+        ),
+        access::Style::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer.clone())
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            ),
+        ),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(access::WithAccess::new(
+            tracing_subscriber::Layer::and_then(text, json),
+            access::AccessLayer::new(style, writer, clock),
+        ))
 }
 
 #[cfg(test)]
@@ -134,6 +189,76 @@ mod tests {
         assert_eq!(directives(9, false), "trace");
         for v in 0..4 {
             assert!(EnvFilter::try_new(directives(v, false)).is_ok());
+        }
+    }
+
+    /// A writer that keeps each `write` apart.
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let line = String::from_utf8(buf.to_vec()).unwrap();
+            self.0.lock().unwrap().push(line);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl MakeWriter<'_> for Capture {
+        type Writer = Capture;
+
+        fn make_writer(&self) -> Capture {
+            self.clone()
+        }
+    }
+
+    /// The installed subscriber's shape: the filter decides whether an access event exists at
+    /// all; when it does, it is written once (by the access layer: the `fmt` layer leaves it);
+    /// every other event is written once by the `fmt` layer.
+    #[test]
+    fn each_event_is_written_once_as_the_filter_says() {
+        let clock = || std::time::UNIX_EPOCH;
+        let styles = [
+            access::Style::Text { ansi: false },
+            access::Style::Text { ansi: true },
+            access::Style::Json,
+        ];
+        for style in styles {
+            for (directives, access_shown, warn_shown) in [
+                (directives(0, false), true, false),
+                (directives(1, false), true, true),
+                ("warn", false, true),
+                ("tollgate::access=info", true, false),
+                ("tollgate::access=warn,info", false, true),
+            ] {
+                let out = Capture::default();
+                let filter = EnvFilter::new(directives);
+                tracing::subscriber::with_default(
+                    subscriber(filter, style, out.clone(), clock),
+                    || {
+                        tracing::info!(target: "tollgate::access", status = 200_u16, "access");
+                        tracing::warn!(target: "tollgate::fanout", n = 1_u64, "a warning");
+                        tracing::error!(target: "tollgate::access", "an error of the target");
+                    },
+                );
+                let lines = out.0.lock().unwrap().clone();
+                let access = lines.iter().filter(|l| l.contains("status")).count();
+                let warn = lines.iter().filter(|l| l.contains("a warning")).count();
+                let error = lines.iter().filter(|l| l.contains("an error")).count();
+                let what = format!("{style:?} {directives}: {lines:?}");
+                assert_eq!(access, usize::from(access_shown), "{what}");
+                assert_eq!(warn, usize::from(warn_shown), "{what}");
+                assert_eq!(error, 1, "{what}");
+                assert_eq!(lines.len(), access + warn + error, "{what}");
+                assert!(lines.iter().all(|l| l.ends_with('\n')), "{what}");
+                if access_shown {
+                    assert!(lines[0].contains("1970-01-01T00:00:00.000000Z"), "{what}");
+                }
+            }
         }
     }
 

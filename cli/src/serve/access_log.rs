@@ -23,6 +23,7 @@
 //!    costs one level check and no allocation.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::OnceLock;
@@ -51,6 +52,10 @@ struct Note {
     rule: String,
     refused_by: Option<String>,
     source: Option<&'static str>,
+    /// The last peer logged on this thread and its text (`-` for none): a keep-alive
+    /// connection's next request reuses it.
+    last_peer: Option<Option<IpAddr>>,
+    peer_text: String,
 }
 
 thread_local! {
@@ -91,6 +96,21 @@ pub fn note_key(key: &str) {
 }
 
 impl Note {
+    /// Writes `peer`'s text into `peer_text` unless it is the last peer's.
+    fn peer(&mut self, peer: Option<IpAddr>) {
+        if self.last_peer != Some(peer) {
+            self.peer_text.clear();
+            match peer {
+                // Writing into a String cannot fail.
+                Some(ip) => {
+                    let _ = write!(self.peer_text, "{ip}");
+                }
+                None => self.peer_text.push('-'),
+            }
+            self.last_peer = Some(peer);
+        }
+    }
+
     /// Notes the client `key` (digested: invariant 2), digesting only a key other than the last.
     fn key(&mut self, key: &str) {
         if key.is_empty() {
@@ -137,18 +157,21 @@ impl Entry {
             return took;
         }
         let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let path: String = request.url.chars().take(MAX_PATH).collect();
+        // The ids as the header carries them: `parse` accepts only lowercase hex of the
+        // ids' exact lengths, so these are `trace_id()`/`span_id()`'s text, unallocated.
         let trace = request
             .headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
-            .and_then(|(_, value)| TraceContext::parse(value));
-        let peer = request
-            .peer
-            .map_or_else(|| "-".to_owned(), |peer| peer.to_string());
-        // Logged from the note in place: its rule buffer stays for the next request.
+            .filter(|(_, value)| TraceContext::parse(value).is_some())
+            .and_then(|(_, value)| {
+                let mut parts = value.trim().split('-').skip(1);
+                Some((parts.next()?, parts.next()?))
+            });
+        // Logged from the note in place: its buffers stay for the next request.
         NOTE.with(|note| {
-            let note = note.borrow();
+            let mut note = note.borrow_mut();
+            note.peer(request.peer);
             let client = if note.client {
                 note.last_hex.as_str()
             } else {
@@ -159,26 +182,69 @@ impl Entry {
             } else {
                 note.rule.as_str()
             };
-            tracing::info!(
-                target: "tollgate::access",
-                method = %request.method,
-                path = %path,
-                peer = %peer,
-                client = %client,
-                // Display, not `str`'s quoting Debug (escaped a char at a time): rule names,
-                // policies and sources are the server's own text of safe characters.
-                rule = %rule,
-                refused_by = %note.refused_by.as_deref().unwrap_or("-"),
-                source = %note.source.unwrap_or("-"),
-                status = response.status,
+            log(&Line {
+                method: &request.method,
+                path: cut(&request.url),
+                peer: &note.peer_text,
+                client,
+                rule,
+                refused_by: note.refused_by.as_deref().unwrap_or("-"),
+                source: note.source.unwrap_or("-"),
+                status: response.status,
                 latency_us,
-                trace_id = trace.map(|t| t.trace_id()).as_deref().unwrap_or("-"),
-                parent_id = trace.map(|t| t.span_id()).as_deref().unwrap_or("-"),
-                "access"
-            );
+                trace,
+            });
         });
         took
     }
+}
+
+/// `url`'s first [`MAX_PATH`] characters (invariant 2), a slice of it.
+fn cut(url: &str) -> &str {
+    match url.char_indices().nth(MAX_PATH) {
+        Some((end, _)) => &url[..end],
+        None => url,
+    }
+}
+
+/// One access line's values.
+pub(crate) struct Line<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub peer: &'a str,
+    pub client: &'a str,
+    pub rule: &'a str,
+    pub refused_by: &'a str,
+    pub source: &'a str,
+    pub status: u16,
+    pub latency_us: u64,
+    /// The request's W3C trace and parent ids, when it carried a valid `traceparent`.
+    pub trace: Option<(&'a str, &'a str)>,
+}
+
+/// Emits `line`'s event (formatted by `crate::logging`'s access layer, and seen by any other
+/// layer as a `tracing` event). Its `str` fields are written raw in text but the trace ids
+/// (`logging::access::ACCESS_LINE`): the bytes of the `%` fields it had before.
+pub(crate) fn log(line: &Line<'_>) {
+    let (trace_id, parent_id) = line.trace.unwrap_or(("-", "-"));
+    tracing::info!(
+        name: crate::logging::access::ACCESS_LINE,
+        target: "tollgate::access",
+        // A `str` message, first as the format string it was: the same bytes, without
+        // `core::fmt`.
+        message = "access",
+        method = line.method,
+        path = line.path,
+        peer = line.peer,
+        client = line.client,
+        rule = line.rule,
+        refused_by = line.refused_by,
+        source = line.source,
+        status = line.status,
+        latency_us = line.latency_us,
+        trace_id,
+        parent_id,
+    );
 }
 
 /// A request refused before the handler (a malformed or oversized head or chunked body: 400,
@@ -222,13 +288,4 @@ fn digest_state() -> &'static std::collections::hash_map::RandomState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digests_are_written_as_lower_hex_does() {
-        for digest in [0, 1, 0xf, 0x10, 0x8058_f4c7_b0a3_152f, u64::MAX, 1 << 63] {
-            assert_eq!(hex16(digest, &mut [0; 16]), format!("{digest:016x}"));
-        }
-    }
-}
+mod tests;
