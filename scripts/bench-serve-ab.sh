@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Two `tollgate serve` binaries side by side: /ping with limits off and default flags (the access
-# log on, to a stderr sent to /dev/null), alternating `wrk -t1 -c32` rounds (one loop thread
-# each), with the server CPU time per request from /proc/PID/stat. For a change whose cost is in
-# every request (e.g. the access log's formatting) measured against the build before it.
+# Two `tollgate serve` servers side by side: /ping, alternating `wrk -t1 -c32` rounds (one loop
+# thread each), with the server CPU time per request from /proc/PID/stat. Each server is a
+# binary and its arguments: two builds with the same flags (a change whose cost is in every
+# request, e.g. the access log's formatting, against the build before it), or one build with two
+# sets of flags (scripts/bench-serve-limits.sh: limits on against off).
 # Usage: A=old-binary B=new-binary scripts/bench-serve-ab.sh [ROUNDS=4] [SECONDS=3]
-# SERVE_ARGS adds arguments to both servers (e.g. `--log-format json`). Nothing is built: build
-# first (a build inside `chrt -f` would run at real-time priority).
+# SERVE_ARGS adds arguments to both servers (e.g. `--log-format json`), A_ARGS and B_ARGS to one;
+# NAME_A and NAME_B name them in the output (default A and B); PORTS="A B" picks the two ports
+# (default "18095 18096"; the script stops if either is taken, so no other run's server is
+# measured instead). The access log goes to /dev/null. Nothing is built: build first (a build
+# inside `chrt -f` would run at real-time priority).
 set -u
 cd "$(dirname "$0")/.."
 A=${A:?A=binary}; B=${B:?B=binary}
-EXTRA_ARGS=${SERVE_ARGS:-}
+NA=${NAME_A:-A}; NB=${NAME_B:-B}
 ROUNDS=${1:-4}; SECS=${2:-3}
-setsid "$A" serve --listen 127.0.0.1:18095 --loop-threads 1 $EXTRA_ARGS >/dev/null 2>&1 & PA=$!
-setsid "$B" serve --listen 127.0.0.1:18096 --loop-threads 1 $EXTRA_ARGS >/dev/null 2>&1 & PB=$!
+read PORT_A PORT_B <<<"${PORTS:-18095 18096}"
+for port in "$PORT_A" "$PORT_B"; do
+  python3 -c "import socket; socket.socket().bind(('127.0.0.1', $port))" 2>/dev/null \
+    || { echo "port $port is in use (another run?): set PORTS" >&2; exit 1; }
+done
+setsid "$A" serve --listen 127.0.0.1:"$PORT_A" --loop-threads 1 ${SERVE_ARGS:-} ${A_ARGS:-} >/dev/null 2>&1 & PA=$!
+setsid "$B" serve --listen 127.0.0.1:"$PORT_B" --loop-threads 1 ${SERVE_ARGS:-} ${B_ARGS:-} >/dev/null 2>&1 & PB=$!
 sleep 1
+for pid in $PA $PB; do
+  kill -0 "$pid" 2>/dev/null || { echo "a server did not start" >&2; kill $PA $PB 2>/dev/null; exit 1; }
+done
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 user() { awk '{print $14}' /proc/$1/stat; }
 run() { # port pid -> req/s, CPU us/request, user-space CPU us/request
@@ -25,20 +37,20 @@ RATIOS=""
 for r in $(seq "$ROUNDS"); do
   # Alternate which side goes first, so a load change inside a round hits both alike.
   if [ $((r % 2)) -eq 1 ]; then
-    read a ac au <<<"$(run 18095 $PA)"; read b bc bu <<<"$(run 18096 $PB)"
+    read a ac au <<<"$(run "$PORT_A" $PA)"; read b bc bu <<<"$(run "$PORT_B" $PB)"
   else
-    read b bc bu <<<"$(run 18096 $PB)"; read a ac au <<<"$(run 18095 $PA)"
+    read b bc bu <<<"$(run "$PORT_B" $PB)"; read a ac au <<<"$(run "$PORT_A" $PA)"
   fi
-  echo "round $r: A $a req/s ($ac us/req cpu, $au user) | B $b req/s ($bc us/req cpu, $bu user) | B/A $(python3 -c "print(round($b/$a,3))")"
-  RATIOS="$RATIOS $b/$a:$bc/$ac:$bu/$au"
+  echo "round $r: $NA $a req/s ($ac us/req cpu, $au user) | $NB $b req/s ($bc us/req cpu, $bu user) | $NB/$NA $(python3 -c "print(round($b/$a,3))")"
+  RATIOS="$RATIOS $b/$a:$bc/$ac:$bu/$au:$bu-$au"
 done
 kill $PA $PB
-python3 - $RATIOS <<'PY'
+python3 - "$NB/$NA" $RATIOS <<'PY'
 import statistics, sys
-rps = [eval(x.split(':')[0]) for x in sys.argv[1:]]
-cpu = [eval(x.split(':')[1]) for x in sys.argv[1:]]
-user = [eval(x.split(':')[2]) for x in sys.argv[1:]]
-print(f"B/A over {len(rps)} rounds: req/s median {statistics.median(rps):.3f} "
+name, runs = sys.argv[1], [x.split(':') for x in sys.argv[2:]]
+rps, cpu, user, extra = ([eval(x[i]) for x in runs] for i in range(4))
+print(f"{name} over {len(rps)} rounds: req/s median {statistics.median(rps):.3f} "
       f"(min {min(rps):.3f}, max {max(rps):.3f}), CPU per request median {statistics.median(cpu):.3f}, "
-      f"user-space CPU per request median {statistics.median(user):.3f}")
+      f"user-space CPU per request median {statistics.median(user):.3f} "
+      f"({statistics.median(extra):+.2f} us)")
 PY

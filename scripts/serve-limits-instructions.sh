@@ -7,10 +7,12 @@
 # and, apart, every thread but the log writer's (whose wake-ups move the whole-process figures by
 # several hundred instructions per request from run to run, on either side).
 # Usage: scripts/serve-limits-instructions.sh [N=5000]   (needs valgrind; BIN to pick a binary,
-# SERVE_ARGS to add arguments to both servers, e.g. `-q`: no access log)
+# which is then not built,
+# SERVE_ARGS to add arguments to both servers, e.g. `-q`: no access log; PORTS="ON OFF" for the
+# two servers' ports, default "18093 18094": the script stops if either is taken)
 set -u
 cd "$(dirname "$0")/.."
-cargo build --release -p tollgate-cli --quiet
+if [ -z "${BIN:-}" ]; then cargo build --release -p tollgate-cli --quiet; fi
 BIN=${BIN:-target/release/tollgate}
 N=${1:-5000}
 OUT=$(mktemp -d)
@@ -35,6 +37,10 @@ for _ in range(n):
                 break
         buf += s.recv(65536)
 PY
+}
+free() { # port: fails unless nothing listens there (another run's server would be counted instead)
+  python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', $1))" 2>/dev/null \
+    || { echo "port $1 is in use (another run of this script?): set PORTS" >&2; exit 1; }
 }
 count() { # name port serve-args... -> instructions per request
   local name=$1 port=$2; shift 2
@@ -64,8 +70,10 @@ for f in files:
 print(round(total / n), round(without_writer / n))
 PY
 }
-read ON ON_LOOP <<<"$(count on 18093 --rate 100000000 --burst 100000000)"
-read OFF OFF_LOOP <<<"$(count off 18094)"
+read ON_PORT OFF_PORT <<<"${PORTS:-18093 18094}"
+free "$ON_PORT"; free "$OFF_PORT"
+read ON ON_LOOP <<<"$(count on "$ON_PORT" --rate 100000000 --burst 100000000)"
+read OFF OFF_LOOP <<<"$(count off "$OFF_PORT")"
 python3 -c "print(f'instructions per request: on $ON, off $OFF, on - off {$ON - $OFF}, on/off {$ON / $OFF:.3f}')"
 python3 -c "print(f'without the log writer thread: on $ON_LOOP, off $OFF_LOOP, on - off {$ON_LOOP - $OFF_LOOP}, on/off {$ON_LOOP / $OFF_LOOP:.3f}')"
 rm -rf "$OUT"
