@@ -48,7 +48,9 @@ pub use rule::{PathPattern, Rule, RuleError, Scope};
 use identity::IdentityConfig;
 
 use crate::clock::{Clock, MonotonicClock};
-use crate::limiter::{Decision, KeyedLimiter, KeyedLimits, LimitError, Source, WindowState};
+use crate::limiter::{
+    Decision, FastDecision, KeyedLimiter, KeyedLimits, LimitError, Source, WindowState,
+};
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -1495,9 +1497,21 @@ impl HttpLimiter {
         (index, compiled): (usize, &Compiled),
         path: &str,
     ) {
-        let decision = {
+        let answer = {
             let key = scoped_key(compiled, &verdict.identity, path);
-            compiled.limits.decide(&key, 1)
+            if compiled.rule.dry_run {
+                FastDecision::Full(compiled.limits.decide(&key, 1))
+            } else {
+                compiled.limits.decide_fast(&key, 1)
+            }
+        };
+        let decision = match answer {
+            // The common answer (an in-process window allowed it): no `Decision` built.
+            FastDecision::Allowed(state) => {
+                crate::obs::limiter_decision(&compiled.rule.name, true);
+                return self.record_allowed(verdict, index, state);
+            }
+            FastDecision::Full(decision) => decision,
         };
         let allowed = decision.is_allowed();
         crate::obs::limiter_decision(&compiled.rule.name, allowed);
@@ -1576,32 +1590,15 @@ impl HttpLimiter {
         undone: bool,
     ) {
         let compiled = &self.rules[index];
-        // The common decision: an enforcing rule's one window allowed the first (or only) rule
-        // of the verdict. Counted and recorded at once: no iterator over the windows.
+        // The common decision: an enforcing rule's one window allowed it, from memory.
         if !refusing
             && !undone
             && !compiled.rule.dry_run
             && decision.source == Source::Memory
-            && let (Windows::Empty, Some(state), 1) =
-                (&verdict.windows, decision.window(0), decision.len())
+            && let (Some(state), 1) = (decision.window(0), decision.len())
         {
             // Not refusing, enforcing: the decision allowed (see `decide_one`).
-            compiled.counts.count(ALLOWED, Source::Memory);
-            if verdict.source.is_none() {
-                verdict.source = Some((0, "memory"));
-            }
-            let length = self
-                .text
-                .get(index)
-                .and_then(|t| t.lengths.first().copied())
-                .unwrap_or(Duration::ZERO);
-            verdict.windows = Windows::One(RuleWindow {
-                rule: index,
-                window: 0,
-                state,
-                length,
-            });
-            return;
+            return self.record_allowed(verdict, index, state);
         }
         let result = if compiled.rule.dry_run && !decision.is_allowed() {
             DRY_RUN_REFUSED
@@ -1662,6 +1659,28 @@ impl HttpLimiter {
                 );
             }
         }
+    }
+
+    /// [`record`](Self::record) of an enforcing rule whose one window allowed the request in
+    /// memory (`state`): counted and recorded at once, with no iterator over windows.
+    #[inline]
+    fn record_allowed(&self, verdict: &mut Verdict<'_>, index: usize, state: WindowState) {
+        let compiled = &self.rules[index];
+        compiled.counts.count(ALLOWED, Source::Memory);
+        if verdict.source.is_none() {
+            verdict.source = Some((0, "memory"));
+        }
+        let length = self
+            .text
+            .get(index)
+            .and_then(|t| t.lengths.first().copied())
+            .unwrap_or(Duration::ZERO);
+        verdict.windows.push(RuleWindow {
+            rule: index,
+            window: 0,
+            state,
+            length,
+        });
     }
 
     /// `Some(time left)` if `addr_key` is banned (invariant 6).
