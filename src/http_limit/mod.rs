@@ -1675,12 +1675,18 @@ impl HttpLimiter {
             .get(index)
             .and_then(|t| t.lengths.first().copied())
             .unwrap_or(Duration::ZERO);
-        verdict.windows.push(RuleWindow {
+        let window = RuleWindow {
             rule: index,
             window: 0,
             state,
             length,
-        });
+        };
+        if let Windows::Empty = verdict.windows {
+            // The verdict's first window (the common one): written in place, nothing to drop.
+            verdict.windows = Windows::One(window);
+        } else {
+            verdict.windows.push(window);
+        }
     }
 
     /// `Some(time left)` if `addr_key` is banned (invariant 6).
