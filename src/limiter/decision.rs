@@ -25,47 +25,47 @@ use super::core::Sight;
 /// Windows kept inline in a [`Decision`] (invariant 2).
 const INLINE: usize = 2;
 
-/// One window as a decision records it: the TAT right after the verdict and the rate it is
-/// measured in, whole (with its interval and `tau`: a state asked for needs no division to
-/// derive them again — every `serve` answer's headers ask for one).
+/// One window as a decision records it: the TAT right after the verdict and the quota it is
+/// measured in (`tau` and the interval are derived when a state is asked for, keeping the
+/// record — and so the allow path — small).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Record {
     tat: u64,
-    rate: Rate,
+    period: u64,
+    count: u64,
+    burst: u64,
 }
 
 impl Record {
     /// An unused slot of the inline record.
     const EMPTY: Record = Record {
         tat: 0,
-        rate: Rate {
-            period: 1,
-            count: 1,
-            burst: 1,
-            interval: 1,
-            tau: 1,
-        },
+        period: 1,
+        count: 1,
+        burst: 1,
     };
 
     #[inline]
     fn of(sight: &Sight) -> Record {
         Record {
             tat: sight.tat,
-            rate: sight.rate,
+            period: sight.rate.period,
+            count: sight.rate.count,
+            burst: sight.rate.burst,
         }
     }
 
     /// What this window reports for a request of `n` tokens decided at `now` (invariant 1).
     #[inline]
     fn window_state(&self, now: u64, n: u64) -> WindowState {
-        let rate = &self.rate;
-        let snapshot = gcra::snapshot(self.tat, now, rate);
+        let rate = Rate::new(self.period, self.count, self.burst);
+        let snapshot = gcra::snapshot(self.tat, now, &rate);
         let n = n.clamp(1, rate.burst);
         // The snapshot's own wait is `check(1)`'s: asked again only for a larger request.
         let retry = if n == 1 {
             snapshot.retry_after
         } else {
-            gcra::check(self.tat, now, rate, n).err().unwrap_or(0)
+            gcra::check(self.tat, now, &rate, n).err().unwrap_or(0)
         };
         WindowState {
             limit: rate.burst,
@@ -499,8 +499,9 @@ impl Decision {
             .iter()
             .filter(move |_| allowed)
             .map(move |record| {
-                let rate = record.rate;
-                let cost = u128::from(self.n) * u128::from(rate.period) / u128::from(rate.count);
+                let rate = Rate::new(record.period, record.count, record.burst);
+                let cost =
+                    u128::from(self.n) * u128::from(record.period) / u128::from(record.count);
                 let slot = gcra::Slot {
                     tat: record.tat,
                     at: self.now,
