@@ -1,7 +1,7 @@
 //! `serve`'s allowed path through `tollgate::http_limit` in a loop, for instruction counts and
 //! profiles: one default rule on `/*` (limits on, every request allowed, as
 //! `scripts/bench-serve-limits.sh` runs `serve`), the client keyed by its address, then
-//! `identify` + `decide_for` + `write_head_bytes` into a fresh head buffer, as `serve`'s handler does.
+//! `identify` + `decide_with` + `write_head_bytes` into a fresh head buffer, as `serve`'s handler does.
 //!
 //! Run: `cargo build --release --example http_limit_path` then
 //! `valgrind --tool=callgrind target/release/examples/http_limit_path 100000` or
@@ -65,11 +65,13 @@ fn main() {
         let peer = peers[(i % u64::from(clients)) as usize];
         let lines = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
         let identity = limiter.identify(black_box(peer), lines);
-        let verdict = limiter.decide_for(identity, "GET", black_box("/ping"));
-        assert!(verdict.is_allowed());
-        let mut head = Vec::with_capacity(256);
-        verdict.write_head_bytes(&mut head);
-        bytes = black_box(head).len();
+        // As `serve`'s handler: the verdict answered where it was built (`decide_with`).
+        bytes = limiter.decide_with(identity, "GET", black_box("/ping"), |verdict| {
+            assert!(verdict.is_allowed());
+            let mut head = Vec::with_capacity(256);
+            verdict.write_head_bytes(&mut head);
+            black_box(head).len()
+        });
     }
     let took = started.elapsed();
     println!(

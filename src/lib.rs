@@ -240,9 +240,9 @@ pub mod time {
 /// ```
 pub mod limit {
     pub use crate::limiter::{
-        AllOf, BackendError, Decision, DefaultKeyHasher, Grant, KeyedLimiter, KeyedLimits,
-        LimitError, LimitState, Limiter, MultiLimiter, RateLimiter, Reservation, Source,
-        WindowState,
+        AllOf, BackendError, Decision, DefaultKeyHasher, FastDecision, Grant, KeyedLimiter,
+        KeyedLimits, LimitError, LimitState, Limiter, MultiLimiter, RateLimiter, Reservation,
+        Source, WindowState,
     };
     pub use crate::quota::{ParseQuotaError, Quota, QuotaError};
 }

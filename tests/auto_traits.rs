@@ -58,6 +58,7 @@ fn primitives_are_shareable_across_threads_and_panics() {
     shareable::<Reservation<'static, ManualClock>>();
     shareable::<WindowState>();
     shareable::<Decision>();
+    shareable::<FastDecision>();
     shareable::<Source>();
     shareable::<BackendError>();
     shareable::<DefaultKeyHasher>();

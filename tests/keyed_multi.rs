@@ -12,7 +12,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tollgate::{
     CancelToken, Quota,
-    limit::{KeyedLimiter, LimitError, WindowState},
+    limit::{FastDecision, KeyedLimiter, LimitError, WindowState},
     time::{Clock, ManualClock},
 };
 
@@ -296,13 +296,15 @@ proptest! {
             6 => (0u64..4, 0u64..=8).prop_map(|(key, n)| Op::Decide { key, n }),
             1 => window(300, 6).prop_map(|w| Op::SetQuotas([w, w])),
         ], 1..120),
-        check_instead in prop::collection::vec(any::<bool>(), 120),
+        how in prop::collection::vec(0u8..3, 120),
     ) {
         let clock = ManualClock::new();
         let limiter = KeyedLimiter::with_clock(first.quota(), 100, clock.clone()).unwrap();
         let mut w = first;
         let mut tats: HashMap<u64, u64> = HashMap::new();
-        for (op, check_instead) in ops.into_iter().zip(check_instead) {
+        // Keys the limiter holds: decided once with `1 ≤ n ≤ burst` (never evicted here).
+        let mut resident = std::collections::HashSet::new();
+        for (op, how) in ops.into_iter().zip(how) {
             let now = clock.now();
             match op {
                 Op::Advance(ns) => clock.advance(Duration::from_nanos(ns)),
@@ -328,14 +330,36 @@ proptest! {
                     if want.is_ok() {
                         tats.insert(key, after);
                     }
-                    let result = if check_instead {
-                        limiter.check_n(&key, n)
-                    } else {
-                        let got = limiter.decide(&key, n);
-                        let have: Vec<_> = got.windows().collect();
-                        prop_assert_eq!(have, vec![w.state(after, now, n)]);
-                        got.result
+                    let result = match how {
+                        0 => limiter.check_n(&key, n),
+                        1 => {
+                            let got = limiter.decide(&key, n);
+                            let have: Vec<_> = got.windows().collect();
+                            prop_assert_eq!(have, vec![w.state(after, now, n)]);
+                            got.result
+                        }
+                        // `decide_fast`: the quick answer says what `decide` would (and is
+                        // given exactly for a resident key's allowance), the rest is `decide`'s.
+                        _ => match limiter.decide_fast(&key, n) {
+                            FastDecision::Allowed(state) => {
+                                prop_assert!(resident.contains(&key) && (1..=w.burst).contains(&n));
+                                prop_assert_eq!(state, w.state(after, now, n));
+                                Ok(())
+                            }
+                            FastDecision::Full(got) => {
+                                prop_assert!(
+                                    !(got.is_allowed() && resident.contains(&key) && n >= 1 && n <= w.burst),
+                                    "a resident key's allowance came in full"
+                                );
+                                let have: Vec<_> = got.windows().collect();
+                                prop_assert_eq!(have, vec![w.state(after, now, n)]);
+                                got.result
+                            }
+                        },
                     };
+                    if (1..=w.burst).contains(&n) {
+                        resident.insert(key);
+                    }
                     match (result, want) {
                         (Ok(()), Ok(_)) => {}
                         (Err(LimitError::InsufficientCapacity { requested, burst }), Err(None)) => {

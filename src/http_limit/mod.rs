@@ -48,7 +48,9 @@ pub use rule::{PathPattern, Rule, RuleError, Scope};
 use identity::IdentityConfig;
 
 use crate::clock::{Clock, MonotonicClock};
-use crate::limiter::{Decision, KeyedLimiter, KeyedLimits, LimitError, Source, WindowState};
+use crate::limiter::{
+    Decision, FastDecision, KeyedLimiter, KeyedLimits, LimitError, Source, WindowState,
+};
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -1305,7 +1307,57 @@ impl HttpLimiter {
     /// [`decide`](Self::decide) for a client already identified.
     #[inline]
     pub fn decide_for(&self, identity: Identity, method: &str, path: &str) -> Verdict<'_> {
-        let mut verdict = Verdict {
+        let mut verdict = self.undecided(identity);
+        self.decide_in(&mut verdict, method, path);
+        verdict
+    }
+
+    /// [`decide_for`](Self::decide_for), handing the verdict to `answer` where it was built,
+    /// for a server that decides on every request: the verdict is never moved (a returned
+    /// verdict is a few hundred bytes copied out of the call), and is dropped when `answer`
+    /// returns. The verdict is the same as `decide_for`'s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use tollgate::{Quota, time::ManualClock};
+    /// use tollgate::http_limit::{HttpLimiter, Rule, Scope};
+    ///
+    /// let limiter = HttpLimiter::builder()
+    ///     .memory(ManualClock::new(), 100)
+    ///     .rule(Rule::new("api", "/*", [Quota::per_second(1)?], Scope::Client)?)
+    ///     .build()?;
+    /// let none: [(&str, &[u8]); 0] = [];
+    /// let peer: IpAddr = "192.0.2.1".parse()?;
+    /// let mut head = Vec::new();
+    /// let status = limiter.decide_with(limiter.identify(peer, none), "GET", "/", |verdict| {
+    ///     verdict.write_head_bytes(&mut head);
+    ///     verdict.status()
+    /// });
+    /// assert_eq!(status, 200);
+    /// assert!(head.starts_with(b"RateLimit-Policy: "));
+    /// let identity = limiter.identify(peer, none);
+    /// assert_eq!(limiter.decide_with(identity, "GET", "/", |v| v.status()), 429);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn decide_with<R>(
+        &self,
+        identity: Identity,
+        method: &str,
+        path: &str,
+        answer: impl FnOnce(&Verdict<'_>) -> R,
+    ) -> R {
+        let mut verdict = self.undecided(identity);
+        self.decide_in(&mut verdict, method, path);
+        answer(&verdict)
+    }
+
+    /// A verdict of `identity` that no rule has decided yet (allowed, no windows).
+    #[inline]
+    fn undecided(&self, identity: Identity) -> Verdict<'_> {
+        Verdict {
             identity,
             refusal: None,
             dry_run: self.dry_run,
@@ -1314,14 +1366,18 @@ impl HttpLimiter {
             focus: None,
             retry_after: Duration::ZERO,
             source: None,
-        };
+        }
+    }
+
+    /// Decides `verdict` (fresh from [`undecided`](Self::undecided)) in place.
+    #[inline]
+    fn decide_in(&self, verdict: &mut Verdict<'_>, method: &str, path: &str) {
         if self.abuse.is_some() || self.guard.is_some() {
-            self.decide_guarded(&mut verdict, method, path);
+            self.decide_guarded(verdict, method, path);
         } else {
             // No abuse state and no guard (the common configuration): the rules alone.
-            self.decide_rules(&mut verdict, method, path);
+            self.decide_rules(verdict, method, path);
         }
-        verdict
     }
 
     /// [`decide_for`](Self::decide_for) with the abuse state or the enumeration guard.
@@ -1394,12 +1450,17 @@ impl HttpLimiter {
             self.decide_matching(verdict, method, path);
         }
         if verdict.focus.is_none() {
-            verdict.focus = verdict
-                .windows
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, w)| (w.state.remaining, std::cmp::Reverse(w.state.reset_after)))
-                .map(|(i, _)| i);
+            verdict.focus = match &verdict.windows {
+                // One window (the common verdict): it is the focus, no search.
+                Windows::One(_) => Some(0),
+                windows => windows
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, w)| {
+                        (w.state.remaining, std::cmp::Reverse(w.state.reset_after))
+                    })
+                    .map(|(i, _)| i),
+            };
         }
     }
 
@@ -1436,9 +1497,21 @@ impl HttpLimiter {
         (index, compiled): (usize, &Compiled),
         path: &str,
     ) {
-        let decision = {
+        let answer = {
             let key = scoped_key(compiled, &verdict.identity, path);
-            compiled.limits.decide(&key, 1)
+            if compiled.rule.dry_run {
+                FastDecision::Full(compiled.limits.decide(&key, 1))
+            } else {
+                compiled.limits.decide_fast(&key, 1)
+            }
+        };
+        let decision = match answer {
+            // The common answer (an in-process window allowed it): no `Decision` built.
+            FastDecision::Allowed(state) => {
+                crate::obs::limiter_decision(&compiled.rule.name, true);
+                return self.record_allowed(verdict, index, state);
+            }
+            FastDecision::Full(decision) => decision,
         };
         let allowed = decision.is_allowed();
         crate::obs::limiter_decision(&compiled.rule.name, allowed);
@@ -1517,6 +1590,16 @@ impl HttpLimiter {
         undone: bool,
     ) {
         let compiled = &self.rules[index];
+        // The common decision: an enforcing rule's one window allowed it, from memory.
+        if !refusing
+            && !undone
+            && !compiled.rule.dry_run
+            && decision.source == Source::Memory
+            && let (Some(state), 1) = (decision.window(0), decision.len())
+        {
+            // Not refusing, enforcing: the decision allowed (see `decide_one`).
+            return self.record_allowed(verdict, index, state);
+        }
         let result = if compiled.rule.dry_run && !decision.is_allowed() {
             DRY_RUN_REFUSED
         } else if refusing {
@@ -1575,6 +1658,34 @@ impl HttpLimiter {
                     },
                 );
             }
+        }
+    }
+
+    /// [`record`](Self::record) of an enforcing rule whose one window allowed the request in
+    /// memory (`state`): counted and recorded at once, with no iterator over windows.
+    #[inline]
+    fn record_allowed(&self, verdict: &mut Verdict<'_>, index: usize, state: WindowState) {
+        let compiled = &self.rules[index];
+        compiled.counts.count(ALLOWED, Source::Memory);
+        if verdict.source.is_none() {
+            verdict.source = Some((0, "memory"));
+        }
+        let length = self
+            .text
+            .get(index)
+            .and_then(|t| t.lengths.first().copied())
+            .unwrap_or(Duration::ZERO);
+        let window = RuleWindow {
+            rule: index,
+            window: 0,
+            state,
+            length,
+        };
+        if let Windows::Empty = verdict.windows {
+            // The verdict's first window (the common one): written in place, nothing to drop.
+            verdict.windows = Windows::One(window);
+        } else {
+            verdict.windows.push(window);
         }
     }
 
@@ -1637,44 +1748,24 @@ impl HttpLimiter {
 const INLINE_WINDOWS: usize = 2;
 
 /// A verdict's windows: up to [`INLINE_WINDOWS`] in place, so the common request (one or two
-/// matching windows) allocates nothing for them.
-#[derive(Clone, Copy)]
-struct Inline {
-    len: usize,
-    items: [RuleWindow; INLINE_WINDOWS],
-}
-
-#[derive(Clone)]
+/// matching windows) allocates nothing for them. A new verdict writes only the tag of `Empty`
+/// (no slots to clear), and a window is written once, where it lands.
+#[derive(Clone, Default)]
 enum Windows {
-    Inline(Inline),
+    #[default]
+    Empty,
+    One(RuleWindow),
+    Two([RuleWindow; INLINE_WINDOWS]),
     Heap(Vec<RuleWindow>),
-}
-
-impl Default for Windows {
-    fn default() -> Windows {
-        const EMPTY: RuleWindow = RuleWindow {
-            rule: 0,
-            window: 0,
-            state: WindowState {
-                limit: 0,
-                remaining: 0,
-                reset_after: Duration::ZERO,
-                retry_after: Duration::ZERO,
-            },
-            length: Duration::ZERO,
-        };
-        Windows::Inline(Inline {
-            len: 0,
-            items: [EMPTY; INLINE_WINDOWS],
-        })
-    }
 }
 
 impl Windows {
     #[inline]
     fn as_slice(&self) -> &[RuleWindow] {
         match self {
-            Windows::Inline(inline) => &inline.items[..inline.len],
+            Windows::Empty => &[],
+            Windows::One(one) => std::slice::from_ref(one),
+            Windows::Two(two) => two,
             Windows::Heap(heap) => heap,
         }
     }
@@ -1682,13 +1773,11 @@ impl Windows {
     #[inline]
     fn push(&mut self, window: RuleWindow) {
         match self {
-            Windows::Inline(inline) if inline.len < INLINE_WINDOWS => {
-                inline.items[inline.len] = window;
-                inline.len += 1;
-            }
-            Windows::Inline(inline) => {
+            Windows::Empty => *self = Windows::One(window),
+            Windows::One(one) => *self = Windows::Two([*one, window]),
+            Windows::Two(two) => {
                 let mut heap = Vec::with_capacity(INLINE_WINDOWS * 2);
-                heap.extend_from_slice(&inline.items);
+                heap.extend_from_slice(two);
                 heap.push(window);
                 *self = Windows::Heap(heap);
             }

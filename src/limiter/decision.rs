@@ -104,6 +104,42 @@ pub struct WindowState {
     pub retry_after: Duration,
 }
 
+/// What [`KeyedLimits::decide_fast`](crate::limit::KeyedLimits::decide_fast) answers: the
+/// common case (an in-process limiter of one window allowed the request) as that window's state
+/// alone, with no [`Decision`] built; anything else as the whole decision.
+///
+/// # Examples
+///
+/// ```
+/// use tollgate::{Quota, limit::{FastDecision, KeyedLimiter, KeyedLimits}, time::ManualClock};
+///
+/// let limiter = KeyedLimiter::<String, _>::with_clock(Quota::per_second(2)?, 10, ManualClock::new())?;
+/// // The key is new: decided in full (its entry is made), then the resident key's answer is quick.
+/// assert!(matches!(limiter.decide_fast("a", 1), FastDecision::Full(d) if d.is_allowed()));
+/// match limiter.decide_fast("a", 1) {
+///     FastDecision::Allowed(window) => assert_eq!((window.limit, window.remaining), (2, 0)),
+///     FastDecision::Full(decision) => panic!("the quick answer was expected: {decision:?}"),
+/// }
+/// // A refusal is always a full decision (which window refused, and until when).
+/// assert!(matches!(limiter.decide_fast("a", 1), FastDecision::Full(d) if !d.is_allowed()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastDecision {
+    /// Allowed by an in-process limiter ([`Source::Memory`]) whose only window is this one, as
+    /// that window's state after the decision (what `Decision::window(0)` would report).
+    Allowed(WindowState),
+    /// Any other outcome, in full: a refusal, several windows, another source.
+    Full(Decision),
+}
+
+/// The state a decision made at `now` for `n` tokens reports of the window it saw as `sight`
+/// (`Decision::window` of a one-window decision, without the decision).
+#[inline]
+pub(crate) fn window_state_of(sight: &Sight, now: u64, n: u64) -> WindowState {
+    Record::of(sight).window_state(now, n)
+}
+
 /// Why Redis did not decide: the call failed, ran out of budget, or was never made.
 ///
 /// Small and `Copy`; converts into the rich [`Error`] with `?`.

@@ -36,7 +36,7 @@ pub(crate) use self::core::Sight;
 pub use all_of::AllOf;
 #[cfg(feature = "redis")]
 pub(crate) use decision::SightsBuilder;
-pub use decision::{BackendError, Decision, Source, WindowState};
+pub use decision::{BackendError, Decision, FastDecision, Source, WindowState};
 pub use direct::RateLimiter;
 pub use grant::Grant;
 pub(crate) use grant::Ticket;
@@ -233,6 +233,33 @@ pub trait KeyedLimits: Send + Sync + fmt::Debug {
     /// Takes `n` tokens for `key` from every window now, all or nothing, and reports every
     /// window's state as this decision saw it.
     fn decide(&self, key: &str, n: u64) -> Decision;
+
+    /// [`decide`](Self::decide), with the common answer made without building a [`Decision`]:
+    /// [`FastDecision::Allowed`] with the window's state when an in-process limiter whose only
+    /// window is that one allowed the request; otherwise [`FastDecision::Full`] with the
+    /// decision `decide` makes. Either way the request is decided once, as `decide` would.
+    ///
+    /// The default always answers in full. The in-process [`KeyedLimiter`] answers a resident
+    /// key's one-window allowance quickly (the common request of an HTTP limit: `serve` asks
+    /// this on every request).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tollgate::{Quota, limit::{FastDecision, KeyedLimiter, KeyedLimits}, time::ManualClock};
+    /// let limits: Arc<dyn KeyedLimits> =
+    ///     Arc::new(KeyedLimiter::<String, _>::with_clock(Quota::per_second(5)?, 10, ManualClock::new())?);
+    /// let state = match limits.decide_fast("k", 1) {
+    ///     FastDecision::Allowed(state) => state,
+    ///     FastDecision::Full(decision) => decision.window(0).unwrap(),
+    /// };
+    /// assert_eq!(state.remaining, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn decide_fast(&self, key: &str, n: u64) -> FastDecision {
+        FastDecision::Full(self.decide(key, n))
+    }
 
     /// [`decide`](Self::decide)`(key, n).result`, without the window state where that is cheaper.
     ///

@@ -470,8 +470,21 @@ impl Limits {
     }
 
     /// Decides one request of `identity`.
+    #[cfg(test)]
     pub fn decide(&self, identity: Identity, method: &str, path: &str) -> Verdict<'_> {
         self.limiter.decide_for(identity, method, path)
+    }
+
+    /// [`decide`](Self::decide), the verdict handed to `answer` where it was built (never
+    /// moved).
+    pub fn decide_with<R>(
+        &self,
+        identity: Identity,
+        method: &str,
+        path: &str,
+        answer: impl FnOnce(&Verdict<'_>) -> R,
+    ) -> R {
+        self.limiter.decide_with(identity, method, path, answer)
     }
 
     /// The name of rule `index` (a `RuleWindow::rule`), for the access log.

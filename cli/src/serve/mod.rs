@@ -562,22 +562,24 @@ fn handle(state: &State, request: &Request) -> Response {
             };
         }
         if limits.deciding() {
-            let verdict = limits.decide(identity, &request.method, &request.url);
-            // Notes the client key too (the verdict's identity).
-            access_log::note_verdict(&verdict, |rule| limits.rule_name(rule));
-            if verdict.is_allowed() {
-                head = http::spare_head();
-                head.reserve(256);
-                verdict.write_head_bytes(&mut head);
-            } else {
-                // serve sets its own Content-Type (and body) on a refusal.
-                verdict.write_headers(|name, value| {
-                    if name != "Content-Type" {
-                        headers.push((name, value.to_owned()));
-                    }
-                });
-                refused = Some(limits::policy(&verdict));
-            }
+            // The verdict is answered where it was built (never moved).
+            limits.decide_with(identity, &request.method, &request.url, |verdict| {
+                // Notes the client key too (the verdict's identity).
+                access_log::note_verdict(verdict, |rule| limits.rule_name(rule));
+                if verdict.is_allowed() {
+                    head = http::spare_head();
+                    head.reserve(256);
+                    verdict.write_head_bytes(&mut head);
+                } else {
+                    // serve sets its own Content-Type (and body) on a refusal.
+                    verdict.write_headers(|name, value| {
+                        if name != "Content-Type" {
+                            headers.push((name, value.to_owned()));
+                        }
+                    });
+                    refused = Some(limits::policy(verdict));
+                }
+            });
         } else {
             access_log::note_key(identity.key());
         }
