@@ -379,6 +379,26 @@ proptest! {
 
 /// Four threads flooding one key of a two-window limiter on a frozen clock admit exactly the
 /// smallest remaining, and every refusal's state says remaining 0 in the refusing window.
+/// A limiter of several windows answers `decide_fast` in full, each window's state as `decide`
+/// reports it, and charges once per call.
+#[test]
+fn decide_fast_of_several_windows_is_decide() {
+    let quotas = [Quota::per_second(3).unwrap(), Quota::per_hour(5).unwrap()];
+    let fast = KeyedLimiter::<String, _>::with_quotas(quotas, 10, ManualClock::new()).unwrap();
+    let plain = KeyedLimiter::<String, _>::with_quotas(quotas, 10, ManualClock::new()).unwrap();
+    for _ in 0..4 {
+        let want = plain.decide("k", 1);
+        match fast.decide_fast("k", 1) {
+            FastDecision::Full(got) => assert_eq!(got, want),
+            FastDecision::Allowed(state) => panic!("two windows answered as one: {state:?}"),
+        }
+    }
+    assert!(
+        !fast.decide("k", 1).is_allowed(),
+        "three taken, the burst of 3 spent"
+    );
+}
+
 #[test]
 fn four_threads_flooding_one_key_admit_exactly_the_smallest_remaining() {
     for (first, second) in [(30, 100), (100, 30), (50, 50)] {

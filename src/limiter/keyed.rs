@@ -901,6 +901,11 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        // A limiter of several windows never has the quick answer: straight to `decide`, not a
+        // lookup, a hash and a clock read made twice on every call.
+        if self.windows != 1 {
+            return FastDecision::Full(self.decide(key, n));
+        }
         let now = self.clock.now();
         let hash = self.hash(key);
         each_width!(&self.shards, shards => {
@@ -928,7 +933,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher> KeyedLimiter<K, C, S> {
                 };
             }
         });
-        // A new key, or windows of their own: nothing was taken above.
+        // A new key, or a key with windows of its own: nothing was taken above.
         FastDecision::Full(self.decide(key, n))
     }
 
